@@ -1,0 +1,121 @@
+//! Whole results: per-pair scores and full similarity matrices.
+
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
+
+use super::kernels::{Prepared, narrow, score_pair};
+use super::{ComputeError, Metric};
+
+/// Scores row `i` of `a` with row `i` of `b`.
+///
+/// Either side may hold a single row, which is then compared with every row of the other;
+/// otherwise both have the same number of rows. Rows have equal dimension.
+pub fn pairwise(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    metric: Metric,
+) -> Result<Array1<f32>, ComputeError> {
+    let n = a.nrows().max(b.nrows());
+    let pick = |m: &ArrayView2<f32>, i: usize| if m.nrows() == 1 { 0 } else { i };
+    (0..n)
+        .map(|i| {
+            let score = score_pair(metric, a.row(pick(&a, i)), b.row(pick(&b, i)));
+            narrow(score, i, 0)
+        })
+        .collect()
+}
+
+/// Scores the given `(row of a, row of b)` index pairs; indices are in range.
+pub fn pairs(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    index_pairs: &[(usize, usize)],
+    metric: Metric,
+) -> Result<Array1<f32>, ComputeError> {
+    index_pairs
+        .iter()
+        .enumerate()
+        .map(|(p, &(i, j))| narrow(score_pair(metric, a.row(i), b.row(j)), p, 0))
+        .collect()
+}
+
+/// Scores every row of `a` with every row of `b`: an `a.nrows() × b.nrows()` matrix.
+pub fn matrix(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    metric: Metric,
+) -> Result<Array2<f32>, ComputeError> {
+    let prepared = Prepared::new(metric, a, b);
+    prepared.block(0..prepared.rows())
+}
+
+/// [`matrix`] for each of the `B` sets of a `B × n × d` and a `B × m × d` tensor.
+pub fn matrices(
+    a: ArrayView3<f32>,
+    b: ArrayView3<f32>,
+    metric: Metric,
+) -> Result<Array3<f32>, ComputeError> {
+    let mut out = Array3::zeros((a.len_of(Axis(0)), a.len_of(Axis(1)), b.len_of(Axis(1))));
+    for ((set_a, set_b), mut dst) in a.outer_iter().zip(b.outer_iter()).zip(out.outer_iter_mut()) {
+        dst.assign(&matrix(set_a, set_b, metric)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn a_single_row_is_compared_with_every_row_of_the_other_side() {
+        let a = array![[1.0f32, 0.0]];
+        let b = array![[1.0f32, 0.0], [0.0, 1.0], [-2.0, 0.0]];
+        let got = pairwise(a.view(), b.view(), Metric::Cosine).unwrap();
+        assert_eq!(got, array![1.0, 0.0, -1.0]);
+    }
+
+    #[test]
+    fn identical_rows_have_euclidean_distance_exactly_zero() {
+        let a = array![[1.0001f32, 2.0, 3.0], [0.1, 0.2, 0.3]];
+        let got = matrix(a.view(), a.view(), Metric::Euclidean).unwrap();
+        assert_eq!(got[[0, 0]], 0.0);
+        assert_eq!(got[[1, 1]], 0.0);
+    }
+
+    #[test]
+    fn cosine_of_identical_rows_never_exceeds_one() {
+        let a = array![[0.1f32, 0.7, 0.3], [3.0, 1e-3, 7.0]];
+        let got = matrix(a.view(), a.view(), Metric::Cosine).unwrap();
+        assert!(got.iter().all(|v| (-1.0..=1.0).contains(v)));
+        assert!((got[[0, 0]] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_dot_product_that_overflows_f32_is_an_error() {
+        let a = array![[1e20f32, 1e20]];
+        let got = matrix(a.view(), a.view(), Metric::Dot);
+        assert_eq!(got, Err(ComputeError::Overflow { row: 0, col: 0 }));
+    }
+
+    #[test]
+    fn a_dot_product_whose_f32_partial_sums_overflow_is_settled_in_f64() {
+        let a = array![[3e38f32, 3e38, 1.0]];
+        let b = array![[1e1f32, -1e1, 2.0]];
+        let got = matrix(a.view(), b.view(), Metric::Dot).unwrap();
+        assert_eq!(got[[0, 0]], 2.0);
+    }
+
+    #[test]
+    fn batched_matrices_equal_the_matrix_of_each_set() {
+        let a = array![[[1.0f32, 2.0], [3.0, 4.0]], [[-1.0, 0.5], [0.0, 2.0]]];
+        let got = matrices(a.view(), a.view(), Metric::Manhattan).unwrap();
+        for s in 0..2 {
+            let one = matrix(
+                a.index_axis(Axis(0), s),
+                a.index_axis(Axis(0), s),
+                Metric::Manhattan,
+            );
+            assert_eq!(got.index_axis(Axis(0), s), one.unwrap());
+        }
+    }
+}

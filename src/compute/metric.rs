@@ -1,0 +1,74 @@
+//! The four metrics and what their scores mean.
+
+use std::cmp::Ordering;
+
+/// How two vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metric {
+    /// Cosine of the angle, `x̂·ŷ` with `x̂ = x / max(‖x‖₂, 1e-6)` (Keras' `l2_normalize`
+    /// rule), clamped to `[-1, 1]`; a zero vector scores 0. Greater — closer.
+    #[default]
+    Cosine,
+    /// Inner product `x·y`. Greater — closer.
+    Dot,
+    /// `‖x − y‖₂`. Smaller — closer.
+    Euclidean,
+    /// `Σ|x − y|`. Smaller — closer.
+    Manhattan,
+}
+
+impl Metric {
+    /// The metric's name as clients spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::Euclidean => "euclidean",
+            Metric::Manhattan => "manhattan",
+        }
+    }
+
+    /// True for similarities (greater is closer), false for distances.
+    pub fn is_similarity(self) -> bool {
+        matches!(self, Metric::Cosine | Metric::Dot)
+    }
+
+    /// Orders two scores nearest first: `Less` when `x` is nearer than `y`.
+    pub fn nearest_first(self, x: f32, y: f32) -> Ordering {
+        if self.is_similarity() {
+            y.total_cmp(&x)
+        } else {
+            x.total_cmp(&y)
+        }
+    }
+
+    /// Whether `score` passes `threshold`: similarity ≥ t, or distance ≤ t.
+    pub fn passes(self, score: f32, threshold: f32) -> bool {
+        if self.is_similarity() {
+            score >= threshold
+        } else {
+            score <= threshold
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarities_sort_descending_and_distances_ascending() {
+        assert_eq!(Metric::Cosine.nearest_first(0.9, 0.1), Ordering::Less);
+        assert_eq!(Metric::Dot.nearest_first(-1.0, 2.0), Ordering::Greater);
+        assert_eq!(Metric::Euclidean.nearest_first(0.1, 0.9), Ordering::Less);
+        assert_eq!(Metric::Manhattan.nearest_first(3.0, 2.0), Ordering::Greater);
+    }
+
+    #[test]
+    fn thresholds_include_the_boundary() {
+        assert!(Metric::Cosine.passes(0.5, 0.5));
+        assert!(!Metric::Cosine.passes(0.49, 0.5));
+        assert!(Metric::Euclidean.passes(0.5, 0.5));
+        assert!(!Metric::Euclidean.passes(0.51, 0.5));
+    }
+}

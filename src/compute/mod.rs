@@ -1,0 +1,42 @@
+//! Pure similarity math: ndarray views in, arrays out.
+//!
+//! Nothing in here knows about HTTP, JSON or async runtimes. Callers hand over validated,
+//! finite `f32` matrices (rows are vectors) and get scores back.
+//!
+//! - [`Metric`] says what a score means: cosine and dot are similarities (greater — closer),
+//!   euclidean and manhattan are distances (smaller — closer).
+//! - [`pairwise`] scores row *i* of `a` with row *i* of `b`, [`pairs`] scores chosen
+//!   `(row of a, row of b)` index pairs, [`matrix`] scores every row of `a` with every row of `b`.
+//! - [`nearest`] keeps, per row of `a`, the top-k and/or above-threshold rows of `b` without
+//!   materialising the whole matrix.
+//!
+//! Results that do not fit in `f32` (a dot product of huge vectors, say) are reported as
+//! [`ComputeError::Overflow`] rather than returned as infinities.
+
+mod dense;
+mod kernels;
+mod metric;
+mod neighbours;
+
+pub use dense::{matrices, matrix, pairs, pairwise};
+pub use metric::Metric;
+pub use neighbours::{Neighbours, Selection, nearest};
+
+/// Why a computation produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComputeError {
+    /// A score at `(row, col)` is too large in magnitude for `f32`.
+    #[error("the score of row {row} against row {col} overflows float32")]
+    Overflow {
+        /// Row of `a` (or pair index for pairwise scores).
+        row: usize,
+        /// Row of `b` (0 for pairwise scores).
+        col: usize,
+    },
+    /// Threshold selection would return more than the allowed number of entries.
+    #[error("the selection holds more than {limit} entries")]
+    TooManyResults {
+        /// The most entries allowed.
+        limit: usize,
+    },
+}

@@ -1,0 +1,3 @@
+//! simserve: similarity between embeddings over HTTP.
+pub mod compute;
+pub mod tensor;

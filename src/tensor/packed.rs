@@ -1,0 +1,319 @@
+//! Base64 tensor objects: `{"dtype": "float32"|"float64", "shape": [..], "data": "<base64>"}`.
+//!
+//! `data` is standard (padded) base64 of the little-endian row-major values, which is what
+//! `base64.b64encode(x.astype('<f4').tobytes())` produces. Bytes become floats through
+//! `chunks_exact` + `from_le_bytes`, so alignment never matters.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::{Tensor, TensorSeed, kind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    Float32,
+    Float64,
+}
+
+impl Dtype {
+    fn size(self) -> usize {
+        match self {
+            Dtype::Float32 => 4,
+            Dtype::Float64 => 8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Dtype::Float32 => "float32",
+            Dtype::Float64 => "float64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Dtype,
+    Shape,
+    Data,
+}
+
+/// Reads a base64 tensor object whose `{` has been seen.
+pub(super) fn decode<'de, A: MapAccess<'de>>(
+    seed: TensorSeed,
+    mut map: A,
+) -> Result<Tensor, A::Error> {
+    let field = seed.field;
+    let (mut dtype, mut shape, mut bytes) = (None, None, None);
+    while let Some(key) = map.next_key_seed(KeySeed { field })? {
+        let part = Part { field, key };
+        let duplicate = match (key, map.next_value_seed(part)?) {
+            (Key::Dtype, Value::Dtype(v)) => dtype.replace(v).is_some(),
+            (Key::Shape, Value::Shape(v)) => shape.replace(v).is_some(),
+            (Key::Data, Value::Data(v)) => bytes.replace(v).is_some(),
+            _ => false,
+        };
+        if duplicate {
+            return Err(de::Error::custom(format_args!(
+                "{field}: duplicate key in tensor object"
+            )));
+        }
+    }
+    let missing =
+        |name| de::Error::custom(format_args!("{field}: tensor object has no \"{name}\""));
+    let dtype = dtype.ok_or_else(|| missing("dtype"))?;
+    let shape: Vec<usize> = shape.ok_or_else(|| missing("shape"))?;
+    let bytes: Vec<u8> = bytes.ok_or_else(|| missing("data"))?;
+
+    if !seed.ranks.contains(&shape.len()) {
+        return Err(seed.wrong_rank(shape.len()));
+    }
+    if let Some(axis) = shape.iter().position(|&len| len == 0) {
+        return Err(de::Error::custom(format_args!(
+            "{field}.shape[{axis}]: axis has length 0, every axis needs at least one element"
+        )));
+    }
+    let needed = shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &len| acc.checked_mul(len))
+        .ok_or_else(|| de::Error::custom(format_args!("{field}.shape: element count overflows")))?;
+    if bytes.len() != needed {
+        return Err(de::Error::custom(format_args!(
+            "{field}.data: decodes to {} bytes, shape {shape:?} of {} needs {needed}",
+            bytes.len(),
+            dtype.name()
+        )));
+    }
+
+    let data: Vec<f32> = match dtype {
+        Dtype::Float32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::Float64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+    };
+    if let Some(flat) = data.iter().position(|v| !v.is_finite()) {
+        let mut at = String::new();
+        let mut rest = flat;
+        let mut index = vec![0; shape.len()];
+        for (axis, &len) in shape.iter().enumerate().rev() {
+            index[axis] = rest % len;
+            rest /= len;
+        }
+        for i in index {
+            at.push_str(&format!("[{i}]"));
+        }
+        return Err(de::Error::custom(format_args!(
+            "{field}{at}: value is NaN, infinite or outside the float32 range"
+        )));
+    }
+    Ok(Tensor { shape, data })
+}
+
+enum Value {
+    Dtype(Dtype),
+    Shape(Vec<usize>),
+    Data(Vec<u8>),
+}
+
+/// Reads a key of the tensor object.
+struct KeySeed {
+    field: &'static str,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: a tensor object key", self.field)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        match v {
+            "dtype" => Ok(Key::Dtype),
+            "shape" => Ok(Key::Shape),
+            "data" => Ok(Key::Data),
+            _ => Err(E::custom(format_args!(
+                "{}: tensor object keys are \"dtype\", \"shape\" and \"data\"",
+                self.field
+            ))),
+        }
+    }
+}
+
+/// Reads the value of `key` in the tensor object.
+#[derive(Clone, Copy)]
+struct Part {
+    field: &'static str,
+    key: Key,
+}
+
+impl Part {
+    fn error<E: de::Error>(&self, found: de::Unexpected) -> E {
+        let field = self.field;
+        match self.key {
+            Key::Dtype => E::custom(format_args!(
+                "{field}.dtype: expected \"float32\" or \"float64\", found {}",
+                kind(found)
+            )),
+            Key::Shape => E::custom(format_args!(
+                "{field}.shape: expected an array of non-negative integers, found {}",
+                kind(found)
+            )),
+            Key::Data => E::custom(format_args!(
+                "{field}.data: expected a base64 string, found {}",
+                kind(found)
+            )),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Part {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Part {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: a base64 tensor object", self.field)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        let field = self.field;
+        match self.key {
+            Key::Dtype => match v {
+                "float32" => Ok(Value::Dtype(Dtype::Float32)),
+                "float64" => Ok(Value::Dtype(Dtype::Float64)),
+                _ => Err(E::custom(format_args!(
+                    "{field}.dtype: unknown dtype, expected \"float32\" or \"float64\""
+                ))),
+            },
+            Key::Data => STANDARD.decode(v).map(Value::Data).map_err(|e| {
+                E::custom(format_args!(
+                    "{field}.data: not valid standard base64 ({e})"
+                ))
+            }),
+            Key::Shape => Err(self.error(de::Unexpected::Str(""))),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if !matches!(self.key, Key::Shape) {
+            return Err(self.error(de::Unexpected::Seq));
+        }
+        let mut shape = Vec::new();
+        while let Some(len) = seq.next_element_seed(AxisLen {
+            field: self.field,
+            axis: shape.len(),
+        })? {
+            shape.push(len);
+        }
+        Ok(Value::Shape(shape))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+        Err(self.error(de::Unexpected::Map))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Err(self.error(de::Unexpected::Bool(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Err(self.error(de::Unexpected::Float(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Err(self.error(de::Unexpected::Signed(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Err(self.error(de::Unexpected::Unsigned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Err(self.error(de::Unexpected::Unit))
+    }
+}
+
+/// One entry of `shape`: a non-negative integer.
+struct AxisLen {
+    field: &'static str,
+    axis: usize,
+}
+
+impl AxisLen {
+    fn error<E: de::Error>(&self) -> E {
+        E::custom(format_args!(
+            "{}.shape[{}]: expected a non-negative integer",
+            self.field, self.axis
+        ))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for AxisLen {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AxisLen {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a non-negative integer")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+        usize::try_from(v).map_err(|_| self.error())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<usize, E> {
+        Err(self.error())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<usize, E> {
+        Err(self.error())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<usize, E> {
+        Err(self.error())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<usize, E> {
+        Err(self.error())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Err(self.error())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
+        Err(self.error())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
+        Err(self.error())
+    }
+}
