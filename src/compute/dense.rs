@@ -38,25 +38,29 @@ pub fn pairs(
         .collect()
 }
 
-/// Scores every row of `a` with every row of `b`: an `a.nrows() × b.nrows()` matrix.
+/// Scores every row of `a` with every row of `b` (`None`: of `a` itself): an
+/// `a.nrows() × b.nrows()` matrix.
 pub fn matrix(
     a: ArrayView2<f32>,
-    b: ArrayView2<f32>,
+    b: Option<ArrayView2<f32>>,
     metric: Metric,
 ) -> Result<Array2<f32>, ComputeError> {
     let prepared = Prepared::new(metric, a, b);
     prepared.block(0..prepared.rows())
 }
 
-/// [`matrix`] for each of the `B` sets of a `B × n × d` and a `B × m × d` tensor.
+/// [`matrix`] for each of the `B` sets of a `B × n × d` and a `B × m × d` tensor
+/// (`None`: each set of `a` against itself).
 pub fn matrices(
     a: ArrayView3<f32>,
-    b: ArrayView3<f32>,
+    b: Option<ArrayView3<f32>>,
     metric: Metric,
 ) -> Result<Array3<f32>, ComputeError> {
-    let mut out = Array3::zeros((a.len_of(Axis(0)), a.len_of(Axis(1)), b.len_of(Axis(1))));
-    for ((set_a, set_b), mut dst) in a.outer_iter().zip(b.outer_iter()).zip(out.outer_iter_mut()) {
-        dst.assign(&matrix(set_a, set_b, metric)?);
+    let m = b.as_ref().unwrap_or(&a).len_of(Axis(1));
+    let mut out = Array3::zeros((a.len_of(Axis(0)), a.len_of(Axis(1)), m));
+    for (s, mut dst) in out.outer_iter_mut().enumerate() {
+        let set_b = b.as_ref().map(|b| b.index_axis(Axis(0), s));
+        dst.assign(&matrix(a.index_axis(Axis(0), s), set_b, metric)?);
     }
     Ok(out)
 }
@@ -77,7 +81,7 @@ mod tests {
     #[test]
     fn identical_rows_have_euclidean_distance_exactly_zero() {
         let a = array![[1.0001f32, 2.0, 3.0], [0.1, 0.2, 0.3]];
-        let got = matrix(a.view(), a.view(), Metric::Euclidean).unwrap();
+        let got = matrix(a.view(), None, Metric::Euclidean).unwrap();
         assert_eq!(got[[0, 0]], 0.0);
         assert_eq!(got[[1, 1]], 0.0);
     }
@@ -85,15 +89,17 @@ mod tests {
     #[test]
     fn cosine_of_identical_rows_never_exceeds_one() {
         let a = array![[0.1f32, 0.7, 0.3], [3.0, 1e-3, 7.0]];
-        let got = matrix(a.view(), a.view(), Metric::Cosine).unwrap();
+        let got = matrix(a.view(), Some(a.view()), Metric::Cosine).unwrap();
         assert!(got.iter().all(|v| (-1.0..=1.0).contains(v)));
         assert!((got[[0, 0]] - 1.0).abs() < 1e-6);
+        let own = matrix(a.view(), None, Metric::Cosine).unwrap();
+        assert_eq!((own[[0, 0]], own[[1, 1]]), (1.0, 1.0));
     }
 
     #[test]
     fn a_dot_product_that_overflows_f32_is_an_error() {
         let a = array![[1e20f32, 1e20]];
-        let got = matrix(a.view(), a.view(), Metric::Dot);
+        let got = matrix(a.view(), None, Metric::Dot);
         assert_eq!(got, Err(ComputeError::Overflow { row: 0, col: 0 }));
     }
 
@@ -101,20 +107,16 @@ mod tests {
     fn a_dot_product_whose_f32_partial_sums_overflow_is_settled_in_f64() {
         let a = array![[3e38f32, 3e38, 1.0]];
         let b = array![[1e1f32, -1e1, 2.0]];
-        let got = matrix(a.view(), b.view(), Metric::Dot).unwrap();
+        let got = matrix(a.view(), Some(b.view()), Metric::Dot).unwrap();
         assert_eq!(got[[0, 0]], 2.0);
     }
 
     #[test]
     fn batched_matrices_equal_the_matrix_of_each_set() {
         let a = array![[[1.0f32, 2.0], [3.0, 4.0]], [[-1.0, 0.5], [0.0, 2.0]]];
-        let got = matrices(a.view(), a.view(), Metric::Manhattan).unwrap();
+        let got = matrices(a.view(), None, Metric::Manhattan).unwrap();
         for s in 0..2 {
-            let one = matrix(
-                a.index_axis(Axis(0), s),
-                a.index_axis(Axis(0), s),
-                Metric::Manhattan,
-            );
+            let one = matrix(a.index_axis(Axis(0), s), None, Metric::Manhattan);
             assert_eq!(got.index_axis(Axis(0), s), one.unwrap());
         }
     }

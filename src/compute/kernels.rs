@@ -75,23 +75,31 @@ fn normalized(x: ArrayView2<f32>) -> Array2<f32> {
 pub(crate) struct Prepared<'a> {
     metric: Metric,
     a: CowArray<'a, f32, Ix2>,
-    b: CowArray<'a, f32, Ix2>,
+    /// `None`: `a` against itself.
+    b: Option<CowArray<'a, f32, Ix2>>,
+    /// The raw rows of `a`, for scoring a row against itself exactly.
+    raw: ArrayView2<'a, f32>,
 }
 
 impl<'a> Prepared<'a> {
-    /// Prepares `a` and `b` (rows are vectors of equal dimension) for `metric`.
-    pub(crate) fn new(metric: Metric, a: ArrayView2<'a, f32>, b: ArrayView2<'a, f32>) -> Self {
-        match metric {
-            Metric::Cosine => Prepared {
-                metric,
-                a: normalized(a).into(),
-                b: normalized(b).into(),
-            },
-            _ => Prepared {
-                metric,
-                a: a.into(),
-                b: b.into(),
-            },
+    /// Prepares `a` and `b` (rows are vectors of equal dimension; `None`: `a` against
+    /// itself) for `metric`.
+    pub(crate) fn new(
+        metric: Metric,
+        a: ArrayView2<'a, f32>,
+        b: Option<ArrayView2<'a, f32>>,
+    ) -> Self {
+        let prepare = |x: ArrayView2<'a, f32>| -> CowArray<'a, f32, Ix2> {
+            match metric {
+                Metric::Cosine => normalized(x).into(),
+                _ => x.into(),
+            }
+        };
+        Prepared {
+            metric,
+            a: prepare(a),
+            b: b.map(prepare),
+            raw: a,
         }
     }
 
@@ -102,14 +110,29 @@ impl<'a> Prepared<'a> {
 
     /// Number of rows of `b`.
     pub(crate) fn cols(&self) -> usize {
-        self.b.nrows()
+        self.b.as_ref().unwrap_or(&self.a).nrows()
     }
 
     /// Scores rows `rows` of `a` against every row of `b`: a `rows.len() × cols` block.
+    ///
+    /// When `a` is compared with itself, each row's score against itself is computed in
+    /// `f64`, so a non-zero row's self-cosine is exactly 1 and its self-distance exactly 0.
     pub(crate) fn block(&self, rows: Range<usize>) -> Result<Array2<f32>, ComputeError> {
         let first = rows.start;
+        let mut out = self.cross(rows.clone())?;
+        if self.b.is_none() {
+            for i in rows {
+                let x = self.raw.row(i);
+                out[[i - first, i]] = narrow(score_pair(self.metric, x, x), i, i)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn cross(&self, rows: Range<usize>) -> Result<Array2<f32>, ComputeError> {
+        let first = rows.start;
         let a = self.a.slice(ndarray::s![rows, ..]);
-        let b = self.b.view();
+        let b = self.b.as_ref().unwrap_or(&self.a).view();
         match self.metric {
             Metric::Cosine => {
                 let mut out = a.dot(&b.t());

@@ -35,10 +35,10 @@ pub struct Neighbours {
     pub scores: Vec<Vec<f32>>,
 }
 
-/// Selects, for every row of `a`, the nearest rows of `b` under `metric`.
+/// Selects, for every row of `a`, the nearest rows of `b` (`None`: of `a` itself).
 pub fn nearest(
     a: ArrayView2<f32>,
-    b: ArrayView2<f32>,
+    b: Option<ArrayView2<f32>>,
     metric: Metric,
     selection: &Selection,
 ) -> Result<Neighbours, ComputeError> {
@@ -132,7 +132,7 @@ mod tests {
             k: Some(3),
             ..all()
         };
-        let got = nearest(a.view(), b.view(), Metric::Cosine, &sel).unwrap();
+        let got = nearest(a.view(), Some(b.view()), Metric::Cosine, &sel).unwrap();
         assert_eq!(got.indices, vec![vec![1, 2, 4]]);
         assert_eq!(got.scores, vec![vec![1.0, 1.0, 1.0]]);
     }
@@ -145,7 +145,7 @@ mod tests {
             k: Some(2),
             ..all()
         };
-        let got = nearest(a.view(), b.view(), Metric::Manhattan, &sel).unwrap();
+        let got = nearest(a.view(), Some(b.view()), Metric::Manhattan, &sel).unwrap();
         assert_eq!(got.indices, vec![vec![1, 2]]);
         assert_eq!(got.scores, vec![vec![1.0, 2.0]]);
     }
@@ -157,8 +157,8 @@ mod tests {
             threshold: Some(0.3),
             ..all()
         };
-        let got = nearest(a.view(), a.view(), Metric::Cosine, &sel).unwrap();
-        let dense = matrix(a.view(), a.view(), Metric::Cosine).unwrap();
+        let got = nearest(a.view(), None, Metric::Cosine, &sel).unwrap();
+        let dense = matrix(a.view(), None, Metric::Cosine).unwrap();
         for (i, row) in dense.rows().into_iter().enumerate() {
             let mut want: Vec<usize> = (0..3).filter(|&j| row[j] >= 0.3).collect();
             want.sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
@@ -175,7 +175,7 @@ mod tests {
             exclude: Some(&lists),
             ..all()
         };
-        let got = nearest(a.view(), a.view(), Metric::Dot, &sel).unwrap();
+        let got = nearest(a.view(), None, Metric::Dot, &sel).unwrap();
         assert_eq!(got.indices, vec![vec![1], vec![2, 0], vec![]]);
     }
 
@@ -186,7 +186,7 @@ mod tests {
             max_entries: 3,
             ..Selection::default()
         };
-        let got = nearest(a.view(), a.view(), Metric::Dot, &sel);
+        let got = nearest(a.view(), None, Metric::Dot, &sel);
         assert_eq!(got, Err(ComputeError::TooManyResults { limit: 3 }));
     }
 }

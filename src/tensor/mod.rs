@@ -14,7 +14,7 @@ mod packed;
 
 use std::fmt;
 
-use ndarray::{ArrayView2, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A decoded tensor: row-major finite `f32` values with at least one element on every axis.
@@ -38,6 +38,22 @@ impl Tensor {
     /// The last axis: the dimension of the vectors.
     pub fn dim(&self) -> usize {
         self.shape.last().copied().unwrap_or(0)
+    }
+
+    /// A rank-2 tensor as an owned `rows × dim` array (no copy), `None` for another rank.
+    pub fn into_matrix(self) -> Option<Array2<f32>> {
+        match self.shape[..] {
+            [rows, dim] => Array2::from_shape_vec((rows, dim), self.data).ok(),
+            _ => None,
+        }
+    }
+
+    /// A rank-3 tensor as an owned `sets × rows × dim` array (no copy), `None` for another rank.
+    pub fn into_sets(self) -> Option<Array3<f32>> {
+        match self.shape[..] {
+            [sets, rows, dim] => Array3::from_shape_vec((sets, rows, dim), self.data).ok(),
+            _ => None,
+        }
     }
 
     /// A rank-2 tensor as a `rows × dim` view, `None` for another rank.

@@ -1,0 +1,254 @@
+//! Response bodies: float tensors as nested JSON arrays or base64 tensor objects.
+//!
+//! Bodies are serialised straight from the result buffers into one byte vector; nothing
+//! goes through `serde_json::Value`.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ndarray::{ArrayView, Dimension};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use super::fields::Encoding;
+use crate::compute::{Metric, Neighbours};
+use crate::error::ApiError;
+
+/// A dense float tensor written in the requested encoding.
+pub struct Dense<'a> {
+    encoding: Encoding,
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl<'a> Dense<'a> {
+    /// `data` is row-major with `shape`.
+    pub fn new(encoding: Encoding, shape: &'a [usize], data: &'a [f32]) -> Self {
+        Dense {
+            encoding,
+            shape,
+            data,
+        }
+    }
+}
+
+impl Serialize for Dense<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.encoding {
+            Encoding::Json => Nested {
+                shape: self.shape,
+                data: self.data,
+            }
+            .serialize(serializer),
+            Encoding::Base64 => {
+                let bytes: Vec<u8> = self.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("dtype", "float32")?;
+                map.serialize_entry("shape", self.shape)?;
+                map.serialize_entry("data", &STANDARD.encode(bytes))?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Row-major data as nested arrays following `shape`.
+struct Nested<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl Serialize for Nested<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.shape {
+            [] | [_] => serializer.collect_seq(self.data),
+            [_, inner @ ..] => {
+                let stride = inner.iter().product::<usize>().max(1);
+                serializer.collect_seq(
+                    self.data
+                        .chunks(stride)
+                        .map(|data| Nested { shape: inner, data }),
+                )
+            }
+        }
+    }
+}
+
+/// `{"metric", "shape", "scores" | "matrix"}`: the body of every dense result.
+#[derive(Serialize)]
+struct DenseBody<'a> {
+    metric: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scores: Option<Dense<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matrix: Option<Dense<'a>>,
+}
+
+/// Which field of a dense body holds the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseField {
+    /// `scores`: one score per pair.
+    Scores,
+    /// `matrix`: every row against every row.
+    Matrix,
+}
+
+/// Serialises a dense result: `values` written row-major under `shape` (which may drop
+/// leading axes of length 1).
+pub fn dense<D: Dimension>(
+    metric: Metric,
+    encoding: Encoding,
+    field: DenseField,
+    shape: &[usize],
+    values: ArrayView<f32, D>,
+) -> Result<Response, ApiError> {
+    let values = values.as_standard_layout();
+    let data = values
+        .as_slice()
+        .ok_or_else(|| ApiError::Internal("a standard-layout array is not contiguous".into()))?;
+    let tensor = Some(Dense::new(encoding, shape, data));
+    let (scores, matrix) = match field {
+        DenseField::Scores => (tensor, None),
+        DenseField::Matrix => (None, tensor),
+    };
+    to_response(&DenseBody {
+        metric: metric.name(),
+        shape,
+        scores,
+        matrix,
+    })
+}
+
+/// Serialises top-k / threshold results for one or (`batched`) several sets.
+///
+/// When every row holds the same number of entries the body has a `shape` and `scores` is one
+/// tensor; otherwise rows differ in length, there is no `shape`, and in base64 each row's
+/// scores are a tensor of their own. `item_ids` adds `items`, the ids of the listed indices.
+pub fn neighbours(
+    metric: Metric,
+    encoding: Encoding,
+    sets: &[Neighbours],
+    batched: bool,
+    item_ids: Option<&[String]>,
+) -> Result<Response, ApiError> {
+    let rows = || sets.iter().flat_map(|s| s.indices.iter());
+    let width = rows().next().map_or(0, Vec::len);
+    let shape = rows().all(|row| row.len() == width).then(|| {
+        let n = sets.first().map_or(0, |s| s.indices.len());
+        let mut shape = vec![n, width];
+        if batched {
+            shape.insert(0, sets.len());
+        }
+        shape
+    });
+    let flat: Vec<f32> = match shape {
+        Some(_) => sets
+            .iter()
+            .flat_map(|s| s.scores.iter().flatten().copied())
+            .collect(),
+        None => Vec::new(),
+    };
+    let part = |part| PerSet {
+        sets,
+        batched,
+        part,
+    };
+    let body = NeighboursBody {
+        metric: metric.name(),
+        shape: shape.as_deref(),
+        indices: part(Part::Indices),
+        scores: match &shape {
+            Some(shape) => Scores::Dense(Dense::new(encoding, shape, &flat)),
+            None => Scores::Ragged(part(Part::Scores(encoding))),
+        },
+        items: item_ids.map(|ids| part(Part::Ids(ids))),
+    };
+    to_response(&body)
+}
+
+#[derive(Serialize)]
+struct NeighboursBody<'a> {
+    metric: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shape: Option<&'a [usize]>,
+    indices: PerSet<'a>,
+    scores: Scores<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<PerSet<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Scores<'a> {
+    Dense(Dense<'a>),
+    Ragged(PerSet<'a>),
+}
+
+/// Which list of a neighbours result to write.
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Indices,
+    Scores(Encoding),
+    Ids(&'a [String]),
+}
+
+/// One part of every set's rows, nested one level deeper when `batched`.
+struct PerSet<'a> {
+    sets: &'a [Neighbours],
+    batched: bool,
+    part: Part<'a>,
+}
+
+impl Serialize for PerSet<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let rows_of = |set| SetRows {
+            set,
+            part: self.part,
+        };
+        match self.sets {
+            [set] if !self.batched => rows_of(set).serialize(serializer),
+            sets => serializer.collect_seq(sets.iter().map(rows_of)),
+        }
+    }
+}
+
+/// One part of one set's rows.
+struct SetRows<'a> {
+    set: &'a Neighbours,
+    part: Part<'a>,
+}
+
+impl Serialize for SetRows<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let set = self.set;
+        match self.part {
+            Part::Indices => set.indices.serialize(serializer),
+            Part::Scores(encoding) => {
+                serializer.collect_seq(set.scores.iter().map(|row| Vector(encoding, row)))
+            }
+            Part::Ids(ids) => serializer.collect_seq(
+                set.indices
+                    .iter()
+                    .map(|row| row.iter().map(|&i| &ids[i]).collect::<Vec<_>>()),
+            ),
+        }
+    }
+}
+
+/// A rank-1 float tensor in the requested encoding.
+struct Vector<'a>(Encoding, &'a [f32]);
+
+impl Serialize for Vector<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Dense::new(self.0, &[self.1.len()], self.1).serialize(serializer)
+    }
+}
+
+/// Writes `body` as an `application/json` response.
+fn to_response<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body)
+        .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}

@@ -1,0 +1,195 @@
+//! `POST /similarity/matrix`: every row of `a` with every row of `b` (or of `a` itself), for
+//! one set or for `B` sets at once, as a dense matrix or as top-k / above-threshold neighbours.
+
+use axum::extract::State;
+use axum::response::Response;
+use ndarray::{Array3, Axis};
+use serde::Deserialize;
+
+use super::body::JsonBody;
+use super::encode::{self, DenseField};
+use super::fields::{self, Encoding, MetricName};
+use super::validate::{self, invalid, same_dim};
+use crate::app::AppState;
+use crate::compute::{self, Metric, Neighbours, Selection};
+use crate::error::ApiError;
+use crate::offload::run_cpu;
+use crate::tensor::Tensor;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixRequest {
+    #[serde(deserialize_with = "fields::a_matrix_or_sets")]
+    a: Tensor,
+    #[serde(default, deserialize_with = "fields::some_b_matrix_or_sets")]
+    b: Option<Tensor>,
+    #[serde(default)]
+    metric: MetricName,
+    #[serde(default)]
+    top_k: Option<u64>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    #[serde(default)]
+    exclude_self: bool,
+    #[serde(default)]
+    response_encoding: Encoding,
+}
+
+/// A validated matrix job over `B` sets (`B = 1` for rank-2 input).
+#[derive(Debug)]
+pub struct MatrixJob {
+    a: Array3<f32>,
+    /// `None`: `a` against itself.
+    b: Option<Array3<f32>>,
+    /// Whether the input was rank 3, so the output keeps the set axis.
+    batched: bool,
+    metric: Metric,
+    output: Output,
+    encoding: Encoding,
+}
+
+#[derive(Debug)]
+enum Output {
+    Dense,
+    Neighbours {
+        k: Option<usize>,
+        threshold: Option<f32>,
+        exclude_self: bool,
+        max_entries: usize,
+    },
+}
+
+impl MatrixJob {
+    fn parse(req: MatrixRequest, max_output: usize) -> Result<Self, ApiError> {
+        let batched = req.a.rank() == 3;
+        if let Some(b) = &req.b {
+            if b.rank() != req.a.rank() {
+                return Err(invalid(format!(
+                    "b: has rank {}, but a has rank {}",
+                    b.rank(),
+                    req.a.rank()
+                )));
+            }
+            if batched && b.shape()[0] != req.a.shape()[0] {
+                return Err(invalid(format!(
+                    "b: has {} sets, but a has {}",
+                    b.shape()[0],
+                    req.a.shape()[0]
+                )));
+            }
+            same_dim(("a", &req.a), ("b", b))?;
+        }
+        let k = validate::top_k(req.top_k)?;
+        let threshold = validate::threshold(req.threshold)?;
+        if req.exclude_self && req.b.is_some() {
+            return Err(invalid(
+                "exclude_self: applies only when b is omitted (a against itself)",
+            ));
+        }
+        if req.exclude_self && k.is_none() && threshold.is_none() {
+            return Err(invalid(
+                "exclude_self: applies only with top_k or threshold",
+            ));
+        }
+
+        let a = validate::sets("a", req.a)?;
+        let b = req.b.map(|b| validate::sets("b", b)).transpose()?;
+        let (sets, n) = (a.len_of(Axis(0)), a.len_of(Axis(1)));
+        let m = b.as_ref().map_or(n, |b| b.len_of(Axis(1)));
+        let output = match (k, threshold) {
+            (None, None) => {
+                validate::output_size(
+                    &[sets, n, m],
+                    max_output,
+                    "ask for top_k or threshold instead",
+                )?;
+                Output::Dense
+            }
+            (k, threshold) => {
+                if let Some(k) = k {
+                    let width = k.min(m);
+                    validate::output_size(&[sets, n, width], max_output, "lower top_k")?;
+                }
+                Output::Neighbours {
+                    k,
+                    threshold,
+                    exclude_self: req.exclude_self,
+                    max_entries: max_output,
+                }
+            }
+        };
+        Ok(MatrixJob {
+            a,
+            b,
+            batched,
+            metric: req.metric.into(),
+            output,
+            encoding: req.response_encoding,
+        })
+    }
+
+    /// Multiply-adds the job takes.
+    fn work(&self) -> usize {
+        let m = self.b.as_ref().unwrap_or(&self.a).len_of(Axis(1));
+        self.a.len().saturating_mul(m)
+    }
+
+    fn run(self) -> Result<Response, ApiError> {
+        let (a, b) = (self.a.view(), self.b.as_ref().map(|b| b.view()));
+        match self.output {
+            Output::Dense => {
+                let result = compute::matrices(a, b, self.metric)?;
+                let mut shape = result.shape().to_vec();
+                if !self.batched {
+                    shape.remove(0);
+                }
+                encode::dense(
+                    self.metric,
+                    self.encoding,
+                    DenseField::Matrix,
+                    &shape,
+                    result.view(),
+                )
+            }
+            Output::Neighbours {
+                k,
+                threshold,
+                exclude_self,
+                max_entries,
+            } => {
+                let mut sets: Vec<Neighbours> = Vec::with_capacity(a.len_of(Axis(0)));
+                let mut left = max_entries;
+                for (s, set_a) in a.outer_iter().enumerate() {
+                    let set_b = self.b.as_ref().map(|b| b.index_axis(Axis(0), s));
+                    let selection = Selection {
+                        k,
+                        threshold,
+                        exclude_self,
+                        exclude: None,
+                        max_entries: left,
+                    };
+                    let found = compute::nearest(set_a, set_b, self.metric, &selection)?;
+                    left -= found.indices.iter().map(Vec::len).sum::<usize>();
+                    sets.push(found);
+                }
+                encode::neighbours(self.metric, self.encoding, &sets, self.batched, None)
+            }
+        }
+    }
+}
+
+/// Serves `POST /similarity/matrix`.
+#[tracing::instrument(skip_all, fields(sets, rows, dim))]
+pub async fn handler(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<MatrixRequest>,
+) -> Result<Response, ApiError> {
+    let job = MatrixJob::parse(req, state.limits.max_output_elements)?;
+    let (sets, rows, dim) = job.a.dim();
+    tracing::Span::current()
+        .record("sets", sets)
+        .record("rows", rows)
+        .record("dim", dim);
+    run_cpu(job.work(), move || job.run()).await?
+}

@@ -1,0 +1,130 @@
+//! `POST /similarity/pairwise`: row i of `a` with row i of `b`, or the two vectors of each
+//! entry of `pairs` (the `(batch, 2, dim)` layout of a Keras `Lambda` layer).
+
+use axum::response::Response;
+use ndarray::{Array2, Array3, ArrayView2, Axis};
+use serde::Deserialize;
+
+use super::body::JsonBody;
+use super::encode::{self, DenseField};
+use super::fields::{self, Encoding, MetricName};
+use super::validate::{invalid, matrix, same_dim};
+use crate::compute::{self, Metric};
+use crate::error::ApiError;
+use crate::offload::run_cpu;
+use crate::tensor::Tensor;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairwiseRequest {
+    #[serde(default, deserialize_with = "fields::some_a_matrix")]
+    a: Option<Tensor>,
+    #[serde(default, deserialize_with = "fields::some_b_matrix")]
+    b: Option<Tensor>,
+    #[serde(default, deserialize_with = "fields::some_pairs_tensor")]
+    pairs: Option<Tensor>,
+    #[serde(default)]
+    metric: MetricName,
+    #[serde(default)]
+    response_encoding: Encoding,
+}
+
+/// A validated pairwise job.
+#[derive(Debug)]
+pub struct PairwiseJob {
+    operands: Operands,
+    metric: Metric,
+    encoding: Encoding,
+}
+
+/// What to compare: `a` and `b` have equal dimension, and equal row counts unless one of
+/// them has a single row; `Pairs` is `n × 2 × d`.
+#[derive(Debug)]
+enum Operands {
+    Rows(Array2<f32>, Array2<f32>),
+    Pairs(Array3<f32>),
+}
+
+impl TryFrom<PairwiseRequest> for PairwiseJob {
+    type Error = ApiError;
+
+    fn try_from(req: PairwiseRequest) -> Result<Self, ApiError> {
+        let operands = match (req.a, req.b, req.pairs) {
+            (Some(a), Some(b), None) => {
+                same_dim(("a", &a), ("b", &b))?;
+                let (n, m) = (a.shape()[0], b.shape()[0]);
+                if n != m && n != 1 && m != 1 {
+                    return Err(invalid(format!(
+                        "b: has {m} rows but a has {n}; give equal counts, or one row on either side"
+                    )));
+                }
+                Operands::Rows(matrix("a", a)?, matrix("b", b)?)
+            }
+            (None, None, Some(pairs)) => Operands::Pairs(pairs_of_two(pairs)?),
+            (_, _, Some(_)) => {
+                return Err(invalid("pairs: give either pairs, or a and b, not both"));
+            }
+            (None, _, None) => return Err(invalid("a: missing; give a and b, or pairs")),
+            (_, None, None) => return Err(invalid("b: missing; give a and b, or pairs")),
+        };
+        Ok(PairwiseJob {
+            operands,
+            metric: req.metric.into(),
+            encoding: req.response_encoding,
+        })
+    }
+}
+
+/// `pairs` as an `n × 2 × d` array.
+fn pairs_of_two(pairs: Tensor) -> Result<Array3<f32>, ApiError> {
+    let per_entry = pairs.shape()[1];
+    if per_entry != 2 {
+        return Err(invalid(format!(
+            "pairs: each entry must hold exactly 2 vectors, found {per_entry} (shape [n][2][dim])"
+        )));
+    }
+    pairs
+        .into_sets()
+        .ok_or_else(|| invalid("pairs: expected a tensor of rank 3"))
+}
+
+impl PairwiseJob {
+    /// The two sides as `n × d` views (the second strided for `Pairs`).
+    fn sides(&self) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
+        match &self.operands {
+            Operands::Rows(a, b) => (a.view(), b.view()),
+            Operands::Pairs(pairs) => (pairs.index_axis(Axis(1), 0), pairs.index_axis(Axis(1), 1)),
+        }
+    }
+
+    /// Rows and dimension of the result's inputs.
+    fn size(&self) -> (usize, usize) {
+        let (a, b) = self.sides();
+        (a.nrows().max(b.nrows()), a.ncols())
+    }
+
+    fn run(self) -> Result<Response, ApiError> {
+        let (a, b) = self.sides();
+        let scores = compute::pairwise(a, b, self.metric)?;
+        let shape = [scores.len()];
+        encode::dense(
+            self.metric,
+            self.encoding,
+            DenseField::Scores,
+            &shape,
+            scores.view(),
+        )
+    }
+}
+
+/// Serves `POST /similarity/pairwise`.
+#[tracing::instrument(skip_all, fields(rows, dim))]
+pub async fn handler(JsonBody(req): JsonBody<PairwiseRequest>) -> Result<Response, ApiError> {
+    let job = PairwiseJob::try_from(req)?;
+    let (rows, dim) = job.size();
+    tracing::Span::current()
+        .record("rows", rows)
+        .record("dim", dim);
+    run_cpu(rows * dim, move || job.run()).await?
+}

@@ -1,0 +1,229 @@
+//! `POST /similarity/user-item`: user embeddings against item embeddings, as scores for
+//! chosen `(user, item)` pairs, top-k / above-threshold items per user (leaving out items
+//! already seen), or the full users × items matrix.
+
+use axum::extract::State;
+use axum::response::Response;
+use ndarray::Array2;
+use serde::Deserialize;
+
+use super::body::JsonBody;
+use super::encode::{self, DenseField};
+use super::fields::{self, Encoding, MetricName};
+use super::validate::{self, invalid, same_dim};
+use crate::app::AppState;
+use crate::compute::{self, Metric, Selection};
+use crate::error::ApiError;
+use crate::offload::run_cpu;
+use crate::tensor::Tensor;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserItemRequest {
+    #[serde(deserialize_with = "fields::users_matrix")]
+    users: Tensor,
+    #[serde(deserialize_with = "fields::items_matrix")]
+    items: Tensor,
+    #[serde(default)]
+    metric: MetricName,
+    #[serde(default, deserialize_with = "fields::pair_indices")]
+    pairs: Option<Vec<Vec<usize>>>,
+    #[serde(default)]
+    top_k: Option<u64>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    #[serde(default, deserialize_with = "fields::exclude_indices")]
+    exclude: Option<Vec<Vec<usize>>>,
+    #[serde(default)]
+    item_ids: Option<Vec<String>>,
+    #[serde(default)]
+    response_encoding: Encoding,
+}
+
+/// A validated user–item job: equal dimensions, every index in range.
+#[derive(Debug)]
+pub struct UserItemJob {
+    users: Array2<f32>,
+    items: Array2<f32>,
+    metric: Metric,
+    output: Output,
+    encoding: Encoding,
+}
+
+#[derive(Debug)]
+enum Output {
+    Dense,
+    Pairs(Vec<(usize, usize)>),
+    Neighbours {
+        k: Option<usize>,
+        threshold: Option<f32>,
+        exclude: Option<Vec<Vec<usize>>>,
+        item_ids: Option<Vec<String>>,
+        max_entries: usize,
+    },
+}
+
+/// Checks `pairs` against `u` users and `i` items.
+fn pairs(lists: Vec<Vec<usize>>, u: usize, i: usize) -> Result<Vec<(usize, usize)>, ApiError> {
+    lists
+        .into_iter()
+        .enumerate()
+        .map(|(p, pair)| match pair[..] {
+            [user, _] if user >= u => Err(invalid(format!(
+                "pairs[{p}][0]: user index {user} is out of range for {u} users"
+            ))),
+            [_, item] if item >= i => Err(invalid(format!(
+                "pairs[{p}][1]: item index {item} is out of range for {i} items"
+            ))),
+            [user, item] => Ok((user, item)),
+            _ => Err(invalid(format!(
+                "pairs[{p}]: expected [user_index, item_index], found {} values",
+                pair.len()
+            ))),
+        })
+        .collect()
+}
+
+/// Checks `exclude`: one list per user, every index an item.
+fn exclude(lists: &[Vec<usize>], u: usize, i: usize) -> Result<(), ApiError> {
+    if lists.len() != u {
+        return Err(invalid(format!(
+            "exclude: has {} lists, expected one per user ({u})",
+            lists.len()
+        )));
+    }
+    for (user, list) in lists.iter().enumerate() {
+        if let Some((at, item)) = list.iter().enumerate().find(|&(_, &item)| item >= i) {
+            return Err(invalid(format!(
+                "exclude[{user}][{at}]: item index {item} is out of range for {i} items"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl UserItemJob {
+    fn parse(req: UserItemRequest, max_output: usize) -> Result<Self, ApiError> {
+        same_dim(("users", &req.users), ("items", &req.items))?;
+        let (u, i) = (req.users.shape()[0], req.items.shape()[0]);
+        let k = validate::top_k(req.top_k)?;
+        let threshold = validate::threshold(req.threshold)?;
+        let neighbours = k.is_some() || threshold.is_some();
+
+        let output = if let Some(lists) = req.pairs {
+            if neighbours || req.exclude.is_some() || req.item_ids.is_some() {
+                return Err(invalid(
+                    "pairs: cannot be combined with top_k, threshold, exclude or item_ids",
+                ));
+            }
+            Output::Pairs(pairs(lists, u, i)?)
+        } else if neighbours {
+            if let Some(lists) = &req.exclude {
+                exclude(lists, u, i)?;
+            }
+            if let Some(ids) = &req.item_ids
+                && ids.len() != i
+            {
+                return Err(invalid(format!(
+                    "item_ids: has {} ids, expected one per item ({i})",
+                    ids.len()
+                )));
+            }
+            if let Some(k) = k {
+                validate::output_size(&[u, k.min(i)], max_output, "lower top_k")?;
+            }
+            Output::Neighbours {
+                k,
+                threshold,
+                exclude: req.exclude,
+                item_ids: req.item_ids,
+                max_entries: max_output,
+            }
+        } else {
+            if req.exclude.is_some() || req.item_ids.is_some() {
+                return Err(invalid(
+                    "exclude and item_ids: apply only with top_k or threshold",
+                ));
+            }
+            validate::output_size(&[u, i], max_output, "ask for top_k or threshold instead")?;
+            Output::Dense
+        };
+        Ok(UserItemJob {
+            users: validate::matrix("users", req.users)?,
+            items: validate::matrix("items", req.items)?,
+            metric: req.metric.into(),
+            output,
+            encoding: req.response_encoding,
+        })
+    }
+
+    /// Multiply-adds the job takes.
+    fn work(&self) -> usize {
+        let dim = self.users.ncols();
+        match &self.output {
+            Output::Pairs(pairs) => pairs.len().saturating_mul(dim),
+            _ => self.users.len().saturating_mul(self.items.nrows()),
+        }
+    }
+
+    fn run(self) -> Result<Response, ApiError> {
+        let (users, items, metric) = (self.users.view(), self.items.view(), self.metric);
+        match self.output {
+            Output::Dense => {
+                let result = compute::matrix(users, Some(items), metric)?;
+                let shape = result.shape().to_vec();
+                encode::dense(
+                    metric,
+                    self.encoding,
+                    DenseField::Matrix,
+                    &shape,
+                    result.view(),
+                )
+            }
+            Output::Pairs(pairs) => {
+                let scores = compute::pairs(users, items, &pairs, metric)?;
+                let shape = [scores.len()];
+                encode::dense(
+                    metric,
+                    self.encoding,
+                    DenseField::Scores,
+                    &shape,
+                    scores.view(),
+                )
+            }
+            Output::Neighbours {
+                k,
+                threshold,
+                exclude,
+                item_ids,
+                max_entries,
+            } => {
+                let selection = Selection {
+                    k,
+                    threshold,
+                    exclude_self: false,
+                    exclude: exclude.as_deref(),
+                    max_entries,
+                };
+                let found = compute::nearest(users, Some(items), metric, &selection)?;
+                let sets = [found];
+                encode::neighbours(metric, self.encoding, &sets, false, item_ids.as_deref())
+            }
+        }
+    }
+}
+
+/// Serves `POST /similarity/user-item`.
+#[tracing::instrument(skip_all, fields(users, items, dim))]
+pub async fn handler(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<UserItemRequest>,
+) -> Result<Response, ApiError> {
+    let job = UserItemJob::parse(req, state.limits.max_output_elements)?;
+    tracing::Span::current()
+        .record("users", job.users.nrows())
+        .record("items", job.items.nrows())
+        .record("dim", job.users.ncols());
+    run_cpu(job.work(), move || job.run()).await?
+}

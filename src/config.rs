@@ -1,0 +1,53 @@
+//! Command-line and environment configuration: every flag has a `SIMSERVE_*` variable.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// simserve: similarity between embeddings over HTTP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "simserve", version, about)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "SIMSERVE_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "SIMSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest result a request may ask for, in numbers (dense matrix elements, or top-k and
+    /// threshold entries); larger results get 422.
+    #[arg(
+        long,
+        env = "SIMSERVE_MAX_OUTPUT_ELEMENTS",
+        default_value_t = 16_777_216
+    )]
+    pub max_output_elements: usize,
+
+    /// Log line format.
+    #[arg(long, env = "SIMSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `simserve=debug,tower_http=info`.
+    #[arg(long, env = "SIMSERVE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// The defaults, with `addr` replaced: what tests start from.
+    pub fn with_addr(addr: SocketAddr) -> Self {
+        let mut config = Config::parse_from(["simserve"]);
+        config.addr = addr;
+        config
+    }
+}

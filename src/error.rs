@@ -1,0 +1,173 @@
+//! The one error type every handler returns, rendered as RFC 9457 `application/problem+json`.
+//!
+//! Use [`ApiError::Invalid`] for anything the client can fix by changing the request body's
+//! content (422), [`ApiError::MalformedJson`] when the body is not a JSON object at all (400),
+//! and [`ApiError::Internal`] only for our own faults: its message is logged, never sent.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::compute::ComputeError;
+
+/// The longest `detail` sent to a client; longer texts are cut so input is never echoed in bulk.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not well-formed JSON, or not a JSON object (400).
+    #[error("{0}")]
+    MalformedJson(String),
+    /// The body is valid JSON that breaks the request's rules (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The `Content-Type` is not `application/json` (415).
+    #[error("the request body must be sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit (413).
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// `--max-body-bytes`.
+        limit: usize,
+    },
+    /// No route has this path (404).
+    #[error("no resource at this path")]
+    NotFound,
+    /// The route exists but not for this method (405).
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    /// Our fault (500); the message goes to the log only.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Maps a `serde_json` error: syntax errors are 400, well-formed JSON with wrong
+    /// content is 422 (without the line/column suffix, which names nothing useful there).
+    pub fn from_json(err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Data => {
+                let text = err.to_string();
+                let suffix = format!(" at line {} column {}", err.line(), err.column());
+                let message = text.strip_suffix(&suffix).unwrap_or(&text);
+                ApiError::Invalid(message.to_owned())
+            }
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::MalformedJson(format!("malformed JSON: {err}"))
+            }
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type: a stable identifier clients can match on.
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "urn:simserve:problem:malformed-json",
+            ApiError::Invalid(_) => "urn:simserve:problem:invalid-request",
+            ApiError::UnsupportedMediaType => "urn:simserve:problem:unsupported-media-type",
+            ApiError::PayloadTooLarge { .. } => "urn:simserve:problem:payload-too-large",
+            ApiError::NotFound => "urn:simserve:problem:not-found",
+            ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
+            ApiError::Internal(_) => "urn:simserve:problem:internal",
+        }
+    }
+
+    fn detail(&self) -> String {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(%cause, "request failed");
+            return "the server failed to handle this request; it has been logged".to_owned();
+        }
+        let detail = self.to_string();
+        match detail.char_indices().nth(MAX_DETAIL_CHARS) {
+            Some((cut, _)) => format!("{}…", &detail[..cut]),
+            None => detail,
+        }
+    }
+}
+
+impl From<ComputeError> for ApiError {
+    fn from(err: ComputeError) -> Self {
+        match err {
+            ComputeError::Overflow { row, col } => ApiError::Invalid(format!(
+                "the score at [{row}][{col}] overflows float32; scale the vectors down or use cosine"
+            )),
+            ComputeError::TooManyResults { limit } => ApiError::Invalid(format!(
+                "the selection holds more than {limit} entries, the output limit; \
+                 raise threshold or add top_k"
+            )),
+        }
+    }
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problem = Problem {
+            kind: self.kind(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.detail(),
+        };
+        let mut response = (status, Json(problem)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_details_are_cut() {
+        let err = ApiError::Invalid("x".repeat(10_000));
+        assert_eq!(err.detail().chars().count(), MAX_DETAIL_CHARS + 1);
+    }
+
+    #[test]
+    fn internal_causes_stay_out_of_the_detail() {
+        let err = ApiError::Internal("secret path /etc".into());
+        assert!(!err.detail().contains("secret"));
+    }
+
+    #[test]
+    fn data_errors_are_422_without_position_and_syntax_errors_are_400() {
+        let data = serde_json::from_str::<u8>("\"x\"").unwrap_err();
+        let ApiError::Invalid(message) = ApiError::from_json(&data) else {
+            panic!("a data error is Invalid");
+        };
+        assert!(!message.contains("line"), "{message}");
+        let syntax = serde_json::from_str::<Vec<u8>>("[1,").unwrap_err();
+        assert!(matches!(
+            ApiError::from_json(&syntax),
+            ApiError::MalformedJson(_)
+        ));
+    }
+}

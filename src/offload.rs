@@ -1,0 +1,55 @@
+//! Moving CPU work off the async runtime.
+//!
+//! Every decode, compute and encode that can take more than a few microseconds goes through
+//! [`offload`] (tokio's blocking pool), which carries the caller's tracing span along. Tiny
+//! jobs run in place through [`run_cpu`]: handing them over would cost more than the work.
+
+use tracing::Span;
+
+use crate::error::ApiError;
+
+/// Work units (multiply-adds, bytes) below which a job runs on the calling thread.
+pub const INLINE_WORK: usize = 1 << 16;
+
+/// Runs `job` on the blocking pool inside the current span; a panic in it becomes a 500.
+pub async fn offload<F, R>(job: F) -> Result<R, ApiError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(job))
+        .await
+        .map_err(|err| ApiError::Internal(format!("blocking task failed: {err}")))
+}
+
+/// Runs `job` in place when `work` is below [`INLINE_WORK`], else through [`offload`].
+pub async fn run_cpu<F, R>(work: usize, job: F) -> Result<R, ApiError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if work < INLINE_WORK {
+        Ok(job())
+    } else {
+        offload(job).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn offloaded_jobs_return_their_value() {
+        assert_eq!(offload(|| 6 * 7).await.unwrap(), 42);
+        assert_eq!(run_cpu(usize::MAX, || 1).await.unwrap(), 1);
+        assert_eq!(run_cpu(0, || 2).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_internal_error() {
+        let got = offload(|| -> u8 { panic!("boom") }).await;
+        assert!(matches!(got, Err(ApiError::Internal(_))));
+    }
+}
