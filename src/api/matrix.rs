@@ -97,19 +97,23 @@ impl MatrixJob {
         let b = req.b.map(|b| validate::sets("b", b)).transpose()?;
         let (sets, n) = (a.len_of(Axis(0)), a.len_of(Axis(1)));
         let m = b.as_ref().map_or(n, |b| b.len_of(Axis(1)));
+        // The result's dimensions as the client will see them.
+        let dims = |width| {
+            if batched {
+                vec![sets, n, width]
+            } else {
+                vec![n, width]
+            }
+        };
         let output = match (k, threshold) {
             (None, None) => {
-                validate::output_size(
-                    &[sets, n, m],
-                    max_output,
-                    "ask for top_k or threshold instead",
-                )?;
+                validate::output_size(&dims(m), max_output, "ask for top_k or threshold instead")?;
                 Output::Dense
             }
             (k, threshold) => {
                 if let Some(k) = k {
                     let width = k.min(m);
-                    validate::output_size(&[sets, n, width], max_output, "lower top_k")?;
+                    validate::output_size(&dims(width), max_output, "lower top_k")?;
                 }
                 Output::Neighbours {
                     k,

@@ -15,7 +15,7 @@ pub(super) fn same_dim(first: (&str, &Tensor), other: (&str, &Tensor)) -> Result
         Ok(())
     } else {
         Err(invalid(format!(
-            "{other_name}: vectors have dimension {}, but {name}'s have dimension {}",
+            "{other_name}: vectors have dimension {}, but those of {name} have dimension {}",
             b.dim(),
             a.dim()
         )))

@@ -1,0 +1,267 @@
+//! Test harness: drives the router without a socket and checks every response against the
+//! OpenAPI document (route, method, status, content type and body schema).
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use simserve::Config;
+use tower::ServiceExt;
+
+/// The app under test.
+pub struct TestApp {
+    router: Router,
+}
+
+/// What a request got back.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: axum::http::HeaderMap,
+    pub json: Value,
+}
+
+impl TestResponse {
+    /// The problem+json `detail`.
+    pub fn detail(&self) -> &str {
+        self.json["detail"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts a problem+json answer with `status` whose detail starts with `prefix`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, prefix: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.json);
+        assert_eq!(self.content_type, "application/problem+json");
+        assert_eq!(self.json["status"], status);
+        assert!(
+            self.detail().starts_with(prefix),
+            "detail {:?} does not start with {prefix:?}",
+            self.detail()
+        );
+    }
+
+    /// Asserts a 200 and returns the body.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "{}", self.json);
+        &self.json
+    }
+}
+
+/// The app with default configuration.
+pub fn app() -> TestApp {
+    app_with(|_| {})
+}
+
+/// The app with configuration changed by `change`.
+pub fn app_with(change: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    change(&mut config);
+    TestApp {
+        router: simserve::router(&config),
+    }
+}
+
+impl TestApp {
+    /// POSTs `body` as JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> TestResponse {
+        self.post_raw(
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// POSTs raw bytes with an optional content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(Method::POST).uri(path);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Sends a request without a body.
+    pub async fn request(&self, method: Method, path: &str) -> TestResponse {
+        let request = Request::builder().method(method).uri(path);
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// Sends `request` and checks the response against the OpenAPI document.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = if content_type.contains("json") {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body is not JSON: {e}"))
+        } else {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        check_against_spec(&method, &path, status, &content_type, &json);
+        TestResponse {
+            status,
+            content_type,
+            headers,
+            json,
+        }
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let text = include_str!("../../openapi.yaml");
+        serde_norway::from_str(text).expect("openapi.yaml parses")
+    })
+}
+
+/// Follows a local `$ref` such as `#/components/responses/X`.
+fn resolve<'a>(spec: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference.trim_start_matches('#');
+            spec.pointer(pointer)
+                .unwrap_or_else(|| panic!("dangling $ref {reference}"))
+        }
+        None => node,
+    }
+}
+
+/// Panics unless the response is documented and its body validates against its schema.
+#[track_caller]
+pub fn check_against_spec(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    content_type: &str,
+    body: &Value,
+) {
+    let spec = spec();
+    let documented = match spec["paths"].get(path) {
+        Some(item) => {
+            let operation = item.get(method.as_str().to_lowercase());
+            match operation {
+                Some(operation) => operation["responses"].get(status.as_str()),
+                None => item
+                    .as_object()
+                    .and_then(|ops| ops.values().find_map(|op| op["responses"].get("405"))),
+            }
+        }
+        None => Some(&spec["components"]["responses"]["NotFound"]),
+    };
+    let documented = documented
+        .map(|r| resolve(spec, r))
+        .unwrap_or_else(|| panic!("{method} {path} -> {status} is not documented"));
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let schema = documented["content"]
+        .get(media)
+        .unwrap_or_else(|| panic!("{method} {path} -> {status} {media} is not documented"))
+        .get("schema")
+        .unwrap_or_else(|| panic!("{method} {path} -> {status} has no schema"));
+    let mut root = schema.clone();
+    if let Some(object) = root.as_object_mut() {
+        object.insert("components".into(), spec["components"].clone());
+    }
+    let validator = jsonschema::draft202012::new(&root).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} -> {status}: body does not match openapi.yaml: {errors:?}\nbody: {body}"
+    );
+}
+
+/// Base64 tensor object of little-endian float32 values.
+pub fn b64_f32(shape: &[usize], values: &[f32]) -> Value {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    json!({"dtype": "float32", "shape": shape, "data": STANDARD.encode(bytes)})
+}
+
+/// A float tensor of a response (nested arrays or a base64 object) as (shape, values).
+pub fn floats(value: &Value) -> (Vec<usize>, Vec<f32>) {
+    if let Some(object) = value.as_object() {
+        assert_eq!(object["dtype"], "float32");
+        let shape: Vec<usize> = object["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let bytes = STANDARD.decode(object["data"].as_str().unwrap()).unwrap();
+        let values = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        return (shape, values);
+    }
+    let mut shape = Vec::new();
+    let mut level = value;
+    while let Some(items) = level.as_array() {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => level = first,
+            None => break,
+        }
+    }
+    let mut values = Vec::new();
+    flatten(value, &mut values);
+    (shape, values)
+}
+
+fn flatten(value: &Value, out: &mut Vec<f32>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        Value::Number(n) => out.push(n.as_f64().unwrap() as f32),
+        other => panic!("not a float tensor element: {other}"),
+    }
+}
+
+/// Rows of a nested JSON array of integers.
+pub fn index_rows(value: &Value) -> Vec<Vec<usize>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect()
+        })
+        .collect()
+}
+
+/// Asserts `got` and `want` agree elementwise within `tol`.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "lengths differ: {got:?} vs {want:?}");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (f64::from(g) - w).abs() <= tol,
+            "element {i}: got {g}, want {w} (tolerance {tol})"
+        );
+    }
+}

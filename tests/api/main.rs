@@ -1,0 +1,11 @@
+//! The API test binary: every response these tests receive is also checked against
+//! `openapi.yaml` by the helpers.
+
+mod errors;
+mod helpers;
+mod matrix;
+mod openapi;
+mod pairwise;
+mod reference;
+mod server;
+mod user_item;

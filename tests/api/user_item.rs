@@ -1,0 +1,156 @@
+//! `POST /similarity/user-item`.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{app, assert_close, floats, index_rows};
+
+const PATH: &str = "/similarity/user-item";
+
+fn users_items() -> Value {
+    json!({
+        "users": [[1, 0], [0, 1], [1, 1]],
+        "items": [[1, 0], [0, 2], [1, 1], [-1, 0]],
+    })
+}
+
+fn with(extra: Value) -> Value {
+    let mut body = users_items();
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    body
+}
+
+#[tokio::test]
+async fn pairs_score_each_user_with_each_item_like_the_keras_embedding_model() {
+    let got = app()
+        .post(
+            PATH,
+            &with(json!({"pairs": [[0, 0], [1, 1], [2, 3], [0, 2]]})),
+        )
+        .await;
+    assert_eq!(got.ok()["shape"], json!([4]));
+    assert_close(
+        &floats(&got.json["scores"]).1,
+        &[1.0, 1.0, -0.5f64.sqrt(), 0.5f64.sqrt()],
+        1e-6,
+    );
+}
+
+#[tokio::test]
+async fn without_pairs_or_top_k_the_full_users_by_items_matrix_is_returned() {
+    let got = app().post(PATH, &with(json!({"metric": "dot"}))).await;
+    assert_eq!(got.ok()["shape"], json!([3, 4]));
+    let (_, m) = floats(&got.json["matrix"]);
+    assert_close(
+        &m,
+        &[1.0, 0.0, 1.0, -1.0, 0.0, 2.0, 1.0, 0.0, 1.0, 2.0, 2.0, -1.0],
+        0.0,
+    );
+}
+
+#[tokio::test]
+async fn top_k_leaves_out_seen_items_and_names_them_by_id() {
+    let body = with(json!({
+        "top_k": 2,
+        "exclude": [[0], [], [2, 1]],
+        "item_ids": ["apple", "pear", "plum", "fig"],
+    }));
+    let got = app().post(PATH, &body).await;
+    let json = got.ok();
+    assert_eq!(json["shape"], json!([3, 2]));
+    assert_eq!(
+        index_rows(&json["indices"]),
+        vec![vec![2, 1], vec![1, 2], vec![0, 3]]
+    );
+    assert_eq!(
+        json["items"],
+        json!([["plum", "pear"], ["pear", "plum"], ["apple", "fig"]])
+    );
+}
+
+#[tokio::test]
+async fn exclusions_that_leave_fewer_items_than_k_give_shorter_rows_and_no_shape() {
+    let body = with(json!({"top_k": 3, "exclude": [[0, 1], [], []]}));
+    let got = app().post(PATH, &body).await;
+    let json = got.ok();
+    assert!(json.get("shape").is_none());
+    assert_eq!(index_rows(&json["indices"])[0], vec![2, 3]);
+    assert_eq!(index_rows(&json["indices"])[1].len(), 3);
+}
+
+#[tokio::test]
+async fn threshold_alone_selects_items_per_user() {
+    let got = app().post(PATH, &with(json!({"threshold": 0.9}))).await;
+    assert_eq!(
+        index_rows(&got.ok()["indices"]),
+        vec![vec![0], vec![1], vec![2]]
+    );
+}
+
+#[tokio::test]
+async fn indices_out_of_range_are_named() {
+    let app = app();
+    let got = app
+        .post(PATH, &with(json!({"pairs": [[0, 0], [3, 0]]})))
+        .await;
+    got.assert_problem(422, "pairs[1][0]: user index 3 is out of range for 3 users");
+    let got = app.post(PATH, &with(json!({"pairs": [[0, 4]]}))).await;
+    got.assert_problem(422, "pairs[0][1]: item index 4 is out of range for 4 items");
+    let got = app.post(PATH, &with(json!({"pairs": [[0, 1, 2]]}))).await;
+    got.assert_problem(
+        422,
+        "pairs[0]: expected [user_index, item_index], found 3 values",
+    );
+    let got = app.post(PATH, &with(json!({"pairs": [[0, -1]]}))).await;
+    got.assert_problem(422, "pairs[0][1]: expected a non-negative integer index");
+    let got = app
+        .post(PATH, &with(json!({"top_k": 1, "exclude": [[], [9], []]})))
+        .await;
+    got.assert_problem(
+        422,
+        "exclude[1][0]: item index 9 is out of range for 4 items",
+    );
+}
+
+#[tokio::test]
+async fn exclude_and_item_ids_must_have_one_entry_per_user_and_item() {
+    let app = app();
+    let got = app
+        .post(PATH, &with(json!({"top_k": 1, "exclude": [[]]})))
+        .await;
+    got.assert_problem(422, "exclude: has 1 lists, expected one per user (3)");
+    let got = app
+        .post(PATH, &with(json!({"top_k": 1, "item_ids": ["a"]})))
+        .await;
+    got.assert_problem(422, "item_ids: has 1 ids, expected one per item (4)");
+}
+
+#[tokio::test]
+async fn options_that_do_not_go_together_are_refused() {
+    let app = app();
+    let got = app
+        .post(PATH, &with(json!({"pairs": [[0, 0]], "top_k": 1})))
+        .await;
+    got.assert_problem(422, "pairs: cannot be combined with top_k");
+    let got = app
+        .post(PATH, &with(json!({"exclude": [[], [], []]})))
+        .await;
+    got.assert_problem(
+        422,
+        "exclude and item_ids: apply only with top_k or threshold",
+    );
+}
+
+#[tokio::test]
+async fn users_and_items_must_share_a_dimension() {
+    let got = app()
+        .post(PATH, &json!({"users": [[1, 2]], "items": [[1]]}))
+        .await;
+    got.assert_problem(
+        422,
+        "items: vectors have dimension 1, but those of users have dimension 2",
+    );
+    let got = app().post(PATH, &json!({"users": [[1, 2]]})).await;
+    got.assert_problem(422, "missing field `items`");
+}
