@@ -51,3 +51,52 @@ impl Config {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_defaults_serve_on_port_8080_with_the_documented_limits() {
+        let config = Config::try_parse_from(["simserve"]).unwrap();
+        assert_eq!(config.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.max_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.max_output_elements, 16_777_216);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_override_the_defaults() {
+        let config = Config::try_parse_from([
+            "simserve",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-body-bytes",
+            "1024",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(config.addr.port(), 0);
+        assert_eq!(config.max_body_bytes, 1024);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["simserve", "--addr", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_has_a_simserve_environment_variable_and_help() {
+        let command = Config::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let want = format!("SIMSERVE_{}", id.to_uppercase());
+            assert_eq!(env, want, "{id}");
+            assert!(arg.get_help().is_some(), "{id} has no help");
+        }
+    }
+}
