@@ -1,9 +1,47 @@
 //! Whole results: per-pair scores and full similarity matrices.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
+use std::borrow::Cow;
 
-use super::kernels::{Prepared, narrow, score_pair};
+use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
+use rayon::prelude::*;
+
+use super::gemm::{PARALLEL_WORK, policy};
+use super::naive::narrow;
+use super::reduce::score;
+use super::scorer::Scorer;
 use super::{ComputeError, Metric};
+
+/// A row as a contiguous slice, copied only when the view is strided.
+fn contiguous(row: ArrayView1<'_, f32>) -> Cow<'_, [f32]> {
+    match row.to_slice() {
+        Some(slice) => Cow::Borrowed(slice),
+        None => Cow::Owned(row.to_vec()),
+    }
+}
+
+/// Scores `count` pairs given by `pair(p) -> (row of a, row of b)`, in parallel when large.
+fn scores_of(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    count: usize,
+    metric: Metric,
+    pair: impl Fn(usize) -> (usize, usize) + Sync,
+) -> Result<Array1<f32>, ComputeError> {
+    let one = |p: usize| {
+        let (i, j) = pair(p);
+        let (x, y) = (contiguous(a.row(i)), contiguous(b.row(j)));
+        narrow(score(metric, &x, &y), p, 0)
+    };
+    let scores: Vec<f32> = if count.saturating_mul(a.ncols()) >= PARALLEL_WORK {
+        (0..count)
+            .into_par_iter()
+            .map(one)
+            .collect::<Result<_, _>>()?
+    } else {
+        (0..count).map(one).collect::<Result<_, _>>()?
+    };
+    Ok(Array1::from(scores))
+}
 
 /// Scores row `i` of `a` with row `i` of `b`.
 ///
@@ -15,13 +53,10 @@ pub fn pairwise(
     metric: Metric,
 ) -> Result<Array1<f32>, ComputeError> {
     let n = a.nrows().max(b.nrows());
-    let pick = |m: &ArrayView2<f32>, i: usize| if m.nrows() == 1 { 0 } else { i };
-    (0..n)
-        .map(|i| {
-            let score = score_pair(metric, a.row(pick(&a, i)), b.row(pick(&b, i)));
-            narrow(score, i, 0)
-        })
-        .collect()
+    let (single_a, single_b) = (a.nrows() == 1, b.nrows() == 1);
+    scores_of(a, b, n, metric, |i| {
+        (if single_a { 0 } else { i }, if single_b { 0 } else { i })
+    })
 }
 
 /// Scores the given `(row of a, row of b)` index pairs; indices are in range.
@@ -31,11 +66,7 @@ pub fn pairs(
     index_pairs: &[(usize, usize)],
     metric: Metric,
 ) -> Result<Array1<f32>, ComputeError> {
-    index_pairs
-        .iter()
-        .enumerate()
-        .map(|(p, &(i, j))| narrow(score_pair(metric, a.row(i), b.row(j)), p, 0))
-        .collect()
+    scores_of(a, b, index_pairs.len(), metric, |p| index_pairs[p])
 }
 
 /// Scores every row of `a` with every row of `b` (`None`: of `a` itself): an
@@ -45,8 +76,11 @@ pub fn matrix(
     b: Option<ArrayView2<f32>>,
     metric: Metric,
 ) -> Result<Array2<f32>, ComputeError> {
-    let prepared = Prepared::new(metric, a, b);
-    prepared.block(0..prepared.rows())
+    let scorer = Scorer::new(metric, a, b);
+    let (n, m) = (scorer.rows(), scorer.cols());
+    let par = policy(n.saturating_mul(m).saturating_mul(scorer.dim()));
+    let values = scorer.tile(0..n, 0..m, par)?;
+    Array2::from_shape_vec((n, m), values).map_err(|_| ComputeError::Overflow { row: n, col: m })
 }
 
 /// [`matrix`] for each of the `B` sets of a `B × n × d` and a `B × m × d` tensor
@@ -80,10 +114,13 @@ mod tests {
 
     #[test]
     fn identical_rows_have_euclidean_distance_exactly_zero() {
-        let a = array![[1.0001f32, 2.0, 3.0], [0.1, 0.2, 0.3]];
+        let a = array![[1.0001f32, 2.0, 3.0], [0.1, 0.2, 0.3], [1.0001, 2.0, 3.0]];
         let got = matrix(a.view(), None, Metric::Euclidean).unwrap();
         assert_eq!(got[[0, 0]], 0.0);
         assert_eq!(got[[1, 1]], 0.0);
+        assert_eq!(got[[0, 2]], 0.0);
+        let other = matrix(a.view(), Some(a.view()), Metric::Euclidean).unwrap();
+        assert_eq!(other[[2, 0]], 0.0);
     }
 
     #[test]
@@ -119,5 +156,17 @@ mod tests {
             let one = matrix(a.index_axis(Axis(0), s), None, Metric::Manhattan);
             assert_eq!(got.index_axis(Axis(0), s), one.unwrap());
         }
+    }
+
+    #[test]
+    fn strided_pairs_score_like_contiguous_rows() {
+        let pairs = array![[[1.0f32, 0.0], [0.0, 1.0]], [[1.0, 1.0], [2.0, 2.0]]];
+        let got = pairwise(
+            pairs.index_axis(Axis(1), 0),
+            pairs.index_axis(Axis(1), 1),
+            Metric::Cosine,
+        )
+        .unwrap();
+        assert_eq!(got, array![0.0, 1.0]);
     }
 }

@@ -14,9 +14,16 @@
 //! [`ComputeError::Overflow`] rather than returned as infinities.
 
 mod dense;
-mod kernels;
+mod gemm;
 mod metric;
+mod naive;
 mod neighbours;
+mod reduce;
+mod rows;
+mod scorer;
+
+#[cfg(test)]
+mod properties;
 
 pub use dense::{matrices, matrix, pairs, pairwise};
 pub use metric::Metric;

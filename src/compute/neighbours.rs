@@ -1,15 +1,26 @@
 //! Nearest rows of `b` for each row of `a`: top-k and/or threshold selection.
 //!
-//! Scores are computed one block of rows at a time, so memory stays at
-//! `O(block + selected)` instead of the full `n × m` matrix.
+//! Scores are computed one tile (a block of rows × a block of columns) at a time and folded
+//! into a bounded selection per row, so memory stays at `O(n·k + tile)` instead of the full
+//! `n × m` matrix. Row blocks are spread over the thread pool when there are enough of them;
+//! otherwise each tile's product is.
+
+use std::cmp::Ordering;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use ndarray::ArrayView2;
+use rayon::prelude::*;
 
-use super::kernels::Prepared;
+use super::gemm::{PARALLEL_WORK, policy};
+use super::scorer::Scorer;
 use super::{ComputeError, Metric};
 
-/// Scores held at once while selecting (4 MiB of `f32`).
-const BLOCK_ELEMENTS: usize = 1 << 20;
+/// Scores one tile holds (4 MiB of `f32`).
+const TILE: usize = 1 << 20;
+
+/// Rows per block when blocks are spread over threads.
+const ROW_BLOCK: usize = 64;
 
 /// What to keep for each row of `a`.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +46,83 @@ pub struct Neighbours {
     pub scores: Vec<Vec<f32>>,
 }
 
+/// A candidate: score and column.
+type Hit = (f32, usize);
+
+struct Run<'s, 'a> {
+    scorer: &'s Scorer<'a>,
+    metric: Metric,
+    selection: &'s Selection<'s>,
+    /// Sorted exclusion lists, one per row of `a`.
+    exclude: Option<Vec<Vec<usize>>>,
+    /// Columns per tile.
+    width: usize,
+    entries: AtomicUsize,
+}
+
+impl Run<'_, '_> {
+    fn order(&self) -> impl Fn(&Hit, &Hit) -> Ordering + Copy + '_ {
+        move |x: &Hit, y: &Hit| self.metric.nearest_first(x.0, y.0).then(x.1.cmp(&y.1))
+    }
+
+    /// Keeps the `k` nearest of `hits`, unsorted.
+    fn prune(&self, hits: &mut Vec<Hit>) {
+        if let Some(k) = self.selection.k
+            && k < hits.len()
+        {
+            hits.select_nth_unstable_by(k, self.order());
+            hits.truncate(k);
+        }
+    }
+
+    /// Selects for rows `rows`, computing tiles with `par`.
+    fn block(&self, rows: Range<usize>, par: faer::Par) -> Result<Vec<Vec<Hit>>, ComputeError> {
+        let m = self.scorer.cols();
+        let k = self.selection.k.unwrap_or(usize::MAX);
+        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); rows.len()];
+        for c0 in (0..m).step_by(self.width) {
+            let cols = c0..(c0 + self.width).min(m);
+            let tile = self.scorer.tile(rows.clone(), cols.clone(), par)?;
+            let mut added = 0;
+            for (offset, scores) in tile.chunks_exact(cols.len()).enumerate() {
+                let i = rows.start + offset;
+                let row_hits = &mut hits[offset];
+                let before = row_hits.len();
+                let skip = self.exclude.as_ref().map_or(&[][..], |e| e[i].as_slice());
+                let first = skip.partition_point(|&j| j < cols.start);
+                let mut skip = skip[first..].iter().copied().peekable();
+                for (j, &score) in cols.clone().zip(scores) {
+                    if skip.next_if_eq(&j).is_some() || (self.selection.exclude_self && j == i) {
+                        continue;
+                    }
+                    if self
+                        .selection
+                        .threshold
+                        .is_none_or(|t| self.metric.passes(score, t))
+                    {
+                        row_hits.push((score, j));
+                    }
+                }
+                if row_hits.len() > k.saturating_mul(2).max(64) {
+                    self.prune(row_hits);
+                }
+                added += row_hits.len().saturating_sub(before);
+            }
+            let total = self.entries.fetch_add(added, AtomicOrdering::Relaxed) + added;
+            if self.selection.k.is_none() && total > self.selection.max_entries {
+                return Err(ComputeError::TooManyResults {
+                    limit: self.selection.max_entries,
+                });
+            }
+        }
+        for row_hits in &mut hits {
+            self.prune(row_hits);
+            row_hits.sort_unstable_by(self.order());
+        }
+        Ok(hits)
+    }
+}
+
 /// Selects, for every row of `a`, the nearest rows of `b` (`None`: of `a` itself).
 pub fn nearest(
     a: ArrayView2<f32>,
@@ -42,65 +130,73 @@ pub fn nearest(
     metric: Metric,
     selection: &Selection,
 ) -> Result<Neighbours, ComputeError> {
-    let prepared = Prepared::new(metric, a, b);
-    let (n, m) = (prepared.rows(), prepared.cols());
-    let block_rows = (BLOCK_ELEMENTS / m.max(1)).max(1);
-    let order =
-        |x: &(f32, usize), y: &(f32, usize)| metric.nearest_first(x.0, y.0).then(x.1.cmp(&y.1));
+    nearest_in_tiles(a, b, metric, selection, TILE)
+}
+
+/// [`nearest`] with tiles of at most `tile` scores.
+fn nearest_in_tiles(
+    a: ArrayView2<f32>,
+    b: Option<ArrayView2<f32>>,
+    metric: Metric,
+    selection: &Selection,
+    tile: usize,
+) -> Result<Neighbours, ComputeError> {
+    let scorer = Scorer::new(metric, a, b);
+    let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
+    let work = n.saturating_mul(m).saturating_mul(dim);
+    let threads = rayon::current_num_threads();
+    let row_block = if work >= PARALLEL_WORK && n >= 2 * threads * ROW_BLOCK.min(8) {
+        n.div_ceil(threads * 4).clamp(1, ROW_BLOCK)
+    } else {
+        n.clamp(1, 256)
+    };
+    let run = Run {
+        scorer: &scorer,
+        metric,
+        selection,
+        exclude: selection.exclude.map(|lists| {
+            lists
+                .iter()
+                .map(|list| {
+                    let mut list = list.clone();
+                    list.sort_unstable();
+                    list
+                })
+                .collect()
+        }),
+        width: (tile / row_block).clamp(1, m.max(1)),
+        entries: AtomicUsize::new(0),
+    };
+    let blocks: Vec<Range<usize>> = (0..n)
+        .step_by(row_block)
+        .map(|start| start..(start + row_block).min(n))
+        .collect();
+    let per_block: Vec<Vec<Vec<Hit>>> = if blocks.len() >= threads && work >= PARALLEL_WORK {
+        blocks
+            .into_par_iter()
+            .map(|rows| run.block(rows, faer::Par::Seq))
+            .collect::<Result<_, _>>()?
+    } else {
+        blocks
+            .into_iter()
+            .map(|rows| run.block(rows.clone(), policy(rows.len() * m * dim)))
+            .collect::<Result<_, _>>()?
+    };
 
     let mut out = Neighbours {
         indices: Vec::with_capacity(n),
         scores: Vec::with_capacity(n),
     };
-    let mut excluded = vec![false; m];
-    let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(m);
     let mut total = 0usize;
-
-    for start in (0..n).step_by(block_rows) {
-        let end = (start + block_rows).min(n);
-        let block = prepared.block(start..end)?;
-        for (offset, row) in block.rows().into_iter().enumerate() {
-            let i = start + offset;
-            let skip = selection
-                .exclude
-                .map_or(&[][..], |lists| lists[i].as_slice());
-            skip.iter().for_each(|&j| excluded[j] = true);
-            if selection.exclude_self && i < m {
-                excluded[i] = true;
-            }
-
-            candidates.clear();
-            candidates.extend(
-                row.iter()
-                    .copied()
-                    .enumerate()
-                    .filter(|&(j, score)| {
-                        !excluded[j] && selection.threshold.is_none_or(|t| metric.passes(score, t))
-                    })
-                    .map(|(j, score)| (score, j)),
-            );
-            if let Some(k) = selection.k
-                && k < candidates.len()
-            {
-                candidates.select_nth_unstable_by(k, order);
-                candidates.truncate(k);
-            }
-            candidates.sort_unstable_by(order);
-
-            total += candidates.len();
-            if total > selection.max_entries {
-                return Err(ComputeError::TooManyResults {
-                    limit: selection.max_entries,
-                });
-            }
-            out.indices.push(candidates.iter().map(|c| c.1).collect());
-            out.scores.push(candidates.iter().map(|c| c.0).collect());
-
-            skip.iter().for_each(|&j| excluded[j] = false);
-            if i < m {
-                excluded[i] = false;
-            }
+    for hits in per_block.into_iter().flatten() {
+        total += hits.len();
+        if total > selection.max_entries {
+            return Err(ComputeError::TooManyResults {
+                limit: selection.max_entries,
+            });
         }
+        out.indices.push(hits.iter().map(|h| h.1).collect());
+        out.scores.push(hits.iter().map(|h| h.0).collect());
     }
     Ok(out)
 }
@@ -169,7 +265,7 @@ mod tests {
     #[test]
     fn excluded_rows_and_self_are_never_listed() {
         let a = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]];
-        let lists = vec![vec![2], vec![], vec![0, 1]];
+        let lists = vec![vec![2], vec![], vec![1, 0]];
         let sel = Selection {
             exclude_self: true,
             exclude: Some(&lists),
@@ -188,5 +284,26 @@ mod tests {
         };
         let got = nearest(a.view(), None, Metric::Dot, &sel);
         assert_eq!(got, Err(ComputeError::TooManyResults { limit: 3 }));
+    }
+
+    #[test]
+    fn many_small_tiles_give_the_same_selection_as_the_dense_matrix() {
+        // Values repeat, so there are many ties to break by index across tile borders.
+        let a =
+            ndarray::Array2::from_shape_fn((300, 2), |(i, j)| (i * 7 + j * 3) as f32 % 11.0 - 5.0);
+        let b = ndarray::Array2::from_shape_fn((3000, 2), |(i, j)| (i * 5 + j) as f32 % 13.0 - 6.0);
+        let sel = Selection {
+            k: Some(7),
+            ..all()
+        };
+        let got =
+            nearest_in_tiles(a.view(), Some(b.view()), Metric::Euclidean, &sel, 1000).unwrap();
+        let dense = matrix(a.view(), Some(b.view()), Metric::Euclidean).unwrap();
+        for (i, row) in dense.rows().into_iter().enumerate() {
+            let mut want: Vec<usize> = (0..3000).collect();
+            want.sort_by(|&x, &y| row[x].total_cmp(&row[y]).then(x.cmp(&y)));
+            want.truncate(7);
+            assert_eq!(got.indices[i], want, "row {i}");
+        }
     }
 }

@@ -1,0 +1,167 @@
+//! Property tests: the fast kernels against the naive `f64` reference, and the invariants
+//! the API promises. `PROPTEST_CASES` raises the number of cases.
+
+use ndarray::{Array2, Axis};
+use proptest::prelude::*;
+
+use super::naive::{norm, score_pair};
+use super::{Metric, Selection, matrices, matrix, nearest, pairwise};
+
+const METRICS: [Metric; 4] = [
+    Metric::Cosine,
+    Metric::Dot,
+    Metric::Euclidean,
+    Metric::Manhattan,
+];
+
+/// The accuracy contract for one pair.
+fn tolerance(metric: Metric, x: ndarray::ArrayView1<f32>, y: ndarray::ArrayView1<f32>) -> f64 {
+    let (nx, ny) = (norm(x), norm(y));
+    match metric {
+        Metric::Cosine => 2e-5,
+        Metric::Dot => 2e-5 * nx * ny,
+        Metric::Euclidean | Metric::Manhattan => 2e-5 * (nx + ny),
+    }
+}
+
+/// Rows of mixed magnitude, with zero rows and exact duplicates mixed in.
+fn rows(max_rows: usize, dim: usize) -> impl Strategy<Value = Array2<f32>> {
+    (1..=max_rows, -6i32..=6).prop_flat_map(move |(n, exponent)| {
+        let scale = 10f32.powi(exponent);
+        (
+            prop::collection::vec(-1.0f32..1.0, n * dim),
+            prop::collection::vec(0u8..8, n),
+        )
+            .prop_map(move |(values, kinds)| {
+                let mut a = Array2::from_shape_vec((n, dim), values).unwrap() * scale;
+                for (i, kind) in kinds.iter().enumerate() {
+                    match kind {
+                        0 => a.row_mut(i).fill(0.0),
+                        1 if i > 0 => {
+                            let previous = a.row(i - 1).to_owned();
+                            a.row_mut(i).assign(&previous);
+                        }
+                        2 if i > 0 => {
+                            let near = a.row(i - 1).mapv(|v| v * (1.0 + 1e-4));
+                            a.row_mut(i).assign(&near);
+                        }
+                        _ => {}
+                    }
+                }
+                a
+            })
+    })
+}
+
+fn pair_of(max_rows: usize) -> impl Strategy<Value = (Array2<f32>, Array2<f32>)> {
+    (1usize..40).prop_flat_map(move |dim| (rows(max_rows, dim), rows(max_rows, dim)))
+}
+
+proptest! {
+    #[test]
+    fn every_metric_matches_the_f64_reference_within_the_contract((a, b) in pair_of(12)) {
+        for metric in METRICS {
+            let got = matrix(a.view(), Some(b.view()), metric).unwrap();
+            for (i, x) in a.rows().into_iter().enumerate() {
+                for (j, y) in b.rows().into_iter().enumerate() {
+                    let want = score_pair(metric, x, y);
+                    let error = (f64::from(got[[i, j]]) - want).abs();
+                    prop_assert!(error <= tolerance(metric, x, y), "{metric:?} [{i}][{j}]: {} vs {want}", got[[i, j]]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairwise_matches_the_f64_reference((a, b) in pair_of(12)) {
+        let n = a.nrows().min(b.nrows());
+        let (a, b) = (a.slice(ndarray::s![..n, ..]), b.slice(ndarray::s![..n, ..]));
+        for metric in METRICS {
+            let got = pairwise(a, b, metric).unwrap();
+            for i in 0..n {
+                let want = score_pair(metric, a.row(i), b.row(i));
+                prop_assert!((f64::from(got[i]) - want).abs() <= tolerance(metric, a.row(i), b.row(i)));
+            }
+        }
+    }
+
+    #[test]
+    fn self_similarity_is_symmetric_bounded_and_exact_on_the_diagonal(a in (1usize..40).prop_flat_map(|d| rows(16, d))) {
+        for metric in METRICS {
+            let got = matrix(a.view(), None, metric).unwrap();
+            for i in 0..a.nrows() {
+                let x = a.row(i);
+                match metric {
+                    Metric::Cosine if norm(x) >= 1e-6 => prop_assert_eq!(got[[i, i]], 1.0),
+                    Metric::Euclidean | Metric::Manhattan => prop_assert_eq!(got[[i, i]], 0.0),
+                    _ => {}
+                }
+                for j in 0..a.nrows() {
+                    let tol = tolerance(metric, x, a.row(j));
+                    prop_assert!((f64::from(got[[i, j]]) - f64::from(got[[j, i]])).abs() <= 2.0 * tol);
+                    if metric == Metric::Cosine {
+                        prop_assert!((-1.0..=1.0).contains(&got[[i, j]]));
+                    }
+                    if metric == Metric::Euclidean && a.row(i) == a.row(j) {
+                        prop_assert_eq!(got[[i, j]], 0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_and_threshold_equal_sorting_and_filtering_the_dense_matrix(
+        (a, b) in pair_of(20),
+        k in 1usize..25,
+        cut in 0.0f64..1.0,
+        use_k in any::<bool>(),
+        use_threshold in any::<bool>(),
+    ) {
+        for metric in METRICS {
+            let dense = matrix(a.view(), Some(b.view()), metric).unwrap();
+            let mut values: Vec<f32> = dense.iter().copied().collect();
+            values.sort_by(f32::total_cmp);
+            let threshold = (use_threshold || !use_k).then(|| values[((values.len() - 1) as f64 * cut) as usize]);
+            let selection = Selection {
+                k: use_k.then_some(k),
+                threshold,
+                max_entries: usize::MAX,
+                ..Selection::default()
+            };
+            let got = nearest(a.view(), Some(b.view()), metric, &selection).unwrap();
+            for (i, row) in dense.rows().into_iter().enumerate() {
+                let mut want: Vec<usize> = (0..b.nrows())
+                    .filter(|&j| threshold.is_none_or(|t| metric.passes(row[j], t)))
+                    .collect();
+                want.sort_by(|&x, &y| metric.nearest_first(row[x], row[y]).then(x.cmp(&y)));
+                if use_k {
+                    want.truncate(k);
+                }
+                prop_assert_eq!(&got.indices[i], &want, "{:?} row {}", metric, i);
+                let scores: Vec<f32> = want.iter().map(|&j| row[j]).collect();
+                prop_assert_eq!(&got.scores[i], &scores);
+            }
+        }
+    }
+
+    #[test]
+    fn batched_sets_equal_each_set_alone(a in (1usize..10).prop_flat_map(|d| rows(6, d)), sets in 1usize..4) {
+        let batch = ndarray::stack(Axis(0), &vec![a.view(); sets]).unwrap();
+        for metric in METRICS {
+            let got = matrices(batch.view(), None, metric).unwrap();
+            let one = matrix(a.view(), None, metric).unwrap();
+            for s in 0..sets {
+                prop_assert_eq!(got.index_axis(Axis(0), s), one.view());
+            }
+        }
+    }
+
+    #[test]
+    fn finite_input_gives_finite_output((a, b) in pair_of(8)) {
+        for metric in METRICS {
+            let got = matrix(a.view(), Some(b.view()), metric).unwrap();
+            prop_assert!(got.iter().all(|v| v.is_finite()));
+        }
+    }
+}

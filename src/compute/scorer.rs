@@ -1,0 +1,222 @@
+//! [`Scorer`]: the operands of one `a`-against-`b` comparison, prepared once, scored tile by
+//! tile.
+//!
+//! - cosine: rows normalised once (in `f64`), then one `f32` GEMM, clamped to `[-1, 1]`;
+//! - dot: one `f32` GEMM; entries whose `f32` sums overflowed are settled in `f64`;
+//! - euclidean: `‖x‖² + ‖y‖² − 2x·y` with the product in `f64` GEMM (as scikit-learn upcasts),
+//!   and pairs so close that the expansion cancels recomputed from their differences, so
+//!   identical rows are exactly 0 apart;
+//! - manhattan: a direct vectorisable kernel.
+//!
+//! When `a` is compared with itself, each row's score against itself is computed exactly, so
+//! a non-zero row's self-cosine is 1.
+
+use std::ops::Range;
+
+use faer::Par;
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+use super::gemm::a_bt;
+use super::naive::{NORM_FLOOR, narrow};
+use super::reduce::{self, l1, sq_dist};
+use super::rows::Rows;
+use super::{ComputeError, Metric};
+
+/// `f64` scratch values one euclidean sub-block may hold (8 MiB).
+const EUCLIDEAN_SCRATCH: usize = 1 << 20;
+
+/// `d²` below this share of `‖x‖² + ‖y‖²` is recomputed from the differences: there the
+/// expansion's cancellation error would exceed the accuracy contract.
+const CANCELLATION: f64 = 1e-9;
+
+/// Prepared operands.
+pub(crate) struct Scorer<'a> {
+    metric: Metric,
+    /// Raw rows of `a`, for exact fallbacks.
+    raw_a: Rows<'a>,
+    /// Raw rows of `b`; `None`: `a` against itself.
+    raw_b: Option<Rows<'a>>,
+    /// What the GEMM consumes: normalised rows for cosine, raw rows otherwise.
+    a: Rows<'a>,
+    b: Option<Rows<'a>>,
+    /// `‖row‖²` for euclidean.
+    sq_a: Vec<f64>,
+    sq_b: Option<Vec<f64>>,
+}
+
+fn normalized(rows: &Rows) -> Rows<'static> {
+    let mut data = Vec::with_capacity(rows.len() * rows.dim());
+    for row in rows.iter() {
+        let scale = 1.0 / reduce::sq_norm(row).sqrt().max(NORM_FLOOR);
+        data.extend(row.iter().map(|&v| (f64::from(v) * scale) as f32));
+    }
+    Rows::owned(data, rows.dim())
+}
+
+fn sq_norms(rows: &Rows) -> Vec<f64> {
+    rows.iter().map(reduce::sq_norm).collect()
+}
+
+impl<'a> Scorer<'a> {
+    /// Prepares `a` against `b` (`None`: against itself); rows have equal dimension.
+    pub(crate) fn new(
+        metric: Metric,
+        a: ArrayView2<'a, f32>,
+        b: Option<ArrayView2<'a, f32>>,
+    ) -> Self {
+        let raw_a = Rows::new(a);
+        let raw_b = b.map(Rows::new);
+        let (gemm_a, gemm_b) = match metric {
+            Metric::Cosine => (normalized(&raw_a), raw_b.as_ref().map(normalized)),
+            _ => (raw_a.clone(), raw_b.clone()),
+        };
+        let (sq_a, sq_b) = match metric {
+            Metric::Euclidean => (sq_norms(&raw_a), raw_b.as_ref().map(sq_norms)),
+            _ => (Vec::new(), None),
+        };
+        Scorer {
+            metric,
+            raw_a,
+            raw_b,
+            a: gemm_a,
+            b: gemm_b,
+            sq_a,
+            sq_b,
+        }
+    }
+
+    /// Rows of `a`.
+    pub(crate) fn rows(&self) -> usize {
+        self.raw_a.len()
+    }
+
+    /// Rows of `b`.
+    pub(crate) fn cols(&self) -> usize {
+        self.raw_b.as_ref().unwrap_or(&self.raw_a).len()
+    }
+
+    /// The vectors' dimension.
+    pub(crate) fn dim(&self) -> usize {
+        self.raw_a.dim()
+    }
+
+    fn raw_b(&self) -> &Rows<'a> {
+        self.raw_b.as_ref().unwrap_or(&self.raw_a)
+    }
+
+    fn gemm_b(&self) -> &Rows<'a> {
+        self.b.as_ref().unwrap_or(&self.a)
+    }
+
+    /// Scores rows `rows` of `a` against rows `cols` of `b`: `rows.len() × cols.len()`
+    /// values, row-major.
+    pub(crate) fn tile(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        par: Par,
+    ) -> Result<Vec<f32>, ComputeError> {
+        let (r0, c0) = (rows.start, cols.start);
+        let width = cols.len();
+        let mut out = vec![0.0f32; rows.len() * width];
+        let dim = self.dim();
+        match self.metric {
+            Metric::Cosine => {
+                a_bt(
+                    self.a.block(rows.clone()),
+                    self.gemm_b().block(cols.clone()),
+                    dim,
+                    &mut out,
+                    par,
+                );
+                out.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+            }
+            Metric::Dot => {
+                a_bt(
+                    self.a.block(rows.clone()),
+                    self.gemm_b().block(cols.clone()),
+                    dim,
+                    &mut out,
+                    par,
+                );
+                for (at, v) in out.iter_mut().enumerate() {
+                    if !v.is_finite() {
+                        let (i, j) = (r0 + at / width, c0 + at % width);
+                        *v = narrow(reduce::dot(self.raw_a.row(i), self.raw_b().row(j)), i, j)?;
+                    }
+                }
+            }
+            Metric::Euclidean => self.euclidean(rows.clone(), cols.clone(), &mut out, par)?,
+            Metric::Manhattan => {
+                let (a, b) = (&self.raw_a, self.raw_b());
+                let fill = |(offset, out_row): (usize, &mut [f32])| {
+                    let i = r0 + offset;
+                    for (j, v) in cols.clone().zip(out_row.iter_mut()) {
+                        *v = narrow(l1(a.row(i), b.row(j)), i, j)?;
+                    }
+                    Ok(())
+                };
+                match par {
+                    Par::Seq => out
+                        .chunks_mut(width.max(1))
+                        .enumerate()
+                        .try_for_each(fill)?,
+                    _ => out
+                        .par_chunks_mut(width.max(1))
+                        .enumerate()
+                        .try_for_each(fill)?,
+                }
+            }
+        }
+        if self.b.is_none() {
+            // Each row against itself, exactly.
+            for i in rows.start.max(cols.start)..rows.end.min(cols.end) {
+                let x = self.raw_a.row(i);
+                out[(i - r0) * width + (i - c0)] = narrow(reduce::score(self.metric, x, x), i, i)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn euclidean(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        out: &mut [f32],
+        par: Par,
+    ) -> Result<(), ComputeError> {
+        let dim = self.dim();
+        let width = cols.len();
+        let upcast =
+            |values: &[f32]| -> Vec<f64> { values.iter().map(|&v| f64::from(v)).collect() };
+        let b = upcast(self.raw_b().block(cols.clone()));
+        let sq_b = &self.sq_b.as_ref().unwrap_or(&self.sq_a)[cols.clone()];
+        let step = (EUCLIDEAN_SCRATCH / width.max(1)).max(1);
+        let mut dots = Vec::new();
+        for start in rows.clone().step_by(step) {
+            let end = (start + step).min(rows.end);
+            let a = upcast(self.raw_a.block(start..end));
+            dots.clear();
+            dots.resize((end - start) * width, 0.0f64);
+            a_bt(&a, &b, dim, &mut dots, par);
+            for (offset, dot_row) in dots.chunks_exact(width.max(1)).enumerate() {
+                let i = start + offset;
+                let out_row = &mut out[(i - rows.start) * width..(i - rows.start + 1) * width];
+                for ((j, v), (&dot, &sq_y)) in cols
+                    .clone()
+                    .zip(out_row.iter_mut())
+                    .zip(dot_row.iter().zip(sq_b))
+                {
+                    let scale = self.sq_a[i] + sq_y;
+                    let mut d2 = scale - 2.0 * dot;
+                    if d2 <= CANCELLATION * scale {
+                        d2 = sq_dist(self.raw_a.row(i), self.raw_b().row(j));
+                    }
+                    *v = narrow(d2.max(0.0).sqrt(), i, j)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
