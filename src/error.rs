@@ -102,13 +102,14 @@ impl ApiError {
 impl From<ComputeError> for ApiError {
     fn from(err: ComputeError) -> Self {
         match err {
-            ComputeError::Overflow { row, col } => ApiError::Invalid(format!(
-                "the score at [{row}][{col}] overflows float32; scale the vectors down or use cosine"
-            )),
+            ComputeError::Overflow { .. } => {
+                ApiError::Invalid(format!("{err}; scale the vectors down or use cosine"))
+            }
             ComputeError::TooManyResults { limit } => ApiError::Invalid(format!(
                 "the selection holds more than {limit} entries, the output limit; \
-                 raise threshold or add top_k"
+                 add top_k or make threshold stricter"
             )),
+            ComputeError::Internal(_) => ApiError::Internal(err.to_string()),
         }
     }
 }

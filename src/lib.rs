@@ -5,6 +5,9 @@
 //! - [`api`]: one module per route, from body to job to response;
 //! - [`app`]: the router, limits and serving; [`config`]: flags and `SIMSERVE_*` variables.
 
+#[macro_use]
+mod refuse;
+
 pub mod api;
 pub mod app;
 pub mod compute;

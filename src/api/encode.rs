@@ -63,13 +63,18 @@ impl Serialize for Nested<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.shape {
             [] | [_] => serializer.collect_seq(self.data),
-            [_, inner @ ..] => {
-                let stride = inner.iter().product::<usize>().max(1);
-                serializer.collect_seq(
-                    self.data
-                        .chunks(stride)
-                        .map(|data| Nested { shape: inner, data }),
-                )
+            [outer, inner @ ..] => {
+                // Rows may be empty (`[n, 0]`), so walk the outer axis rather than the data.
+                let stride = inner.iter().product::<usize>();
+                serializer.collect_seq((0..*outer).map(|i| {
+                    Nested {
+                        shape: inner,
+                        data: self
+                            .data
+                            .get(i * stride..(i + 1) * stride)
+                            .unwrap_or_default(),
+                    }
+                }))
             }
         }
     }
@@ -133,8 +138,8 @@ pub fn neighbours(
     batched: bool,
     item_ids: Option<&[String]>,
 ) -> Result<Response, ApiError> {
-    let rows = || sets.iter().flat_map(|s| s.indices.iter());
-    let width = rows().next().map_or(0, Vec::len);
+    let rows = || sets.iter().flat_map(|s| s.indices.rows());
+    let width = rows().next().map_or(0, <[usize]>::len);
     let shape = rows().all(|row| row.len() == width).then(|| {
         let n = sets.first().map_or(0, |s| s.indices.len());
         let mut shape = vec![n, width];
@@ -146,7 +151,7 @@ pub fn neighbours(
     let flat: Vec<f32> = match shape {
         Some(_) => sets
             .iter()
-            .flat_map(|s| s.scores.iter().flatten().copied())
+            .flat_map(|s| s.scores.rows().flatten().copied())
             .collect(),
         None => Vec::new(),
     };
@@ -224,16 +229,22 @@ impl Serialize for SetRows<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let set = self.set;
         match self.part {
-            Part::Indices => set.indices.serialize(serializer),
+            Part::Indices => serializer.collect_seq(set.indices.rows()),
             Part::Scores(encoding) => {
-                serializer.collect_seq(set.scores.iter().map(|row| Vector(encoding, row)))
+                serializer.collect_seq(set.scores.rows().map(|row| Vector(encoding, row)))
             }
-            Part::Ids(ids) => serializer.collect_seq(
-                set.indices
-                    .iter()
-                    .map(|row| row.iter().map(|&i| &ids[i]).collect::<Vec<_>>()),
-            ),
+            Part::Ids(ids) => serializer.collect_seq(set.indices.rows().map(|row| IdRow(ids, row))),
         }
+    }
+}
+
+/// The ids of one row's indices (indices are below `ids.len()`, checked when parsing).
+struct IdRow<'a>(&'a [String], &'a [usize]);
+
+impl Serialize for IdRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let IdRow(ids, row) = *self;
+        serializer.collect_seq(row.iter().filter_map(|&i| ids.get(i)))
     }
 }
 
@@ -251,4 +262,23 @@ fn to_response<T: Serialize>(body: &T) -> Result<Response, ApiError> {
     let bytes = serde_json::to_vec(body)
         .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_arrays_keep_empty_rows() {
+        let json = |shape: &[usize], data: &[f32]| {
+            serde_json::to_string(&Dense::new(Encoding::Json, shape, data)).unwrap()
+        };
+        assert_eq!(json(&[2, 0], &[]), "[[],[]]");
+        assert_eq!(json(&[1, 2, 0], &[]), "[[[],[]]]");
+        assert_eq!(
+            json(&[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+            "[[1.0,2.0],[3.0,4.0]]"
+        );
+        assert_eq!(json(&[3], &[0.5, 1.0, 2.0]), "[0.5,1.0,2.0]");
+    }
 }

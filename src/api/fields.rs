@@ -1,42 +1,20 @@
-//! Request field types shared by the endpoints: tensors, index lists, metric, encoding.
+//! Request field decoders shared by the endpoints: tensors, index lists and options.
+//!
+//! Every field is read by its own `deserialize_with` function, so a bad value is reported as
+//! `field: expected …, found …` (with the index inside lists) and is never echoed back. What
+//! comes out is already checked: `top_k` is at least 1, `threshold` a finite `f32`.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 
-use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Unexpected, Visitor};
 
-use crate::compute::Metric;
+use crate::compute::{Metric, Ragged};
+use crate::refuse::kind;
 use crate::tensor::{Tensor, TensorSeed};
 
-/// The `metric` field.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricName {
-    /// See [`Metric::Cosine`].
-    #[default]
-    Cosine,
-    /// See [`Metric::Dot`].
-    Dot,
-    /// See [`Metric::Euclidean`].
-    Euclidean,
-    /// See [`Metric::Manhattan`].
-    Manhattan,
-}
-
-impl From<MetricName> for Metric {
-    fn from(name: MetricName) -> Metric {
-        match name {
-            MetricName::Cosine => Metric::Cosine,
-            MetricName::Dot => Metric::Dot,
-            MetricName::Euclidean => Metric::Euclidean,
-            MetricName::Manhattan => Metric::Manhattan,
-        }
-    }
-}
-
-/// The `response_encoding` field: how float tensors are written back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How float tensors are written back (`response_encoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Encoding {
     /// Nested JSON arrays.
     #[default]
@@ -65,233 +43,427 @@ tensor_fields! {
     items_matrix => "items", ranks &[2];
 }
 
-/// Wraps a tensor field function for an optional field (`#[serde(default)]`).
+/// Wraps a field function for an optional field (`#[serde(default)]`).
 macro_rules! optional {
-    ($($name:ident => $inner:ident;)*) => {$(
+    ($($name:ident => $inner:ident -> $t:ty;)*) => {$(
         #[doc = concat!("[`", stringify!($inner), "`] for an optional field.")]
-        pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Tensor>, D::Error> {
+        pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$t>, D::Error> {
             $inner(d).map(Some)
         }
     )*};
 }
 
 optional! {
-    some_a_matrix => a_matrix;
-    some_b_matrix => b_matrix;
-    some_b_matrix_or_sets => b_matrix_or_sets;
-    some_pairs_tensor => pairs_tensor;
+    some_a_matrix => a_matrix -> Tensor;
+    some_b_matrix => b_matrix -> Tensor;
+    some_b_matrix_or_sets => b_matrix_or_sets -> Tensor;
+    some_pairs_tensor => pairs_tensor -> Tensor;
+    some_top_k => top_k -> NonZeroUsize;
+    some_threshold => threshold -> f32;
+    some_pair_indices => pair_indices -> Ragged<usize>;
+    some_exclude_indices => exclude_indices -> Ragged<usize>;
+    some_item_ids => item_ids -> Vec<String>;
 }
 
-/// Declares `deserialize_with` functions for optional lists of index lists.
-macro_rules! index_fields {
-    ($($name:ident => $field:literal;)*) => {$(
-        #[doc = concat!("Decodes the `", $field, "` lists of indices.")]
-        pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<usize>>>, D::Error> {
-            IndexLists { field: $field, row: None }.deserialize(d).map(|rows| Some(rows.0))
+/// A JSON scalar, or the kind of value found instead.
+enum Scalar<'de> {
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Str(std::borrow::Cow<'de, str>),
+    Other(&'static str),
+}
+
+impl Scalar<'_> {
+    /// What was found, for an error message: numbers are short, so they are shown.
+    fn found(&self) -> String {
+        match self {
+            Scalar::Bool(v) => v.to_string(),
+            Scalar::Unsigned(v) => v.to_string(),
+            Scalar::Signed(v) => v.to_string(),
+            Scalar::Float(v) => format!("{v:?}"),
+            Scalar::Str(_) => "a string".to_owned(),
+            Scalar::Other(kind) => (*kind).to_owned(),
         }
-    )*};
+    }
 }
 
-index_fields! {
-    pair_indices => "pairs";
-    exclude_indices => "exclude";
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Bool(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Unsigned(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Signed(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Float(v))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(v.into()))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(v.to_owned().into()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Other("null"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other("an array"))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other("an object"))
+    }
 }
 
-/// Lists of non-negative integer indices; errors name the field and position.
-/// `row: None` reads the outer list, `Some(i)` reads list `i`.
+/// Reads one scalar field and converts it, or fails with `field: expected …, found …`.
+fn scalar<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    field: &str,
+    expected: &str,
+    convert: impl FnOnce(&Scalar<'de>) -> Option<T>,
+) -> Result<T, D::Error> {
+    let value = deserializer.deserialize_any(ScalarVisitor)?;
+    convert(&value).ok_or_else(|| {
+        de::Error::custom(format_args!(
+            "{field}: expected {expected}, found {}",
+            value.found()
+        ))
+    })
+}
+
+/// Decodes `metric`.
+pub fn metric<'de, D: Deserializer<'de>>(d: D) -> Result<Metric, D::Error> {
+    let expected = "one of \"cosine\", \"dot\", \"euclidean\", \"manhattan\"";
+    scalar(d, "metric", expected, |value| match value {
+        Scalar::Str(name) => [
+            Metric::Cosine,
+            Metric::Dot,
+            Metric::Euclidean,
+            Metric::Manhattan,
+        ]
+        .into_iter()
+        .find(|m| m.name() == name),
+        _ => None,
+    })
+}
+
+/// Decodes `response_encoding`.
+pub fn encoding<'de, D: Deserializer<'de>>(d: D) -> Result<Encoding, D::Error> {
+    scalar(
+        d,
+        "response_encoding",
+        "\"json\" or \"base64\"",
+        |value| match value {
+            Scalar::Str(name) if name == "json" => Some(Encoding::Json),
+            Scalar::Str(name) if name == "base64" => Some(Encoding::Base64),
+            _ => None,
+        },
+    )
+}
+
+/// Decodes `top_k`: an integer of at least 1.
+pub fn top_k<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
+    scalar(
+        d,
+        "top_k",
+        "an integer of at least 1",
+        |value| match *value {
+            Scalar::Unsigned(k) => NonZeroUsize::new(usize::try_from(k).unwrap_or(usize::MAX)),
+            _ => None,
+        },
+    )
+}
+
+/// Decodes `threshold`: a number within the `float32` range.
+pub fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let expected = "a number within the float32 range";
+    scalar(d, "threshold", expected, |value| {
+        let t = match *value {
+            Scalar::Unsigned(v) => v as f32,
+            Scalar::Signed(v) => v as f32,
+            Scalar::Float(v) => v as f32,
+            _ => return None,
+        };
+        t.is_finite().then_some(t)
+    })
+}
+
+/// Decodes `exclude_self`.
+pub fn exclude_self<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    scalar(d, "exclude_self", "true or false", |value| match *value {
+        Scalar::Bool(v) => Some(v),
+        _ => None,
+    })
+}
+
+/// Decodes `item_ids`: an array of strings.
+pub fn item_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(Ids)
+}
+
+struct Ids;
+
+impl Ids {
+    fn refuse<E: de::Error>(&self, found: Unexpected) -> E {
+        E::custom(format_args!(
+            "item_ids: expected an array of strings, found {}",
+            kind(found)
+        ))
+    }
+}
+
+impl<'de> Visitor<'de> for Ids {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut ids = Vec::new();
+        while let Some(value) = seq.next_element_seed(Element)? {
+            match value {
+                Scalar::Str(id) => ids.push(id.into_owned()),
+                other => {
+                    return Err(de::Error::custom(format_args!(
+                        "item_ids[{}]: expected a string, found {}",
+                        ids.len(),
+                        other.found()
+                    )));
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    refuse!(bool, i64, u64, f64, str, unit, map);
+}
+
+/// One element of a list, read as a [`Scalar`].
+struct Element;
+
+impl<'de> DeserializeSeed<'de> for Element {
+    type Value = Scalar<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Scalar<'de>, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Decodes `pairs` (user-item): lists of indices.
+pub fn pair_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D::Error> {
+    d.deserialize_any(IndexLists { field: "pairs" })
+}
+
+/// Decodes `exclude`: lists of indices.
+pub fn exclude_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D::Error> {
+    d.deserialize_any(IndexLists { field: "exclude" })
+}
+
+/// Lists of non-negative integer indices, read into one flat [`Ragged`].
 struct IndexLists {
     field: &'static str,
-    row: Option<usize>,
 }
-
-/// What [`IndexLists`] read: the lists, or (for one list) a single entry.
-struct Rows(Vec<Vec<usize>>);
 
 impl IndexLists {
-    fn error<E: de::Error>(&self, col: Option<usize>, what: &str) -> E {
-        let mut at = self.field.to_owned();
-        for i in self.row.into_iter().chain(col) {
-            at.push_str(&format!("[{i}]"));
-        }
-        E::custom(format_args!("{at}: expected {what}"))
-    }
-
-    fn expected(&self) -> &'static str {
-        match self.row {
-            None => "an array of arrays of indices",
-            Some(_) => "an array of non-negative integer indices",
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for IndexLists {
-    type Value = Rows;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Rows, D::Error> {
-        deserializer.deserialize_any(self)
+    fn refuse<E: de::Error>(&self, found: Unexpected) -> E {
+        E::custom(format_args!(
+            "{}: expected an array of arrays of indices, found {}",
+            self.field,
+            kind(found)
+        ))
     }
 }
 
 impl<'de> Visitor<'de> for IndexLists {
-    type Value = Rows;
+    type Value = Ragged<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.expected())
+        f.write_str("an array of arrays of indices")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Rows, A::Error> {
-        let mut rows = Vec::new();
-        match self.row {
-            None => {
-                while let Some(list) = seq.next_element_seed(IndexLists {
-                    field: self.field,
-                    row: Some(rows.len()),
-                })? {
-                    rows.extend(list.0);
-                }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ragged<usize>, A::Error> {
+        let mut lists = Ragged::new();
+        loop {
+            let list = IndexList {
+                field: self.field,
+                row: lists.len(),
+                into: &mut lists,
+            };
+            if seq.next_element_seed(list)?.is_none() {
+                return Ok(lists);
             }
-            Some(_) => {
-                let mut list = Vec::new();
-                while let Some(index) = seq.next_element_seed(Index {
-                    lists: &self,
-                    col: list.len(),
-                })? {
-                    list.push(index);
-                }
-                rows.push(list);
-            }
+            lists.end_row();
         }
-        Ok(Rows(rows))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Rows, E> {
-        Err(self.error(None, self.expected()))
-    }
+    refuse!(bool, i64, u64, f64, str, unit, map);
+}
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Rows, E> {
-        Err(self.error(None, self.expected()))
-    }
+/// List `row`, appended to `into` (the caller ends the row).
+struct IndexList<'a> {
+    field: &'static str,
+    row: usize,
+    into: &'a mut Ragged<usize>,
+}
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Rows, E> {
-        Err(self.error(None, self.expected()))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Rows, E> {
-        Err(self.error(None, self.expected()))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Rows, E> {
-        Err(self.error(None, self.expected()))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Rows, E> {
-        Err(self.error(None, self.expected()))
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Rows, A::Error> {
-        Err(self.error(None, self.expected()))
+impl IndexList<'_> {
+    fn refuse<E: de::Error>(&self, found: Unexpected) -> E {
+        E::custom(format_args!(
+            "{}[{}]: expected an array of indices, found {}",
+            self.field,
+            self.row,
+            kind(found)
+        ))
     }
 }
 
-/// One index inside list `lists.row`.
-struct Index<'a> {
-    lists: &'a IndexLists,
-    col: usize,
-}
+impl<'de> DeserializeSeed<'de> for IndexList<'_> {
+    type Value = ();
 
-impl Index<'_> {
-    fn error<E: de::Error>(&self) -> E {
-        self.lists
-            .error(Some(self.col), "a non-negative integer index")
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Index<'_> {
-    type Value = usize;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Index<'_> {
-    type Value = usize;
+impl<'de> Visitor<'de> for IndexList<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a non-negative integer index")
+        f.write_str("an array of indices")
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
-        usize::try_from(v).map_err(|_| self.error())
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut col = 0;
+        while let Some(value) = seq.next_element_seed(Element)? {
+            let index = match value {
+                Scalar::Unsigned(i) => usize::try_from(i).ok(),
+                _ => None,
+            };
+            let Some(index) = index else {
+                return Err(de::Error::custom(format_args!(
+                    "{}[{}][{col}]: expected a non-negative integer index, found {}",
+                    self.field,
+                    self.row,
+                    value.found()
+                )));
+            };
+            self.into.push(index);
+            col += 1;
+        }
+        Ok(())
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
-        Err(self.error())
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
-        Err(self.error())
-    }
+    refuse!(bool, i64, u64, f64, str, unit, map);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
     struct Probe {
-        #[serde(default, deserialize_with = "exclude_indices")]
-        exclude: Option<Vec<Vec<usize>>>,
+        #[serde(default, deserialize_with = "some_exclude_indices")]
+        exclude: Option<Ragged<usize>>,
+        #[serde(default, deserialize_with = "some_top_k")]
+        top_k: Option<NonZeroUsize>,
+        #[serde(default, deserialize_with = "some_threshold")]
+        threshold: Option<f32>,
+        #[serde(default, deserialize_with = "some_item_ids")]
+        item_ids: Option<Vec<String>>,
     }
 
-    fn probe(json: &str) -> Result<Option<Vec<Vec<usize>>>, String> {
-        serde_json::from_str::<Probe>(json)
-            .map(|p| p.exclude)
-            .map_err(|e| e.to_string())
+    fn probe(json: &str) -> Result<Probe, String> {
+        serde_json::from_str::<Probe>(json).map_err(|e| e.to_string())
     }
 
     #[test]
     fn index_lists_may_be_ragged_and_empty() {
-        assert_eq!(
-            probe(r#"{"exclude": [[3, 1], [], [0]]}"#).unwrap(),
-            Some(vec![vec![3, 1], vec![], vec![0]])
-        );
-        assert_eq!(probe("{}").unwrap(), None);
+        let got = probe(r#"{"exclude": [[3, 1], [], [0]]}"#)
+            .unwrap()
+            .exclude
+            .unwrap();
+        assert_eq!(got.to_vecs(), vec![vec![3, 1], vec![], vec![0]]);
+        assert!(probe("{}").unwrap().exclude.is_none());
     }
 
     #[test]
     fn a_bad_index_is_named_by_position() {
         let err = probe(r#"{"exclude": [[3, 1], [-1]]}"#).unwrap_err();
         assert!(
-            err.starts_with("exclude[1][0]: expected a non-negative integer index"),
+            err.starts_with("exclude[1][0]: expected a non-negative integer index, found -1"),
             "{err}"
         );
         let err = probe(r#"{"exclude": [[3, 1], 2]}"#).unwrap_err();
         assert!(
-            err.starts_with("exclude[1]: expected an array of non-negative"),
+            err.starts_with("exclude[1]: expected an array of indices, found a number"),
             "{err}"
         );
         let err = probe(r#"{"exclude": [[0.5]]}"#).unwrap_err();
-        assert!(err.starts_with("exclude[0][0]: expected"), "{err}");
+        assert!(
+            err.starts_with("exclude[0][0]: expected a non-negative integer index, found 0.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn options_are_named_in_errors_without_echoing_strings() {
+        for (json, want) in [
+            (
+                r#"{"top_k": 0}"#,
+                "top_k: expected an integer of at least 1, found 0",
+            ),
+            (
+                r#"{"top_k": -2}"#,
+                "top_k: expected an integer of at least 1, found -2",
+            ),
+            (
+                r#"{"top_k": "secret"}"#,
+                "top_k: expected an integer of at least 1, found a string",
+            ),
+            (
+                r#"{"threshold": 1e39}"#,
+                "threshold: expected a number within the float32 range",
+            ),
+            (
+                r#"{"threshold": [1]}"#,
+                "threshold: expected a number within the float32 range, found an array",
+            ),
+            (
+                r#"{"item_ids": ["a", 5]}"#,
+                "item_ids[1]: expected a string, found 5",
+            ),
+        ] {
+            let err = probe(json).unwrap_err();
+            assert!(err.starts_with(want), "{json}: {err}");
+            assert!(!err.contains("secret"));
+        }
+        let ok = probe(r#"{"top_k": 3, "threshold": -0.5, "item_ids": ["x"]}"#).unwrap();
+        assert_eq!(ok.top_k.map(NonZeroUsize::get), Some(3));
+        assert_eq!(ok.threshold, Some(-0.5));
+        assert_eq!(ok.item_ids, Some(vec!["x".to_owned()]));
     }
 }

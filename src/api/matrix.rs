@@ -1,6 +1,8 @@
 //! `POST /similarity/matrix`: every row of `a` with every row of `b` (or of `a` itself), for
 //! one set or for `B` sets at once, as a dense matrix or as top-k / above-threshold neighbours.
 
+use std::num::NonZeroUsize;
+
 use axum::extract::State;
 use axum::response::Response;
 use ndarray::{Array3, Axis};
@@ -8,7 +10,7 @@ use serde::Deserialize;
 
 use super::body::JsonBody;
 use super::encode::{self, DenseField};
-use super::fields::{self, Encoding, MetricName};
+use super::fields::{self, Encoding};
 use super::validate::{self, invalid, same_dim};
 use crate::app::AppState;
 use crate::compute::{self, Metric, Neighbours, Selection};
@@ -24,15 +26,15 @@ pub struct MatrixRequest {
     a: Tensor,
     #[serde(default, deserialize_with = "fields::some_b_matrix_or_sets")]
     b: Option<Tensor>,
-    #[serde(default)]
-    metric: MetricName,
-    #[serde(default)]
-    top_k: Option<u64>,
-    #[serde(default)]
-    threshold: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::metric")]
+    metric: Metric,
+    #[serde(default, deserialize_with = "fields::some_top_k")]
+    top_k: Option<NonZeroUsize>,
+    #[serde(default, deserialize_with = "fields::some_threshold")]
+    threshold: Option<f32>,
+    #[serde(default, deserialize_with = "fields::exclude_self")]
     exclude_self: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::encoding")]
     response_encoding: Encoding,
 }
 
@@ -80,8 +82,7 @@ impl MatrixJob {
             }
             same_dim(("a", &req.a), ("b", b))?;
         }
-        let k = validate::top_k(req.top_k)?;
-        let threshold = validate::threshold(req.threshold)?;
+        let (k, threshold) = (req.top_k.map(NonZeroUsize::get), req.threshold);
         if req.exclude_self && req.b.is_some() {
             return Err(invalid(
                 "exclude_self: applies only when b is omitted (a against itself)",
@@ -127,7 +128,7 @@ impl MatrixJob {
             a,
             b,
             batched,
-            metric: req.metric.into(),
+            metric: req.metric,
             output,
             encoding: req.response_encoding,
         })
@@ -174,7 +175,7 @@ impl MatrixJob {
                         max_entries: left,
                     };
                     let found = compute::nearest(set_a, set_b, self.metric, &selection)?;
-                    left -= found.indices.iter().map(Vec::len).sum::<usize>();
+                    left -= found.indices.total();
                     sets.push(found);
                 }
                 encode::neighbours(self.metric, self.encoding, &sets, self.batched, None)

@@ -1,14 +1,16 @@
 //! `POST /similarity/pairwise`: row i of `a` with row i of `b`, or the two vectors of each
 //! entry of `pairs` (the `(batch, 2, dim)` layout of a Keras `Lambda` layer).
 
+use axum::extract::State;
 use axum::response::Response;
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 use serde::Deserialize;
 
 use super::body::JsonBody;
 use super::encode::{self, DenseField};
-use super::fields::{self, Encoding, MetricName};
-use super::validate::{invalid, matrix, same_dim};
+use super::fields::{self, Encoding};
+use super::validate::{self, invalid, matrix, same_dim};
+use crate::app::AppState;
 use crate::compute::{self, Metric};
 use crate::error::ApiError;
 use crate::offload::run_cpu;
@@ -24,9 +26,9 @@ pub struct PairwiseRequest {
     b: Option<Tensor>,
     #[serde(default, deserialize_with = "fields::some_pairs_tensor")]
     pairs: Option<Tensor>,
-    #[serde(default)]
-    metric: MetricName,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::metric")]
+    metric: Metric,
+    #[serde(default, deserialize_with = "fields::encoding")]
     response_encoding: Encoding,
 }
 
@@ -46,10 +48,8 @@ enum Operands {
     Pairs(Array3<f32>),
 }
 
-impl TryFrom<PairwiseRequest> for PairwiseJob {
-    type Error = ApiError;
-
-    fn try_from(req: PairwiseRequest) -> Result<Self, ApiError> {
+impl PairwiseJob {
+    fn parse(req: PairwiseRequest, max_output: usize) -> Result<Self, ApiError> {
         let operands = match (req.a, req.b, req.pairs) {
             (Some(a), Some(b), None) => {
                 same_dim(("a", &a), ("b", &b))?;
@@ -68,11 +68,13 @@ impl TryFrom<PairwiseRequest> for PairwiseJob {
             (None, _, None) => return Err(invalid("a: missing; give a and b, or pairs")),
             (_, None, None) => return Err(invalid("b: missing; give a and b, or pairs")),
         };
-        Ok(PairwiseJob {
+        let job = PairwiseJob {
             operands,
-            metric: req.metric.into(),
+            metric: req.metric,
             encoding: req.response_encoding,
-        })
+        };
+        validate::output_size(&[job.size().0], max_output, "send fewer rows")?;
+        Ok(job)
     }
 }
 
@@ -120,8 +122,11 @@ impl PairwiseJob {
 
 /// Serves `POST /similarity/pairwise`.
 #[tracing::instrument(skip_all, fields(rows, dim))]
-pub async fn handler(JsonBody(req): JsonBody<PairwiseRequest>) -> Result<Response, ApiError> {
-    let job = PairwiseJob::try_from(req)?;
+pub async fn handler(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<PairwiseRequest>,
+) -> Result<Response, ApiError> {
+    let job = PairwiseJob::parse(req, state.limits.max_output_elements)?;
     let (rows, dim) = job.size();
     tracing::Span::current()
         .record("rows", rows)

@@ -2,6 +2,8 @@
 //! chosen `(user, item)` pairs, top-k / above-threshold items per user (leaving out items
 //! already seen), or the full users × items matrix.
 
+use std::num::NonZeroUsize;
+
 use axum::extract::State;
 use axum::response::Response;
 use ndarray::Array2;
@@ -9,10 +11,10 @@ use serde::Deserialize;
 
 use super::body::JsonBody;
 use super::encode::{self, DenseField};
-use super::fields::{self, Encoding, MetricName};
+use super::fields::{self, Encoding};
 use super::validate::{self, invalid, same_dim};
 use crate::app::AppState;
-use crate::compute::{self, Metric, Selection};
+use crate::compute::{self, Metric, Ragged, Selection};
 use crate::error::ApiError;
 use crate::offload::run_cpu;
 use crate::tensor::Tensor;
@@ -25,19 +27,19 @@ pub struct UserItemRequest {
     users: Tensor,
     #[serde(deserialize_with = "fields::items_matrix")]
     items: Tensor,
-    #[serde(default)]
-    metric: MetricName,
-    #[serde(default, deserialize_with = "fields::pair_indices")]
-    pairs: Option<Vec<Vec<usize>>>,
-    #[serde(default)]
-    top_k: Option<u64>,
-    #[serde(default)]
-    threshold: Option<f64>,
-    #[serde(default, deserialize_with = "fields::exclude_indices")]
-    exclude: Option<Vec<Vec<usize>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::metric")]
+    metric: Metric,
+    #[serde(default, deserialize_with = "fields::some_pair_indices")]
+    pairs: Option<Ragged<usize>>,
+    #[serde(default, deserialize_with = "fields::some_top_k")]
+    top_k: Option<NonZeroUsize>,
+    #[serde(default, deserialize_with = "fields::some_threshold")]
+    threshold: Option<f32>,
+    #[serde(default, deserialize_with = "fields::some_exclude_indices")]
+    exclude: Option<Ragged<usize>>,
+    #[serde(default, deserialize_with = "fields::some_item_ids")]
     item_ids: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fields::encoding")]
     response_encoding: Encoding,
 }
 
@@ -58,18 +60,18 @@ enum Output {
     Neighbours {
         k: Option<usize>,
         threshold: Option<f32>,
-        exclude: Option<Vec<Vec<usize>>>,
+        exclude: Option<Ragged<usize>>,
         item_ids: Option<Vec<String>>,
         max_entries: usize,
     },
 }
 
 /// Checks `pairs` against `u` users and `i` items.
-fn pairs(lists: Vec<Vec<usize>>, u: usize, i: usize) -> Result<Vec<(usize, usize)>, ApiError> {
+fn pairs(lists: &Ragged<usize>, u: usize, i: usize) -> Result<Vec<(usize, usize)>, ApiError> {
     lists
-        .into_iter()
+        .rows()
         .enumerate()
-        .map(|(p, pair)| match pair[..] {
+        .map(|(p, pair)| match *pair {
             [user, _] if user >= u => Err(invalid(format!(
                 "pairs[{p}][0]: user index {user} is out of range for {u} users"
             ))),
@@ -86,14 +88,14 @@ fn pairs(lists: Vec<Vec<usize>>, u: usize, i: usize) -> Result<Vec<(usize, usize
 }
 
 /// Checks `exclude`: one list per user, every index an item.
-fn exclude(lists: &[Vec<usize>], u: usize, i: usize) -> Result<(), ApiError> {
+fn exclude(lists: &Ragged<usize>, u: usize, i: usize) -> Result<(), ApiError> {
     if lists.len() != u {
         return Err(invalid(format!(
             "exclude: has {} lists, expected one per user ({u})",
             lists.len()
         )));
     }
-    for (user, list) in lists.iter().enumerate() {
+    for (user, list) in lists.rows().enumerate() {
         if let Some((at, item)) = list.iter().enumerate().find(|&(_, &item)| item >= i) {
             return Err(invalid(format!(
                 "exclude[{user}][{at}]: item index {item} is out of range for {i} items"
@@ -103,12 +105,27 @@ fn exclude(lists: &[Vec<usize>], u: usize, i: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses `item_ids` whose repetition in `items` (up to `width` ids for each of `users`)
+/// could exceed the output limit, counting 8 bytes of id as one number.
+fn id_budget(ids: &[String], users: usize, width: usize, limit: usize) -> Result<(), ApiError> {
+    let longest = ids.iter().map(String::len).max().unwrap_or(0);
+    let units = longest.div_ceil(8).max(1);
+    let size = users.checked_mul(width).and_then(|n| n.checked_mul(units));
+    match size {
+        Some(size) if size <= limit => Ok(()),
+        _ => Err(invalid(format!(
+            "item_ids: listing up to {width} ids of up to {longest} bytes for each of {users} \
+             users exceeds the output limit of {limit} numbers (8 bytes each); \
+             lower top_k or use shorter ids"
+        ))),
+    }
+}
+
 impl UserItemJob {
     fn parse(req: UserItemRequest, max_output: usize) -> Result<Self, ApiError> {
         same_dim(("users", &req.users), ("items", &req.items))?;
         let (u, i) = (req.users.shape()[0], req.items.shape()[0]);
-        let k = validate::top_k(req.top_k)?;
-        let threshold = validate::threshold(req.threshold)?;
+        let (k, threshold) = (req.top_k.map(NonZeroUsize::get), req.threshold);
         let neighbours = k.is_some() || threshold.is_some();
 
         let output = if let Some(lists) = req.pairs {
@@ -117,7 +134,8 @@ impl UserItemJob {
                     "pairs: cannot be combined with top_k, threshold, exclude or item_ids",
                 ));
             }
-            Output::Pairs(pairs(lists, u, i)?)
+            validate::output_size(&[lists.len()], max_output, "send fewer pairs")?;
+            Output::Pairs(pairs(&lists, u, i)?)
         } else if neighbours {
             if let Some(lists) = &req.exclude {
                 exclude(lists, u, i)?;
@@ -132,6 +150,9 @@ impl UserItemJob {
             }
             if let Some(k) = k {
                 validate::output_size(&[u, k.min(i)], max_output, "lower top_k")?;
+            }
+            if let Some(ids) = &req.item_ids {
+                id_budget(ids, u, k.map_or(i, |k| k.min(i)), max_output)?;
             }
             Output::Neighbours {
                 k,
@@ -152,7 +173,7 @@ impl UserItemJob {
         Ok(UserItemJob {
             users: validate::matrix("users", req.users)?,
             items: validate::matrix("items", req.items)?,
-            metric: req.metric.into(),
+            metric: req.metric,
             output,
             encoding: req.response_encoding,
         })
@@ -203,7 +224,7 @@ impl UserItemJob {
                     k,
                     threshold,
                     exclude_self: false,
-                    exclude: exclude.as_deref(),
+                    exclude: exclude.as_ref(),
                     max_entries,
                 };
                 let found = compute::nearest(users, Some(items), metric, &selection)?;

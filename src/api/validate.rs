@@ -22,23 +22,6 @@ pub(super) fn same_dim(first: (&str, &Tensor), other: (&str, &Tensor)) -> Result
     }
 }
 
-/// `top_k`, when given, is at least 1.
-pub(super) fn top_k(k: Option<u64>) -> Result<Option<usize>, ApiError> {
-    match k {
-        None => Ok(None),
-        Some(0) => Err(invalid("top_k: must be at least 1")),
-        Some(k) => Ok(Some(usize::try_from(k).unwrap_or(usize::MAX))),
-    }
-}
-
-/// `threshold`, when given, is a finite float32.
-pub(super) fn threshold(t: Option<f64>) -> Result<Option<f32>, ApiError> {
-    match t.map(|t| t as f32) {
-        Some(t) if !t.is_finite() => Err(invalid("threshold: must be within the float32 range")),
-        t => Ok(t),
-    }
-}
-
 /// The number of result elements, refused when over `limit`.
 pub(super) fn output_size(dims: &[usize], limit: usize, hint: &str) -> Result<usize, ApiError> {
     let size = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));

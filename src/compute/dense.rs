@@ -30,7 +30,7 @@ fn scores_of(
     let one = |p: usize| {
         let (i, j) = pair(p);
         let (x, y) = (contiguous(a.row(i)), contiguous(b.row(j)));
-        narrow(score(metric, &x, &y), p, 0)
+        narrow(score(metric, &x, &y), &[p])
     };
     let scores: Vec<f32> = if count.saturating_mul(a.ncols()) >= PARALLEL_WORK {
         (0..count)
@@ -77,10 +77,17 @@ pub fn matrix(
     metric: Metric,
 ) -> Result<Array2<f32>, ComputeError> {
     let scorer = Scorer::new(metric, a, b);
+    let mut out = Array2::zeros((scorer.rows(), scorer.cols()));
+    fill(&scorer, out.as_slice_mut())?;
+    Ok(out)
+}
+
+/// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
+fn fill(scorer: &Scorer, out: Option<&mut [f32]>) -> Result<(), ComputeError> {
+    let out = out.ok_or(ComputeError::Internal("a result buffer is not contiguous"))?;
     let (n, m) = (scorer.rows(), scorer.cols());
     let par = policy(n.saturating_mul(m).saturating_mul(scorer.dim()));
-    let values = scorer.tile(0..n, 0..m, par)?;
-    Array2::from_shape_vec((n, m), values).map_err(|_| ComputeError::Overflow { row: n, col: m })
+    scorer.tile_into(0..n, 0..m, par, out)
 }
 
 /// [`matrix`] for each of the `B` sets of a `B × n × d` and a `B × m × d` tensor
@@ -94,7 +101,14 @@ pub fn matrices(
     let mut out = Array3::zeros((a.len_of(Axis(0)), a.len_of(Axis(1)), m));
     for (s, mut dst) in out.outer_iter_mut().enumerate() {
         let set_b = b.as_ref().map(|b| b.index_axis(Axis(0), s));
-        dst.assign(&matrix(a.index_axis(Axis(0), s), set_b, metric)?);
+        let scorer = Scorer::new(metric, a.index_axis(Axis(0), s), set_b);
+        fill(&scorer, dst.as_slice_mut()).map_err(|err| match err {
+            ComputeError::Overflow { mut at } => {
+                at.insert(0, s);
+                ComputeError::Overflow { at }
+            }
+            other => other,
+        })?;
     }
     Ok(out)
 }
@@ -137,7 +151,7 @@ mod tests {
     fn a_dot_product_that_overflows_f32_is_an_error() {
         let a = array![[1e20f32, 1e20]];
         let got = matrix(a.view(), None, Metric::Dot);
-        assert_eq!(got, Err(ComputeError::Overflow { row: 0, col: 0 }));
+        assert_eq!(got, Err(ComputeError::Overflow { at: vec![0, 0] }));
     }
 
     #[test]
@@ -146,6 +160,13 @@ mod tests {
         let b = array![[1e1f32, -1e1, 2.0]];
         let got = matrix(a.view(), Some(b.view()), Metric::Dot).unwrap();
         assert_eq!(got[[0, 0]], 2.0);
+    }
+
+    #[test]
+    fn an_overflow_in_a_batch_names_its_set() {
+        let a = array![[[1.0f32, 1.0]], [[1e20, 1e20]]];
+        let got = matrices(a.view(), None, Metric::Dot);
+        assert_eq!(got, Err(ComputeError::Overflow { at: vec![1, 0, 0] }));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod gemm;
 mod metric;
 mod naive;
 mod neighbours;
+mod ragged;
 mod reduce;
 mod rows;
 mod scorer;
@@ -28,18 +29,29 @@ mod properties;
 pub use dense::{matrices, matrix, pairs, pairwise};
 pub use metric::Metric;
 pub use neighbours::{Neighbours, Selection, nearest};
+pub use ragged::Ragged;
+
+/// Formats an index path as `[1][2]`.
+struct Index<'a>(&'a [usize]);
+
+impl std::fmt::Display for Index<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|i| write!(f, "[{i}]"))
+    }
+}
 
 /// Why a computation produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ComputeError {
-    /// A score at `(row, col)` is too large in magnitude for `f32`.
-    #[error("the score of row {row} against row {col} overflows float32")]
+    /// A score is too large in magnitude for `f32`.
+    #[error("the score at {} overflows float32", Index(.at))]
     Overflow {
-        /// Row of `a` (or pair index for pairwise scores).
-        row: usize,
-        /// Row of `b` (0 for pairwise scores).
-        col: usize,
+        /// Where in the result: `[pair]`, `[row, col]` or `[set, row, col]`.
+        at: Vec<usize>,
     },
+    /// A result buffer did not have the expected shape: a bug, not the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// Threshold selection would return more than the allowed number of entries.
     #[error("the selection holds more than {limit} entries")]
     TooManyResults {

@@ -50,13 +50,13 @@ pub(crate) fn score_pair(metric: Metric, x: ArrayView1<f32>, y: ArrayView1<f32>)
     }
 }
 
-/// Narrows an `f64` score to `f32`, reporting overflow at `(row, col)`.
-pub(crate) fn narrow(score: f64, row: usize, col: usize) -> Result<f32, ComputeError> {
+/// Narrows an `f64` score to `f32`, reporting overflow at index `at` of the result.
+pub(crate) fn narrow(score: f64, at: &[usize]) -> Result<f32, ComputeError> {
     let narrowed = score as f32;
     if narrowed.is_finite() {
         Ok(narrowed)
     } else {
-        Err(ComputeError::Overflow { row, col })
+        Err(ComputeError::Overflow { at: at.to_vec() })
     }
 }
 
@@ -84,9 +84,9 @@ mod tests {
     #[test]
     fn overflowing_scores_are_reported_not_returned() {
         assert_eq!(
-            narrow(1e39, 2, 3),
-            Err(ComputeError::Overflow { row: 2, col: 3 })
+            narrow(1e39, &[2, 3]),
+            Err(ComputeError::Overflow { at: vec![2, 3] })
         );
-        assert_eq!(narrow(-1.5, 0, 0), Ok(-1.5));
+        assert_eq!(narrow(-1.5, &[0]), Ok(-1.5));
     }
 }

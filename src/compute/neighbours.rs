@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::{PARALLEL_WORK, policy};
 use super::scorer::Scorer;
-use super::{ComputeError, Metric};
+use super::{ComputeError, Metric, Ragged};
 
 /// Scores one tile holds (4 MiB of `f32`).
 const TILE: usize = 1 << 20;
@@ -32,7 +32,7 @@ pub struct Selection<'a> {
     /// Never list row `i` of `b` for row `i` of `a` (for `a` against itself).
     pub exclude_self: bool,
     /// Per row of `a`, rows of `b` never to list (all indices < `b.nrows()`).
-    pub exclude: Option<&'a [Vec<usize>]>,
+    pub exclude: Option<&'a Ragged<usize>>,
     /// The most entries all rows may hold together.
     pub max_entries: usize,
 }
@@ -40,10 +40,17 @@ pub struct Selection<'a> {
 /// The selected rows of `b` per row of `a`, nearest first, ties broken by lower index.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Neighbours {
-    /// Indices into `b`, one list per row of `a`.
-    pub indices: Vec<Vec<usize>>,
-    /// The matching scores.
-    pub scores: Vec<Vec<f32>>,
+    /// Indices into `b`, one row per row of `a`.
+    pub indices: Ragged<usize>,
+    /// The matching scores, row for row.
+    pub scores: Ragged<f32>,
+}
+
+impl Neighbours {
+    fn append(&mut self, other: Neighbours) {
+        self.indices.append(other.indices);
+        self.scores.append(other.scores);
+    }
 }
 
 /// A candidate: score and column.
@@ -54,7 +61,7 @@ struct Run<'s, 'a> {
     metric: Metric,
     selection: &'s Selection<'s>,
     /// Sorted exclusion lists, one per row of `a`.
-    exclude: Option<Vec<Vec<usize>>>,
+    exclude: Option<Ragged<usize>>,
     /// Columns per tile.
     width: usize,
     entries: AtomicUsize,
@@ -76,7 +83,7 @@ impl Run<'_, '_> {
     }
 
     /// Selects for rows `rows`, computing tiles with `par`.
-    fn block(&self, rows: Range<usize>, par: faer::Par) -> Result<Vec<Vec<Hit>>, ComputeError> {
+    fn block(&self, rows: Range<usize>, par: faer::Par) -> Result<Neighbours, ComputeError> {
         let m = self.scorer.cols();
         let k = self.selection.k.unwrap_or(usize::MAX);
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); rows.len()];
@@ -88,7 +95,7 @@ impl Run<'_, '_> {
                 let i = rows.start + offset;
                 let row_hits = &mut hits[offset];
                 let before = row_hits.len();
-                let skip = self.exclude.as_ref().map_or(&[][..], |e| e[i].as_slice());
+                let skip = self.exclude.as_ref().map_or(&[][..], |e| e.row(i));
                 let first = skip.partition_point(|&j| j < cols.start);
                 let mut skip = skip[first..].iter().copied().peekable();
                 for (j, &score) in cols.clone().zip(scores) {
@@ -115,11 +122,14 @@ impl Run<'_, '_> {
                 });
             }
         }
-        for row_hits in &mut hits {
-            self.prune(row_hits);
+        let mut out = Neighbours::default();
+        for mut row_hits in hits {
+            self.prune(&mut row_hits);
             row_hits.sort_unstable_by(self.order());
+            out.indices.push_row(row_hits.iter().map(|hit| hit.1));
+            out.scores.push_row(row_hits.iter().map(|hit| hit.0));
         }
-        Ok(hits)
+        Ok(out)
     }
 }
 
@@ -156,9 +166,9 @@ fn nearest_in_tiles(
         selection,
         exclude: selection.exclude.map(|lists| {
             lists
-                .iter()
+                .rows()
                 .map(|list| {
-                    let mut list = list.clone();
+                    let mut list = list.to_vec();
                     list.sort_unstable();
                     list
                 })
@@ -171,7 +181,7 @@ fn nearest_in_tiles(
         .step_by(row_block)
         .map(|start| start..(start + row_block).min(n))
         .collect();
-    let per_block: Vec<Vec<Vec<Hit>>> = if blocks.len() >= threads && work >= PARALLEL_WORK {
+    let per_block: Vec<Neighbours> = if blocks.len() >= threads && work >= PARALLEL_WORK {
         blocks
             .into_par_iter()
             .map(|rows| run.block(rows, faer::Par::Seq))
@@ -183,20 +193,14 @@ fn nearest_in_tiles(
             .collect::<Result<_, _>>()?
     };
 
-    let mut out = Neighbours {
-        indices: Vec::with_capacity(n),
-        scores: Vec::with_capacity(n),
-    };
-    let mut total = 0usize;
-    for hits in per_block.into_iter().flatten() {
-        total += hits.len();
-        if total > selection.max_entries {
+    let mut out = Neighbours::default();
+    for block in per_block {
+        out.append(block);
+        if out.indices.total() > selection.max_entries {
             return Err(ComputeError::TooManyResults {
                 limit: selection.max_entries,
             });
         }
-        out.indices.push(hits.iter().map(|h| h.1).collect());
-        out.scores.push(hits.iter().map(|h| h.0).collect());
     }
     Ok(out)
 }
@@ -229,8 +233,8 @@ mod tests {
             ..all()
         };
         let got = nearest(a.view(), Some(b.view()), Metric::Cosine, &sel).unwrap();
-        assert_eq!(got.indices, vec![vec![1, 2, 4]]);
-        assert_eq!(got.scores, vec![vec![1.0, 1.0, 1.0]]);
+        assert_eq!(got.indices.to_vecs(), vec![vec![1, 2, 4]]);
+        assert_eq!(got.scores.to_vecs(), vec![vec![1.0, 1.0, 1.0]]);
     }
 
     #[test]
@@ -242,8 +246,8 @@ mod tests {
             ..all()
         };
         let got = nearest(a.view(), Some(b.view()), Metric::Manhattan, &sel).unwrap();
-        assert_eq!(got.indices, vec![vec![1, 2]]);
-        assert_eq!(got.scores, vec![vec![1.0, 2.0]]);
+        assert_eq!(got.indices.to_vecs(), vec![vec![1, 2]]);
+        assert_eq!(got.scores.to_vecs(), vec![vec![1.0, 2.0]]);
     }
 
     #[test]
@@ -258,21 +262,21 @@ mod tests {
         for (i, row) in dense.rows().into_iter().enumerate() {
             let mut want: Vec<usize> = (0..3).filter(|&j| row[j] >= 0.3).collect();
             want.sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
-            assert_eq!(got.indices[i], want);
+            assert_eq!(got.indices.row(i), want);
         }
     }
 
     #[test]
     fn excluded_rows_and_self_are_never_listed() {
         let a = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]];
-        let lists = vec![vec![2], vec![], vec![1, 0]];
+        let lists: Ragged<usize> = [vec![2], vec![], vec![1, 0]].into_iter().collect();
         let sel = Selection {
             exclude_self: true,
             exclude: Some(&lists),
             ..all()
         };
         let got = nearest(a.view(), None, Metric::Dot, &sel).unwrap();
-        assert_eq!(got.indices, vec![vec![1], vec![2, 0], vec![]]);
+        assert_eq!(got.indices.to_vecs(), vec![vec![1], vec![2, 0], vec![]]);
     }
 
     #[test]
@@ -303,7 +307,7 @@ mod tests {
             let mut want: Vec<usize> = (0..3000).collect();
             want.sort_by(|&x, &y| row[x].total_cmp(&row[y]).then(x.cmp(&y)));
             want.truncate(7);
-            assert_eq!(got.indices[i], want, "row {i}");
+            assert_eq!(got.indices.row(i), want, "row {i}");
         }
     }
 }

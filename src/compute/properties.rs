@@ -138,9 +138,9 @@ proptest! {
                 if use_k {
                     want.truncate(k);
                 }
-                prop_assert_eq!(&got.indices[i], &want, "{:?} row {}", metric, i);
+                prop_assert_eq!(got.indices.row(i), &want[..], "{:?} row {}", metric, i);
                 let scores: Vec<f32> = want.iter().map(|&j| row[j]).collect();
-                prop_assert_eq!(&got.scores[i], &scores);
+                prop_assert_eq!(got.scores.row(i), &scores[..]);
             }
         }
     }

@@ -17,6 +17,8 @@ use std::fmt;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::refuse::kind;
+
 /// A decoded tensor: row-major finite `f32` values with at least one element on every axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -91,7 +93,7 @@ impl TensorSeed {
         listed.join(" or ")
     }
 
-    fn not_a_tensor<E: de::Error>(&self, found: de::Unexpected) -> E {
+    fn refuse<E: de::Error>(&self, found: de::Unexpected) -> E {
         E::custom(format_args!(
             "{}: expected nested arrays of numbers or a base64 tensor object, found {}",
             self.field,
@@ -135,44 +137,7 @@ impl<'de> Visitor<'de> for TensorSeed {
         packed::decode(self, map)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Tensor, E> {
-        Err(self.not_a_tensor(de::Unexpected::Bool(v)))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Tensor, E> {
-        Err(self.not_a_tensor(de::Unexpected::Float(v)))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Tensor, E> {
-        Err(self.not_a_tensor(de::Unexpected::Signed(v)))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Tensor, E> {
-        Err(self.not_a_tensor(de::Unexpected::Unsigned(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Tensor, E> {
-        Err(self.not_a_tensor(de::Unexpected::Str("")))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Tensor, E> {
-        Err(self.not_a_tensor(de::Unexpected::Unit))
-    }
-}
-
-/// A short, input-free description of a JSON value's kind, for error messages.
-fn kind(unexpected: de::Unexpected) -> &'static str {
-    match unexpected {
-        de::Unexpected::Bool(_) => "a boolean",
-        de::Unexpected::Str(_) => "a string",
-        de::Unexpected::Unit | de::Unexpected::Option => "null",
-        de::Unexpected::Map => "an object",
-        de::Unexpected::Seq => "an array",
-        de::Unexpected::Float(_) | de::Unexpected::Signed(_) | de::Unexpected::Unsigned(_) => {
-            "a number"
-        }
-        _ => "a value of another type",
-    }
+    refuse!(bool, i64, u64, f64, str, unit);
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::fmt::{self, Write};
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-use super::{Tensor, TensorSeed, kind};
+use super::{Tensor, TensorSeed};
+use crate::refuse::kind;
 
 struct State {
     seed: TensorSeed,
@@ -176,25 +177,11 @@ impl<'de> Visitor<'de> for Level<'_> {
         self.number(v as f64)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<usize, E> {
-        Err(self.unexpected(de::Unexpected::Bool(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<usize, E> {
-        Err(self.unexpected(de::Unexpected::Str("")))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
-        Err(self.unexpected(de::Unexpected::Unit))
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
-        Err(self.unexpected(de::Unexpected::Map))
-    }
+    refuse!(bool, str, unit, map);
 }
 
 impl Level<'_> {
-    fn unexpected<E: de::Error>(&self, found: de::Unexpected) -> E {
+    fn refuse<E: de::Error>(&self, found: de::Unexpected) -> E {
         let expected = self.state.expected(self.depth);
         self.state.error(
             self.depth,

@@ -10,7 +10,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{Tensor, TensorSeed, kind};
+use super::{Tensor, TensorSeed};
+use crate::refuse::kind;
+
+/// No field takes more axes than this; longer shapes are refused while they are read.
+const MAX_RANK: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
@@ -50,11 +54,10 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
     let (mut dtype, mut shape, mut bytes) = (None, None, None);
     while let Some(key) = map.next_key_seed(KeySeed { field })? {
         let part = Part { field, key };
-        let duplicate = match (key, map.next_value_seed(part)?) {
-            (Key::Dtype, Value::Dtype(v)) => dtype.replace(v).is_some(),
-            (Key::Shape, Value::Shape(v)) => shape.replace(v).is_some(),
-            (Key::Data, Value::Data(v)) => bytes.replace(v).is_some(),
-            _ => false,
+        let duplicate = match map.next_value_seed(part)? {
+            Value::Dtype(v) => dtype.replace(v).is_some(),
+            Value::Shape(v) => shape.replace(v).is_some(),
+            Value::Data(v) => bytes.replace(v).is_some(),
         };
         if duplicate {
             return Err(de::Error::custom(format_args!(
@@ -163,7 +166,7 @@ struct Part {
 }
 
 impl Part {
-    fn error<E: de::Error>(&self, found: de::Unexpected) -> E {
+    fn refuse<E: de::Error>(&self, found: de::Unexpected) -> E {
         let field = self.field;
         match self.key {
             Key::Dtype => E::custom(format_args!(
@@ -212,47 +215,31 @@ impl<'de> Visitor<'de> for Part {
                     "{field}.data: not valid standard base64 ({e})"
                 ))
             }),
-            Key::Shape => Err(self.error(de::Unexpected::Str(""))),
+            Key::Shape => Err(self.refuse(de::Unexpected::Str(""))),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         if !matches!(self.key, Key::Shape) {
-            return Err(self.error(de::Unexpected::Seq));
+            return Err(self.refuse(de::Unexpected::Seq));
         }
         let mut shape = Vec::new();
         while let Some(len) = seq.next_element_seed(AxisLen {
             field: self.field,
             axis: shape.len(),
         })? {
+            if shape.len() == MAX_RANK {
+                return Err(de::Error::custom(format_args!(
+                    "{}.shape: more than {MAX_RANK} axes",
+                    self.field
+                )));
+            }
             shape.push(len);
         }
         Ok(Value::Shape(shape))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
-        Err(self.error(de::Unexpected::Map))
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Err(self.error(de::Unexpected::Bool(v)))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Err(self.error(de::Unexpected::Float(v)))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Err(self.error(de::Unexpected::Signed(v)))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Err(self.error(de::Unexpected::Unsigned(v)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Err(self.error(de::Unexpected::Unit))
-    }
+    refuse!(map, bool, f64, i64, u64, unit);
 }
 
 /// One entry of `shape`: a non-negative integer.
@@ -262,7 +249,7 @@ struct AxisLen {
 }
 
 impl AxisLen {
-    fn error<E: de::Error>(&self) -> E {
+    fn refuse<E: de::Error>(&self, _: de::Unexpected) -> E {
         E::custom(format_args!(
             "{}.shape[{}]: expected a non-negative integer",
             self.field, self.axis
@@ -286,34 +273,8 @@ impl<'de> Visitor<'de> for AxisLen {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
-        usize::try_from(v).map_err(|_| self.error())
+        usize::try_from(v).map_err(|_| self.refuse(de::Unexpected::Unsigned(v)))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
-        Err(self.error())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
-        Err(self.error())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<usize, A::Error> {
-        Err(self.error())
-    }
+    refuse!(i64, f64, str, bool, unit, seq, map);
 }

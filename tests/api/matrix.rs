@@ -151,21 +151,38 @@ async fn exclude_self_needs_a_against_itself_and_a_selection() {
 #[tokio::test]
 async fn top_k_and_threshold_must_be_sensible() {
     let app = app();
-    app.post(PATH, &json!({"a": [[1]], "top_k": 0}))
-        .await
-        .assert_problem(422, "top_k: must be at least 1");
-    app.post(PATH, &json!({"a": [[1]], "top_k": -3}))
-        .await
-        .assert_problem(422, "invalid value: integer `-3`");
-    app.post(PATH, &json!({"a": [[1]], "top_k": 1.5}))
-        .await
-        .assert_problem(422, "invalid type: floating point");
-    app.post(PATH, &json!({"a": [[1]], "threshold": 1e39}))
-        .await
-        .assert_problem(422, "threshold: must be within the float32 range");
-    app.post(PATH, &json!({"a": [[1]], "threshold": "high"}))
-        .await
-        .assert_problem(422, "invalid type: string");
+    for (option, want) in [
+        (
+            json!({"top_k": 0}),
+            "top_k: expected an integer of at least 1, found 0",
+        ),
+        (
+            json!({"top_k": -3}),
+            "top_k: expected an integer of at least 1, found -3",
+        ),
+        (
+            json!({"top_k": 1.5}),
+            "top_k: expected an integer of at least 1, found 1.5",
+        ),
+        (
+            json!({"top_k": null}),
+            "top_k: expected an integer of at least 1, found null",
+        ),
+        (
+            json!({"threshold": 1e39}),
+            "threshold: expected a number within the float32 range, found 1e39",
+        ),
+        (
+            json!({"threshold": "high"}),
+            "threshold: expected a number within the float32 range, found a string",
+        ),
+    ] {
+        let mut body = json!({"a": [[1]]});
+        for (key, value) in option.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        app.post(PATH, &body).await.assert_problem(422, want);
+    }
 }
 
 #[tokio::test]
@@ -204,4 +221,37 @@ async fn the_default_output_limit_is_sixteen_million_numbers() {
         422,
         "the result would hold 4097 × 4097 numbers, more than the limit of 16777216",
     );
+}
+
+#[tokio::test]
+async fn the_selection_limit_message_suits_distances_too() {
+    let app = app_with(|c| c.max_output_elements = 5);
+    let body = json!({"a": [[1], [2], [3]], "threshold": 10.0, "metric": "euclidean"});
+    let got = app.post(PATH, &body).await;
+    got.assert_problem(
+        422,
+        "the selection holds more than 5 entries, the output limit; add top_k or make threshold stricter",
+    );
+}
+
+#[tokio::test]
+async fn rows_with_nothing_selected_are_empty_lists() {
+    let got = app()
+        .post(PATH, &json!({"a": [[1, 0], [0, 1]], "threshold": 2}))
+        .await;
+    let json = got.ok();
+    assert_eq!(json["shape"], json!([2, 0]));
+    assert_eq!(json["indices"], json!([[], []]));
+    assert_eq!(json["scores"], json!([[], []]));
+    let got = app()
+        .post(PATH, &json!({"a": [[[1, 0], [0, 1]]], "threshold": 2}))
+        .await;
+    assert_eq!(got.ok()["scores"], json!([[[], []]]));
+}
+
+#[tokio::test]
+async fn an_overflow_in_a_batch_names_its_set() {
+    let body = json!({"a": [[[1, 1]], [[1e20, 1e20]]], "metric": "dot"});
+    let got = app().post(PATH, &body).await;
+    got.assert_problem(422, "the score at [1][0][0] overflows float32");
 }

@@ -158,5 +158,17 @@ async fn a_dot_product_beyond_float32_is_refused_rather_than_returned_as_infinit
             &json!({"a": [[1e20, 1e20]], "b": [[1e20, 1e20]], "metric": "dot"}),
         )
         .await;
-    got.assert_problem(422, "the score at [0][0] overflows float32");
+    got.assert_problem(422, "the score at [0] overflows float32");
+}
+
+#[tokio::test]
+async fn more_scores_than_the_output_limit_are_refused() {
+    let app = crate::helpers::app_with(|c| c.max_output_elements = 2);
+    let got = app
+        .post(PATH, &json!({"a": [[1], [2], [3]], "b": [[1]]}))
+        .await;
+    got.assert_problem(
+        422,
+        "the result would hold 3 numbers, more than the limit of 2",
+    );
 }

@@ -154,3 +154,25 @@ async fn users_and_items_must_share_a_dimension() {
     let got = app().post(PATH, &json!({"users": [[1, 2]]})).await;
     got.assert_problem(422, "missing field `items`");
 }
+
+#[tokio::test]
+async fn long_item_ids_repeated_for_many_users_are_refused_before_any_work() {
+    let app = crate::helpers::app_with(|c| c.max_output_elements = 1000);
+    let users: Vec<[f32; 1]> = vec![[1.0]; 200];
+    let body = json!({"users": users, "items": [[1.0]], "top_k": 1, "item_ids": ["x".repeat(100)]});
+    let got = app.post(PATH, &body).await;
+    got.assert_problem(422, "item_ids: listing up to 1 ids of up to 100 bytes for each of 200 users exceeds the output limit of 1000 numbers");
+    let body = json!({"users": users, "items": [[1.0]], "top_k": 1, "item_ids": ["short"]});
+    assert_eq!(app.post(PATH, &body).await.status, 200);
+}
+
+#[tokio::test]
+async fn item_ids_must_be_strings() {
+    let got = app()
+        .post(
+            PATH,
+            &with(json!({"top_k": 1, "item_ids": ["a", "b", 3, "d"]})),
+        )
+        .await;
+    got.assert_problem(422, "item_ids[2]: expected a string, found 3");
+}
