@@ -4,18 +4,25 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{matrix, meta, pairwise, user_item};
 use crate::config::Config;
+use crate::error::ApiError;
 
 /// Limits every request is held to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Longest time from arrival to answer.
+    pub request_timeout: Duration,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Largest result, in numbers.
@@ -34,6 +41,7 @@ impl AppState {
     pub fn new(config: &Config) -> Self {
         AppState {
             limits: Arc::new(Limits {
+                request_timeout: config.request_timeout,
                 max_body_bytes: config.max_body_bytes,
                 max_output_elements: config.max_output_elements,
             }),
@@ -53,8 +61,19 @@ pub fn router(config: &Config) -> Router {
         .fallback(meta::not_found)
         .method_not_allowed_fallback(meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answers 503 when a request takes longer than `--request-timeout`; dropping the request's
+/// future cancels the computation it started.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
 }
 
 /// A bound listener and the router it serves.

@@ -1,6 +1,7 @@
 //! Command-line and environment configuration: every flag has a `SIMSERVE_*` variable.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -24,6 +25,11 @@ pub struct Config {
         default_value_t = 16_777_216
     )]
     pub max_output_elements: usize,
+
+    /// Longest time a request may take, from arrival to answer (e.g. `30s`, `500ms`); past
+    /// it the client gets 503 and the computation stops.
+    #[arg(long, env = "SIMSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 
     /// Log line format.
     #[arg(long, env = "SIMSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -65,6 +71,7 @@ mod tests {
         assert_eq!(config.max_body_bytes, 64 * 1024 * 1024);
         assert_eq!(config.max_output_elements, 16_777_216);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -77,11 +84,14 @@ mod tests {
             "1024",
             "--log-format",
             "json",
+            "--request-timeout",
+            "250ms",
         ])
         .unwrap();
         assert_eq!(config.addr.port(), 0);
         assert_eq!(config.max_body_bytes, 1024);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.request_timeout, Duration::from_millis(250));
         assert!(Config::try_parse_from(["simserve", "--addr", "nowhere"]).is_err());
     }
 

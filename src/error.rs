@@ -38,6 +38,9 @@ pub enum ApiError {
     /// The route exists but not for this method (405).
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
+    /// The request did not finish within `--request-timeout` (503).
+    #[error("the request did not finish within {}; its computation was stopped", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
     /// Our fault (500); the message goes to the log only.
     #[error("{0}")]
     Internal(String),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "urn:simserve:problem:payload-too-large",
             ApiError::NotFound => "urn:simserve:problem:not-found",
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
+            ApiError::Timeout(_) => "urn:simserve:problem:timeout",
             ApiError::Internal(_) => "urn:simserve:problem:internal",
         }
     }
@@ -109,6 +114,8 @@ impl From<ComputeError> for ApiError {
                 "the selection holds more than {limit} entries, the output limit; \
                  add top_k or make threshold stricter"
             )),
+            // The caller stopped waiting; this answer is only seen if it is still there.
+            ComputeError::Cancelled => ApiError::Timeout(std::time::Duration::ZERO),
             ComputeError::Internal(_) => ApiError::Internal(err.to_string()),
         }
     }

@@ -6,6 +6,7 @@
 
 use tracing::Span;
 
+use crate::compute::Cancel;
 use crate::error::ApiError;
 
 /// Work units (multiply-adds, bytes) below which a job runs on the calling thread.
@@ -36,6 +37,28 @@ where
     }
 }
 
+/// Raises its flag when dropped: when the request future is dropped (deadline passed, client
+/// gone), the computation it started stops at its next check.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// [`run_cpu`] for a computation that checks a [`Cancel`] flag, raised if the caller stops
+/// waiting for it.
+pub async fn run_job<F, R>(work: usize, job: F) -> Result<R, ApiError>
+where
+    F: FnOnce(&Cancel) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let cancel = Cancel::new();
+    let _guard = CancelOnDrop(cancel.clone());
+    run_cpu(work, move || job(&cancel)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +68,24 @@ mod tests {
         assert_eq!(offload(|| 6 * 7).await.unwrap(), 42);
         assert_eq!(run_cpu(usize::MAX, || 1).await.unwrap(), 1);
         assert_eq!(run_cpu(0, || 2).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_stops_waiting_is_cancelled() {
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let job = run_job(usize::MAX, move |cancel: &Cancel| {
+            let start = std::time::Instant::now();
+            while !cancel.is_cancelled() && start.elapsed().as_secs() < 10 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let _ = seen_tx.send(cancel.is_cancelled());
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), job).await;
+        assert!(waited.is_err(), "the job ran past the timeout");
+        let seen = tokio::task::spawn_blocking(move || seen_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(seen, Ok(true));
     }
 
     #[tokio::test]

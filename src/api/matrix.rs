@@ -13,9 +13,9 @@ use super::encode::{self, DenseField};
 use super::fields::{self, Encoding};
 use super::validate::{self, invalid, same_dim};
 use crate::app::AppState;
-use crate::compute::{self, Metric, Neighbours, Selection};
+use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
-use crate::offload::run_cpu;
+use crate::offload::run_job;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -140,11 +140,11 @@ impl MatrixJob {
         self.a.len().saturating_mul(m)
     }
 
-    fn run(self) -> Result<Response, ApiError> {
+    fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
         let (a, b) = (self.a.view(), self.b.as_ref().map(|b| b.view()));
         match self.output {
             Output::Dense => {
-                let result = compute::matrices(a, b, self.metric)?;
+                let result = compute::matrices(a, b, self.metric, cancel)?;
                 let mut shape = result.shape().to_vec();
                 if !self.batched {
                     shape.remove(0);
@@ -174,7 +174,7 @@ impl MatrixJob {
                         exclude: None,
                         max_entries: left,
                     };
-                    let found = compute::nearest(set_a, set_b, self.metric, &selection)?;
+                    let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)?;
                     left -= found.indices.total();
                     sets.push(found);
                 }
@@ -196,5 +196,5 @@ pub async fn handler(
         .record("sets", sets)
         .record("rows", rows)
         .record("dim", dim);
-    run_cpu(job.work(), move || job.run()).await?
+    run_job(job.work(), move |cancel| job.run(cancel)).await?
 }

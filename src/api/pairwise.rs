@@ -11,9 +11,9 @@ use super::encode::{self, DenseField};
 use super::fields::{self, Encoding};
 use super::validate::{self, invalid, matrix, same_dim};
 use crate::app::AppState;
-use crate::compute::{self, Metric};
+use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
-use crate::offload::run_cpu;
+use crate::offload::run_job;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -106,9 +106,9 @@ impl PairwiseJob {
         (a.nrows().max(b.nrows()), a.ncols())
     }
 
-    fn run(self) -> Result<Response, ApiError> {
+    fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
         let (a, b) = self.sides();
-        let scores = compute::pairwise(a, b, self.metric)?;
+        let scores = compute::pairwise(a, b, self.metric, cancel)?;
         let shape = [scores.len()];
         encode::dense(
             self.metric,
@@ -131,5 +131,5 @@ pub async fn handler(
     tracing::Span::current()
         .record("rows", rows)
         .record("dim", dim);
-    run_cpu(rows * dim, move || job.run()).await?
+    run_job(rows * dim, move |cancel| job.run(cancel)).await?
 }

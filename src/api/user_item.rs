@@ -14,9 +14,9 @@ use super::encode::{self, DenseField};
 use super::fields::{self, Encoding};
 use super::validate::{self, invalid, same_dim};
 use crate::app::AppState;
-use crate::compute::{self, Metric, Ragged, Selection};
+use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
-use crate::offload::run_cpu;
+use crate::offload::run_job;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -188,11 +188,11 @@ impl UserItemJob {
         }
     }
 
-    fn run(self) -> Result<Response, ApiError> {
+    fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
         let (users, items, metric) = (self.users.view(), self.items.view(), self.metric);
         match self.output {
             Output::Dense => {
-                let result = compute::matrix(users, Some(items), metric)?;
+                let result = compute::matrix(users, Some(items), metric, cancel)?;
                 let shape = result.shape().to_vec();
                 encode::dense(
                     metric,
@@ -203,7 +203,7 @@ impl UserItemJob {
                 )
             }
             Output::Pairs(pairs) => {
-                let scores = compute::pairs(users, items, &pairs, metric)?;
+                let scores = compute::pairs(users, items, &pairs, metric, cancel)?;
                 let shape = [scores.len()];
                 encode::dense(
                     metric,
@@ -227,7 +227,7 @@ impl UserItemJob {
                     exclude: exclude.as_ref(),
                     max_entries,
                 };
-                let found = compute::nearest(users, Some(items), metric, &selection)?;
+                let found = compute::nearest(users, Some(items), metric, &selection, cancel)?;
                 let sets = [found];
                 encode::neighbours(metric, self.encoding, &sets, false, item_ids.as_deref())
             }
@@ -246,5 +246,5 @@ pub async fn handler(
         .record("users", job.users.nrows())
         .record("items", job.items.nrows())
         .record("dim", job.users.ncols());
-    run_cpu(job.work(), move || job.run()).await?
+    run_job(job.work(), move |cancel| job.run(cancel)).await?
 }

@@ -9,7 +9,7 @@ use super::gemm::{PARALLEL_WORK, policy};
 use super::naive::narrow;
 use super::reduce::score;
 use super::scorer::Scorer;
-use super::{ComputeError, Metric};
+use super::{Cancel, ComputeError, Metric};
 
 /// A row as a contiguous slice, copied only when the view is strided.
 fn contiguous(row: ArrayView1<'_, f32>) -> Cow<'_, [f32]> {
@@ -19,12 +19,16 @@ fn contiguous(row: ArrayView1<'_, f32>) -> Cow<'_, [f32]> {
     }
 }
 
+/// Pairs scored between checks for cancellation.
+const PAIR_CHUNK: usize = 1 << 14;
+
 /// Scores `count` pairs given by `pair(p) -> (row of a, row of b)`, in parallel when large.
 fn scores_of(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
     count: usize,
     metric: Metric,
+    cancel: &Cancel,
     pair: impl Fn(usize) -> (usize, usize) + Sync,
 ) -> Result<Array1<f32>, ComputeError> {
     let one = |p: usize| {
@@ -32,14 +36,21 @@ fn scores_of(
         let (x, y) = (contiguous(a.row(i)), contiguous(b.row(j)));
         narrow(score(metric, &x, &y), &[p])
     };
-    let scores: Vec<f32> = if count.saturating_mul(a.ncols()) >= PARALLEL_WORK {
-        (0..count)
-            .into_par_iter()
-            .map(one)
-            .collect::<Result<_, _>>()?
-    } else {
-        (0..count).map(one).collect::<Result<_, _>>()?
-    };
+    let parallel = count.saturating_mul(a.ncols()) >= PARALLEL_WORK;
+    let mut scores = vec![0.0f32; count];
+    for (c, chunk) in scores.chunks_mut(PAIR_CHUNK).enumerate() {
+        cancel.check()?;
+        let first = c * PAIR_CHUNK;
+        let fill = |(offset, slot): (usize, &mut f32)| {
+            *slot = one(first + offset)?;
+            Ok::<_, ComputeError>(())
+        };
+        if parallel {
+            chunk.par_iter_mut().enumerate().try_for_each(fill)?;
+        } else {
+            chunk.iter_mut().enumerate().try_for_each(fill)?;
+        }
+    }
     Ok(Array1::from(scores))
 }
 
@@ -51,10 +62,11 @@ pub fn pairwise(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
     metric: Metric,
+    cancel: &Cancel,
 ) -> Result<Array1<f32>, ComputeError> {
     let n = a.nrows().max(b.nrows());
     let (single_a, single_b) = (a.nrows() == 1, b.nrows() == 1);
-    scores_of(a, b, n, metric, |i| {
+    scores_of(a, b, n, metric, cancel, |i| {
         (if single_a { 0 } else { i }, if single_b { 0 } else { i })
     })
 }
@@ -65,8 +77,9 @@ pub fn pairs(
     b: ArrayView2<f32>,
     index_pairs: &[(usize, usize)],
     metric: Metric,
+    cancel: &Cancel,
 ) -> Result<Array1<f32>, ComputeError> {
-    scores_of(a, b, index_pairs.len(), metric, |p| index_pairs[p])
+    scores_of(a, b, index_pairs.len(), metric, cancel, |p| index_pairs[p])
 }
 
 /// Scores every row of `a` with every row of `b` (`None`: of `a` itself): an
@@ -75,19 +88,31 @@ pub fn matrix(
     a: ArrayView2<f32>,
     b: Option<ArrayView2<f32>>,
     metric: Metric,
+    cancel: &Cancel,
 ) -> Result<Array2<f32>, ComputeError> {
     let scorer = Scorer::new(metric, a, b);
     let mut out = Array2::zeros((scorer.rows(), scorer.cols()));
-    fill(&scorer, out.as_slice_mut())?;
+    fill(&scorer, out.as_slice_mut(), cancel)?;
     Ok(out)
 }
 
-/// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
-fn fill(scorer: &Scorer, out: Option<&mut [f32]>) -> Result<(), ComputeError> {
+/// Scores a dense result holds per block of rows between checks for cancellation.
+const DENSE_BLOCK: usize = 1 << 22;
+
+/// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not), a
+/// block of rows at a time.
+fn fill(scorer: &Scorer, out: Option<&mut [f32]>, cancel: &Cancel) -> Result<(), ComputeError> {
     let out = out.ok_or(ComputeError::Internal("a result buffer is not contiguous"))?;
-    let (n, m) = (scorer.rows(), scorer.cols());
-    let par = policy(n.saturating_mul(m).saturating_mul(scorer.dim()));
-    scorer.tile_into(0..n, 0..m, par, out)
+    let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
+    let rows_per_block = (DENSE_BLOCK / m.max(1)).max(1);
+    for (block, chunk) in out.chunks_mut((rows_per_block * m).max(1)).enumerate() {
+        cancel.check()?;
+        let start = block * rows_per_block;
+        let rows = start..(start + rows_per_block).min(n);
+        let par = policy(rows.len().saturating_mul(m).saturating_mul(dim));
+        scorer.tile_into(rows, 0..m, par, chunk)?;
+    }
+    Ok(())
 }
 
 /// [`matrix`] for each of the `B` sets of a `B × n × d` and a `B × m × d` tensor
@@ -96,13 +121,14 @@ pub fn matrices(
     a: ArrayView3<f32>,
     b: Option<ArrayView3<f32>>,
     metric: Metric,
+    cancel: &Cancel,
 ) -> Result<Array3<f32>, ComputeError> {
     let m = b.as_ref().unwrap_or(&a).len_of(Axis(1));
     let mut out = Array3::zeros((a.len_of(Axis(0)), a.len_of(Axis(1)), m));
     for (s, mut dst) in out.outer_iter_mut().enumerate() {
         let set_b = b.as_ref().map(|b| b.index_axis(Axis(0), s));
         let scorer = Scorer::new(metric, a.index_axis(Axis(0), s), set_b);
-        fill(&scorer, dst.as_slice_mut()).map_err(|err| match err {
+        fill(&scorer, dst.as_slice_mut(), cancel).map_err(|err| match err {
             ComputeError::Overflow { mut at } => {
                 at.insert(0, s);
                 ComputeError::Overflow { at }
@@ -122,35 +148,35 @@ mod tests {
     fn a_single_row_is_compared_with_every_row_of_the_other_side() {
         let a = array![[1.0f32, 0.0]];
         let b = array![[1.0f32, 0.0], [0.0, 1.0], [-2.0, 0.0]];
-        let got = pairwise(a.view(), b.view(), Metric::Cosine).unwrap();
+        let got = pairwise(a.view(), b.view(), Metric::Cosine, &Cancel::new()).unwrap();
         assert_eq!(got, array![1.0, 0.0, -1.0]);
     }
 
     #[test]
     fn identical_rows_have_euclidean_distance_exactly_zero() {
         let a = array![[1.0001f32, 2.0, 3.0], [0.1, 0.2, 0.3], [1.0001, 2.0, 3.0]];
-        let got = matrix(a.view(), None, Metric::Euclidean).unwrap();
+        let got = matrix(a.view(), None, Metric::Euclidean, &Cancel::new()).unwrap();
         assert_eq!(got[[0, 0]], 0.0);
         assert_eq!(got[[1, 1]], 0.0);
         assert_eq!(got[[0, 2]], 0.0);
-        let other = matrix(a.view(), Some(a.view()), Metric::Euclidean).unwrap();
+        let other = matrix(a.view(), Some(a.view()), Metric::Euclidean, &Cancel::new()).unwrap();
         assert_eq!(other[[2, 0]], 0.0);
     }
 
     #[test]
     fn cosine_of_identical_rows_never_exceeds_one() {
         let a = array![[0.1f32, 0.7, 0.3], [3.0, 1e-3, 7.0]];
-        let got = matrix(a.view(), Some(a.view()), Metric::Cosine).unwrap();
+        let got = matrix(a.view(), Some(a.view()), Metric::Cosine, &Cancel::new()).unwrap();
         assert!(got.iter().all(|v| (-1.0..=1.0).contains(v)));
         assert!((got[[0, 0]] - 1.0).abs() < 1e-6);
-        let own = matrix(a.view(), None, Metric::Cosine).unwrap();
+        let own = matrix(a.view(), None, Metric::Cosine, &Cancel::new()).unwrap();
         assert_eq!((own[[0, 0]], own[[1, 1]]), (1.0, 1.0));
     }
 
     #[test]
     fn a_dot_product_that_overflows_f32_is_an_error() {
         let a = array![[1e20f32, 1e20]];
-        let got = matrix(a.view(), None, Metric::Dot);
+        let got = matrix(a.view(), None, Metric::Dot, &Cancel::new());
         assert_eq!(got, Err(ComputeError::Overflow { at: vec![0, 0] }));
     }
 
@@ -158,23 +184,28 @@ mod tests {
     fn a_dot_product_whose_f32_partial_sums_overflow_is_settled_in_f64() {
         let a = array![[3e38f32, 3e38, 1.0]];
         let b = array![[1e1f32, -1e1, 2.0]];
-        let got = matrix(a.view(), Some(b.view()), Metric::Dot).unwrap();
+        let got = matrix(a.view(), Some(b.view()), Metric::Dot, &Cancel::new()).unwrap();
         assert_eq!(got[[0, 0]], 2.0);
     }
 
     #[test]
     fn an_overflow_in_a_batch_names_its_set() {
         let a = array![[[1.0f32, 1.0]], [[1e20, 1e20]]];
-        let got = matrices(a.view(), None, Metric::Dot);
+        let got = matrices(a.view(), None, Metric::Dot, &Cancel::new());
         assert_eq!(got, Err(ComputeError::Overflow { at: vec![1, 0, 0] }));
     }
 
     #[test]
     fn batched_matrices_equal_the_matrix_of_each_set() {
         let a = array![[[1.0f32, 2.0], [3.0, 4.0]], [[-1.0, 0.5], [0.0, 2.0]]];
-        let got = matrices(a.view(), None, Metric::Manhattan).unwrap();
+        let got = matrices(a.view(), None, Metric::Manhattan, &Cancel::new()).unwrap();
         for s in 0..2 {
-            let one = matrix(a.index_axis(Axis(0), s), None, Metric::Manhattan);
+            let one = matrix(
+                a.index_axis(Axis(0), s),
+                None,
+                Metric::Manhattan,
+                &Cancel::new(),
+            );
             assert_eq!(got.index_axis(Axis(0), s), one.unwrap());
         }
     }
@@ -186,6 +217,7 @@ mod tests {
             pairs.index_axis(Axis(1), 0),
             pairs.index_axis(Axis(1), 1),
             Metric::Cosine,
+            &Cancel::new(),
         )
         .unwrap();
         assert_eq!(got, array![0.0, 1.0]);

@@ -13,6 +13,7 @@
 //! Results that do not fit in `f32` (a dot product of huge vectors, say) are reported as
 //! [`ComputeError::Overflow`] rather than returned as infinities.
 
+mod cancel;
 mod dense;
 mod gemm;
 mod metric;
@@ -26,6 +27,7 @@ mod scorer;
 #[cfg(test)]
 mod properties;
 
+pub use cancel::Cancel;
 pub use dense::{matrices, matrix, pairs, pairwise};
 pub use metric::Metric;
 pub use neighbours::{Neighbours, Selection, nearest};
@@ -49,6 +51,9 @@ pub enum ComputeError {
         /// Where in the result: `[pair]`, `[row, col]` or `[set, row, col]`.
         at: Vec<usize>,
     },
+    /// The computation was cancelled (deadline passed, or the client went away).
+    #[error("the computation was cancelled")]
+    Cancelled,
     /// A result buffer did not have the expected shape: a bug, not the caller's fault.
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::{PARALLEL_WORK, policy};
 use super::scorer::Scorer;
-use super::{ComputeError, Metric, Ragged};
+use super::{Cancel, ComputeError, Metric, Ragged};
 
 /// Scores one tile holds (4 MiB of `f32`).
 const TILE: usize = 1 << 20;
@@ -65,6 +65,7 @@ struct Run<'s, 'a> {
     /// Columns per tile.
     width: usize,
     entries: AtomicUsize,
+    cancel: &'s Cancel,
 }
 
 impl Run<'_, '_> {
@@ -88,6 +89,7 @@ impl Run<'_, '_> {
         let k = self.selection.k.unwrap_or(usize::MAX);
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); rows.len()];
         for c0 in (0..m).step_by(self.width) {
+            self.cancel.check()?;
             let cols = c0..(c0 + self.width).min(m);
             let tile = self.scorer.tile(rows.clone(), cols.clone(), par)?;
             let mut added = 0;
@@ -139,8 +141,9 @@ pub fn nearest(
     b: Option<ArrayView2<f32>>,
     metric: Metric,
     selection: &Selection,
+    cancel: &Cancel,
 ) -> Result<Neighbours, ComputeError> {
-    nearest_in_tiles(a, b, metric, selection, TILE)
+    nearest_in_tiles(a, b, metric, selection, cancel, TILE)
 }
 
 /// [`nearest`] with tiles of at most `tile` scores.
@@ -149,6 +152,7 @@ fn nearest_in_tiles(
     b: Option<ArrayView2<f32>>,
     metric: Metric,
     selection: &Selection,
+    cancel: &Cancel,
     tile: usize,
 ) -> Result<Neighbours, ComputeError> {
     let scorer = Scorer::new(metric, a, b);
@@ -176,6 +180,7 @@ fn nearest_in_tiles(
         }),
         width: (tile / row_block).clamp(1, m.max(1)),
         entries: AtomicUsize::new(0),
+        cancel,
     };
     let blocks: Vec<Range<usize>> = (0..n)
         .step_by(row_block)
@@ -232,7 +237,14 @@ mod tests {
             k: Some(3),
             ..all()
         };
-        let got = nearest(a.view(), Some(b.view()), Metric::Cosine, &sel).unwrap();
+        let got = nearest(
+            a.view(),
+            Some(b.view()),
+            Metric::Cosine,
+            &sel,
+            &Cancel::new(),
+        )
+        .unwrap();
         assert_eq!(got.indices.to_vecs(), vec![vec![1, 2, 4]]);
         assert_eq!(got.scores.to_vecs(), vec![vec![1.0, 1.0, 1.0]]);
     }
@@ -245,7 +257,14 @@ mod tests {
             k: Some(2),
             ..all()
         };
-        let got = nearest(a.view(), Some(b.view()), Metric::Manhattan, &sel).unwrap();
+        let got = nearest(
+            a.view(),
+            Some(b.view()),
+            Metric::Manhattan,
+            &sel,
+            &Cancel::new(),
+        )
+        .unwrap();
         assert_eq!(got.indices.to_vecs(), vec![vec![1, 2]]);
         assert_eq!(got.scores.to_vecs(), vec![vec![1.0, 2.0]]);
     }
@@ -257,8 +276,8 @@ mod tests {
             threshold: Some(0.3),
             ..all()
         };
-        let got = nearest(a.view(), None, Metric::Cosine, &sel).unwrap();
-        let dense = matrix(a.view(), None, Metric::Cosine).unwrap();
+        let got = nearest(a.view(), None, Metric::Cosine, &sel, &Cancel::new()).unwrap();
+        let dense = matrix(a.view(), None, Metric::Cosine, &Cancel::new()).unwrap();
         for (i, row) in dense.rows().into_iter().enumerate() {
             let mut want: Vec<usize> = (0..3).filter(|&j| row[j] >= 0.3).collect();
             want.sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
@@ -275,7 +294,7 @@ mod tests {
             exclude: Some(&lists),
             ..all()
         };
-        let got = nearest(a.view(), None, Metric::Dot, &sel).unwrap();
+        let got = nearest(a.view(), None, Metric::Dot, &sel, &Cancel::new()).unwrap();
         assert_eq!(got.indices.to_vecs(), vec![vec![1], vec![2, 0], vec![]]);
     }
 
@@ -286,8 +305,21 @@ mod tests {
             max_entries: 3,
             ..Selection::default()
         };
-        let got = nearest(a.view(), None, Metric::Dot, &sel);
+        let got = nearest(a.view(), None, Metric::Dot, &sel, &Cancel::new());
         assert_eq!(got, Err(ComputeError::TooManyResults { limit: 3 }));
+    }
+
+    #[test]
+    fn a_cancelled_selection_stops_with_cancelled() {
+        let a = array![[1.0f32], [2.0]];
+        let cancel = Cancel::new();
+        cancel.cancel();
+        let got = nearest(a.view(), None, Metric::Dot, &all(), &cancel);
+        assert_eq!(got, Err(ComputeError::Cancelled));
+        assert_eq!(
+            matrix(a.view(), None, Metric::Dot, &cancel),
+            Err(ComputeError::Cancelled)
+        );
     }
 
     #[test]
@@ -300,9 +332,16 @@ mod tests {
             k: Some(7),
             ..all()
         };
-        let got =
-            nearest_in_tiles(a.view(), Some(b.view()), Metric::Euclidean, &sel, 1000).unwrap();
-        let dense = matrix(a.view(), Some(b.view()), Metric::Euclidean).unwrap();
+        let got = nearest_in_tiles(
+            a.view(),
+            Some(b.view()),
+            Metric::Euclidean,
+            &sel,
+            &Cancel::new(),
+            1000,
+        )
+        .unwrap();
+        let dense = matrix(a.view(), Some(b.view()), Metric::Euclidean, &Cancel::new()).unwrap();
         for (i, row) in dense.rows().into_iter().enumerate() {
             let mut want: Vec<usize> = (0..3000).collect();
             want.sort_by(|&x, &y| row[x].total_cmp(&row[y]).then(x.cmp(&y)));

@@ -5,7 +5,7 @@ use ndarray::{Array2, Axis};
 use proptest::prelude::*;
 
 use super::naive::{norm, score_pair};
-use super::{Metric, Selection, matrices, matrix, nearest, pairwise};
+use super::{Cancel, Metric, Selection, matrices, matrix, nearest, pairwise};
 
 const METRICS: [Metric; 4] = [
     Metric::Cosine,
@@ -61,7 +61,7 @@ proptest! {
     #[test]
     fn every_metric_matches_the_f64_reference_within_the_contract((a, b) in pair_of(12)) {
         for metric in METRICS {
-            let got = matrix(a.view(), Some(b.view()), metric).unwrap();
+            let got = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
             for (i, x) in a.rows().into_iter().enumerate() {
                 for (j, y) in b.rows().into_iter().enumerate() {
                     let want = score_pair(metric, x, y);
@@ -77,7 +77,7 @@ proptest! {
         let n = a.nrows().min(b.nrows());
         let (a, b) = (a.slice(ndarray::s![..n, ..]), b.slice(ndarray::s![..n, ..]));
         for metric in METRICS {
-            let got = pairwise(a, b, metric).unwrap();
+            let got = pairwise(a, b, metric, &Cancel::new()).unwrap();
             for i in 0..n {
                 let want = score_pair(metric, a.row(i), b.row(i));
                 prop_assert!((f64::from(got[i]) - want).abs() <= tolerance(metric, a.row(i), b.row(i)));
@@ -88,7 +88,7 @@ proptest! {
     #[test]
     fn self_similarity_is_symmetric_bounded_and_exact_on_the_diagonal(a in (1usize..40).prop_flat_map(|d| rows(16, d))) {
         for metric in METRICS {
-            let got = matrix(a.view(), None, metric).unwrap();
+            let got = matrix(a.view(), None, metric, &Cancel::new()).unwrap();
             for i in 0..a.nrows() {
                 let x = a.row(i);
                 match metric {
@@ -119,7 +119,7 @@ proptest! {
         use_threshold in any::<bool>(),
     ) {
         for metric in METRICS {
-            let dense = matrix(a.view(), Some(b.view()), metric).unwrap();
+            let dense = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
             let mut values: Vec<f32> = dense.iter().copied().collect();
             values.sort_by(f32::total_cmp);
             let threshold = (use_threshold || !use_k).then(|| values[((values.len() - 1) as f64 * cut) as usize]);
@@ -129,7 +129,7 @@ proptest! {
                 max_entries: usize::MAX,
                 ..Selection::default()
             };
-            let got = nearest(a.view(), Some(b.view()), metric, &selection).unwrap();
+            let got = nearest(a.view(), Some(b.view()), metric, &selection, &Cancel::new()).unwrap();
             for (i, row) in dense.rows().into_iter().enumerate() {
                 let mut want: Vec<usize> = (0..b.nrows())
                     .filter(|&j| threshold.is_none_or(|t| metric.passes(row[j], t)))
@@ -149,8 +149,8 @@ proptest! {
     fn batched_sets_equal_each_set_alone(a in (1usize..10).prop_flat_map(|d| rows(6, d)), sets in 1usize..4) {
         let batch = ndarray::stack(Axis(0), &vec![a.view(); sets]).unwrap();
         for metric in METRICS {
-            let got = matrices(batch.view(), None, metric).unwrap();
-            let one = matrix(a.view(), None, metric).unwrap();
+            let got = matrices(batch.view(), None, metric, &Cancel::new()).unwrap();
+            let one = matrix(a.view(), None, metric, &Cancel::new()).unwrap();
             for s in 0..sets {
                 prop_assert_eq!(got.index_axis(Axis(0), s), one.view());
             }
@@ -160,7 +160,7 @@ proptest! {
     #[test]
     fn finite_input_gives_finite_output((a, b) in pair_of(8)) {
         for metric in METRICS {
-            let got = matrix(a.view(), Some(b.view()), metric).unwrap();
+            let got = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
             prop_assert!(got.iter().all(|v| v.is_finite()));
         }
     }

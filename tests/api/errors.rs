@@ -285,3 +285,22 @@ async fn a_bad_request_does_not_disturb_the_next_one() {
     let got = app.post(MATRIX, &json!({"a": [[1, 0]]})).await;
     assert_eq!(got.ok()["matrix"], json!([[1.0]]));
 }
+
+#[tokio::test]
+async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
+    let app = app_with(|c| c.request_timeout = std::time::Duration::from_millis(1));
+    let rows: Vec<Vec<f32>> = (0..3000)
+        .map(|i| (0..64).map(|j| ((i * 31 + j * 7) % 97) as f32).collect())
+        .collect();
+    let got = app
+        .post(
+            MATRIX,
+            &json!({"a": rows, "metric": "euclidean", "top_k": 1}),
+        )
+        .await;
+    got.assert_problem(503, "the request did not finish within 1ms");
+    assert_eq!(got.json["type"], "urn:simserve:problem:timeout");
+    let relaxed = app_with(|c| c.request_timeout = std::time::Duration::from_secs(30));
+    let got = relaxed.post(MATRIX, &json!({"a": [[1, 0]]})).await;
+    assert_eq!(got.status, 200);
+}
