@@ -73,14 +73,16 @@ impl Run<'_, '_> {
         move |x: &Hit, y: &Hit| self.metric.nearest_first(x.0, y.0).then(x.1.cmp(&y.1))
     }
 
-    /// Keeps the `k` nearest of `hits`, unsorted.
-    fn prune(&self, hits: &mut Vec<Hit>) {
-        if let Some(k) = self.selection.k
-            && k < hits.len()
-        {
-            hits.select_nth_unstable_by(k, self.order());
-            hits.truncate(k);
+    /// Keeps the `k` nearest of `hits`, unsorted, and returns the farthest kept score: from
+    /// then on only nearer candidates can enter (an equal one has a higher index, so loses).
+    fn prune(&self, hits: &mut Vec<Hit>) -> Option<f32> {
+        let k = self.selection.k?;
+        if hits.len() < k {
+            return None;
         }
+        hits.select_nth_unstable_by(k - 1, self.order());
+        hits.truncate(k);
+        Some(hits[k - 1].0)
     }
 
     /// Selects for rows `rows`, computing tiles with `par`.
@@ -88,6 +90,8 @@ impl Run<'_, '_> {
         let m = self.scorer.cols();
         let k = self.selection.k.unwrap_or(usize::MAX);
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); rows.len()];
+        // Per row, the score a candidate must beat once `k` are held.
+        let mut bars: Vec<Option<f32>> = vec![None; rows.len()];
         for c0 in (0..m).step_by(self.width) {
             self.cancel.check()?;
             let cols = c0..(c0 + self.width).min(m);
@@ -96,6 +100,7 @@ impl Run<'_, '_> {
             for (offset, scores) in tile.chunks_exact(cols.len()).enumerate() {
                 let i = rows.start + offset;
                 let row_hits = &mut hits[offset];
+                let bar = &mut bars[offset];
                 let before = row_hits.len();
                 let skip = self.exclude.as_ref().map_or(&[][..], |e| e.row(i));
                 let first = skip.partition_point(|&j| j < cols.start);
@@ -104,16 +109,17 @@ impl Run<'_, '_> {
                     if skip.next_if_eq(&j).is_some() || (self.selection.exclude_self && j == i) {
                         continue;
                     }
-                    if self
+                    let passes = self
                         .selection
                         .threshold
-                        .is_none_or(|t| self.metric.passes(score, t))
-                    {
+                        .is_none_or(|t| self.metric.passes(score, t));
+                    let beats = bar.is_none_or(|b| self.metric.nearest_first(score, b).is_lt());
+                    if passes && beats {
                         row_hits.push((score, j));
+                        if row_hits.len() >= k.saturating_mul(2).max(32) {
+                            *bar = self.prune(row_hits);
+                        }
                     }
-                }
-                if row_hits.len() > k.saturating_mul(2).max(64) {
-                    self.prune(row_hits);
                 }
                 added += row_hits.len().saturating_sub(before);
             }
@@ -126,7 +132,7 @@ impl Run<'_, '_> {
         }
         let mut out = Neighbours::default();
         for mut row_hits in hits {
-            self.prune(&mut row_hits);
+            let _ = self.prune(&mut row_hits);
             row_hits.sort_unstable_by(self.order());
             out.indices.push_row(row_hits.iter().map(|hit| hit.1));
             out.scores.push_row(row_hits.iter().map(|hit| hit.0));

@@ -6,7 +6,7 @@
 //! - euclidean: `‖x‖² + ‖y‖² − 2x·y` with the product in `f64` GEMM (as scikit-learn upcasts),
 //!   and pairs so close that the expansion cancels recomputed from their differences, so
 //!   identical rows are exactly 0 apart;
-//! - manhattan: a direct vectorisable kernel.
+//! - manhattan (and euclidean on vectors of a few dimensions): a direct vectorisable kernel.
 //!
 //! When `a` is compared with itself, each row's score against itself is computed exactly, so
 //! a non-zero row's self-cosine is 1.
@@ -29,6 +29,10 @@ const EUCLIDEAN_SCRATCH: usize = 1 << 20;
 /// `d²` below this share of `‖x‖² + ‖y‖²` is recomputed from the differences: there the
 /// expansion's cancellation error would exceed the accuracy contract.
 const CANCELLATION: f64 = 1e-9;
+
+/// Dimensions up to which euclidean distances are computed directly: a product this thin
+/// gains nothing from GEMM.
+const SHORT_VECTORS: usize = 8;
 
 /// Dimensions above which cosine and dot products are computed in `f64`: measured `f32`
 /// GEMM error stays under 1e-5 relative up to about 500,000 dimensions.
@@ -157,13 +161,19 @@ impl<'a> Scorer<'a> {
                     }
                 }
             }
-            Metric::Euclidean => self.euclidean(rows.clone(), cols.clone(), out, par)?,
-            Metric::Manhattan => {
+            Metric::Euclidean if self.dim() > SHORT_VECTORS => {
+                self.euclidean(rows.clone(), cols.clone(), out, par)?
+            }
+            Metric::Euclidean | Metric::Manhattan => {
                 let (a, b) = (&self.raw_a, self.raw_b());
+                let direct = |x: &[f32], y: &[f32]| match self.metric {
+                    Metric::Euclidean => sq_dist(x, y).sqrt(),
+                    _ => l1(x, y),
+                };
                 let fill = |(offset, out_row): (usize, &mut [f32])| {
                     let i = r0 + offset;
                     for (j, v) in cols.clone().zip(out_row.iter_mut()) {
-                        *v = narrow(l1(a.row(i), b.row(j)), &[i, j])?;
+                        *v = narrow(direct(a.row(i), b.row(j)), &[i, j])?;
                     }
                     Ok(())
                 };

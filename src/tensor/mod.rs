@@ -243,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn base64_spanning_many_chunks_and_data_before_dtype_decode_the_same() {
+        let values: Vec<f32> = (0..5000).map(|i| i as f32 * 0.25 - 100.0).collect();
+        let streamed = decode(&packed("float32", "[1000, 5]", &le_f32(&values)), &[2]).unwrap();
+        assert_eq!(streamed.data, values);
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(le_f32(&values));
+        let late = format!(r#"{{"data": "{data}", "shape": [1000, 5], "dtype": "float32"}}"#);
+        assert_eq!(decode(&late, &[2]).unwrap(), streamed);
+        let mut broken = data.clone();
+        broken.replace_range(5000..5001, "*");
+        let json = format!(r#"{{"dtype": "float32", "shape": [1000, 5], "data": "{broken}"}}"#);
+        let err = decode(&json, &[2]).unwrap_err();
+        assert!(err.contains("invalid character at offset 5000"), "{err}");
+    }
+
+    #[test]
     fn base64_errors_name_the_part_at_fault() {
         let ok = le_f32(&[1.0, 2.0]);
         let cases = [

@@ -8,6 +8,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use base64::{DecodeError, DecodeSliceError};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{Tensor, TensorSeed};
@@ -51,13 +52,13 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
     mut map: A,
 ) -> Result<Tensor, A::Error> {
     let field = seed.field;
-    let (mut dtype, mut shape, mut bytes) = (None, None, None);
+    let (mut dtype, mut shape, mut payload) = (None, None, None);
     while let Some(key) = map.next_key_seed(KeySeed { field })? {
-        let part = Part { field, key };
+        let part = Part { field, key, dtype };
         let duplicate = match map.next_value_seed(part)? {
             Value::Dtype(v) => dtype.replace(v).is_some(),
             Value::Shape(v) => shape.replace(v).is_some(),
-            Value::Data(v) => bytes.replace(v).is_some(),
+            Value::Data(v) => payload.replace(v).is_some(),
         };
         if duplicate {
             return Err(de::Error::custom(format_args!(
@@ -69,7 +70,7 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
         |name| de::Error::custom(format_args!("{field}: tensor object has no \"{name}\""));
     let dtype = dtype.ok_or_else(|| missing("dtype"))?;
     let shape: Vec<usize> = shape.ok_or_else(|| missing("shape"))?;
-    let bytes: Vec<u8> = bytes.ok_or_else(|| missing("data"))?;
+    let payload: Payload = payload.ok_or_else(|| missing("data"))?;
 
     if !seed.ranks.contains(&shape.len()) {
         return Err(seed.wrong_rank(shape.len()));
@@ -83,24 +84,21 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
         .iter()
         .try_fold(dtype.size(), |acc, &len| acc.checked_mul(len))
         .ok_or_else(|| de::Error::custom(format_args!("{field}.shape: element count overflows")))?;
-    if bytes.len() != needed {
+    let (data, decoded) = match payload {
+        Payload::Floats { values, bytes } => (values, bytes),
+        Payload::Bytes(bytes) => {
+            let mut values = Vec::with_capacity(bytes.len() / dtype.size());
+            push_floats(&bytes, dtype, &mut values);
+            (values, bytes.len())
+        }
+    };
+    if decoded != needed {
         return Err(de::Error::custom(format_args!(
-            "{field}.data: decodes to {} bytes, shape {shape:?} of {} needs {needed}",
-            bytes.len(),
+            "{field}.data: decodes to {decoded} bytes, shape {shape:?} of {} needs {needed}",
             dtype.name()
         )));
     }
 
-    let data: Vec<f32> = match dtype {
-        Dtype::Float32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::Float64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-    };
     if let Some(flat) = data.iter().position(|v| !v.is_finite()) {
         let mut at = String::new();
         let mut rest = flat;
@@ -122,7 +120,60 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
 enum Value {
     Dtype(Dtype),
     Shape(Vec<usize>),
-    Data(Vec<u8>),
+    Data(Payload),
+}
+
+/// Decoded `data`: floats when `dtype` came first (the usual order), else raw bytes.
+enum Payload {
+    Floats { values: Vec<f32>, bytes: usize },
+    Bytes(Vec<u8>),
+}
+
+/// Base64 characters decoded per step: 3,072 bytes, a whole number of float32 and float64.
+const CHUNK: usize = 4096;
+
+/// Appends the little-endian values in `bytes` (whole values only) as `f32`.
+fn push_floats(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) {
+    match dtype {
+        Dtype::Float32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        Dtype::Float64 => {
+            out.extend(bytes.chunks_exact(8).map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }))
+        }
+    }
+}
+
+/// Decodes standard base64 `text`, a chunk at a time, straight into floats when `dtype` is
+/// known, so no full-size byte buffer is ever held.
+fn decode_data(text: &str, dtype: Option<Dtype>) -> Result<Payload, String> {
+    let input = text.as_bytes();
+    let Some(dtype) = dtype else {
+        return STANDARD
+            .decode(input)
+            .map(Payload::Bytes)
+            .map_err(|e| e.to_string());
+    };
+    let mut values = Vec::with_capacity(input.len() / 4 * 3 / dtype.size());
+    let mut buffer = [0u8; CHUNK / 4 * 3];
+    let mut bytes = 0;
+    for (index, chunk) in input.chunks(CHUNK).enumerate() {
+        let written = STANDARD
+            .decode_slice(chunk, &mut buffer)
+            .map_err(|err| match err {
+                DecodeSliceError::DecodeError(DecodeError::InvalidByte(offset, _)) => {
+                    format!("invalid character at offset {}", index * CHUNK + offset)
+                }
+                other => other.to_string(),
+            })?;
+        push_floats(&buffer[..written], dtype, &mut values);
+        bytes += written;
+    }
+    Ok(Payload::Floats { values, bytes })
 }
 
 /// Reads a key of the tensor object.
@@ -163,6 +214,8 @@ impl<'de> Visitor<'de> for KeySeed {
 struct Part {
     field: &'static str,
     key: Key,
+    /// The `dtype` read so far, if any.
+    dtype: Option<Dtype>,
 }
 
 impl Part {
@@ -210,7 +263,7 @@ impl<'de> Visitor<'de> for Part {
                     "{field}.dtype: unknown dtype, expected \"float32\" or \"float64\""
                 ))),
             },
-            Key::Data => STANDARD.decode(v).map(Value::Data).map_err(|e| {
+            Key::Data => decode_data(v, self.dtype).map(Value::Data).map_err(|e| {
                 E::custom(format_args!(
                     "{field}.data: not valid standard base64 ({e})"
                 ))

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""simserve's dense kernels against numpy (OpenBLAS) on the same shapes, in one run.
+
+Rounds alternate between the two so machine noise hits both alike; the table shows medians
+over rounds and the ratio. Usage (from the repository root):
+
+    python3 bench/kernels_vs_numpy.py            # needs numpy; builds the example itself
+
+numpy computes what a numpy service would: cosine as normalised rows times their transpose,
+dot as a @ b.T, euclidean as scikit-learn's ||x||^2 + ||y||^2 - 2 x.y expansion in float32.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SHAPES = [(1000, 768, 1000), (4096, 1024, 4096)]
+METRICS = ["cosine", "dot", "euclidean"]
+ROUNDS = 5
+REPEATS = 5
+
+
+def numpy_rate(metric, n, d, m):
+    rng = np.random.default_rng(0)
+    a = rng.random((n, d), dtype=np.float32) - 0.5
+    b = rng.random((m, d), dtype=np.float32) - 0.5
+
+    def run():
+        if metric == "cosine":
+            an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-6)
+            bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-6)
+            return np.clip(an @ bn.T, -1, 1)
+        if metric == "dot":
+            return a @ b.T
+        sq_a = np.einsum("ij,ij->i", a, a)[:, None]
+        sq_b = np.einsum("ij,ij->i", b, b)[None, :]
+        return np.sqrt(np.maximum(sq_a + sq_b - 2 * (a @ b.T), 0))
+
+    run()
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 2 * n * d * m / statistics.median(times) / 1e9
+
+
+def simserve_rate(binary, metric, n, d, m):
+    out = subprocess.run([binary, metric, str(n), str(d), str(m), str(REPEATS)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.split("gflops=")[1])
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "kernel_rate"],
+                   cwd=root, check=True)
+    binary = os.path.join(root, "target", "release", "examples", "kernel_rate")
+    try:
+        from threadpoolctl import threadpool_info
+        blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}"
+                         for i in threadpool_info())
+    except ImportError:
+        blas = "unknown"
+    print(f"numpy {np.__version__} ({blas}); {os.cpu_count()} cpus; "
+          f"{ROUNDS} rounds x {REPEATS} repeats, medians")
+    print(f"{'kernel':<28}{'simserve GFLOP/s':>18}{'numpy GFLOP/s':>16}{'ratio':>8}")
+    for n, d, m in SHAPES:
+        for metric in METRICS:
+            ours, theirs = [], []
+            for _ in range(ROUNDS):
+                ours.append(simserve_rate(binary, metric, n, d, m))
+                theirs.append(numpy_rate(metric, n, d, m))
+            o, t = statistics.median(ours), statistics.median(theirs)
+            print(f"{metric + f' {n}x{d}x{m}':<28}{o:>18.1f}{t:>16.1f}{o / t:>8.2f}")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

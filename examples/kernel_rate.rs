@@ -1,0 +1,59 @@
+//! Prints the median time and GFLOP/s of one dense similarity kernel, for comparing with
+//! numpy in the same run (`bench/kernels_vs_numpy.py`).
+//!
+//! Usage: `kernel_rate METRIC N DIM M [REPEATS]`, e.g. `kernel_rate cosine 1000 768 1000 7`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+use std::time::Instant;
+
+use ndarray::Array2;
+use simserve::compute::{Cancel, Metric, matrix};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let metric = match args.get(1).map(String::as_str) {
+        Some("dot") => Metric::Dot,
+        Some("euclidean") => Metric::Euclidean,
+        Some("manhattan") => Metric::Manhattan,
+        _ => Metric::Cosine,
+    };
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (n, dim, m, repeats) = (
+        number(2, 1000),
+        number(3, 768),
+        number(4, 1000),
+        number(5, 7),
+    );
+    let fill = |rows: usize, seed: usize| {
+        Array2::from_shape_fn((rows, dim), |(i, j)| {
+            (((i * 31 + j * 17 + seed) % 1009) as f32) / 1009.0 - 0.5
+        })
+    };
+    let (a, b) = (fill(n, 1), fill(m, 2));
+    let cancel = Cancel::new();
+    let _ = matrix(a.view(), Some(b.view()), metric, &cancel);
+    let mut seconds: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            let out = matrix(a.view(), Some(b.view()), metric, &cancel);
+            std::hint::black_box(out).ok();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let flops = 2.0 * (n * dim * m) as f64;
+    println!(
+        "{} {n}x{dim}x{m} median_ms={:.2} gflops={:.1}",
+        metric.name(),
+        median * 1e3,
+        flops / median / 1e9
+    );
+}
