@@ -16,7 +16,7 @@ use super::gemm::{PARALLEL_WORK, policy};
 use super::scorer::Scorer;
 use super::{Cancel, ComputeError, Metric, Ragged};
 
-/// Scores one tile holds (4 MiB of `f32`).
+/// Scores one tile holds (1 MiB of `f32`, so a tile stays in cache while it is scanned).
 const TILE: usize = 1 << 20;
 
 /// Rows per block when blocks are spread over threads.
@@ -92,10 +92,13 @@ impl Run<'_, '_> {
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); rows.len()];
         // Per row, the score a candidate must beat once `k` are held.
         let mut bars: Vec<Option<f32>> = vec![None; rows.len()];
+        let mut tile = vec![0.0f32; rows.len() * self.width.min(m)];
         for c0 in (0..m).step_by(self.width) {
             self.cancel.check()?;
             let cols = c0..(c0 + self.width).min(m);
-            let tile = self.scorer.tile(rows.clone(), cols.clone(), par)?;
+            let tile = &mut tile[..rows.len() * cols.len()];
+            self.scorer
+                .tile_into(rows.clone(), cols.clone(), par, tile)?;
             let mut added = 0;
             for (offset, scores) in tile.chunks_exact(cols.len()).enumerate() {
                 let i = rows.start + offset;

@@ -121,20 +121,8 @@ impl<'a> Scorer<'a> {
         self.b.as_ref().unwrap_or(&self.a)
     }
 
-    /// Scores rows `rows` of `a` against rows `cols` of `b`: `rows.len() × cols.len()`
-    /// values, row-major.
-    pub(crate) fn tile(
-        &self,
-        rows: Range<usize>,
-        cols: Range<usize>,
-        par: Par,
-    ) -> Result<Vec<f32>, ComputeError> {
-        let mut out = vec![0.0f32; rows.len() * cols.len()];
-        self.tile_into(rows, cols, par, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`Scorer::tile`] into `out`, which holds `rows.len() × cols.len()` values.
+    /// Scores rows `rows` of `a` against rows `cols` of `b` into `out`, which holds
+    /// `rows.len() × cols.len()` values, row-major.
     pub(crate) fn tile_into(
         &self,
         rows: Range<usize>,

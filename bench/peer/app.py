@@ -1,0 +1,109 @@
+"""The service simserve replaces, written the way a competent engineer would: FastAPI +
+uvicorn + numpy (OpenBLAS) + orjson, for the requests the benchmark sends.
+
+Run: uvicorn app:app --workers 2 --port 8090 (bench/run.py does this in a venv).
+"""
+
+import base64
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+app = FastAPI()
+
+
+def tensor(value):
+    if isinstance(value, dict):
+        dtype = "<f4" if value["dtype"] == "float32" else "<f8"
+        raw = np.frombuffer(base64.b64decode(value["data"]), dtype=dtype)
+        return raw.reshape(value["shape"]).astype(np.float32, copy=False)
+    return np.asarray(value, dtype=np.float32)
+
+
+def encode(x, encoding):
+    if encoding == "base64":
+        x = np.ascontiguousarray(x, dtype="<f4")
+        return {"dtype": "float32", "shape": list(x.shape), "data": base64.b64encode(x.tobytes()).decode()}
+    return x
+
+
+def normalize(x):
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+def cosine_matrix(a, b):
+    return np.clip(normalize(a) @ normalize(b).T, -1.0, 1.0)
+
+
+def top_k(scores, k, exclude=None):
+    if exclude is not None:
+        for row, items in enumerate(exclude):
+            scores[row, items] = -np.inf
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(picked, order, axis=1)
+
+
+def respond(body):
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+def pairwise(body):
+    req = orjson.loads(body)
+    a, b = tensor(req["a"]), tensor(req["b"])
+    scores = np.clip(np.einsum("ij,ij->i", normalize(a), normalize(b)), -1.0, 1.0)
+    return {"metric": "cosine", "shape": [len(scores)], "scores": encode(scores, req.get("response_encoding"))}
+
+
+def matrix(body):
+    req = orjson.loads(body)
+    a = tensor(req["a"])
+    b = tensor(req["b"]) if "b" in req else a
+    k = req.get("top_k")
+    if k is None:
+        m = cosine_matrix(a, b)
+        return {"metric": "cosine", "shape": list(m.shape), "matrix": encode(m, req.get("response_encoding"))}
+    bn = normalize(b)
+    indices, scores = [], []
+    for start in range(0, len(a), 256):  # blocks keep memory bounded
+        block = np.clip(normalize(a[start:start + 256]) @ bn.T, -1.0, 1.0)
+        i, s = top_k(block, k)
+        indices.append(i)
+        scores.append(s)
+    indices, scores = np.concatenate(indices), np.concatenate(scores)
+    return {"metric": "cosine", "shape": list(indices.shape), "indices": indices,
+            "scores": encode(scores, req.get("response_encoding"))}
+
+
+def user_item(body):
+    req = orjson.loads(body)
+    users, items = tensor(req["users"]), tensor(req["items"])
+    scores = cosine_matrix(users, items)
+    indices, picked = top_k(scores, req["top_k"], req.get("exclude"))
+    return {"metric": "cosine", "shape": list(indices.shape), "indices": indices,
+            "scores": encode(picked, req.get("response_encoding"))}
+
+
+@app.post("/similarity/pairwise")
+async def pairwise_route(request: Request):
+    return respond(await run_in_threadpool(pairwise, await request.body()))
+
+
+@app.post("/similarity/matrix")
+async def matrix_route(request: Request):
+    return respond(await run_in_threadpool(matrix, await request.body()))
+
+
+@app.post("/similarity/user-item")
+async def user_item_route(request: Request):
+    return respond(await run_in_threadpool(user_item, await request.body()))
+
+
+@app.get("/healthz")
+async def healthz():
+    return {"status": "ok"}

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""simserve against the Python service it replaces, on identical requests, in one run.
+
+    python3 bench/run.py            # from the repository root; about 6 minutes
+
+It builds simserve (release), creates a venv with the pinned peer dependencies
+(bench/peer/requirements.txt), writes the request files, starts both servers on loopback,
+checks they give the same answers, drives each scenario with wrk, and prints one table:
+requests/s, p50, p99, peak RSS and the simserve/peer ratios. Needs: cargo, python3, wrk
+(`apt-get install wrk`). Results: BENCHMARKS.md.
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, "target", "bench-venv")
+SIMSERVE_PORT, PEER_PORT = 18091, 18092
+
+# name, path, concurrency, seconds, request builder (numpy rng -> dict)
+SCENARIOS = [
+    ("pairwise 8x128, c=64", "/similarity/pairwise", 64, 10,
+     lambda np, rng: {"a": js(rng, np, 8, 128), "b": js(rng, np, 8, 128)}),
+    ("pairwise 256x384, c=8", "/similarity/pairwise", 8, 10,
+     lambda np, rng: {"a": js(rng, np, 256, 384), "b": js(rng, np, 256, 384)}),
+    ("matrix 1000x768 vs 1000x768, JSON", "/similarity/matrix", 2, 15,
+     lambda np, rng: {"a": js(rng, np, 1000, 768), "b": js(rng, np, 1000, 768)}),
+    ("matrix 1000x768 vs 1000x768, base64", "/similarity/matrix", 2, 15,
+     lambda np, rng: {"a": b64(rng, np, 1000, 768), "b": b64(rng, np, 1000, 768),
+                      "response_encoding": "base64"}),
+    ("matrix top_k=10, 1000 vs 100000 x768, base64", "/similarity/matrix", 1, 20,
+     lambda np, rng: {"a": b64(rng, np, 1000, 768), "b": b64(rng, np, 100_000, 768), "top_k": 10}),
+    ("user-item top_k=20 + exclude, 500 x 50000 x64", "/similarity/user-item", 2, 15,
+     lambda np, rng: {"users": b64(rng, np, 500, 64), "items": b64(rng, np, 50_000, 64), "top_k": 20,
+                      "exclude": [sorted(set(rng.integers(0, 50_000, 50).tolist())) for _ in range(500)]}),
+]
+
+
+def js(rng, np, n, d):
+    return np.round(rng.standard_normal((n, d)).astype(np.float32), 6).tolist()
+
+
+def b64(rng, np, n, d):
+    x = rng.standard_normal((n, d)).astype("<f4")
+    return {"dtype": "float32", "shape": [n, d], "data": base64.b64encode(x.tobytes()).decode()}
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def venv_python():
+    python = os.path.join(VENV, "bin", "python")
+    if not os.path.exists(python):
+        sh(sys.executable, "-m", "venv", VENV)
+    sh(python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "bench", "peer", "requirements.txt"),
+       "threadpoolctl==3.8.0")
+    return python
+
+
+def write_requests(python, directory):
+    """Request files are written by the venv's numpy, one per scenario."""
+    code = f"""
+import json, sys, numpy as np
+sys.path.insert(0, {os.path.join(ROOT, 'bench')!r})
+import run
+rng = np.random.default_rng(7)
+for i, (name, path, conc, secs, build) in enumerate(run.SCENARIOS):
+    with open({directory!r} + f'/{{i}}.json', 'w') as f:
+        json.dump(build(np, rng), f)
+"""
+    sh(python, "-c", code)
+
+
+def clean_env():
+    env = dict(os.environ)
+    # Older-OpenBLAS workarounds set on some machines; they slow a current numpy.
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def wait_ready(port):
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def post(port, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.loads(r.read())
+
+
+def family(pid):
+    """pid and its descendants."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        out = subprocess.run(["pgrep", "-P", str(frontier.pop())], capture_output=True, text=True).stdout
+        children = [int(p) for p in out.split()]
+        pids += children
+        frontier += children
+    return pids
+
+
+def reset_peak(pid):
+    for p in family(pid):
+        try:
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+
+def peak_mb(pid):
+    total = 0
+    for p in family(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BODY_FILE"), "rb")
+wrk.body = f:read("*all")
+f:close()
+"""
+
+
+def to_ms(value):
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def load(port, path, body_file, concurrency, seconds, lua_file):
+    threads = min(2, concurrency)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "120s",
+         "-s", lua_file, f"http://127.0.0.1:{port}{path}"],
+        env={**os.environ, "BODY_FILE": body_file}, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = int(errors.group(1)) if errors else 0
+    return rps, p50, p99, failed
+
+
+def same_answer(ours, theirs):
+    """Both servers agree: shapes equal, scores within 1e-4."""
+    import numpy as np
+
+    def values(x):
+        if isinstance(x, dict):
+            return np.frombuffer(base64.b64decode(x["data"]), "<f4").reshape(x["shape"])
+        return np.asarray(x, dtype=np.float64)
+
+    if ours["shape"] != theirs["shape"]:
+        return False
+    key = "matrix" if "matrix" in ours else "scores"
+    return np.allclose(values(ours[key]), values(theirs[key]), atol=1e-4)
+
+
+def kernel_line(python):
+    """numpy's matmul rate beside simserve's cosine kernel, 1000x768x1000, same run."""
+    sh("cargo", "build", "--release", "--quiet", "--example", "kernel_rate", cwd=ROOT)
+    binary = os.path.join(ROOT, "target", "release", "examples", "kernel_rate")
+    code = ("import numpy as np, time, statistics as s\n"
+            "a=np.random.rand(1000,768).astype(np.float32); b=np.random.rand(1000,768).astype(np.float32)\n"
+            "a@b.T\nt=[]\n"
+            "for _ in range(7):\n t0=time.perf_counter(); a@b.T; t.append(time.perf_counter()-t0)\n"
+            "print(2*1000*768*1000/s.median(t)/1e9)")
+    ours, theirs = [], []
+    for _ in range(3):
+        out = subprocess.run([binary, "cosine", "1000", "768", "1000", "7"], capture_output=True, text=True).stdout
+        ours.append(float(out.split("gflops=")[1]))
+        theirs.append(float(subprocess.run([python, "-c", code], env=clean_env(), capture_output=True,
+                                           text=True).stdout))
+    o, t = statistics.median(ours), statistics.median(theirs)
+    return f"GEMM 1000x768x1000: simserve cosine kernel {o:.1f} GFLOP/s, numpy matmul {t:.1f} GFLOP/s ({o / t:.2f}x)"
+
+
+def main():
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+        python = venv_python()
+        os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+    python = sys.executable
+    sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    work = tempfile.mkdtemp(prefix="simserve-bench-")
+    write_requests(python, work)
+    lua_file = os.path.join(work, "post.lua")
+    with open(lua_file, "w") as f:
+        f.write(LUA)
+
+    simserve = subprocess.Popen(
+        [os.path.join(ROOT, "target", "release", "simserve"), "--addr", f"127.0.0.1:{SIMSERVE_PORT}",
+         "--max-body-bytes", "700000000", "--request-timeout", "120s", "--log", "warn"])
+    peer = subprocess.Popen(
+        [os.path.join(VENV, "bin", "uvicorn"), "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
+         "--workers", "2", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],
+        env=clean_env())
+    rows = []
+    try:
+        wait_ready(SIMSERVE_PORT)
+        wait_ready(PEER_PORT)
+        for i, (name, path, concurrency, seconds, _) in enumerate(SCENARIOS):
+            body_file = os.path.join(work, f"{i}.json")
+            with open(body_file, "rb") as f:
+                body = f.read()
+            if not same_answer(post(SIMSERVE_PORT, path, body), post(PEER_PORT, path, body)):
+                sys.exit(f"{name}: simserve and the peer disagree")
+            result = {}
+            for label, port, proc in (("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer)):
+                reset_peak(proc.pid)
+                rps, p50, p99, failed = load(port, path, body_file, concurrency, seconds, lua_file)
+                result[label] = (rps, p50, p99, peak_mb(proc.pid), failed)
+            rows.append((name, len(body) / 1e6, result))
+            s, p = result["simserve"], result["peer"]
+            print(f"{name}: simserve {s[0]:.1f} req/s, peer {p[0]:.1f} req/s", file=sys.stderr)
+    finally:
+        simserve.terminate()
+        peer.terminate()
+        simserve.wait()
+        peer.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("| scenario | body MB | simserve req/s | peer req/s | ratio | simserve p50 / p99 ms | peer p50 / p99 ms "
+          "| simserve peak RSS MB | peer peak RSS MB | non-2xx (s/p) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, mb, r in rows:
+        s, p = r["simserve"], r["peer"]
+        print(f"| {name} | {mb:.1f} | {s[0]:.1f} | {p[0]:.1f} | {s[0] / p[0]:.1f}x | {s[1]:.1f} / {s[2]:.1f} "
+              f"| {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {p[4]} |")
+    print()
+    print(kernel_line(python))
+
+
+if __name__ == "__main__":
+    main()
