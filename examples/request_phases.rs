@@ -3,7 +3,12 @@
 //! Usage: `request_phases BODY.json`, with a `/similarity/matrix` body holding `a` and `b`
 //! (`bench/run.py` writes such bodies). Used to explain the numbers in BENCHMARKS.md.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 use std::time::Instant;
 
@@ -27,7 +32,9 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: request_phases BODY.json");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: request_phases BODY.json");
     let body = std::fs::read(path).expect("readable body");
     let parse_ms = median_ms(|| {
         std::hint::black_box(parse::<MatrixRequest>(&body).expect("a valid matrix request"));
@@ -36,11 +43,14 @@ fn main() {
     let a = Array2::from_shape_fn((n, d), |(i, j)| ((i * 7 + j) % 13) as f32 - 6.0);
     let cancel = Cancel::new();
     let mut result = Array2::zeros((0, 0));
-    let compute_ms = median_ms(|| result = matrix(a.view(), Some(a.view()), Metric::Cosine, &cancel).unwrap());
+    let compute_ms =
+        median_ms(|| result = matrix(a.view(), Some(a.view()), Metric::Cosine, &cancel).unwrap());
     let values = result.as_slice().unwrap();
     let mut size = 0;
     let encode_ms = median_ms(|| {
-        size = serde_json::to_vec(&Dense::new(Encoding::Json, &[n, n], values)).unwrap().len();
+        size = serde_json::to_vec(&Dense::new(Encoding::Json, &[n, n], values))
+            .unwrap()
+            .len();
     });
     println!(
         "body {:.1} MB: parse {parse_ms:.1} ms, compute (cosine {n}x{d}x{n}) {compute_ms:.1} ms, \

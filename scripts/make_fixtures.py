@@ -58,6 +58,17 @@ def keras_normalize(x):
     return x / np.sqrt(np.maximum(sq, 1e-12))
 
 
+def tolerance(metric, shape, na, nb):
+    """The accuracy contract for scores of rows with norms na and nb (broadcast)."""
+    if metric == "cosine":
+        tol = np.full(shape, REL)
+    elif metric == "dot":
+        tol = REL * na * nb
+    else:
+        tol = REL * (na + nb)
+    return np.maximum(tol, 1e-30)
+
+
 def dense_reference(metric, a, b):
     """(scores, tolerances) of every row of a against every row of b, in float64."""
     a = a.astype(np.float64)
@@ -69,17 +80,13 @@ def dense_reference(metric, a, b):
         big = (na >= 1e-6) & (nb >= 1e-6)
         sk = cosine_similarity(a, b)
         assert np.allclose(scores[big[:, 0]][:, big[0]], sk[big[:, 0]][:, big[0]], atol=1e-12)
-        tol = np.full(scores.shape, REL)
     elif metric == "dot":
         scores = a @ b.T
-        tol = REL * na * nb
     elif metric == "euclidean":
         scores = euclidean_distances(a, b)
-        tol = REL * (na + nb)
     else:
         scores = manhattan_distances(a, b)
-        tol = REL * (na + nb)
-    return scores, np.maximum(tol, 1e-30)
+    return scores, tolerance(metric, scores.shape, na, nb)
 
 
 def paired_reference(metric, a, b):
@@ -93,17 +100,13 @@ def paired_reference(metric, a, b):
     nb = np.linalg.norm(b, axis=1)
     if metric == "cosine":
         scores = np.clip(np.sum(keras_normalize(a) * keras_normalize(b), axis=1), -1, 1)
-        tol = np.full(scores.shape, REL)
     elif metric == "dot":
         scores = np.einsum("ij,ij->i", a, b)
-        tol = REL * na * nb
     elif metric == "euclidean":
         scores = paired_euclidean_distances(a, b)
-        tol = REL * (na + nb)
     else:
         scores = paired_manhattan_distances(a, b)
-        tol = REL * (na + nb)
-    return scores, np.maximum(tol, 1e-30)
+    return scores, tolerance(metric, scores.shape, na, nb)
 
 
 cases = []
