@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use simserve::{Application, Config, telemetry};
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
