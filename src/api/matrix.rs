@@ -54,12 +54,8 @@ pub struct MatrixJob {
 #[derive(Debug)]
 enum Output {
     Dense,
-    Neighbours {
-        k: Option<usize>,
-        threshold: Option<f32>,
-        exclude_self: bool,
-        max_entries: usize,
-    },
+    /// What to keep per row; `max_entries` is shared by all sets.
+    Neighbours(Selection<'static>),
 }
 
 impl MatrixJob {
@@ -116,12 +112,13 @@ impl MatrixJob {
                     let width = k.min(m);
                     validate::output_size(&dims(width), max_output, "lower top_k")?;
                 }
-                Output::Neighbours {
+                Output::Neighbours(Selection {
                     k,
                     threshold,
                     exclude_self: req.exclude_self,
+                    exclude: None,
                     max_entries: max_output,
-                }
+                })
             }
         };
         Ok(MatrixJob {
@@ -157,22 +154,14 @@ impl MatrixJob {
                     result.view(),
                 )
             }
-            Output::Neighbours {
-                k,
-                threshold,
-                exclude_self,
-                max_entries,
-            } => {
+            Output::Neighbours(ref keep) => {
                 let mut sets: Vec<Neighbours> = Vec::with_capacity(a.len_of(Axis(0)));
-                let mut left = max_entries;
+                let mut left = keep.max_entries;
                 for (s, set_a) in a.outer_iter().enumerate() {
                     let set_b = self.b.as_ref().map(|b| b.index_axis(Axis(0), s));
                     let selection = Selection {
-                        k,
-                        threshold,
-                        exclude_self,
-                        exclude: None,
                         max_entries: left,
+                        ..keep.clone()
                     };
                     let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)?;
                     left -= found.indices.total();

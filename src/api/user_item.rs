@@ -57,12 +57,11 @@ pub struct UserItemJob {
 enum Output {
     Dense,
     Pairs(Vec<(usize, usize)>),
+    /// What to keep per user (its `exclude` is filled from `exclude` when run).
     Neighbours {
-        k: Option<usize>,
-        threshold: Option<f32>,
+        keep: Selection<'static>,
         exclude: Option<Ragged<usize>>,
         item_ids: Option<Vec<String>>,
-        max_entries: usize,
     },
 }
 
@@ -155,11 +154,14 @@ impl UserItemJob {
                 id_budget(ids, u, k.map_or(i, |k| k.min(i)), max_output)?;
             }
             Output::Neighbours {
-                k,
-                threshold,
+                keep: Selection {
+                    k,
+                    threshold,
+                    max_entries: max_output,
+                    ..Selection::default()
+                },
                 exclude: req.exclude,
                 item_ids: req.item_ids,
-                max_entries: max_output,
             }
         } else {
             if req.exclude.is_some() || req.item_ids.is_some() {
@@ -214,18 +216,13 @@ impl UserItemJob {
                 )
             }
             Output::Neighbours {
-                k,
-                threshold,
+                keep,
                 exclude,
                 item_ids,
-                max_entries,
             } => {
                 let selection = Selection {
-                    k,
-                    threshold,
-                    exclude_self: false,
                     exclude: exclude.as_ref(),
-                    max_entries,
+                    ..keep
                 };
                 let found = compute::nearest(users, Some(items), metric, &selection, cancel)?;
                 let sets = [found];
