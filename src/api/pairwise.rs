@@ -48,6 +48,19 @@ enum Operands {
     Pairs(Array3<f32>),
 }
 
+/// `pairs` as an `n × 2 × d` array.
+fn pairs_of_two(pairs: Tensor) -> Result<Array3<f32>, ApiError> {
+    let per_entry = pairs.shape()[1];
+    if per_entry != 2 {
+        return Err(invalid(format!(
+            "pairs: each entry must hold exactly 2 vectors, found {per_entry} (shape [n][2][dim])"
+        )));
+    }
+    pairs
+        .into_sets()
+        .ok_or_else(|| invalid("pairs: expected a tensor of rank 3"))
+}
+
 impl PairwiseJob {
     fn parse(req: PairwiseRequest, max_output: usize) -> Result<Self, ApiError> {
         let operands = match (req.a, req.b, req.pairs) {
@@ -76,22 +89,6 @@ impl PairwiseJob {
         validate::output_size(&[job.size().0], max_output, "send fewer rows")?;
         Ok(job)
     }
-}
-
-/// `pairs` as an `n × 2 × d` array.
-fn pairs_of_two(pairs: Tensor) -> Result<Array3<f32>, ApiError> {
-    let per_entry = pairs.shape()[1];
-    if per_entry != 2 {
-        return Err(invalid(format!(
-            "pairs: each entry must hold exactly 2 vectors, found {per_entry} (shape [n][2][dim])"
-        )));
-    }
-    pairs
-        .into_sets()
-        .ok_or_else(|| invalid("pairs: expected a tensor of rank 3"))
-}
-
-impl PairwiseJob {
     /// The two sides as `n × d` views (the second strided for `Pairs`).
     fn sides(&self) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
         match &self.operands {
