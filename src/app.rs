@@ -1,136 +1,166 @@
-//! Building the router and serving it, with graceful shutdown.
+//! The shared state and the router: routes plus the middleware stack.
 
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::admission::{Admission, Refusal};
 use crate::api::{matrix, meta, pairwise, user_item};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::middleware::auth::ApiKeys;
+use crate::middleware::{auth, deadline, observe, panic, request_id};
+
+/// Every route template, as metrics label them.
+pub const ROUTES: [&str; 7] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.yaml",
+    "/similarity/pairwise",
+    "/similarity/matrix",
+    "/similarity/user-item",
+];
 
 /// Limits every request is held to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Longest time from arrival to answer.
     pub request_timeout: Duration,
-    /// Largest request body, in bytes.
+    /// Longest time to receive a body.
+    pub body_timeout: Duration,
+    /// Largest request body, in bytes (after decompression).
     pub max_body_bytes: usize,
     /// Largest result, in numbers.
     pub max_output_elements: usize,
 }
 
-/// What handlers share.
+/// What handlers and middleware share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// Request limits.
     pub limits: Arc<Limits>,
+    /// Compute permits, wait queue and memory budget.
+    pub admission: Arc<Admission>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bearer tokens accepted (none: authentication off).
+    pub api_keys: Arc<ApiKeys>,
+    /// Cleared when shutdown starts; `/readyz` reports it.
+    ready: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// The state for `config`.
     pub fn new(config: &Config) -> Self {
+        let permits = usize::try_from(config.compute_permits).unwrap_or(1);
+        let admission = Admission::new(permits, config.max_queue, config.memory_budget_bytes);
         AppState {
             limits: Arc::new(Limits {
                 request_timeout: config.request_timeout,
+                body_timeout: config.body_timeout,
                 max_body_bytes: config.max_body_bytes,
                 max_output_elements: config.max_output_elements,
             }),
+            metrics: Arc::new(Metrics::new(Arc::clone(&admission))),
+            admission,
+            api_keys: Arc::new(ApiKeys::new(&config.api_keys)),
+            ready: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Whether the server takes new work (false once shutdown has started).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Counts `refusal` and turns it into the client's answer.
+    pub fn refused(&self, refusal: Refusal) -> ApiError {
+        self.metrics.rejected(refusal.reason());
+        ApiError::from(refusal)
+    }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.ready.store(false, Ordering::Release);
     }
 }
 
-/// The whole HTTP API; tests drive it without a socket.
-pub fn router(config: &Config) -> Router {
-    let state = AppState::new(config);
+/// The routes, without middleware.
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(meta::metrics))
         .route("/openapi.yaml", get(meta::openapi))
         .route("/similarity/pairwise", post(pairwise::handler))
         .route("/similarity/matrix", post(matrix::handler))
         .route("/similarity/user-item", post(user_item::handler))
         .fallback(meta::not_found)
         .method_not_allowed_fallback(meta::method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), deadline))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
-/// Answers 503 when a request takes longer than `--request-timeout`; dropping the request's
-/// future cancels the computation it started.
-async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = state.limits.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit).into_response(),
+/// `routes` behind the middleware stack, sharing `state`.
+pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -> Router {
+    let mut router = routes
+        // Innermost first: the deadline covers the handler; auth answers before it.
+        .layer(from_fn_with_state(state.clone(), deadline::layer))
+        .layer(from_fn_with_state(state.clone(), auth::layer))
+        .layer(CatchPanicLayer::custom(panic::response))
+        .layer(from_fn_with_state(state.clone(), observe::layer))
+        // Bodies are read by the handlers, which enforce the limit on decompressed bytes.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest));
+    if let Some(cors) = cors(&config.cors_origins) {
+        router = router.layer(cors);
     }
+    router.layer(from_fn(request_id::layer)).with_state(state)
 }
 
-/// A bound listener and the router it serves.
-pub struct Application {
-    listener: TcpListener,
-    router: Router,
+/// The whole HTTP API; tests drive it without a socket.
+pub fn router(config: &Config) -> Router {
+    with_layers(routes(), AppState::new(config), config)
 }
 
-impl Application {
-    /// Binds `config.addr` (port 0 picks a free port).
-    pub async fn build(config: &Config) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.addr).await?;
-        Ok(Application {
-            listener,
-            router: router(config),
-        })
+/// CORS for `origins` (`*` for any), or none when the list is empty.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return None;
     }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
-    pub async fn run_until_stopped(self) -> io::Result<()> {
-        tracing::info!(addr = %self.local_addr()?, "simserve listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+    let request_id = HeaderName::from_static(request_id::HEADER);
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::AUTHORIZATION,
+                request_id.clone(),
+            ])
+            .expose_headers([request_id, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -31,6 +31,58 @@ pub struct Config {
     #[arg(long, env = "SIMSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Requests computing at once (parse, compute and encode); default: the CPUs available.
+    #[arg(long, env = "SIMSERVE_COMPUTE_PERMITS", default_value_t = available_cpus(), value_parser = clap::value_parser!(u32).range(1..))]
+    pub compute_permits: u32,
+
+    /// Requests that may wait for a compute permit; past it requests get 503 at once.
+    #[arg(long, env = "SIMSERVE_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: usize,
+
+    /// Memory that request bodies and computations may reserve together, in bytes; a request
+    /// that would pass it gets 503 at once (or 422 if it alone needs more).
+    #[arg(
+        long,
+        env = "SIMSERVE_MEMORY_BUDGET_BYTES",
+        default_value_t = 2 * 1024 * 1024 * 1024
+    )]
+    pub memory_budget_bytes: usize,
+
+    /// Longest wait for a request's headers, and for the next request on an idle connection;
+    /// slower connections are closed.
+    #[arg(long, env = "SIMSERVE_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest time to receive a request body once its headers have arrived; slower clients
+    /// get 408.
+    #[arg(long, env = "SIMSERVE_BODY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// After SIGTERM or SIGINT, how long in-flight requests may take to finish before the
+    /// process exits anyway.
+    #[arg(long, env = "SIMSERVE_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// After SIGTERM or SIGINT, how long to keep accepting requests while `/readyz` answers
+    /// 503, so that load balancers stop sending first (a built-in pre-stop pause).
+    #[arg(long, env = "SIMSERVE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Bearer tokens accepted on the similarity routes and `/openapi.yaml`, comma-separated;
+    /// none means no authentication. `/healthz`, `/readyz` and `/metrics` stay open.
+    #[arg(
+        long,
+        env = "SIMSERVE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Origins allowed to call simserve from a browser (CORS), comma-separated, or `*`;
+    /// none means CORS stays off.
+    #[arg(long, env = "SIMSERVE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
+    pub cors_origins: Vec<String>,
+
     /// Log line format.
     #[arg(long, env = "SIMSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -47,6 +99,30 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `*`, or an origin such as `https://app.example.com` (scheme, host, optional port).
+fn origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let valid = text == "*"
+        || text.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.contains('/')
+                && rest.bytes().all(|b| b.is_ascii_graphic())
+        });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an origin; expected * or scheme://host[:port], e.g. https://app.example.com"
+        ))
+    }
+}
+
+/// The CPUs this process may use (1 if unknown).
+fn available_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 impl Config {
@@ -72,6 +148,12 @@ mod tests {
         assert_eq!(config.max_output_elements, 16_777_216);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert!(config.compute_permits >= 1);
+        assert_eq!(config.max_queue, 64);
+        assert_eq!(config.memory_budget_bytes, 2 << 30);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(config.shutdown_delay, Duration::ZERO);
+        assert!(config.api_keys.is_empty() && config.cors_origins.is_empty());
     }
 
     #[test]
@@ -93,6 +175,25 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.request_timeout, Duration::from_millis(250));
         assert!(Config::try_parse_from(["simserve", "--addr", "nowhere"]).is_err());
+        assert!(Config::try_parse_from(["simserve", "--compute-permits", "0"]).is_err());
+    }
+
+    #[test]
+    fn lists_are_comma_separated_and_origins_are_checked() {
+        let config = Config::try_parse_from([
+            "simserve",
+            "--api-keys",
+            "k1,k2",
+            "--cors-origins",
+            "https://a.example,http://localhost:3000",
+        ])
+        .unwrap();
+        assert_eq!(config.api_keys, ["k1", "k2"]);
+        assert_eq!(config.cors_origins.len(), 2);
+        for bad in ["a.example", "https://a.example/path", "ftp://x", "https://"] {
+            let parsed = Config::try_parse_from(["simserve", "--cors-origins", bad]);
+            assert!(parsed.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::admission::Refusal;
 use crate::compute::ComputeError;
+use crate::middleware::request_id;
 
 /// The longest `detail` sent to a client; longer texts are cut so input is never echoed in bulk.
 const MAX_DETAIL_CHARS: usize = 300;
@@ -38,6 +40,21 @@ pub enum ApiError {
     /// The route exists but not for this method (405).
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
+    /// No valid bearer token was given while `--api-keys` is set (401).
+    #[error("this route needs an Authorization: Bearer token listed in the server's API keys")]
+    Unauthorized,
+    /// The body did not arrive within `--body-timeout` (408).
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
+    /// The body uses a `Content-Encoding` other than gzip or zstd (415).
+    #[error("the request body's Content-Encoding must be gzip, zstd or identity")]
+    UnsupportedEncoding,
+    /// Admission control refused the request; retrying later may succeed (503).
+    #[error("{0}")]
+    Overloaded(String),
+    /// The server is shutting down (503 from `/readyz`).
+    #[error("the server is shutting down")]
+    Draining,
     /// The request did not finish within `--request-timeout` (503).
     #[error("the request did not finish within {}; its computation was stopped", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
@@ -72,7 +89,12 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Overloaded(_) | ApiError::Draining | ApiError::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +108,11 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "urn:simserve:problem:payload-too-large",
             ApiError::NotFound => "urn:simserve:problem:not-found",
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
+            ApiError::Unauthorized => "urn:simserve:problem:unauthorized",
+            ApiError::BodyTimeout(_) => "urn:simserve:problem:body-timeout",
+            ApiError::UnsupportedEncoding => "urn:simserve:problem:unsupported-encoding",
+            ApiError::Overloaded(_) => "urn:simserve:problem:overloaded",
+            ApiError::Draining => "urn:simserve:problem:draining",
             ApiError::Timeout(_) => "urn:simserve:problem:timeout",
             ApiError::Internal(_) => "urn:simserve:problem:internal",
         }
@@ -121,6 +148,27 @@ impl From<ComputeError> for ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::QueueFull => ApiError::Overloaded(
+                "every compute slot is busy and the wait queue is full; retry later".to_owned(),
+            ),
+            Refusal::MemoryBusy { wanted } => ApiError::Overloaded(format!(
+                "this request needs about {wanted} bytes and the memory budget is taken by \
+                 other requests; retry later"
+            )),
+            Refusal::MemoryTooLarge { wanted, budget } => ApiError::Invalid(format!(
+                "this request needs about {wanted} bytes, more than the server's whole memory \
+                 budget of {budget}; send a smaller request"
+            )),
+        }
+    }
+}
+
+/// Seconds a refused client should wait before retrying.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// The problem+json body.
 #[derive(Debug, Serialize)]
 struct Problem {
@@ -129,6 +177,8 @@ struct Problem {
     title: &'static str,
     status: u16,
     detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -139,12 +189,29 @@ impl IntoResponse for ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: self.detail(),
+            request_id: request_id::current(),
         };
         let mut response = (status, Json(problem)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
         );
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Overloaded(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+            }
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
+        }
         response
     }
 }

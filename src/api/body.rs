@@ -1,19 +1,31 @@
-//! The JSON body extractor shared by every POST route.
+//! The JSON body extractor shared by every POST route, and the admission steps around it.
 //!
-//! It checks the content type, buffers the body under `--max-body-bytes`, and parses it
-//! (off the runtime when large) so that every failure has the problem+json shape.
+//! In order: the content type and encoding are checked; the body is read under
+//! `--body-timeout` and `--max-body-bytes` (counted after decompression), reserving its bytes
+//! against the memory budget as they arrive; a compute permit is taken (or the request waits
+//! in the bounded queue, or is refused); then the body is parsed, off the runtime when large.
+//! The permit and the reservation travel on in the [`Ticket`].
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use super::ticket::Ticket;
+use crate::admission::Reservation;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::middleware::observe::{BodyCounter, route_label};
 use crate::offload::run_cpu;
 
-/// A request body parsed from JSON into `T`.
-pub struct JsonBody<T>(pub T);
+/// Parsing holds the body and the decoded numbers together: at most this many bytes of
+/// numbers per body byte (a one-digit number and its comma become four bytes).
+const DECODE_BYTES_PER_BODY_BYTE: usize = 2;
+
+/// A request body parsed from JSON into `T`, with the ticket that admitted it.
+pub struct JsonBody<T>(pub T, pub Ticket);
 
 impl<T> FromRequest<AppState> for JsonBody<T>
 where
@@ -25,22 +37,76 @@ where
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: state.limits.max_body_bytes,
-                }
-            } else {
-                ApiError::MalformedJson(format!(
-                    "could not read the body: {}",
-                    rejection.body_text()
-                ))
-            }
-        })?;
-        run_cpu(bytes.len(), move || parse(&bytes))
-            .await?
-            .map(JsonBody)
+        if !is_identity(req.headers()) {
+            return Err(ApiError::UnsupportedEncoding);
+        }
+        let route = route_label(&req);
+        let counter = req.extensions().get::<BodyCounter>().cloned();
+        let limits = &state.limits;
+        let declared = declared_length(req.headers());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            return Err(ApiError::PayloadTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+
+        let mut reservation = state.admission.reservation();
+        if let Some(length) = declared {
+            reservation.grow(length).map_err(|r| state.refused(r))?;
+        }
+        let read = read_body(req.into_body(), state, &mut reservation, counter);
+        let bytes = tokio::time::timeout(limits.body_timeout, read)
+            .await
+            .map_err(|_| {
+                state.metrics.rejected("body_timeout");
+                ApiError::BodyTimeout(limits.body_timeout)
+            })??;
+
+        let permit = state
+            .admission
+            .permit()
+            .await
+            .map_err(|r| state.refused(r))?;
+        reservation
+            .grow(bytes.len().saturating_mul(DECODE_BYTES_PER_BODY_BYTE))
+            .map_err(|r| state.refused(r))?;
+        let value = run_cpu(bytes.len(), move || parse(&bytes)).await??;
+        Ok(JsonBody(
+            value,
+            Ticket::new(state, route, permit, reservation),
+        ))
     }
+}
+
+/// Reads the whole body, refusing it past `--max-body-bytes` and growing `reservation` as it
+/// arrives (beyond any declared length already reserved).
+async fn read_body(
+    mut body: Body,
+    state: &AppState,
+    reservation: &mut Reservation,
+    counter: Option<BodyCounter>,
+) -> Result<Bytes, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    let mut buffer = BytesMut::with_capacity(reservation.bytes().min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(counter) = &counter {
+            counter.add(data.len());
+        }
+        let total = buffer.len().saturating_add(data.len());
+        if total > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if total > reservation.bytes() {
+            reservation.set(total).map_err(|r| state.refused(r))?;
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.
@@ -50,6 +116,28 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// No `Content-Encoding` left once supported encodings have been decoded, or `identity`.
+fn is_identity(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        })
+}
+
+/// The `Content-Length`, when present and readable.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Parses a body that must be one JSON object.
@@ -80,6 +168,16 @@ mod tests {
             assert_eq!(is_json(&headers), want, "{value}");
         }
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_identity_or_no_content_encoding_is_left_for_the_parser() {
+        let mut headers = HeaderMap::new();
+        assert!(is_identity(&headers));
+        headers.insert(header::CONTENT_ENCODING, "Identity".parse().unwrap());
+        assert!(is_identity(&headers));
+        headers.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+        assert!(!is_identity(&headers));
     }
 
     #[test]

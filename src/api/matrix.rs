@@ -11,11 +11,11 @@ use serde::Deserialize;
 use super::body::JsonBody;
 use super::encode::{self, DenseField};
 use super::fields::{self, Encoding};
+use super::footprint;
 use super::validate::{self, invalid, same_dim};
 use crate::app::AppState;
 use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
-use crate::offload::run_job;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -137,6 +137,22 @@ impl MatrixJob {
         self.a.len().saturating_mul(m)
     }
 
+    /// Bytes the job holds while it runs.
+    fn footprint(&self) -> usize {
+        let inputs = self.a.len() + self.b.as_ref().map_or(0, |b| b.len());
+        let (sets, n) = (self.a.len_of(Axis(0)), self.a.len_of(Axis(1)));
+        let m = self.b.as_ref().unwrap_or(&self.a).len_of(Axis(1));
+        let pairs = sets.saturating_mul(n).saturating_mul(m);
+        let numbers = match &self.output {
+            Output::Dense => pairs,
+            Output::Neighbours(keep) => {
+                let entries = keep.k.map_or(pairs, |k| sets * n * k.min(m));
+                2 * entries.min(keep.max_entries)
+            }
+        };
+        footprint::job(inputs, self.work(), numbers, self.encoding)
+    }
+
     fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
         let (a, b) = (self.a.view(), self.b.as_ref().map(|b| b.view()));
         match self.output {
@@ -177,7 +193,7 @@ impl MatrixJob {
 #[tracing::instrument(skip_all, fields(sets, rows, dim))]
 pub async fn handler(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<MatrixRequest>,
+    JsonBody(req, ticket): JsonBody<MatrixRequest>,
 ) -> Result<Response, ApiError> {
     let job = MatrixJob::parse(req, state.limits.max_output_elements)?;
     let (sets, rows, dim) = job.a.dim();
@@ -185,5 +201,8 @@ pub async fn handler(
         .record("sets", sets)
         .record("rows", rows)
         .record("dim", dim);
-    run_job(job.work(), move |cancel| job.run(cancel)).await?
+    let (work, bytes) = (job.work(), job.footprint());
+    ticket
+        .run(work, bytes, move |cancel| job.run(cancel))
+        .await?
 }

@@ -1,18 +1,42 @@
-//! Service routes: liveness, the OpenAPI document, and problem+json for unknown routes.
+//! Service routes: liveness, readiness, metrics, the OpenAPI document, and problem+json for
+//! unknown routes.
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// The contract, embedded at build time.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
-/// Serves `GET /healthz`: the process is up and answering.
+/// The OpenMetrics content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /healthz`: the process is up and answering (never waits for compute).
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Serves `GET /readyz`: 200 while taking work, 503 once shutdown has started.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.is_ready() {
+        Ok(Json(json!({"status": "ready"})))
+    } else {
+        Err(ApiError::Draining)
+    }
+}
+
+/// Serves `GET /metrics` in the OpenMetrics text format.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|err| ApiError::Internal(format!("cannot render metrics: {err}")))?;
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
 }
 
 /// Serves `GET /openapi.yaml`.

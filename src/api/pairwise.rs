@@ -9,11 +9,11 @@ use serde::Deserialize;
 use super::body::JsonBody;
 use super::encode::{self, DenseField};
 use super::fields::{self, Encoding};
+use super::footprint;
 use super::validate::{self, invalid, matrix, same_dim};
 use crate::app::AppState;
 use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
-use crate::offload::run_job;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -103,6 +103,18 @@ impl PairwiseJob {
         (a.nrows().max(b.nrows()), a.ncols())
     }
 
+    /// Bytes the job holds while it runs.
+    fn footprint(&self) -> usize {
+        let (a, b) = self.sides();
+        let (rows, dim) = self.size();
+        footprint::job(
+            a.len() + b.len(),
+            rows.saturating_mul(dim),
+            rows,
+            self.encoding,
+        )
+    }
+
     fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
         let (a, b) = self.sides();
         let scores = compute::pairwise(a, b, self.metric, cancel)?;
@@ -121,12 +133,16 @@ impl PairwiseJob {
 #[tracing::instrument(skip_all, fields(rows, dim))]
 pub async fn handler(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<PairwiseRequest>,
+    JsonBody(req, ticket): JsonBody<PairwiseRequest>,
 ) -> Result<Response, ApiError> {
     let job = PairwiseJob::parse(req, state.limits.max_output_elements)?;
     let (rows, dim) = job.size();
     tracing::Span::current()
         .record("rows", rows)
         .record("dim", dim);
-    run_job(rows * dim, move |cancel| job.run(cancel)).await?
+    let work = rows.saturating_mul(dim);
+    let bytes = job.footprint();
+    ticket
+        .run(work, bytes, move |cancel| job.run(cancel))
+        .await?
 }

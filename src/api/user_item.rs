@@ -12,11 +12,11 @@ use serde::Deserialize;
 use super::body::JsonBody;
 use super::encode::{self, DenseField};
 use super::fields::{self, Encoding};
+use super::footprint;
 use super::validate::{self, invalid, same_dim};
 use crate::app::AppState;
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
-use crate::offload::run_job;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -190,6 +190,26 @@ impl UserItemJob {
         }
     }
 
+    /// Bytes the job holds while it runs.
+    fn footprint(&self) -> usize {
+        let inputs = self.users.len() + self.items.len();
+        let (u, i) = (self.users.nrows(), self.items.nrows());
+        let numbers = match &self.output {
+            Output::Dense => u.saturating_mul(i),
+            Output::Pairs(pairs) => pairs.len(),
+            Output::Neighbours { keep, item_ids, .. } => {
+                let entries = keep.k.map_or(u.saturating_mul(i), |k| u * k.min(i));
+                // An id is held once per listing, counted in numbers of 8 bytes.
+                let id_units = item_ids
+                    .as_ref()
+                    .and_then(|ids| ids.iter().map(String::len).max())
+                    .map_or(0, |longest| longest.div_ceil(8));
+                (2 + id_units).saturating_mul(entries.min(keep.max_entries))
+            }
+        };
+        footprint::job(inputs, self.work(), numbers, self.encoding)
+    }
+
     fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
         let (users, items, metric) = (self.users.view(), self.items.view(), self.metric);
         match self.output {
@@ -236,12 +256,15 @@ impl UserItemJob {
 #[tracing::instrument(skip_all, fields(users, items, dim))]
 pub async fn handler(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<UserItemRequest>,
+    JsonBody(req, ticket): JsonBody<UserItemRequest>,
 ) -> Result<Response, ApiError> {
     let job = UserItemJob::parse(req, state.limits.max_output_elements)?;
     tracing::Span::current()
         .record("users", job.users.nrows())
         .record("items", job.items.nrows())
         .record("dim", job.users.ncols());
-    run_job(job.work(), move |cancel| job.run(cancel)).await?
+    let (work, bytes) = (job.work(), job.footprint());
+    ticket
+        .run(work, bytes, move |cancel| job.run(cancel))
+        .await?
 }

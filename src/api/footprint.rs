@@ -1,0 +1,47 @@
+//! Estimates of the memory a job holds while it runs, reserved against
+//! `--memory-budget-bytes` before it starts. They err on the high side: a refusal costs a
+//! retry, an underestimate costs the process.
+
+use super::fields::Encoding;
+
+/// Working memory of the kernels beyond their inputs and outputs: per-thread tiles of
+/// scores and GEMM packing buffers, for the largest jobs.
+const SCRATCH: usize = 32 << 20;
+
+/// Bytes of a response per number: the `f32` result, plus its text with separators (up to
+/// 16 characters) in a buffer that may have doubled while growing; for base64, the raw
+/// bytes, their encoding and the body that holds it.
+fn per_number(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Json => 4 + 2 * 16,
+        Encoding::Base64 => 4 + 4 + 2 * 6,
+    }
+}
+
+/// A job with `inputs` input floats, `work` multiply-adds and an output of `numbers`
+/// numbers (a neighbour entry counts as two: index and score): the inputs, one working copy
+/// of them in `f64` (the largest the kernels make), the output and the scratch (which small
+/// jobs do not fill).
+pub fn job(inputs: usize, work: usize, numbers: usize, encoding: Encoding) -> usize {
+    inputs
+        .saturating_mul(4 + 8)
+        .saturating_add(numbers.saturating_mul(per_number(encoding)))
+        .saturating_add(SCRATCH.min(work.saturating_mul(4)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_grow_with_inputs_and_outputs_and_saturate() {
+        let small = job(10, 100, 10, Encoding::Json);
+        assert!(small < 1024, "{small}");
+        assert!(job(10, 1 << 40, 10, Encoding::Json) >= SCRATCH);
+        assert!(job(1_000_000, 100, 10, Encoding::Json) > small + 4_000_000);
+        assert!(
+            job(10, 100, 1_000_000, Encoding::Json) > job(10, 100, 1_000_000, Encoding::Base64)
+        );
+        assert_eq!(job(usize::MAX, 1, 1, Encoding::Json), usize::MAX);
+    }
+}

@@ -1,0 +1,268 @@
+//! Prometheus metrics, served as OpenMetrics text on `GET /metrics`.
+//!
+//! One registry per server (no globals), so tests can run many servers in one process.
+//! Routes are labelled by their template (`/similarity/matrix`), never by the raw path, and
+//! unknown paths share the label `unmatched`, so label sets stay bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::admission::Admission;
+
+/// Labels of a finished request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: &'static str,
+    status: u16,
+}
+
+/// Labels that name a route only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// Labels of a refused request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Latency buckets from 0.5 ms to about 33 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+/// Every metric simserve exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    admission: Arc<Admission>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    compute: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    rejections: Family<ReasonLabels, Counter>,
+    bytes_in: Family<RouteLabels, Counter>,
+    bytes_out: Family<RouteLabels, Counter>,
+    in_flight: Gauge,
+    queue_depth: Gauge,
+    computing: Gauge,
+    reserved: Gauge,
+}
+
+impl Metrics {
+    /// The metrics of a server whose admission state is `admission`.
+    pub fn new(admission: Arc<Admission>) -> Self {
+        let mut registry = Registry::with_prefix("simserve");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by method, route and status",
+            requests.clone(),
+        );
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to its response headers",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let compute: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "compute_duration",
+            "Time spent computing and encoding a result, after parsing",
+            Unit::Seconds,
+            compute.clone(),
+        );
+        let rejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "rejections",
+            "Requests refused by admission control or deadlines, by reason",
+            rejections.clone(),
+        );
+        let bytes_in = Family::<RouteLabels, Counter>::default();
+        registry.register_with_unit(
+            "http_request_body",
+            "Request body bytes read, after decompression",
+            Unit::Bytes,
+            bytes_in.clone(),
+        );
+        let bytes_out = Family::<RouteLabels, Counter>::default();
+        registry.register_with_unit(
+            "http_response_body",
+            "Response body bytes, before compression",
+            Unit::Bytes,
+            bytes_out.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a compute permit",
+            queue_depth.clone(),
+        );
+        let computing = Gauge::default();
+        registry.register(
+            "compute_permits_in_use",
+            "Compute permits held",
+            computing.clone(),
+        );
+        let reserved = Gauge::default();
+        registry.register_with_unit(
+            "memory_reserved",
+            "Bytes reserved against the memory budget",
+            Unit::Bytes,
+            reserved.clone(),
+        );
+        Metrics {
+            registry,
+            admission,
+            requests,
+            latency,
+            compute,
+            rejections,
+            bytes_in,
+            bytes_out,
+            in_flight,
+            queue_depth,
+            computing,
+            reserved,
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn request_done(&self, done: &Finished) {
+        let route = done.route;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: done.method.clone(),
+                route,
+                status: done.status,
+            })
+            .inc();
+        let route = RouteLabels { route };
+        self.latency
+            .get_or_create(&route)
+            .observe(done.latency.as_secs_f64());
+        self.bytes_in.get_or_create(&route).inc_by(done.bytes_in);
+        self.bytes_out.get_or_create(&route).inc_by(done.bytes_out);
+    }
+
+    /// Records a computation's duration.
+    pub fn computed(&self, route: &'static str, took: Duration) {
+        self.compute
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a refusal.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A request started; it ends when the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(Arc::clone(self))
+    }
+
+    /// The OpenMetrics text of every metric, with gauges read now.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.queue_depth.set(as_gauge(self.admission.waiting()));
+        self.computing.set(as_gauge(self.admission.computing()));
+        self.reserved.set(as_gauge(self.admission.reserved()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// What the request log and the metrics record of one request.
+#[derive(Debug)]
+pub struct Finished {
+    /// The HTTP method.
+    pub method: String,
+    /// The route template, or `unmatched`.
+    pub route: &'static str,
+    /// The response status.
+    pub status: u16,
+    /// Arrival to response headers.
+    pub latency: Duration,
+    /// Body bytes read.
+    pub bytes_in: u64,
+    /// Body bytes written, before compression.
+    pub bytes_out: u64,
+}
+
+/// Counts a request as in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_text_holds_every_family_with_its_labels() {
+        let admission = Admission::new(2, 4, 1024);
+        let metrics = Arc::new(Metrics::new(Arc::clone(&admission)));
+        let _held = admission.reservation();
+        let guard = metrics.start();
+        metrics.request_done(&Finished {
+            method: "POST".into(),
+            route: "/similarity/matrix",
+            status: 200,
+            latency: Duration::from_millis(3),
+            bytes_in: 10,
+            bytes_out: 20,
+        });
+        metrics.computed("/similarity/matrix", Duration::from_millis(1));
+        metrics.rejected("queue_full");
+        let text = metrics.render().unwrap();
+        for line in [
+            "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"200\"} 1",
+            "simserve_http_request_duration_seconds_count{route=\"/similarity/matrix\"} 1",
+            "simserve_compute_duration_seconds_count{route=\"/similarity/matrix\"} 1",
+            "simserve_rejections_total{reason=\"queue_full\"} 1",
+            "simserve_http_request_body_bytes_total{route=\"/similarity/matrix\"} 10",
+            "simserve_http_response_body_bytes_total{route=\"/similarity/matrix\"} 20",
+            "simserve_http_requests_in_flight 1",
+            "simserve_queue_depth 0",
+            "simserve_compute_permits_in_use 0",
+            "simserve_memory_reserved_bytes 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        drop(guard);
+        assert!(
+            metrics
+                .render()
+                .unwrap()
+                .contains("simserve_http_requests_in_flight 0")
+        );
+    }
+}

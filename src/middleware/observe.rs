@@ -1,0 +1,94 @@
+//! One log line and one set of metrics per request: method, route, status, latency, body
+//! sizes and request id. Payloads are never logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::Body as _;
+use tracing::Instrument;
+
+use super::request_id::RequestId;
+use crate::app::{AppState, ROUTES};
+use crate::metrics::Finished;
+
+/// Body bytes read by the handler, shared with this layer through the request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct BodyCounter(Arc<AtomicU64>);
+
+impl BodyCounter {
+    /// Adds `n` bytes read.
+    pub fn add(&self, n: usize) {
+        self.0
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The route template of `request` as a static label, or `unmatched`.
+pub fn route_label(request: &Request) -> &'static str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|matched| ROUTES.iter().find(|&&route| route == matched.as_str()))
+        .copied()
+        .unwrap_or("unmatched")
+}
+
+/// Middleware: logs and counts the request once its response is ready.
+pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = route_label(&request);
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    let counter = BodyCounter::default();
+    request.extensions_mut().insert(counter.clone());
+
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route);
+    let _in_flight = state.metrics.start();
+    let response = next.run(request).instrument(span.clone()).await;
+
+    let done = Finished {
+        method,
+        route,
+        status: response.status().as_u16(),
+        latency: start.elapsed(),
+        bytes_in: counter.get(),
+        bytes_out: response.body().size_hint().exact().unwrap_or(0),
+    };
+    state.metrics.request_done(&done);
+    span.in_scope(|| {
+        let latency_ms = done.latency.as_secs_f64() * 1e3;
+        if response.status().is_server_error()
+            && response.status() != StatusCode::SERVICE_UNAVAILABLE
+        {
+            tracing::error!(
+                status = done.status,
+                latency_ms,
+                bytes_in = done.bytes_in,
+                bytes_out = done.bytes_out,
+                "request failed"
+            );
+        } else {
+            tracing::info!(
+                status = done.status,
+                latency_ms,
+                bytes_in = done.bytes_in,
+                bytes_out = done.bytes_out,
+                "request"
+            );
+        }
+    });
+    response
+}

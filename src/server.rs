@@ -1,0 +1,164 @@
+//! Serving the router over TCP: HTTP/1.1 with a header-read timeout (slow or idle
+//! connections are closed), and a graceful drain on SIGTERM/SIGINT.
+//!
+//! On a signal, `/readyz` turns 503 at once; the listener keeps accepting for
+//! `--shutdown-delay` (0 by default), then closes; requests in flight finish, bounded by
+//! `--shutdown-timeout`; then [`Application::run_until_stopped`] returns.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::app::{self, AppState};
+use crate::config::Config;
+
+/// How long to pause accepting after an accept error such as running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A bound listener and the router it serves.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    header_timeout: Duration,
+    shutdown_delay: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Binds `config.addr` (port 0 picks a free port).
+    pub async fn build(config: &Config) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.addr).await?;
+        let state = AppState::new(config);
+        Ok(Application {
+            listener,
+            router: app::with_layers(app::routes(), state.clone(), config),
+            state,
+            header_timeout: config.header_timeout,
+            shutdown_delay: config.shutdown_delay,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` resolves, then drains.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, "simserve listening");
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .keep_alive(true);
+        let graceful = GracefulShutdown::new();
+        let server = Server {
+            listener: &self.listener,
+            router: &self.router,
+            http: &http,
+            graceful: &graceful,
+        };
+
+        server.accept_until(stop).await;
+        self.state.start_draining();
+        tracing::info!(
+            delay = ?self.shutdown_delay,
+            "shutdown requested: /readyz now answers 503"
+        );
+        server
+            .accept_until(tokio::time::sleep(self.shutdown_delay))
+            .await;
+        drop(self.listener);
+        tracing::info!("listener closed; waiting for requests in flight");
+        match tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(
+                timeout = ?self.shutdown_timeout,
+                "shutdown timeout passed; closing the connections left"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// The parts the accept loop needs.
+struct Server<'a> {
+    listener: &'a TcpListener,
+    router: &'a Router,
+    http: &'a http1::Builder,
+    graceful: &'a GracefulShutdown,
+}
+
+impl Server<'_> {
+    /// Accepts and serves connections until `stop` resolves.
+    async fn accept_until(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut stop => return,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!(%err, "cannot set TCP_NODELAY");
+                    }
+                    let service = TowerToHyperService::new(self.router.clone());
+                    let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                    let connection = self.graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(err) = connection.await {
+                            tracing::debug!(%err, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
