@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use simserve::Config;
+use simserve::app::{self, AppState};
 use tower::ServiceExt;
 
 /// The app under test.
@@ -61,10 +62,24 @@ pub fn app() -> TestApp {
 
 /// The app with configuration changed by `change`.
 pub fn app_with(change: impl FnOnce(&mut Config)) -> TestApp {
+    app_and_state(change).0
+}
+
+/// The app with configuration changed by `change`, and its shared state.
+pub fn app_and_state(change: impl FnOnce(&mut Config)) -> (TestApp, AppState) {
     let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
     change(&mut config);
+    let state = AppState::new(&config);
+    let router = app::with_layers(app::routes(), state.clone(), &config);
+    (TestApp { router }, state)
+}
+
+/// The app serving `routes` (which may add routes to the real ones) behind the real layers.
+pub fn app_with_routes(routes: axum::Router<AppState>) -> TestApp {
+    let config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    let state = AppState::new(&config);
     TestApp {
-        router: simserve::router(&config),
+        router: app::with_layers(routes, state, &config),
     }
 }
 
@@ -103,6 +118,25 @@ impl TestApp {
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let response = self.send_unchecked(request).await;
+        check_against_spec(
+            &method,
+            &path,
+            response.status,
+            &response.content_type,
+            &response.json,
+        );
+        response
+    }
+
+    /// The router's raw response, body unread (for compressed bodies).
+    pub async fn raw(&self, request: Request<Body>) -> axum::response::Response {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    /// Sends `request` without checking the response against the OpenAPI document (for
+    /// routes that only tests add).
+    pub async fn send_unchecked(&self, request: Request<Body>) -> TestResponse {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -116,7 +150,6 @@ impl TestApp {
         } else {
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
         };
-        check_against_spec(&method, &path, status, &content_type, &json);
         TestResponse {
             status,
             content_type,

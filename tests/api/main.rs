@@ -7,6 +7,7 @@ mod errors;
 mod helpers;
 mod matrix;
 mod openapi;
+mod operations;
 mod pairwise;
 mod reference;
 mod server;

@@ -1,15 +1,69 @@
-//! One test over a real socket: binding port 0, keep-alive across a bad request.
+//! Serving over real sockets: keep-alive across a bad request, slow and idle connections
+//! closed, overload refused with Retry-After, and the drain on shutdown.
 
-use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use simserve::{Application, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const PAIRWISE_BODY: &str = "{\"a\": [[1.0, 0.0]], \"b\": [[0.0, 1.0]]}";
+
+/// Starts an app with `change` applied; returns its address, a stop switch and its task.
+async fn start(
+    change: impl FnOnce(&mut Config),
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    change(&mut config);
+    let app = Application::build(&config).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server)
+}
+
+/// Sends the head and the first half of a pairwise request, leaving it in flight.
+async fn half_sent_request(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let (first, _) = PAIRWISE_BODY.split_at(PAIRWISE_BODY.len() / 2);
+    let head = format!(
+        "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        PAIRWISE_BODY.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Sends the rest of the body and reads the whole response (the server closes after it).
+async fn finish_request(mut stream: TcpStream) -> String {
+    let (_, rest) = PAIRWISE_BODY.split_at(PAIRWISE_BODY.len() / 2);
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the response arrives and the connection closes")
+    .unwrap();
+    response
+}
 
 #[tokio::test]
 async fn the_service_binds_a_free_port_and_keeps_serving_after_a_bad_request() {
-    let config = Config::with_addr("127.0.0.1:0".parse().unwrap());
-    let app = Application::build(&config).await.unwrap();
-    let addr = app.local_addr().unwrap();
+    let (addr, _stop, _server) = start(|_| {}).await;
     assert_ne!(addr.port(), 0);
-    let server = tokio::spawn(app.run_until_stopped());
 
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
@@ -33,7 +87,195 @@ async fn the_service_binds_a_free_port_and_keeps_serving_after_a_bad_request() {
         .await
         .unwrap();
     assert_eq!(good.status(), 200);
-    let body: serde_json::Value = good.json().await.unwrap();
+    let body: Value = good.json().await.unwrap();
     assert_eq!(body["scores"], json!([0.0]));
-    server.abort();
+}
+
+#[tokio::test]
+async fn connections_that_send_headers_slowly_or_idle_are_closed() {
+    let (addr, _stop, _server) = start(|c| c.header_timeout = Duration::from_millis(300)).await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A connection that finished one request and then stays idle.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: simserve\r\n\r\n")
+        .await
+        .unwrap();
+    slow.push(idle);
+
+    for (i, mut stream) in slow.into_iter().enumerate() {
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} is still open"));
+        // Closed: either a clean end of stream or a reset.
+        if i == 200 {
+            assert!(String::from_utf8_lossy(&sink).starts_with("HTTP/1.1 200"));
+        }
+        drop(read);
+    }
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn concurrent_requests_past_the_permits_and_queue_get_503_with_retry_after() {
+    let (addr, _stop, _server) = start(|c| {
+        c.compute_permits = 1;
+        c.max_queue = 1;
+    })
+    .await;
+    let rows: Vec<Vec<f32>> = (0..600)
+        .map(|i| (0..256).map(|j| ((i * 7 + j) % 13) as f32 - 6.0).collect())
+        .collect();
+    let body = json!({"a": rows}).to_string();
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/similarity/matrix");
+    let requests = (0..12).map(|_| {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let json: Value = response.json().await.unwrap();
+            (status, retry_after, json)
+        })
+    });
+    let mut answered = Vec::new();
+    for request in requests.collect::<Vec<_>>() {
+        answered.push(request.await.unwrap());
+    }
+    let refused: Vec<_> = answered
+        .iter()
+        .filter(|(status, ..)| *status == 503)
+        .collect();
+    let served = answered
+        .iter()
+        .filter(|(status, ..)| *status == 200)
+        .count();
+    assert_eq!(refused.len() + served, 12, "{answered:?}");
+    assert!(!refused.is_empty(), "no request was refused");
+    assert!(served >= 2, "the running and the queued request are served");
+    for (_, retry_after, json) in &refused {
+        assert_eq!(retry_after.as_ref().unwrap(), "1");
+        assert_eq!(json["type"], "urn:simserve:problem:overloaded");
+    }
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "simserve_rejections_total{{reason=\"queue_full\"}} {}",
+        refused.len()
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
+#[tokio::test]
+async fn on_shutdown_readiness_fails_at_once_and_requests_in_flight_finish() {
+    let (addr, stop, server) = start(|c| c.shutdown_delay = Duration::from_millis(500)).await;
+    let in_flight = half_sent_request(addr).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+
+    // During the delay the listener still accepts, and readiness says no.
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let response = finish_request(in_flight).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\"scores\":[0.0]}"), "{response}");
+
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops once drained")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn the_drain_stops_waiting_at_the_shutdown_timeout() {
+    let (addr, stop, server) = start(|c| c.shutdown_timeout = Duration::from_millis(200)).await;
+    let _stuck = half_sent_request(addr).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server gives up on the stuck request")
+        .unwrap()
+        .unwrap();
+}
+
+/// The address a `simserve --log-format json` process logged as it started.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let log: Value = serde_json::from_str(line).ok()?;
+    (log["fields"]["message"] == "simserve listening")
+        .then(|| log["fields"]["addr"].as_str()?.parse().ok())
+        .flatten()
+}
+
+#[tokio::test]
+async fn the_binary_drains_on_sigterm_and_exits_zero() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simserve"))
+        .args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        if let Some(addr) = listening_addr(&line) {
+            break addr;
+        }
+    };
+    // Keep reading the log so the child never blocks on a full pipe.
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let in_flight = half_sent_request(addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = finish_request(in_flight).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let log = log.join().unwrap();
+    assert!(
+        log.iter().any(|l| l.contains("drained; exiting")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("\"route\":\"/similarity/pairwise\"")
+                && l.contains("\"status\":200")),
+        "{log:?}"
+    );
 }

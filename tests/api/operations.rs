@@ -1,0 +1,445 @@
+//! Operations through the router: request ids, authentication, metrics, readiness,
+//! compression, panics, admission control and body deadlines.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::routing::get;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use futures_util::stream::{self, StreamExt};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{app, app_and_state, app_with, app_with_routes, check_against_spec};
+
+const PAIRWISE: &str = "/similarity/pairwise";
+
+fn small_body() -> Value {
+    json!({"a": [[1.0, 0.0]], "b": [[0.0, 1.0]]})
+}
+
+fn post(path: &str, body: impl Into<Body>) -> axum::http::request::Builder {
+    let _ = body;
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_plain_request_id_is_echoed_and_others_are_replaced_by_a_uuid() {
+    let app = app();
+    let request = |id: &str| {
+        Request::builder()
+            .uri("/healthz")
+            .header("x-request-id", id)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let kept = app.send(request("client-42")).await;
+    assert_eq!(kept.headers["x-request-id"], "client-42");
+
+    let replaced = app.send(request("has spaces")).await;
+    let id = replaced.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 36, "{id}");
+    assert!(uuid_like(id), "{id}");
+
+    let generated = app.request(Method::GET, "/healthz").await;
+    let other = app.request(Method::GET, "/healthz").await;
+    assert_ne!(
+        generated.headers["x-request-id"],
+        other.headers["x-request-id"]
+    );
+}
+
+fn uuid_like(id: &str) -> bool {
+    id.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+        && id.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn problem_bodies_carry_the_request_id_of_their_response() {
+    let app = app();
+    let bad = Request::builder()
+        .method(Method::POST)
+        .uri(PAIRWISE)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-request-id", "trace-7")
+        .body(Body::from("{\"a\": [[1]], \"b\": [[1, 2]]}"))
+        .unwrap();
+    let got = app.send(bad).await;
+    got.assert_problem(422, "b: vectors have dimension 2");
+    assert_eq!(got.json["request_id"], "trace-7");
+    assert_eq!(got.headers["x-request-id"], "trace-7");
+
+    let missing = app.request(Method::GET, "/nowhere").await;
+    assert_eq!(
+        missing.json["request_id"],
+        missing.headers["x-request-id"].to_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn with_api_keys_the_similarity_routes_need_a_listed_bearer_token() {
+    let app = app_with(|c| c.api_keys = vec!["k-one".into(), "k-two".into()]);
+    let with_auth = |auth: Option<&str>| {
+        let mut request = post(PAIRWISE, ());
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        request.body(Body::from(small_body().to_string())).unwrap()
+    };
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some("Basic k-one"),
+        Some("Bearer "),
+    ] {
+        let got = app.send(with_auth(auth)).await;
+        got.assert_problem(401, "this route needs an Authorization: Bearer token");
+        assert_eq!(got.headers[header::WWW_AUTHENTICATE], "Bearer");
+    }
+    for auth in ["Bearer k-one", "bearer k-two"] {
+        app.send(with_auth(Some(auth))).await.ok();
+    }
+    let spec = app.request(Method::GET, "/openapi.yaml").await;
+    assert_eq!(spec.status, StatusCode::UNAUTHORIZED);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        let got = app.request(Method::GET, open).await;
+        assert_eq!(got.status, StatusCode::OK, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn without_api_keys_no_token_is_needed() {
+    app().post(PAIRWISE, &small_body()).await.ok();
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_with_sizes_and_latency() {
+    let app = app();
+    app.post(PAIRWISE, &small_body()).await.ok();
+    app.post(PAIRWISE, &json!({"a": [[1]]}))
+        .await
+        .assert_problem(422, "b: missing");
+    app.request(Method::GET, "/no/such/path").await;
+    let metrics = app.request(Method::GET, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics
+            .content_type
+            .starts_with("application/openmetrics-text")
+    );
+    let text = metrics.json.as_str().unwrap();
+    let body_len = small_body().to_string().len() + json!({"a": [[1]]}).to_string().len();
+    for line in [
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"200\"} 1".to_owned(),
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"422\"} 1".to_owned(),
+        "simserve_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1".to_owned(),
+        "simserve_http_request_duration_seconds_count{route=\"/similarity/pairwise\"} 2".to_owned(),
+        "simserve_compute_duration_seconds_count{route=\"/similarity/pairwise\"} 1".to_owned(),
+        format!("simserve_http_request_body_bytes_total{{route=\"/similarity/pairwise\"}} {body_len}"),
+        "simserve_http_requests_in_flight 1".to_owned(),
+        "simserve_queue_depth 0".to_owned(),
+        "simserve_compute_permits_in_use 0".to_owned(),
+        "simserve_memory_reserved_bytes 0".to_owned(),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+    let out = text
+        .lines()
+        .find(|l| {
+            l.starts_with("simserve_http_response_body_bytes_total{route=\"/similarity/pairwise\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap();
+    assert!(out > 50, "{out}");
+}
+
+#[tokio::test]
+async fn readiness_turns_503_when_draining_while_liveness_stays_200() {
+    let (app, state) = app_and_state(|_| {});
+    assert_eq!(
+        app.request(Method::GET, "/readyz").await.json["status"],
+        "ready"
+    );
+    state.start_draining();
+    let got = app.request(Method::GET, "/readyz").await;
+    got.assert_problem(503, "the server is shutting down");
+    assert_eq!(got.json["type"], "urn:simserve:problem:draining");
+    assert_eq!(
+        app.request(Method::GET, "/healthz").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn responses_are_gzip_or_zstd_compressed_when_asked() {
+    let app = app();
+    let (a, b) = (vec![[1.0, 2.0, 3.0]; 64], vec![[3.0, 2.0, 1.0]; 64]);
+    let body = json!({"a": a, "b": b}).to_string();
+    let plain = app
+        .post(PAIRWISE, &serde_json::from_str(&body).unwrap())
+        .await;
+    for encoding in ["gzip", "zstd"] {
+        let request = post(PAIRWISE, ())
+            .header(header::ACCEPT_ENCODING, encoding)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let response = app.raw(request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], encoding);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let inflated = match encoding {
+            "gzip" => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&bytes[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+            _ => zstd::decode_all(&bytes[..]).unwrap(),
+        };
+        let json: Value = serde_json::from_slice(&inflated).unwrap();
+        assert_eq!(json, plain.json, "{encoding}");
+    }
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_request_bodies_are_decoded() {
+    let app = app();
+    let body = small_body().to_string();
+    let encoded = [
+        ("gzip", gzip(body.as_bytes())),
+        ("zstd", zstd::encode_all(body.as_bytes(), 1).unwrap()),
+    ];
+    for (encoding, bytes) in encoded {
+        let request = post(PAIRWISE, ())
+            .header(header::CONTENT_ENCODING, encoding)
+            .body(Body::from(bytes))
+            .unwrap();
+        let got = app.send(request).await;
+        assert_eq!(got.ok()["scores"], json!([0.0]), "{encoding}");
+    }
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_413_once_its_inflated_size_passes_the_limit() {
+    // 100 MB of JSON whitespace after `{`: well-formed if it ever ended, ~100 KB gzipped.
+    let mut inflated = vec![b' '; 100 << 20];
+    inflated[0] = b'{';
+    let bomb = gzip(&inflated);
+    drop(inflated);
+    assert!(bomb.len() < 200 << 10, "{}", bomb.len());
+    let app = app();
+    let request = post(PAIRWISE, ())
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(bomb))
+        .unwrap();
+    app.send(request).await.assert_problem(
+        413,
+        "the request body is larger than the limit of 67108864 bytes",
+    );
+    app.post(PAIRWISE, &small_body()).await.ok();
+}
+
+#[tokio::test]
+async fn unknown_or_corrupt_content_encodings_are_refused() {
+    let app = app();
+    let brotli = post(PAIRWISE, ())
+        .header(header::CONTENT_ENCODING, "br")
+        .body(Body::from(small_body().to_string()))
+        .unwrap();
+    app.send(brotli)
+        .await
+        .assert_problem(415, "the request body's Content-Encoding must be");
+    let corrupt = post(PAIRWISE, ())
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(&b"\x1f\x8b not really gzip"[..]))
+        .unwrap();
+    app.send(corrupt)
+        .await
+        .assert_problem(400, "could not read the body");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_problem_and_the_service_keeps_serving() {
+    async fn boom() -> &'static str {
+        panic!("secret internals")
+    }
+    let app = app_with_routes(simserve::app::routes().route("/boom", get(boom)));
+    let request = || Request::builder().uri("/boom").body(Body::empty()).unwrap();
+    let got = app.send_unchecked(request()).await;
+    assert_eq!(got.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(got.content_type, "application/problem+json");
+    assert_eq!(got.json["type"], "urn:simserve:problem:internal");
+    assert!(!got.json.to_string().contains("secret"), "{}", got.json);
+    check_against_spec(
+        &Method::POST,
+        PAIRWISE,
+        got.status,
+        &got.content_type,
+        &got.json,
+    );
+    app.post(PAIRWISE, &small_body()).await.ok();
+    assert_eq!(app.send_unchecked(request()).await.status, 500);
+}
+
+#[tokio::test]
+async fn with_every_permit_taken_and_no_queue_requests_get_503_with_retry_after_at_once() {
+    let (app, state) = app_and_state(|c| {
+        c.compute_permits = 1;
+        c.max_queue = 0;
+    });
+    let held = state.admission.permit().await.unwrap();
+    let got = app.post(PAIRWISE, &small_body()).await;
+    got.assert_problem(503, "every compute slot is busy and the wait queue is full");
+    assert_eq!(got.json["type"], "urn:simserve:problem:overloaded");
+    assert_eq!(got.headers[header::RETRY_AFTER], "1");
+    let metrics = app.request(Method::GET, "/metrics").await;
+    assert!(
+        metrics
+            .json
+            .as_str()
+            .unwrap()
+            .contains("simserve_rejections_total{reason=\"queue_full\"} 1"),
+        "{}",
+        metrics.json
+    );
+    assert_eq!(
+        app.request(Method::GET, "/healthz").await.status,
+        StatusCode::OK
+    );
+    drop(held);
+    app.post(PAIRWISE, &small_body()).await.ok();
+}
+
+#[tokio::test]
+async fn a_queued_request_waits_for_a_permit_and_is_then_served() {
+    let (app, state) = app_and_state(|c| {
+        c.compute_permits = 1;
+        c.max_queue = 1;
+    });
+    let held = state.admission.permit().await.unwrap();
+    let app = std::sync::Arc::new(app);
+    let queued = {
+        let app = std::sync::Arc::clone(&app);
+        tokio::spawn(async move { app.post(PAIRWISE, &small_body()).await })
+    };
+    while state.admission.waiting() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let metrics = app.request(Method::GET, "/metrics").await;
+    assert!(
+        metrics
+            .json
+            .as_str()
+            .unwrap()
+            .contains("simserve_queue_depth 1")
+    );
+    // The queue is full now: the next one is refused at once.
+    app.post(PAIRWISE, &small_body())
+        .await
+        .assert_problem(503, "every compute slot");
+    drop(held);
+    assert_eq!(queued.await.unwrap().ok()["scores"], json!([0.0]));
+}
+
+#[tokio::test]
+async fn a_request_needing_more_than_the_whole_memory_budget_is_422() {
+    let app = app_with(|c| c.memory_budget_bytes = 4 << 20);
+    let rows = vec![vec![0.5f32; 64]; 1000];
+    let got = app.post("/similarity/matrix", &json!({"a": rows})).await;
+    got.assert_problem(422, "this request needs about");
+    assert!(
+        got.detail().contains("memory budget of 4194304"),
+        "{}",
+        got.detail()
+    );
+}
+
+#[tokio::test]
+async fn a_body_arriving_while_the_memory_budget_is_taken_is_503_with_retry_after() {
+    let (app, state) = app_and_state(|c| c.memory_budget_bytes = 1 << 20);
+    let mut taken = state.admission.reservation();
+    taken.grow(900 << 10).unwrap();
+    let rows = vec![vec![1.0; 64]; 2000];
+    let body = json!({"a": rows, "b": rows}).to_string();
+    assert!(body.len() > 200 << 10);
+    let got = app
+        .post(PAIRWISE, &serde_json::from_str(&body).unwrap())
+        .await;
+    got.assert_problem(503, "this request needs about");
+    assert_eq!(got.headers[header::RETRY_AFTER], "1");
+    drop(taken);
+    app.post(PAIRWISE, &small_body()).await.ok();
+    assert_eq!(state.admission.reserved(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_past_the_body_timeout_is_408() {
+    let app = app_with(|c| c.body_timeout = Duration::from_millis(100));
+    let start = stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+        b"{\"a\": [[1",
+    ))]);
+    let stalled = Body::from_stream(start.chain(stream::pending()));
+    let request = post(PAIRWISE, ()).body(stalled).unwrap();
+    let got = app.send(request).await;
+    got.assert_problem(408, "the request body did not arrive within 100ms");
+    assert_eq!(got.json["type"], "urn:simserve:problem:body-timeout");
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_answers_listed_origins_when_configured() {
+    let preflight = || {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(PAIRWISE)
+            .header(header::ORIGIN, "https://app.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "content-type,authorization",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let off = app().raw(preflight()).await;
+    assert!(
+        off.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
+    );
+
+    let on = app_with(|c| c.cors_origins = vec!["https://app.example".into()]);
+    let got = on.raw(preflight()).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        got.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example"
+    );
+    let other = Request::builder()
+        .method(Method::OPTIONS)
+        .uri(PAIRWISE)
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Body::empty())
+        .unwrap();
+    let refused = on.raw(other).await;
+    assert!(
+        refused
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
+    );
+}
