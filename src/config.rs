@@ -36,7 +36,8 @@ pub struct Config {
     pub compute_permits: u32,
 
     /// Requests that may wait for a compute permit; past it requests get 503 at once.
-    #[arg(long, env = "SIMSERVE_MAX_QUEUE", default_value_t = 64)]
+    /// Default: 4 per CPU available.
+    #[arg(long, env = "SIMSERVE_MAX_QUEUE", default_value_t = 4 * available_cpus() as usize)]
     pub max_queue: usize,
 
     /// Memory that request bodies and computations may reserve together, in bytes; a request
@@ -149,7 +150,7 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert!(config.compute_permits >= 1);
-        assert_eq!(config.max_queue, 64);
+        assert_eq!(config.max_queue, 4 * config.compute_permits as usize);
         assert_eq!(config.memory_budget_bytes, 2 << 30);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
         assert_eq!(config.shutdown_delay, Duration::ZERO);

@@ -1,12 +1,13 @@
 //! One log line and one set of metrics per request: method, route, status, latency, body
-//! sizes and request id. Payloads are never logged.
+//! sizes and request id. Payloads are never logged. While the server drains, responses say
+//! `Connection: close` so that clients take their next request elsewhere.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
@@ -57,7 +58,13 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
 
     let span = tracing::info_span!("request", request_id = %id, method = %method, route);
     let _in_flight = state.metrics.start();
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if !state.is_ready() {
+        // Draining: clients should not send more on this connection, which will close.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let done = Finished {
         method,
