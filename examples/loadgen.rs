@@ -130,8 +130,12 @@ async fn main() {
                 skipped += 1;
                 continue;
             };
-            let (client, url, body, log) =
-                (client.clone(), args.url.clone(), body.clone(), Arc::clone(&log));
+            let (client, url, body, log) = (
+                client.clone(),
+                args.url.clone(),
+                body.clone(),
+                Arc::clone(&log),
+            );
             tasks.push(tokio::spawn(async move {
                 one(&client, &url, &body, &log).await;
                 drop(permit);
@@ -142,8 +146,12 @@ async fn main() {
         }
     } else {
         for _ in 0..args.concurrency {
-            let (client, url, body, log) =
-                (client.clone(), args.url.clone(), body.clone(), Arc::clone(&log));
+            let (client, url, body, log) = (
+                client.clone(),
+                args.url.clone(),
+                body.clone(),
+                Arc::clone(&log),
+            );
             tasks.push(tokio::spawn(async move {
                 while start.elapsed() < run {
                     one(&client, &url, &body, &log).await;

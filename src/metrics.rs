@@ -100,7 +100,7 @@ impl Metrics {
         let bytes_out = Family::<RouteLabels, Counter>::default();
         registry.register_with_unit(
             "http_response_body",
-            "Response body bytes, before compression",
+            "Response body bytes as handlers wrote them (similarity routes compress their own)",
             Unit::Bytes,
             bytes_out.clone(),
         );

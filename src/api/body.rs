@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use super::compress;
 use super::ticket::Ticket;
 use crate::admission::Reservation;
 use crate::app::AppState;
@@ -41,6 +42,7 @@ where
             return Err(ApiError::UnsupportedEncoding);
         }
         let route = route_label(&req);
+        let coding = compress::negotiate(req.headers());
         let counter = req.extensions().get::<BodyCounter>().cloned();
         let limits = &state.limits;
         let declared = declared_length(req.headers());
@@ -73,7 +75,7 @@ where
         let value = run_cpu(bytes.len(), move || parse(&bytes)).await??;
         Ok(JsonBody(
             value,
-            Ticket::new(state, route, permit, reservation),
+            Ticket::new(state, route, coding, permit, reservation),
         ))
     }
 }

@@ -1,10 +1,9 @@
-//! Response bodies: float tensors as nested JSON arrays or base64 tensor objects.
+//! Response bodies (`application/json` bytes): float tensors as nested JSON arrays or base64
+//! tensor objects.
 //!
 //! Bodies are serialised straight from the result buffers into one byte vector; nothing
 //! goes through `serde_json::Value`.
 
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ndarray::{ArrayView, Dimension};
@@ -108,7 +107,7 @@ pub fn dense<D: Dimension>(
     field: DenseField,
     shape: &[usize],
     values: ArrayView<f32, D>,
-) -> Result<Response, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let values = values.as_standard_layout();
     let data = values
         .as_slice()
@@ -137,7 +136,7 @@ pub fn neighbours(
     sets: &[Neighbours],
     batched: bool,
     item_ids: Option<&[String]>,
-) -> Result<Response, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let rows = || sets.iter().flat_map(|s| s.indices.rows());
     let width = rows().next().map_or(0, <[usize]>::len);
     let shape = rows().all(|row| row.len() == width).then(|| {
@@ -257,11 +256,10 @@ impl Serialize for Vector<'_> {
     }
 }
 
-/// Writes `body` as an `application/json` response.
-fn to_response<T: Serialize>(body: &T) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body)
-        .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+/// Writes `body` as the bytes of an `application/json` response.
+fn to_response<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(body)
+        .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))
 }
 
 #[cfg(test)]

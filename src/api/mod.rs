@@ -5,6 +5,7 @@
 //! [`encode`].
 
 pub mod body;
+pub mod compress;
 pub mod encode;
 pub mod fields;
 mod footprint;

@@ -210,7 +210,7 @@ impl UserItemJob {
         footprint::job(inputs, self.work(), numbers, self.encoding)
     }
 
-    fn run(self, cancel: &Cancel) -> Result<Response, ApiError> {
+    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
         let (users, items, metric) = (self.users.view(), self.items.view(), self.metric);
         match self.output {
             Output::Dense => {
@@ -264,7 +264,5 @@ pub async fn handler(
         .record("items", job.items.nrows())
         .record("dim", job.users.ncols());
     let (work, bytes) = (job.work(), job.footprint());
-    ticket
-        .run(work, bytes, move |cancel| job.run(cancel))
-        .await?
+    ticket.run(work, bytes, move |cancel| job.run(cancel)).await
 }

@@ -186,7 +186,9 @@ async fn readiness_turns_503_when_draining_while_liveness_stays_200() {
 #[tokio::test]
 async fn responses_are_gzip_or_zstd_compressed_when_asked() {
     let app = app();
-    let (a, b) = (vec![[1.0, 2.0, 3.0]; 64], vec![[3.0, 2.0, 1.0]; 64]);
+    // Over a kilobyte of scores, so the job itself compresses them.
+    let a: Vec<[f32; 3]> = (0..256).map(|i| [1.0, i as f32, 3.0]).collect();
+    let b = vec![[3.0, 2.0, 1.0]; 256];
     let body = json!({"a": a, "b": b}).to_string();
     let plain = app
         .post(PAIRWISE, &serde_json::from_str(&body).unwrap())
@@ -199,6 +201,7 @@ async fn responses_are_gzip_or_zstd_compressed_when_asked() {
         let response = app.raw(request).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_ENCODING], encoding);
+        assert_eq!(response.headers()[header::VARY], "accept-encoding");
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let inflated = match encoding {
             "gzip" => {
@@ -210,6 +213,7 @@ async fn responses_are_gzip_or_zstd_compressed_when_asked() {
             }
             _ => zstd::decode_all(&bytes[..]).unwrap(),
         };
+        assert!(bytes.len() < inflated.len() / 2, "{encoding}");
         let json: Value = serde_json::from_slice(&inflated).unwrap();
         assert_eq!(json, plain.json, "{encoding}");
     }

@@ -1,0 +1,143 @@
+//! Response compression for the similarity routes, done in the job off the async runtime
+//! (a 48 MB JSON matrix takes about a second to gzip; on a runtime thread that second would
+//! stall other requests). The compression layer sees `Content-Encoding` and leaves these
+//! responses alone; it still compresses the small responses of other routes.
+
+use std::io::Write;
+
+use axum::http::{HeaderMap, header};
+
+/// Bodies smaller than this are sent as they are.
+pub const MIN_BYTES: usize = 1024;
+
+/// A content coding both sides support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// `gzip`, at the fastest level.
+    Gzip,
+    /// `zstd`, at level 1.
+    Zstd,
+}
+
+impl Coding {
+    /// The `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Zstd => "zstd",
+        }
+    }
+
+    /// `body` compressed.
+    pub fn compress(self, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Coding::Gzip => {
+                let out = Vec::with_capacity(body.len() / 2);
+                let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+                encoder.write_all(body)?;
+                encoder.finish()
+            }
+            Coding::Zstd => zstd::bulk::compress(body, 1),
+        }
+    }
+}
+
+/// The coding `Accept-Encoding` prefers among those simserve has: highest `q` first, zstd
+/// on ties; `q=0` refuses a coding; `*` stands for any coding not named.
+pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
+    let mut best: Option<(u16, Coding)> = None;
+    let mut named = [false; 2];
+    let mut wildcard: Option<u16> = None;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(quality)
+                .unwrap_or(1000);
+            let coding = match name.to_ascii_lowercase().as_str() {
+                "zstd" => Coding::Zstd,
+                "gzip" | "x-gzip" => Coding::Gzip,
+                "*" => {
+                    wildcard = Some(q);
+                    continue;
+                }
+                _ => continue,
+            };
+            named[coding as usize] = true;
+            consider(&mut best, q, coding);
+        }
+    }
+    if let Some(q) = wildcard {
+        for coding in [Coding::Zstd, Coding::Gzip] {
+            if !named[coding as usize] {
+                consider(&mut best, q, coding);
+            }
+        }
+    }
+    best.map(|(_, coding)| coding)
+}
+
+fn consider(best: &mut Option<(u16, Coding)>, q: u16, coding: Coding) {
+    let better = match *best {
+        None => true,
+        Some((held, held_coding)) => {
+            q > held || (q == held && coding == Coding::Zstd && held_coding != Coding::Zstd)
+        }
+    };
+    if q > 0 && better {
+        *best = Some((q, coding));
+    }
+}
+
+/// A `q` value in thousandths (`0.5` → 500), or `None` if malformed.
+fn quality(text: &str) -> Option<u16> {
+    let q: f32 = text.trim().parse().ok()?;
+    (0.0..=1.0)
+        .contains(&q)
+        .then(|| (q * 1000.0).round() as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn with(accept: &str) -> Option<Coding> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_ENCODING, accept.parse().unwrap());
+        negotiate(&headers)
+    }
+
+    #[test]
+    fn the_preferred_acceptable_coding_is_chosen() {
+        assert_eq!(negotiate(&HeaderMap::new()), None);
+        assert_eq!(with("identity"), None);
+        assert_eq!(with("br"), None);
+        assert_eq!(with("gzip"), Some(Coding::Gzip));
+        assert_eq!(with("gzip, deflate, br, zstd"), Some(Coding::Zstd));
+        assert_eq!(with("zstd;q=0.5, gzip"), Some(Coding::Gzip));
+        assert_eq!(with("zstd;q=0, gzip;q=0.1"), Some(Coding::Gzip));
+        assert_eq!(with("gzip;q=0"), None);
+        assert_eq!(with("*"), Some(Coding::Zstd));
+        assert_eq!(with("zstd;q=0, *;q=0.3"), Some(Coding::Gzip));
+        assert_eq!(with("gzip;q=nonsense"), Some(Coding::Gzip));
+    }
+
+    #[test]
+    fn compressed_bodies_inflate_to_the_original() {
+        let body = br#"{"scores":[0.5,0.25,0.125]}"#.repeat(100);
+        let gz = Coding::Gzip.compress(&body).unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+        let zs = Coding::Zstd.compress(&body).unwrap();
+        assert_eq!(zstd::decode_all(&zs[..]).unwrap(), body);
+        assert!(zs.len() < body.len() / 10);
+    }
+}
