@@ -10,7 +10,7 @@ top_k 10):
 1. capacity: a closed loop of 4 clients for 8 s;
 2. unloaded: an open loop at 1/4 of capacity (latency of a request that does not wait);
 3. overload: an open loop at 4x capacity for 15 s, probing /healthz every 50 ms;
-4. slowloris: 1,000 connections that send half a request head, with --header-timeout 5s;
+4. a gzip bomb (100 MiB of JSON whitespace, ~100 KiB gzipped), then slowloris: 1,000 connections that send half a request head, with --header-timeout 5s;
 5. drain: a closed loop of 8 clients, SIGTERM after 3 s, with --shutdown-delay 0s and 1s.
 
 Prints the shed rate, p99 of admitted requests against unloaded, how fast refusals come,
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,6 +114,43 @@ def slowloris(count=1000):
     return open_left, last_close, sorted(health)
 
 
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def gzip_bomb(pid):
+    """Posts 100 MB of JSON whitespace gzipped; returns the status, the bomb's size, and RSS
+    (MB) before, at its peak while sampled every 5 ms, and 2 s after."""
+    import gzip
+    import threading
+    bomb = gzip.compress(b"{" + b" " * (100 << 20), compresslevel=9)
+    before = rss_mb(pid)
+    peak, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak.append(rss_mb(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    request = urllib.request.Request(f"{BASE}/similarity/matrix", data=bomb, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Content-Encoding": "gzip"})
+    try:
+        status = urllib.request.urlopen(request, timeout=30).status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    done.set()
+    sampler.join()
+    time.sleep(2)
+    return status, len(bomb), before, max(peak), rss_mb(pid)
+
+
 def main():
     build()
     rng = random.Random(7)
@@ -134,6 +172,7 @@ def main():
 
     server = start("--header-timeout", "5s")
     try:
+        bomb = gzip_bomb(server.pid)
         still_open, closed_after, health = slowloris()
     finally:
         server.send_signal(signal.SIGTERM)
@@ -171,6 +210,9 @@ def main():
           f"{refused.get('p99', float('nan')):.2f} ms")
     print(f"  /healthz p99 unloaded / overloaded:    {calm['probe_ms']['p99']:8.2f} / {over['probe_ms']['p99']:.2f} ms")
     print(f"  peak RSS:                              {peak:8.1f} MB")
+    status, size, before, peak_bomb, after = bomb
+    print(f"gzip bomb: {size // 1024} KiB inflating to 100 MiB: {status}; RSS before / peak / 2 s after: "
+          f"{before:.1f} / {peak_bomb:.1f} / {after:.1f} MB")
     print(f"slowloris: 1000 connections sending half a head, --header-timeout 5s: "
           f"{1000 - still_open} closed, the last after {closed_after:.1f} s; "
           f"/healthz p99 meanwhile {health[int(0.99 * (len(health) - 1))]:.2f} ms")

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::auth::ApiKeys;
-use crate::middleware::{auth, deadline, observe, panic, request_id};
+use crate::middleware::{auth, deadline, observe, panic, request_id, wire};
 
 /// Every route template, as metrics label them.
 pub const ROUTES: [&str; 7] = [
@@ -122,6 +122,7 @@ pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -
         // Bodies are read by the handlers, which enforce the limit on decompressed bytes.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        .layer(from_fn(wire::layer))
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest));
     if let Some(cors) = cors(&config.cors_origins) {
         router = router.layer(cors);

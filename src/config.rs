@@ -198,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_flag_with_its_variable() {
+        let readme = include_str!("../README.md");
+        for arg in Config::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let row = format!("| `--{long}` | `{env}` |");
+            assert!(readme.contains(&row), "README.md has no row {row}");
+        }
+    }
+
+    #[test]
     fn every_flag_has_a_simserve_environment_variable_and_help() {
         let command = Config::command();
         for arg in command.get_arguments() {

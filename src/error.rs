@@ -34,6 +34,14 @@ pub enum ApiError {
         /// `--max-body-bytes`.
         limit: usize,
     },
+    /// A compressed body inflates more than `ratio` times its size (413).
+    #[error(
+        "the request body inflates more than {ratio} times its compressed size; send it uncompressed or less compressible"
+    )]
+    InflatesTooFar {
+        /// The largest ratio accepted.
+        ratio: u64,
+    },
     /// No route has this path (404).
     #[error("no resource at this path")]
     NotFound,
@@ -86,7 +94,9 @@ impl ApiError {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::InflatesTooFar { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -105,7 +115,9 @@ impl ApiError {
             ApiError::MalformedJson(_) => "urn:simserve:problem:malformed-json",
             ApiError::Invalid(_) => "urn:simserve:problem:invalid-request",
             ApiError::UnsupportedMediaType => "urn:simserve:problem:unsupported-media-type",
-            ApiError::PayloadTooLarge { .. } => "urn:simserve:problem:payload-too-large",
+            ApiError::PayloadTooLarge { .. } | ApiError::InflatesTooFar { .. } => {
+                "urn:simserve:problem:payload-too-large"
+            }
             ApiError::NotFound => "urn:simserve:problem:not-found",
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
             ApiError::Unauthorized => "urn:simserve:problem:unauthorized",

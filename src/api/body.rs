@@ -19,7 +19,16 @@ use crate::admission::Reservation;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::observe::{BodyCounter, route_label};
+use crate::middleware::wire::WireBytes;
 use crate::offload::run_cpu;
+
+/// The most a compressed body may inflate, relative to its bytes on the wire, once past
+/// [`INFLATE_FREE_BYTES`]; further is treated as a decompression bomb (Apache's
+/// `DeflateInflateRatioLimit` has the same default).
+const MAX_INFLATE_RATIO: u64 = 200;
+
+/// Inflated bytes allowed before [`MAX_INFLATE_RATIO`] applies.
+const INFLATE_FREE_BYTES: u64 = 1 << 20;
 
 /// Parsing holds the body and the decoded numbers together: at most this many bytes of
 /// numbers per body byte (a one-digit number and its comma become four bytes).
@@ -44,6 +53,7 @@ where
         let route = route_label(&req);
         let coding = compress::negotiate(req.headers());
         let counter = req.extensions().get::<BodyCounter>().cloned();
+        let wire = req.extensions().get::<WireBytes>().cloned();
         let limits = &state.limits;
         let declared = declared_length(req.headers());
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
@@ -56,7 +66,7 @@ where
         if let Some(length) = declared {
             reservation.grow(length).map_err(|r| state.refused(r))?;
         }
-        let read = read_body(req.into_body(), state, &mut reservation, counter);
+        let read = read_body(req.into_body(), state, &mut reservation, counter, wire);
         let bytes = tokio::time::timeout(limits.body_timeout, read)
             .await
             .map_err(|_| {
@@ -87,6 +97,7 @@ async fn read_body(
     state: &AppState,
     reservation: &mut Reservation,
     counter: Option<BodyCounter>,
+    wire: Option<WireBytes>,
 ) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
     let mut buffer = BytesMut::with_capacity(reservation.bytes().min(limit));
@@ -102,6 +113,16 @@ async fn read_body(
         let total = buffer.len().saturating_add(data.len());
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if let Some(wire) = &wire {
+            let inflated = u64::try_from(total).unwrap_or(u64::MAX);
+            if inflated > INFLATE_FREE_BYTES
+                && inflated > wire.get().saturating_mul(MAX_INFLATE_RATIO)
+            {
+                return Err(ApiError::InflatesTooFar {
+                    ratio: MAX_INFLATE_RATIO,
+                });
+            }
         }
         if total > reservation.bytes() {
             reservation.set(total).map_err(|r| state.refused(r))?;

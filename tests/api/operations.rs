@@ -238,23 +238,60 @@ async fn gzip_and_zstd_request_bodies_are_decoded() {
 }
 
 #[tokio::test]
-async fn a_gzip_bomb_is_413_once_its_inflated_size_passes_the_limit() {
+async fn a_gzip_bomb_is_413_long_before_it_is_inflated() {
     // 100 MB of JSON whitespace after `{`: well-formed if it ever ended, ~100 KB gzipped.
     let mut inflated = vec![b' '; 100 << 20];
     inflated[0] = b'{';
     let bomb = gzip(&inflated);
     drop(inflated);
     assert!(bomb.len() < 200 << 10, "{}", bomb.len());
-    let app = app();
+    let wire = bomb.len() as u64;
+    let (app, state) = app_and_state(|_| {});
     let request = post(PAIRWISE, ())
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(bomb))
         .unwrap();
     app.send(request).await.assert_problem(
         413,
-        "the request body is larger than the limit of 67108864 bytes",
+        "the request body inflates more than 200 times its compressed size",
     );
+    let metrics = app.request(Method::GET, "/metrics").await;
+    let read = metrics
+        .json
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| {
+            l.starts_with("simserve_http_request_body_bytes_total{route=\"/similarity/pairwise\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    // At most 200 times the compressed bytes (plus one decoder chunk), not the 64 MiB limit.
+    assert!(
+        read <= 200 * wire + (64 << 10),
+        "inflated {read} bytes before refusing"
+    );
+    assert_eq!(state.admission.reserved(), 0);
     app.post(PAIRWISE, &small_body()).await.ok();
+}
+
+#[tokio::test]
+async fn a_compressed_body_over_the_limit_once_inflated_is_413() {
+    let app = app_with(|c| c.max_body_bytes = 4096);
+    let rows: Vec<Vec<f32>> = (0..40)
+        .map(|i| (0..16).map(|j| (i * j) as f32 / 7.0).collect())
+        .collect();
+    let body = json!({"a": rows, "b": rows}).to_string();
+    let packed = gzip(body.as_bytes());
+    assert!(packed.len() < 4096 && body.len() > 4096);
+    let request = post(PAIRWISE, ())
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(packed))
+        .unwrap();
+    app.send(request).await.assert_problem(
+        413,
+        "the request body is larger than the limit of 4096 bytes",
+    );
 }
 
 #[tokio::test]
