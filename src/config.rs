@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// simserve: similarity between embeddings over HTTP.
 #[derive(Debug, Clone, Parser)]
@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "SIMSERVE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub cors_origins: Vec<String>,
 
+    /// Threads that computations share (the rayon pool); default: the CPUs available. Set it
+    /// to the container's CPU limit.
+    #[arg(long, env = "SIMSERVE_COMPUTE_THREADS", default_value_t = available_cpus(), value_parser = clap::value_parser!(u32).range(1..))]
+    pub compute_threads: u32,
+
     /// Log line format.
     #[arg(long, env = "SIMSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -91,6 +96,18 @@ pub struct Config {
     /// Log filter in `tracing` syntax, e.g. `info` or `simserve=debug,tower_http=info`.
     #[arg(long, env = "SIMSERVE_LOG", default_value = "info")]
     pub log: String,
+
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Exit 0 if the server at `--addr` answers `GET /healthz` with 200 within 2 s, else 1
+    /// (for container health checks).
+    Healthcheck,
 }
 
 /// How log lines are written.
@@ -155,6 +172,9 @@ mod tests {
         assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
         assert_eq!(config.shutdown_delay, Duration::ZERO);
         assert!(config.api_keys.is_empty() && config.cors_origins.is_empty());
+        assert!(config.command.is_none());
+        let check = Config::try_parse_from(["simserve", "--addr", "127.0.0.1:9", "healthcheck"]);
+        assert!(matches!(check.unwrap().command, Some(Command::Healthcheck)));
     }
 
     #[test]

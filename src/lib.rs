@@ -17,6 +17,7 @@ pub mod app;
 pub mod compute;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod metrics;
 pub mod middleware;
 pub mod offload;

@@ -1,19 +1,42 @@
-//! The `simserve` binary: parse configuration, start logging, serve until stopped.
+//! The `simserve` binary: parse configuration, then serve until stopped (or, with
+//! `healthcheck`, probe a running server).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use simserve::{Application, Config, telemetry};
+use simserve::config::Command;
+use simserve::{Application, Config, healthcheck, telemetry};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Healthcheck) = config.command {
+        return match healthcheck::probe(config.addr, Duration::from_secs(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("simserve healthcheck: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::init(&config);
-    let served = match Application::build(&config).await {
+    serve(&config)
+}
+
+#[tokio::main]
+async fn serve(config: &Config) -> ExitCode {
+    let threads = usize::try_from(config.compute_threads).unwrap_or(1);
+    if let Err(err) = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+    {
+        tracing::warn!(%err, "cannot size the compute thread pool");
+    }
+    let served = match Application::build(config).await {
         Ok(app) => app.run_until_stopped().await,
         Err(err) => Err(err),
     };

@@ -279,3 +279,21 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
         "{log:?}"
     );
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_zero_only_while_the_server_answers() {
+    let (addr, stop, server) = start(|_| {}).await;
+    let check = move || {
+        Command::new(env!("CARGO_BIN_EXE_simserve"))
+            .args(["--addr", &addr.to_string(), "healthcheck"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let up = tokio::task::spawn_blocking(check).await.unwrap();
+    assert!(up.success(), "{up}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let down = tokio::task::spawn_blocking(check).await.unwrap();
+    assert_eq!(down.code(), Some(1));
+}

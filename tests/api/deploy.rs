@@ -1,0 +1,153 @@
+//! The deployment files agree with the app: ports, probe paths, flags, limits and timeouts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use serde_json::Value;
+use simserve::Config;
+use simserve::app::ROUTES;
+
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn text(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn seconds(text: &str) -> Duration {
+    humantime::parse_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// The container's environment, and the configuration simserve reads from it.
+fn container() -> (Value, Config) {
+    let deployment = yaml("deploy/kubernetes/deployment.yaml");
+    let container = deployment["spec"]["template"]["spec"]["containers"][0].clone();
+    let flags: HashMap<String, String> = Config::command()
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_owned();
+            Some((env, arg.get_long()?.to_owned()))
+        })
+        .collect();
+    let mut args = vec!["simserve".to_owned()];
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let flag = flags.get(name).unwrap_or_else(|| {
+            panic!("{name} is set in deployment.yaml but is no flag's variable")
+        });
+        args.push(format!("--{flag}"));
+        args.push(var["value"].as_str().unwrap().to_owned());
+    }
+    let config = Config::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (container, config)
+}
+
+#[test]
+fn the_deployment_sets_only_real_flags_and_probes_real_routes_on_the_served_port() {
+    let (container, config) = container();
+    let port = &container["ports"][0];
+    assert_eq!(port["name"], "http");
+    assert_eq!(
+        port["containerPort"].as_u64(),
+        Some(u64::from(config.addr.port()))
+    );
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(get["port"], "http", "{probe}");
+        assert!(ROUTES.contains(&path));
+    }
+}
+
+#[test]
+fn the_deployment_sizes_compute_to_the_cpu_limit_and_outlasts_the_drain() {
+    let (container, config) = container();
+    let cpus: u32 = container["resources"]["limits"]["cpu"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(config.compute_permits, cpus);
+    assert_eq!(config.compute_threads, cpus);
+
+    let pod = &yaml("deploy/kubernetes/deployment.yaml")["spec"]["template"]["spec"];
+    let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
+    let pause = Duration::from_secs(
+        container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap(),
+    );
+    assert!(grace > pause + config.shutdown_delay + config.shutdown_timeout);
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+}
+
+#[test]
+fn gateways_allow_the_body_limit_and_wait_longer_than_the_request_timeout() {
+    let (_, config) = container();
+    let service = yaml("deploy/kubernetes/service.yaml");
+    let route = yaml("deploy/kubernetes/httproute.yaml");
+    let backend = &route["spec"]["rules"][0]["backendRefs"][0];
+    assert_eq!(backend["name"], service["metadata"]["name"]);
+    assert_eq!(backend["port"], service["spec"]["ports"][0]["port"]);
+    let timeouts = &route["spec"]["rules"][0]["timeouts"];
+    assert!(seconds(timeouts["backendRequest"].as_str().unwrap()) > config.request_timeout);
+
+    let ingress = yaml("deploy/kubernetes/ingress.yaml");
+    let annotations = &ingress["metadata"]["annotations"];
+    let annotation = |key: &str| {
+        annotations[format!("nginx.ingress.kubernetes.io/{key}")]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        annotation("proxy-body-size"),
+        format!("{}m", config.max_body_bytes >> 20)
+    );
+    let read: u64 = annotation("proxy-read-timeout").parse().unwrap();
+    assert!(Duration::from_secs(read) > config.request_timeout);
+
+    let nginx = text("deploy/nginx/simserve.conf");
+    let default = Config::with_addr("0.0.0.0:8080".parse().unwrap());
+    assert!(nginx.contains(&format!(
+        "client_max_body_size {}m;",
+        default.max_body_bytes >> 20
+    )));
+    let read = nginx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("proxy_read_timeout "))
+        .unwrap();
+    assert!(seconds(read.trim_end_matches(';')) > default.request_timeout);
+    let idle = nginx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("keepalive_timeout "))
+        .unwrap();
+    assert!(seconds(idle.trim_end_matches(';')) < default.header_timeout);
+}
+
+#[test]
+fn the_image_serves_the_default_port_checks_health_with_the_binary_and_is_built_like_ci() {
+    let dockerfile = text("Dockerfile");
+    let default = Config::with_addr("0.0.0.0:8080".parse().unwrap());
+    assert!(dockerfile.contains(&format!("EXPOSE {}", default.addr.port())));
+    assert!(dockerfile.contains("CMD [\"/usr/local/bin/simserve\", \"healthcheck\"]"));
+    assert!(dockerfile.contains("USER 65532:65532"));
+    assert!(!dockerfile.contains("target-cpu=native"));
+    let build = "cargo build --release --locked --bin simserve";
+    assert!(dockerfile.contains(&format!("RUN {build}")));
+    assert!(
+        text(".ci/run").contains(build),
+        ".ci/run must build the image's way"
+    );
+}
