@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::admission::{Admission, Refusal};
 use crate::api::{matrix, meta, pairwise, user_item};
@@ -20,7 +19,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::middleware::auth::ApiKeys;
-use crate::middleware::{auth, deadline, observe, panic, request_id, wire};
+use crate::middleware::{auth, deadline, observe, panic, request_id};
 
 /// Every route template, as metrics label them.
 pub const ROUTES: [&str; 7] = [
@@ -119,10 +118,8 @@ pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -
         .layer(from_fn_with_state(state.clone(), auth::layer))
         .layer(CatchPanicLayer::custom(panic::response))
         .layer(from_fn_with_state(state.clone(), observe::layer))
-        // Bodies are read by the handlers, which enforce the limit on decompressed bytes.
+        // Bodies are read, inflated and limited by the handlers' extractor (api::body).
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
-        .layer(from_fn(wire::layer))
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest));
     if let Some(cors) = cors(&config.cors_origins) {
         router = router.layer(cors);

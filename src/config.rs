@@ -28,7 +28,7 @@ pub struct Config {
 
     /// Longest time a request may take, from arrival to answer (e.g. `30s`, `500ms`); past
     /// it the client gets 503 and the computation stops.
-    #[arg(long, env = "SIMSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SIMSERVE_REQUEST_TIMEOUT", value_parser = positive_duration, default_value = "30s")]
     pub request_timeout: Duration,
 
     /// Requests computing at once (parse, compute and encode); default: the CPUs available.
@@ -51,13 +51,18 @@ pub struct Config {
 
     /// Longest wait for a request's headers, and for the next request on an idle connection;
     /// slower connections are closed.
-    #[arg(long, env = "SIMSERVE_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SIMSERVE_HEADER_TIMEOUT", value_parser = positive_duration, default_value = "10s")]
     pub header_timeout: Duration,
 
     /// Longest time to receive a request body once its headers have arrived; slower clients
     /// get 408.
-    #[arg(long, env = "SIMSERVE_BODY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SIMSERVE_BODY_TIMEOUT", value_parser = positive_duration, default_value = "15s")]
     pub body_timeout: Duration,
+
+    /// Longest time a client may leave response bytes unread; the connection is then
+    /// closed and the memory its answer held released.
+    #[arg(long, env = "SIMSERVE_WRITE_TIMEOUT", value_parser = positive_duration, default_value = "30s")]
+    pub write_timeout: Duration,
 
     /// After SIGTERM or SIGINT, how long in-flight requests may take to finish before the
     /// process exits anyway.
@@ -117,6 +122,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A duration above zero, such as `30s` or `500ms`.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".to_owned()),
+        Ok(d) => Ok(d),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// `*`, or an origin such as `https://app.example.com` (scheme, host, optional port).
@@ -197,6 +211,17 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_millis(250));
         assert!(Config::try_parse_from(["simserve", "--addr", "nowhere"]).is_err());
         assert!(Config::try_parse_from(["simserve", "--compute-permits", "0"]).is_err());
+        for flag in [
+            "--request-timeout",
+            "--header-timeout",
+            "--body-timeout",
+            "--write-timeout",
+        ] {
+            assert!(
+                Config::try_parse_from(["simserve", flag, "0s"]).is_err(),
+                "{flag}"
+            );
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub enum ApiError {
     )]
     InflatesTooFar {
         /// The largest ratio accepted.
-        ratio: u64,
+        ratio: usize,
     },
     /// No route has this path (404).
     #[error("no resource at this path")]

@@ -24,11 +24,6 @@ fn main() -> ExitCode {
         };
     }
     telemetry::init(&config);
-    serve(&config)
-}
-
-#[tokio::main]
-async fn serve(config: &Config) -> ExitCode {
     let threads = usize::try_from(config.compute_threads).unwrap_or(1);
     if let Err(err) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -36,6 +31,24 @@ async fn serve(config: &Config) -> ExitCode {
     {
         tracing::warn!(%err, "cannot size the compute thread pool");
     }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(%err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(&config));
+    // Computations still running were cancelled when their requests were dropped; they stop
+    // at their next block, and exit does not wait longer than this for them.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
+}
+
+/// The longest exit waits for cancelled computations to stop.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+async fn serve(config: &Config) -> ExitCode {
     let served = match Application::build(config).await {
         Ok(app) => app.run_until_stopped().await,
         Err(err) => Err(err),

@@ -19,7 +19,7 @@ use crate::admission::Admission;
 /// Labels of a finished request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: &'static str,
     status: u16,
 }
@@ -93,7 +93,7 @@ impl Metrics {
         let bytes_in = Family::<RouteLabels, Counter>::default();
         registry.register_with_unit(
             "http_request_body",
-            "Request body bytes read, after decompression",
+            "Request body bytes received (compressed, when sent compressed)",
             Unit::Bytes,
             bytes_in.clone(),
         );
@@ -150,7 +150,7 @@ impl Metrics {
         let route = done.route;
         self.requests
             .get_or_create(&RequestLabels {
-                method: done.method.clone(),
+                method: done.method,
                 route,
                 status: done.status,
             })
@@ -198,8 +198,8 @@ impl Metrics {
 /// What the request log and the metrics record of one request.
 #[derive(Debug)]
 pub struct Finished {
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method (`other` for methods outside the standard set).
+    pub method: &'static str,
     /// The route template, or `unmatched`.
     pub route: &'static str,
     /// The response status.
@@ -208,7 +208,7 @@ pub struct Finished {
     pub latency: Duration,
     /// Body bytes read.
     pub bytes_in: u64,
-    /// Body bytes written, before compression.
+    /// Body bytes as the handler wrote them (compressed on the similarity routes when asked).
     pub bytes_out: u64,
 }
 
@@ -233,7 +233,7 @@ mod tests {
         let _held = admission.reservation();
         let guard = metrics.start();
         metrics.request_done(&Finished {
-            method: "POST".into(),
+            method: "POST",
             route: "/similarity/matrix",
             status: 200,
             latency: Duration::from_millis(3),

@@ -1,5 +1,6 @@
 //! Serving the router over TCP: HTTP/1.1 with a header-read timeout (slow or idle
-//! connections are closed), and a graceful drain on SIGTERM/SIGINT.
+//! connections are closed), a write timeout (clients that stop reading are cut off), and a
+//! graceful drain on SIGTERM/SIGINT.
 //!
 //! On a signal, `/readyz` turns 503 at once; the listener keeps accepting for
 //! `--shutdown-delay` (0 by default), then closes; requests in flight finish, bounded by
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::app::{self, AppState};
 use crate::config::Config;
@@ -29,6 +31,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     header_timeout: Duration,
+    write_timeout: Duration,
     shutdown_delay: Duration,
     shutdown_timeout: Duration,
 }
@@ -43,9 +46,15 @@ impl Application {
             router: app::with_layers(app::routes(), state.clone(), config),
             state,
             header_timeout: config.header_timeout,
+            write_timeout: config.write_timeout,
             shutdown_delay: config.shutdown_delay,
             shutdown_timeout: config.shutdown_timeout,
         })
+    }
+
+    /// The state its handlers share (admission, metrics, readiness).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The address actually bound.
@@ -71,6 +80,7 @@ impl Application {
             router: &self.router,
             http: &http,
             graceful: &graceful,
+            write_timeout: self.write_timeout,
         };
 
         server.accept_until(stop).await;
@@ -101,6 +111,7 @@ struct Server<'a> {
     router: &'a Router,
     http: &'a http1::Builder,
     graceful: &'a GracefulShutdown,
+    write_timeout: Duration,
 }
 
 impl Server<'_> {
@@ -117,8 +128,12 @@ impl Server<'_> {
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!(%err, "cannot set TCP_NODELAY");
                     }
+                    // A client that stops reading its answer is cut off.
+                    let mut stream = TimeoutStream::new(stream);
+                    stream.set_write_timeout(Some(self.write_timeout));
                     let service = TowerToHyperService::new(self.router.clone());
-                    let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                    let io = TokioIo::new(Box::pin(stream));
+                    let connection = self.http.serve_connection(io, service);
                     let connection = self.graceful.watch(connection);
                     tokio::spawn(async move {
                         if let Err(err) = connection.await {

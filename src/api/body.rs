@@ -1,10 +1,12 @@
 //! The JSON body extractor shared by every POST route, and the admission steps around it.
 //!
 //! In order: the content type and encoding are checked; the body is read under
-//! `--body-timeout` and `--max-body-bytes` (counted after decompression), reserving its bytes
-//! against the memory budget as they arrive; a compute permit is taken (or the request waits
-//! in the bounded queue, or is refused); then the body is parsed, off the runtime when large.
-//! The permit and the reservation travel on in the [`Ticket`].
+//! `--body-timeout` and `--max-body-bytes`, reserving the buffer's bytes against the memory
+//! budget as they arrive; a compute permit is taken (or the request waits in the bounded
+//! queue, or is refused); the memory that inflating and parsing may take is reserved; then the
+//! body is inflated (gzip, zstd) and parsed, off the runtime when large. The permit and the
+//! reservation travel on in the [`Ticket`], and stay with the work if the request is dropped
+//! while it runs.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
@@ -13,26 +15,29 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use super::compress;
+use super::compress::{self, Coding};
 use super::ticket::Ticket;
 use crate::admission::Reservation;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::observe::{BodyCounter, route_label};
-use crate::middleware::wire::WireBytes;
 use crate::offload::run_cpu;
 
-/// The most a compressed body may inflate, relative to its bytes on the wire, once past
+/// The most a compressed body may inflate relative to its size, once past
 /// [`INFLATE_FREE_BYTES`]; further is treated as a decompression bomb (Apache's
 /// `DeflateInflateRatioLimit` has the same default).
-const MAX_INFLATE_RATIO: u64 = 200;
+const MAX_INFLATE_RATIO: usize = 200;
 
 /// Inflated bytes allowed before [`MAX_INFLATE_RATIO`] applies.
-const INFLATE_FREE_BYTES: u64 = 1 << 20;
+const INFLATE_FREE_BYTES: usize = 1 << 20;
 
-/// Parsing holds the body and the decoded numbers together: at most this many bytes of
-/// numbers per body byte (a one-digit number and its comma become four bytes).
-const DECODE_BYTES_PER_BODY_BYTE: usize = 2;
+/// Parsing holds the body and what it decodes to together: at most this many bytes per body
+/// byte (`"",` in `item_ids` becomes a 24-byte `String`; `1,` in a tensor a 4-byte float).
+const DECODE_BYTES_PER_BODY_BYTE: usize = 8;
+
+/// The body buffer starts at most this large and grows as data arrives, so a declared
+/// `Content-Length` costs nothing until the bytes come.
+const INITIAL_BUFFER: usize = 64 << 10;
 
 /// A request body parsed from JSON into `T`, with the ticket that admitted it.
 pub struct JsonBody<T>(pub T, pub Ticket);
@@ -47,13 +52,10 @@ where
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        if !is_identity(req.headers()) {
-            return Err(ApiError::UnsupportedEncoding);
-        }
+        let encoding = content_coding(req.headers())?;
         let route = route_label(&req);
-        let coding = compress::negotiate(req.headers());
+        let accepted = compress::negotiate(req.headers());
         let counter = req.extensions().get::<BodyCounter>().cloned();
-        let wire = req.extensions().get::<WireBytes>().cloned();
         let limits = &state.limits;
         let declared = declared_length(req.headers());
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
@@ -63,10 +65,7 @@ where
         }
 
         let mut reservation = state.admission.reservation();
-        if let Some(length) = declared {
-            reservation.grow(length).map_err(|r| state.refused(r))?;
-        }
-        let read = read_body(req.into_body(), state, &mut reservation, counter, wire);
+        let read = read_body(req.into_body(), state, declared, &mut reservation, counter);
         let bytes = tokio::time::timeout(limits.body_timeout, read)
             .await
             .map_err(|_| {
@@ -79,28 +78,46 @@ where
             .permit()
             .await
             .map_err(|r| state.refused(r))?;
+        let limit = limits.max_body_bytes;
+        let inflated = match encoding {
+            Some(_) => inflate_bound(bytes.len(), limit),
+            None => bytes.len(),
+        };
         reservation
-            .grow(bytes.len().saturating_mul(DECODE_BYTES_PER_BODY_BYTE))
+            .grow(inflated.saturating_mul(DECODE_BYTES_PER_BODY_BYTE + 1))
             .map_err(|r| state.refused(r))?;
-        let value = run_cpu(bytes.len(), move || parse(&bytes)).await??;
+        // The permit and the reservation go with the work, so that a request dropped while
+        // it parses keeps both until the parse actually ends.
+        let held = (permit, reservation);
+        let (parsed, (permit, reservation)) = run_cpu(inflated, move || {
+            let parsed = match encoding {
+                Some(coding) => decompress(coding, &bytes, limit).and_then(|body| parse(&body)),
+                None => parse(&bytes),
+            };
+            (parsed, held)
+        })
+        .await?;
         Ok(JsonBody(
-            value,
-            Ticket::new(state, route, coding, permit, reservation),
+            parsed?,
+            Ticket::new(state, route, accepted, permit, reservation),
         ))
     }
 }
 
-/// Reads the whole body, refusing it past `--max-body-bytes` and growing `reservation` as it
-/// arrives (beyond any declared length already reserved).
+/// Reads the whole (possibly compressed) body, refusing it past `--max-body-bytes` and
+/// holding the buffer's capacity in `reservation` as it grows.
 async fn read_body(
     mut body: Body,
     state: &AppState,
+    declared: Option<usize>,
     reservation: &mut Reservation,
     counter: Option<BodyCounter>,
-    wire: Option<WireBytes>,
 ) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
-    let mut buffer = BytesMut::with_capacity(reservation.bytes().min(limit));
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(INITIAL_BUFFER));
+    reservation
+        .set(buffer.capacity())
+        .map_err(|r| state.refused(r))?;
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
@@ -114,22 +131,38 @@ async fn read_body(
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        if let Some(wire) = &wire {
-            let inflated = u64::try_from(total).unwrap_or(u64::MAX);
-            if inflated > INFLATE_FREE_BYTES
-                && inflated > wire.get().saturating_mul(MAX_INFLATE_RATIO)
-            {
-                return Err(ApiError::InflatesTooFar {
-                    ratio: MAX_INFLATE_RATIO,
-                });
-            }
-        }
-        if total > reservation.bytes() {
-            reservation.set(total).map_err(|r| state.refused(r))?;
+        if total > buffer.capacity() {
+            // Grow as `Vec` would, but within the limit, reserving first.
+            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
+            reservation.set(grown).map_err(|r| state.refused(r))?;
+            buffer.reserve(grown - buffer.len());
         }
         buffer.extend_from_slice(&data);
     }
     Ok(buffer.freeze())
+}
+
+/// The most bytes a compressed body of `len` bytes may inflate to.
+fn inflate_bound(len: usize, limit: usize) -> usize {
+    len.saturating_mul(MAX_INFLATE_RATIO)
+        .max(INFLATE_FREE_BYTES)
+        .min(limit)
+}
+
+/// Inflates `bytes`, refusing output past `--max-body-bytes` or [`MAX_INFLATE_RATIO`].
+fn decompress(coding: Coding, bytes: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let bound = inflate_bound(bytes.len(), limit);
+    match coding.decompress(bytes, bound) {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) if bound < limit => Err(ApiError::InflatesTooFar {
+            ratio: MAX_INFLATE_RATIO,
+        }),
+        Ok(None) => Err(ApiError::PayloadTooLarge { limit }),
+        Err(err) => Err(ApiError::MalformedJson(format!(
+            "could not decompress the {} body: {err}",
+            coding.token()
+        ))),
+    }
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.
@@ -141,16 +174,26 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// No `Content-Encoding` left once supported encodings have been decoded, or `identity`.
-fn is_identity(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .all(|value| {
+/// The body's `Content-Encoding`: none (or `identity`), gzip or zstd; anything else,
+/// including several codings, is 415.
+fn content_coding(headers: &HeaderMap) -> Result<Option<Coding>, ApiError> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let value = value.to_str().map_err(|_| ApiError::UnsupportedEncoding)?;
+        codings.extend(
             value
-                .to_str()
-                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
-        })
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")),
+        );
+    }
+    match codings.as_slice() {
+        [] => Ok(None),
+        [one] => Coding::from_token(one)
+            .map(Some)
+            .ok_or(ApiError::UnsupportedEncoding),
+        _ => Err(ApiError::UnsupportedEncoding),
+    }
 }
 
 /// The `Content-Length`, when present and readable.
@@ -194,13 +237,41 @@ mod tests {
     }
 
     #[test]
-    fn only_identity_or_no_content_encoding_is_left_for_the_parser() {
-        let mut headers = HeaderMap::new();
-        assert!(is_identity(&headers));
-        headers.insert(header::CONTENT_ENCODING, "Identity".parse().unwrap());
-        assert!(is_identity(&headers));
-        headers.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
-        assert!(!is_identity(&headers));
+    fn one_known_content_coding_or_none_is_accepted() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_ENCODING, value.parse().unwrap());
+            content_coding(&headers)
+        };
+        assert_eq!(content_coding(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(with("Identity").unwrap(), None);
+        assert_eq!(with("GZIP").unwrap(), Some(Coding::Gzip));
+        assert_eq!(with("zstd").unwrap(), Some(Coding::Zstd));
+        assert!(with("br").is_err());
+        assert!(with("gzip, gzip").is_err());
+    }
+
+    #[test]
+    fn inflation_is_bounded_by_the_ratio_past_the_first_mebibyte_and_by_the_limit() {
+        assert_eq!(inflate_bound(10, 64 << 20), 1 << 20);
+        assert_eq!(inflate_bound(100 << 10, 64 << 20), 200 * (100 << 10));
+        assert_eq!(inflate_bound(1 << 20, 64 << 20), 64 << 20);
+        let bomb = Coding::Gzip.compress(&vec![b' '; 8 << 20]).unwrap();
+        assert!(matches!(
+            decompress(Coding::Gzip, &bomb, 64 << 20),
+            Err(ApiError::InflatesTooFar { ratio: 200 })
+        ));
+        let plain = br#"{"a": [[1, 2]]}"#;
+        let packed = Coding::Zstd.compress(plain).unwrap();
+        assert_eq!(decompress(Coding::Zstd, &packed, 64 << 20).unwrap(), plain);
+        assert!(matches!(
+            decompress(Coding::Zstd, &packed, 4),
+            Err(ApiError::PayloadTooLarge { limit: 4 })
+        ));
+        assert!(matches!(
+            decompress(Coding::Gzip, b"\x1f\x8b nonsense", 64 << 20),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 
     #[test]

@@ -1,14 +1,19 @@
-//! Response compression for the similarity routes, done in the job off the async runtime
-//! (a 48 MB JSON matrix takes about a second to gzip; on a runtime thread that second would
-//! stall other requests). The compression layer sees `Content-Encoding` and leaves these
-//! responses alone; it still compresses the small responses of other routes.
+//! gzip and zstd for the similarity routes, done off the async runtime: request bodies are
+//! inflated where they are parsed, and responses compressed where they are encoded (a 48 MB
+//! JSON matrix takes about a second to gzip; on a runtime thread that second would stall
+//! other requests). The compression layer sees `Content-Encoding` and leaves these responses
+//! alone; it still compresses the small responses of other routes.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use axum::http::{HeaderMap, header};
 
 /// Bodies smaller than this are sent as they are.
 pub const MIN_BYTES: usize = 1024;
+
+/// The largest zstd window accepted in request bodies (2^27 = 128 MiB is zstd's own default
+/// limit; 2^23 = 8 MiB is what its compressor uses up to level 19).
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// A content coding both sides support.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +31,35 @@ impl Coding {
             Coding::Gzip => "gzip",
             Coding::Zstd => "zstd",
         }
+    }
+
+    /// The coding a `Content-Encoding` token names.
+    pub fn from_token(token: &str) -> Option<Self> {
+        match token.to_ascii_lowercase().as_str() {
+            "gzip" | "x-gzip" => Some(Coding::Gzip),
+            "zstd" => Some(Coding::Zstd),
+            _ => None,
+        }
+    }
+
+    /// `body` inflated, or `None` if it inflates to more than `bound` bytes (reading stops
+    /// there).
+    pub fn decompress(self, body: &[u8], bound: usize) -> std::io::Result<Option<Vec<u8>>> {
+        let cap = u64::try_from(bound).unwrap_or(u64::MAX).saturating_add(1);
+        let mut out = Vec::new();
+        match self {
+            Coding::Gzip => {
+                flate2::read::MultiGzDecoder::new(body)
+                    .take(cap)
+                    .read_to_end(&mut out)?;
+            }
+            Coding::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(body)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                decoder.take(cap).read_to_end(&mut out)?;
+            }
+        }
+        Ok((out.len() <= bound).then_some(out))
     }
 
     /// `body` compressed.
@@ -57,14 +91,12 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(quality)
                 .unwrap_or(1000);
-            let coding = match name.to_ascii_lowercase().as_str() {
-                "zstd" => Coding::Zstd,
-                "gzip" | "x-gzip" => Coding::Gzip,
-                "*" => {
-                    wildcard = Some(q);
-                    continue;
-                }
-                _ => continue,
+            if name == "*" {
+                wildcard = Some(q);
+                continue;
+            }
+            let Some(coding) = Coding::from_token(name) else {
+                continue;
             };
             named[coding as usize] = true;
             consider(&mut best, q, coding);

@@ -162,6 +162,7 @@ impl MatrixJob {
                 if !self.batched {
                     shape.remove(0);
                 }
+                cancel.check()?;
                 encode::dense(
                     self.metric,
                     self.encoding,
@@ -183,6 +184,7 @@ impl MatrixJob {
                     left -= found.indices.total();
                     sets.push(found);
                 }
+                cancel.check()?;
                 encode::neighbours(self.metric, self.encoding, &sets, self.batched, None)
             }
         }

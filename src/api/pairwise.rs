@@ -119,6 +119,7 @@ impl PairwiseJob {
         let (a, b) = self.sides();
         let scores = compute::pairwise(a, b, self.metric, cancel)?;
         let shape = [scores.len()];
+        cancel.check()?;
         encode::dense(
             self.metric,
             self.encoding,

@@ -207,7 +207,25 @@ impl UserItemJob {
                 (2 + id_units).saturating_mul(entries.min(keep.max_entries))
             }
         };
-        footprint::job(inputs, self.work(), numbers, self.encoding)
+        // What the request holds besides its tensors: pairs, exclude lists and item ids.
+        let extra = match &self.output {
+            Output::Dense => 0,
+            Output::Pairs(pairs) => pairs.len().saturating_mul(16),
+            Output::Neighbours {
+                exclude, item_ids, ..
+            } => {
+                let lists = exclude
+                    .as_ref()
+                    .map_or(0, |e| (e.total() + e.len() + 1).saturating_mul(8));
+                let ids = item_ids.as_ref().map_or(0, |ids| {
+                    ids.iter()
+                        .map(|id| 24 + id.len())
+                        .fold(0, usize::saturating_add)
+                });
+                lists.saturating_add(ids)
+            }
+        };
+        footprint::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
     }
 
     fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
@@ -216,6 +234,7 @@ impl UserItemJob {
             Output::Dense => {
                 let result = compute::matrix(users, Some(items), metric, cancel)?;
                 let shape = result.shape().to_vec();
+                cancel.check()?;
                 encode::dense(
                     metric,
                     self.encoding,
@@ -227,6 +246,7 @@ impl UserItemJob {
             Output::Pairs(pairs) => {
                 let scores = compute::pairs(users, items, &pairs, metric, cancel)?;
                 let shape = [scores.len()];
+                cancel.check()?;
                 encode::dense(
                     metric,
                     self.encoding,
@@ -246,6 +266,7 @@ impl UserItemJob {
                 };
                 let found = compute::nearest(users, Some(items), metric, &selection, cancel)?;
                 let sets = [found];
+                cancel.check()?;
                 encode::neighbours(metric, self.encoding, &sets, false, item_ids.as_deref())
             }
         }

@@ -27,7 +27,7 @@ impl Cancel {
     }
 
     /// `Err(Cancelled)` once the flag is raised.
-    pub(crate) fn check(&self) -> Result<(), ComputeError> {
+    pub fn check(&self) -> Result<(), ComputeError> {
         if self.is_cancelled() {
             Err(ComputeError::Cancelled)
         } else {

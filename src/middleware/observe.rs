@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
@@ -43,10 +43,26 @@ pub fn route_label(request: &Request) -> &'static str {
         .unwrap_or("unmatched")
 }
 
+/// The method as a label from a fixed set, so that made-up methods cannot grow the metrics.
+fn method_label(method: &Method) -> &'static str {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .find(|known| *known == method)
+    .map_or("other", |known| known.as_str())
+}
+
 /// Middleware: logs and counts the request once its response is ready.
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = route_label(&request);
     let id = request
         .extensions()
@@ -56,7 +72,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let counter = BodyCounter::default();
     request.extensions_mut().insert(counter.clone());
 
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route);
+    let span = tracing::info_span!("request", request_id = %id, method, route);
     let _in_flight = state.metrics.start();
     let mut response = next.run(request).instrument(span.clone()).await;
     if !state.is_ready() {

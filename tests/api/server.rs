@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use simserve::app::AppState;
 use simserve::{Application, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,15 +23,57 @@ async fn start(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
+    let (addr, stop, server, _) = start_with_state(change).await;
+    (addr, stop, server)
+}
+
+/// [`start`], also returning the server's shared state.
+async fn start_with_state(
+    change: impl FnOnce(&mut Config),
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    AppState,
+) {
     let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
     change(&mut config);
     let app = Application::build(&config).await.unwrap();
     let addr = app.local_addr().unwrap();
+    let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    (addr, stop, server)
+    (addr, stop, server, state)
+}
+
+/// The value of an unlabelled metric on `/metrics`.
+async fn gauge(addr: SocketAddr, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Waits until `name` on `/metrics` satisfies `ok`, for at most 20 s.
+async fn until_gauge(addr: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !ok(gauge(addr, name).await) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "{name} stayed at {}",
+        gauge(addr, name).await
+    );
 }
 
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
@@ -93,7 +136,9 @@ async fn the_service_binds_a_free_port_and_keeps_serving_after_a_bad_request() {
 
 #[tokio::test]
 async fn connections_that_send_headers_slowly_or_idle_are_closed() {
-    let (addr, _stop, _server) = start(|c| c.header_timeout = Duration::from_millis(300)).await;
+    let timeout = Duration::from_millis(300);
+    let (addr, _stop, _server) = start(|c| c.header_timeout = timeout).await;
+    let opened = std::time::Instant::now();
     let mut slow = Vec::new();
     for _ in 0..200 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -121,6 +166,9 @@ async fn connections_that_send_headers_slowly_or_idle_are_closed() {
         }
         drop(read);
     }
+    // None closed before its time; all within a few seconds of it.
+    let took = opened.elapsed();
+    assert!(took >= timeout && took < Duration::from_secs(5), "{took:?}");
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();
@@ -129,35 +177,44 @@ async fn connections_that_send_headers_slowly_or_idle_are_closed() {
 
 #[tokio::test]
 async fn concurrent_requests_past_the_permits_and_queue_get_503_with_retry_after() {
-    let (addr, _stop, _server) = start(|c| {
+    let (addr, _stop, _server, state) = start_with_state(|c| {
         c.compute_permits = 1;
         c.max_queue = 1;
     })
     .await;
-    let rows: Vec<Vec<f32>> = (0..600)
-        .map(|i| (0..256).map(|j| ((i * 7 + j) % 13) as f32 - 6.0).collect())
-        .collect();
-    let body = json!({"a": rows}).to_string();
+    // The one permit is busy for the whole burst.
+    let busy = state.admission.permit().await.unwrap();
     let client = reqwest::Client::new();
-    let url = format!("http://{addr}/similarity/matrix");
-    let requests = (0..12).map(|_| {
-        let (client, url, body) = (client.clone(), url.clone(), body.clone());
-        tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let retry_after = response.headers().get("retry-after").cloned();
-            let json: Value = response.json().await.unwrap();
-            (status, retry_after, json)
+    let url = format!("http://{addr}/similarity/pairwise");
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(PAIRWISE_BODY)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get("retry-after").cloned();
+                let json: Value = response.json().await.unwrap();
+                (status, retry_after, json)
+            })
         })
-    });
+        .collect();
+    // One waits in the queue; the other eleven are refused without waiting.
+    until_gauge(
+        addr,
+        "simserve_rejections_total{reason=\"queue_full\"}",
+        |n| n >= 11.0,
+    )
+    .await;
+    assert_eq!(gauge(addr, "simserve_queue_depth").await, 1.0);
+    drop(busy);
     let mut answered = Vec::new();
-    for request in requests.collect::<Vec<_>>() {
+    for request in requests {
         answered.push(request.await.unwrap());
     }
     let refused: Vec<_> = answered
@@ -168,31 +225,70 @@ async fn concurrent_requests_past_the_permits_and_queue_get_503_with_retry_after
         .iter()
         .filter(|(status, ..)| *status == 200)
         .count();
-    assert_eq!(refused.len() + served, 12, "{answered:?}");
-    assert!(!refused.is_empty(), "no request was refused");
-    assert!(served >= 2, "the running and the queued request are served");
+    assert_eq!((refused.len(), served), (11, 1), "{answered:?}");
     for (_, retry_after, json) in &refused {
         assert_eq!(retry_after.as_ref().unwrap(), "1");
         assert_eq!(json["type"], "urn:simserve:problem:overloaded");
     }
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
+    let (addr, _stop, _server) = start(|c| c.write_timeout = Duration::from_millis(500)).await;
+    // 2,000 rows against themselves: about 40 MB of JSON, far more than socket buffers hold.
+    let rows: Vec<[f32; 2]> = (0..2000).map(|i| [1.0, i as f32]).collect();
+    let body = json!({"a": rows}).to_string();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    // The answer holds its memory while it waits for the client ...
+    until_gauge(addr, "simserve_memory_reserved_bytes", |b| b > 40e6).await;
+    // ... until the write timeout closes the connection.
+    until_gauge(addr, "simserve_memory_reserved_bytes", |b| b == 0.0).await;
+    let mut sink = vec![0u8; 1 << 20];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection is still open");
+}
+
+#[tokio::test]
+async fn a_declared_content_length_reserves_nothing_until_the_bytes_arrive() {
+    let (addr, _stop, _server) = start(|c| c.memory_budget_bytes = 8 << 20).await;
+    let mut promises = Vec::new();
+    for _ in 0..32 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: 60000000\r\n\r\n{";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        promises.push(stream);
+    }
+    until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 32.0).await;
+    assert!(gauge(addr, "simserve_memory_reserved_bytes").await <= (32 * 64 * 1024) as f64);
+    let served = reqwest::Client::new()
+        .post(format!("http://{addr}/similarity/pairwise"))
+        .header("content-type", "application/json")
+        .body(PAIRWISE_BODY)
+        .send()
         .await
         .unwrap();
-    let line = format!(
-        "simserve_rejections_total{{reason=\"queue_full\"}} {}",
-        refused.len()
-    );
-    assert!(metrics.contains(&line), "{metrics}");
+    assert_eq!(served.status(), 200);
 }
 
 #[tokio::test]
 async fn on_shutdown_readiness_fails_at_once_and_requests_in_flight_finish() {
     let (addr, stop, server) = start(|c| c.shutdown_delay = Duration::from_millis(500)).await;
     let in_flight = half_sent_request(addr).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 2.0).await;
     stop.send(()).unwrap();
 
     // During the delay the listener still accepts, and readiness says no.
@@ -217,7 +313,7 @@ async fn on_shutdown_readiness_fails_at_once_and_requests_in_flight_finish() {
 async fn the_drain_stops_waiting_at_the_shutdown_timeout() {
     let (addr, stop, server) = start(|c| c.shutdown_timeout = Duration::from_millis(200)).await;
     let _stuck = half_sent_request(addr).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 2.0).await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
@@ -252,7 +348,8 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
     let in_flight = half_sent_request(addr).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its head has been read: it counts as in flight (with the metrics request itself).
+    until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 2.0).await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
