@@ -147,6 +147,8 @@ impl TestApp {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let json = if content_type.contains("json") {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body is not JSON: {e}"))
+        } else if content_type.contains("yaml") {
+            serde_norway::from_slice(&bytes).unwrap_or_else(|e| panic!("body is not YAML: {e}"))
         } else {
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
         };
@@ -297,4 +299,41 @@ pub fn assert_close(got: &[f32], want: &[f64], tol: f64) {
             "element {i}: got {g}, want {w} (tolerance {tol})"
         );
     }
+}
+
+/// A `simserve` process started by a test, killed when dropped (if it is still running).
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the `simserve` binary on a free loopback port with JSON logs and `args`; returns
+/// the process, the address it logged, and the rest of its log lines.
+pub fn spawn_binary(
+    args: &[&str],
+) -> (
+    Process,
+    std::net::SocketAddr,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simserve"))
+        .args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        let log: Value = serde_json::from_str(&line).unwrap_or_default();
+        if log["fields"]["message"] == "simserve listening" {
+            break log["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    (Process(child), addr, lines)
 }

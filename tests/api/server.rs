@@ -1,7 +1,6 @@
 //! Serving over real sockets: keep-alive across a bad request, slow and idle connections
 //! closed, overload refused with Retry-After, and the drain on shutdown.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,6 +11,8 @@ use simserve::{Application, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+
+use crate::helpers::spawn_binary;
 
 const PAIRWISE_BODY: &str = "{\"a\": [[1.0, 0.0]], \"b\": [[0.0, 1.0]]}";
 
@@ -322,28 +323,9 @@ async fn the_drain_stops_waiting_at_the_shutdown_timeout() {
         .unwrap();
 }
 
-/// The address a `simserve --log-format json` process logged as it started.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let log: Value = serde_json::from_str(line).ok()?;
-    (log["fields"]["message"] == "simserve listening")
-        .then(|| log["fields"]["addr"].as_str()?.parse().ok())
-        .flatten()
-}
-
 #[tokio::test]
 async fn the_binary_drains_on_sigterm_and_exits_zero() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_simserve"))
-        .args(["--addr", "127.0.0.1:0", "--log-format", "json"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some(addr) = listening_addr(&line) {
-            break addr;
-        }
-    };
+    let (mut server, addr, lines) = spawn_binary(&[]);
     // Keep reading the log so the child never blocks on a full pipe.
     let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
@@ -351,7 +333,7 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     // Its head has been read: it counts as in flight (with the metrics request itself).
     until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 2.0).await;
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -359,7 +341,7 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     let response = finish_request(in_flight).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || server.0.wait())
         .await
         .unwrap()
         .unwrap();

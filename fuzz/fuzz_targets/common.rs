@@ -1,0 +1,65 @@
+//! Drives simserve's real router in process: one POST per input, and the oracle every target
+//! shares — no panic, no 5xx, and every answer is JSON or problem+json.
+
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, header};
+use http_body_util::BodyExt;
+use simserve::Config;
+use tower::ServiceExt;
+
+/// Small limits, so each input runs fast; they are limits like any other.
+static ROUTER: LazyLock<Router> = LazyLock::new(|| {
+    let mut config = Config::with_addr("127.0.0.1:0".parse().expect("an address"));
+    config.max_body_bytes = 1 << 16;
+    config.max_output_elements = 1 << 14;
+    config.max_queue = 1;
+    simserve::router(&config)
+});
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
+/// POSTs `body` to `path` as JSON and checks the answer.
+pub fn post(path: &str, body: Vec<u8>) {
+    RUNTIME.block_on(async {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a request");
+        let response = ROUTER.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        assert!(
+            !status.is_server_error(),
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            content_type == "application/json" || content_type == "application/problem+json",
+            "{status} {content_type}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("the answer is JSON");
+        if status.is_client_error() {
+            assert!(json["detail"].is_string(), "{json}");
+        }
+    });
+}
