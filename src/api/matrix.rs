@@ -157,7 +157,9 @@ impl MatrixJob {
         let (a, b) = (self.a.view(), self.b.as_ref().map(|b| b.view()));
         match self.output {
             Output::Dense => {
-                let result = compute::matrices(a, b, self.metric, cancel)?;
+                let batched = self.batched;
+                let result = compute::matrices(a, b, self.metric, cancel)
+                    .map_err(|err| if batched { err } else { err.without_set() })?;
                 let mut shape = result.shape().to_vec();
                 if !self.batched {
                     shape.remove(0);
@@ -180,7 +182,8 @@ impl MatrixJob {
                         max_entries: left,
                         ..keep.clone()
                     };
-                    let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)?;
+                    let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)
+                        .map_err(|err| if self.batched { err.in_set(s) } else { err })?;
                     left -= found.indices.total();
                     sets.push(found);
                 }

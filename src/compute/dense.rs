@@ -128,13 +128,7 @@ pub fn matrices(
     for (s, mut dst) in out.outer_iter_mut().enumerate() {
         let set_b = b.as_ref().map(|b| b.index_axis(Axis(0), s));
         let scorer = Scorer::new(metric, a.index_axis(Axis(0), s), set_b);
-        fill(&scorer, dst.as_slice_mut(), cancel).map_err(|err| match err {
-            ComputeError::Overflow { mut at } => {
-                at.insert(0, s);
-                ComputeError::Overflow { at }
-            }
-            other => other,
-        })?;
+        fill(&scorer, dst.as_slice_mut(), cancel).map_err(|err| err.in_set(s))?;
     }
     Ok(out)
 }

@@ -33,6 +33,30 @@ pub use metric::Metric;
 pub use neighbours::{Neighbours, Selection, nearest};
 pub use ragged::Ragged;
 
+impl ComputeError {
+    /// The error with its position placed in set `set` (`[row][col]` becomes
+    /// `[set][row][col]`).
+    pub fn in_set(self, set: usize) -> Self {
+        match self {
+            ComputeError::Overflow { mut at } => {
+                at.insert(0, set);
+                ComputeError::Overflow { at }
+            }
+            other => other,
+        }
+    }
+
+    /// The error with the set dropped from its position, for input that had no set axis.
+    pub fn without_set(self) -> Self {
+        match self {
+            ComputeError::Overflow { at } if at.len() == 3 => ComputeError::Overflow {
+                at: at[1..].to_vec(),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Formats an index path as `[1][2]`.
 struct Index<'a>(&'a [usize]);
 

@@ -11,6 +11,7 @@ mod matrix;
 mod openapi;
 mod operations;
 mod pairwise;
+mod properties;
 mod reference;
 mod server;
 mod user_item;

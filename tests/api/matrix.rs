@@ -254,4 +254,19 @@ async fn an_overflow_in_a_batch_names_its_set() {
     let body = json!({"a": [[[1, 1]], [[1e20, 1e20]]], "metric": "dot"});
     let got = app().post(PATH, &body).await;
     got.assert_problem(422, "the score at [1][0][0] overflows float32");
+    let top_k = json!({"a": [[[1, 1]], [[1e20, 1e20]]], "metric": "dot", "top_k": 1});
+    let got = app().post(PATH, &top_k).await;
+    got.assert_problem(422, "the score at [1][0][0] overflows float32");
+}
+
+#[tokio::test]
+async fn an_overflow_in_one_set_is_named_by_row_and_column() {
+    for extra in [json!({}), json!({"top_k": 1})] {
+        let mut body = json!({"a": [[1, 1], [1e20, 1e20]], "metric": "dot"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let got = app().post(PATH, &body).await;
+        got.assert_problem(422, "the score at [1][1] overflows float32");
+    }
 }

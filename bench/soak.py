@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Soak: ~100,000 mixed requests against one simserve, with its RSS after every 10,000.
+
+    python3 bench/soak.py [--requests 100000]      # from the repository root
+
+Builds simserve in release, starts it with its defaults on loopback, and sends requests from
+4 keep-alive clients, cycling through every route in both encodings, the top-k and threshold
+paths, compressed bodies and answers, and a share of bad requests (422, 400, 404, 413). Every
+answer's status is checked. Prints RSS after each 10,000 requests and the growth per 10,000
+after the first 10,000 (warm-up). Needs only cargo and python3. Results: README.md,
+"Reliability".
+"""
+
+import argparse
+import base64
+import gzip
+import http.client
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORT = 18094
+SERVER = os.path.join(ROOT, "target", "release", "simserve")
+
+
+def b64(rows):
+    flat = [x for row in rows for x in row]
+    data = base64.b64encode(struct.pack(f"<{len(flat)}f", *flat)).decode()
+    return {"dtype": "float32", "shape": [len(rows), len(rows[0])], "data": data}
+
+
+def mix():
+    """(path, body bytes, extra headers, expected status) for each kind of request."""
+    rng = random.Random(3)
+    m = lambda n, d: [[round(rng.gauss(0, 1), 4) for _ in range(d)] for _ in range(n)]
+    a, b = m(32, 64), m(32, 64)
+    items = m(500, 32)
+    users = m(20, 32)
+    json_body = lambda o: json.dumps(o).encode()
+    big = json_body({"a": m(200, 64), "top_k": 5})
+    return [
+        ("/similarity/pairwise", json_body({"a": a, "b": b}), {}, 200),
+        ("/similarity/pairwise", json_body({"pairs": [[r, s] for r, s in zip(a, b)], "metric": "euclidean",
+                                            "response_encoding": "base64"}), {}, 200),
+        ("/similarity/matrix", json_body({"a": a, "b": b, "metric": "dot"}), {}, 200),
+        ("/similarity/matrix", json_body({"a": b64(a), "threshold": 0.2, "exclude_self": True}), {}, 200),
+        ("/similarity/matrix", big, {}, 200),
+        ("/similarity/matrix", gzip.compress(big), {"Content-Encoding": "gzip", "Accept-Encoding": "zstd"}, 200),
+        ("/similarity/user-item", json_body({"users": users, "items": b64(items), "top_k": 10,
+                                             "exclude": [[i, i + 1] for i in range(20)],
+                                             "item_ids": [f"sku-{i}" for i in range(500)]}), {}, 200),
+        ("/similarity/user-item", json_body({"users": users, "items": items, "pairs": [[i, 3 * i] for i in range(20)],
+                                             "metric": "manhattan"}), {}, 200),
+        ("/similarity/matrix", json_body({"a": [[1, 2], [3]]}), {}, 422),
+        ("/similarity/matrix", b'{"a": [[1, 2]', {}, 400),
+        ("/similarity/nothing", b"{}", {}, 404),
+        ("/similarity/matrix", json_body({"a": {"dtype": "float32", "shape": [1, 2], "data": "AACAPw=="}}), {}, 422),
+    ]
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=100_000)
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "simserve"], check=True, cwd=ROOT)
+    server = subprocess.Popen([SERVER, "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    kinds = mix()
+    lock = threading.Lock()
+    state = {"sent": 0, "wrong": [], "next_mark": 10_000}
+    marks = [(0, rss_mb(server.pid), time.monotonic())]
+
+    def client(offset):
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        i = offset
+        while True:
+            with lock:
+                if state["sent"] >= args.requests:
+                    return
+                state["sent"] += 1
+                n = state["sent"]
+                if n >= state["next_mark"]:
+                    marks.append((n, rss_mb(server.pid), time.monotonic()))
+                    state["next_mark"] += 10_000
+            path, body, headers, want = kinds[i % len(kinds)]
+            i += 1
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+            response = conn.getresponse()
+            response.read()
+            if response.status != want:
+                with lock:
+                    state["wrong"].append((path, response.status, want))
+
+    threads = [threading.Thread(target=client, args=(k * 3,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(1)
+    marks.append((state["sent"], rss_mb(server.pid), time.monotonic()))
+    server.terminate()
+    server.wait(timeout=30)
+
+    start = marks[0][2]
+    for n, rss, at in marks:
+        print(f"{n:>7} requests  {at - start:6.1f} s  RSS {rss:6.1f} MB")
+    warm = next(m for m in marks if m[0] >= 10_000)
+    last = marks[-1]
+    per_10k = (last[1] - warm[1]) / ((last[0] - warm[0]) / 10_000)
+    print(f"growth after warm-up: {last[1] - warm[1]:+.1f} MB over {last[0] - warm[0]} requests "
+          f"= {per_10k:+.2f} MB per 10,000; wrong statuses: {len(state['wrong'])}")
+    for wrong in state["wrong"][:10]:
+        print("  ", wrong)
+    return 0 if not state["wrong"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
