@@ -32,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 
+from simserve_proc import memory_mb, wait_healthy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 18093
 BASE = f"http://127.0.0.1:{PORT}"
@@ -52,22 +54,12 @@ def raise_fd_limit():
 def start(*flags):
     proc = subprocess.Popen([SERVER, "--addr", f"127.0.0.1:{PORT}", "--log", "warn", *flags],
                             stderr=subprocess.DEVNULL, preexec_fn=raise_fd_limit)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{BASE}/healthz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("simserve did not start")
-
-
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    try:
+        wait_healthy(BASE)
+    except TimeoutError:
+        proc.kill()
+        sys.exit("simserve did not start")
+    return proc
 
 
 def load(body_path, seconds, rate=0.0, concurrency=8, probe=False):
@@ -114,26 +106,18 @@ def slowloris(count=1000):
     return open_left, last_close, sorted(health)
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def gzip_bomb(pid):
     """Posts 100 MB of JSON whitespace gzipped; returns the status, the bomb's size, and RSS
     (MB) before, at its peak while sampled every 5 ms, and 2 s after."""
     import gzip
     import threading
     bomb = gzip.compress(b"{" + b" " * (100 << 20), compresslevel=9)
-    before = rss_mb(pid)
+    before = memory_mb(pid)
     peak, done = [before], threading.Event()
 
     def sample():
         while not done.is_set():
-            peak.append(rss_mb(pid))
+            peak.append(memory_mb(pid))
             time.sleep(0.005)
 
     sampler = threading.Thread(target=sample)
@@ -148,7 +132,7 @@ def gzip_bomb(pid):
     done.set()
     sampler.join()
     time.sleep(2)
-    return status, len(bomb), before, max(peak), rss_mb(pid)
+    return status, len(bomb), before, max(peak), memory_mb(pid)
 
 
 def main():
@@ -165,7 +149,7 @@ def main():
         capacity = cap["counts"].get("200", 0) / cap["elapsed_s"]
         calm = result(load(body, 8, rate=capacity / 4, concurrency=64, probe=True))
         over = result(load(body, 15, rate=capacity * 4, concurrency=4000, probe=True))
-        peak = peak_rss_mb(server.pid)
+        peak = memory_mb(server.pid, "VmHWM")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+from simserve_proc import memory_mb, wait_healthy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 18094
@@ -65,30 +66,17 @@ def mix():
     ]
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100_000)
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "simserve"], check=True, cwd=ROOT)
     server = subprocess.Popen([SERVER, "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_healthy(f"http://127.0.0.1:{PORT}")
     kinds = mix()
     lock = threading.Lock()
     state = {"sent": 0, "wrong": [], "next_mark": 10_000}
-    marks = [(0, rss_mb(server.pid), time.monotonic())]
+    marks = [(0, memory_mb(server.pid), time.monotonic())]
 
     def client(offset):
         conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
@@ -100,7 +88,7 @@ def main():
                 state["sent"] += 1
                 n = state["sent"]
                 if n >= state["next_mark"]:
-                    marks.append((n, rss_mb(server.pid), time.monotonic()))
+                    marks.append((n, memory_mb(server.pid), time.monotonic()))
                     state["next_mark"] += 10_000
             path, body, headers, want = kinds[i % len(kinds)]
             i += 1
@@ -117,7 +105,7 @@ def main():
     for t in threads:
         t.join()
     time.sleep(1)
-    marks.append((state["sent"], rss_mb(server.pid), time.monotonic()))
+    marks.append((state["sent"], memory_mb(server.pid), time.monotonic()))
     server.terminate()
     server.wait(timeout=30)
 

@@ -118,6 +118,15 @@ async fn main() {
         })
     });
 
+    // What each request task needs, cloned.
+    let handles = || {
+        (
+            client.clone(),
+            args.url.clone(),
+            body.clone(),
+            Arc::clone(&log),
+        )
+    };
     let mut tasks = Vec::new();
     if args.rate > 0.0 {
         let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
@@ -130,12 +139,7 @@ async fn main() {
                 skipped += 1;
                 continue;
             };
-            let (client, url, body, log) = (
-                client.clone(),
-                args.url.clone(),
-                body.clone(),
-                Arc::clone(&log),
-            );
+            let (client, url, body, log) = handles();
             tasks.push(tokio::spawn(async move {
                 one(&client, &url, &body, &log).await;
                 drop(permit);
@@ -146,12 +150,7 @@ async fn main() {
         }
     } else {
         for _ in 0..args.concurrency {
-            let (client, url, body, log) = (
-                client.clone(),
-                args.url.clone(),
-                body.clone(),
-                Arc::clone(&log),
-            );
+            let (client, url, body, log) = handles();
             tasks.push(tokio::spawn(async move {
                 while start.elapsed() < run {
                     one(&client, &url, &body, &log).await;

@@ -49,6 +49,38 @@ fn case(
     }
 }
 
+/// A request with a method `path` does not take.
+fn not_allowed(class: &'static str, method: &'static str, path: &'static str) -> Case {
+    Case {
+        class,
+        method,
+        ..case(
+            "",
+            path,
+            b"",
+            405,
+            "method-not-allowed",
+            "this method is not allowed on this path",
+        )
+    }
+}
+
+/// A good body sent with `headers` that name no JSON content type.
+fn unsupported_type(class: &'static str, headers: &'static str) -> Case {
+    Case {
+        class,
+        headers,
+        ..case(
+            "",
+            "/similarity/matrix",
+            br#"{"a": [[1]]}"#,
+            415,
+            "unsupported-media-type",
+            "the request body must be sent with Content-Type: application/json",
+        )
+    }
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
     encoder.write_all(bytes).unwrap();
@@ -409,54 +441,10 @@ fn catalogue() -> Vec<Case> {
                 "the request body's Content-Encoding must be gzip, zstd or identity",
             )
         },
-        Case {
-            class: "wrong content type",
-            headers: "Content-Type: text/plain\r\n",
-            ..case(
-                "",
-                M,
-                br#"{"a": [[1]]}"#,
-                415,
-                "unsupported-media-type",
-                "the request body must be sent with Content-Type: application/json",
-            )
-        },
-        Case {
-            class: "missing content type",
-            headers: "",
-            ..case(
-                "",
-                M,
-                br#"{"a": [[1]]}"#,
-                415,
-                "unsupported-media-type",
-                "the request body must be sent with Content-Type: application/json",
-            )
-        },
-        Case {
-            class: "wrong method",
-            method: "GET",
-            ..case(
-                "",
-                M,
-                b"",
-                405,
-                "method-not-allowed",
-                "this method is not allowed on this path",
-            )
-        },
-        Case {
-            class: "made-up method",
-            method: "FROBNICATE",
-            ..case(
-                "",
-                P,
-                b"",
-                405,
-                "method-not-allowed",
-                "this method is not allowed on this path",
-            )
-        },
+        unsupported_type("wrong content type", "Content-Type: text/plain\r\n"),
+        unsupported_type("missing content type", ""),
+        not_allowed("wrong method", "GET", M),
+        not_allowed("made-up method", "FROBNICATE", P),
         Case {
             class: "unknown route",
             ..case(

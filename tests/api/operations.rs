@@ -29,6 +29,14 @@ fn post(path: &str) -> axum::http::request::Builder {
         .header(header::CONTENT_TYPE, "application/json")
 }
 
+/// A pairwise POST of an already gzipped body.
+fn gzipped(body: Vec<u8>) -> Request<Body> {
+    post(PAIRWISE)
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(body))
+        .unwrap()
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
     encoder.write_all(bytes).unwrap();
@@ -246,10 +254,7 @@ async fn a_gzip_bomb_is_413_and_leaves_no_memory_reserved() {
     drop(inflated);
     assert!(bomb.len() < 200 << 10, "{}", bomb.len());
     let (app, state) = app_and_state(|_| {});
-    let request = post(PAIRWISE)
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from(bomb))
-        .unwrap();
+    let request = gzipped(bomb);
     app.send(request).await.assert_problem(
         413,
         "the request body inflates more than 200 times its compressed size",
@@ -267,10 +272,7 @@ async fn a_compressed_body_over_the_limit_once_inflated_is_413() {
     let body = json!({"a": rows, "b": rows}).to_string();
     let packed = gzip(body.as_bytes());
     assert!(packed.len() < 4096 && body.len() > 4096);
-    let request = post(PAIRWISE)
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from(packed))
-        .unwrap();
+    let request = gzipped(packed);
     app.send(request).await.assert_problem(
         413,
         "the request body is larger than the limit of 4096 bytes",
