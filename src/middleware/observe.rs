@@ -1,6 +1,7 @@
 //! One log line and one set of metrics per request: method, route, status, latency, body
-//! sizes and request id. Payloads are never logged. While the server drains, responses say
-//! `Connection: close` so that clients take their next request elsewhere.
+//! sizes and request id. Payloads are never logged. While the server drains, and when an
+//! answer comes before its request's body was read, responses say `Connection: close`, so
+//! that clients do not send again on a connection about to close.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,9 +75,16 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
 
     let span = tracing::info_span!("request", request_id = %id, method, route);
     let _in_flight = state.metrics.start();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let mut response = next.run(request).instrument(span.clone()).await;
-    if !state.is_ready() {
-        // Draining: clients should not send more on this connection, which will close.
+    // The connection will close when the server drains, or when the answer came before the
+    // body was read (404, 415, 413, ...): say so, so that clients do not send on it again.
+    let unread = declared.is_some_and(|n| n > counter.get()) || (chunked && counter.get() == 0);
+    if !state.is_ready() || unread {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -474,3 +474,27 @@ async fn cors_is_off_by_default_and_answers_listed_origins_when_configured() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn answers_given_before_the_body_was_read_say_the_connection_will_close() {
+    let app = app();
+    let unread = Request::builder()
+        .method(Method::POST)
+        .uri("/similarity/nothing")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "2")
+        .body(Body::from("{}"))
+        .unwrap();
+    let got = app.send(unread).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.headers[header::CONNECTION], "close");
+
+    let body = small_body().to_string();
+    let read = post(PAIRWISE)
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .unwrap();
+    let got = app.send(read).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got.headers.get(header::CONNECTION).is_none());
+}
