@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """1,000 users x 1,000,000 items x 64 dims, top_k 10, base64 input, sent twice to a running
-simserve on port 18080 (start it with --max-body-bytes 500000000); prints time, RSS (VmRSS) and
+simserve on port 18080 (start it with --max-body-bytes 500000000 --memory-budget-bytes 8000000000); prints time, RSS (VmRSS) and
 peak RSS (VmHWM) of the server, and checks user 0's top 10 against numpy.
 
-    target/release/simserve --addr 127.0.0.1:18080 --max-body-bytes 500000000 --request-timeout 300s &
+    target/release/simserve --addr 127.0.0.1:18080 --max-body-bytes 500000000 --memory-budget-bytes 8000000000 --request-timeout 300s &
     python3 bench/big_top_k.py
 """
 import base64, json, time, urllib.request, numpy as np, subprocess
