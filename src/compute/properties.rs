@@ -24,9 +24,9 @@ fn tolerance(metric: Metric, x: ndarray::ArrayView1<f32>, y: ndarray::ArrayView1
     }
 }
 
-/// Rows of mixed magnitude, with zero rows and exact duplicates mixed in.
+/// Rows scaled by 1e-15 to 1e15, with zero rows, exact duplicates and near-duplicates mixed in.
 fn rows(max_rows: usize, dim: usize) -> impl Strategy<Value = Array2<f32>> {
-    (1..=max_rows, -6i32..=6).prop_flat_map(move |(n, exponent)| {
+    (1..=max_rows, -15i32..=15).prop_flat_map(move |(n, exponent)| {
         let scale = 10f32.powi(exponent);
         (
             prop::collection::vec(-1.0f32..1.0, n * dim),
