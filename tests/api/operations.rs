@@ -321,13 +321,26 @@ async fn a_panicking_handler_is_a_500_problem_and_the_service_keeps_serving() {
     assert_eq!(app.send_unchecked(request()).await.status, 500);
 }
 
-#[tokio::test]
-async fn with_every_permit_taken_and_no_queue_requests_get_503_with_retry_after_at_once() {
+/// An app with one compute permit, already taken (the returned permit), and a queue of
+/// `max_queue`.
+async fn one_busy_permit(
+    max_queue: usize,
+) -> (
+    crate::helpers::TestApp,
+    simserve::app::AppState,
+    tokio::sync::OwnedSemaphorePermit,
+) {
     let (app, state) = app_and_state(|c| {
         c.compute_permits = 1;
-        c.max_queue = 0;
+        c.max_queue = max_queue;
     });
     let held = state.admission.permit().await.unwrap();
+    (app, state, held)
+}
+
+#[tokio::test]
+async fn with_every_permit_taken_and_no_queue_requests_get_503_with_retry_after_at_once() {
+    let (app, _state, held) = one_busy_permit(0).await;
     let got = app.post(PAIRWISE, &small_body()).await;
     got.assert_problem(503, "every compute slot is busy and the wait queue is full");
     assert_eq!(got.json["type"], "urn:simserve:problem:overloaded");
@@ -352,11 +365,7 @@ async fn with_every_permit_taken_and_no_queue_requests_get_503_with_retry_after_
 
 #[tokio::test]
 async fn a_queued_request_waits_for_a_permit_and_is_then_served() {
-    let (app, state) = app_and_state(|c| {
-        c.compute_permits = 1;
-        c.max_queue = 1;
-    });
-    let held = state.admission.permit().await.unwrap();
+    let (app, state, held) = one_busy_permit(1).await;
     let app = std::sync::Arc::new(app);
     let queued = {
         let app = std::sync::Arc::clone(&app);
