@@ -63,7 +63,7 @@ def venv_python():
     if not os.path.exists(python):
         sh(sys.executable, "-m", "venv", VENV)
     sh(python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "bench", "peer", "requirements.txt"),
-       "threadpoolctl==3.8.0")
+       "threadpoolctl==3.8.0", "scikit-learn==1.9.1")
     return python
 
 

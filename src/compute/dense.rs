@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 
+use faer::Par;
+
 use super::gemm::{PARALLEL_WORK, policy};
 use super::naive::narrow;
 use super::reduce::score;
@@ -99,18 +101,44 @@ pub fn matrix(
 /// Scores a dense result holds per block of rows between checks for cancellation.
 const DENSE_BLOCK: usize = 1 << 22;
 
-/// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not), a
-/// block of rows at a time.
+/// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
+///
+/// Work worth threads is cut into one share of rows per thread, each scored by sequential
+/// GEMMs: on two cores this measured faster than faer threading each GEMM (BENCHMARKS.md,
+/// "Kernels against numpy").
+/// Fewer rows than threads go whole to faer's threading, which then splits the columns.
 fn fill(scorer: &Scorer, out: Option<&mut [f32]>, cancel: &Cancel) -> Result<(), ComputeError> {
     let out = out.ok_or(ComputeError::Internal("a result buffer is not contiguous"))?;
     let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
-    let rows_per_block = (DENSE_BLOCK / m.max(1)).max(1);
-    for (block, chunk) in out.chunks_mut((rows_per_block * m).max(1)).enumerate() {
+    let work = n.saturating_mul(m).saturating_mul(dim);
+    let threads = rayon::current_num_threads();
+    if work >= PARALLEL_WORK && threads > 1 && n >= threads {
+        let share = n.div_ceil(threads);
+        out.par_chunks_mut((share * m).max(1))
+            .enumerate()
+            .try_for_each(|(part, rows)| fill_rows(scorer, part * share, rows, Par::Seq, cancel))
+    } else {
+        fill_rows(scorer, 0, out, policy(work), cancel)
+    }
+}
+
+/// Writes the scores of rows `first..` of `a` into `out`, which holds whole rows, a block
+/// of rows at a time.
+fn fill_rows(
+    scorer: &Scorer,
+    first: usize,
+    out: &mut [f32],
+    par: Par,
+    cancel: &Cancel,
+) -> Result<(), ComputeError> {
+    let m = scorer.cols().max(1);
+    let rows_per_block = (DENSE_BLOCK / m).max(1);
+    let mut start = first;
+    for chunk in out.chunks_mut(rows_per_block * m) {
         cancel.check()?;
-        let start = block * rows_per_block;
-        let rows = start..(start + rows_per_block).min(n);
-        let par = policy(rows.len().saturating_mul(m).saturating_mul(dim));
-        scorer.tile_into(rows, 0..m, par, chunk)?;
+        let rows = start..start + chunk.len() / m;
+        start = rows.end;
+        scorer.tile_into(rows, 0..scorer.cols(), par, chunk)?;
     }
     Ok(())
 }

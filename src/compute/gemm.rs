@@ -2,7 +2,8 @@
 //!
 //! Rows of `a` and `b` are vectors, so `a · bᵀ` scores every row of `a` against every row of
 //! `b`. Products smaller than [`PARALLEL_WORK`] run on the calling thread: handing a tiny
-//! product to the thread pool costs more than it saves.
+//! product to the thread pool costs more than it saves. Dense results give each thread its
+//! own share of rows and sequential GEMMs rather than one threaded GEMM (see `dense`).
 
 use faer::traits::ComplexField;
 use faer::{Accum, MatMut, MatRef, Par};

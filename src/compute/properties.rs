@@ -165,3 +165,42 @@ proptest! {
         }
     }
 }
+
+/// Large enough to be split across threads, and for euclidean across several sub-blocks of
+/// columns; near-duplicate rows exercise the cancellation fallback there.
+#[test]
+fn a_product_split_across_threads_and_sub_blocks_matches_the_reference() {
+    let dim = 300;
+    let wave = |rows: usize, seed: f32| {
+        Array2::from_shape_fn((rows, dim), |(i, j)| {
+            let v = ((i * 37 + j * 11) as f32 * 0.013 + seed).sin();
+            if i % 9 == 4 {
+                ((j % 7) as f32).cos()
+            } else {
+                v
+            }
+        })
+    };
+    let (a, b, c) = (wave(40, 0.5), wave(1100, 1.5), wave(120, 2.5));
+    assert!(40 * 1100 * dim >= super::gemm::PARALLEL_WORK && rayon::current_num_threads() > 1);
+    for metric in METRICS {
+        let got = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
+        let own = matrix(c.view(), None, metric, &Cancel::new()).unwrap();
+        for (left, right, got) in [(&a, &b, &got), (&c, &c, &own)] {
+            for (i, x) in left.rows().into_iter().enumerate() {
+                for (j, y) in right.rows().into_iter().enumerate() {
+                    let want = score_pair(metric, x, y);
+                    let error = (f64::from(got[[i, j]]) - want).abs();
+                    assert!(error <= tolerance(metric, x, y), "{metric:?} [{i}][{j}]");
+                }
+            }
+        }
+        let exact = match metric {
+            Metric::Cosine => 1.0,
+            _ => 0.0,
+        };
+        if metric != Metric::Dot {
+            assert!((0..c.nrows()).all(|i| own[[i, i]] == exact), "{metric:?}");
+        }
+    }
+}

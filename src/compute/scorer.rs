@@ -23,8 +23,11 @@ use super::reduce::{self, l1, sq_dist};
 use super::rows::Rows;
 use super::{ComputeError, Metric};
 
-/// `f64` scratch values one euclidean sub-block may hold (8 MiB).
-const EUCLIDEAN_SCRATCH: usize = 1 << 20;
+/// `f64` values each operand of one euclidean sub-block may hold (4 MiB), and its products.
+const EUCLIDEAN_SCRATCH: usize = 1 << 19;
+
+/// Columns of `b` a euclidean sub-block takes at most.
+const EUCLIDEAN_COLS: usize = 1024;
 
 /// `d²` below this share of `‖x‖² + ‖y‖²` is recomputed from the differences: there the
 /// expansion's cancellation error would exceed the accuracy contract.
@@ -202,6 +205,9 @@ impl<'a> Scorer<'a> {
         }
     }
 
+    /// Euclidean distances of `rows` against `cols` into `out`, a sub-block at a time: both
+    /// sides of a sub-block are widened to `f64` there, so the scratch stays under
+    /// [`EUCLIDEAN_SCRATCH`] values per operand whatever the sizes.
     fn euclidean(
         &self,
         rows: Range<usize>,
@@ -209,34 +215,32 @@ impl<'a> Scorer<'a> {
         out: &mut [f32],
         par: Par,
     ) -> Result<(), ComputeError> {
-        let dim = self.dim();
+        let dim = self.dim().max(1);
         let width = cols.len();
-        let upcast =
-            |values: &[f32]| -> Vec<f64> { values.iter().map(|&v| f64::from(v)).collect() };
-        let b = upcast(self.raw_b().block(cols.clone()));
-        let sq_b = &self.sq_b.as_ref().unwrap_or(&self.sq_a)[cols.clone()];
-        let step = (EUCLIDEAN_SCRATCH / width.max(1)).max(1);
+        let col_step = (EUCLIDEAN_SCRATCH / dim).clamp(1, EUCLIDEAN_COLS);
+        let row_step = (EUCLIDEAN_SCRATCH / dim.max(col_step)).max(1);
+        let sq_b = self.sq_b.as_ref().unwrap_or(&self.sq_a);
         let mut dots = Vec::new();
-        for start in rows.clone().step_by(step) {
-            let end = (start + step).min(rows.end);
-            let a = upcast(self.raw_a.block(start..end));
-            dots.clear();
-            dots.resize((end - start) * width, 0.0f64);
-            a_bt(&a, &b, dim, &mut dots, par);
-            for (offset, dot_row) in dots.chunks_exact(width.max(1)).enumerate() {
-                let i = start + offset;
-                let out_row = &mut out[(i - rows.start) * width..(i - rows.start + 1) * width];
-                for ((j, v), (&dot, &sq_y)) in cols
-                    .clone()
-                    .zip(out_row.iter_mut())
-                    .zip(dot_row.iter().zip(sq_b))
-                {
-                    let scale = self.sq_a[i] + sq_y;
-                    let mut d2 = scale - 2.0 * dot;
-                    if d2 <= CANCELLATION * scale {
-                        d2 = sq_dist(self.raw_a.row(i), self.raw_b().row(j));
+        for c0 in cols.clone().step_by(col_step) {
+            let sub_cols = c0..(c0 + col_step).min(cols.end);
+            let b = upcast(self.raw_b().block(sub_cols.clone()));
+            for r0 in rows.clone().step_by(row_step) {
+                let sub_rows = r0..(r0 + row_step).min(rows.end);
+                let a = upcast(self.raw_a.block(sub_rows.clone()));
+                dots.clear();
+                dots.resize(sub_rows.len() * sub_cols.len(), 0.0f64);
+                a_bt(&a, &b, dim, &mut dots, par);
+                for (i, dot_row) in sub_rows.zip(dots.chunks_exact(sub_cols.len())) {
+                    let at = (i - rows.start) * width + (sub_cols.start - cols.start);
+                    let out_row = &mut out[at..at + sub_cols.len()];
+                    for ((j, v), &dot) in sub_cols.clone().zip(out_row).zip(dot_row) {
+                        let scale = self.sq_a[i] + sq_b[j];
+                        let mut d2 = scale - 2.0 * dot;
+                        if d2 <= CANCELLATION * scale {
+                            d2 = sq_dist(self.raw_a.row(i), self.raw_b().row(j));
+                        }
+                        *v = narrow(d2.max(0.0).sqrt(), &[i, j])?;
                     }
-                    *v = narrow(d2.max(0.0).sqrt(), &[i, j])?;
                 }
             }
         }
