@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use faer::Par;
 
-use super::gemm::{PARALLEL_WORK, policy};
+use super::gemm::{PARALLEL_WORK, SPLIT_WORK, policy};
 use super::naive::narrow;
 use super::reduce::score;
 use super::scorer::Scorer;
@@ -92,9 +92,20 @@ pub fn matrix(
     metric: Metric,
     cancel: &Cancel,
 ) -> Result<Array2<f32>, ComputeError> {
+    matrix_splitting_from(a, b, metric, cancel, SPLIT_WORK)
+}
+
+/// [`matrix`], cutting work of at least `split_work` multiply-adds into shares per thread.
+pub(crate) fn matrix_splitting_from(
+    a: ArrayView2<f32>,
+    b: Option<ArrayView2<f32>>,
+    metric: Metric,
+    cancel: &Cancel,
+    split_work: usize,
+) -> Result<Array2<f32>, ComputeError> {
     let scorer = Scorer::new(metric, a, b);
     let mut out = Array2::zeros((scorer.rows(), scorer.cols()));
-    fill(&scorer, out.as_slice_mut(), cancel)?;
+    fill(&scorer, out.as_slice_mut(), cancel, split_work)?;
     Ok(out)
 }
 
@@ -103,16 +114,20 @@ const DENSE_BLOCK: usize = 1 << 22;
 
 /// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
 ///
-/// Work worth threads is cut into one share of rows per thread, each scored by sequential
-/// GEMMs: on two cores this measured faster than faer threading each GEMM (BENCHMARKS.md,
-/// "Kernels against numpy").
-/// Fewer rows than threads go whole to faer's threading, which then splits the columns.
-fn fill(scorer: &Scorer, out: Option<&mut [f32]>, cancel: &Cancel) -> Result<(), ComputeError> {
+/// Work of at least `split_work` ([`SPLIT_WORK`] in service) is cut into one share of rows
+/// per thread, each scored by sequential GEMMs; smaller work (or fewer rows than threads)
+/// goes a block of rows at a time to faer's threading.
+fn fill(
+    scorer: &Scorer,
+    out: Option<&mut [f32]>,
+    cancel: &Cancel,
+    split_work: usize,
+) -> Result<(), ComputeError> {
     let out = out.ok_or(ComputeError::Internal("a result buffer is not contiguous"))?;
     let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
     let work = n.saturating_mul(m).saturating_mul(dim);
     let threads = rayon::current_num_threads();
-    if work >= PARALLEL_WORK && threads > 1 && n >= threads {
+    if work >= split_work && threads > 1 && n >= threads {
         let share = n.div_ceil(threads);
         out.par_chunks_mut((share * m).max(1))
             .enumerate()
@@ -156,7 +171,7 @@ pub fn matrices(
     for (s, mut dst) in out.outer_iter_mut().enumerate() {
         let set_b = b.as_ref().map(|b| b.index_axis(Axis(0), s));
         let scorer = Scorer::new(metric, a.index_axis(Axis(0), s), set_b);
-        fill(&scorer, dst.as_slice_mut(), cancel).map_err(|err| err.in_set(s))?;
+        fill(&scorer, dst.as_slice_mut(), cancel, SPLIT_WORK).map_err(|err| err.in_set(s))?;
     }
     Ok(out)
 }

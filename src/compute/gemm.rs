@@ -2,14 +2,21 @@
 //!
 //! Rows of `a` and `b` are vectors, so `a · bᵀ` scores every row of `a` against every row of
 //! `b`. Products smaller than [`PARALLEL_WORK`] run on the calling thread: handing a tiny
-//! product to the thread pool costs more than it saves. Dense results give each thread its
-//! own share of rows and sequential GEMMs rather than one threaded GEMM (see `dense`).
+//! product to the thread pool costs more than it saves. Dense results of at least
+//! [`SPLIT_WORK`] give each thread its own share of rows and sequential GEMMs instead of one
+//! threaded GEMM (see `dense`).
 
 use faer::traits::ComplexField;
 use faer::{Accum, MatMut, MatRef, Par};
 
 /// Multiply-adds below which work is not split across threads.
 pub(crate) const PARALLEL_WORK: usize = 1 << 21;
+
+/// Multiply-adds from which a dense result is cut into one share of rows per thread, each
+/// multiplied sequentially, rather than handed a block at a time to faer's threading. On two
+/// cores the shares measured faster at 4096×1024×4096 and slower at 1000×768×1000, where
+/// faer's threads share one packed copy of `b` (BENCHMARKS.md, "Kernels against numpy").
+pub(crate) const SPLIT_WORK: usize = 1 << 32;
 
 /// The thread policy for work of this many multiply-adds.
 pub(crate) fn policy(work: usize) -> Par {

@@ -166,10 +166,14 @@ proptest! {
     }
 }
 
-/// Large enough to be split across threads, and for euclidean across several sub-blocks of
-/// columns; near-duplicate rows exercise the cancellation fallback there.
+/// Large enough for threads, and for euclidean for several sub-blocks of columns, scored
+/// both as shares of rows per thread and through faer's threading; near-duplicate rows
+/// exercise the cancellation fallback.
 #[test]
-fn a_product_split_across_threads_and_sub_blocks_matches_the_reference() {
+fn a_product_scored_by_threads_and_sub_blocks_matches_the_reference() {
+    use super::dense::matrix_splitting_from;
+    use super::gemm::PARALLEL_WORK;
+
     let dim = 300;
     let wave = |rows: usize, seed: f32| {
         Array2::from_shape_fn((rows, dim), |(i, j)| {
@@ -182,10 +186,15 @@ fn a_product_split_across_threads_and_sub_blocks_matches_the_reference() {
         })
     };
     let (a, b, c) = (wave(40, 0.5), wave(1100, 1.5), wave(120, 2.5));
-    assert!(40 * 1100 * dim >= super::gemm::PARALLEL_WORK && rayon::current_num_threads() > 1);
-    for metric in METRICS {
-        let got = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
-        let own = matrix(c.view(), None, metric, &Cancel::new()).unwrap();
+    assert!(40 * 1100 * dim >= PARALLEL_WORK && rayon::current_num_threads() > 1);
+    for (metric, split_work) in METRICS
+        .into_iter()
+        .flat_map(|m| [(m, PARALLEL_WORK), (m, usize::MAX)])
+    {
+        let cancel = Cancel::new();
+        let got =
+            matrix_splitting_from(a.view(), Some(b.view()), metric, &cancel, split_work).unwrap();
+        let own = matrix_splitting_from(c.view(), None, metric, &cancel, split_work).unwrap();
         for (left, right, got) in [(&a, &b, &got), (&c, &c, &own)] {
             for (i, x) in left.rows().into_iter().enumerate() {
                 for (j, y) in right.rows().into_iter().enumerate() {
