@@ -32,7 +32,7 @@ from sklearn.metrics.pairwise import euclidean_distances  # noqa: E402
 
 SHAPES = [(1000, 768, 1000), (4096, 1024, 4096)]
 METRICS = ["cosine", "dot", "euclidean"]
-ROUNDS = 5
+ROUNDS = 7
 REPEATS = 5
 
 
