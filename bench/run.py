@@ -2,18 +2,21 @@
 """simserve against the Python service it replaces, on identical requests, in one run.
 
     python3 bench/run.py            # from the repository root; about 6 minutes
+    python3 bench/run.py --write-requests DIR    # only writes the request files, 0.json ...
 
 It builds simserve (release), creates a venv with the pinned peer dependencies
 (bench/peer/requirements.txt), writes the request files, starts both servers on loopback,
 checks they give the same answers, drives each scenario with wrk, and prints one table:
-requests/s, p50, p99, peak RSS and the simserve/peer ratios. Needs: cargo, python3, wrk
-(`apt-get install wrk`). Results: BENCHMARKS.md.
+requests/s, p50, p99, peak RSS, the simserve/peer ratios, each server's CPU time per request
+(its worker processes included) and the CPU wrk itself took, in cores, on the same machine.
+Needs: cargo, python3, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
 """
 
 import base64
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -126,6 +129,19 @@ def reset_peak(pid):
             pass
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a server and its worker processes so far."""
+    total = 0
+    for p in family(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def peak_mb(pid):
     total = 0
     for p in family(pid):
@@ -152,7 +168,9 @@ def to_ms(value):
 
 
 def load(port, path, body_file, concurrency, seconds, lua_file):
+    """wrk's rate, p50, p99, non-2xx count, requests done and its own CPU seconds."""
     threads = min(2, concurrency)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "120s",
          "-s", lua_file, f"http://127.0.0.1:{port}{path}"],
@@ -162,7 +180,10 @@ def load(port, path, body_file, concurrency, seconds, lua_file):
     p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     failed = int(errors.group(1)) if errors else 0
-    return rps, p50, p99, failed
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, p50, p99, failed, done, wrk_cpu
 
 
 def same_answer(ours, theirs):
@@ -206,6 +227,9 @@ def main():
         python = venv_python()
         os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
     python = sys.executable
+    if sys.argv[1:2] == ["--write-requests"]:
+        write_requests(python, sys.argv[2])  # the request files alone, for profiling
+        return
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     work = tempfile.mkdtemp(prefix="simserve-bench-")
     write_requests(python, work)
@@ -234,8 +258,11 @@ def main():
             result = {}
             for label, port, proc in (("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer)):
                 reset_peak(proc.pid)
-                rps, p50, p99, failed = load(port, path, body_file, concurrency, seconds, lua_file)
-                result[label] = (rps, p50, p99, peak_mb(proc.pid), failed)
+                cpu = cpu_seconds(proc.pid)
+                rps, p50, p99, failed, done, wrk_cpu = load(port, path, body_file, concurrency, seconds,
+                                                            lua_file)
+                cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
+                result[label] = (rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds)
             rows.append((name, len(body) / 1e6, result))
             s, p = result["simserve"], result["peer"]
             print(f"{name}: simserve {s[0]:.1f} req/s, peer {p[0]:.1f} req/s", file=sys.stderr)
@@ -247,12 +274,14 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print("| scenario | body MB | simserve req/s | peer req/s | ratio | simserve p50 / p99 ms | peer p50 / p99 ms "
-          "| simserve peak RSS MB | peer peak RSS MB | non-2xx (s/p) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| simserve peak RSS MB | peer peak RSS MB | non-2xx (s/p) | server CPU ms per request (s/p) "
+          "| wrk CPU cores (s/p) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, mb, r in rows:
         s, p = r["simserve"], r["peer"]
         print(f"| {name} | {mb:.1f} | {s[0]:.1f} | {p[0]:.1f} | {s[0] / p[0]:.1f}x | {s[1]:.1f} / {s[2]:.1f} "
-              f"| {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {p[4]} |")
+              f"| {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {p[4]} "
+              f"| {s[5]:.2f} / {p[5]:.2f} | {s[6]:.2f} / {p[6]:.2f} |")
     print()
     print(kernel_line(python))
 

@@ -35,10 +35,6 @@ const INFLATE_FREE_BYTES: usize = 1 << 20;
 /// byte (`"",` in `item_ids` becomes a 24-byte `String`; `1,` in a tensor a 4-byte float).
 const DECODE_BYTES_PER_BODY_BYTE: usize = 8;
 
-/// The body buffer starts at most this large and grows as data arrives, so a declared
-/// `Content-Length` costs nothing until the bytes come.
-const INITIAL_BUFFER: usize = 64 << 10;
-
 /// A request body parsed from JSON into `T`, with the ticket that admitted it.
 pub struct JsonBody<T>(pub T, pub Ticket);
 
@@ -65,7 +61,7 @@ where
         }
 
         let mut reservation = state.admission.reservation();
-        let read = read_body(req.into_body(), state, declared, &mut reservation, counter);
+        let read = read_body(req.into_body(), state, &mut reservation, counter);
         let bytes = tokio::time::timeout(limits.body_timeout, read)
             .await
             .map_err(|_| {
@@ -105,19 +101,19 @@ where
 }
 
 /// Reads the whole (possibly compressed) body, refusing it past `--max-body-bytes` and
-/// holding the buffer's capacity in `reservation` as it grows.
+/// holding the bytes received in `reservation` as they arrive.
+///
+/// Frames are kept as they come and joined once at the end (none when there is only one),
+/// so a large body is copied once, not at every doubling of a growing buffer.
 async fn read_body(
     mut body: Body,
     state: &AppState,
-    declared: Option<usize>,
     reservation: &mut Reservation,
     counter: Option<BodyCounter>,
 ) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(INITIAL_BUFFER));
-    reservation
-        .set(buffer.capacity())
-        .map_err(|r| state.refused(r))?;
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
@@ -127,19 +123,26 @@ async fn read_body(
         if let Some(counter) = &counter {
             counter.add(data.len());
         }
-        let total = buffer.len().saturating_add(data.len());
+        total = total.saturating_add(data.len());
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        if total > buffer.capacity() {
-            // Grow as `Vec` would, but within the limit, reserving first.
-            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
-            reservation.set(grown).map_err(|r| state.refused(r))?;
-            buffer.reserve(grown - buffer.len());
-        }
-        buffer.extend_from_slice(&data);
+        reservation.set(total).map_err(|r| state.refused(r))?;
+        frames.push(data);
     }
-    Ok(buffer.freeze())
+    if frames.len() <= 1 {
+        return Ok(frames.pop().unwrap_or_default());
+    }
+    // The frames and their joined copy are both held while joining.
+    reservation
+        .set(total.saturating_mul(2))
+        .map_err(|r| state.refused(r))?;
+    let mut joined = BytesMut::with_capacity(total);
+    for frame in frames {
+        joined.extend_from_slice(&frame);
+    }
+    reservation.set(total).map_err(|r| state.refused(r))?;
+    Ok(joined.freeze())
 }
 
 /// The most bytes a compressed body of `len` bytes may inflate to.

@@ -427,6 +427,29 @@ async fn a_body_arriving_while_the_memory_budget_is_taken_is_503_with_retry_afte
 }
 
 #[tokio::test]
+async fn a_body_arriving_in_many_frames_split_mid_number_is_read_whole() {
+    let (app, state) = app_and_state(|_| {});
+    let a: Vec<Vec<f32>> = (0..50)
+        .map(|i| (0..16).map(|j| (i * 16 + j) as f32 * 0.25 - 7.0).collect())
+        .collect();
+    let body = json!({"a": a, "b": a, "metric": "dot"}).to_string();
+    let frames: Vec<Result<axum::body::Bytes, std::io::Error>> = body
+        .as_bytes()
+        .chunks(7)
+        .map(|piece| Ok(axum::body::Bytes::copy_from_slice(piece)))
+        .collect();
+    assert!(frames.len() > 100);
+    let request = post(PAIRWISE)
+        .body(Body::from_stream(stream::iter(frames)))
+        .unwrap();
+    let got = app.send(request).await;
+    let want: Vec<f32> = a.iter().map(|x| x.iter().map(|v| v * v).sum()).collect();
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json["scores"], json!(want));
+    assert_eq!(state.admission.reserved(), 0);
+}
+
+#[tokio::test]
 async fn a_body_that_stalls_past_the_body_timeout_is_408() {
     let app = app_with(|c| c.body_timeout = Duration::from_millis(100));
     let start = stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
