@@ -11,7 +11,6 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
-use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
@@ -61,7 +60,7 @@ where
         }
 
         let mut reservation = state.admission.reservation();
-        let read = read_body(req.into_body(), state, &mut reservation, counter);
+        let read = read_body(req.into_body(), state, declared, &mut reservation, counter);
         let bytes = tokio::time::timeout(limits.body_timeout, read)
             .await
             .map_err(|_| {
@@ -101,19 +100,26 @@ where
 }
 
 /// Reads the whole (possibly compressed) body, refusing it past `--max-body-bytes` and
-/// holding the bytes received in `reservation` as they arrive.
+/// charging `reservation` for the memory it takes as the bytes arrive.
 ///
-/// Frames are kept as they come and joined once at the end (none when there is only one),
-/// so a large body is copied once, not at every doubling of a growing buffer.
+/// A declared `Content-Length` (at most the limit, checked before) sizes the buffer once,
+/// so the body is copied once and never regrown; its pages take memory only as bytes are
+/// written into them, so it is charged for the bytes received, not the length declared.
+/// Without one, the buffer grows as `Vec` does and is charged its capacity.
 async fn read_body(
     mut body: Body,
     state: &AppState,
+    declared: Option<usize>,
     reservation: &mut Reservation,
     counter: Option<BodyCounter>,
 ) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
+    let mut buffer: Vec<u8> = Vec::new();
+    if let Some(length) = declared {
+        // Best effort: if the address space is short, the buffer grows as bytes arrive.
+        let _ = buffer.try_reserve_exact(length);
+    }
+    let presized = buffer.capacity();
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
@@ -123,26 +129,20 @@ async fn read_body(
         if let Some(counter) = &counter {
             counter.add(data.len());
         }
-        total = total.saturating_add(data.len());
+        let total = buffer.len().saturating_add(data.len());
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        reservation.set(total).map_err(|r| state.refused(r))?;
-        frames.push(data);
+        if total > buffer.capacity() {
+            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
+            reservation.set(grown).map_err(|r| state.refused(r))?;
+            buffer.reserve_exact(grown - buffer.len());
+        } else if buffer.capacity() == presized {
+            reservation.set(total).map_err(|r| state.refused(r))?;
+        }
+        buffer.extend_from_slice(&data);
     }
-    if frames.len() <= 1 {
-        return Ok(frames.pop().unwrap_or_default());
-    }
-    // The frames and their joined copy are both held while joining.
-    reservation
-        .set(total.saturating_mul(2))
-        .map_err(|r| state.refused(r))?;
-    let mut joined = BytesMut::with_capacity(total);
-    for frame in frames {
-        joined.extend_from_slice(&frame);
-    }
-    reservation.set(total).map_err(|r| state.refused(r))?;
-    Ok(joined.freeze())
+    Ok(Bytes::from(buffer))
 }
 
 /// The most bytes a compressed body of `len` bytes may inflate to.
