@@ -14,8 +14,8 @@ pub(crate) const PARALLEL_WORK: usize = 1 << 21;
 
 /// Multiply-adds from which a dense result is cut into one share of rows per thread, each
 /// multiplied sequentially, rather than handed a block at a time to faer's threading. On two
-/// cores the shares measured faster at 4096×1024×4096 and slower at 1000×768×1000, where
-/// faer's threads share one packed copy of `b` (BENCHMARKS.md, "Kernels against numpy").
+/// cores the shares measured faster at 4096×1024×4096 and no faster at 1000×768×1000
+/// (`examples/gemm_threads.rs`; BENCHMARKS.md, "Kernels against numpy").
 pub(crate) const SPLIT_WORK: usize = 1 << 32;
 
 /// The thread policy for work of this many multiply-adds.
