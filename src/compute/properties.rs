@@ -185,31 +185,38 @@ fn a_product_scored_by_threads_and_sub_blocks_matches_the_reference() {
             }
         })
     };
-    let (a, b, c) = (wave(40, 0.5), wave(1100, 1.5), wave(120, 2.5));
-    assert!(40 * 1100 * dim >= PARALLEL_WORK && rayon::current_num_threads() > 1);
-    for (metric, split_work) in METRICS
-        .into_iter()
-        .flat_map(|m| [(m, PARALLEL_WORK), (m, usize::MAX)])
-    {
-        let cancel = Cancel::new();
-        let got =
-            matrix_splitting_from(a.view(), Some(b.view()), metric, &cancel, split_work).unwrap();
-        let own = matrix_splitting_from(c.view(), None, metric, &cancel, split_work).unwrap();
-        for (left, right, got) in [(&a, &b, &got), (&c, &c, &own)] {
-            for (i, x) in left.rows().into_iter().enumerate() {
-                for (j, y) in right.rows().into_iter().enumerate() {
-                    let want = score_pair(metric, x, y);
-                    let error = (f64::from(got[[i, j]]) - want).abs();
-                    assert!(error <= tolerance(metric, x, y), "{metric:?} [{i}][{j}]");
+    // Two threads whatever the machine has, so both paths are taken.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let (a, b, c) = (wave(40, 0.5), wave(1100, 1.5), wave(120, 2.5));
+        assert!(40 * 1100 * dim >= PARALLEL_WORK && rayon::current_num_threads() > 1);
+        for (metric, split_work) in METRICS
+            .into_iter()
+            .flat_map(|m| [(m, PARALLEL_WORK), (m, usize::MAX)])
+        {
+            let cancel = Cancel::new();
+            let got = matrix_splitting_from(a.view(), Some(b.view()), metric, &cancel, split_work)
+                .unwrap();
+            let own = matrix_splitting_from(c.view(), None, metric, &cancel, split_work).unwrap();
+            for (left, right, got) in [(&a, &b, &got), (&c, &c, &own)] {
+                for (i, x) in left.rows().into_iter().enumerate() {
+                    for (j, y) in right.rows().into_iter().enumerate() {
+                        let want = score_pair(metric, x, y);
+                        let error = (f64::from(got[[i, j]]) - want).abs();
+                        assert!(error <= tolerance(metric, x, y), "{metric:?} [{i}][{j}]");
+                    }
                 }
             }
+            let exact = match metric {
+                Metric::Cosine => 1.0,
+                _ => 0.0,
+            };
+            if metric != Metric::Dot {
+                assert!((0..c.nrows()).all(|i| own[[i, i]] == exact), "{metric:?}");
+            }
         }
-        let exact = match metric {
-            Metric::Cosine => 1.0,
-            _ => 0.0,
-        };
-        if metric != Metric::Dot {
-            assert!((0..c.nrows()).all(|i| own[[i, i]] == exact), "{metric:?}");
-        }
-    }
+    });
 }
