@@ -12,8 +12,8 @@ use std::hint::black_box;
 use base64::Engine;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::DeserializeSeed;
-use simserve::api::encode::Dense;
-use simserve::api::fields::Encoding;
+use simserve::answer::Encoding;
+use simserve::answer::json::Dense;
 use simserve::tensor::TensorSeed;
 
 const ROWS: usize = 1000;

@@ -13,10 +13,10 @@
 use std::time::Instant;
 
 use ndarray::Array2;
-use simserve::api::body::parse;
-use simserve::api::encode::Dense;
-use simserve::api::fields::Encoding;
+use simserve::answer::Encoding;
+use simserve::answer::json::Dense;
 use simserve::api::matrix::MatrixRequest;
+use simserve::body::parse;
 use simserve::compute::{Cancel, Metric, matrix};
 
 fn median_ms(mut f: impl FnMut()) -> f64 {

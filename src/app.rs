@@ -1,7 +1,7 @@
-//! The shared state and the router: routes plus the middleware stack.
+//! The router: every route, and the middleware stack around them. A new similarity
+//! operation is one line in [`routes`]: `.route(O::PATH, post(operate::<O>))`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,117 +10,45 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::admission::{Admission, Refusal};
-use crate::api::{matrix, meta, pairwise, user_item};
+use crate::api::matrix::MatrixJob;
+use crate::api::pairwise::PairwiseJob;
+use crate::api::user_item::UserItemJob;
+use crate::api::{Operation, operate, service};
+use crate::coding;
 use crate::config::Config;
-use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::middleware::auth::ApiKeys;
-use crate::middleware::{auth, deadline, observe, panic, request_id};
-
-/// Every route template, as metrics label them.
-pub const ROUTES: [&str; 7] = [
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.yaml",
-    "/similarity/pairwise",
-    "/similarity/matrix",
-    "/similarity/user-item",
-];
-
-/// Limits every request is held to.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Longest time from arrival to answer.
-    pub request_timeout: Duration,
-    /// Longest time to receive a body.
-    pub body_timeout: Duration,
-    /// Largest request body, in bytes (after decompression).
-    pub max_body_bytes: usize,
-    /// Largest result, in numbers.
-    pub max_output_elements: usize,
-}
-
-/// What handlers and middleware share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// Request limits.
-    pub limits: Arc<Limits>,
-    /// Compute permits, wait queue and memory budget.
-    pub admission: Arc<Admission>,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Bearer tokens accepted (none: authentication off).
-    pub api_keys: Arc<ApiKeys>,
-    /// Cleared when shutdown starts; `/readyz` reports it.
-    ready: Arc<AtomicBool>,
-}
-
-impl AppState {
-    /// The state for `config`.
-    pub fn new(config: &Config) -> Self {
-        let permits = usize::try_from(config.compute_permits).unwrap_or(1);
-        let admission = Admission::new(permits, config.max_queue, config.memory_budget_bytes);
-        AppState {
-            limits: Arc::new(Limits {
-                request_timeout: config.request_timeout,
-                body_timeout: config.body_timeout,
-                max_body_bytes: config.max_body_bytes,
-                max_output_elements: config.max_output_elements,
-            }),
-            metrics: Arc::new(Metrics::new(Arc::clone(&admission))),
-            admission,
-            api_keys: Arc::new(ApiKeys::new(&config.api_keys)),
-            ready: Arc::new(AtomicBool::new(true)),
-        }
-    }
-
-    /// Whether the server takes new work (false once shutdown has started).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Counts `refusal` and turns it into the client's answer.
-    pub fn refused(&self, refusal: Refusal) -> ApiError {
-        self.metrics.rejected(refusal.reason());
-        ApiError::from(refusal)
-    }
-
-    /// Marks the server as shutting down: `/readyz` answers 503 from now on.
-    pub fn start_draining(&self) {
-        self.ready.store(false, Ordering::Release);
-    }
-}
+use crate::middleware::{auth, deadline, observe, panic};
+use crate::request_id;
+use crate::state::AppState;
 
 /// The routes, without middleware.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(meta::healthz))
-        .route("/readyz", get(meta::readyz))
-        .route("/metrics", get(meta::metrics))
-        .route("/openapi.yaml", get(meta::openapi))
-        .route("/similarity/pairwise", post(pairwise::handler))
-        .route("/similarity/matrix", post(matrix::handler))
-        .route("/similarity/user-item", post(user_item::handler))
-        .fallback(meta::not_found)
-        .method_not_allowed_fallback(meta::method_not_allowed)
+        .route("/healthz", get(service::healthz))
+        .route("/readyz", get(service::readyz))
+        .route("/metrics", get(service::metrics))
+        .route("/openapi.yaml", get(service::openapi))
+        .route(PairwiseJob::PATH, post(operate::<PairwiseJob>))
+        .route(MatrixJob::PATH, post(operate::<MatrixJob>))
+        .route(UserItemJob::PATH, post(operate::<UserItemJob>))
+        .fallback(service::not_found)
+        .method_not_allowed_fallback(service::method_not_allowed)
 }
 
 /// `routes` behind the middleware stack, sharing `state`.
 pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -> Router {
+    let keys = Arc::new(ApiKeys::new(&config.api_keys));
     let mut router = routes
         // Innermost first: the deadline covers the handler; auth answers before it.
         .layer(from_fn_with_state(state.clone(), deadline::layer))
-        .layer(from_fn_with_state(state.clone(), auth::layer))
+        .layer(from_fn_with_state(keys, auth::layer))
         .layer(CatchPanicLayer::custom(panic::response))
         .layer(from_fn_with_state(state.clone(), observe::layer))
-        // Bodies are read, inflated and limited by the handlers' extractor (api::body).
+        // Bodies are read, inflated and limited by the operations' extractor (`body`).
         .layer(DefaultBodyLimit::disable())
-        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest));
+        .layer(coding::layer());
     if let Some(cors) = cors(&config.cors_origins) {
         router = router.layer(cors);
     }

@@ -9,9 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::admission::Refusal;
 use crate::compute::ComputeError;
-use crate::middleware::request_id;
+use crate::request_id;
 
 /// The longest `detail` sent to a client; longer texts are cut so input is never echoed in bulk.
 const MAX_DETAIL_CHARS: usize = 300;
@@ -156,24 +155,6 @@ impl From<ComputeError> for ApiError {
             // The caller stopped waiting; this answer is only seen if it is still there.
             ComputeError::Cancelled => ApiError::Timeout(std::time::Duration::ZERO),
             ComputeError::Internal(_) => ApiError::Internal(err.to_string()),
-        }
-    }
-}
-
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::QueueFull => ApiError::Overloaded(
-                "every compute slot is busy and the wait queue is full; retry later".to_owned(),
-            ),
-            Refusal::MemoryBusy { wanted } => ApiError::Overloaded(format!(
-                "this request needs about {wanted} bytes and the memory budget is taken by \
-                 other requests; retry later"
-            )),
-            Refusal::MemoryTooLarge { wanted, budget } => ApiError::Invalid(format!(
-                "this request needs about {wanted} bytes, more than the server's whole memory \
-                 budget of {budget}; send a smaller request"
-            )),
         }
     }
 }

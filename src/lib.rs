@@ -1,27 +1,38 @@
 //! simserve: similarity between embeddings over HTTP.
 //!
-//! - [`compute`]: the math, free of HTTP (ndarray views in, arrays out);
-//! - [`tensor`]: request tensors (nested arrays or base64) decoded into contiguous buffers;
-//! - [`api`]: one module per route, from body to job to response;
-//! - [`app`]: the router and shared state; [`middleware`]: what wraps every request;
-//!   [`admission`]: permits, queue and memory budget; [`metrics`]: Prometheus;
-//! - [`server`]: serving over TCP with timeouts and a graceful drain; [`config`]: flags and
-//!   `SIMSERVE_*` variables.
-
-#[macro_use]
-mod refuse;
+//! Modules in layers; a module uses only those below it (`tests/architecture.rs` checks):
+//!
+//! - [`server`]: serving over TCP with timeouts and a graceful drain;
+//! - [`app`]: the router: every route and the middleware stack around them;
+//! - [`api`]: the routes; one file per similarity operation (request type → job → answer), plus
+//!   [`api::service`] for probes, metrics and the contract; [`middleware`]: what wraps every
+//!   request (log and metrics, authentication, deadline, panics);
+//! - [`state`]: what handlers share (limits, admission, metrics, readiness);
+//! - [`body`]: request bodies read, inflated and parsed; [`answer`]: results encoded as
+//!   response bodies; [`admission`]: permits, queue, memory budget and the guard an admitted
+//!   request holds;
+//! - [`metrics`], [`coding`] (gzip and zstd), [`cpu`] (work off the async runtime),
+//!   [`error`], [`request_id`], [`config`], [`telemetry`], [`healthcheck`]: used by the layers
+//!   above;
+//! - [`tensor`]: request tensors decoded into contiguous buffers; [`compute`]: the math. Both
+//!   are pure: no HTTP, no async runtime.
 
 pub mod admission;
+pub mod answer;
 pub mod api;
 pub mod app;
+pub mod body;
+pub mod coding;
 pub mod compute;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod healthcheck;
 pub mod metrics;
 pub mod middleware;
-pub mod offload;
+pub mod request_id;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod tensor;
 

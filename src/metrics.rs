@@ -5,6 +5,7 @@
 //! unknown paths share the label `unmatched`, so label sets stay bounded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,20 +15,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Refusal};
+use crate::error::ApiError;
 
 /// Labels of a finished request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
-    route: &'static str,
+    route: String,
     status: u16,
 }
 
 /// Labels that name a route only.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: &'static str,
+    route: String,
 }
 
 /// Labels of a refused request.
@@ -147,15 +149,16 @@ impl Metrics {
 
     /// Counts a finished request.
     pub fn request_done(&self, done: &Finished) {
-        let route = done.route;
         self.requests
             .get_or_create(&RequestLabels {
                 method: done.method,
-                route,
+                route: done.route.clone(),
                 status: done.status,
             })
             .inc();
-        let route = RouteLabels { route };
+        let route = RouteLabels {
+            route: done.route.clone(),
+        };
         self.latency
             .get_or_create(&route)
             .observe(done.latency.as_secs_f64());
@@ -164,9 +167,11 @@ impl Metrics {
     }
 
     /// Records a computation's duration.
-    pub fn computed(&self, route: &'static str, took: Duration) {
+    pub fn computed(&self, route: &str, took: Duration) {
         self.compute
-            .get_or_create(&RouteLabels { route })
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
             .observe(took.as_secs_f64());
     }
 
@@ -175,6 +180,12 @@ impl Metrics {
         self.rejections
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Counts admission's `refusal` and turns it into the client's answer.
+    pub fn refused(&self, refusal: Refusal) -> ApiError {
+        self.rejected(refusal.reason());
+        ApiError::from(refusal)
     }
 
     /// A request started; it ends when the guard drops.
@@ -201,7 +212,7 @@ pub struct Finished {
     /// The HTTP method (`other` for methods outside the standard set).
     pub method: &'static str,
     /// The route template, or `unmatched`.
-    pub route: &'static str,
+    pub route: String,
     /// The response status.
     pub status: u16,
     /// Arrival to response headers.
@@ -210,6 +221,24 @@ pub struct Finished {
     pub bytes_in: u64,
     /// Body bytes as the handler wrote them (compressed on the similarity routes when asked).
     pub bytes_out: u64,
+}
+
+/// Body bytes read for one request: the body reader adds, the request log reads. It travels
+/// in the request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct BodyCounter(Arc<AtomicU64>);
+
+impl BodyCounter {
+    /// Adds `n` bytes read.
+    pub fn add(&self, n: usize) {
+        self.0
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Bytes read so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Counts a request as in flight until dropped.
@@ -234,7 +263,7 @@ mod tests {
         let guard = metrics.start();
         metrics.request_done(&Finished {
             method: "POST",
-            route: "/similarity/matrix",
+            route: "/similarity/matrix".to_owned(),
             status: 200,
             latency: Duration::from_millis(3),
             bytes_in: 10,

@@ -19,8 +19,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_io_timeout::TimeoutStream;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::config::Config;
+use crate::state::AppState;
 
 /// How long to pause accepting after an accept error such as running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -3,19 +3,18 @@
 
 use std::num::NonZeroUsize;
 
-use axum::extract::State;
-use axum::response::Response;
 use ndarray::{Array3, Axis};
 use serde::Deserialize;
 
-use super::body::JsonBody;
-use super::encode::{self, DenseField};
-use super::fields::{self, Encoding};
-use super::footprint;
+use super::Operation;
 use super::validate::{self, invalid, same_dim};
-use crate::app::AppState;
+use crate::admission::estimate;
+use crate::answer::Encoding;
+use crate::answer::json::{self, DenseField};
+use crate::body::fields;
 use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
+use crate::state::Limits;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -58,8 +57,13 @@ enum Output {
     Neighbours(Selection<'static>),
 }
 
-impl MatrixJob {
-    fn parse(req: MatrixRequest, max_output: usize) -> Result<Self, ApiError> {
+/// `POST /similarity/matrix`.
+impl Operation for MatrixJob {
+    const PATH: &'static str = "/similarity/matrix";
+    type Request = MatrixRequest;
+
+    fn parse(req: MatrixRequest, limits: &Limits) -> Result<Self, ApiError> {
+        let max_output = limits.max_output_elements;
         let batched = req.a.rank() == 3;
         if let Some(b) = &req.b {
             if b.rank() != req.a.rank() {
@@ -131,6 +135,13 @@ impl MatrixJob {
         })
     }
 
+    fn record_size(&self, span: &tracing::Span) {
+        let (sets, rows, dim) = self.a.dim();
+        span.record("sets", sets)
+            .record("rows", rows)
+            .record("dim", dim);
+    }
+
     /// Multiply-adds the job takes.
     fn work(&self) -> usize {
         let m = self.b.as_ref().unwrap_or(&self.a).len_of(Axis(1));
@@ -138,7 +149,7 @@ impl MatrixJob {
     }
 
     /// Bytes the job holds while it runs.
-    fn footprint(&self) -> usize {
+    fn estimate(&self) -> usize {
         let inputs = self.a.len() + self.b.as_ref().map_or(0, |b| b.len());
         let (sets, n) = (self.a.len_of(Axis(0)), self.a.len_of(Axis(1)));
         let m = self.b.as_ref().unwrap_or(&self.a).len_of(Axis(1));
@@ -150,7 +161,7 @@ impl MatrixJob {
                 2 * entries.min(keep.max_entries)
             }
         };
-        footprint::job(inputs, self.work(), numbers, self.encoding)
+        estimate::job(inputs, self.work(), numbers, self.encoding)
     }
 
     fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
@@ -165,7 +176,7 @@ impl MatrixJob {
                     shape.remove(0);
                 }
                 cancel.check()?;
-                encode::dense(
+                json::dense(
                     self.metric,
                     self.encoding,
                     DenseField::Matrix,
@@ -188,24 +199,8 @@ impl MatrixJob {
                     sets.push(found);
                 }
                 cancel.check()?;
-                encode::neighbours(self.metric, self.encoding, &sets, self.batched, None)
+                json::neighbours(self.metric, self.encoding, &sets, self.batched, None)
             }
         }
     }
-}
-
-/// Serves `POST /similarity/matrix`.
-#[tracing::instrument(skip_all, fields(sets, rows, dim))]
-pub async fn handler(
-    State(state): State<AppState>,
-    JsonBody(req, ticket): JsonBody<MatrixRequest>,
-) -> Result<Response, ApiError> {
-    let job = MatrixJob::parse(req, state.limits.max_output_elements)?;
-    let (sets, rows, dim) = job.a.dim();
-    tracing::Span::current()
-        .record("sets", sets)
-        .record("rows", rows)
-        .record("dim", dim);
-    let (work, bytes) = (job.work(), job.footprint());
-    ticket.run(work, bytes, move |cancel| job.run(cancel)).await
 }

@@ -1,17 +1,89 @@
-//! HTTP endpoints: one file per route holds its request/response types and handler.
+//! The routes. Each similarity operation is one file holding its request type, its job and
+//! its [`Operation`] impl; [`operate`] serves any of them, so a new operation is one file
+//! here and one line in [`crate::app::routes`]. [`service`] holds the routes that are not
+//! operations (probes, metrics, the contract, fallbacks).
 //!
-//! Data flows one way: body → [`body::JsonBody`] (admission and decode) → the endpoint's job
-//! type (validation) → [`ticket::Ticket::run`] (memory reserved, computed off the runtime) →
-//! [`encode`].
+//! Data flows one way: request → [`AdmittedBody`] (admitted, read and decoded into
+//! `O::Request`) → [`Operation::parse`] (a checked job) → the job's estimate reserved →
+//! [`Operation::run`] off the runtime (compute, then encode) → answer.
 
-pub mod body;
-pub mod compress;
-pub mod encode;
-pub mod fields;
-mod footprint;
+mod admitted_body;
 pub mod matrix;
-pub mod meta;
 pub mod pairwise;
-pub mod ticket;
+pub mod service;
 pub mod user_item;
 mod validate;
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+pub use admitted_body::AdmittedBody;
+
+use crate::compute::Cancel;
+use crate::error::ApiError;
+use crate::state::{AppState, Limits};
+
+/// One similarity operation: its job, built from the request body by [`Operation::parse`].
+pub trait Operation: Sized + Send + 'static {
+    /// The route template; also the route label of its metrics.
+    const PATH: &'static str;
+
+    /// The request body, as its fields decode it ([`crate::body::fields`]).
+    type Request: DeserializeOwned + Send + 'static;
+
+    /// Checks the request into a job, or 422 naming the field at fault.
+    fn parse(request: Self::Request, limits: &Limits) -> Result<Self, ApiError>;
+
+    /// Records the job's size (`rows`, `dim`, …) on the current span.
+    fn record_size(&self, span: &tracing::Span);
+
+    /// Multiply-adds the job takes (tiny jobs run in place, larger ones off the runtime).
+    fn work(&self) -> usize;
+
+    /// Bytes the job holds while it runs and answers ([`crate::admission::estimate::job`]).
+    fn estimate(&self) -> usize;
+
+    /// Computes the result and writes the answer's JSON body, stopping early when `cancel`
+    /// is raised.
+    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError>;
+}
+
+/// Serves the operation `O` at `O::PATH`.
+pub async fn operate<O: Operation>(
+    State(state): State<AppState>,
+    AdmittedBody {
+        request,
+        mut admitted,
+    }: AdmittedBody<O::Request>,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "operation",
+        route = O::PATH,
+        sets = Empty,
+        rows = Empty,
+        users = Empty,
+        items = Empty,
+        dim = Empty
+    );
+    async move {
+        let job = O::parse(request, &state.limits)?;
+        job.record_size(&tracing::Span::current());
+        admitted
+            .reservation()
+            .set(job.estimate())
+            .map_err(|refusal| state.metrics.refused(refusal))?;
+        let start = Instant::now();
+        let answer = admitted
+            .run(job.work(), move |cancel| job.run(cancel))
+            .await;
+        state.metrics.computed(O::PATH, start.elapsed());
+        answer
+    }
+    .instrument(span)
+    .await
+}

@@ -1,19 +1,18 @@
 //! `POST /similarity/pairwise`: row i of `a` with row i of `b`, or the two vectors of each
 //! entry of `pairs` (the `(batch, 2, dim)` layout of a Keras `Lambda` layer).
 
-use axum::extract::State;
-use axum::response::Response;
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 use serde::Deserialize;
 
-use super::body::JsonBody;
-use super::encode::{self, DenseField};
-use super::fields::{self, Encoding};
-use super::footprint;
+use super::Operation;
 use super::validate::{self, invalid, matrix, same_dim};
-use crate::app::AppState;
+use crate::admission::estimate;
+use crate::answer::Encoding;
+use crate::answer::json::{self, DenseField};
+use crate::body::fields;
 use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
+use crate::state::Limits;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -62,7 +61,27 @@ fn pairs_of_two(pairs: Tensor) -> Result<Array3<f32>, ApiError> {
 }
 
 impl PairwiseJob {
-    fn parse(req: PairwiseRequest, max_output: usize) -> Result<Self, ApiError> {
+    /// The two sides as `n × d` views (the second strided for `Pairs`).
+    fn sides(&self) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
+        match &self.operands {
+            Operands::Rows(a, b) => (a.view(), b.view()),
+            Operands::Pairs(pairs) => (pairs.index_axis(Axis(1), 0), pairs.index_axis(Axis(1), 1)),
+        }
+    }
+
+    /// Rows and dimension of the result's inputs.
+    fn size(&self) -> (usize, usize) {
+        let (a, b) = self.sides();
+        (a.nrows().max(b.nrows()), a.ncols())
+    }
+}
+
+/// `POST /similarity/pairwise`.
+impl Operation for PairwiseJob {
+    const PATH: &'static str = "/similarity/pairwise";
+    type Request = PairwiseRequest;
+
+    fn parse(req: PairwiseRequest, limits: &Limits) -> Result<Self, ApiError> {
         let operands = match (req.a, req.b, req.pairs) {
             (Some(a), Some(b), None) => {
                 same_dim(("a", &a), ("b", &b))?;
@@ -86,33 +105,25 @@ impl PairwiseJob {
             metric: req.metric,
             encoding: req.response_encoding,
         };
+        let max_output = limits.max_output_elements;
         validate::output_size(&[job.size().0], max_output, "send fewer rows")?;
         Ok(job)
     }
-    /// The two sides as `n × d` views (the second strided for `Pairs`).
-    fn sides(&self) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
-        match &self.operands {
-            Operands::Rows(a, b) => (a.view(), b.view()),
-            Operands::Pairs(pairs) => (pairs.index_axis(Axis(1), 0), pairs.index_axis(Axis(1), 1)),
-        }
-    }
 
-    /// Rows and dimension of the result's inputs.
-    fn size(&self) -> (usize, usize) {
-        let (a, b) = self.sides();
-        (a.nrows().max(b.nrows()), a.ncols())
-    }
-
-    /// Bytes the job holds while it runs.
-    fn footprint(&self) -> usize {
-        let (a, b) = self.sides();
+    fn record_size(&self, span: &tracing::Span) {
         let (rows, dim) = self.size();
-        footprint::job(
-            a.len() + b.len(),
-            rows.saturating_mul(dim),
-            rows,
-            self.encoding,
-        )
+        span.record("rows", rows).record("dim", dim);
+    }
+
+    fn work(&self) -> usize {
+        let (rows, dim) = self.size();
+        rows.saturating_mul(dim)
+    }
+
+    fn estimate(&self) -> usize {
+        let (a, b) = self.sides();
+        let (rows, _) = self.size();
+        estimate::job(a.len() + b.len(), self.work(), rows, self.encoding)
     }
 
     fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
@@ -120,7 +131,7 @@ impl PairwiseJob {
         let scores = compute::pairwise(a, b, self.metric, cancel)?;
         let shape = [scores.len()];
         cancel.check()?;
-        encode::dense(
+        json::dense(
             self.metric,
             self.encoding,
             DenseField::Scores,
@@ -128,20 +139,4 @@ impl PairwiseJob {
             scores.view(),
         )
     }
-}
-
-/// Serves `POST /similarity/pairwise`.
-#[tracing::instrument(skip_all, fields(rows, dim))]
-pub async fn handler(
-    State(state): State<AppState>,
-    JsonBody(req, ticket): JsonBody<PairwiseRequest>,
-) -> Result<Response, ApiError> {
-    let job = PairwiseJob::parse(req, state.limits.max_output_elements)?;
-    let (rows, dim) = job.size();
-    tracing::Span::current()
-        .record("rows", rows)
-        .record("dim", dim);
-    let work = rows.saturating_mul(dim);
-    let bytes = job.footprint();
-    ticket.run(work, bytes, move |cancel| job.run(cancel)).await
 }

@@ -4,19 +4,18 @@
 
 use std::num::NonZeroUsize;
 
-use axum::extract::State;
-use axum::response::Response;
 use ndarray::Array2;
 use serde::Deserialize;
 
-use super::body::JsonBody;
-use super::encode::{self, DenseField};
-use super::fields::{self, Encoding};
-use super::footprint;
+use super::Operation;
 use super::validate::{self, invalid, same_dim};
-use crate::app::AppState;
+use crate::admission::estimate;
+use crate::answer::Encoding;
+use crate::answer::json::{self, DenseField};
+use crate::body::fields;
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
+use crate::state::Limits;
 use crate::tensor::Tensor;
 
 /// The request body.
@@ -120,8 +119,13 @@ fn id_budget(ids: &[String], users: usize, width: usize, limit: usize) -> Result
     }
 }
 
-impl UserItemJob {
-    fn parse(req: UserItemRequest, max_output: usize) -> Result<Self, ApiError> {
+/// `POST /similarity/user-item`.
+impl Operation for UserItemJob {
+    const PATH: &'static str = "/similarity/user-item";
+    type Request = UserItemRequest;
+
+    fn parse(req: UserItemRequest, limits: &Limits) -> Result<Self, ApiError> {
+        let max_output = limits.max_output_elements;
         same_dim(("users", &req.users), ("items", &req.items))?;
         let (u, i) = (req.users.shape()[0], req.items.shape()[0]);
         let (k, threshold) = (req.top_k.map(NonZeroUsize::get), req.threshold);
@@ -181,6 +185,12 @@ impl UserItemJob {
         })
     }
 
+    fn record_size(&self, span: &tracing::Span) {
+        span.record("users", self.users.nrows())
+            .record("items", self.items.nrows())
+            .record("dim", self.users.ncols());
+    }
+
     /// Multiply-adds the job takes.
     fn work(&self) -> usize {
         let dim = self.users.ncols();
@@ -191,7 +201,7 @@ impl UserItemJob {
     }
 
     /// Bytes the job holds while it runs.
-    fn footprint(&self) -> usize {
+    fn estimate(&self) -> usize {
         let inputs = self.users.len() + self.items.len();
         let (u, i) = (self.users.nrows(), self.items.nrows());
         let numbers = match &self.output {
@@ -225,7 +235,7 @@ impl UserItemJob {
                 lists.saturating_add(ids)
             }
         };
-        footprint::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
+        estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
     }
 
     fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
@@ -235,7 +245,7 @@ impl UserItemJob {
                 let result = compute::matrix(users, Some(items), metric, cancel)?;
                 let shape = result.shape().to_vec();
                 cancel.check()?;
-                encode::dense(
+                json::dense(
                     metric,
                     self.encoding,
                     DenseField::Matrix,
@@ -247,7 +257,7 @@ impl UserItemJob {
                 let scores = compute::pairs(users, items, &pairs, metric, cancel)?;
                 let shape = [scores.len()];
                 cancel.check()?;
-                encode::dense(
+                json::dense(
                     metric,
                     self.encoding,
                     DenseField::Scores,
@@ -267,23 +277,8 @@ impl UserItemJob {
                 let found = compute::nearest(users, Some(items), metric, &selection, cancel)?;
                 let sets = [found];
                 cancel.check()?;
-                encode::neighbours(metric, self.encoding, &sets, false, item_ids.as_deref())
+                json::neighbours(metric, self.encoding, &sets, false, item_ids.as_deref())
             }
         }
     }
-}
-
-/// Serves `POST /similarity/user-item`.
-#[tracing::instrument(skip_all, fields(users, items, dim))]
-pub async fn handler(
-    State(state): State<AppState>,
-    JsonBody(req, ticket): JsonBody<UserItemRequest>,
-) -> Result<Response, ApiError> {
-    let job = UserItemJob::parse(req, state.limits.max_output_elements)?;
-    tracing::Span::current()
-        .record("users", job.users.nrows())
-        .record("items", job.items.nrows())
-        .record("dim", job.users.ncols());
-    let (work, bytes) = (job.work(), job.footprint());
-    ticket.run(work, bytes, move |cancel| job.run(cancel)).await
 }

@@ -3,6 +3,8 @@
 //! Keys are kept as SHA-256 digests and every presented token is compared with every key in
 //! constant time, so neither a key's content nor its length leaks through timing.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -10,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 
 /// Paths open without a token: what probes and scrapers call.
@@ -68,8 +69,7 @@ fn bearer(request: &Request) -> Option<&str> {
 }
 
 /// Middleware: 401 problem+json unless the path is open or the token is a key.
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let keys = &state.api_keys;
+pub async fn layer(State(keys): State<Arc<ApiKeys>>, request: Request, next: Next) -> Response {
     if !keys.enabled() || OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }

@@ -5,8 +5,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Middleware: answers 503 problem+json once the request's time is up.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -1,9 +1,10 @@
-//! The layers every request passes through, outermost first: request id, CORS, response
-//! compression, request log and metrics ([`observe`]), panic catching, authentication and the
-//! deadline. [`crate::app::router`] stacks them.
+//! The layers every request passes through, outermost first: request id
+//! ([`crate::request_id`]), CORS, response compression ([`crate::coding::layer`]), request log
+//! and metrics ([`observe`]), panic catching ([`panic`]), authentication ([`auth`]) and the
+//! deadline ([`deadline`]). [`crate::app::with_layers`] stacks them. Each takes only what it
+//! needs: auth its keys, the others the shared state.
 
 pub mod auth;
 pub mod deadline;
 pub mod observe;
 pub mod panic;
-pub mod request_id;

@@ -3,8 +3,6 @@
 //! answer comes before its request's body was read, responses say `Connection: close`, so
 //! that clients do not send again on a connection about to close.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -14,34 +12,18 @@ use axum::response::Response;
 use http_body::Body as _;
 use tracing::Instrument;
 
-use super::request_id::RequestId;
-use crate::app::{AppState, ROUTES};
-use crate::metrics::Finished;
+use crate::metrics::{BodyCounter, Finished};
+use crate::request_id::RequestId;
+use crate::state::AppState;
 
-/// Body bytes read by the handler, shared with this layer through the request's extensions.
-#[derive(Debug, Clone, Default)]
-pub struct BodyCounter(Arc<AtomicU64>);
-
-impl BodyCounter {
-    /// Adds `n` bytes read.
-    pub fn add(&self, n: usize) {
-        self.0
-            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The route template of `request` as a static label, or `unmatched`.
-pub fn route_label(request: &Request) -> &'static str {
+/// The route template of `request` (`/similarity/matrix`), or `unmatched`: only templates the
+/// router has, so the label set stays bounded.
+fn route_label(request: &Request) -> String {
     request
         .extensions()
         .get::<MatchedPath>()
-        .and_then(|matched| ROUTES.iter().find(|&&route| route == matched.as_str()))
-        .copied()
-        .unwrap_or("unmatched")
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned()
 }
 
 /// The method as a label from a fixed set, so that made-up methods cannot grow the metrics.

@@ -9,6 +9,7 @@
 //! Either way the result is a [`Tensor`]: an allowed rank, no zero-length axis, every value a
 //! finite `f32`. Errors name the field and the index, e.g. `a[2][1]: …`, and never echo input.
 
+pub(crate) mod json_kind;
 mod nested;
 mod packed;
 
@@ -17,7 +18,7 @@ use std::fmt;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::refuse::kind;
+use json_kind::{kind, reject_kinds};
 
 /// A decoded tensor: row-major finite `f32` values with at least one element on every axis.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +94,7 @@ impl TensorSeed {
         listed.join(" or ")
     }
 
-    fn refuse<E: de::Error>(&self, found: de::Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, found: de::Unexpected) -> E {
         E::custom(format_args!(
             "{}: expected nested arrays of numbers or a base64 tensor object, found {}",
             self.field,
@@ -137,7 +138,7 @@ impl<'de> Visitor<'de> for TensorSeed {
         packed::decode(self, map)
     }
 
-    refuse!(bool, i64, u64, f64, str, unit);
+    reject_kinds!(bool, i64, u64, f64, str, unit);
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::fmt::{self, Write};
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
+use super::json_kind::{kind, reject_kinds};
 use super::{Tensor, TensorSeed};
-use crate::refuse::kind;
 
 struct State {
     seed: TensorSeed,
@@ -177,11 +177,11 @@ impl<'de> Visitor<'de> for Level<'_> {
         self.number(v as f64)
     }
 
-    refuse!(bool, str, unit, map);
+    reject_kinds!(bool, str, unit, map);
 }
 
 impl Level<'_> {
-    fn refuse<E: de::Error>(&self, found: de::Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, found: de::Unexpected) -> E {
         let expected = self.state.expected(self.depth);
         self.state.error(
             self.depth,

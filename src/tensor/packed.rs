@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::{DecodeError, DecodeSliceError};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::json_kind::{kind, reject_kinds};
 use super::{Tensor, TensorSeed};
-use crate::refuse::kind;
 
 /// No field takes more axes than this; longer shapes are refused while they are read.
 const MAX_RANK: usize = 3;
@@ -219,7 +219,7 @@ struct Part {
 }
 
 impl Part {
-    fn refuse<E: de::Error>(&self, found: de::Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, found: de::Unexpected) -> E {
         let field = self.field;
         match self.key {
             Key::Dtype => E::custom(format_args!(
@@ -268,13 +268,13 @@ impl<'de> Visitor<'de> for Part {
                     "{field}.data: not valid standard base64 ({e})"
                 ))
             }),
-            Key::Shape => Err(self.refuse(de::Unexpected::Str(""))),
+            Key::Shape => Err(self.wrong_kind(de::Unexpected::Str(""))),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         if !matches!(self.key, Key::Shape) {
-            return Err(self.refuse(de::Unexpected::Seq));
+            return Err(self.wrong_kind(de::Unexpected::Seq));
         }
         let mut shape = Vec::new();
         while let Some(len) = seq.next_element_seed(AxisLen {
@@ -292,7 +292,7 @@ impl<'de> Visitor<'de> for Part {
         Ok(Value::Shape(shape))
     }
 
-    refuse!(map, bool, f64, i64, u64, unit);
+    reject_kinds!(map, bool, f64, i64, u64, unit);
 }
 
 /// One entry of `shape`: a non-negative integer.
@@ -302,7 +302,7 @@ struct AxisLen {
 }
 
 impl AxisLen {
-    fn refuse<E: de::Error>(&self, _: de::Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, _: de::Unexpected) -> E {
         E::custom(format_args!(
             "{}.shape[{}]: expected a non-negative integer",
             self.field, self.axis
@@ -326,8 +326,8 @@ impl<'de> Visitor<'de> for AxisLen {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
-        usize::try_from(v).map_err(|_| self.refuse(de::Unexpected::Unsigned(v)))
+        usize::try_from(v).map_err(|_| self.wrong_kind(de::Unexpected::Unsigned(v)))
     }
 
-    refuse!(i64, f64, str, bool, unit, seq, map);
+    reject_kinds!(i64, f64, str, bool, unit, seq, map);
 }

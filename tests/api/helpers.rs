@@ -11,7 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use simserve::Config;
-use simserve::app::{self, AppState};
+use simserve::app;
+use simserve::state::AppState;
 use tower::ServiceExt;
 
 /// The app under test.

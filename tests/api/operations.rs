@@ -327,14 +327,20 @@ async fn one_busy_permit(
     max_queue: usize,
 ) -> (
     crate::helpers::TestApp,
-    simserve::app::AppState,
-    tokio::sync::OwnedSemaphorePermit,
+    simserve::state::AppState,
+    simserve::admission::Admitted,
 ) {
     let (app, state) = app_and_state(|c| {
         c.compute_permits = 1;
         c.max_queue = max_queue;
     });
-    let held = state.admission.permit().await.unwrap();
+    let held = state
+        .admission
+        .enter(None)
+        .unwrap()
+        .admit(None)
+        .await
+        .unwrap();
     (app, state, held)
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use simserve::app::AppState;
+use simserve::state::AppState;
 use simserve::{Application, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -184,7 +184,13 @@ async fn concurrent_requests_past_the_permits_and_queue_get_503_with_retry_after
     })
     .await;
     // The one permit is busy for the whole burst.
-    let busy = state.admission.permit().await.unwrap();
+    let busy = state
+        .admission
+        .enter(None)
+        .unwrap()
+        .admit(None)
+        .await
+        .unwrap();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/similarity/pairwise");
     let requests: Vec<_> = (0..12)
@@ -264,17 +270,24 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
 }
 
 #[tokio::test]
-async fn a_declared_content_length_reserves_nothing_until_the_bytes_arrive() {
+async fn bodies_declared_beyond_the_budget_are_refused_from_their_headers_and_others_are_served() {
     let (addr, _stop, _server) = start(|c| c.memory_budget_bytes = 8 << 20).await;
-    let mut promises = Vec::new();
+    let mut refused = Vec::new();
     for _ in 0..32 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: 60000000\r\n\r\n{";
         stream.write_all(head.as_bytes()).await.unwrap();
-        promises.push(stream);
+        refused.push(stream);
     }
-    until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 32.0).await;
-    assert!(gauge(addr, "simserve_memory_reserved_bytes").await <= (32 * 64 * 1024) as f64);
+    for stream in refused {
+        let head = response_head(stream).await;
+        assert!(head.starts_with("HTTP/1.1 422"), "{head}");
+        assert!(
+            head.contains("more than the server's whole memory budget"),
+            "{head}"
+        );
+    }
+    assert_eq!(gauge(addr, "simserve_memory_reserved_bytes").await, 0.0);
     let served = reqwest::Client::new()
         .post(format!("http://{addr}/similarity/pairwise"))
         .header("content-type", "application/json")
@@ -283,6 +296,27 @@ async fn a_declared_content_length_reserves_nothing_until_the_bytes_arrive() {
         .await
         .unwrap();
     assert_eq!(served.status(), 200);
+}
+
+/// Reads what the server sends on `stream` within 10 s, without sending more.
+async fn response_head(mut stream: TcpStream) -> String {
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buffer[..n]);
+            if response.ends_with(b"}") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer arrives");
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[tokio::test]
@@ -375,4 +409,82 @@ async fn the_healthcheck_subcommand_exits_zero_only_while_the_server_answers() {
     server.await.unwrap().unwrap();
     let down = tokio::task::spawn_blocking(check).await.unwrap();
     assert_eq!(down.code(), Some(1));
+}
+
+/// A server with one compute permit, held by the returned guard, and no queue: every
+/// similarity request is refused from its headers.
+async fn saturated() -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    simserve::admission::Admitted,
+) {
+    let (addr, stop, _server, state) = start_with_state(|c| {
+        c.compute_permits = 1;
+        c.max_queue = 0;
+    })
+    .await;
+    let busy = state
+        .admission
+        .enter(None)
+        .unwrap()
+        .admit(None)
+        .await
+        .unwrap();
+    (addr, stop, busy)
+}
+
+/// The head of a 32 MiB pairwise request, with `extra` header lines.
+fn large_head(extra: &str) -> String {
+    format!(
+        "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
+        32 << 20
+    )
+}
+
+#[tokio::test]
+async fn a_client_expecting_100_continue_is_refused_before_it_sends_the_body() {
+    let (addr, _stop, _busy) = saturated().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = large_head("Expect: 100-continue\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server closes the connection after its answer, without waiting for a body that
+    // will never come.
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer))
+        .await
+        .expect("the server closes the connection at once")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1\r\n"), "{answer}");
+    assert!(lower.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.contains("every compute slot is busy"), "{answer}");
+    let received = gauge(
+        addr,
+        "simserve_http_request_body_bytes_total{route=\"/similarity/pairwise\"}",
+    )
+    .await;
+    assert_eq!(received, 0.0);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
+    let (addr, _stop, _busy) = saturated().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(large_head("").as_bytes()).await.unwrap();
+    // As `http.client` and `requests` do: the whole body, and only then the answer.
+    let body = vec![b' '; 32 << 20];
+    tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
+        .await
+        .expect("the server keeps taking the body")
+        .expect("the connection is not reset while the body is sent");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer arrives and the connection closes")
+        .expect("the connection closes cleanly");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("every compute slot is busy"), "{answer}");
+    assert_eq!(gauge(addr, "simserve_memory_reserved_bytes").await, 0.0);
 }

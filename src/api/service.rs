@@ -7,8 +7,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The contract, embedded at build time.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");

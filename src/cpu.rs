@@ -1,8 +1,13 @@
-//! Moving CPU work off the async runtime.
+//! CPU work kept off the async runtime, so a long parse or computation never stalls other
+//! requests (or `/healthz`).
 //!
-//! Every decode, compute and encode that can take more than a few microseconds goes through
-//! [`offload`] (tokio's blocking pool), which carries the caller's tracing span along. Tiny
-//! jobs run in place through [`run_cpu`]: handing them over would cost more than the work.
+//! Which to use:
+//! - [`run`] for work that cannot be cancelled (inflating and parsing a body): in place when
+//!   it is tiny, else on tokio's blocking pool;
+//! - [`run_cancellable`] for a computation that checks a [`Cancel`] flag: as [`run`], and the
+//!   flag is raised if the caller stops waiting (deadline passed, client gone);
+//! - [`spawn_blocking`] underlies both: always on the blocking pool, carrying the caller's
+//!   tracing span; a panic in the job becomes a 500.
 
 use tracing::Span;
 
@@ -13,7 +18,7 @@ use crate::error::ApiError;
 pub const INLINE_WORK: usize = 1 << 16;
 
 /// Runs `job` on the blocking pool inside the current span; a panic in it becomes a 500.
-pub async fn offload<F, R>(job: F) -> Result<R, ApiError>
+pub async fn spawn_blocking<F, R>(job: F) -> Result<R, ApiError>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -24,8 +29,8 @@ where
         .map_err(|err| ApiError::Internal(format!("blocking task failed: {err}")))
 }
 
-/// Runs `job` in place when `work` is below [`INLINE_WORK`], else through [`offload`].
-pub async fn run_cpu<F, R>(work: usize, job: F) -> Result<R, ApiError>
+/// Runs `job` in place when `work` is below [`INLINE_WORK`], else through [`spawn_blocking`].
+pub async fn run<F, R>(work: usize, job: F) -> Result<R, ApiError>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -33,7 +38,7 @@ where
     if work < INLINE_WORK {
         Ok(job())
     } else {
-        offload(job).await
+        spawn_blocking(job).await
     }
 }
 
@@ -47,16 +52,16 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// [`run_cpu`] for a computation that checks a [`Cancel`] flag, raised if the caller stops
+/// [`run`] for a computation that checks a [`Cancel`] flag, raised if the caller stops
 /// waiting for it.
-pub async fn run_job<F, R>(work: usize, job: F) -> Result<R, ApiError>
+pub async fn run_cancellable<F, R>(work: usize, job: F) -> Result<R, ApiError>
 where
     F: FnOnce(&Cancel) -> R + Send + 'static,
     R: Send + 'static,
 {
     let cancel = Cancel::new();
     let _guard = CancelOnDrop(cancel.clone());
-    run_cpu(work, move || job(&cancel)).await
+    run(work, move || job(&cancel)).await
 }
 
 #[cfg(test)]
@@ -65,15 +70,15 @@ mod tests {
 
     #[tokio::test]
     async fn offloaded_jobs_return_their_value() {
-        assert_eq!(offload(|| 6 * 7).await.unwrap(), 42);
-        assert_eq!(run_cpu(usize::MAX, || 1).await.unwrap(), 1);
-        assert_eq!(run_cpu(0, || 2).await.unwrap(), 2);
+        assert_eq!(spawn_blocking(|| 6 * 7).await.unwrap(), 42);
+        assert_eq!(run(usize::MAX, || 1).await.unwrap(), 1);
+        assert_eq!(run(0, || 2).await.unwrap(), 2);
     }
 
     #[tokio::test]
     async fn a_job_whose_caller_stops_waiting_is_cancelled() {
         let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        let job = run_job(usize::MAX, move |cancel: &Cancel| {
+        let job = run_cancellable(usize::MAX, move |cancel: &Cancel| {
             let start = std::time::Instant::now();
             while !cancel.is_cancelled() && start.elapsed().as_secs() < 10 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -90,7 +95,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_is_an_internal_error() {
-        let got = offload(|| -> u8 { panic!("boom") }).await;
+        let got = spawn_blocking(|| -> u8 { panic!("boom") }).await;
         assert!(matches!(got, Err(ApiError::Internal(_))));
     }
 }

@@ -9,19 +9,10 @@ use std::num::NonZeroUsize;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Unexpected, Visitor};
 
+use crate::answer::Encoding;
 use crate::compute::{Metric, Ragged};
-use crate::refuse::kind;
+use crate::tensor::json_kind::{kind, reject_kinds};
 use crate::tensor::{Tensor, TensorSeed};
-
-/// How float tensors are written back (`response_encoding`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Encoding {
-    /// Nested JSON arrays.
-    #[default]
-    Json,
-    /// Base64 tensor objects of little-endian `float32`.
-    Base64,
-}
 
 /// Declares `deserialize_with` functions that decode one named tensor field.
 macro_rules! tensor_fields {
@@ -226,7 +217,7 @@ pub fn item_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 struct Ids;
 
 impl Ids {
-    fn refuse<E: de::Error>(&self, found: Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
         E::custom(format_args!(
             "item_ids: expected an array of strings, found {}",
             kind(found)
@@ -258,7 +249,7 @@ impl<'de> Visitor<'de> for Ids {
         Ok(ids)
     }
 
-    refuse!(bool, i64, u64, f64, str, unit, map);
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
 }
 
 /// One element of a list, read as a [`Scalar`].
@@ -288,7 +279,7 @@ struct IndexLists {
 }
 
 impl IndexLists {
-    fn refuse<E: de::Error>(&self, found: Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
         E::custom(format_args!(
             "{}: expected an array of arrays of indices, found {}",
             self.field,
@@ -319,7 +310,7 @@ impl<'de> Visitor<'de> for IndexLists {
         }
     }
 
-    refuse!(bool, i64, u64, f64, str, unit, map);
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
 }
 
 /// List `row`, appended to `into` (the caller ends the row).
@@ -330,7 +321,7 @@ struct IndexList<'a> {
 }
 
 impl IndexList<'_> {
-    fn refuse<E: de::Error>(&self, found: Unexpected) -> E {
+    fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
         E::custom(format_args!(
             "{}[{}]: expected an array of indices, found {}",
             self.field,
@@ -376,7 +367,7 @@ impl<'de> Visitor<'de> for IndexList<'_> {
         Ok(())
     }
 
-    refuse!(bool, i64, u64, f64, str, unit, map);
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
 }
 
 #[cfg(test)]

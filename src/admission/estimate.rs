@@ -1,8 +1,19 @@
-//! Estimates of the memory a job holds while it runs, reserved against
-//! `--memory-budget-bytes` before it starts. They err on the high side: a refusal costs a
-//! retry, an underestimate costs the process.
+//! Estimates of the memory a request holds, reserved against `--memory-budget-bytes` before
+//! it is taken: [`parse`] while a body is inflated and parsed, [`job`] while a job runs and
+//! its answer is written. They err on the high side: a refusal costs a retry, an
+//! underestimate costs the process.
 
-use super::fields::Encoding;
+use crate::answer::Encoding;
+
+/// Parsing holds the body and what it decodes to together: at most this many bytes per body
+/// byte besides the body itself (`"",` in `item_ids` becomes a 24-byte `String`; `1,` in a
+/// tensor a 4-byte float).
+pub const PARSE_BYTES_PER_BODY_BYTE: usize = 8;
+
+/// Bytes an (inflated) body of `len` bytes holds while it is parsed, the body included.
+pub fn parse(len: usize) -> usize {
+    len.saturating_mul(PARSE_BYTES_PER_BODY_BYTE + 1)
+}
 
 /// Working memory of the kernels beyond their inputs and outputs: per-thread tiles of
 /// scores and GEMM packing buffers, for the largest jobs.

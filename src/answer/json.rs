@@ -1,5 +1,5 @@
-//! Response bodies (`application/json` bytes): float tensors as nested JSON arrays or base64
-//! tensor objects.
+//! Answer bodies (`application/json` bytes): [`dense`] for scores and matrices, [`neighbours`]
+//! for top-k / threshold lists; float tensors as nested JSON arrays or base64 tensor objects.
 //!
 //! Bodies are serialised straight from the result buffers into one byte vector; nothing
 //! goes through `serde_json::Value`.
@@ -10,7 +10,7 @@ use ndarray::{ArrayView, Dimension};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use super::fields::Encoding;
+use super::Encoding;
 use crate::compute::{Metric, Neighbours};
 use crate::error::ApiError;
 
@@ -162,12 +162,12 @@ pub fn neighbours(
     let body = NeighboursBody {
         metric: metric.name(),
         shape: shape.as_deref(),
-        indices: part(Part::Indices),
+        indices: part(Listing::Indices),
         scores: match &shape {
             Some(shape) => Scores::Dense(Dense::new(encoding, shape, &flat)),
-            None => Scores::Ragged(part(Part::Scores(encoding))),
+            None => Scores::Ragged(part(Listing::Scores(encoding))),
         },
-        items: item_ids.map(|ids| part(Part::Ids(ids))),
+        items: item_ids.map(|ids| part(Listing::Ids(ids))),
     };
     to_response(&body)
 }
@@ -192,7 +192,7 @@ enum Scores<'a> {
 
 /// Which list of a neighbours result to write.
 #[derive(Clone, Copy)]
-enum Part<'a> {
+enum Listing<'a> {
     Indices,
     Scores(Encoding),
     Ids(&'a [String]),
@@ -202,7 +202,7 @@ enum Part<'a> {
 struct PerSet<'a> {
     sets: &'a [Neighbours],
     batched: bool,
-    part: Part<'a>,
+    part: Listing<'a>,
 }
 
 impl Serialize for PerSet<'_> {
@@ -221,18 +221,20 @@ impl Serialize for PerSet<'_> {
 /// One part of one set's rows.
 struct SetRows<'a> {
     set: &'a Neighbours,
-    part: Part<'a>,
+    part: Listing<'a>,
 }
 
 impl Serialize for SetRows<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let set = self.set;
         match self.part {
-            Part::Indices => serializer.collect_seq(set.indices.rows()),
-            Part::Scores(encoding) => {
+            Listing::Indices => serializer.collect_seq(set.indices.rows()),
+            Listing::Scores(encoding) => {
                 serializer.collect_seq(set.scores.rows().map(|row| Vector(encoding, row)))
             }
-            Part::Ids(ids) => serializer.collect_seq(set.indices.rows().map(|row| IdRow(ids, row))),
+            Listing::Ids(ids) => {
+                serializer.collect_seq(set.indices.rows().map(|row| IdRow(ids, row)))
+            }
         }
     }
 }

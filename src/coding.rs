@@ -1,15 +1,31 @@
-//! gzip and zstd for the similarity routes, done off the async runtime: request bodies are
-//! inflated where they are parsed, and responses compressed where they are encoded (a 48 MB
-//! JSON matrix takes about a second to gzip; on a runtime thread that second would stall
-//! other requests). The compression layer sees `Content-Encoding` and leaves these responses
-//! alone; it still compresses the small responses of other routes.
+//! Content codings (gzip, zstd), both ways: the one home of compression.
+//!
+//! - Request bodies: [`request_coding`] reads `Content-Encoding`; [`inflate`] inflates a body
+//!   with the decompression-bomb bounds, called where the body is parsed (off the runtime).
+//! - Similarity answers: [`negotiate`] picks a coding from `Accept-Encoding`, and
+//!   [`compress_answer`] compresses the answer in the computation's thread (a 48 MB JSON
+//!   matrix takes about a second to gzip; on a runtime thread that second would stall other
+//!   requests).
+//! - Every other route: [`layer`] compresses their small answers; it leaves alone responses
+//!   that already carry `Content-Encoding`.
 
 use std::io::{Read, Write};
 
 use axum::http::{HeaderMap, header};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 
-/// Bodies smaller than this are sent as they are.
-pub const MIN_BYTES: usize = 1024;
+use crate::error::ApiError;
+
+/// Answers smaller than this are sent as they are.
+const MIN_BYTES: usize = 1024;
+
+/// The most a compressed body may inflate relative to its size, once past
+/// [`INFLATE_FREE_BYTES`]; further is treated as a decompression bomb (Apache's
+/// `DeflateInflateRatioLimit` has the same default).
+const MAX_INFLATE_RATIO: usize = 200;
+
+/// Inflated bytes allowed before [`MAX_INFLATE_RATIO`] applies.
+const INFLATE_FREE_BYTES: usize = 1 << 20;
 
 /// The largest zstd window accepted in request bodies (2^27 = 128 MiB is zstd's own default
 /// limit; 2^23 = 8 MiB is what its compressor uses up to level 19).
@@ -132,6 +148,73 @@ fn quality(text: &str) -> Option<u16> {
         .then(|| (q * 1000.0).round() as u16)
 }
 
+/// The request body's `Content-Encoding`: none (or `identity`), gzip or zstd; anything else,
+/// including several codings, is 415.
+pub fn request_coding(headers: &HeaderMap) -> Result<Option<Coding>, ApiError> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let value = value.to_str().map_err(|_| ApiError::UnsupportedEncoding)?;
+        codings.extend(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")),
+        );
+    }
+    match codings.as_slice() {
+        [] => Ok(None),
+        [one] => Coding::from_token(one)
+            .map(Some)
+            .ok_or(ApiError::UnsupportedEncoding),
+        _ => Err(ApiError::UnsupportedEncoding),
+    }
+}
+
+/// The most bytes a compressed body of `len` bytes may inflate to under `limit`
+/// (`--max-body-bytes`).
+pub fn inflate_bound(len: usize, limit: usize) -> usize {
+    len.saturating_mul(MAX_INFLATE_RATIO)
+        .max(INFLATE_FREE_BYTES)
+        .min(limit)
+}
+
+/// Inflates a request body, refusing output past `limit` (`--max-body-bytes`, 413) or
+/// [`MAX_INFLATE_RATIO`] (413), and bytes that are not `coding` (400).
+pub fn inflate(coding: Coding, bytes: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let bound = inflate_bound(bytes.len(), limit);
+    match coding.decompress(bytes, bound) {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) if bound < limit => Err(ApiError::InflatesTooFar {
+            ratio: MAX_INFLATE_RATIO,
+        }),
+        Ok(None) => Err(ApiError::PayloadTooLarge { limit }),
+        Err(err) => Err(ApiError::MalformedJson(format!(
+            "could not decompress the {} body: {err}",
+            coding.token()
+        ))),
+    }
+}
+
+/// An answer's body in `coding` when it is worth compressing, with the coding used.
+pub fn compress_answer(
+    coding: Option<Coding>,
+    body: Vec<u8>,
+) -> Result<(Option<Coding>, Vec<u8>), ApiError> {
+    match coding {
+        Some(coding) if body.len() >= MIN_BYTES => coding
+            .compress(&body)
+            .map(|packed| (Some(coding), packed))
+            .map_err(|err| ApiError::Internal(format!("could not compress: {err}"))),
+        _ => Ok((None, body)),
+    }
+}
+
+/// The compression layer for the routes that are not similarity operations (their answers
+/// are small, so compressing them on the runtime costs little).
+pub fn layer() -> CompressionLayer {
+    CompressionLayer::new().quality(CompressionLevel::Fastest)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -171,5 +254,43 @@ mod tests {
         let zs = Coding::Zstd.compress(&body).unwrap();
         assert_eq!(zstd::decode_all(&zs[..]).unwrap(), body);
         assert!(zs.len() < body.len() / 10);
+    }
+
+    #[test]
+    fn one_known_content_coding_or_none_is_accepted() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_ENCODING, value.parse().unwrap());
+            request_coding(&headers)
+        };
+        assert_eq!(request_coding(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(with("Identity").unwrap(), None);
+        assert_eq!(with("GZIP").unwrap(), Some(Coding::Gzip));
+        assert_eq!(with("zstd").unwrap(), Some(Coding::Zstd));
+        assert!(with("br").is_err());
+        assert!(with("gzip, gzip").is_err());
+    }
+
+    #[test]
+    fn inflation_is_bounded_by_the_ratio_past_the_first_mebibyte_and_by_the_limit() {
+        assert_eq!(inflate_bound(10, 64 << 20), 1 << 20);
+        assert_eq!(inflate_bound(100 << 10, 64 << 20), 200 * (100 << 10));
+        assert_eq!(inflate_bound(1 << 20, 64 << 20), 64 << 20);
+        let bomb = Coding::Gzip.compress(&vec![b' '; 8 << 20]).unwrap();
+        assert!(matches!(
+            inflate(Coding::Gzip, &bomb, 64 << 20),
+            Err(ApiError::InflatesTooFar { ratio: 200 })
+        ));
+        let plain = br#"{"a": [[1, 2]]}"#;
+        let packed = Coding::Zstd.compress(plain).unwrap();
+        assert_eq!(inflate(Coding::Zstd, &packed, 64 << 20).unwrap(), plain);
+        assert!(matches!(
+            inflate(Coding::Zstd, &packed, 4),
+            Err(ApiError::PayloadTooLarge { limit: 4 })
+        ));
+        assert!(matches!(
+            inflate(Coding::Gzip, b"\x1f\x8b nonsense", 64 << 20),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 }

@@ -1,0 +1,77 @@
+//! [`AdmittedBody`]: the extractor of every similarity operation. It admits the request from
+//! its headers, reads its body, waits for a compute permit and decodes the body, in the
+//! order [`crate::admission`] tells; each step's refusal is the request's answer.
+
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::admission::{Admitted, estimate};
+use crate::body;
+use crate::coding;
+use crate::cpu;
+use crate::error::ApiError;
+use crate::metrics::BodyCounter;
+use crate::state::AppState;
+
+/// A request admitted to compute, with its body decoded into `T`.
+pub struct AdmittedBody<T> {
+    /// The decoded body.
+    pub request: T,
+    /// The permit and reservation it holds until it has answered.
+    pub admitted: Admitted,
+}
+
+impl<T> FromRequest<AppState> for AdmittedBody<T>
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.limits.max_body_bytes;
+        let (parts, incoming) = request.into_parts();
+        let head = body::check_headers(&parts.headers, limit)?;
+        let mut place = match state.admission.enter(head.declared) {
+            Ok(place) => place,
+            Err(refusal) => {
+                body::discard(incoming, &parts.headers, limit);
+                return Err(state.metrics.refused(refusal));
+            }
+        };
+
+        let counter = parts.extensions.get::<BodyCounter>();
+        let read = body::read(
+            incoming,
+            head,
+            limit,
+            place.reservation(),
+            &state.metrics,
+            counter,
+        );
+        let timeout = state.limits.body_timeout;
+        let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| {
+            state.metrics.rejected("body_timeout");
+            ApiError::BodyTimeout(timeout)
+        })??;
+
+        let mut admitted = place
+            .admit(coding::negotiate(&parts.headers))
+            .await
+            .map_err(|refusal| state.metrics.refused(refusal))?;
+        let inflated = body::inflated_size(head.coding, bytes.len(), limit);
+        admitted
+            .reservation()
+            .grow(estimate::parse(inflated))
+            .map_err(|refusal| state.metrics.refused(refusal))?;
+        // The admission goes with the work, so that a request dropped while it parses keeps
+        // its permit and reservation until the parse actually ends.
+        let (request, admitted) = cpu::run(inflated, move || {
+            (body::decode(head.coding, &bytes, limit), admitted)
+        })
+        .await?;
+        Ok(AdmittedBody {
+            request: request?,
+            admitted,
+        })
+    }
+}

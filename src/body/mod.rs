@@ -1,0 +1,197 @@
+//! Request bodies: checked from their headers, read, inflated and parsed into a route's
+//! request type, whose fields are decoded by [`fields`].
+//!
+//! Use [`check_headers`] before anything else, [`read`] to receive the bytes into the
+//! request's reservation, [`decode`] (off the runtime) to inflate and parse them, and
+//! [`discard`] when the request is answered before its body was read. The order of these
+//! steps around admission is told in [`crate::admission`].
+
+pub mod fields;
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::admission::Reservation;
+use crate::coding::{self, Coding};
+use crate::error::ApiError;
+use crate::metrics::{BodyCounter, Metrics};
+
+/// How long a body may keep arriving after its request was answered early.
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// What a body is, from its headers alone.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyHead {
+    /// The `Content-Encoding` to inflate.
+    pub coding: Option<Coding>,
+    /// The `Content-Length`, when present and readable.
+    pub declared: Option<usize>,
+}
+
+/// Checks the headers of a body to be parsed as JSON: 415 for another content type or
+/// coding, 413 for a declared length over `limit` (`--max-body-bytes`).
+pub fn check_headers(headers: &HeaderMap, limit: usize) -> Result<BodyHead, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let coding = coding::request_coding(headers)?;
+    let declared = declared_length(headers);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(BodyHead { coding, declared })
+}
+
+/// Reads the whole (possibly compressed) body, refusing it past `limit`.
+///
+/// A declared `Content-Length` (at most the limit, checked before, and already reserved)
+/// sizes the buffer once, so the body is copied once and never regrown. Without one, the
+/// buffer grows as `Vec` does and `reservation` is charged its capacity as the bytes arrive.
+pub async fn read(
+    mut body: Body,
+    head: BodyHead,
+    limit: usize,
+    reservation: &mut Reservation,
+    metrics: &Metrics,
+    counter: Option<&BodyCounter>,
+) -> Result<Bytes, ApiError> {
+    let mut buffer: Vec<u8> = Vec::new();
+    if let Some(length) = head.declared {
+        // Best effort: if the address space is short, the buffer grows as bytes arrive.
+        let _ = buffer.try_reserve_exact(length);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(counter) = counter {
+            counter.add(data.len());
+        }
+        let total = buffer.len().saturating_add(data.len());
+        if total > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if total > buffer.capacity() {
+            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
+            if grown > reservation.bytes() {
+                reservation.set(grown).map_err(|r| metrics.refused(r))?;
+            }
+            buffer.reserve_exact(grown - buffer.len());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buffer))
+}
+
+/// Inflates (when `coding` says so, up to `limit`) and parses a body; CPU work, to run off
+/// the runtime when large.
+pub fn decode<T: DeserializeOwned>(
+    coding: Option<Coding>,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, ApiError> {
+    match coding {
+        Some(coding) => coding::inflate(coding, bytes, limit).and_then(|body| parse(&body)),
+        None => parse(bytes),
+    }
+}
+
+/// Bytes a body of `len` bytes may inflate to under `limit`: itself when not compressed.
+pub fn inflated_size(coding: Option<Coding>, len: usize, limit: usize) -> usize {
+    match coding {
+        Some(_) => coding::inflate_bound(len, limit),
+        None => len,
+    }
+}
+
+/// Parses a body that must be one JSON object.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".to_owned(),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|err| ApiError::from_json(&err))
+}
+
+/// Drops the body of a request answered before it was read, reading and discarding what
+/// still arrives (at most `limit` bytes, for at most [`DISCARD_TIME`]) so that the client
+/// reads the answer rather than a connection reset (a lingering close, as nginx does). A
+/// client that sent `Expect: 100-continue` has not sent the body and never will: nothing
+/// is read.
+pub fn discard(body: Body, headers: &HeaderMap, limit: usize) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = body;
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+                if seen > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `Content-Length`, when present and readable.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_with_parameters_and_any_case() {
+        let mut headers = HeaderMap::new();
+        for (value, want) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("text/plain", false),
+            ("application/jsonx", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            assert_eq!(is_json(&headers), want, "{value}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects_are_malformed() {
+        for body in ["[1]", "", "  ", "\u{feff}{}", "null"] {
+            let got = parse::<serde_json::Map<String, serde_json::Value>>(body.as_bytes());
+            assert!(matches!(got, Err(ApiError::MalformedJson(_))), "{body:?}");
+        }
+    }
+}
