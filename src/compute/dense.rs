@@ -7,10 +7,10 @@ use rayon::prelude::*;
 
 use faer::Par;
 
-use super::gemm::{PARALLEL_WORK, SPLIT_WORK, policy};
-use super::naive::narrow;
+use super::metric::narrow;
 use super::reduce::score;
 use super::scorer::Scorer;
+use super::threads::{self, SPLIT_WORK};
 use super::{Cancel, ComputeError, Metric};
 
 /// A row as a contiguous slice, copied only when the view is strided.
@@ -38,7 +38,7 @@ fn scores_of(
         let (x, y) = (contiguous(a.row(i)), contiguous(b.row(j)));
         narrow(score(metric, &x, &y), &[p])
     };
-    let parallel = count.saturating_mul(a.ncols()) >= PARALLEL_WORK;
+    let parallel = threads::pairs_in_parallel(count.saturating_mul(a.ncols()));
     let mut scores = vec![0.0f32; count];
     for (c, chunk) in scores.chunks_mut(PAIR_CHUNK).enumerate() {
         cancel.check()?;
@@ -114,9 +114,8 @@ const DENSE_BLOCK: usize = 1 << 22;
 
 /// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
 ///
-/// Work of at least `split_work` ([`SPLIT_WORK`] in service) is cut into one share of rows
-/// per thread, each scored by sequential GEMMs; smaller work (or fewer rows than threads)
-/// goes a block of rows at a time to faer's threading.
+/// [`threads::dense_shares`] decides: one share of rows per thread, each scored by
+/// sequential GEMMs, or a block of rows at a time through faer's threading.
 fn fill(
     scorer: &Scorer,
     out: Option<&mut [f32]>,
@@ -126,14 +125,12 @@ fn fill(
     let out = out.ok_or(ComputeError::Internal("a result buffer is not contiguous"))?;
     let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
     let work = n.saturating_mul(m).saturating_mul(dim);
-    let threads = rayon::current_num_threads();
-    if work >= split_work && threads > 1 && n >= threads {
-        let share = n.div_ceil(threads);
-        out.par_chunks_mut((share * m).max(1))
+    match threads::dense_shares(n, work, split_work) {
+        Some(share) => out
+            .par_chunks_mut((share * m).max(1))
             .enumerate()
-            .try_for_each(|(part, rows)| fill_rows(scorer, part * share, rows, Par::Seq, cancel))
-    } else {
-        fill_rows(scorer, 0, out, policy(work), cancel)
+            .try_for_each(|(part, rows)| fill_rows(scorer, part * share, rows, Par::Seq, cancel)),
+        None => fill_rows(scorer, 0, out, threads::gemm_par(work), cancel),
     }
 }
 

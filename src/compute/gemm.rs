@@ -1,31 +1,10 @@
 //! `a · bᵀ` through faer's GEMM, for row-major operands held as slices.
 //!
 //! Rows of `a` and `b` are vectors, so `a · bᵀ` scores every row of `a` against every row of
-//! `b`. Products smaller than [`PARALLEL_WORK`] run on the calling thread: handing a tiny
-//! product to the thread pool costs more than it saves. Dense results of at least
-//! [`SPLIT_WORK`] give each thread its own share of rows and sequential GEMMs instead of one
-//! threaded GEMM (see `dense`).
+//! `b`. How many threads a product uses is the caller's `par`, from [`super::threads`].
 
 use faer::traits::ComplexField;
 use faer::{Accum, MatMut, MatRef, Par};
-
-/// Multiply-adds below which work is not split across threads.
-pub(crate) const PARALLEL_WORK: usize = 1 << 21;
-
-/// Multiply-adds from which a dense result is cut into one share of rows per thread, each
-/// multiplied sequentially, rather than handed a block at a time to faer's threading. On two
-/// cores the shares measured faster at 4096×1024×4096 and no faster at 1000×768×1000
-/// (`examples/gemm_threads.rs`; BENCHMARKS.md, "Kernels against numpy").
-pub(crate) const SPLIT_WORK: usize = 1 << 32;
-
-/// The thread policy for work of this many multiply-adds.
-pub(crate) fn policy(work: usize) -> Par {
-    if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
-        Par::rayon(0)
-    } else {
-        Par::Seq
-    }
-}
 
 /// `out = a · bᵀ`: `a` holds `n` rows and `b` holds `m` rows of `dim` values, `out` is
 /// `n × m`; all row-major.

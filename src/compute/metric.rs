@@ -1,6 +1,22 @@
-//! The four metrics and what their scores mean.
+//! The four metrics and what their scores mean; the rules every kernel shares (the cosine's
+//! norm floor, narrowing a score to `f32`).
 
 use std::cmp::Ordering;
+
+use super::ComputeError;
+
+/// Keras' `l2_normalize` divides by `sqrt(max(Σx², 1e-12))`, i.e. by `max(‖x‖, 1e-6)`.
+pub(crate) const NORM_FLOOR: f64 = 1e-6;
+
+/// Narrows an `f64` score to `f32`, reporting overflow at index `at` of the result.
+pub(crate) fn narrow(score: f64, at: &[usize]) -> Result<f32, ComputeError> {
+    let narrowed = score as f32;
+    if narrowed.is_finite() {
+        Ok(narrowed)
+    } else {
+        Err(ComputeError::Overflow { at: at.to_vec() })
+    }
+}
 
 /// How two vectors are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +71,15 @@ impl Metric {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflowing_scores_are_reported_not_returned() {
+        assert_eq!(
+            narrow(1e39, &[2, 3]),
+            Err(ComputeError::Overflow { at: vec![2, 3] })
+        );
+        assert_eq!(narrow(-1.5, &[0]), Ok(-1.5));
+    }
 
     #[test]
     fn similarities_sort_descending_and_distances_ascending() {

@@ -12,20 +12,29 @@
 //!
 //! Results that do not fit in `f32` (a dot product of huge vectors, say) are reported as
 //! [`ComputeError::Overflow`] rather than returned as infinities.
+//!
+//! Files: `metric.rs` (what a score means, the norm floor), `scorer.rs` (operands prepared
+//! once, scored a tile at a time), `dense.rs` (whole results), `neighbours.rs` (top-k and
+//! threshold selection), `threads.rs` (the one thread policy), `gemm.rs` (the matrix
+//! product), `reduce.rs` (direct per-pair kernels), `rows.rs`, `ragged.rs`, `cancel.rs`
+//! (their types); `reference.rs` (the `f64` test reference) and `properties.rs` (kernels
+//! against it) are tests only.
 
 mod cancel;
 mod dense;
 mod gemm;
 mod metric;
-mod naive;
 mod neighbours;
 mod ragged;
 mod reduce;
 mod rows;
 mod scorer;
+mod threads;
 
 #[cfg(test)]
 mod properties;
+#[cfg(test)]
+mod reference;
 
 pub use cancel::Cancel;
 pub use dense::{matrices, matrix, pairs, pairwise};

@@ -2,8 +2,8 @@
 //!
 //! Scores are computed one tile (a block of rows × a block of columns) at a time and folded
 //! into a bounded selection per row, so memory stays at `O(n·k + tile)` instead of the full
-//! `n × m` matrix. Row blocks are spread over the thread pool when there are enough of them;
-//! otherwise each tile's product is.
+//! `n × m` matrix. How rows are cut into blocks, and whether blocks or each tile's product
+//! are spread over the threads, is [`threads::neighbour_blocks`]'s decision.
 
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -12,15 +12,17 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use super::gemm::{PARALLEL_WORK, policy};
 use super::scorer::Scorer;
+use super::threads;
 use super::{Cancel, ComputeError, Metric, Ragged};
 
 /// Scores one tile holds (1 MiB of `f32`, so a tile stays in cache while it is scanned).
 const TILE: usize = 1 << 20;
 
-/// Rows per block when blocks are spread over threads.
-const ROW_BLOCK: usize = 64;
+/// Candidates a row collects before the worst are pruned away, at least: pruning costs a
+/// pass over the list, so it waits for `2k` candidates (half are dropped each time, which
+/// keeps the cost per candidate constant) and, for small `k`, for this many.
+const MIN_PRUNE_LEN: usize = 32;
 
 /// What to keep for each row of `a`.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +58,15 @@ impl Neighbours {
 /// A candidate: score and column.
 type Hit = (f32, usize);
 
+/// One row's candidates while its tiles are scanned.
+#[derive(Debug, Clone, Default)]
+struct Candidates {
+    /// Candidates kept so far (unsorted; pruned to the `k` nearest now and then).
+    hits: Vec<Hit>,
+    /// Once `k` are held after a prune, the farthest kept score: a candidate must be nearer.
+    bar: Option<f32>,
+}
+
 struct Run<'s, 'a> {
     scorer: &'s Scorer<'a>,
     metric: Metric,
@@ -89,9 +100,8 @@ impl Run<'_, '_> {
     fn block(&self, rows: Range<usize>, par: faer::Par) -> Result<Neighbours, ComputeError> {
         let m = self.scorer.cols();
         let k = self.selection.k.unwrap_or(usize::MAX);
-        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); rows.len()];
-        // Per row, the score a candidate must beat once `k` are held.
-        let mut bars: Vec<Option<f32>> = vec![None; rows.len()];
+        let prune_at = k.saturating_mul(2).max(MIN_PRUNE_LEN);
+        let mut per_row: Vec<Candidates> = vec![Candidates::default(); rows.len()];
         let mut tile = vec![0.0f32; rows.len() * self.width.min(m)];
         for c0 in (0..m).step_by(self.width) {
             self.cancel.check()?;
@@ -102,9 +112,8 @@ impl Run<'_, '_> {
             let mut added = 0;
             for (offset, scores) in tile.chunks_exact(cols.len()).enumerate() {
                 let i = rows.start + offset;
-                let row_hits = &mut hits[offset];
-                let bar = &mut bars[offset];
-                let before = row_hits.len();
+                let row = &mut per_row[offset];
+                let before = row.hits.len();
                 let skip = self.exclude.as_ref().map_or(&[][..], |e| e.row(i));
                 let first = skip.partition_point(|&j| j < cols.start);
                 let mut skip = skip[first..].iter().copied().peekable();
@@ -116,15 +125,17 @@ impl Run<'_, '_> {
                         .selection
                         .threshold
                         .is_none_or(|t| self.metric.passes(score, t));
-                    let beats = bar.is_none_or(|b| self.metric.nearest_first(score, b).is_lt());
+                    let beats = row
+                        .bar
+                        .is_none_or(|b| self.metric.nearest_first(score, b).is_lt());
                     if passes && beats {
-                        row_hits.push((score, j));
-                        if row_hits.len() >= k.saturating_mul(2).max(32) {
-                            *bar = self.prune(row_hits);
+                        row.hits.push((score, j));
+                        if row.hits.len() >= prune_at {
+                            row.bar = self.prune(&mut row.hits);
                         }
                     }
                 }
-                added += row_hits.len().saturating_sub(before);
+                added += row.hits.len().saturating_sub(before);
             }
             let total = self.entries.fetch_add(added, AtomicOrdering::Relaxed) + added;
             if self.selection.k.is_none() && total > self.selection.max_entries {
@@ -134,7 +145,8 @@ impl Run<'_, '_> {
             }
         }
         let mut out = Neighbours::default();
-        for mut row_hits in hits {
+        for row in per_row {
+            let mut row_hits = row.hits;
             let _ = self.prune(&mut row_hits);
             row_hits.sort_unstable_by(self.order());
             out.indices.push_row(row_hits.iter().map(|hit| hit.1));
@@ -167,12 +179,8 @@ fn nearest_in_tiles(
     let scorer = Scorer::new(metric, a, b);
     let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
     let work = n.saturating_mul(m).saturating_mul(dim);
-    let threads = rayon::current_num_threads();
-    let row_block = if work >= PARALLEL_WORK && n >= 2 * threads * ROW_BLOCK.min(8) {
-        n.div_ceil(threads * 4).clamp(1, ROW_BLOCK)
-    } else {
-        n.clamp(1, 256)
-    };
+    let cut = threads::neighbour_blocks(n, work);
+    let row_block = cut.rows;
     let run = Run {
         scorer: &scorer,
         metric,
@@ -195,7 +203,7 @@ fn nearest_in_tiles(
         .step_by(row_block)
         .map(|start| start..(start + row_block).min(n))
         .collect();
-    let per_block: Vec<Neighbours> = if blocks.len() >= threads && work >= PARALLEL_WORK {
+    let per_block: Vec<Neighbours> = if cut.spread {
         blocks
             .into_par_iter()
             .map(|rows| run.block(rows, faer::Par::Seq))
@@ -203,7 +211,7 @@ fn nearest_in_tiles(
     } else {
         blocks
             .into_iter()
-            .map(|rows| run.block(rows.clone(), policy(rows.len() * m * dim)))
+            .map(|rows| run.block(rows.clone(), threads::gemm_par(rows.len() * m * dim)))
             .collect::<Result<_, _>>()?
     };
 

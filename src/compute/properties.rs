@@ -1,10 +1,10 @@
-//! Property tests: the fast kernels against the naive `f64` reference, and the invariants
+//! Property tests: the fast kernels against the `f64` test reference, and the invariants
 //! the API promises. `PROPTEST_CASES` raises the number of cases.
 
 use ndarray::{Array2, Axis};
 use proptest::prelude::*;
 
-use super::naive::{norm, score_pair};
+use super::reference::{norm, score_pair};
 use super::{Cancel, Metric, Selection, matrices, matrix, nearest, pairwise};
 
 const METRICS: [Metric; 4] = [
@@ -172,7 +172,7 @@ proptest! {
 #[test]
 fn a_product_scored_by_threads_and_sub_blocks_matches_the_reference() {
     use super::dense::matrix_splitting_from;
-    use super::gemm::PARALLEL_WORK;
+    use super::threads::PARALLEL_WORK;
 
     let dim = 300;
     let wave = |rows: usize, seed: f32| {

@@ -5,7 +5,7 @@
 //! products within the accuracy contract whatever the dimension.
 
 use super::Metric;
-use super::naive::NORM_FLOOR;
+use super::metric::NORM_FLOOR;
 
 const LANES: usize = 8;
 

@@ -18,7 +18,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::gemm::a_bt;
-use super::naive::{NORM_FLOOR, narrow};
+use super::metric::{NORM_FLOOR, narrow};
 use super::reduce::{self, l1, sq_dist};
 use super::rows::Rows;
 use super::{ComputeError, Metric};

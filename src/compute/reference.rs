@@ -1,18 +1,12 @@
-//! Reference scoring: one pair of rows at a time, `f64` accumulation, no tricks, written
-//! independently of the fast kernels so tests can hold them against it; plus the helpers
-//! both share (the norm floor, narrowing to `f32`).
+//! The test reference: one pair of rows at a time, `f64` accumulation, no tricks, written
+//! independently of the fast kernels so that tests can hold them against it. Only tests use
+//! it (`mod reference` is `cfg(test)`).
 
-#[cfg(test)]
 use ndarray::{ArrayView1, Zip};
 
-use super::ComputeError;
-#[cfg(test)]
 use super::Metric;
+use super::metric::NORM_FLOOR;
 
-/// Keras' `l2_normalize` divides by `sqrt(max(Σx², 1e-12))`, i.e. by `max(‖x‖, 1e-6)`.
-pub(crate) const NORM_FLOOR: f64 = 1e-6;
-
-#[cfg(test)]
 /// `‖x‖₂` with `f64` accumulation, so neither huge nor tiny values over- or underflow.
 pub(crate) fn norm(x: ArrayView1<f32>) -> f64 {
     x.iter()
@@ -21,14 +15,12 @@ pub(crate) fn norm(x: ArrayView1<f32>) -> f64 {
         .sqrt()
 }
 
-#[cfg(test)]
 fn dot(x: ArrayView1<f32>, y: ArrayView1<f32>) -> f64 {
     Zip::from(x)
         .and(y)
         .fold(0.0, |acc, &p, &q| acc + f64::from(p) * f64::from(q))
 }
 
-#[cfg(test)]
 /// Scores one pair of rows with `f64` accumulation.
 pub(crate) fn score_pair(metric: Metric, x: ArrayView1<f32>, y: ArrayView1<f32>) -> f64 {
     match metric {
@@ -50,17 +42,6 @@ pub(crate) fn score_pair(metric: Metric, x: ArrayView1<f32>, y: ArrayView1<f32>)
     }
 }
 
-/// Narrows an `f64` score to `f32`, reporting overflow at index `at` of the result.
-pub(crate) fn narrow(score: f64, at: &[usize]) -> Result<f32, ComputeError> {
-    let narrowed = score as f32;
-    if narrowed.is_finite() {
-        Ok(narrowed)
-    } else {
-        Err(ComputeError::Overflow { at: at.to_vec() })
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::array;
@@ -79,14 +60,5 @@ mod tests {
         assert!((norm(huge.view()) - 3e38 * 2f64.sqrt()).abs() < 1e32);
         let tiny = array![1e-30f32, 1e-30];
         assert!(norm(tiny.view()) > 0.0);
-    }
-
-    #[test]
-    fn overflowing_scores_are_reported_not_returned() {
-        assert_eq!(
-            narrow(1e39, &[2, 3]),
-            Err(ComputeError::Overflow { at: vec![2, 3] })
-        );
-        assert_eq!(narrow(-1.5, &[0]), Ok(-1.5));
     }
 }

@@ -1,0 +1,161 @@
+//! How computations use the thread pool, decided in one place from the work they do
+//! (multiply-adds: rows × columns × dimension).
+//!
+//! - Below [`PARALLEL_WORK`] everything stays on the calling thread: handing a small job to
+//!   the pool costs more than it saves.
+//! - Dense results ([`dense_shares`]): from [`SPLIT_WORK`] each thread takes one share of rows
+//!   and runs sequential GEMMs on it; below it, blocks of rows go to faer's own threading
+//!   ([`gemm_par`]).
+//! - Neighbour selection ([`neighbour_blocks`]): rows are cut into blocks; with enough rows,
+//!   blocks are spread over the threads (each block scored on one thread), otherwise one
+//!   block at a time goes through [`gemm_par`].
+//! - Per-pair scores ([`pairs_in_parallel`]): chunks of pairs spread over the threads.
+
+use faer::Par;
+
+/// Multiply-adds below which work is not split across threads.
+pub(crate) const PARALLEL_WORK: usize = 1 << 21;
+
+/// Multiply-adds from which a dense result is cut into one share of rows per thread, each
+/// multiplied sequentially, rather than handed a block at a time to faer's threading. On two
+/// cores the shares measured faster at 4096×1024×4096 and no faster at 1000×768×1000
+/// (`examples/gemm_threads.rs`; BENCHMARKS.md, "Kernels against numpy").
+pub(crate) const SPLIT_WORK: usize = 1 << 32;
+
+/// Rows of a neighbour block at most when blocks are spread over threads: a block's scores
+/// tile (rows × columns, [`super::neighbours`]'s 1 MiB tile) then has at least 4096 columns,
+/// wide enough for the GEMM to run at full speed.
+const SPREAD_BLOCK_ROWS: usize = 64;
+
+/// The fewest rows a spread block should have: thinner blocks make thin GEMMs that waste
+/// the kernel's register tile (8 rows at a time).
+const MIN_SPREAD_BLOCK_ROWS: usize = 8;
+
+/// Blocks per thread aimed for when spreading, so that blocks that finish early (rows with
+/// many exclusions or few candidates over the threshold) leave no thread idle for long.
+const BLOCKS_PER_THREAD: usize = 4;
+
+/// Rows of a neighbour block at most when blocks are not spread: the tile is then at least
+/// 4096 columns wide, and the selection's per-row state stays small.
+const SINGLE_BLOCK_ROWS: usize = 256;
+
+/// Threads in the pool the computation runs on.
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// How one GEMM of `work` multiply-adds uses threads: faer's threading from
+/// [`PARALLEL_WORK`] (when there is more than one thread), else sequential.
+pub(crate) fn gemm_par(work: usize) -> Par {
+    if work >= PARALLEL_WORK && threads() > 1 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
+/// Whether per-pair scores of `work` multiply-adds are spread over the threads.
+pub(crate) fn pairs_in_parallel(work: usize) -> bool {
+    work >= PARALLEL_WORK
+}
+
+/// For a dense result of `rows` rows and `work` multiply-adds: the rows of each thread's
+/// share when the result is split (from `split_work`, [`SPLIT_WORK`] in service, with more
+/// than one thread and at least a row per thread), or `None` to go a block at a time
+/// through [`gemm_par`].
+pub(crate) fn dense_shares(rows: usize, work: usize, split_work: usize) -> Option<usize> {
+    let threads = threads();
+    (work >= split_work && threads > 1 && rows >= threads).then(|| rows.div_ceil(threads))
+}
+
+/// How a neighbour selection over `rows` rows of `a` and `work` multiply-adds is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NeighbourBlocks {
+    /// Rows of `a` per block.
+    pub rows: usize,
+    /// Whether blocks run side by side, one per thread at a time (each block's GEMM
+    /// sequential), rather than one after another (each block's GEMM through [`gemm_par`]).
+    pub spread: bool,
+}
+
+/// Cuts a neighbour selection: blocks are spread over the threads when the work is worth it
+/// and every thread gets at least two blocks of [`MIN_SPREAD_BLOCK_ROWS`] rows; otherwise
+/// the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another.
+pub(crate) fn neighbour_blocks(rows: usize, work: usize) -> NeighbourBlocks {
+    let threads = threads();
+    let worth_spreading = work >= PARALLEL_WORK;
+    let block = if worth_spreading && rows >= 2 * threads * MIN_SPREAD_BLOCK_ROWS {
+        rows.div_ceil(threads * BLOCKS_PER_THREAD)
+            .clamp(1, SPREAD_BLOCK_ROWS)
+    } else {
+        rows.clamp(1, SINGLE_BLOCK_ROWS)
+    };
+    NeighbourBlocks {
+        rows: block,
+        spread: worth_spreading && rows.div_ceil(block) >= threads,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap();
+        pool.install(f)
+    }
+
+    #[test]
+    fn small_work_stays_on_one_thread() {
+        with_threads(2, || {
+            assert!(matches!(gemm_par(PARALLEL_WORK - 1), Par::Seq));
+            assert!(matches!(gemm_par(PARALLEL_WORK), Par::Rayon(_)));
+            assert!(!pairs_in_parallel(PARALLEL_WORK - 1));
+            assert_eq!(
+                neighbour_blocks(10_000, PARALLEL_WORK - 1),
+                NeighbourBlocks {
+                    rows: SINGLE_BLOCK_ROWS,
+                    spread: false
+                }
+            );
+        });
+        with_threads(1, || assert!(matches!(gemm_par(usize::MAX), Par::Seq)));
+    }
+
+    #[test]
+    fn dense_results_are_split_into_one_share_per_thread_from_the_split_work() {
+        with_threads(2, || {
+            assert_eq!(dense_shares(101, SPLIT_WORK, SPLIT_WORK), Some(51));
+            assert_eq!(dense_shares(101, SPLIT_WORK - 1, SPLIT_WORK), None);
+            assert_eq!(dense_shares(1, SPLIT_WORK, SPLIT_WORK), None);
+        });
+        with_threads(1, || assert_eq!(dense_shares(101, usize::MAX, 0), None));
+    }
+
+    #[test]
+    fn neighbour_rows_are_spread_in_blocks_of_eight_to_sixty_four_rows() {
+        with_threads(2, || {
+            let work = PARALLEL_WORK;
+            // Four blocks per thread, capped at 64 rows.
+            assert_eq!(
+                neighbour_blocks(200, work),
+                NeighbourBlocks {
+                    rows: 25,
+                    spread: true
+                }
+            );
+            assert_eq!(neighbour_blocks(100_000, work).rows, SPREAD_BLOCK_ROWS);
+            // Fewer than two blocks of 8 rows per thread: one block.
+            assert_eq!(
+                neighbour_blocks(31, work),
+                NeighbourBlocks {
+                    rows: 31,
+                    spread: false
+                }
+            );
+        });
+    }
+}
