@@ -1,0 +1,171 @@
+//! Lists: `item_ids` (strings) and the index lists `pairs` and `exclude`, read into one flat
+//! [`Ragged`] with every bad element named by its position.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Unexpected, Visitor};
+
+use super::options::{Scalar, ScalarVisitor};
+use crate::compute::Ragged;
+use crate::tensor::json_kind::{kind, reject_kinds};
+
+/// Decodes `item_ids`: an array of strings.
+pub fn item_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(Ids)
+}
+
+struct Ids;
+
+impl Ids {
+    fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
+        E::custom(format_args!(
+            "item_ids: expected an array of strings, found {}",
+            kind(found)
+        ))
+    }
+}
+
+impl<'de> Visitor<'de> for Ids {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut ids = Vec::new();
+        while let Some(value) = seq.next_element_seed(Element)? {
+            match value {
+                Scalar::Str(id) => ids.push(id.into_owned()),
+                other => {
+                    return Err(de::Error::custom(format_args!(
+                        "item_ids[{}]: expected a string, found {}",
+                        ids.len(),
+                        other.found()
+                    )));
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
+}
+
+/// One element of a list, read as a [`Scalar`].
+struct Element;
+
+impl<'de> DeserializeSeed<'de> for Element {
+    type Value = Scalar<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Scalar<'de>, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Decodes `pairs` (user-item): lists of indices.
+pub fn pair_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D::Error> {
+    d.deserialize_any(IndexLists { field: "pairs" })
+}
+
+/// Decodes `exclude`: lists of indices.
+pub fn exclude_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D::Error> {
+    d.deserialize_any(IndexLists { field: "exclude" })
+}
+
+/// Lists of non-negative integer indices, read into one flat [`Ragged`].
+struct IndexLists {
+    field: &'static str,
+}
+
+impl IndexLists {
+    fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
+        E::custom(format_args!(
+            "{}: expected an array of arrays of indices, found {}",
+            self.field,
+            kind(found)
+        ))
+    }
+}
+
+impl<'de> Visitor<'de> for IndexLists {
+    type Value = Ragged<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of arrays of indices")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ragged<usize>, A::Error> {
+        let mut lists = Ragged::new();
+        loop {
+            let list = IndexList {
+                field: self.field,
+                row: lists.len(),
+                into: &mut lists,
+            };
+            if seq.next_element_seed(list)?.is_none() {
+                return Ok(lists);
+            }
+            lists.end_row();
+        }
+    }
+
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
+}
+
+/// List `row`, appended to `into` (the caller ends the row).
+struct IndexList<'a> {
+    field: &'static str,
+    row: usize,
+    into: &'a mut Ragged<usize>,
+}
+
+impl IndexList<'_> {
+    fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
+        E::custom(format_args!(
+            "{}[{}]: expected an array of indices, found {}",
+            self.field,
+            self.row,
+            kind(found)
+        ))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for IndexList<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IndexList<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of indices")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut col = 0;
+        while let Some(value) = seq.next_element_seed(Element)? {
+            let index = match value {
+                Scalar::Unsigned(i) => usize::try_from(i).ok(),
+                _ => None,
+            };
+            let Some(index) = index else {
+                return Err(de::Error::custom(format_args!(
+                    "{}[{}][{col}]: expected a non-negative integer index, found {}",
+                    self.field,
+                    self.row,
+                    value.found()
+                )));
+            };
+            self.into.push(index);
+            col += 1;
+        }
+        Ok(())
+    }
+
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
+}

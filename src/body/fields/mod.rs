@@ -1,0 +1,152 @@
+//! Request field decoders shared by the endpoints: tensors, index lists and options.
+//!
+//! Every field is read by its own `deserialize_with` function, so a bad value is reported as
+//! `field: expected …, found …` (with the index inside lists) and is never echoed back. What
+//! comes out is already checked: `top_k` is at least 1, `threshold` a finite `f32`.
+//!
+//! [`options`] holds the scalar options (`metric`, `top_k`, …), [`lists`] the index lists and
+//! ids; tensors are [`crate::tensor`]'s, named here per field.
+
+mod lists;
+mod options;
+
+use std::num::NonZeroUsize;
+
+use serde::de::{DeserializeSeed, Deserializer};
+
+pub use lists::{exclude_indices, item_ids, pair_indices};
+pub use options::{encoding, exclude_self, metric, threshold, top_k};
+
+use crate::compute::Ragged;
+use crate::tensor::{Tensor, TensorSeed};
+
+/// Declares `deserialize_with` functions that decode one named tensor field.
+macro_rules! tensor_fields {
+    ($($name:ident => $field:literal, ranks $ranks:expr;)*) => {$(
+        #[doc = concat!("Decodes the `", $field, "` tensor field.")]
+        pub fn $name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Tensor, D::Error> {
+            TensorSeed::new($field, $ranks).deserialize(deserializer)
+        }
+    )*};
+}
+
+tensor_fields! {
+    a_matrix => "a", ranks &[2];
+    b_matrix => "b", ranks &[2];
+    a_matrix_or_sets => "a", ranks &[2, 3];
+    b_matrix_or_sets => "b", ranks &[2, 3];
+    pairs_tensor => "pairs", ranks &[3];
+    users_matrix => "users", ranks &[2];
+    items_matrix => "items", ranks &[2];
+}
+
+/// Wraps a field function for an optional field (`#[serde(default)]`).
+macro_rules! optional {
+    ($($name:ident => $inner:ident -> $t:ty;)*) => {$(
+        #[doc = concat!("[`", stringify!($inner), "`] for an optional field.")]
+        pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$t>, D::Error> {
+            $inner(d).map(Some)
+        }
+    )*};
+}
+
+optional! {
+    some_a_matrix => a_matrix -> Tensor;
+    some_b_matrix => b_matrix -> Tensor;
+    some_b_matrix_or_sets => b_matrix_or_sets -> Tensor;
+    some_pairs_tensor => pairs_tensor -> Tensor;
+    some_top_k => top_k -> NonZeroUsize;
+    some_threshold => threshold -> f32;
+    some_pair_indices => pair_indices -> Ragged<usize>;
+    some_exclude_indices => exclude_indices -> Ragged<usize>;
+    some_item_ids => item_ids -> Vec<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Probe {
+        #[serde(default, deserialize_with = "some_exclude_indices")]
+        exclude: Option<Ragged<usize>>,
+        #[serde(default, deserialize_with = "some_top_k")]
+        top_k: Option<NonZeroUsize>,
+        #[serde(default, deserialize_with = "some_threshold")]
+        threshold: Option<f32>,
+        #[serde(default, deserialize_with = "some_item_ids")]
+        item_ids: Option<Vec<String>>,
+    }
+
+    fn probe(json: &str) -> Result<Probe, String> {
+        serde_json::from_str::<Probe>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn index_lists_may_be_ragged_and_empty() {
+        let got = probe(r#"{"exclude": [[3, 1], [], [0]]}"#)
+            .unwrap()
+            .exclude
+            .unwrap();
+        assert_eq!(got.to_vecs(), vec![vec![3, 1], vec![], vec![0]]);
+        assert!(probe("{}").unwrap().exclude.is_none());
+    }
+
+    #[test]
+    fn a_bad_index_is_named_by_position() {
+        let err = probe(r#"{"exclude": [[3, 1], [-1]]}"#).unwrap_err();
+        assert!(
+            err.starts_with("exclude[1][0]: expected a non-negative integer index, found -1"),
+            "{err}"
+        );
+        let err = probe(r#"{"exclude": [[3, 1], 2]}"#).unwrap_err();
+        assert!(
+            err.starts_with("exclude[1]: expected an array of indices, found a number"),
+            "{err}"
+        );
+        let err = probe(r#"{"exclude": [[0.5]]}"#).unwrap_err();
+        assert!(
+            err.starts_with("exclude[0][0]: expected a non-negative integer index, found 0.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn options_are_named_in_errors_without_echoing_strings() {
+        for (json, want) in [
+            (
+                r#"{"top_k": 0}"#,
+                "top_k: expected an integer of at least 1, found 0",
+            ),
+            (
+                r#"{"top_k": -2}"#,
+                "top_k: expected an integer of at least 1, found -2",
+            ),
+            (
+                r#"{"top_k": "secret"}"#,
+                "top_k: expected an integer of at least 1, found a string",
+            ),
+            (
+                r#"{"threshold": 1e39}"#,
+                "threshold: expected a number within the float32 range",
+            ),
+            (
+                r#"{"threshold": [1]}"#,
+                "threshold: expected a number within the float32 range, found an array",
+            ),
+            (
+                r#"{"item_ids": ["a", 5]}"#,
+                "item_ids[1]: expected a string, found 5",
+            ),
+        ] {
+            let err = probe(json).unwrap_err();
+            assert!(err.starts_with(want), "{json}: {err}");
+            assert!(!err.contains("secret"));
+        }
+        let ok = probe(r#"{"top_k": 3, "threshold": -0.5, "item_ids": ["x"]}"#).unwrap();
+        assert_eq!(ok.top_k.map(NonZeroUsize::get), Some(3));
+        assert_eq!(ok.threshold, Some(-0.5));
+        assert_eq!(ok.item_ids, Some(vec!["x".to_owned()]));
+    }
+}
