@@ -189,3 +189,94 @@ impl Level<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tensor::test_support::decode;
+
+    #[test]
+    fn nested_arrays_decode_row_major() {
+        let t = decode("[[1, 2.5], [-3, 4e-3]]", &[2]).unwrap();
+        assert_eq!(t.shape(), &[2, 2]);
+        assert_eq!(t.data, vec![1.0, 2.5, -3.0, 4e-3]);
+    }
+
+    #[test]
+    fn a_rank_three_tensor_decodes_where_allowed() {
+        let t = decode("[[[1], [2]], [[3], [4]], [[5], [6]]]", &[2, 3]).unwrap();
+        assert_eq!(t.shape(), &[3, 2, 1]);
+        assert_eq!(t.clone().into_matrix(), None);
+        let sets = t.into_sets().unwrap();
+        assert_eq!(sets.dim(), (3, 2, 1));
+        assert_eq!(
+            sets.iter().copied().collect::<Vec<f32>>(),
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
+    }
+
+    #[test]
+    fn ragged_rows_name_the_offending_row() {
+        let err = decode("[[1, 2], [3, 4], [5]]", &[2]).unwrap_err();
+        assert!(
+            err.starts_with("a[2]: row has 1 values, expected 2"),
+            "{err}"
+        );
+        let err = decode("[[1, 2], [3, 4, 5]]", &[2]).unwrap_err();
+        assert!(err.starts_with("a[1]: row has more than 2 values"), "{err}");
+    }
+
+    #[test]
+    fn mixed_nesting_depths_are_a_rank_error() {
+        let err = decode("[[1, 2], 3]", &[2]).unwrap_err();
+        assert!(err.starts_with("a[1]: expected an array"), "{err}");
+        let err = decode("[[1, [2]]]", &[2]).unwrap_err();
+        assert!(err.starts_with("a[0][1]: expected a number"), "{err}");
+    }
+
+    #[test]
+    fn wrong_rank_is_named() {
+        let err = decode("[1, 2]", &[2]).unwrap_err();
+        assert!(
+            err.starts_with("a: expected a tensor of rank 2, found rank 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_tensors_and_rows_are_refused() {
+        assert!(
+            decode("[]", &[2])
+                .unwrap_err()
+                .starts_with("a: empty array")
+        );
+        assert!(
+            decode("[[1], []]", &[2])
+                .unwrap_err()
+                .starts_with("a[1]: empty array")
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_float32_are_refused() {
+        let err = decode("[[1, 1e39]]", &[2]).unwrap_err();
+        assert!(
+            err.starts_with("a[0][1]: value is outside the float32 range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn strings_and_nulls_are_named_without_echoing_them() {
+        let err = decode(r#"[[1, "secret"]]"#, &[2]).unwrap_err();
+        assert!(
+            err.starts_with("a[0][1]: expected a number, found a string"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"));
+        let err = decode("[[null]]", &[2]).unwrap_err();
+        assert!(
+            err.starts_with("a[0][0]: expected a number, found null"),
+            "{err}"
+        );
+    }
+}

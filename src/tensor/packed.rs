@@ -331,3 +331,99 @@ impl<'de> Visitor<'de> for AxisLen {
 
     reject_kinds!(i64, f64, str, bool, unit, seq, map);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tensor::test_support::decode;
+
+    fn packed(dtype: &str, shape: &str, bytes: &[u8]) -> String {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!(r#"{{"dtype": "{dtype}", "shape": {shape}, "data": "{data}"}}"#)
+    }
+
+    fn le_f32(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn base64_float32_and_float64_decode_to_the_same_tensor() {
+        let want = [1.5f32, -2.0, 0.25, 8.0, 1e-3, 3.0];
+        let f32_json = packed("float32", "[2, 3]", &le_f32(&want));
+        let f64_bytes: Vec<u8> = want
+            .iter()
+            .flat_map(|&v| f64::from(v).to_le_bytes())
+            .collect();
+        let f64_json = packed("float64", "[2, 3]", &f64_bytes);
+        let a = decode(&f32_json, &[2]).unwrap();
+        let b = decode(&f64_json, &[2]).unwrap();
+        assert_eq!(a.shape(), &[2, 3]);
+        assert_eq!(a.data, want);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn base64_spanning_many_chunks_and_data_before_dtype_decode_the_same() {
+        let values: Vec<f32> = (0..5000).map(|i| i as f32 * 0.25 - 100.0).collect();
+        let streamed = decode(&packed("float32", "[1000, 5]", &le_f32(&values)), &[2]).unwrap();
+        assert_eq!(streamed.data, values);
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(le_f32(&values));
+        let late = format!(r#"{{"data": "{data}", "shape": [1000, 5], "dtype": "float32"}}"#);
+        assert_eq!(decode(&late, &[2]).unwrap(), streamed);
+        let mut broken = data.clone();
+        broken.replace_range(5000..5001, "*");
+        let json = format!(r#"{{"dtype": "float32", "shape": [1000, 5], "data": "{broken}"}}"#);
+        let err = decode(&json, &[2]).unwrap_err();
+        assert!(err.contains("invalid character at offset 5000"), "{err}");
+    }
+
+    #[test]
+    fn base64_errors_name_the_part_at_fault() {
+        let ok = le_f32(&[1.0, 2.0]);
+        let cases = [
+            (packed("float16", "[1, 2]", &ok), "a.dtype: unknown dtype"),
+            (
+                packed("float32", "[1, 3]", &ok),
+                "a.data: decodes to 8 bytes, shape [1, 3] of float32 needs 12",
+            ),
+            (
+                packed("float32", "[2]", &ok),
+                "a: expected a tensor of rank 2, found rank 1",
+            ),
+            (
+                packed("float32", "[1, 0]", &ok),
+                "a.shape[1]: axis has length 0",
+            ),
+            (
+                packed("float32", "[1, -2]", &ok),
+                "a.shape[1]: expected a non-negative integer",
+            ),
+            (
+                packed("float32", "[4294967296, 4294967296]", &ok),
+                "a.shape: element count overflows",
+            ),
+            (
+                packed("float32", "[1, 2]", &le_f32(&[1.0, f32::NAN])),
+                "a[0][1]: value is NaN",
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 1], "data": "AAA*"}"#.into(),
+                "a.data: not valid standard base64",
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 1]}"#.into(),
+                "a: tensor object has no \"data\"",
+            ),
+            (
+                r#"{"dtype": "float32", "dtype": "float32"}"#.into(),
+                "a: duplicate key",
+            ),
+            (r#"{"bytes": "AAAA"}"#.into(), "a: tensor object keys are"),
+        ];
+        for (json, want) in cases {
+            let err = decode(&json, &[2]).unwrap_err();
+            assert!(err.starts_with(want), "{json}: {err}");
+        }
+    }
+}

@@ -8,11 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde_json::Value;
 
-use crate::helpers::spawn_binary;
+use crate::helpers::{gzip_bomb, spawn_binary};
 
 /// One bad request and what it must get.
 struct Case {
@@ -81,12 +79,6 @@ fn unsupported_type(class: &'static str, headers: &'static str) -> Case {
     }
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 fn catalogue() -> Vec<Case> {
     const M: &str = "/similarity/matrix";
     const P: &str = "/similarity/pairwise";
@@ -96,9 +88,7 @@ fn catalogue() -> Vec<Case> {
     let too_large =
         format!(r#"{{"a": {{"dtype": "float32", "shape": [5000, 1], "data": "{zeros}"}}}}"#);
     let deep = format!("{{\"a\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-    let mut bomb = vec![b' '; 100 << 20];
-    bomb[0] = b'{';
-    let bomb = gzip(&bomb);
+    let bomb = gzip_bomb();
     let mut cases = vec![
         case(
             "malformed JSON",

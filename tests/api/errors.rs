@@ -1,9 +1,12 @@
 //! Every class of bad input gets its status and a problem+json body naming field and index.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{app, app_with, b64_f32};
+use crate::helpers::{app, app_and_state, app_with, b64_f32, metric_value, wait_until};
 
 const MATRIX: &str = "/similarity/matrix";
 
@@ -182,20 +185,33 @@ async fn duplicate_keys_are_422() {
 #[tokio::test]
 async fn malformed_json_and_bodies_that_are_not_objects_are_400() {
     let app = app();
-    let bodies: [&[u8]; 7] = [
-        b"{\"a\": [[1]",
-        b"",
-        b"[[1]]",
-        b"null",
-        b"{\"a\": [[1]]} trailing",
-        b"\xef\xbb\xbf{\"a\": [[1]]}",
-        b"{\"a\": \"\xff\"}",
+    let bodies: [(&[u8], &str); 7] = [
+        (
+            b"{\"a\": [[1]",
+            "malformed JSON: EOF while parsing a list at line 1 column 10",
+        ),
+        (b"", "the body must be a JSON object"),
+        (b"[[1]]", "the body must be a JSON object"),
+        (b"null", "the body must be a JSON object"),
+        (
+            b"{\"a\": [[1]]} trailing",
+            "malformed JSON: trailing characters at line 1 column 14",
+        ),
+        (
+            b"\xef\xbb\xbf{\"a\": [[1]]}",
+            "the body must be a JSON object",
+        ),
+        (
+            b"{\"a\": \"\xff\"}",
+            "malformed JSON: invalid unicode code point at line 1 column 8",
+        ),
     ];
-    for body in bodies {
+    for (body, detail) in bodies {
         let got = app
             .post_raw(MATRIX, Some("application/json"), body.to_vec())
             .await;
-        got.assert_problem(400, "");
+        got.assert_problem(400, detail);
+        assert_eq!(got.detail(), detail);
         assert_eq!(got.json["type"], "urn:simserve:problem:malformed-json");
     }
 }
@@ -251,9 +267,10 @@ async fn unknown_routes_are_404_and_wrong_methods_405_as_problem_json() {
     let got = app.request(Method::GET, MATRIX).await;
     got.assert_problem(405, "this method is not allowed on this path");
     assert_eq!(got.headers["allow"], "POST");
-    app.request(Method::DELETE, "/healthz")
-        .await
-        .assert_problem(405, "");
+    let got = app.request(Method::DELETE, "/healthz").await;
+    got.assert_problem(405, "this method is not allowed on this path");
+    assert_eq!(got.json["type"], "urn:simserve:problem:method-not-allowed");
+    assert_eq!(got.headers["allow"], "GET,HEAD");
 }
 
 #[tokio::test]
@@ -261,7 +278,10 @@ async fn details_never_echo_large_input() {
     let huge = "x".repeat(100_000);
     let app = app();
     let got = app.post(MATRIX, &json!({"a": [[1]], "metric": huge})).await;
-    assert_eq!(got.status, 422);
+    got.assert_problem(
+        422,
+        "metric: expected one of \"cosine\", \"dot\", \"euclidean\", \"manhattan\", found a string",
+    );
     assert!(
         got.detail().chars().count() <= 301,
         "{}",
@@ -270,6 +290,9 @@ async fn details_never_echo_large_input() {
     let got = app
         .post(MATRIX, &json!({"a": [[1]], huge.clone(): 1}))
         .await;
+    // The unknown field's name is cut short.
+    got.assert_problem(422, "unknown field `xxx");
+    assert!(got.detail().ends_with('…'), "{}", got.detail());
     assert!(got.detail().chars().count() <= 301);
     let got = app.post(MATRIX, &json!({"a": [[1, huge]]})).await;
     got.assert_problem(422, "a[0][1]: expected a number, found a string");
@@ -281,26 +304,63 @@ async fn a_bad_request_does_not_disturb_the_next_one() {
     let app = app();
     app.post(MATRIX, &json!({"a": [[1], [1, 2]]}))
         .await
-        .assert_problem(422, "a[1]");
+        .assert_problem(422, "a[1]: row has more than 1 values");
     let got = app.post(MATRIX, &json!({"a": [[1, 0]]})).await;
     assert_eq!(got.ok()["matrix"], json!([[1.0]]));
 }
 
 #[tokio::test]
 async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
-    let app = app_with(|c| c.request_timeout = std::time::Duration::from_millis(1));
-    let rows: Vec<Vec<f32>> = (0..3000)
-        .map(|i| (0..64).map(|j| ((i * 31 + j * 7) % 97) as f32).collect())
+    // One permit and no queue: while anything holds the permit, a request is refused at once
+    // ("every compute slot is busy"), so the next request below is served only if the first
+    // gave its permit back.
+    let (app, state) = app_and_state(|c| {
+        c.request_timeout = Duration::from_millis(250);
+        c.compute_permits = 1;
+        c.max_queue = 0;
+    });
+    let app = Arc::new(app);
+    // 20,000 rows against themselves, 25.6 billion multiply-adds: a debug build takes about
+    // 20 s on two cores (3,000 rows take 0.4 s, 6,000 take 1.4 s), so the deadline passes
+    // while it computes. In base64, so that decoding is quick.
+    let (rows, dim) = (20_000, 64);
+    let values: Vec<f32> = (0..rows * dim)
+        .map(|k| ((k / dim * 31 + k % dim * 7) % 97) as f32)
         .collect();
-    let got = app
-        .post(
-            MATRIX,
-            &json!({"a": rows, "metric": "euclidean", "top_k": 1}),
-        )
-        .await;
-    got.assert_problem(503, "the request did not finish within 1ms");
+    let heavy = json!({"a": b64_f32(&[rows, dim], &values), "metric": "euclidean", "top_k": 1});
+    let first = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.post(MATRIX, &heavy).await })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the heavy request takes the only permit",
+        || state.admission.computing() == 1,
+    )
+    .await;
+    let got = first.await.unwrap();
+    got.assert_problem(503, "the request did not finish within 250ms");
     assert_eq!(got.json["type"], "urn:simserve:problem:timeout");
-    let relaxed = app_with(|c| c.request_timeout = std::time::Duration::from_secs(30));
-    let got = relaxed.post(MATRIX, &json!({"a": [[1, 0]]})).await;
-    assert_eq!(got.status, 200);
+
+    // Its computation is cancelled; once it has stopped, nothing stays taken.
+    wait_until(
+        Duration::from_secs(10),
+        "the cancelled request gives back its permit and its memory",
+        || state.admission.computing() == 0 && state.admission.reserved() == 0,
+    )
+    .await;
+    assert_eq!(state.admission.waiting(), 0);
+    let text = app.metrics().await;
+    for (sample, want) in [
+        ("simserve_compute_permits_in_use", 0.0),
+        ("simserve_memory_reserved_bytes", 0.0),
+        ("simserve_queue_depth", 0.0),
+        ("simserve_rejections_total{reason=\"deadline\"}", 1.0),
+    ] {
+        assert_eq!(metric_value(&text, sample), want, "{sample}");
+    }
+
+    // The same app serves the next request, well within its deadline.
+    let got = app.post(MATRIX, &json!({"a": [[1, 0]]})).await;
+    assert_eq!(got.ok()["matrix"], json!([[1.0]]));
 }

@@ -1,19 +1,31 @@
 //! Test harness: drives the router without a socket and checks every response against the
 //! OpenAPI document (route, method, status, content type and body schema).
 
+use std::io::Write;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use simserve::Config;
 use simserve::app;
 use simserve::state::AppState;
 use tower::ServiceExt;
+
+/// The smallest pairwise request: one pair of orthogonal vectors, scored `[0.0]`.
+pub const SMALL_PAIRWISE_BODY: &str = r#"{"a": [[1.0, 0.0]], "b": [[0.0, 1.0]]}"#;
+
+/// [`SMALL_PAIRWISE_BODY`] as a JSON value.
+pub fn small_body() -> Value {
+    serde_json::from_str(SMALL_PAIRWISE_BODY).unwrap()
+}
 
 /// The app under test.
 pub struct TestApp {
@@ -113,6 +125,23 @@ impl TestApp {
     pub async fn request(&self, method: Method, path: &str) -> TestResponse {
         let request = Request::builder().method(method).uri(path);
         self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// The OpenMetrics text that `GET /metrics` answers.
+    pub async fn metrics(&self) -> String {
+        let got = self.request(Method::GET, "/metrics").await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.json);
+        assert!(
+            got.content_type.starts_with("application/openmetrics-text"),
+            "{}",
+            got.content_type
+        );
+        got.json.as_str().unwrap().to_owned()
+    }
+
+    /// The value of the sample `name` on `/metrics` (see [`metric_value`]).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics().await, name)
     }
 
     /// Sends `request` and checks the response against the OpenAPI document.
@@ -300,6 +329,43 @@ pub fn assert_close(got: &[f32], want: &[f64], tol: f64) {
             "element {i}: got {g}, want {w} (tolerance {tol})"
         );
     }
+}
+
+/// The value of the sample `name` in the OpenMetrics `text` of `/metrics`: `name` is the
+/// metric with its labels as printed, e.g. `simserve_queue_depth` or
+/// `simserve_rejections_total{reason="deadline"}`. Panics if there is no such sample.
+#[track_caller]
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// `bytes` gzipped.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A gzip bomb: 100 MB of JSON whitespace after `{` (well-formed if it ever ended), gzipped
+/// to about 100 KB.
+pub fn gzip_bomb() -> Vec<u8> {
+    let mut inflated = vec![b' '; 100 << 20];
+    inflated[0] = b'{';
+    gzip(&inflated)
+}
+
+/// Waits until `done()` holds, checking every millisecond; panics after `limit`, saying
+/// what was awaited.
+pub async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(limit, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "not within {limit:?}: {what}");
 }
 
 /// A `simserve` process started by a test, killed when dropped (if it is still running).

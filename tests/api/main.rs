@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod catalogue;
-mod deploy;
 mod errors;
 mod helpers;
 mod matrix;

@@ -1,25 +1,22 @@
 //! Operations through the router: request ids, authentication, metrics, readiness,
 //! compression, panics, admission control and body deadlines.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::routing::get;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use futures_util::stream::{self, StreamExt};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{app, app_and_state, app_with, app_with_routes, check_against_spec};
+use crate::helpers::{
+    app, app_and_state, app_with, app_with_routes, check_against_spec, gzip, gzip_bomb,
+    metric_value, small_body, wait_until,
+};
 
 const PAIRWISE: &str = "/similarity/pairwise";
-
-fn small_body() -> Value {
-    json!({"a": [[1.0, 0.0]], "b": [[0.0, 1.0]]})
-}
 
 /// A JSON POST to `path`, for the caller to add headers and a body to.
 fn post(path: &str) -> axum::http::request::Builder {
@@ -35,12 +32,6 @@ fn gzipped(body: Vec<u8>) -> Request<Body> {
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(body))
         .unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
 }
 
 #[tokio::test]
@@ -140,38 +131,46 @@ async fn metrics_count_requests_by_route_and_status_with_sizes_and_latency() {
         .await
         .assert_problem(422, "b: missing");
     app.request(Method::GET, "/no/such/path").await;
-    let metrics = app.request(Method::GET, "/metrics").await;
-    assert_eq!(metrics.status, StatusCode::OK);
-    assert!(
-        metrics
-            .content_type
-            .starts_with("application/openmetrics-text")
-    );
-    let text = metrics.json.as_str().unwrap();
+    // `metrics()` checks the status and the OpenMetrics content type.
+    let text = app.metrics().await;
     let body_len = small_body().to_string().len() + json!({"a": [[1]]}).to_string().len();
-    for line in [
-        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"200\"} 1".to_owned(),
-        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"422\"} 1".to_owned(),
-        "simserve_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1".to_owned(),
-        "simserve_http_request_duration_seconds_count{route=\"/similarity/pairwise\"} 2".to_owned(),
-        "simserve_compute_duration_seconds_count{route=\"/similarity/pairwise\"} 1".to_owned(),
-        format!("simserve_http_request_body_bytes_total{{route=\"/similarity/pairwise\"}} {body_len}"),
-        "simserve_http_requests_in_flight 1".to_owned(),
-        "simserve_queue_depth 0".to_owned(),
-        "simserve_compute_permits_in_use 0".to_owned(),
-        "simserve_memory_reserved_bytes 0".to_owned(),
+    for (sample, want) in [
+        (
+            "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"200\"}",
+            1,
+        ),
+        (
+            "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"422\"}",
+            1,
+        ),
+        (
+            "simserve_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}",
+            1,
+        ),
+        (
+            "simserve_http_request_duration_seconds_count{route=\"/similarity/pairwise\"}",
+            2,
+        ),
+        (
+            "simserve_compute_duration_seconds_count{route=\"/similarity/pairwise\"}",
+            1,
+        ),
+        (
+            "simserve_http_request_body_bytes_total{route=\"/similarity/pairwise\"}",
+            body_len,
+        ),
+        ("simserve_http_requests_in_flight", 1),
+        ("simserve_queue_depth", 0),
+        ("simserve_compute_permits_in_use", 0),
+        ("simserve_memory_reserved_bytes", 0),
     ] {
-        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        assert_eq!(metric_value(&text, sample), want as f64, "{sample}");
     }
-    let out = text
-        .lines()
-        .find(|l| {
-            l.starts_with("simserve_http_response_body_bytes_total{route=\"/similarity/pairwise\"}")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap();
-    assert!(out > 50, "{out}");
+    let out = metric_value(
+        &text,
+        "simserve_http_response_body_bytes_total{route=\"/similarity/pairwise\"}",
+    );
+    assert!(out > 50.0, "{out}");
 }
 
 #[tokio::test]
@@ -247,11 +246,7 @@ async fn gzip_and_zstd_request_bodies_are_decoded() {
 
 #[tokio::test]
 async fn a_gzip_bomb_is_413_and_leaves_no_memory_reserved() {
-    // 100 MB of JSON whitespace after `{`: well-formed if it ever ended, ~100 KB gzipped.
-    let mut inflated = vec![b' '; 100 << 20];
-    inflated[0] = b'{';
-    let bomb = gzip(&inflated);
-    drop(inflated);
+    let bomb = gzip_bomb();
     assert!(bomb.len() < 200 << 10, "{}", bomb.len());
     let (app, state) = app_and_state(|_| {});
     let request = gzipped(bomb);
@@ -351,15 +346,10 @@ async fn with_every_permit_taken_and_no_queue_requests_get_503_with_retry_after_
     got.assert_problem(503, "every compute slot is busy and the wait queue is full");
     assert_eq!(got.json["type"], "urn:simserve:problem:overloaded");
     assert_eq!(got.headers[header::RETRY_AFTER], "1");
-    let metrics = app.request(Method::GET, "/metrics").await;
-    assert!(
-        metrics
-            .json
-            .as_str()
-            .unwrap()
-            .contains("simserve_rejections_total{reason=\"queue_full\"} 1"),
-        "{}",
-        metrics.json
+    assert_eq!(
+        app.metric("simserve_rejections_total{reason=\"queue_full\"}")
+            .await,
+        1.0
     );
     assert_eq!(
         app.request(Method::GET, "/healthz").await.status,
@@ -377,22 +367,13 @@ async fn a_queued_request_waits_for_a_permit_and_is_then_served() {
         let app = std::sync::Arc::clone(&app);
         tokio::spawn(async move { app.post(PAIRWISE, &small_body()).await })
     };
-    let queued_up = async {
-        while state.admission.waiting() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), queued_up)
-        .await
-        .expect("the request joins the queue");
-    let metrics = app.request(Method::GET, "/metrics").await;
-    assert!(
-        metrics
-            .json
-            .as_str()
-            .unwrap()
-            .contains("simserve_queue_depth 1")
-    );
+    wait_until(
+        Duration::from_secs(10),
+        "the request joins the queue",
+        || state.admission.waiting() > 0,
+    )
+    .await;
+    assert_eq!(app.metric("simserve_queue_depth").await, 1.0);
     // The queue is full now: the next one is refused at once.
     app.post(PAIRWISE, &small_body())
         .await

@@ -12,9 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::helpers::spawn_binary;
-
-const PAIRWISE_BODY: &str = "{\"a\": [[1.0, 0.0]], \"b\": [[0.0, 1.0]]}";
+use crate::helpers::{SMALL_PAIRWISE_BODY, metric_value, spawn_binary};
 
 /// Starts an app with `change` applied; returns its address, a stop switch and its task.
 async fn start(
@@ -49,7 +47,7 @@ async fn start_with_state(
     (addr, stop, server, state)
 }
 
-/// The value of an unlabelled metric on `/metrics`.
+/// The value of the sample `name` on the server's `/metrics` (see [`metric_value`]).
 async fn gauge(addr: SocketAddr, name: &str) -> f64 {
     let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -57,9 +55,7 @@ async fn gauge(addr: SocketAddr, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    metric_value(&text, name)
 }
 
 /// Waits until `name` on `/metrics` satisfies `ok`, for at most 20 s.
@@ -80,10 +76,10 @@ async fn until_gauge(addr: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) {
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let (first, _) = PAIRWISE_BODY.split_at(PAIRWISE_BODY.len() / 2);
+    let (first, _) = SMALL_PAIRWISE_BODY.split_at(SMALL_PAIRWISE_BODY.len() / 2);
     let head = format!(
         "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
-        PAIRWISE_BODY.len()
+        SMALL_PAIRWISE_BODY.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream
@@ -91,7 +87,7 @@ async fn half_sent_request(addr: SocketAddr) -> TcpStream {
 
 /// Sends the rest of the body and reads the whole response (the server closes after it).
 async fn finish_request(mut stream: TcpStream) -> String {
-    let (_, rest) = PAIRWISE_BODY.split_at(PAIRWISE_BODY.len() / 2);
+    let (_, rest) = SMALL_PAIRWISE_BODY.split_at(SMALL_PAIRWISE_BODY.len() / 2);
     stream.write_all(rest.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(
@@ -200,7 +196,7 @@ async fn concurrent_requests_past_the_permits_and_queue_get_503_with_retry_after
                 let response = client
                     .post(url)
                     .header("content-type", "application/json")
-                    .body(PAIRWISE_BODY)
+                    .body(SMALL_PAIRWISE_BODY)
                     .send()
                     .await
                     .unwrap();
@@ -291,7 +287,7 @@ async fn bodies_declared_beyond_the_budget_are_refused_from_their_headers_and_ot
     let served = reqwest::Client::new()
         .post(format!("http://{addr}/similarity/pairwise"))
         .header("content-type", "application/json")
-        .body(PAIRWISE_BODY)
+        .body(SMALL_PAIRWISE_BODY)
         .send()
         .await
         .unwrap();

@@ -1,4 +1,7 @@
 //! The deployment files agree with the app: ports, probe paths, flags, limits and timeouts.
+//! Its own test binary: it reads the manifests, the Dockerfile and CI's script, not the API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::HashMap;
 use std::time::Duration;
