@@ -404,3 +404,23 @@ pub fn spawn_binary(
     };
     (Process(child), addr, lines)
 }
+
+/// A configuration change: one compute permit and a wait queue of `max_queue`.
+pub fn one_permit(max_queue: usize) -> impl FnOnce(&mut Config) {
+    move |c| {
+        c.compute_permits = 1;
+        c.max_queue = max_queue;
+    }
+}
+
+/// Takes a compute permit of the app whose state is `state`, as an admitted request would,
+/// and holds it until the returned guard is dropped.
+pub async fn take_a_permit(state: &AppState) -> simserve::admission::Admitted {
+    state
+        .admission
+        .enter(None)
+        .unwrap()
+        .admit(None)
+        .await
+        .unwrap()
+}

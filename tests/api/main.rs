@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod admission;
 mod catalogue;
 mod errors;
 mod helpers;
+mod live;
 mod matrix;
 mod openapi;
 mod operations;

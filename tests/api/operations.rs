@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     app, app_and_state, app_with, app_with_routes, check_against_spec, gzip, gzip_bomb,
-    metric_value, small_body, wait_until,
+    metric_value, one_permit, small_body, take_a_permit, wait_until,
 };
 
 const PAIRWISE: &str = "/similarity/pairwise";
@@ -325,17 +325,8 @@ async fn one_busy_permit(
     simserve::state::AppState,
     simserve::admission::Admitted,
 ) {
-    let (app, state) = app_and_state(|c| {
-        c.compute_permits = 1;
-        c.max_queue = max_queue;
-    });
-    let held = state
-        .admission
-        .enter(None)
-        .unwrap()
-        .admit(None)
-        .await
-        .unwrap();
+    let (app, state) = app_and_state(one_permit(max_queue));
+    let held = take_a_permit(&state).await;
     (app, state, held)
 }
 

@@ -1,77 +1,17 @@
 //! Serving over real sockets: keep-alive across a bad request, slow and idle connections
-//! closed, overload refused with Retry-After, and the drain on shutdown.
+//! closed, clients that stop reading cut off, and the drain on shutdown (overload is
+//! `admission.rs`'s).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use simserve::state::AppState;
-use simserve::{Application, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
-use crate::helpers::{SMALL_PAIRWISE_BODY, metric_value, spawn_binary};
-
-/// Starts an app with `change` applied; returns its address, a stop switch and its task.
-async fn start(
-    change: impl FnOnce(&mut Config),
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let (addr, stop, server, _) = start_with_state(change).await;
-    (addr, stop, server)
-}
-
-/// [`start`], also returning the server's shared state.
-async fn start_with_state(
-    change: impl FnOnce(&mut Config),
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-    AppState,
-) {
-    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
-    change(&mut config);
-    let app = Application::build(&config).await.unwrap();
-    let addr = app.local_addr().unwrap();
-    let state = app.state().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    (addr, stop, server, state)
-}
-
-/// The value of the sample `name` on the server's `/metrics` (see [`metric_value`]).
-async fn gauge(addr: SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metric_value(&text, name)
-}
-
-/// Waits until `name` on `/metrics` satisfies `ok`, for at most 20 s.
-async fn until_gauge(addr: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) {
-    let waited = tokio::time::timeout(Duration::from_secs(20), async {
-        while !ok(gauge(addr, name).await) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "{name} stayed at {}",
-        gauge(addr, name).await
-    );
-}
+use crate::helpers::{SMALL_PAIRWISE_BODY, spawn_binary};
+use crate::live::{start, until_gauge};
 
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
@@ -173,69 +113,6 @@ async fn connections_that_send_headers_slowly_or_idle_are_closed() {
 }
 
 #[tokio::test]
-async fn concurrent_requests_past_the_permits_and_queue_get_503_with_retry_after() {
-    let (addr, _stop, _server, state) = start_with_state(|c| {
-        c.compute_permits = 1;
-        c.max_queue = 1;
-    })
-    .await;
-    // The one permit is busy for the whole burst.
-    let busy = state
-        .admission
-        .enter(None)
-        .unwrap()
-        .admit(None)
-        .await
-        .unwrap();
-    let client = reqwest::Client::new();
-    let url = format!("http://{addr}/similarity/pairwise");
-    let requests: Vec<_> = (0..12)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let response = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(SMALL_PAIRWISE_BODY)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                let retry_after = response.headers().get("retry-after").cloned();
-                let json: Value = response.json().await.unwrap();
-                (status, retry_after, json)
-            })
-        })
-        .collect();
-    // One waits in the queue; the other eleven are refused without waiting.
-    until_gauge(
-        addr,
-        "simserve_rejections_total{reason=\"queue_full\"}",
-        |n| n >= 11.0,
-    )
-    .await;
-    assert_eq!(gauge(addr, "simserve_queue_depth").await, 1.0);
-    drop(busy);
-    let mut answered = Vec::new();
-    for request in requests {
-        answered.push(request.await.unwrap());
-    }
-    let refused: Vec<_> = answered
-        .iter()
-        .filter(|(status, ..)| *status == 503)
-        .collect();
-    let served = answered
-        .iter()
-        .filter(|(status, ..)| *status == 200)
-        .count();
-    assert_eq!((refused.len(), served), (11, 1), "{answered:?}");
-    for (_, retry_after, json) in &refused {
-        assert_eq!(retry_after.as_ref().unwrap(), "1");
-        assert_eq!(json["type"], "urn:simserve:problem:overloaded");
-    }
-}
-
-#[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
     let (addr, _stop, _server) = start(|c| c.write_timeout = Duration::from_millis(500)).await;
     // 2,000 rows against themselves: about 40 MB of JSON, far more than socket buffers hold.
@@ -263,56 +140,6 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_memory_released() {
     })
     .await;
     assert!(closed.is_ok(), "the connection is still open");
-}
-
-#[tokio::test]
-async fn bodies_declared_beyond_the_budget_are_refused_from_their_headers_and_others_are_served() {
-    let (addr, _stop, _server) = start(|c| c.memory_budget_bytes = 8 << 20).await;
-    let mut refused = Vec::new();
-    for _ in 0..32 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: 60000000\r\n\r\n{";
-        stream.write_all(head.as_bytes()).await.unwrap();
-        refused.push(stream);
-    }
-    for stream in refused {
-        let head = response_head(stream).await;
-        assert!(head.starts_with("HTTP/1.1 422"), "{head}");
-        assert!(
-            head.contains("more than the server's whole memory budget"),
-            "{head}"
-        );
-    }
-    assert_eq!(gauge(addr, "simserve_memory_reserved_bytes").await, 0.0);
-    let served = reqwest::Client::new()
-        .post(format!("http://{addr}/similarity/pairwise"))
-        .header("content-type", "application/json")
-        .body(SMALL_PAIRWISE_BODY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(served.status(), 200);
-}
-
-/// Reads what the server sends on `stream` within 10 s, without sending more.
-async fn response_head(mut stream: TcpStream) -> String {
-    let mut response = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let read = async {
-        while let Ok(n) = stream.read(&mut buffer).await {
-            if n == 0 {
-                break;
-            }
-            response.extend_from_slice(&buffer[..n]);
-            if response.ends_with(b"}") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("an answer arrives");
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[tokio::test]
@@ -405,82 +232,4 @@ async fn the_healthcheck_subcommand_exits_zero_only_while_the_server_answers() {
     server.await.unwrap().unwrap();
     let down = tokio::task::spawn_blocking(check).await.unwrap();
     assert_eq!(down.code(), Some(1));
-}
-
-/// A server with one compute permit, held by the returned guard, and no queue: every
-/// similarity request is refused from its headers.
-async fn saturated() -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    simserve::admission::Admitted,
-) {
-    let (addr, stop, _server, state) = start_with_state(|c| {
-        c.compute_permits = 1;
-        c.max_queue = 0;
-    })
-    .await;
-    let busy = state
-        .admission
-        .enter(None)
-        .unwrap()
-        .admit(None)
-        .await
-        .unwrap();
-    (addr, stop, busy)
-}
-
-/// The head of a 32 MiB pairwise request, with `extra` header lines.
-fn large_head(extra: &str) -> String {
-    format!(
-        "POST /similarity/pairwise HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
-        32 << 20
-    )
-}
-
-#[tokio::test]
-async fn a_client_expecting_100_continue_is_refused_before_it_sends_the_body() {
-    let (addr, _stop, _busy) = saturated().await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = large_head("Expect: 100-continue\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The server closes the connection after its answer, without waiting for a body that
-    // will never come.
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer))
-        .await
-        .expect("the server closes the connection at once")
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(!answer.contains("100 Continue"), "{answer}");
-    let lower = answer.to_ascii_lowercase();
-    assert!(lower.contains("retry-after: 1\r\n"), "{answer}");
-    assert!(lower.contains("connection: close\r\n"), "{answer}");
-    assert!(answer.contains("every compute slot is busy"), "{answer}");
-    let received = gauge(
-        addr,
-        "simserve_http_request_body_bytes_total{route=\"/similarity/pairwise\"}",
-    )
-    .await;
-    assert_eq!(received, 0.0);
-}
-
-#[tokio::test]
-async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
-    let (addr, _stop, _busy) = saturated().await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(large_head("").as_bytes()).await.unwrap();
-    // As `http.client` and `requests` do: the whole body, and only then the answer.
-    let body = vec![b' '; 32 << 20];
-    tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
-        .await
-        .expect("the server keeps taking the body")
-        .expect("the connection is not reset while the body is sent");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
-        .await
-        .expect("the answer arrives and the connection closes")
-        .expect("the connection closes cleanly");
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("every compute slot is busy"), "{answer}");
-    assert_eq!(gauge(addr, "simserve_memory_reserved_bytes").await, 0.0);
 }
