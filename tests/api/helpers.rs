@@ -80,20 +80,25 @@ pub fn app_with(change: impl FnOnce(&mut Config)) -> TestApp {
 
 /// The app with configuration changed by `change`, and its shared state.
 pub fn app_and_state(change: impl FnOnce(&mut Config)) -> (TestApp, AppState) {
-    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
-    change(&mut config);
-    let state = AppState::new(&config);
-    let router = app::with_layers(app::routes(), state.clone(), &config);
-    (TestApp { router }, state)
+    routes_and_state(app::routes(), change)
 }
 
 /// The app serving `routes` (which may add routes to the real ones) behind the real layers.
 pub fn app_with_routes(routes: axum::Router<AppState>) -> TestApp {
-    let config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    routes_and_state(routes, |_| {}).0
+}
+
+/// `routes` behind the real layers, with configuration changed by `change`, and the shared
+/// state.
+pub fn routes_and_state(
+    routes: axum::Router<AppState>,
+    change: impl FnOnce(&mut Config),
+) -> (TestApp, AppState) {
+    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    change(&mut config);
     let state = AppState::new(&config);
-    TestApp {
-        router: app::with_layers(routes, state, &config),
-    }
+    let router = app::with_layers(routes, state.clone(), &config);
+    (TestApp { router }, state)
 }
 
 impl TestApp {

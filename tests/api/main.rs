@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod live;
 mod matrix;
+mod new_operation;
 mod openapi;
 mod operations;
 mod pairwise;
