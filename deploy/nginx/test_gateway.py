@@ -4,7 +4,7 @@ request may fail.
 
     python3 deploy/nginx/test_gateway.py [path/to/simserve]
 
-Installs nginx from Debian if it is missing, starts two replicas of a release build
+Installs nginx from Debian if it is missing, starts two replicas of a simserve binary
 (default target/release/simserve) and nginx with deploy/nginx/simserve.conf (its upstream
 servers pointed at the replicas) on loopback, sends requests through nginx from 8 threads
 for 8 s, sends SIGTERM to one replica after 3 s, and checks that every answer was a 200 with
