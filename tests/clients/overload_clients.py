@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Real HTTP clients against a saturated simserve: each must read the 503, never a reset.
 
-    python3 tests/clients/overload_clients.py target/release/simserve
+    python3 tests/clients/overload_clients.py target/debug/simserve   # any simserve binary
 
 Starts the given simserve on a free loopback port with one compute permit and no wait queue,
-keeps the permit busy with one long `/similarity/matrix` request (about 15 s on 2 cores), and
-while it is busy posts a 32 MiB JSON body to `/similarity/pairwise` with three ordinary clients:
+keeps the permit busy with one long `/similarity/matrix` request (sized to last about 10 s
+on this machine and build), and while it is busy posts a 32 MiB JSON body to
+`/similarity/pairwise` with three ordinary clients:
 
 1. `http.client` (`request()` then `getresponse()`: it sends the whole body before reading);
 2. `requests.post()` (the same, through urllib3);
@@ -37,11 +38,15 @@ import requests
 PATH = "/similarity/pairwise"
 BODY_BYTES = 32 << 20
 PROBLEM_TYPE = "urn:simserve:problem:overloaded"
-# The busy request: `a` (ROWS x DIM float32, base64: 31 MiB, under the default
-# --max-body-bytes) against itself with top_k 1, 2.3e9 dot products of length 128: about 15 s
-# on 2 cores shared with other work. Nothing waits on its length: the clients take well under
-# a second, and the script checks that it still held the permit once they were answered.
-ROWS, DIM = 48_000, 128
+# The busy request: `a` (rows x DIM float32, base64) against itself with top_k 1. Its time
+# grows as rows squared; rows are set from a timed request of PROBE_ROWS (a release build
+# takes about 0.2 s, a debug build 1 s) to last about BUSY_SECONDS. Nothing waits on its
+# length: the clients take well under a second, and the script checks that it still held the
+# permit once they were answered.
+DIM = 128
+PROBE_ROWS = 8_000
+BUSY_SECONDS = 10.0
+MAX_ROWS = 64_000  # 41 MiB as base64, under the default --max-body-bytes
 CLIENT_TIMEOUT = 30
 
 
@@ -77,7 +82,7 @@ def metric(port, line_start):
 def start(binary, port):
     proc = subprocess.Popen(
         [binary, "--addr", f"127.0.0.1:{port}", "--compute-permits", "1", "--max-queue", "0",
-         "--request-timeout", "120s", "--log", "warn"])
+         "--request-timeout", "300s", "--log", "warn"])
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -103,7 +108,7 @@ def matrix_body(rows):
 
 def post_matrix(port, body):
     """Posts `body` to /similarity/matrix; returns (status, seconds, answer bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     try:
         begun = time.monotonic()
         conn.request("POST", "/similarity/matrix", body=body,
@@ -113,6 +118,15 @@ def post_matrix(port, body):
         return response.status, time.monotonic() - begun, answer
     finally:
         conn.close()
+
+
+def busy_rows(port):
+    """Rows whose self-similarity should last about BUSY_SECONDS here, from one timed probe."""
+    status, seconds, answer = post_matrix(port, matrix_body(PROBE_ROWS))
+    if status != 200:
+        raise Failure(f"the timing request got {status}: {answer[:300]!r}")
+    rows = int(PROBE_ROWS * (BUSY_SECONDS / max(seconds, 1e-3)) ** 0.5)
+    return max(PROBE_ROWS, min(rows, MAX_ROWS)), seconds
 
 
 def check_answer(status, headers, body):
@@ -200,7 +214,8 @@ def run(binary):
     lines, passed, failed, problems = [], 0, 0, []
     busy = {}
     try:
-        busy_body = matrix_body(ROWS)
+        rows, probe_seconds = busy_rows(port)
+        busy_body = matrix_body(rows)
 
         def keep_busy():
             try:
@@ -246,14 +261,15 @@ def run(binary):
         if refused != 3:
             problems.append(f'simserve_rejections_total{{reason="queue_full"}} is {refused}, '
                             "want 3")
-        worker.join(timeout=180)
+        worker.join(timeout=330)
         if worker.is_alive() or busy.get("status") != 200:
             problems.append(f"the busy request did not answer 200: {busy.get('status')} "
                             f"{busy.get('error') or busy.get('answer', b'')[:300]!r}")
         else:
             held = time.monotonic() - busy_since
-            lines.append(f"busy request (matrix {ROWS}x{DIM} against itself, top_k 1, "
-                         f"{len(busy_body) >> 20} MiB): 200 after {busy['seconds']:.1f} s, "
+            lines.append(f"busy request (matrix {rows}x{DIM} against itself, top_k 1, "
+                         f"{len(busy_body) >> 20} MiB, sized from {PROBE_ROWS} rows in "
+                         f"{probe_seconds:.2f} s): 200 after {busy['seconds']:.1f} s, "
                          f"{held:.1f} s after it took the permit; the clients took "
                          f"{clients_took:.1f} s")
     finally:
