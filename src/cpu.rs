@@ -8,11 +8,40 @@
 //!   flag is raised if the caller stops waiting (deadline passed, client gone);
 //! - [`spawn_blocking`] underlies both: always on the blocking pool, carrying the caller's
 //!   tracing span; a panic in the job becomes a 500.
+//!
+//! Threads that parse, compute and encode (the blocking pool's, the compute pool's through
+//! [`lower_priority`]) run at a lower OS priority ([`COMPUTE_NICENESS`]) than the async
+//! runtime's, so that under full load the runtime still answers probes, refuses overload from
+//! the headers and moves bytes at once, while computations take the CPU it leaves.
+
+use std::cell::Cell;
 
 use tracing::Span;
 
 use crate::compute::Cancel;
 use crate::error::ApiError;
+
+/// How much lower than the runtime's the compute threads' priority is: a niceness of 10
+/// gives a thread about a tenth of the CPU share of a default one when both want the CPU
+/// (Linux CFS weights 110 against 1024), and needs no privilege.
+pub const COMPUTE_NICENESS: i32 = 10;
+
+thread_local! {
+    static LOWERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Lowers the calling thread's OS priority to [`COMPUTE_NICENESS`], once per thread; for
+/// threads that only compute (the blocking pool's, the compute pool's). Best effort: where
+/// the OS refuses, the thread keeps its priority.
+pub fn lower_priority() {
+    if LOWERED.with(|lowered| lowered.replace(true)) {
+        return;
+    }
+    let thread = rustix::thread::gettid();
+    if let Err(err) = rustix::process::setpriority_process(Some(thread), COMPUTE_NICENESS) {
+        tracing::debug!(%err, "cannot lower a compute thread's priority");
+    }
+}
 
 /// Work units (multiply-adds, bytes) below which a job runs on the calling thread.
 pub const INLINE_WORK: usize = 1 << 16;
@@ -24,9 +53,12 @@ where
     R: Send + 'static,
 {
     let span = Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(job))
-        .await
-        .map_err(|err| ApiError::Internal(format!("blocking task failed: {err}")))
+    tokio::task::spawn_blocking(move || {
+        lower_priority();
+        span.in_scope(job)
+    })
+    .await
+    .map_err(|err| ApiError::Internal(format!("blocking task failed: {err}")))
 }
 
 /// Runs `job` in place when `work` is below [`INLINE_WORK`], else through [`spawn_blocking`].
@@ -67,6 +99,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn offloaded_jobs_run_at_the_lower_compute_priority() {
+        let niceness = spawn_blocking(|| rustix::process::getpriority_process(None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(niceness, COMPUTE_NICENESS);
+        let here = rustix::process::getpriority_process(None).unwrap();
+        assert!(
+            here < COMPUTE_NICENESS,
+            "the runtime's thread keeps its priority"
+        );
+    }
 
     #[tokio::test]
     async fn offloaded_jobs_return_their_value() {

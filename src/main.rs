@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let threads = usize::try_from(config.compute_threads).unwrap_or(1);
     if let Err(err) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .start_handler(|_| simserve::cpu::lower_priority())
         .build_global()
     {
         tracing::warn!(%err, "cannot size the compute thread pool");

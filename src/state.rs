@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::admission::Admission;
+use crate::body::DiscardPace;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The pace bodies refused before they were read are discarded at.
+    pub discard_pace: Arc<DiscardPace>,
     /// Cleared when shutdown starts; `/readyz` reports it.
     ready: Arc<AtomicBool>,
 }
@@ -49,6 +52,7 @@ impl AppState {
             }),
             metrics: Arc::new(Metrics::new(Arc::clone(&admission))),
             admission,
+            discard_pace: Arc::default(),
             ready: Arc::new(AtomicBool::new(true)),
         }
     }

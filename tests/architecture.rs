@@ -23,8 +23,8 @@ const LAYERS: &[&[&str]] = &[
     &["answer"],
     &["admission"],
     &["metrics"],
-    &["state"],
     &["body"],
+    &["state"],
     // The routes and what wraps them: neither uses the other.
     &["api", "middleware"],
     &["app"],

@@ -34,7 +34,7 @@ where
         let mut place = match state.admission.enter(head.declared) {
             Ok(place) => place,
             Err(refusal) => {
-                body::discard(incoming, &parts.headers, limit);
+                body::discard(incoming, &parts.headers, limit, &state.discard_pace);
                 return Err(state.metrics.refused(refusal));
             }
         };

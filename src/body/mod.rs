@@ -8,6 +8,7 @@
 
 pub mod fields;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -20,8 +21,47 @@ use crate::coding::{self, Coding};
 use crate::error::ApiError;
 use crate::metrics::{BodyCounter, Metrics};
 
-/// How long a body may keep arriving after its request was answered early.
-const DISCARD_TIME: Duration = Duration::from_secs(5);
+/// How long a body may keep arriving after its request was answered early (nginx's
+/// `lingering_time` is 30 s too); a client still sending then has its connection closed.
+const DISCARD_TIME: Duration = Duration::from_secs(30);
+
+/// Bytes per second that all discarded bodies together are read at, at most (256 MiB/s, a
+/// small share of one core). A client whose body is refused is slowed to its share of this,
+/// so clients that retry at once cannot make the server spend its CPU reading bodies it
+/// refuses; those that honour `Retry-After` are not slowed.
+const DISCARD_BYTES_PER_SECOND: f64 = (256 << 20) as f64;
+
+/// The pace all discarded bodies share: each chunk read waits for its turn.
+#[derive(Debug)]
+pub struct DiscardPace {
+    /// When the next chunk may be read.
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Default for DiscardPace {
+    fn default() -> Self {
+        DiscardPace {
+            next: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl DiscardPace {
+    /// Waits until `bytes` more may be read.
+    async fn take(&self, bytes: usize) {
+        let turn = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = tokio::time::Instant::now();
+            let turn = (*next).max(now);
+            *next = turn + Duration::from_secs_f64(bytes as f64 / DISCARD_BYTES_PER_SECOND);
+            turn
+        };
+        tokio::time::sleep_until(turn).await;
+    }
+}
 
 /// What a body is, from its headers alone.
 #[derive(Debug, Clone, Copy)]
@@ -122,11 +162,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Drops the body of a request answered before it was read, reading and discarding what
-/// still arrives (at most `limit` bytes, for at most [`DISCARD_TIME`]) so that the client
-/// reads the answer rather than a connection reset (a lingering close, as nginx does). A
-/// client that sent `Expect: 100-continue` has not sent the body and never will: nothing
-/// is read.
-pub fn discard(body: Body, headers: &HeaderMap, limit: usize) {
+/// still arrives (at most `limit` bytes, for at most [`DISCARD_TIME`], at the shared `pace`)
+/// so that the client reads the answer rather than a connection reset (a lingering close, as
+/// nginx does). A client that sent `Expect: 100-continue` has not sent the body and never
+/// will: nothing is read.
+pub fn discard(body: Body, headers: &HeaderMap, limit: usize, pace: &Arc<DiscardPace>) {
     let expects_continue = headers
         .get(header::EXPECT)
         .and_then(|value| value.to_str().ok())
@@ -134,15 +174,18 @@ pub fn discard(body: Body, headers: &HeaderMap, limit: usize) {
     if expects_continue {
         return;
     }
+    let pace = Arc::clone(pace);
     tokio::spawn(async move {
         let drain = async {
             let mut body = body;
             let mut seen = 0usize;
             while let Some(Ok(frame)) = body.frame().await {
-                seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                seen = seen.saturating_add(len);
                 if seen > limit {
                     break;
                 }
+                pace.take(len).await;
             }
         };
         let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
@@ -185,6 +228,23 @@ mod tests {
             assert_eq!(is_json(&headers), want, "{value}");
         }
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discarded_bodies_share_one_pace() {
+        let pace = DiscardPace::default();
+        let start = tokio::time::Instant::now();
+        let second = DISCARD_BYTES_PER_SECOND as usize;
+        pace.take(second).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first chunk goes at once"
+        );
+        pace.take(second / 2).await;
+        pace.take(1).await;
+        let waited = start.elapsed().as_secs_f64();
+        assert!((1.49..1.51).contains(&waited), "{waited}");
     }
 
     #[test]
