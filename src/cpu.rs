@@ -30,16 +30,23 @@ thread_local! {
     static LOWERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Lowers the calling thread's OS priority to [`COMPUTE_NICENESS`], once per thread; for
-/// threads that only compute (the blocking pool's, the compute pool's). Best effort: where
-/// the OS refuses, the thread keeps its priority.
+/// Lowers the calling thread's OS priority by [`COMPUTE_NICENESS`] (up to the lowest, 19),
+/// once per thread; for threads that only compute (the blocking pool's, the compute pool's).
+/// Best effort, and Linux only (where niceness is per thread): elsewhere, or where the OS
+/// refuses, the thread keeps its priority.
 pub fn lower_priority() {
     if LOWERED.with(|lowered| lowered.replace(true)) {
         return;
     }
-    let thread = rustix::thread::gettid();
-    if let Err(err) = rustix::process::setpriority_process(Some(thread), COMPUTE_NICENESS) {
-        tracing::debug!(%err, "cannot lower a compute thread's priority");
+    #[cfg(target_os = "linux")]
+    {
+        let thread = Some(rustix::thread::gettid());
+        let lowered = rustix::process::getpriority_process(thread)
+            .map(|now| (now + COMPUTE_NICENESS).min(19))
+            .and_then(|niceness| rustix::process::setpriority_process(thread, niceness));
+        if let Err(err) = lowered {
+            tracing::debug!(%err, "cannot lower a compute thread's priority");
+        }
     }
 }
 
@@ -100,18 +107,17 @@ where
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn offloaded_jobs_run_at_the_lower_compute_priority() {
+        let here = rustix::process::getpriority_process(None).unwrap();
         let niceness = spawn_blocking(|| rustix::process::getpriority_process(None))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(niceness, COMPUTE_NICENESS);
-        let here = rustix::process::getpriority_process(None).unwrap();
-        assert!(
-            here < COMPUTE_NICENESS,
-            "the runtime's thread keeps its priority"
-        );
+        assert_eq!(niceness, (here + COMPUTE_NICENESS).min(19));
+        let after = rustix::process::getpriority_process(None).unwrap();
+        assert_eq!(after, here, "the runtime's thread keeps its priority");
     }
 
     #[tokio::test]

@@ -8,12 +8,11 @@
 //!   [`api::service`] for probes, metrics and the contract; [`middleware`]: what wraps every
 //!   request (log and metrics, authentication, deadline, panics);
 //! - [`state`]: what handlers share (limits, admission, metrics, readiness);
-//! - [`body`]: request bodies read, inflated and parsed; [`answer`]: results encoded as
-//!   response bodies; [`admission`]: permits, queue, memory budget and the guard an admitted
-//!   request holds;
-//! - [`metrics`], [`coding`] (gzip and zstd), [`cpu`] (work off the async runtime),
-//!   [`error`], [`request_id`], [`config`], [`telemetry`], [`healthcheck`]: used by the layers
-//!   above;
+//! - [`body`]: request bodies read, inflated and parsed; [`metrics`]: Prometheus;
+//!   [`admission`]: permits, queue, memory budget and the guard an admitted request holds;
+//!   [`answer`]: results encoded as response bodies;
+//! - [`coding`] (gzip and zstd), [`cpu`] (work off the async runtime), [`error`],
+//!   [`request_id`], [`config`], [`telemetry`], [`healthcheck`]: used by the layers above;
 //! - [`tensor`]: request tensors decoded into contiguous buffers; [`compute`]: the math. Both
 //!   are pure: no HTTP, no async runtime.
 

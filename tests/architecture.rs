@@ -107,13 +107,35 @@ fn crate_modules(code: &str) -> BTreeSet<String> {
         }
         let rest = &code[at + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            let inner = &group[..group.find('}').unwrap_or(group.len())];
-            found.extend(inner.split(',').filter_map(first_ident));
+            found.extend(top_level_items(group).into_iter().filter_map(first_ident));
         } else if let Some(name) = first_ident(rest) {
             found.insert(name);
         }
     }
     found
+}
+
+/// The comma-separated items of a `{…}` group whose opening brace `group` follows, nested
+/// groups kept inside their item.
+fn top_level_items(group: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0usize, 0);
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..at]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    items
 }
 
 /// The identifier `text` starts with, after whitespace.
@@ -211,6 +233,10 @@ fn upward_imports_impure_crates_and_unplaced_modules_are_reported() {
             "use axum::Router;\nfn f() { tokio::spawn(async {}); }",
         ),
         file("tensor", "use crate::{error::ApiError, compute};"),
+        file(
+            "answer",
+            "use crate::{compute::{Metric, Cancel}, admission::{self, x}};",
+        ),
         file("api", "use crate::middleware::observe;"),
         file("state", "fn f() -> crate::app::Router { todo!() }"),
         file("newcomer", "use crate::error::ApiError;"),
@@ -221,6 +247,7 @@ fn upward_imports_impure_crates_and_unplaced_modules_are_reported() {
         "compute/x.rs: `compute` is pure but uses `tokio`",
         "tensor/x.rs: `tensor` uses `crate::error`",
         "tensor/x.rs: `tensor` uses `crate::compute`",
+        "answer/x.rs: `answer` uses `crate::admission`",
         "api/x.rs: `api` uses `crate::middleware`",
         "state/x.rs: `state` uses `crate::app`",
         "newcomer/x.rs: module `newcomer` has no layer",
@@ -237,6 +264,7 @@ fn upward_imports_impure_crates_and_unplaced_modules_are_reported() {
             "/// [`crate::app`] and axum::Router in a doc\nuse super::x;",
         ),
         file("body", "macro_rules! m { () => { $crate::error::x } }"),
+        file("api", "use crate::{admission::{Admitted, estimate}, body};"),
     ];
     assert_eq!(violations(&fine), Vec::<String>::new());
 }

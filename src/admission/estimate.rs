@@ -10,7 +10,8 @@ use crate::answer::Encoding;
 /// tensor a 4-byte float).
 pub const PARSE_BYTES_PER_BODY_BYTE: usize = 8;
 
-/// Bytes an (inflated) body of `len` bytes holds while it is parsed, the body included.
+/// Bytes parsing an (inflated) body of `len` bytes takes besides the received body: its
+/// inflated copy (when it was compressed) and what it decodes to.
 pub fn parse(len: usize) -> usize {
     len.saturating_mul(PARSE_BYTES_PER_BODY_BYTE + 1)
 }

@@ -3,15 +3,16 @@
 //! The lifecycle of a similarity request, told once:
 //!
 //! 1. **Headers.** [`Admission::enter`] decides from the headers alone, before a byte of the
-//!    body is read: the request takes a [`place`](queue::Place) in line (refused with
-//!    [`Refusal::QueueFull`] when every permit is busy and `--max-queue` requests are already
-//!    in line) and reserves its declared `Content-Length` against `--memory-budget-bytes`
-//!    ([`Refusal::MemoryBusy`] when others hold the budget). A refused request is answered
-//!    503 at once, and its body is never buffered.
+//!    body is read: the request takes a [`Place`] in line (refused with
+//!    [`Refusal::QueueFull`] when the requests in line fill `--max-queue` and the free
+//!    permits) and reserves its declared `Content-Length` against `--memory-budget-bytes`
+//!    ([`Refusal::MemoryBusy`] when others hold the budget, [`Refusal::MemoryTooLarge`] when
+//!    it is larger than the whole budget). A refused request is answered at once (503, or 422
+//!    for too large), and its body is never buffered.
 //! 2. **Body.** The body is read into its reservation (a body without a declared length is
 //!    charged as it grows) under `--body-timeout` and `--max-body-bytes`.
 //! 3. **Permit.** The request waits in line for one of `--compute-permits`
-//!    ([`queue::Place::permit`]), then reserves what inflating and parsing may take
+//!    ([`Place::admit`]), then reserves what inflating and parsing may take
 //!    ([`estimate::PARSE_BYTES_PER_BODY_BYTE`]) and parses off the runtime.
 //! 4. **Job.** The parsed request becomes a job; its reservation is set to the job's
 //!    [`estimate`] (inputs, working copies, output, scratch) and the job runs off the runtime

@@ -34,7 +34,11 @@ where
         let mut place = match state.admission.enter(head.declared) {
             Ok(place) => place,
             Err(refusal) => {
-                body::discard(incoming, &parts.headers, limit, &state.discard_pace);
+                // While draining, the connection closes with the answer rather than linger.
+                if state.is_ready() {
+                    let time = state.limits.body_timeout;
+                    body::discard(incoming, &parts.headers, limit, time, &state.discard_pace);
+                }
                 return Err(state.metrics.refused(refusal));
             }
         };

@@ -3,7 +3,7 @@
 //!
 //! Use [`check_headers`] before anything else, [`read`] to receive the bytes into the
 //! request's reservation, [`decode`] (off the runtime) to inflate and parse them, and
-//! [`discard`] when the request is answered before its body was read. The order of these
+//! [`discard`] when the request is refused from its headers (overload). The order of these
 //! steps around admission is told in [`crate::admission`].
 
 pub mod fields;
@@ -15,15 +15,16 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::admission::Reservation;
 use crate::coding::{self, Coding};
 use crate::error::ApiError;
 use crate::metrics::{BodyCounter, Metrics};
 
-/// How long a body may keep arriving after its request was answered early (nginx's
-/// `lingering_time` is 30 s too); a client still sending then has its connection closed.
-const DISCARD_TIME: Duration = Duration::from_secs(30);
+/// Bodies discarded at once, at most; past it a refused body is dropped at once (its client
+/// may then see a reset rather than the answer).
+const MAX_DISCARDS: usize = 256;
 
 /// Bytes per second that all discarded bodies together are read at, at most (256 MiB/s, a
 /// small share of one core). A client whose body is refused is slowed to its share of this,
@@ -31,17 +32,21 @@ const DISCARD_TIME: Duration = Duration::from_secs(30);
 /// refuses; those that honour `Retry-After` are not slowed.
 const DISCARD_BYTES_PER_SECOND: f64 = (256 << 20) as f64;
 
-/// The pace all discarded bodies share: each chunk read waits for its turn.
+/// What all discarded bodies share: the pace they are read at (each chunk waits for its
+/// turn) and a bound on how many are discarded at once.
 #[derive(Debug)]
 pub struct DiscardPace {
     /// When the next chunk may be read.
     next: Mutex<tokio::time::Instant>,
+    /// One permit per body being discarded.
+    slots: Arc<Semaphore>,
 }
 
 impl Default for DiscardPace {
     fn default() -> Self {
         DiscardPace {
             next: Mutex::new(tokio::time::Instant::now()),
+            slots: Arc::new(Semaphore::new(MAX_DISCARDS)),
         }
     }
 }
@@ -161,12 +166,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|err| ApiError::from_json(&err))
 }
 
-/// Drops the body of a request answered before it was read, reading and discarding what
-/// still arrives (at most `limit` bytes, for at most [`DISCARD_TIME`], at the shared `pace`)
-/// so that the client reads the answer rather than a connection reset (a lingering close, as
-/// nginx does). A client that sent `Expect: 100-continue` has not sent the body and never
-/// will: nothing is read.
-pub fn discard(body: Body, headers: &HeaderMap, limit: usize, pace: &Arc<DiscardPace>) {
+/// Drops the body of a request refused from its headers, reading and discarding what still
+/// arrives (at most `limit` bytes, for at most `time`, at the shared `pace`) so that the
+/// client reads the answer rather than a connection reset (a lingering close, as nginx
+/// does). A client that sent `Expect: 100-continue` has not sent the body and never will:
+/// nothing is read; nor when [`MAX_DISCARDS`] bodies are being discarded already.
+pub fn discard(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    time: Duration,
+    pace: &Arc<DiscardPace>,
+) {
     let expects_continue = headers
         .get(header::EXPECT)
         .and_then(|value| value.to_str().ok())
@@ -174,8 +185,12 @@ pub fn discard(body: Body, headers: &HeaderMap, limit: usize, pace: &Arc<Discard
     if expects_continue {
         return;
     }
+    let Ok(slot) = Arc::clone(&pace.slots).try_acquire_owned() else {
+        return;
+    };
     let pace = Arc::clone(pace);
     tokio::spawn(async move {
+        let _slot = slot;
         let drain = async {
             let mut body = body;
             let mut seen = 0usize;
@@ -188,7 +203,7 @@ pub fn discard(body: Body, headers: &HeaderMap, limit: usize, pace: &Arc<Discard
                 pace.take(len).await;
             }
         };
-        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+        let _ = tokio::time::timeout(time, drain).await;
     });
 }
 

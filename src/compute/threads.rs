@@ -27,8 +27,10 @@ pub(crate) const SPLIT_WORK: usize = 1 << 32;
 /// wide enough for the GEMM to run at full speed.
 const SPREAD_BLOCK_ROWS: usize = 64;
 
-/// The fewest rows a spread block should have: thinner blocks make thin GEMMs that waste
-/// the kernel's register tile (8 rows at a time).
+/// Blocks are spread only when the rows would fill two blocks of this many per thread:
+/// fewer rows would make thin GEMMs that waste the kernel's register tile (8 rows at a
+/// time). Spread blocks themselves may then be thinner, to give each thread
+/// [`BLOCKS_PER_THREAD`].
 const MIN_SPREAD_BLOCK_ROWS: usize = 8;
 
 /// Blocks per thread aimed for when spreading, so that blocks that finish early (rows with
@@ -79,8 +81,9 @@ pub(crate) struct NeighbourBlocks {
 }
 
 /// Cuts a neighbour selection: blocks are spread over the threads when the work is worth it
-/// and every thread gets at least two blocks of [`MIN_SPREAD_BLOCK_ROWS`] rows; otherwise
-/// the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another.
+/// and the rows are enough for two blocks of [`MIN_SPREAD_BLOCK_ROWS`] per thread (the
+/// blocks then aim at [`BLOCKS_PER_THREAD`] per thread, up to [`SPREAD_BLOCK_ROWS`] rows
+/// each); otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another.
 pub(crate) fn neighbour_blocks(rows: usize, work: usize) -> NeighbourBlocks {
     let threads = threads();
     let worth_spreading = work >= PARALLEL_WORK;
@@ -136,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn neighbour_rows_are_spread_in_blocks_of_eight_to_sixty_four_rows() {
+    fn neighbour_rows_are_spread_in_blocks_of_at_most_sixty_four_rows() {
         with_threads(2, || {
             let work = PARALLEL_WORK;
             // Four blocks per thread, capped at 64 rows.

@@ -160,4 +160,11 @@ async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("every compute slot is busy"), "{answer}");
     assert_eq!(gauge(addr, "simserve_memory_reserved_bytes").await, 0.0);
+    // Dropped as it arrived, never read into a request's buffer.
+    let received = gauge(
+        addr,
+        "simserve_http_request_body_bytes_total{route=\"/similarity/pairwise\"}",
+    )
+    .await;
+    assert_eq!(received, 0.0);
 }
