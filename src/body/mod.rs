@@ -24,13 +24,13 @@ use crate::metrics::{BodyCounter, Metrics};
 
 /// Bodies discarded at once, at most; past it a refused body is dropped at once (its client
 /// may then see a reset rather than the answer).
-const MAX_DISCARDS: usize = 256;
+const MAX_DISCARDS: usize = 1024;
 
-/// Bytes per second that all discarded bodies together are read at, at most (256 MiB/s, a
-/// small share of one core). A client whose body is refused is slowed to its share of this,
-/// so clients that retry at once cannot make the server spend its CPU reading bodies it
-/// refuses; those that honour `Retry-After` are not slowed.
-const DISCARD_BYTES_PER_SECOND: f64 = (256 << 20) as f64;
+/// Bytes per second that all discarded bodies together are read at, at most (1 GiB/s). A
+/// client whose body is refused is slowed to its share of
+/// this, so clients that retry at once cannot make the server (or the network) spend more on
+/// bodies it refuses; those that honour `Retry-After` are hardly slowed.
+const DISCARD_BYTES_PER_SECOND: f64 = (1 << 30) as f64;
 
 /// What all discarded bodies share: the pace they are read at (each chunk waits for its
 /// turn) and a bound on how many are discarded at once.
