@@ -217,7 +217,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The `Content-Length`, when present and readable.
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()

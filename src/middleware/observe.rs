@@ -12,6 +12,7 @@ use axum::response::Response;
 use http_body::Body as _;
 use tracing::Instrument;
 
+use crate::body;
 use crate::metrics::{BodyCounter, Finished};
 use crate::request_id::RequestId;
 use crate::state::AppState;
@@ -57,15 +58,13 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
 
     let span = tracing::info_span!("request", request_id = %id, method, route);
     let _in_flight = state.metrics.start();
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = body::declared_length(request.headers());
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     let mut response = next.run(request).instrument(span.clone()).await;
     // The connection will close when the server drains, or when the answer came before the
     // body was read (404, 415, 413, ...): say so, so that clients do not send on it again.
-    let unread = declared.is_some_and(|n| n > counter.get()) || (chunked && counter.get() == 0);
+    let unread =
+        declared.is_some_and(|n| n as u64 > counter.get()) || (chunked && counter.get() == 0);
     if !state.is_ready() || unread {
         response
             .headers_mut()
