@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::api::matrix::MatrixJob;
 use crate::api::pairwise::PairwiseJob;
 use crate::api::user_item::UserItemJob;
-use crate::api::{Operation, operate, service};
+use crate::api::{Operation, operate, service, tables};
 use crate::coding;
 use crate::config::Config;
 use crate::middleware::auth::ApiKeys;
@@ -30,6 +30,9 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(service::readyz))
         .route("/metrics", get(service::metrics))
         .route("/openapi.yaml", get(service::openapi))
+        .route("/tables", get(tables::list))
+        .route("/tables/reload", post(tables::reload))
+        .route("/tables/{name}", get(tables::one))
         .route(PairwiseJob::PATH, post(operate::<PairwiseJob>))
         .route(MatrixJob::PATH, post(operate::<MatrixJob>))
         .route(UserItemJob::PATH, post(operate::<UserItemJob>))

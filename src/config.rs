@@ -94,6 +94,13 @@ pub struct Config {
     #[arg(long, env = "SIMSERVE_COMPUTE_THREADS", default_value_t = available_cpus(), value_parser = clap::value_parser!(u32).range(1..))]
     pub compute_threads: u32,
 
+    /// Directory of server-side embedding tables: every `NAME.npy` is the table `NAME`, every
+    /// 2-D float tensor `T` of `FILE.safetensors` the table `FILE.T`, and `NAME.ids.txt` holds
+    /// table `NAME`'s row ids. Read at start (a file that fails stops the process) and again
+    /// on SIGHUP or `POST /tables/reload`.
+    #[arg(long, env = "SIMSERVE_TABLES")]
+    pub tables: Option<std::path::PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "SIMSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

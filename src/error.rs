@@ -62,6 +62,12 @@ pub enum ApiError {
     /// The server is shutting down (503 from `/readyz`).
     #[error("the server is shutting down")]
     Draining,
+    /// The request references a table while the tables are still being loaded (503).
+    #[error("the server's tables are still loading; retry shortly")]
+    TablesLoading,
+    /// `GET /tables/{name}` names no table (404).
+    #[error("there is no table {0} (GET /tables lists them)")]
+    NoSuchTable(String),
     /// The request did not finish within `--request-timeout` (503).
     #[error("the request did not finish within {}; its computation was stopped", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
@@ -96,14 +102,15 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } | ApiError::InflatesTooFar { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchTable(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Overloaded(_) | ApiError::Draining | ApiError::Timeout(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded(_)
+            | ApiError::Draining
+            | ApiError::TablesLoading
+            | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,13 +124,14 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } | ApiError::InflatesTooFar { .. } => {
                 "urn:simserve:problem:payload-too-large"
             }
-            ApiError::NotFound => "urn:simserve:problem:not-found",
+            ApiError::NotFound | ApiError::NoSuchTable(_) => "urn:simserve:problem:not-found",
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
             ApiError::Unauthorized => "urn:simserve:problem:unauthorized",
             ApiError::BodyTimeout(_) => "urn:simserve:problem:body-timeout",
             ApiError::UnsupportedEncoding => "urn:simserve:problem:unsupported-encoding",
             ApiError::Overloaded(_) => "urn:simserve:problem:overloaded",
             ApiError::Draining => "urn:simserve:problem:draining",
+            ApiError::TablesLoading => "urn:simserve:problem:tables-loading",
             ApiError::Timeout(_) => "urn:simserve:problem:timeout",
             ApiError::Internal(_) => "urn:simserve:problem:internal",
         }
@@ -191,7 +199,7 @@ impl IntoResponse for ApiError {
         );
         let headers = response.headers_mut();
         match self {
-            ApiError::Overloaded(_) => {
+            ApiError::Overloaded(_) | ApiError::TablesLoading => {
                 headers.insert(
                     header::RETRY_AFTER,
                     header::HeaderValue::from_static(RETRY_AFTER_SECONDS),

@@ -13,6 +13,7 @@
 //!   [`answer`]: results encoded as response bodies;
 //! - [`coding`] (gzip and zstd), [`cpu`] (work off the async runtime), [`error`],
 //!   [`request_id`], [`config`], [`telemetry`], [`healthcheck`]: used by the layers above;
+//!   [`tables`]: embedding tables kept on the server, loaded, versioned and reloaded;
 //! - [`tensor`]: request tensors decoded into contiguous buffers; [`compute`]: the math. Both
 //!   are pure: no HTTP, no async runtime.
 
@@ -32,6 +33,7 @@ pub mod middleware;
 pub mod request_id;
 pub mod server;
 pub mod state;
+pub mod tables;
 pub mod telemetry;
 pub mod tensor;
 

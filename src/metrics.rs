@@ -17,6 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::admission::{Admission, Refusal};
 use crate::error::ApiError;
+use crate::tables::Tables;
 
 /// Labels of a finished request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,18 @@ struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
+}
+
+/// Labels that name a table.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
+}
+
+/// Labels of a table reload's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 /// Labels of a refused request.
@@ -48,6 +61,10 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     admission: Arc<Admission>,
+    tables: Arc<Tables>,
+    table_bytes: Family<TableLabels, Gauge>,
+    table_rows: Family<TableLabels, Gauge>,
+    table_reloads: Family<ResultLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     compute: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -61,9 +78,30 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics of a server whose admission state is `admission`.
-    pub fn new(admission: Arc<Admission>) -> Self {
+    /// The metrics of a server whose admission state is `admission`, serving `tables`.
+    pub fn new(admission: Arc<Admission>, tables: Arc<Tables>) -> Self {
         let mut registry = Registry::with_prefix("simserve");
+        let table_bytes = Family::<TableLabels, Gauge>::default();
+        registry.register_with_unit(
+            "table",
+            "Bytes each server-side table holds (values, mapped or converted, norms and ids); \
+             outside the memory budget",
+            Unit::Bytes,
+            table_bytes.clone(),
+        );
+        let table_rows = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "table_rows",
+            "Rows of each server-side table",
+            table_rows.clone(),
+        );
+        let table_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "table_reloads",
+            "Table reloads (SIGHUP or POST /tables/reload), by result: ok, or error when a \
+             file failed and kept its last good version",
+            table_reloads.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -134,6 +172,10 @@ impl Metrics {
         Metrics {
             registry,
             admission,
+            tables,
+            table_bytes,
+            table_rows,
+            table_reloads,
             requests,
             latency,
             compute,
@@ -188,6 +230,14 @@ impl Metrics {
         ApiError::from(refusal)
     }
 
+    /// Counts a table reload: `ok`, or `error` when a file failed to load.
+    pub fn table_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.table_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     /// A request started; it ends when the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.inc();
@@ -198,6 +248,19 @@ impl Metrics {
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.queue_depth.set(as_gauge(self.admission.waiting()));
+        self.table_bytes.clear();
+        self.table_rows.clear();
+        for table in self.tables.catalog().tables() {
+            let labels = TableLabels {
+                table: table.name().to_owned(),
+            };
+            self.table_bytes
+                .get_or_create(&labels)
+                .set(as_gauge(table.bytes()));
+            self.table_rows
+                .get_or_create(&labels)
+                .set(as_gauge(table.rows()));
+        }
         self.computing.set(as_gauge(self.admission.computing()));
         self.reserved.set(as_gauge(self.admission.reserved()));
         let mut text = String::new();
@@ -258,7 +321,10 @@ mod tests {
     #[test]
     fn rendered_text_holds_every_family_with_its_labels() {
         let admission = Admission::new(2, 4, 1024);
-        let metrics = Arc::new(Metrics::new(Arc::clone(&admission)));
+        let metrics = Arc::new(Metrics::new(
+            Arc::clone(&admission),
+            Arc::new(crate::tables::Tables::new(None)),
+        ));
         let _held = admission.reservation();
         let guard = metrics.start();
         metrics.request_done(&Finished {

@@ -5,6 +5,10 @@
 //! On a signal, `/readyz` turns 503 at once; the listener keeps accepting for
 //! `--shutdown-delay` (0 by default), then closes; requests in flight finish, bounded by
 //! `--shutdown-timeout`; then [`Application::run_until_stopped`] returns.
+//!
+//! Tables (`--tables`) are loaded off the runtime once the listener is up: `/healthz`
+//! answers meanwhile, `/readyz` says 503 until they are in, and a table that fails to load
+//! stops the server with an error naming the file. SIGHUP reads the directory again.
 
 use std::future::Future;
 use std::io;
@@ -68,9 +72,37 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `stop` resolves, then drains.
+    /// Serves until `stop` resolves, then drains. Fails when the tables fail to load.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "simserve listening");
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+        let state = self.state.clone();
+        // Listening from the start: a SIGHUP's default action would end the process.
+        let hangups = hangups();
+        tokio::spawn(async move {
+            let loading = state.clone();
+            match tokio::task::spawn_blocking(move || loading.tables.load()).await {
+                Ok(Ok(count)) => {
+                    if let Some(dir) = state.tables.dir() {
+                        tracing::info!(tables = count, dir = %dir.display(), "tables loaded");
+                    }
+                    reload_on_hangup(state, hangups).await;
+                }
+                Ok(Err(failures)) => {
+                    let reasons: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                    let _ = failed_tx.send(reasons.join("; "));
+                }
+                Err(err) => {
+                    let _ = failed_tx.send(format!("loading the tables failed: {err}"));
+                }
+            }
+        });
+        let load_failed = async {
+            match failed_rx.await {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            }
+        };
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
@@ -84,8 +116,20 @@ impl Application {
             write_timeout: self.write_timeout,
         };
 
-        server.accept_until(stop).await;
+        let mut failure = None;
+        server
+            .accept_until(async {
+                tokio::select! {
+                    () = stop => {},
+                    reason = load_failed => failure = Some(reason),
+                }
+            })
+            .await;
         self.state.start_draining();
+        if let Some(reason) = failure {
+            tracing::error!(%reason, "a table failed to load; stopping");
+            return Err(io::Error::other(format!("tables failed to load: {reason}")));
+        }
         tracing::info!(
             delay = ?self.shutdown_delay,
             "shutdown requested: /readyz now answers 503"
@@ -149,6 +193,51 @@ impl Server<'_> {
             }
         }
     }
+}
+
+/// SIGHUP, listened for (`None` where there is no such signal, or it cannot be had).
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGHUP; tables reload only by POST");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads the tables on every SIGHUP (signals that arrive during a reload are merged into
+/// one more reload).
+async fn reload_on_hangup(state: AppState, hangups: Hangups) {
+    #[cfg(unix)]
+    {
+        let Some(mut hangups) = hangups else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if state.tables.dir().is_none() {
+                tracing::info!("SIGHUP: no --tables directory to reload");
+                continue;
+            }
+            let reloading = state.clone();
+            if let Err(err) = tokio::task::spawn_blocking(move || reloading.reload_tables()).await {
+                tracing::error!(%err, "the table reload failed");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (state, hangups);
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

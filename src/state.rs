@@ -1,5 +1,5 @@
-//! What every handler and middleware shares: [`AppState`] (limits, admission, metrics and
-//! readiness), built once per server from the configuration.
+//! What every handler and middleware shares: [`AppState`] (limits, admission, metrics, the
+//! tables and readiness), built once per server from the configuration.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +9,7 @@ use crate::admission::Admission;
 use crate::body::DiscardPace;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tables::{Reloaded, Tables};
 
 /// Limits every request is held to.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The pace bodies refused before they were read are discarded at.
     pub discard_pace: Arc<DiscardPace>,
+    /// The server-side tables (`--tables`).
+    pub tables: Arc<Tables>,
     /// Cleared when shutdown starts; `/readyz` reports it.
     ready: Arc<AtomicBool>,
 }
@@ -43,6 +46,7 @@ impl AppState {
     pub fn new(config: &Config) -> Self {
         let permits = usize::try_from(config.compute_permits).unwrap_or(1);
         let admission = Admission::new(permits, config.max_queue, config.memory_budget_bytes);
+        let tables = Arc::new(Tables::new(config.tables.clone()));
         AppState {
             limits: Arc::new(Limits {
                 request_timeout: config.request_timeout,
@@ -50,8 +54,9 @@ impl AppState {
                 max_body_bytes: config.max_body_bytes,
                 max_output_elements: config.max_output_elements,
             }),
-            metrics: Arc::new(Metrics::new(Arc::clone(&admission))),
+            metrics: Arc::new(Metrics::new(Arc::clone(&admission), Arc::clone(&tables))),
             admission,
+            tables,
             discard_pace: Arc::default(),
             ready: Arc::new(AtomicBool::new(true)),
         }
@@ -60,6 +65,29 @@ impl AppState {
     /// Whether the server takes new work (false once shutdown has started).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Reads the tables directory again (blocking: run it off the runtime), logging and
+    /// counting the outcome.
+    pub fn reload_tables(&self) -> Reloaded {
+        let reloaded = self.tables.reload();
+        for failure in &reloaded.failures {
+            tracing::error!(%failure, "a table failed to reload; its last good version serves");
+        }
+        if !reloaded.changed.is_empty() || !reloaded.removed.is_empty() {
+            tracing::info!(
+                changed = ?reloaded.changed,
+                removed = ?reloaded.removed,
+                "tables reloaded"
+            );
+        }
+        self.metrics.table_reload(reloaded.failures.is_empty());
+        reloaded
+    }
+
+    /// Whether the server's tables have been loaded.
+    pub fn tables_loaded(&self) -> bool {
+        self.tables.is_loaded()
     }
 
     /// Marks the server as shutting down: `/readyz` answers 503 from now on.

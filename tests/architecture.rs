@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     // Pure: the math, and request tensors decoded into buffers.
     &["compute", "tensor"],
     // Used by all, using nothing of ours above.
-    &["config", "request_id", "healthcheck"],
+    &["config", "request_id", "healthcheck", "tables"],
     &["error", "telemetry"],
     &["cpu", "coding"],
     // Bytes ⇄ answers; admission; the metrics that read it; the state that holds both.

@@ -79,7 +79,23 @@ impl Serialize for Nested<'_> {
     }
 }
 
-/// `{"metric", "shape", "scores" | "matrix"}`: the body of every dense result.
+/// The tables an answer read, as `{"name": "version"}` (no entry when it read none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Versions<'a>(pub &'a [(String, String)]);
+
+impl Versions<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Versions<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, version)| (name, version)))
+    }
+}
+
+/// `{"metric", "shape", "scores" | "matrix", "tables"?}`: the body of every dense result.
 #[derive(Serialize)]
 struct DenseBody<'a> {
     metric: &'static str,
@@ -88,6 +104,8 @@ struct DenseBody<'a> {
     scores: Option<Dense<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     matrix: Option<Dense<'a>>,
+    #[serde(skip_serializing_if = "Versions::is_empty")]
+    tables: Versions<'a>,
 }
 
 /// Which field of a dense body holds the values.
@@ -100,13 +118,14 @@ pub enum DenseField {
 }
 
 /// Serialises a dense result: `values` written row-major under `shape` (which may drop
-/// leading axes of length 1).
+/// leading axes of length 1), with the versions of the `tables` it read.
 pub fn dense<D: Dimension>(
     metric: Metric,
     encoding: Encoding,
     field: DenseField,
     shape: &[usize],
     values: ArrayView<f32, D>,
+    tables: Versions,
 ) -> Result<Vec<u8>, ApiError> {
     let values = values.as_standard_layout();
     let data = values
@@ -122,20 +141,61 @@ pub fn dense<D: Dimension>(
         shape,
         scores,
         matrix,
+        tables,
     })
+}
+
+/// Where the ids of listed rows go in a neighbours answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdsField {
+    /// `items` (user-item: the items' ids).
+    Items,
+    /// `ids` (matrix: the ids of `b`'s rows, or `a`'s against itself).
+    Ids,
+}
+
+/// The id of each listed index.
+pub trait IdLookup: Sync {
+    /// The id of index `index` (empty if it has none).
+    fn id_of(&self, index: usize) -> &str;
+}
+
+impl IdLookup for Vec<String> {
+    fn id_of(&self, index: usize) -> &str {
+        self.get(index).map_or("", String::as_str)
+    }
+}
+
+impl IdLookup for crate::tables::Embeddings {
+    fn id_of(&self, index: usize) -> &str {
+        self.id(index).unwrap_or_default()
+    }
+}
+
+/// The ids of listed indices.
+pub type IdOf<'a> = &'a dyn IdLookup;
+
+/// What a neighbours answer carries besides indices and scores.
+#[derive(Clone, Copy, Default)]
+pub struct Listed<'a> {
+    /// The ids of the listed rows, and where they go.
+    pub ids: Option<(IdsField, IdOf<'a>)>,
+    /// The tables read and their versions.
+    pub tables: Versions<'a>,
 }
 
 /// Serialises top-k / threshold results for one or (`batched`) several sets.
 ///
 /// When every row holds the same number of entries the body has a `shape` and `scores` is one
 /// tensor; otherwise rows differ in length, there is no `shape`, and in base64 each row's
-/// scores are a tensor of their own. `item_ids` adds `items`, the ids of the listed indices.
+/// scores are a tensor of their own. `listed.ids` adds `items` or `ids`, the ids of the listed
+/// indices; `listed.tables` the versions of the tables read.
 pub fn neighbours(
     metric: Metric,
     encoding: Encoding,
     sets: &[Neighbours],
     batched: bool,
-    item_ids: Option<&[String]>,
+    listed: Listed,
 ) -> Result<Vec<u8>, ApiError> {
     let rows = || sets.iter().flat_map(|s| s.indices.rows());
     let width = rows().next().map_or(0, <[usize]>::len);
@@ -167,7 +227,15 @@ pub fn neighbours(
             Some(shape) => Scores::Dense(Dense::new(encoding, shape, &flat)),
             None => Scores::Ragged(part(Listing::Scores(encoding))),
         },
-        items: item_ids.map(|ids| part(Listing::Ids(ids))),
+        items: match listed.ids {
+            Some((IdsField::Items, id_of)) => Some(part(Listing::Ids(id_of))),
+            _ => None,
+        },
+        ids: match listed.ids {
+            Some((IdsField::Ids, id_of)) => Some(part(Listing::Ids(id_of))),
+            _ => None,
+        },
+        tables: listed.tables,
     };
     to_response(&body)
 }
@@ -181,6 +249,10 @@ struct NeighboursBody<'a> {
     scores: Scores<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     items: Option<PerSet<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ids: Option<PerSet<'a>>,
+    #[serde(skip_serializing_if = "Versions::is_empty")]
+    tables: Versions<'a>,
 }
 
 #[derive(Serialize)]
@@ -195,7 +267,7 @@ enum Scores<'a> {
 enum Listing<'a> {
     Indices,
     Scores(Encoding),
-    Ids(&'a [String]),
+    Ids(IdOf<'a>),
 }
 
 /// One part of every set's rows, nested one level deeper when `batched`.
@@ -239,13 +311,13 @@ impl Serialize for SetRows<'_> {
     }
 }
 
-/// The ids of one row's indices (indices are below `ids.len()`, checked when parsing).
-struct IdRow<'a>(&'a [String], &'a [usize]);
+/// The ids of one row's indices.
+struct IdRow<'a>(IdOf<'a>, &'a [usize]);
 
 impl Serialize for IdRow<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let IdRow(ids, row) = *self;
-        serializer.collect_seq(row.iter().filter_map(|&i| ids.get(i)))
+        let IdRow(id_of, row) = *self;
+        serializer.collect_seq(row.iter().map(|&i| id_of.id_of(i)))
     }
 }
 

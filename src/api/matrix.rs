@@ -3,28 +3,27 @@
 
 use std::num::NonZeroUsize;
 
-use ndarray::{Array3, Axis};
 use serde::Deserialize;
 
-use super::Operation;
-use super::validate::{self, invalid, same_dim};
+use super::validate::{self, invalid, same_dim, unready};
+use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField};
+use crate::answer::json::{self, DenseField, IdsField, Listed, Versions};
 use crate::body::fields;
 use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
-use crate::state::Limits;
-use crate::tensor::Tensor;
+use crate::tables::Embeddings;
+use crate::tensor::Input;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixRequest {
     #[serde(deserialize_with = "fields::a_matrix_or_sets")]
-    a: Tensor,
+    a: Input,
     #[serde(default, deserialize_with = "fields::some_b_matrix_or_sets")]
-    b: Option<Tensor>,
+    b: Option<Input>,
     #[serde(default, deserialize_with = "fields::metric")]
     metric: Metric,
     #[serde(default, deserialize_with = "fields::some_top_k")]
@@ -37,12 +36,12 @@ pub struct MatrixRequest {
     response_encoding: Encoding,
 }
 
-/// A validated matrix job over `B` sets (`B = 1` for rank-2 input).
+/// A validated matrix job over `B` sets (`B = 1` for rank-2 input and tables).
 #[derive(Debug)]
 pub struct MatrixJob {
-    a: Array3<f32>,
+    a: Embeddings,
     /// `None`: `a` against itself.
-    b: Option<Array3<f32>>,
+    b: Option<Embeddings>,
     /// Whether the input was rank 3, so the output keeps the set axis.
     batched: bool,
     metric: Metric,
@@ -62,28 +61,37 @@ impl Operation for MatrixJob {
     const PATH: &'static str = "/similarity/matrix";
     type Request = MatrixRequest;
 
-    fn parse(req: MatrixRequest, limits: &Limits) -> Result<Self, ApiError> {
-        let max_output = limits.max_output_elements;
-        let batched = req.a.rank() == 3;
-        if let Some(b) = &req.b {
-            if b.rank() != req.a.rank() {
+    fn parse(req: MatrixRequest, context: &Context) -> Result<Self, ApiError> {
+        let max_output = context.limits.max_output_elements;
+        // A table reference is one matrix: rank 2.
+        let rank = |input: &Input| match input {
+            Input::Tensor(tensor) => tensor.rank(),
+            Input::Table(_) => 2,
+        };
+        let (a_rank, b_rank) = (rank(&req.a), req.b.as_ref().map(rank));
+        let batched = a_rank == 3;
+        let a = validate::embeddings(context, "a", req.a)?;
+        let b = req
+            .b
+            .map(|b| validate::embeddings(context, "b", b))
+            .transpose()?;
+        if let (Some(b), Some(b_rank)) = (&b, b_rank) {
+            if b_rank != a_rank {
                 return Err(invalid(format!(
-                    "b: has rank {}, but a has rank {}",
-                    b.rank(),
-                    req.a.rank()
+                    "b: has rank {b_rank}, but a has rank {a_rank}"
                 )));
             }
-            if batched && b.shape()[0] != req.a.shape()[0] {
+            if batched && b.sets() != a.sets() {
                 return Err(invalid(format!(
                     "b: has {} sets, but a has {}",
-                    b.shape()[0],
-                    req.a.shape()[0]
+                    b.sets(),
+                    a.sets()
                 )));
             }
-            same_dim(("a", &req.a), ("b", b))?;
+            same_dim(("a", &a), ("b", b))?;
         }
         let (k, threshold) = (req.top_k.map(NonZeroUsize::get), req.threshold);
-        if req.exclude_self && req.b.is_some() {
+        if req.exclude_self && b.is_some() {
             return Err(invalid(
                 "exclude_self: applies only when b is omitted (a against itself)",
             ));
@@ -94,10 +102,8 @@ impl Operation for MatrixJob {
             ));
         }
 
-        let a = validate::sets("a", req.a)?;
-        let b = req.b.map(|b| validate::sets("b", b)).transpose()?;
-        let (sets, n) = (a.len_of(Axis(0)), a.len_of(Axis(1)));
-        let m = b.as_ref().map_or(n, |b| b.len_of(Axis(1)));
+        let (sets, n) = (a.sets(), a.rows());
+        let m = b.as_ref().map_or(n, Embeddings::rows);
         // The result's dimensions as the client will see them.
         let dims = |width| {
             if batched {
@@ -136,23 +142,29 @@ impl Operation for MatrixJob {
     }
 
     fn record_size(&self, span: &tracing::Span) {
-        let (sets, rows, dim) = self.a.dim();
-        span.record("sets", sets)
-            .record("rows", rows)
-            .record("dim", dim);
+        span.record("sets", self.a.sets())
+            .record("rows", self.a.rows())
+            .record("dim", self.a.dim());
     }
 
     /// Multiply-adds the job takes.
     fn work(&self) -> usize {
-        let m = self.b.as_ref().unwrap_or(&self.a).len_of(Axis(1));
-        self.a.len().saturating_mul(m)
+        let m = self.b.as_ref().unwrap_or(&self.a).rows();
+        let a = &self.a;
+        a.sets()
+            .saturating_mul(a.rows())
+            .saturating_mul(a.dim())
+            .saturating_mul(m)
     }
 
     /// Bytes the job holds while it runs.
     fn estimate(&self) -> usize {
-        let inputs = self.a.len() + self.b.as_ref().map_or(0, |b| b.len());
-        let (sets, n) = (self.a.len_of(Axis(0)), self.a.len_of(Axis(1)));
-        let m = self.b.as_ref().unwrap_or(&self.a).len_of(Axis(1));
+        let inputs = self
+            .a
+            .held_values()
+            .saturating_add(self.b.as_ref().map_or(0, Embeddings::held_values));
+        let (sets, n) = (self.a.sets(), self.a.rows());
+        let m = self.b.as_ref().unwrap_or(&self.a).rows();
         let pairs = sets.saturating_mul(n).saturating_mul(m);
         let numbers = match &self.output {
             Output::Dense => pairs,
@@ -164,17 +176,25 @@ impl Operation for MatrixJob {
         estimate::job(inputs, self.work(), numbers, self.encoding)
     }
 
-    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
-        let (a, b) = (self.a.view(), self.b.as_ref().map(|b| b.view()));
+    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+        validate::gather(&mut [Some(&mut self.a), self.b.as_mut()])?;
+        let versions = validate::versions(&[Some(&self.a), self.b.as_ref()]);
+        let (a, b) = (&self.a, self.b.as_ref());
         match self.output {
             Output::Dense => {
-                let batched = self.batched;
-                let result = compute::matrices(a, b, self.metric, cancel)
-                    .map_err(|err| if batched { err } else { err.without_set() })?;
-                let mut shape = result.shape().to_vec();
-                if !self.batched {
-                    shape.remove(0);
-                }
+                let (result, shape) = if self.batched {
+                    let b = b.map(|b| b.inline_sets().ok_or_else(unready)).transpose()?;
+                    let a = a.inline_sets().ok_or_else(unready)?;
+                    let result = compute::matrices(a, b, self.metric, cancel)?;
+                    let shape = result.shape().to_vec();
+                    (result.into_dyn(), shape)
+                } else {
+                    let a = a.operand(0).ok_or_else(unready)?;
+                    let b = b.map(|b| b.operand(0).ok_or_else(unready)).transpose()?;
+                    let result = compute::matrix(a, b, self.metric, cancel)?;
+                    let shape = result.shape().to_vec();
+                    (result.into_dyn(), shape)
+                };
                 cancel.check()?;
                 json::dense(
                     self.metric,
@@ -182,13 +202,15 @@ impl Operation for MatrixJob {
                     DenseField::Matrix,
                     &shape,
                     result.view(),
+                    Versions(&versions),
                 )
             }
             Output::Neighbours(ref keep) => {
-                let mut sets: Vec<Neighbours> = Vec::with_capacity(a.len_of(Axis(0)));
+                let mut sets: Vec<Neighbours> = Vec::with_capacity(a.sets());
                 let mut left = keep.max_entries;
-                for (s, set_a) in a.outer_iter().enumerate() {
-                    let set_b = self.b.as_ref().map(|b| b.index_axis(Axis(0), s));
+                for s in 0..a.sets() {
+                    let set_a = a.operand(s).ok_or_else(unready)?;
+                    let set_b = b.map(|b| b.operand(s).ok_or_else(unready)).transpose()?;
                     let selection = Selection {
                         max_entries: left,
                         ..keep.clone()
@@ -199,7 +221,14 @@ impl Operation for MatrixJob {
                     sets.push(found);
                 }
                 cancel.check()?;
-                json::neighbours(self.metric, self.encoding, &sets, self.batched, None)
+                let listed_side = b.unwrap_or(a);
+                let listed = Listed {
+                    ids: listed_side
+                        .has_ids()
+                        .then_some((IdsField::Ids, listed_side as json::IdOf)),
+                    tables: Versions(&versions),
+                };
+                json::neighbours(self.metric, self.encoding, &sets, self.batched, listed)
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The routes. Each similarity operation is one file holding its request type, its job and
 //! its [`Operation`] impl; [`operate`] serves any of them, so a new operation is one file
 //! here and one line in [`crate::app::routes`]. [`service`] holds the routes that are not
-//! operations (probes, metrics, the contract, fallbacks).
+//! operations (probes, metrics, the contract, fallbacks); [`tables`] those that list and
+//! reload the server's tables.
 //!
 //! Data flows one way: request → [`AdmittedBody`] (admitted, read and decoded into
 //! `O::Request`) → [`Operation::parse`] (a checked job) → the job's estimate reserved →
@@ -11,6 +12,7 @@ mod admitted_body;
 pub mod matrix;
 pub mod pairwise;
 pub mod service;
+pub mod tables;
 pub mod user_item;
 mod validate;
 
@@ -27,6 +29,17 @@ pub use admitted_body::AdmittedBody;
 use crate::compute::Cancel;
 use crate::error::ApiError;
 use crate::state::{AppState, Limits};
+use crate::tables::Resolve;
+
+/// What checking a request into a job may consult: the limits, and the tables served when
+/// the request arrived (table references are resolved against them).
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Request limits.
+    pub limits: &'a Limits,
+    /// Resolves embedding fields, table references included.
+    pub tables: Resolve<'a>,
+}
 
 /// One similarity operation: its job, built from the request body by [`Operation::parse`].
 pub trait Operation: Sized + Send + 'static {
@@ -37,7 +50,7 @@ pub trait Operation: Sized + Send + 'static {
     type Request: DeserializeOwned + Send + 'static;
 
     /// Checks the request into a job, or 422 naming the field at fault.
-    fn parse(request: Self::Request, limits: &Limits) -> Result<Self, ApiError>;
+    fn parse(request: Self::Request, context: &Context) -> Result<Self, ApiError>;
 
     /// Records the job's size (`rows`, `dim`, …) on the current span.
     fn record_size(&self, span: &tracing::Span);
@@ -71,7 +84,13 @@ pub async fn operate<O: Operation>(
         dim = Empty
     );
     async move {
-        let job = O::parse(request, &state.limits)?;
+        let catalog = state.tables.catalog();
+        let max_values = state.limits.max_body_bytes / 4;
+        let context = Context {
+            limits: &state.limits,
+            tables: Resolve::new(&catalog, max_values),
+        };
+        let job = O::parse(request, &context)?;
         job.record_size(&tracing::Span::current());
         admitted
             .reservation()

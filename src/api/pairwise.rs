@@ -1,28 +1,28 @@
 //! `POST /similarity/pairwise`: row i of `a` with row i of `b`, or the two vectors of each
 //! entry of `pairs` (the `(batch, 2, dim)` layout of a Keras `Lambda` layer).
 
-use ndarray::{Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array3, ArrayView2, Axis};
 use serde::Deserialize;
 
-use super::Operation;
-use super::validate::{self, invalid, matrix, same_dim};
+use super::validate::{self, invalid, same_dim, unready};
+use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField};
+use crate::answer::json::{self, DenseField, Versions};
 use crate::body::fields;
 use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
-use crate::state::Limits;
-use crate::tensor::Tensor;
+use crate::tables::Embeddings;
+use crate::tensor::{Input, Tensor};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PairwiseRequest {
     #[serde(default, deserialize_with = "fields::some_a_matrix")]
-    a: Option<Tensor>,
+    a: Option<Input>,
     #[serde(default, deserialize_with = "fields::some_b_matrix")]
-    b: Option<Tensor>,
+    b: Option<Input>,
     #[serde(default, deserialize_with = "fields::some_pairs_tensor")]
     pairs: Option<Tensor>,
     #[serde(default, deserialize_with = "fields::metric")]
@@ -43,7 +43,7 @@ pub struct PairwiseJob {
 /// them has a single row; `Pairs` is `n × 2 × d`.
 #[derive(Debug)]
 enum Operands {
-    Rows(Array2<f32>, Array2<f32>),
+    Rows(Embeddings, Embeddings),
     Pairs(Array3<f32>),
 }
 
@@ -61,18 +61,31 @@ fn pairs_of_two(pairs: Tensor) -> Result<Array3<f32>, ApiError> {
 }
 
 impl PairwiseJob {
-    /// The two sides as `n × d` views (the second strided for `Pairs`).
-    fn sides(&self) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
+    /// The two sides as `n × d` views (the second strided for `Pairs`); `None` until chosen
+    /// table rows are gathered.
+    fn sides(&self) -> Option<(ArrayView2<'_, f32>, ArrayView2<'_, f32>)> {
         match &self.operands {
-            Operands::Rows(a, b) => (a.view(), b.view()),
-            Operands::Pairs(pairs) => (pairs.index_axis(Axis(1), 0), pairs.index_axis(Axis(1), 1)),
+            Operands::Rows(a, b) => Some((a.view(0)?, b.view(0)?)),
+            Operands::Pairs(pairs) => {
+                Some((pairs.index_axis(Axis(1), 0), pairs.index_axis(Axis(1), 1)))
+            }
         }
     }
 
     /// Rows and dimension of the result's inputs.
     fn size(&self) -> (usize, usize) {
-        let (a, b) = self.sides();
-        (a.nrows().max(b.nrows()), a.ncols())
+        match &self.operands {
+            Operands::Rows(a, b) => (a.rows().max(b.rows()), a.dim()),
+            Operands::Pairs(pairs) => (pairs.len_of(Axis(0)), pairs.len_of(Axis(2))),
+        }
+    }
+
+    /// Values the job's inputs hold (a whole table counts nothing).
+    fn held_values(&self) -> usize {
+        match &self.operands {
+            Operands::Rows(a, b) => a.held_values().saturating_add(b.held_values()),
+            Operands::Pairs(pairs) => pairs.len(),
+        }
     }
 }
 
@@ -81,17 +94,19 @@ impl Operation for PairwiseJob {
     const PATH: &'static str = "/similarity/pairwise";
     type Request = PairwiseRequest;
 
-    fn parse(req: PairwiseRequest, limits: &Limits) -> Result<Self, ApiError> {
+    fn parse(req: PairwiseRequest, context: &Context) -> Result<Self, ApiError> {
         let operands = match (req.a, req.b, req.pairs) {
             (Some(a), Some(b), None) => {
+                let a = validate::embeddings(context, "a", a)?;
+                let b = validate::embeddings(context, "b", b)?;
                 same_dim(("a", &a), ("b", &b))?;
-                let (n, m) = (a.shape()[0], b.shape()[0]);
+                let (n, m) = (a.rows(), b.rows());
                 if n != m && n != 1 && m != 1 {
                     return Err(invalid(format!(
                         "b: has {m} rows but a has {n}; give equal counts, or one row on either side"
                     )));
                 }
-                Operands::Rows(matrix("a", a)?, matrix("b", b)?)
+                Operands::Rows(a, b)
             }
             (None, None, Some(pairs)) => Operands::Pairs(pairs_of_two(pairs)?),
             (_, _, Some(_)) => {
@@ -105,7 +120,7 @@ impl Operation for PairwiseJob {
             metric: req.metric,
             encoding: req.response_encoding,
         };
-        let max_output = limits.max_output_elements;
+        let max_output = context.limits.max_output_elements;
         validate::output_size(&[job.size().0], max_output, "send fewer rows")?;
         Ok(job)
     }
@@ -121,13 +136,19 @@ impl Operation for PairwiseJob {
     }
 
     fn estimate(&self) -> usize {
-        let (a, b) = self.sides();
         let (rows, _) = self.size();
-        estimate::job(a.len() + b.len(), self.work(), rows, self.encoding)
+        estimate::job(self.held_values(), self.work(), rows, self.encoding)
     }
 
-    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
-        let (a, b) = self.sides();
+    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+        let versions = match &mut self.operands {
+            Operands::Rows(a, b) => {
+                validate::gather(&mut [Some(&mut *a), Some(&mut *b)])?;
+                validate::versions(&[Some(a), Some(b)])
+            }
+            Operands::Pairs(_) => Vec::new(),
+        };
+        let (a, b) = self.sides().ok_or_else(unready)?;
         let scores = compute::pairwise(a, b, self.metric, cancel)?;
         let shape = [scores.len()];
         cancel.check()?;
@@ -137,6 +158,7 @@ impl Operation for PairwiseJob {
             DenseField::Scores,
             &shape,
             scores.view(),
+            Versions(&versions),
         )
     }
 }

@@ -21,12 +21,15 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Serves `GET /readyz`: 200 while taking work, 503 once shutdown has started.
+/// Serves `GET /readyz`: 200 while taking work; 503 until the tables are loaded, and once
+/// shutdown has started.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if state.is_ready() {
-        Ok(Json(json!({"status": "ready"})))
-    } else {
+    if !state.is_ready() {
         Err(ApiError::Draining)
+    } else if !state.tables_loaded() {
+        Err(ApiError::TablesLoading)
+    } else {
+        Ok(Json(json!({"status": "ready"})))
     }
 }
 

@@ -4,28 +4,29 @@
 
 use std::num::NonZeroUsize;
 
-use ndarray::Array2;
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
-use super::Operation;
-use super::validate::{self, invalid, same_dim};
+use super::validate::{self, invalid, same_dim, unready};
+use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField};
-use crate::body::fields;
+use crate::answer::json::{self, DenseField, IdsField, Listed, Versions};
+use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
-use crate::state::Limits;
-use crate::tensor::Tensor;
+use crate::tables::Embeddings;
+use crate::tensor::Input;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserItemRequest {
     #[serde(deserialize_with = "fields::users_matrix")]
-    users: Tensor,
+    users: Input,
     #[serde(deserialize_with = "fields::items_matrix")]
-    items: Tensor,
+    items: Input,
     #[serde(default, deserialize_with = "fields::metric")]
     metric: Metric,
     #[serde(default, deserialize_with = "fields::some_pair_indices")]
@@ -34,8 +35,8 @@ pub struct UserItemRequest {
     top_k: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "fields::some_threshold")]
     threshold: Option<f32>,
-    #[serde(default, deserialize_with = "fields::some_exclude_indices")]
-    exclude: Option<Ragged<usize>>,
+    #[serde(default, deserialize_with = "fields::some_exclude_lists")]
+    exclude: Option<Exclude>,
     #[serde(default, deserialize_with = "fields::some_item_ids")]
     item_ids: Option<Vec<String>>,
     #[serde(default, deserialize_with = "fields::encoding")]
@@ -45,8 +46,8 @@ pub struct UserItemRequest {
 /// A validated user–item job: equal dimensions, every index in range.
 #[derive(Debug)]
 pub struct UserItemJob {
-    users: Array2<f32>,
-    items: Array2<f32>,
+    users: Embeddings,
+    items: Embeddings,
     metric: Metric,
     output: Output,
     encoding: Encoding,
@@ -85,6 +86,57 @@ fn pairs(lists: &Ragged<usize>, u: usize, i: usize) -> Result<Vec<(usize, usize)
         .collect()
 }
 
+/// `exclude` as indices: entries given as ids are looked up in the items' ids (those of
+/// their table, or `item_ids`).
+fn exclude_indices(
+    exclude: Exclude,
+    items: &Embeddings,
+    item_ids: Option<&[String]>,
+) -> Result<Ragged<usize>, ApiError> {
+    if exclude.ids.is_empty() {
+        return Ok(exclude.lists);
+    }
+    let listed: Option<HashMap<&str, usize>> = item_ids.map(|ids| {
+        ids.iter()
+            .enumerate()
+            .map(|(at, id)| (id.as_str(), at))
+            .rev()
+            .collect()
+    });
+    let mut named = exclude.ids.into_iter().peekable();
+    let mut lists = Ragged::new();
+    for (user, list) in exclude.lists.rows().enumerate() {
+        for (at, &index) in list.iter().enumerate() {
+            let Some((_, _, id)) = named.next_if(|(u, a, _)| (*u, *a) == (user, at)) else {
+                lists.push(index);
+                continue;
+            };
+            let row = match &listed {
+                Some(listed) => listed.get(id.as_str()).copied(),
+                None if items.has_ids() => items.row_of(&id),
+                None => {
+                    return Err(invalid(format!(
+                        "exclude[{user}][{at}]: names an item by id, but the items have no ids \
+                         (send item_ids, or reference a table with ids)"
+                    )));
+                }
+            };
+            let Some(row) = row else {
+                let mut shown: String = id.chars().take(64).collect();
+                if shown.len() < id.len() {
+                    shown.push('…');
+                }
+                return Err(invalid(format!(
+                    "exclude[{user}][{at}]: no item has the id {shown:?}"
+                )));
+            };
+            lists.push(row);
+        }
+        lists.end_row();
+    }
+    Ok(lists)
+}
+
 /// Checks `exclude`: one list per user, every index an item.
 fn exclude(lists: &Ragged<usize>, u: usize, i: usize) -> Result<(), ApiError> {
     if lists.len() != u {
@@ -105,14 +157,19 @@ fn exclude(lists: &Ragged<usize>, u: usize, i: usize) -> Result<(), ApiError> {
 
 /// Refuses `item_ids` whose repetition in `items` (up to `width` ids for each of `users`)
 /// could exceed the output limit, counting 8 bytes of id as one number.
-fn id_budget(ids: &[String], users: usize, width: usize, limit: usize) -> Result<(), ApiError> {
-    let longest = ids.iter().map(String::len).max().unwrap_or(0);
+fn id_budget(
+    field: &str,
+    longest: usize,
+    users: usize,
+    width: usize,
+    limit: usize,
+) -> Result<(), ApiError> {
     let units = longest.div_ceil(8).max(1);
     let size = users.checked_mul(width).and_then(|n| n.checked_mul(units));
     match size {
         Some(size) if size <= limit => Ok(()),
         _ => Err(invalid(format!(
-            "item_ids: listing up to {width} ids of up to {longest} bytes for each of {users} \
+            "{field}: listing up to {width} ids of up to {longest} bytes for each of {users} \
              users exceeds the output limit of {limit} numbers (8 bytes each); \
              lower top_k or use shorter ids"
         ))),
@@ -124,10 +181,12 @@ impl Operation for UserItemJob {
     const PATH: &'static str = "/similarity/user-item";
     type Request = UserItemRequest;
 
-    fn parse(req: UserItemRequest, limits: &Limits) -> Result<Self, ApiError> {
-        let max_output = limits.max_output_elements;
-        same_dim(("users", &req.users), ("items", &req.items))?;
-        let (u, i) = (req.users.shape()[0], req.items.shape()[0]);
+    fn parse(req: UserItemRequest, context: &Context) -> Result<Self, ApiError> {
+        let max_output = context.limits.max_output_elements;
+        let users = validate::embeddings(context, "users", req.users)?;
+        let items = validate::embeddings(context, "items", req.items)?;
+        same_dim(("users", &users), ("items", &items))?;
+        let (u, i) = (users.rows(), items.rows());
         let (k, threshold) = (req.top_k.map(NonZeroUsize::get), req.threshold);
         let neighbours = k.is_some() || threshold.is_some();
 
@@ -140,8 +199,13 @@ impl Operation for UserItemJob {
             validate::output_size(&[lists.len()], max_output, "send fewer pairs")?;
             Output::Pairs(pairs(&lists, u, i)?)
         } else if neighbours {
-            if let Some(lists) = &req.exclude {
-                exclude(lists, u, i)?;
+            if req.item_ids.is_some()
+                && let Some(table) = items.table().filter(|_| items.has_ids())
+            {
+                return Err(invalid(format!(
+                    "item_ids: the items come with the ids of table {:?}; leave item_ids out",
+                    table.name()
+                )));
             }
             if let Some(ids) = &req.item_ids
                 && ids.len() != i
@@ -154,8 +218,20 @@ impl Operation for UserItemJob {
             if let Some(k) = k {
                 validate::output_size(&[u, k.min(i)], max_output, "lower top_k")?;
             }
+            let exclude_lists = req
+                .exclude
+                .map(|lists| exclude_indices(lists, &items, req.item_ids.as_deref()))
+                .transpose()?;
+            if let Some(lists) = &exclude_lists {
+                exclude(lists, u, i)?;
+            }
+            let width = k.map_or(i, |k| k.min(i));
             if let Some(ids) = &req.item_ids {
-                id_budget(ids, u, k.map_or(i, |k| k.min(i)), max_output)?;
+                let longest = ids.iter().map(String::len).max().unwrap_or(0);
+                id_budget("item_ids", longest, u, width, max_output)?;
+            }
+            if let Some(ids) = items.table().and_then(|t| t.ids()) {
+                id_budget("items", ids.longest(), u, width, max_output)?;
             }
             Output::Neighbours {
                 keep: Selection {
@@ -164,7 +240,7 @@ impl Operation for UserItemJob {
                     max_entries: max_output,
                     ..Selection::default()
                 },
-                exclude: req.exclude,
+                exclude: exclude_lists,
                 item_ids: req.item_ids,
             }
         } else {
@@ -177,8 +253,8 @@ impl Operation for UserItemJob {
             Output::Dense
         };
         Ok(UserItemJob {
-            users: validate::matrix("users", req.users)?,
-            items: validate::matrix("items", req.items)?,
+            users,
+            items,
             metric: req.metric,
             output,
             encoding: req.response_encoding,
@@ -186,34 +262,46 @@ impl Operation for UserItemJob {
     }
 
     fn record_size(&self, span: &tracing::Span) {
-        span.record("users", self.users.nrows())
-            .record("items", self.items.nrows())
-            .record("dim", self.users.ncols());
+        span.record("users", self.users.rows())
+            .record("items", self.items.rows())
+            .record("dim", self.users.dim());
     }
 
     /// Multiply-adds the job takes.
     fn work(&self) -> usize {
-        let dim = self.users.ncols();
+        let dim = self.users.dim();
         match &self.output {
             Output::Pairs(pairs) => pairs.len().saturating_mul(dim),
-            _ => self.users.len().saturating_mul(self.items.nrows()),
+            _ => self
+                .users
+                .rows()
+                .saturating_mul(dim)
+                .saturating_mul(self.items.rows()),
         }
     }
 
     /// Bytes the job holds while it runs.
     fn estimate(&self) -> usize {
-        let inputs = self.users.len() + self.items.len();
-        let (u, i) = (self.users.nrows(), self.items.nrows());
+        let inputs = self
+            .users
+            .held_values()
+            .saturating_add(self.items.held_values());
+        let (u, i) = (self.users.rows(), self.items.rows());
         let numbers = match &self.output {
             Output::Dense => u.saturating_mul(i),
             Output::Pairs(pairs) => pairs.len(),
             Output::Neighbours { keep, item_ids, .. } => {
                 let entries = keep.k.map_or(u.saturating_mul(i), |k| u * k.min(i));
                 // An id is held once per listing, counted in numbers of 8 bytes.
-                let id_units = item_ids
-                    .as_ref()
-                    .and_then(|ids| ids.iter().map(String::len).max())
-                    .map_or(0, |longest| longest.div_ceil(8));
+                let longest = match item_ids {
+                    Some(ids) => ids.iter().map(String::len).max(),
+                    None => self
+                        .items
+                        .table()
+                        .and_then(|t| t.ids())
+                        .map(|ids| ids.longest()),
+                };
+                let id_units = longest.map_or(0, |longest| longest.div_ceil(8));
                 (2 + id_units).saturating_mul(entries.min(keep.max_entries))
             }
         };
@@ -238,11 +326,20 @@ impl Operation for UserItemJob {
         estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
     }
 
-    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
-        let (users, items, metric) = (self.users.view(), self.items.view(), self.metric);
+    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+        validate::gather(&mut [Some(&mut self.users), Some(&mut self.items)])?;
+        let versions = validate::versions(&[Some(&self.users), Some(&self.items)]);
+        let tables = Versions(&versions);
+        let (users, items, metric) = (&self.users, &self.items, self.metric);
         match self.output {
             Output::Dense => {
-                let result = compute::matrix(users, Some(items), metric, cancel)?;
+                let (u, i) = (users.operand(0), items.operand(0));
+                let result = compute::matrix(
+                    u.ok_or_else(unready)?,
+                    Some(i.ok_or_else(unready)?),
+                    metric,
+                    cancel,
+                )?;
                 let shape = result.shape().to_vec();
                 cancel.check()?;
                 json::dense(
@@ -251,10 +348,13 @@ impl Operation for UserItemJob {
                     DenseField::Matrix,
                     &shape,
                     result.view(),
+                    tables,
                 )
             }
             Output::Pairs(pairs) => {
-                let scores = compute::pairs(users, items, &pairs, metric, cancel)?;
+                let (u, i) = (users.view(0), items.view(0));
+                let (u, i) = (u.ok_or_else(unready)?, i.ok_or_else(unready)?);
+                let scores = compute::pairs(u, i, &pairs, metric, cancel)?;
                 let shape = [scores.len()];
                 cancel.check()?;
                 json::dense(
@@ -263,6 +363,7 @@ impl Operation for UserItemJob {
                     DenseField::Scores,
                     &shape,
                     scores.view(),
+                    tables,
                 )
             }
             Output::Neighbours {
@@ -274,10 +375,26 @@ impl Operation for UserItemJob {
                     exclude: exclude.as_ref(),
                     ..keep
                 };
-                let found = compute::nearest(users, Some(items), metric, &selection, cancel)?;
+                let (u, i) = (users.operand(0), items.operand(0));
+                let found = compute::nearest(
+                    u.ok_or_else(unready)?,
+                    Some(i.ok_or_else(unready)?),
+                    metric,
+                    &selection,
+                    cancel,
+                )?;
                 let sets = [found];
                 cancel.check()?;
-                json::neighbours(metric, self.encoding, &sets, false, item_ids.as_deref())
+                let ids: Option<json::IdOf> = match &item_ids {
+                    Some(ids) => Some(ids),
+                    None if items.has_ids() => Some(items),
+                    None => None,
+                };
+                let listed = Listed {
+                    ids: ids.map(|ids| (IdsField::Items, ids)),
+                    tables,
+                };
+                json::neighbours(metric, self.encoding, &sets, false, listed)
             }
         }
     }

@@ -1,15 +1,61 @@
 //! Checks shared by the endpoints' conversions from request to job.
 
+use super::Context;
 use crate::error::ApiError;
-use crate::tensor::Tensor;
+use crate::tables::{Embeddings, Unresolved};
+use crate::tensor::Input;
 
 /// Shorthand for a 422 with `detail`.
 pub(super) fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::Invalid(detail.into())
 }
 
+/// The embeddings the field `field` stands for: its tensor, or the table rows it names.
+pub(super) fn embeddings(
+    context: &Context,
+    field: &str,
+    input: Input,
+) -> Result<Embeddings, ApiError> {
+    context
+        .tables
+        .field(field, input)
+        .map_err(|unresolved| match unresolved {
+            Unresolved::Loading => ApiError::TablesLoading,
+            Unresolved::Invalid(detail) => ApiError::Invalid(detail),
+        })
+}
+
+/// The tables `fields` read and their versions, each once, in the order first read.
+pub(super) fn versions(fields: &[Option<&Embeddings>]) -> Vec<(String, String)> {
+    let mut read: Vec<(String, String)> = Vec::new();
+    for table in fields.iter().flatten().filter_map(|e| e.table()) {
+        if !read.iter().any(|(name, _)| name == table.name()) {
+            read.push((table.name().to_owned(), table.version().to_owned()));
+        }
+    }
+    read
+}
+
+/// Gathers chosen table rows into the job's own buffers, once its memory is reserved.
+pub(super) fn gather(fields: &mut [Option<&mut Embeddings>]) -> Result<(), ApiError> {
+    for field in fields.iter_mut().flatten() {
+        field
+            .gather()
+            .map_err(|why| ApiError::Internal(why.into()))?;
+    }
+    Ok(())
+}
+
+/// What a job finds missing when a side is not ready: a bug, never the client's fault.
+pub(super) fn unready() -> ApiError {
+    ApiError::Internal("an operand was used before its rows were gathered".into())
+}
+
 /// `other` holds vectors of the same dimension as `first`.
-pub(super) fn same_dim(first: (&str, &Tensor), other: (&str, &Tensor)) -> Result<(), ApiError> {
+pub(super) fn same_dim(
+    first: (&str, &Embeddings),
+    other: (&str, &Embeddings),
+) -> Result<(), ApiError> {
     let ((name, a), (other_name, b)) = (first, other);
     if a.dim() == b.dim() {
         Ok(())
@@ -34,27 +80,5 @@ pub(super) fn output_size(dims: &[usize], limit: usize, hint: &str) -> Result<us
                 .collect::<Vec<_>>()
                 .join(" × ")
         ))),
-    }
-}
-
-/// The rank-2 tensor of `field` as an owned matrix.
-pub(super) fn matrix(field: &str, tensor: Tensor) -> Result<ndarray::Array2<f32>, ApiError> {
-    let rank = tensor.rank();
-    tensor.into_matrix().ok_or_else(|| {
-        invalid(format!(
-            "{field}: expected a tensor of rank 2, found rank {rank}"
-        ))
-    })
-}
-
-/// A rank-2 (one set) or rank-3 tensor of `field` as an owned `sets × rows × dim` array.
-pub(super) fn sets(field: &str, tensor: Tensor) -> Result<ndarray::Array3<f32>, ApiError> {
-    match tensor.rank() {
-        2 => matrix(field, tensor).map(|m| m.insert_axis(ndarray::Axis(0))),
-        rank => tensor.into_sets().ok_or_else(|| {
-            invalid(format!(
-                "{field}: expected a tensor of rank 2 or 3, found rank {rank}"
-            ))
-        }),
     }
 }

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use faer::Par;
 
 use super::metric::narrow;
+use super::operand::Operand;
 use super::reduce::score;
 use super::scorer::Scorer;
 use super::threads::{self, SPLIT_WORK};
@@ -85,10 +86,10 @@ pub fn pairs(
 }
 
 /// Scores every row of `a` with every row of `b` (`None`: of `a` itself): an
-/// `a.nrows() × b.nrows()` matrix.
-pub fn matrix(
-    a: ArrayView2<f32>,
-    b: Option<ArrayView2<f32>>,
+/// `a.nrows() × b.nrows()` matrix. Sides are views or [`Operand`]s (rows with their norms).
+pub fn matrix<'a, O: Into<Operand<'a>>>(
+    a: O,
+    b: Option<O>,
     metric: Metric,
     cancel: &Cancel,
 ) -> Result<Array2<f32>, ComputeError> {
@@ -96,14 +97,14 @@ pub fn matrix(
 }
 
 /// [`matrix`], cutting work of at least `split_work` multiply-adds into shares per thread.
-pub(crate) fn matrix_splitting_from(
-    a: ArrayView2<f32>,
-    b: Option<ArrayView2<f32>>,
+pub(crate) fn matrix_splitting_from<'a, O: Into<Operand<'a>>>(
+    a: O,
+    b: Option<O>,
     metric: Metric,
     cancel: &Cancel,
     split_work: usize,
 ) -> Result<Array2<f32>, ComputeError> {
-    let scorer = Scorer::new(metric, a, b);
+    let scorer = Scorer::new(metric, a.into(), b.map(Into::into));
     let mut out = Array2::zeros((scorer.rows(), scorer.cols()));
     fill(&scorer, out.as_slice_mut(), cancel, split_work)?;
     Ok(out)
@@ -167,7 +168,11 @@ pub fn matrices(
     let mut out = Array3::zeros((a.len_of(Axis(0)), a.len_of(Axis(1)), m));
     for (s, mut dst) in out.outer_iter_mut().enumerate() {
         let set_b = b.as_ref().map(|b| b.index_axis(Axis(0), s));
-        let scorer = Scorer::new(metric, a.index_axis(Axis(0), s), set_b);
+        let scorer = Scorer::new(
+            metric,
+            a.index_axis(Axis(0), s).into(),
+            set_b.map(Operand::from),
+        );
         fill(&scorer, dst.as_slice_mut(), cancel, SPLIT_WORK).map_err(|err| err.in_set(s))?;
     }
     Ok(out)

@@ -13,7 +13,8 @@
 //! Results that do not fit in `f32` (a dot product of huge vectors, say) are reported as
 //! [`ComputeError::Overflow`] rather than returned as infinities.
 //!
-//! Files: `metric.rs` (what a score means, the norm floor), `scorer.rs` (operands prepared
+//! Files: `metric.rs` (what a score means, the norm floor), `operand.rs` (sides and their
+//! norms), `scorer.rs` (operands prepared
 //! once, scored a tile at a time), `dense.rs` (whole results), `neighbours.rs` (top-k and
 //! threshold selection), `threads.rs` (the one thread policy), `gemm.rs` (the matrix
 //! product), `reduce.rs` (direct per-pair kernels), `rows.rs`, `ragged.rs`, `cancel.rs`
@@ -25,6 +26,7 @@ mod dense;
 mod gemm;
 mod metric;
 mod neighbours;
+mod operand;
 mod ragged;
 mod reduce;
 mod rows;
@@ -40,6 +42,7 @@ pub use cancel::Cancel;
 pub use dense::{matrices, matrix, pairs, pairwise};
 pub use metric::Metric;
 pub use neighbours::{Neighbours, Selection, nearest};
+pub use operand::{Norms, Operand};
 pub use ragged::Ragged;
 
 impl ComputeError {

@@ -9,9 +9,9 @@ use std::cmp::Ordering;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
-use ndarray::ArrayView2;
 use rayon::prelude::*;
 
+use super::operand::Operand;
 use super::scorer::Scorer;
 use super::threads;
 use super::{Cancel, ComputeError, Metric, Ragged};
@@ -156,10 +156,11 @@ impl Run<'_, '_> {
     }
 }
 
-/// Selects, for every row of `a`, the nearest rows of `b` (`None`: of `a` itself).
-pub fn nearest(
-    a: ArrayView2<f32>,
-    b: Option<ArrayView2<f32>>,
+/// Selects, for every row of `a`, the nearest rows of `b` (`None`: of `a` itself). Sides are
+/// views or [`Operand`]s (rows with their norms).
+pub fn nearest<'a, O: Into<Operand<'a>>>(
+    a: O,
+    b: Option<O>,
     metric: Metric,
     selection: &Selection,
     cancel: &Cancel,
@@ -168,15 +169,15 @@ pub fn nearest(
 }
 
 /// [`nearest`] with tiles of at most `tile` scores.
-fn nearest_in_tiles(
-    a: ArrayView2<f32>,
-    b: Option<ArrayView2<f32>>,
+fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
+    a: O,
+    b: Option<O>,
     metric: Metric,
     selection: &Selection,
     cancel: &Cancel,
     tile: usize,
 ) -> Result<Neighbours, ComputeError> {
-    let scorer = Scorer::new(metric, a, b);
+    let scorer = Scorer::new(metric, a.into(), b.map(Into::into));
     let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
     let work = n.saturating_mul(m).saturating_mul(dim);
     let cut = threads::neighbour_blocks(n, work);

@@ -1,7 +1,9 @@
 //! [`Scorer`]: the operands of one `a`-against-`b` comparison, prepared once, scored tile by
 //! tile.
 //!
-//! - cosine: rows normalised once (in `f64`), then one `f32` GEMM, clamped to `[-1, 1]`;
+//! - cosine: rows normalised once (in `f64`), then one `f32` GEMM, clamped to `[-1, 1]`; a
+//!   side that brings its [`Norms`] (a table) enters the GEMM raw and its scores are scaled
+//!   by its inverse norms instead, so it is never copied;
 //! - dot: one `f32` GEMM; entries whose `f32` sums overflowed are settled in `f64`;
 //! - euclidean: `‖x‖² + ‖y‖² − 2x·y` with the product in `f64` GEMM (as scikit-learn upcasts),
 //!   and pairs so close that the expansion cancels recomputed from their differences, so
@@ -11,14 +13,15 @@
 //! When `a` is compared with itself, each row's score against itself is computed exactly, so
 //! a non-zero row's self-cosine is 1.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use faer::Par;
-use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::gemm::a_bt;
 use super::metric::{NORM_FLOOR, narrow};
+use super::operand::{Norms, Operand};
 use super::reduce::{self, l1, sq_dist};
 use super::rows::Rows;
 use super::{ComputeError, Metric};
@@ -55,9 +58,12 @@ pub(crate) struct Scorer<'a> {
     /// What the GEMM consumes: normalised rows for cosine, raw rows otherwise.
     a: Rows<'a>,
     b: Option<Rows<'a>>,
+    /// For cosine, the inverse norms of a side that entered the GEMM raw.
+    scale_a: Option<&'a [f32]>,
+    scale_b: Option<&'a [f32]>,
     /// `‖row‖²` for euclidean.
-    sq_a: Vec<f64>,
-    sq_b: Option<Vec<f64>>,
+    sq_a: Cow<'a, [f64]>,
+    sq_b: Option<Cow<'a, [f64]>>,
 }
 
 fn normalized(rows: &Rows) -> Rows<'static> {
@@ -73,22 +79,48 @@ fn sq_norms(rows: &Rows) -> Vec<f64> {
     rows.iter().map(reduce::sq_norm).collect()
 }
 
+/// What the GEMM consumes of one side for cosine: its normalised rows, or its raw rows and
+/// the inverse norms that scale their scores.
+fn cosine_side<'a>(raw: &Rows<'a>, norms: Option<&'a Norms>) -> (Rows<'a>, Option<&'a [f32]>) {
+    match norms {
+        Some(norms) => (raw.clone(), Some(norms.inverse())),
+        None => (normalized(raw), None),
+    }
+}
+
+/// `‖row‖²` of one side: brought along, or computed now.
+fn squares<'a>(raw: &Rows, norms: Option<&'a Norms>) -> Cow<'a, [f64]> {
+    match norms {
+        Some(norms) => Cow::Borrowed(norms.squared()),
+        None => Cow::Owned(sq_norms(raw)),
+    }
+}
+
 impl<'a> Scorer<'a> {
     /// Prepares `a` against `b` (`None`: against itself); rows have equal dimension.
-    pub(crate) fn new(
-        metric: Metric,
-        a: ArrayView2<'a, f32>,
-        b: Option<ArrayView2<'a, f32>>,
-    ) -> Self {
-        let raw_a = Rows::new(a);
-        let raw_b = b.map(Rows::new);
-        let (gemm_a, gemm_b) = match metric {
-            Metric::Cosine => (normalized(&raw_a), raw_b.as_ref().map(normalized)),
-            _ => (raw_a.clone(), raw_b.clone()),
+    pub(crate) fn new(metric: Metric, a: Operand<'a>, b: Option<Operand<'a>>) -> Self {
+        let raw_a = Rows::new(a.rows);
+        let raw_b = b.map(|b| Rows::new(b.rows));
+        let b_norms = b.and_then(|b| b.norms);
+        let (gemm_a, gemm_b, scale_a, scale_b) = match metric {
+            Metric::Cosine => {
+                let (gemm_a, scale_a) = cosine_side(&raw_a, a.norms);
+                match &raw_b {
+                    Some(raw_b) => {
+                        let (gemm_b, scale_b) = cosine_side(raw_b, b_norms);
+                        (gemm_a, Some(gemm_b), scale_a, scale_b)
+                    }
+                    None => (gemm_a, None, scale_a, scale_a),
+                }
+            }
+            _ => (raw_a.clone(), raw_b.clone(), None, None),
         };
         let (sq_a, sq_b) = match metric {
-            Metric::Euclidean => (sq_norms(&raw_a), raw_b.as_ref().map(sq_norms)),
-            _ => (Vec::new(), None),
+            Metric::Euclidean => (
+                squares(&raw_a, a.norms),
+                raw_b.as_ref().map(|raw_b| squares(raw_b, b_norms)),
+            ),
+            _ => (Cow::Borrowed(&[][..]), None),
         };
         Scorer {
             metric,
@@ -96,6 +128,8 @@ impl<'a> Scorer<'a> {
             raw_b,
             a: gemm_a,
             b: gemm_b,
+            scale_a,
+            scale_b,
             sq_a,
             sq_b,
         }
@@ -141,6 +175,9 @@ impl<'a> Scorer<'a> {
         match self.metric {
             Metric::Cosine => {
                 self.product(rows.clone(), cols.clone(), out, par);
+                if self.scale_a.is_some() || self.scale_b.is_some() {
+                    self.scale(rows.clone(), cols.clone(), out);
+                }
                 out.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
             }
             Metric::Dot => {
@@ -191,6 +228,27 @@ impl<'a> Scorer<'a> {
         Ok(())
     }
 
+    /// Scales products of raw rows into cosines by the sides' inverse norms. A product too
+    /// large for `f32` (only raw rows of huge values make one) is settled exactly instead.
+    fn scale(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
+        let width = cols.len().max(1);
+        let (scale_a, scale_b) = (self.scale_a, self.scale_b);
+        for (offset, out_row) in out.chunks_mut(width).enumerate() {
+            let i = rows.start + offset;
+            let row_scale = f64::from(scale_a.map_or(1.0, |s| s[i]));
+            for (j, v) in cols.clone().zip(out_row) {
+                let col_scale = f64::from(scale_b.map_or(1.0, |s| s[j]));
+                let scaled = (f64::from(*v) * row_scale * col_scale) as f32;
+                *v = if scaled.is_finite() {
+                    scaled
+                } else {
+                    let x = self.raw_a.row(i);
+                    reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32
+                };
+            }
+        }
+    }
+
     /// `out = a[rows] · b[cols]ᵀ` on the prepared rows: in `f32`, or for very long vectors
     /// (where `f32` sums drift past the accuracy contract) in `f64`.
     fn product(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32], par: Par) {
@@ -220,6 +278,7 @@ impl<'a> Scorer<'a> {
         let col_step = (EUCLIDEAN_SCRATCH / dim).clamp(1, EUCLIDEAN_COLS);
         let row_step = (EUCLIDEAN_SCRATCH / dim.max(col_step)).max(1);
         let sq_b = self.sq_b.as_ref().unwrap_or(&self.sq_a);
+        let (sq_a, sq_b): (&[f64], &[f64]) = (&self.sq_a, sq_b);
         let mut dots = Vec::new();
         for c0 in cols.clone().step_by(col_step) {
             let sub_cols = c0..(c0 + col_step).min(cols.end);
@@ -234,7 +293,7 @@ impl<'a> Scorer<'a> {
                     let at = (i - rows.start) * width + (sub_cols.start - cols.start);
                     let out_row = &mut out[at..at + sub_cols.len()];
                     for ((j, v), &dot) in sub_cols.clone().zip(out_row).zip(dot_row) {
-                        let scale = self.sq_a[i] + sq_b[j];
+                        let scale = sq_a[i] + sq_b[j];
                         let mut d2 = scale - 2.0 * dot;
                         if d2 <= CANCELLATION * scale {
                             d2 = sq_dist(self.raw_a.row(i), self.raw_b().row(j));

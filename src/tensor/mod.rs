@@ -8,10 +8,13 @@
 //!
 //! Either way the result is a [`Tensor`]: an allowed rank, no zero-length axis, every value a
 //! finite `f32`. Errors name the field and the index, e.g. `a[2][1]: …`, and never echo input.
+//!
+//! A field may instead name rows of a server-side table ([`reference`]); [`Input`] is either.
 
 pub(crate) mod json_kind;
 mod nested;
 mod packed;
+mod reference;
 
 use std::fmt;
 
@@ -19,6 +22,17 @@ use ndarray::{Array2, Array3};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use json_kind::{kind, reject_kinds};
+
+pub use reference::{Pick, TableRef};
+
+/// What a tensor field holds: a tensor sent in the request, or a reference to table rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Nested arrays or a base64 tensor.
+    Tensor(Tensor),
+    /// Rows of a server-side table.
+    Table(TableRef),
+}
 
 /// A decoded tensor: row-major finite `f32` values with at least one element on every axis.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,15 +110,15 @@ impl TensorSeed {
 }
 
 impl<'de> DeserializeSeed<'de> for TensorSeed {
-    type Value = Tensor;
+    type Value = Input;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Tensor, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Input, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for TensorSeed {
-    type Value = Tensor;
+    type Value = Input;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
@@ -114,11 +128,11 @@ impl<'de> Visitor<'de> for TensorSeed {
         )
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Tensor, A::Error> {
-        nested::decode(self, seq)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Input, A::Error> {
+        nested::decode(self, seq).map(Input::Tensor)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Tensor, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Input, A::Error> {
         packed::decode(self, map)
     }
 
@@ -130,10 +144,18 @@ impl<'de> Visitor<'de> for TensorSeed {
 mod test_support {
     use serde::de::DeserializeSeed;
 
-    use super::{Tensor, TensorSeed};
+    use super::{Input, Tensor, TensorSeed};
 
     /// Decodes `json` as the field `a` taking tensors of `ranks`; an error as its message.
     pub(super) fn decode(json: &str, ranks: &'static [usize]) -> Result<Tensor, String> {
+        match read(json, ranks)? {
+            Input::Tensor(tensor) => Ok(tensor),
+            Input::Table(reference) => Err(format!("a table reference: {reference:?}")),
+        }
+    }
+
+    /// Decodes `json` as the field `a`, tensor or table reference.
+    pub(super) fn read(json: &str, ranks: &'static [usize]) -> Result<Input, String> {
         let mut de = serde_json::Deserializer::from_str(json);
         TensorSeed::new("a", ranks)
             .deserialize(&mut de)
@@ -143,7 +165,62 @@ mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::decode;
+    use super::test_support::{decode, read};
+    use super::{Input, Pick, TableRef};
+
+    #[test]
+    fn a_table_reference_reads_its_name_and_rows_or_ids() {
+        let table = |table: &str, pick| {
+            Ok(Input::Table(TableRef {
+                table: table.into(),
+                pick,
+            }))
+        };
+        assert_eq!(
+            read(r#"{"table": "items"}"#, &[2]),
+            table("items", Pick::All)
+        );
+        assert_eq!(
+            read(r#"{"rows": [3, 0, 3], "table": "users"}"#, &[2]),
+            table("users", Pick::Rows(vec![3, 0, 3]))
+        );
+        assert_eq!(
+            read(r#"{"table": "users", "ids": ["u3", "u7"]}"#, &[2, 3]),
+            table("users", Pick::Ids(vec!["u3".into(), "u7".into()]))
+        );
+    }
+
+    #[test]
+    fn a_bad_table_reference_is_named_by_its_part() {
+        for (json, want) in [
+            (r#"{"rows": [1]}"#, "a: table reference has no \"table\""),
+            (r#"{"table": 5}"#, "a.table: expected a table name, found a number"),
+            (
+                r#"{"table": "t", "rows": [1, -2]}"#,
+                "a.rows[1]: expected a non-negative integer row index, found a number",
+            ),
+            (
+                r#"{"table": "t", "rows": ["x"]}"#,
+                "a.rows[0]: expected a non-negative integer row index, found a string",
+            ),
+            (
+                r#"{"table": "t", "ids": ["x", 5]}"#,
+                "a.ids[1]: expected a string, found a number",
+            ),
+            (r#"{"table": "t", "ids": []}"#, "a.ids: is empty"),
+            (
+                r#"{"table": "t", "rows": [1], "ids": ["x"]}"#,
+                "a: a table reference takes \"rows\" or \"ids\", not both",
+            ),
+            (
+                r#"{"table": "t", "dtype": "float32"}"#,
+                "a: an object is either a base64 tensor",
+            ),
+        ] {
+            let err = read(json, &[2]).unwrap_err();
+            assert!(err.starts_with(want), "{json}: {err}");
+        }
+    }
 
     #[test]
     fn a_top_level_string_is_refused_without_echoing_it() {

@@ -1,4 +1,6 @@
-//! Base64 tensor objects: `{"dtype": "float32"|"float64", "shape": [..], "data": "<base64>"}`.
+//! Base64 tensor objects: `{"dtype": "float32"|"float64", "shape": [..], "data": "<base64>"}`,
+//! and the other object a tensor field takes, a table reference: `{"table": NAME}` with
+//! `"rows": [indices]` or `"ids": [strings]` ([`super::reference`]).
 //!
 //! `data` is standard (padded) base64 of the little-endian row-major values, which is what
 //! `base64.b64encode(x.astype('<f4').tobytes())` produces. Bytes become floats through
@@ -12,7 +14,8 @@ use base64::{DecodeError, DecodeSliceError};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::json_kind::{kind, reject_kinds};
-use super::{Tensor, TensorSeed};
+use super::reference::{Pick, TableRef};
+use super::{Input, Tensor, TensorSeed};
 
 /// No field takes more axes than this; longer shapes are refused while they are read.
 const MAX_RANK: usize = 3;
@@ -44,27 +47,59 @@ enum Key {
     Dtype,
     Shape,
     Data,
+    Table,
+    Rows,
+    Ids,
 }
 
-/// Reads a base64 tensor object whose `{` has been seen.
+/// Reads a base64 tensor object or a table reference whose `{` has been seen.
 pub(super) fn decode<'de, A: MapAccess<'de>>(
     seed: TensorSeed,
     mut map: A,
-) -> Result<Tensor, A::Error> {
+) -> Result<Input, A::Error> {
     let field = seed.field;
     let (mut dtype, mut shape, mut payload) = (None, None, None);
+    let (mut table, mut rows, mut ids) = (None, None, None);
     while let Some(key) = map.next_key_seed(KeySeed { field })? {
         let part = Part { field, key, dtype };
         let duplicate = match map.next_value_seed(part)? {
             Value::Dtype(v) => dtype.replace(v).is_some(),
             Value::Shape(v) => shape.replace(v).is_some(),
             Value::Data(v) => payload.replace(v).is_some(),
+            Value::Table(v) => table.replace(v).is_some(),
+            Value::Rows(v) => rows.replace(v).is_some(),
+            Value::Ids(v) => ids.replace(v).is_some(),
         };
         if duplicate {
             return Err(de::Error::custom(format_args!(
                 "{field}: duplicate key in tensor object"
             )));
         }
+    }
+    let referenced = table.is_some() || rows.is_some() || ids.is_some();
+    if referenced {
+        if dtype.is_some() || shape.is_some() || payload.is_some() {
+            return Err(de::Error::custom(format_args!(
+                "{field}: an object is either a base64 tensor (\"dtype\", \"shape\", \"data\") \
+                 or a table reference (\"table\", \"rows\" or \"ids\"), not both"
+            )));
+        }
+        let Some(table) = table else {
+            return Err(de::Error::custom(format_args!(
+                "{field}: table reference has no \"table\""
+            )));
+        };
+        let pick = match (rows, ids) {
+            (Some(_), Some(_)) => {
+                return Err(de::Error::custom(format_args!(
+                    "{field}: a table reference takes \"rows\" or \"ids\", not both"
+                )));
+            }
+            (Some(rows), None) => Pick::Rows(rows),
+            (None, Some(ids)) => Pick::Ids(ids),
+            (None, None) => Pick::All,
+        };
+        return Ok(Input::Table(TableRef { table, pick }));
     }
     let missing =
         |name| de::Error::custom(format_args!("{field}: tensor object has no \"{name}\""));
@@ -114,13 +149,16 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
             "{field}{at}: value is NaN, infinite or outside the float32 range"
         )));
     }
-    Ok(Tensor { shape, data })
+    Ok(Input::Tensor(Tensor { shape, data }))
 }
 
 enum Value {
     Dtype(Dtype),
     Shape(Vec<usize>),
     Data(Payload),
+    Table(String),
+    Rows(Vec<usize>),
+    Ids(Vec<String>),
 }
 
 /// Decoded `data`: floats when `dtype` came first (the usual order), else raw bytes.
@@ -201,8 +239,12 @@ impl<'de> Visitor<'de> for KeySeed {
             "dtype" => Ok(Key::Dtype),
             "shape" => Ok(Key::Shape),
             "data" => Ok(Key::Data),
+            "table" => Ok(Key::Table),
+            "rows" => Ok(Key::Rows),
+            "ids" => Ok(Key::Ids),
             _ => Err(E::custom(format_args!(
-                "{}: tensor object keys are \"dtype\", \"shape\" and \"data\"",
+                "{}: tensor object keys are \"dtype\", \"shape\" and \"data\" (a base64 \
+                 tensor), or \"table\" with \"rows\" or \"ids\" (a table reference)",
                 self.field
             ))),
         }
@@ -232,6 +274,18 @@ impl Part {
             )),
             Key::Data => E::custom(format_args!(
                 "{field}.data: expected a base64 string, found {}",
+                kind(found)
+            )),
+            Key::Table => E::custom(format_args!(
+                "{field}.table: expected a table name, found {}",
+                kind(found)
+            )),
+            Key::Rows => E::custom(format_args!(
+                "{field}.rows: expected an array of row indices, found {}",
+                kind(found)
+            )),
+            Key::Ids => E::custom(format_args!(
+                "{field}.ids: expected an array of ids, found {}",
                 kind(found)
             )),
         }
@@ -268,13 +322,41 @@ impl<'de> Visitor<'de> for Part {
                     "{field}.data: not valid standard base64 ({e})"
                 ))
             }),
-            Key::Shape => Err(self.wrong_kind(de::Unexpected::Str(""))),
+            Key::Table => Ok(Value::Table(v.to_owned())),
+            Key::Shape | Key::Rows | Key::Ids => Err(self.wrong_kind(de::Unexpected::Str(""))),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        if !matches!(self.key, Key::Shape) {
-            return Err(self.wrong_kind(de::Unexpected::Seq));
+        let field = self.field;
+        match self.key {
+            Key::Shape => {}
+            Key::Rows | Key::Ids => {
+                let rows = matches!(self.key, Key::Rows);
+                let (mut indices, mut ids) = (Vec::new(), Vec::new());
+                loop {
+                    let at = indices.len() + ids.len();
+                    let entry = ListEntry { field, rows, at };
+                    match seq.next_element_seed(entry)? {
+                        Some(Entry::Row(row)) => indices.push(row),
+                        Some(Entry::Id(id)) => ids.push(id),
+                        None => break,
+                    }
+                }
+                let key = if rows { "rows" } else { "ids" };
+                if indices.is_empty() && ids.is_empty() {
+                    return Err(de::Error::custom(format_args!(
+                        "{field}.{key}: is empty, choose at least one row (or leave \"{key}\" \
+                         out for every row)"
+                    )));
+                }
+                return Ok(if rows {
+                    Value::Rows(indices)
+                } else {
+                    Value::Ids(ids)
+                });
+            }
+            _ => return Err(self.wrong_kind(de::Unexpected::Seq)),
         }
         let mut shape = Vec::new();
         while let Some(len) = seq.next_element_seed(AxisLen {
@@ -293,6 +375,68 @@ impl<'de> Visitor<'de> for Part {
     }
 
     reject_kinds!(map, bool, f64, i64, u64, unit);
+}
+
+/// One entry of `rows` (a row index) or of `ids` (a string).
+struct ListEntry {
+    field: &'static str,
+    rows: bool,
+    at: usize,
+}
+
+enum Entry {
+    Row(usize),
+    Id(String),
+}
+
+impl ListEntry {
+    fn wrong_kind<E: de::Error>(&self, found: de::Unexpected) -> E {
+        let (field, at) = (self.field, self.at);
+        if self.rows {
+            E::custom(format_args!(
+                "{field}.rows[{at}]: expected a non-negative integer row index, found {}",
+                kind(found)
+            ))
+        } else {
+            E::custom(format_args!(
+                "{field}.ids[{at}]: expected a string, found {}",
+                kind(found)
+            ))
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ListEntry {
+    type Value = Entry;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entry, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListEntry {
+    type Value = Entry;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if self.rows { "a row index" } else { "an id" })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entry, E> {
+        match usize::try_from(v) {
+            Ok(row) if self.rows => Ok(Entry::Row(row)),
+            _ => Err(self.wrong_kind(de::Unexpected::Unsigned(v))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Entry, E> {
+        if self.rows {
+            Err(self.wrong_kind(de::Unexpected::Str("")))
+        } else {
+            Ok(Entry::Id(v.to_owned()))
+        }
+    }
+
+    reject_kinds!(i64, f64, bool, unit, seq, map);
 }
 
 /// One entry of `shape`: a non-negative integer.

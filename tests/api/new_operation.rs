@@ -10,13 +10,12 @@ use serde::Deserialize;
 use serde_json::json;
 use simserve::admission::estimate;
 use simserve::answer::Encoding;
-use simserve::answer::json::{self, DenseField};
-use simserve::api::{Operation, operate};
+use simserve::answer::json::{self, DenseField, Versions};
+use simserve::api::{Context, Operation, operate};
 use simserve::body::fields;
 use simserve::compute::{self, Cancel, Metric};
 use simserve::error::ApiError;
-use simserve::state::Limits;
-use simserve::tensor::Tensor;
+use simserve::tensor::Input;
 
 use crate::helpers::{TestApp, one_permit, routes_and_state, take_a_permit};
 
@@ -30,7 +29,7 @@ struct Centroid {
 #[serde(deny_unknown_fields)]
 struct CentroidRequest {
     #[serde(deserialize_with = "fields::a_matrix")]
-    a: Tensor,
+    a: Input,
     #[serde(default, deserialize_with = "fields::metric")]
     metric: Metric,
 }
@@ -39,8 +38,11 @@ impl Operation for Centroid {
     const PATH: &'static str = "/similarity/centroid";
     type Request = CentroidRequest;
 
-    fn parse(request: CentroidRequest, _limits: &Limits) -> Result<Self, ApiError> {
-        let rows = request.a.into_matrix().expect("a_matrix takes rank 2 only");
+    fn parse(request: CentroidRequest, _context: &Context) -> Result<Self, ApiError> {
+        let rows = match request.a {
+            Input::Tensor(a) => a.into_matrix().expect("a_matrix takes rank 2 only"),
+            Input::Table(_) => return Err(ApiError::Invalid("a: takes a tensor".into())),
+        };
         Ok(Centroid {
             rows,
             metric: request.metric,
@@ -75,6 +77,7 @@ impl Operation for Centroid {
             DenseField::Scores,
             &shape,
             scores.view(),
+            Versions::default(),
         )
     }
 }

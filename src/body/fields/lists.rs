@@ -1,5 +1,6 @@
 //! Lists: `item_ids` (strings) and the index lists `pairs` and `exclude`, read into one flat
-//! [`Ragged`] with every bad element named by its position.
+//! [`Ragged`] with every bad element named by its position. `exclude` may name items by id
+//! as well ([`Exclude`]).
 
 use std::fmt;
 
@@ -65,20 +66,39 @@ impl<'de> DeserializeSeed<'de> for Element {
 
 /// Decodes `pairs` (user-item): lists of indices.
 pub fn pair_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D::Error> {
-    d.deserialize_any(IndexLists { field: "pairs" })
+    d.deserialize_any(IndexLists {
+        field: "pairs",
+        ids: None,
+    })
 }
 
-/// Decodes `exclude`: lists of indices.
-pub fn exclude_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D::Error> {
-    d.deserialize_any(IndexLists { field: "exclude" })
+/// `exclude`: per user, items never to list, by index or by id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exclude {
+    /// Every entry; an entry given as an id holds 0 here until resolved.
+    pub lists: Ragged<usize>,
+    /// The entries given as ids: `(list, position, id)`, in order.
+    pub ids: Vec<(usize, usize, String)>,
 }
 
-/// Lists of non-negative integer indices, read into one flat [`Ragged`].
-struct IndexLists {
+/// Decodes `exclude`: lists of indices or ids.
+pub fn exclude_lists<'de, D: Deserializer<'de>>(d: D) -> Result<Exclude, D::Error> {
+    let mut ids = Vec::new();
+    let lists = d.deserialize_any(IndexLists {
+        field: "exclude",
+        ids: Some(&mut ids),
+    })?;
+    Ok(Exclude { lists, ids })
+}
+
+/// Lists of non-negative integer indices (and, where `ids` is given, ids), read into one
+/// flat [`Ragged`].
+struct IndexLists<'a> {
     field: &'static str,
+    ids: Option<&'a mut Vec<(usize, usize, String)>>,
 }
 
-impl IndexLists {
+impl IndexLists<'_> {
     fn wrong_kind<E: de::Error>(&self, found: Unexpected) -> E {
         E::custom(format_args!(
             "{}: expected an array of arrays of indices, found {}",
@@ -88,20 +108,21 @@ impl IndexLists {
     }
 }
 
-impl<'de> Visitor<'de> for IndexLists {
+impl<'de> Visitor<'de> for IndexLists<'_> {
     type Value = Ragged<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of arrays of indices")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ragged<usize>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Ragged<usize>, A::Error> {
         let mut lists = Ragged::new();
         loop {
             let list = IndexList {
                 field: self.field,
                 row: lists.len(),
                 into: &mut lists,
+                ids: self.ids.as_deref_mut(),
             };
             if seq.next_element_seed(list)?.is_none() {
                 return Ok(lists);
@@ -113,11 +134,12 @@ impl<'de> Visitor<'de> for IndexLists {
     reject_kinds!(bool, i64, u64, f64, str, unit, map);
 }
 
-/// List `row`, appended to `into` (the caller ends the row).
+/// List `row`, appended to `into` (the caller ends the row); ids go to `ids`, if given.
 struct IndexList<'a> {
     field: &'static str,
     row: usize,
     into: &'a mut Ragged<usize>,
+    ids: Option<&'a mut Vec<(usize, usize, String)>>,
 }
 
 impl IndexList<'_> {
@@ -146,16 +168,24 @@ impl<'de> Visitor<'de> for IndexList<'_> {
         f.write_str("an array of indices")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         let mut col = 0;
         while let Some(value) = seq.next_element_seed(Element)? {
-            let index = match value {
-                Scalar::Unsigned(i) => usize::try_from(i).ok(),
+            let index = match (&value, self.ids.as_deref_mut()) {
+                (Scalar::Unsigned(i), _) => usize::try_from(*i).ok(),
+                (Scalar::Str(id), Some(ids)) => {
+                    ids.push((self.row, col, id.clone().into_owned()));
+                    Some(0)
+                }
                 _ => None,
             };
             let Some(index) = index else {
+                let expected = match self.ids {
+                    Some(_) => "a non-negative integer index or an id",
+                    None => "a non-negative integer index",
+                };
                 return Err(de::Error::custom(format_args!(
-                    "{}[{}][{col}]: expected a non-negative integer index, found {}",
+                    "{}[{}][{col}]: expected {expected}, found {}",
                     self.field,
                     self.row,
                     value.found()

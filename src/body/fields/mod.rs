@@ -5,7 +5,8 @@
 //! comes out is already checked: `top_k` is at least 1, `threshold` a finite `f32`.
 //!
 //! [`options`] holds the scalar options (`metric`, `top_k`, …), [`lists`] the index lists and
-//! ids; tensors are [`crate::tensor`]'s, named here per field.
+//! ids; tensors are [`crate::tensor`]'s, named here per field. Embedding fields take a table
+//! reference as well ([`Input`]); `pairs` takes tensors only.
 
 mod lists;
 mod options;
@@ -14,17 +15,17 @@ use std::num::NonZeroUsize;
 
 use serde::de::{DeserializeSeed, Deserializer};
 
-pub use lists::{exclude_indices, item_ids, pair_indices};
+pub use lists::{Exclude, exclude_lists, item_ids, pair_indices};
 pub use options::{encoding, exclude_self, metric, threshold, top_k};
 
 use crate::compute::Ragged;
-use crate::tensor::{Tensor, TensorSeed};
+use crate::tensor::{Input, Tensor, TensorSeed};
 
-/// Declares `deserialize_with` functions that decode one named tensor field.
+/// Declares `deserialize_with` functions that decode one named embedding field.
 macro_rules! tensor_fields {
     ($($name:ident => $field:literal, ranks $ranks:expr;)*) => {$(
-        #[doc = concat!("Decodes the `", $field, "` tensor field.")]
-        pub fn $name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Tensor, D::Error> {
+        #[doc = concat!("Decodes the `", $field, "` embedding field: a tensor or a table reference.")]
+        pub fn $name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Input, D::Error> {
             TensorSeed::new($field, $ranks).deserialize(deserializer)
         }
     )*};
@@ -35,9 +36,19 @@ tensor_fields! {
     b_matrix => "b", ranks &[2];
     a_matrix_or_sets => "a", ranks &[2, 3];
     b_matrix_or_sets => "b", ranks &[2, 3];
-    pairs_tensor => "pairs", ranks &[3];
     users_matrix => "users", ranks &[2];
     items_matrix => "items", ranks &[2];
+}
+
+/// Decodes the `pairs` tensor field (`n × 2 × dim`); a table reference is refused.
+pub fn pairs_tensor<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Tensor, D::Error> {
+    match TensorSeed::new("pairs", &[3]).deserialize(deserializer)? {
+        Input::Tensor(tensor) => Ok(tensor),
+        Input::Table(_) => Err(serde::de::Error::custom(
+            "pairs: takes nested arrays or a base64 tensor; to score table rows, reference \
+             the table in a and b",
+        )),
+    }
 }
 
 /// Wraps a field function for an optional field (`#[serde(default)]`).
@@ -51,14 +62,14 @@ macro_rules! optional {
 }
 
 optional! {
-    some_a_matrix => a_matrix -> Tensor;
-    some_b_matrix => b_matrix -> Tensor;
-    some_b_matrix_or_sets => b_matrix_or_sets -> Tensor;
+    some_a_matrix => a_matrix -> Input;
+    some_b_matrix => b_matrix -> Input;
+    some_b_matrix_or_sets => b_matrix_or_sets -> Input;
     some_pairs_tensor => pairs_tensor -> Tensor;
     some_top_k => top_k -> NonZeroUsize;
     some_threshold => threshold -> f32;
     some_pair_indices => pair_indices -> Ragged<usize>;
-    some_exclude_indices => exclude_indices -> Ragged<usize>;
+    some_exclude_lists => exclude_lists -> Exclude;
     some_item_ids => item_ids -> Vec<String>;
 }
 
@@ -69,8 +80,8 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     struct Probe {
-        #[serde(default, deserialize_with = "some_exclude_indices")]
-        exclude: Option<Ragged<usize>>,
+        #[serde(default, deserialize_with = "some_exclude_lists")]
+        exclude: Option<Exclude>,
         #[serde(default, deserialize_with = "some_top_k")]
         top_k: Option<NonZeroUsize>,
         #[serde(default, deserialize_with = "some_threshold")]
@@ -89,7 +100,15 @@ mod tests {
             .unwrap()
             .exclude
             .unwrap();
-        assert_eq!(got.to_vecs(), vec![vec![3, 1], vec![], vec![0]]);
+        assert_eq!(got.lists.to_vecs(), vec![vec![3, 1], vec![], vec![0]]);
+        let named = probe(r#"{"exclude": [[3, "sku-1"], ["x"]]}"#)
+            .unwrap()
+            .exclude
+            .unwrap();
+        assert_eq!(
+            named.ids,
+            vec![(0, 1, "sku-1".to_owned()), (1, 0, "x".to_owned())]
+        );
         assert!(probe("{}").unwrap().exclude.is_none());
     }
 
@@ -97,7 +116,9 @@ mod tests {
     fn a_bad_index_is_named_by_position() {
         let err = probe(r#"{"exclude": [[3, 1], [-1]]}"#).unwrap_err();
         assert!(
-            err.starts_with("exclude[1][0]: expected a non-negative integer index, found -1"),
+            err.starts_with(
+                "exclude[1][0]: expected a non-negative integer index or an id, found -1"
+            ),
             "{err}"
         );
         let err = probe(r#"{"exclude": [[3, 1], 2]}"#).unwrap_err();
@@ -107,7 +128,9 @@ mod tests {
         );
         let err = probe(r#"{"exclude": [[0.5]]}"#).unwrap_err();
         assert!(
-            err.starts_with("exclude[0][0]: expected a non-negative integer index, found 0.5"),
+            err.starts_with(
+                "exclude[0][0]: expected a non-negative integer index or an id, found 0.5"
+            ),
             "{err}"
         );
     }

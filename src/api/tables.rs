@@ -1,0 +1,137 @@
+//! `GET /tables`, `GET /tables/{name}`: the server-side tables and their versions;
+//! `POST /tables/reload`: read the tables directory again (as SIGHUP does).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+
+use crate::cpu;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tables::{Catalog, Failure, Reloaded, Table};
+
+/// What `GET /tables` says about one table.
+#[derive(Debug, Serialize)]
+pub struct TableInfo {
+    name: String,
+    rows: usize,
+    dim: usize,
+    /// Always `float32`: what requests are scored in.
+    dtype: &'static str,
+    /// The dtype of the file (`float64`, `float16` and `bfloat16` are converted at load).
+    stored_dtype: &'static str,
+    /// Values read in place from the memory-mapped file, rather than converted.
+    in_place: bool,
+    ids: bool,
+    version: String,
+    source: String,
+    loaded_at: String,
+    bytes: usize,
+    /// Why the last reload of its file failed (it serves this, its last good version).
+    last_error: Option<String>,
+}
+
+impl TableInfo {
+    fn of(table: &Table, catalog: &Catalog) -> Self {
+        TableInfo {
+            name: table.name().to_owned(),
+            rows: table.rows(),
+            dim: table.dim(),
+            dtype: "float32",
+            stored_dtype: table.stored_dtype(),
+            in_place: table.in_place(),
+            ids: table.ids().is_some(),
+            version: table.version().to_owned(),
+            source: table.source().to_owned(),
+            loaded_at: humantime::format_rfc3339_millis(table.loaded_at()).to_string(),
+            bytes: table.bytes(),
+            last_error: catalog.last_error(table.name()).map(|f| f.reason.clone()),
+        }
+    }
+}
+
+/// A file or table that failed to load.
+#[derive(Debug, Serialize)]
+struct FailureInfo {
+    file: String,
+    table: Option<String>,
+    error: String,
+}
+
+impl From<&Failure> for FailureInfo {
+    fn from(failure: &Failure) -> Self {
+        FailureInfo {
+            file: failure.file.clone(),
+            table: failure.table.clone(),
+            error: failure.reason.clone(),
+        }
+    }
+}
+
+/// The body of `GET /tables`.
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    tables: Vec<TableInfo>,
+    /// Failures of the last load or reload.
+    errors: Vec<FailureInfo>,
+}
+
+/// Serves `GET /tables`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Listing>, ApiError> {
+    if !state.tables_loaded() {
+        return Err(ApiError::TablesLoading);
+    }
+    let catalog = state.tables.catalog();
+    Ok(Json(Listing {
+        tables: catalog
+            .tables()
+            .map(|table| TableInfo::of(table, &catalog))
+            .collect(),
+        errors: catalog.failures().iter().map(FailureInfo::from).collect(),
+    }))
+}
+
+/// Serves `GET /tables/{name}`.
+pub async fn one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TableInfo>, ApiError> {
+    if !state.tables_loaded() {
+        return Err(ApiError::TablesLoading);
+    }
+    let catalog = state.tables.catalog();
+    match catalog.get(&name) {
+        Some(table) => Ok(Json(TableInfo::of(table, &catalog))),
+        None => Err(ApiError::NoSuchTable(
+            serde_json::to_string(&name.chars().take(128).collect::<String>()).unwrap_or_default(),
+        )),
+    }
+}
+
+/// The body of `POST /tables/reload`.
+#[derive(Debug, Serialize)]
+pub struct ReloadAnswer {
+    /// Tables with a new version (new ones included).
+    changed: Vec<String>,
+    /// Tables gone with their files.
+    removed: Vec<String>,
+    /// Files or tables that failed; those that had a version keep serving it.
+    errors: Vec<FailureInfo>,
+}
+
+/// Serves `POST /tables/reload`.
+pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadAnswer>, ApiError> {
+    if !state.tables_loaded() {
+        return Err(ApiError::TablesLoading);
+    }
+    let Reloaded {
+        changed,
+        removed,
+        failures,
+    } = cpu::spawn_blocking(move || state.reload_tables()).await?;
+    Ok(Json(ReloadAnswer {
+        changed,
+        removed,
+        errors: failures.iter().map(FailureInfo::from).collect(),
+    }))
+}

@@ -1,0 +1,383 @@
+//! Reading tables from files: `.npy` (through `ndarray-npy`) and `.safetensors` (through
+//! `safetensors`), memory-mapped with `memmap2`; `float32` little-endian C-order values are
+//! used in place, `float64`, `float16`, `bfloat16`, big-endian and Fortran-order ones are
+//! converted once to `float32`.
+//!
+//! Every value must be a finite `float32` (after conversion); the norms are computed in the
+//! same pass, and the version is a SHA-256 of what the file holds for the table.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use ndarray::{Array2, ArrayView2, ShapeBuilder};
+use ndarray_npy::npy::header::{Header, Layout};
+use ndarray_npy::{ReadNpyExt, ViewNpyExt};
+use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
+
+use super::ids::Ids;
+use super::table::{FileStamp, Table, Values};
+use crate::compute::Norms;
+
+/// Hex digits of the SHA-256 kept as a version (64 bits).
+const VERSION_DIGITS: usize = 16;
+
+/// Characters a table name keeps; any other becomes `_`, so that `/tables/{name}` needs no
+/// escaping.
+pub(super) fn table_name(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The identity of the file at `path` (following symbolic links).
+pub(super) fn stamp(path: &Path) -> Result<FileStamp, String> {
+    let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok(FileStamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
+}
+
+/// Maps `path` read-only.
+#[allow(unsafe_code)]
+fn map(path: &Path) -> Result<Arc<Mmap>, String> {
+    let file = File::open(path).map_err(|err| err.to_string())?;
+    // SAFETY: the mapping is read-only, and simserve never writes the file. Another process
+    // truncating or rewriting it in place while it is mapped would change what the table
+    // reads (or fault on truncation): the documented way to change a table is to write a
+    // new file and rename it into place, which leaves this mapping on the old file.
+    let map = unsafe { Mmap::map(&file) }.map_err(|err| err.to_string())?;
+    Ok(Arc::new(map))
+}
+
+/// What one file yields for one table before norms, ids and version.
+struct Raw {
+    name: String,
+    source: String,
+    stored_dtype: &'static str,
+    rows: usize,
+    dim: usize,
+    values: Values,
+    /// The bytes the version is computed from (the stored values).
+    stored: std::ops::Range<usize>,
+}
+
+/// A table read from a file, or why it could not be.
+pub(super) type Loaded = Result<Table, (String, String)>;
+
+/// Reads the `.npy` file at `path` as the table `name` (ids from `ids`, if given).
+pub(super) fn npy(path: &Path, file_name: &str, name: &str, ids: Option<&Path>) -> Loaded {
+    let fail = |reason: String| (name.to_owned(), reason);
+    let data_stamp = stamp(path).map_err(fail)?;
+    let map = map(path).map_err(fail)?;
+    let raw = npy_values(&map, file_name, name).map_err(fail)?;
+    finish(raw, &map, data_stamp, ids)
+}
+
+fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, String> {
+    let mut rest: &[u8] = map;
+    let header = Header::from_reader(&mut rest).map_err(|err| err.to_string())?;
+    let offset = map.len() - rest.len();
+    let descr = header
+        .type_descriptor
+        .as_string()
+        .map(String::as_str)
+        .unwrap_or("a structured dtype");
+    let (rows, dim) = match header.shape[..] {
+        [rows, dim] => (rows, dim),
+        _ => {
+            return Err(format!(
+                "expected a 2-D array (rows × dim), found shape {:?}",
+                header.shape
+            ));
+        }
+    };
+    let fortran = header.layout == Layout::Fortran;
+    let count = rows
+        .checked_mul(dim)
+        .ok_or_else(|| "the shape's element count overflows".to_owned())?;
+    let (stored_dtype, size) = match descr {
+        "<f4" | ">f4" => ("float32", 4),
+        "<f8" | ">f8" => ("float64", 8),
+        "<f2" | ">f2" => ("float16", 2),
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not float32, float64 or float16"
+            ));
+        }
+    };
+    let stored = offset..offset.saturating_add(count.saturating_mul(size));
+    let values = match descr {
+        "<f4" if !fortran && cfg!(target_endian = "little") => {
+            ArrayView2::<f32>::view_npy(map).map_err(|err| err.to_string())?;
+            Values::Mapped {
+                map: Arc::clone(map),
+                offset,
+            }
+        }
+        "<f4" | ">f4" => {
+            let array = Array2::<f32>::read_npy(&map[..]).map_err(|err| err.to_string())?;
+            Values::Owned(standard(array))
+        }
+        "<f8" | ">f8" => {
+            let array = Array2::<f64>::read_npy(&map[..]).map_err(|err| err.to_string())?;
+            Values::Owned(narrow(array.as_standard_layout().iter().copied(), dim)?)
+        }
+        _ => {
+            let bytes = map.get(stored.clone()).filter(|b| b.len() == count * 2);
+            let bytes = match bytes {
+                Some(bytes) if map.len() == stored.end => bytes,
+                _ => {
+                    return Err(format!(
+                        "holds {} bytes of data, shape ({rows}, {dim}) of float16 needs {}",
+                        map.len() - offset,
+                        count * 2
+                    ));
+                }
+            };
+            let big = descr.starts_with('>');
+            let halves = bytes.chunks_exact(2).map(|c| {
+                let pair = [c[0], c[1]];
+                if big {
+                    f16::from_be_bytes(pair)
+                } else {
+                    f16::from_le_bytes(pair)
+                }
+                .to_f32()
+            });
+            let shape = if fortran {
+                (rows, dim).f()
+            } else {
+                (rows, dim).into_shape_with_order()
+            };
+            let array =
+                Array2::from_shape_vec(shape, halves.collect()).map_err(|err| err.to_string())?;
+            Values::Owned(standard(array))
+        }
+    };
+    Ok(Raw {
+        name: name.to_owned(),
+        source: file_name.to_owned(),
+        stored_dtype,
+        rows,
+        dim,
+        values,
+        stored,
+    })
+}
+
+/// The values of `array` row-major.
+fn standard(array: Array2<f32>) -> Vec<f32> {
+    if array.is_standard_layout() {
+        array.into_raw_vec_and_offset().0
+    } else {
+        array.as_standard_layout().iter().copied().collect()
+    }
+}
+
+/// `f64` values narrowed to `f32`, refusing one outside its range (`dim` values per row).
+fn narrow(values: impl Iterator<Item = f64>, dim: usize) -> Result<Vec<f32>, String> {
+    values
+        .enumerate()
+        .map(|(at, v)| {
+            let narrowed = v as f32;
+            if narrowed.is_finite() {
+                Ok(narrowed)
+            } else {
+                Err(not_finite(at, dim))
+            }
+        })
+        .collect()
+}
+
+fn not_finite(at: usize, dim: usize) -> String {
+    format!(
+        "row {}, column {}: the value is NaN, infinite or outside the float32 range",
+        at / dim.max(1),
+        at % dim.max(1)
+    )
+}
+
+/// Reads every 2-D float tensor of the `.safetensors` file at `path` as a table named
+/// `FILE.TENSOR` (ids from `ids_for(name)`). Tensors of another rank or dtype are not
+/// tables; they are returned as skipped, with the reason.
+pub(super) fn safetensors(
+    path: &Path,
+    file_name: &str,
+    file_stem: &str,
+    ids_for: impl Fn(&str) -> Option<std::path::PathBuf>,
+) -> Result<(Vec<Loaded>, Vec<(String, String)>), String> {
+    let data_stamp = stamp(path)?;
+    let map = map(path)?;
+    let tensors = SafeTensors::deserialize(&map).map_err(|err| err.to_string())?;
+    let base = map.as_ptr() as usize;
+    let (mut loaded, mut skipped) = (Vec::new(), Vec::new());
+    let mut named: Vec<(String, String)> = Vec::new();
+    for (tensor, view) in tensors.iter() {
+        let name = table_name(&format!("{file_stem}.{tensor}"));
+        let (rows, dim) = match view.shape() {
+            &[rows, dim] => (rows, dim),
+            shape => {
+                skipped.push((tensor.to_owned(), format!("rank {}, not 2", shape.len())));
+                continue;
+            }
+        };
+        use safetensors::Dtype;
+        let (stored_dtype, size) = match view.dtype() {
+            Dtype::F32 => ("float32", 4),
+            Dtype::F64 => ("float64", 8),
+            Dtype::F16 => ("float16", 2),
+            Dtype::BF16 => ("bfloat16", 2),
+            other => {
+                skipped.push((tensor.to_owned(), format!("dtype {other}, not a float")));
+                continue;
+            }
+        };
+        if let Some((_, earlier)) = named.iter().find(|(n, _)| *n == name) {
+            loaded.push(Err((
+                name.clone(),
+                format!("tensors {earlier:?} and {tensor:?} both make the table name {name:?}"),
+            )));
+            continue;
+        }
+        named.push((name.clone(), tensor.to_owned()));
+        let bytes = view.data();
+        let offset = bytes.as_ptr() as usize - base;
+        let stored = offset..offset + bytes.len();
+        if bytes.len() != rows * dim * size {
+            loaded.push(Err((
+                name,
+                "the tensor's data does not match its shape".into(),
+            )));
+            continue;
+        }
+        let in_place = stored_dtype == "float32"
+            && cfg!(target_endian = "little")
+            && bytemuck::try_cast_slice::<u8, f32>(bytes).is_ok();
+        let values = if in_place {
+            Values::Mapped {
+                map: Arc::clone(&map),
+                offset,
+            }
+        } else {
+            let converted: Vec<f32> = match stored_dtype {
+                "float32" => bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                "float16" => bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                "bfloat16" => bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                _ => match narrow(
+                    bytes.chunks_exact(8).map(|c| {
+                        f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                    }),
+                    dim,
+                ) {
+                    Ok(values) => values,
+                    Err(reason) => {
+                        loaded.push(Err((name, reason)));
+                        continue;
+                    }
+                },
+            };
+            Values::Owned(converted)
+        };
+        let raw = Raw {
+            name: name.clone(),
+            source: format!("{file_name}:{tensor}"),
+            stored_dtype,
+            rows,
+            dim,
+            values,
+            stored,
+        };
+        let ids = ids_for(&name);
+        loaded.push(finish(raw, &map, data_stamp.clone(), ids.as_deref()));
+    }
+    Ok((loaded, skipped))
+}
+
+/// Checks the values, computes norms, reads the ids and hashes the content.
+fn finish(raw: Raw, map: &Mmap, data_stamp: FileStamp, ids_path: Option<&Path>) -> Loaded {
+    let name = raw.name.clone();
+    let fail = |reason: String| (name.clone(), reason);
+    if raw.dim == 0 {
+        return Err(fail("rows have dimension 0".into()));
+    }
+    let values: &[f32] = match &raw.values {
+        Values::Owned(values) => values,
+        Values::Mapped { offset, .. } => map
+            .get(*offset..offset + raw.rows * raw.dim * 4)
+            .and_then(|bytes| bytemuck::try_cast_slice(bytes).ok())
+            .ok_or_else(|| fail("the values are not aligned for float32".into()))?,
+    };
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        return Err(fail(not_finite(at, raw.dim)));
+    }
+    let view =
+        ArrayView2::from_shape((raw.rows, raw.dim), values).map_err(|err| fail(err.to_string()))?;
+    let norms = Norms::of(view);
+
+    let mut hash = Sha256::new();
+    hash.update(raw.stored_dtype.as_bytes());
+    hash.update(format!("({},{})", raw.rows, raw.dim).as_bytes());
+    hash.update(map.get(raw.stored.clone()).unwrap_or_default());
+    let (ids, ids_stamp) = match ids_path {
+        Some(path) => {
+            let ids_fail = |reason: String| {
+                let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+                fail(format!("{}: {reason}", file.unwrap_or_default()))
+            };
+            let ids_stamp = stamp(path).map_err(ids_fail)?;
+            let bytes = std::fs::read(path).map_err(|err| ids_fail(err.to_string()))?;
+            let ids = Ids::parse(&bytes, raw.rows).map_err(ids_fail)?;
+            hash.update(b"ids");
+            hash.update(&bytes);
+            (Some(ids), Some(ids_stamp))
+        }
+        None => (None, None),
+    };
+    let digest = hash.finalize();
+    let version: String = digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .chars()
+        .take(VERSION_DIGITS)
+        .collect();
+    Ok(Table {
+        name: raw.name,
+        source: raw.source,
+        stored_dtype: raw.stored_dtype,
+        rows: raw.rows,
+        dim: raw.dim,
+        values: raw.values,
+        norms,
+        ids,
+        version,
+        loaded_at: SystemTime::now(),
+        stamps: (data_stamp, ids_stamp),
+    })
+}
