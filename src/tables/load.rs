@@ -91,27 +91,18 @@ pub(super) fn npy(path: &Path, file_name: &str, name: &str, ids: Option<&Path>) 
 }
 
 fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, String> {
+    if map.is_empty() {
+        return Err("the file is empty".into());
+    }
     let mut rest: &[u8] = map;
-    let header = Header::from_reader(&mut rest).map_err(|err| err.to_string())?;
+    let header =
+        Header::from_reader(&mut rest).map_err(|err| format!("not a readable .npy file: {err}"))?;
     let offset = map.len() - rest.len();
     let descr = header
         .type_descriptor
         .as_string()
         .map(String::as_str)
         .unwrap_or("a structured dtype");
-    let (rows, dim) = match header.shape[..] {
-        [rows, dim] => (rows, dim),
-        _ => {
-            return Err(format!(
-                "expected a 2-D array (rows × dim), found shape {:?}",
-                header.shape
-            ));
-        }
-    };
-    let fortran = header.layout == Layout::Fortran;
-    let count = rows
-        .checked_mul(dim)
-        .ok_or_else(|| "the shape's element count overflows".to_owned())?;
     let (stored_dtype, size) = match descr {
         "<f4" | ">f4" => ("float32", 4),
         "<f8" | ">f8" => ("float64", 8),
@@ -122,6 +113,19 @@ fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, Strin
             ));
         }
     };
+    let fortran = header.layout == Layout::Fortran;
+    let (rows, dim) = match header.shape[..] {
+        [rows, dim] => (rows, dim),
+        _ => {
+            return Err(format!(
+                "expected a 2-D array (rows × dim), found shape {:?}",
+                header.shape
+            ));
+        }
+    };
+    let count = rows
+        .checked_mul(dim)
+        .ok_or_else(|| "the shape's element count overflows".to_owned())?;
     let stored = offset..offset.saturating_add(count.saturating_mul(size));
     let values = match descr {
         "<f4" if !fortran && cfg!(target_endian = "little") => {
@@ -214,6 +218,10 @@ fn not_finite(at: usize, dim: usize) -> String {
     )
 }
 
+/// What one `.safetensors` file yields: its tables (or why each failed), and the tensors
+/// that are not tables, with the reason.
+pub(super) type FileTables = (Vec<Loaded>, Vec<(String, String)>);
+
 /// Reads every 2-D float tensor of the `.safetensors` file at `path` as a table named
 /// `FILE.TENSOR` (ids from `ids_for(name)`). Tensors of another rank or dtype are not
 /// tables; they are returned as skipped, with the reason.
@@ -222,10 +230,11 @@ pub(super) fn safetensors(
     file_name: &str,
     file_stem: &str,
     ids_for: impl Fn(&str) -> Option<std::path::PathBuf>,
-) -> Result<(Vec<Loaded>, Vec<(String, String)>), String> {
+) -> Result<FileTables, String> {
     let data_stamp = stamp(path)?;
     let map = map(path)?;
-    let tensors = SafeTensors::deserialize(&map).map_err(|err| err.to_string())?;
+    let tensors = SafeTensors::deserialize(&map)
+        .map_err(|err| format!("not a readable .safetensors file: {err}"))?;
     let base = map.as_ptr() as usize;
     let (mut loaded, mut skipped) = (Vec::new(), Vec::new());
     let mut named: Vec<(String, String)> = Vec::new();

@@ -350,3 +350,68 @@ fn unchanged(
     };
     (old.stamps == (data, ids)).then(|| Arc::clone(old))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures(part: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tables")
+            .join(part)
+    }
+
+    #[test]
+    fn every_table_of_the_good_directory_loads_with_its_dtype_and_layout() {
+        let tables = Tables::new(Some(fixtures("good")));
+        assert!(!tables.is_loaded());
+        assert_eq!(tables.load(), Ok(10));
+        assert!(tables.is_loaded());
+        let catalog = tables.catalog();
+        let kinds: Vec<(&str, &str, bool, usize)> = catalog
+            .tables()
+            .map(|t| (t.name(), t.stored_dtype(), t.in_place(), t.rows()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("big", "float32", false, 4),
+                ("empty", "float32", true, 0),
+                ("f16", "float16", false, 4),
+                ("f64", "float64", false, 4),
+                ("fortran", "float32", false, 4),
+                ("items", "float32", true, 10),
+                ("model.brain", "bfloat16", false, 3),
+                ("model.emb.weight", "float32", true, 5),
+                ("model.half", "float16", false, 3),
+                ("users", "float32", true, 6),
+            ]
+        );
+        let items = catalog.get("items").unwrap();
+        assert_eq!(items.ids().unwrap().row("sku-007"), Some(7));
+        assert!(catalog.failures().is_empty());
+    }
+
+    #[test]
+    fn every_bad_file_stops_the_first_load_naming_the_file_and_the_reason() {
+        let cases = std::fs::read_dir(fixtures("bad")).unwrap();
+        let mut seen = 0;
+        for case in cases {
+            let dir = case.unwrap().path();
+            let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+            let failures = Tables::new(Some(dir.clone())).load().unwrap_err();
+            let text = failures[0].to_string();
+            assert!(
+                text.starts_with("t.npy") || text.starts_with("m.safetensors"),
+                "{dir:?}: {text}"
+            );
+            assert!(
+                failures[0].reason.starts_with(expected.trim_end()),
+                "{dir:?}: {:?} does not start with {expected:?}",
+                failures[0].reason
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, 12);
+    }
+}

@@ -194,7 +194,10 @@ mod tests {
     fn a_bad_table_reference_is_named_by_its_part() {
         for (json, want) in [
             (r#"{"rows": [1]}"#, "a: table reference has no \"table\""),
-            (r#"{"table": 5}"#, "a.table: expected a table name, found a number"),
+            (
+                r#"{"table": 5}"#,
+                "a.table: expected a table name, found a number",
+            ),
             (
                 r#"{"table": "t", "rows": [1, -2]}"#,
                 "a.rows[1]: expected a non-negative integer row index, found a number",

@@ -16,4 +16,5 @@ mod pairwise;
 mod properties;
 mod reference;
 mod server;
+mod tables;
 mod user_item;

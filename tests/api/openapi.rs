@@ -11,7 +11,11 @@ async fn every_request_example_in_the_spec_is_answered_with_a_documented_200() {
     let app = app();
     let mut seen = 0;
     for (path, item) in spec()["paths"].as_object().unwrap() {
-        let Some(post) = item.get("post") else {
+        // Operations with a body (not `POST /tables/reload`) document examples of it.
+        let Some(post) = item
+            .get("post")
+            .filter(|post| post.get("requestBody").is_some())
+        else {
             continue;
         };
         let examples = post["requestBody"]["content"]["application/json"]["examples"]
@@ -36,7 +40,10 @@ async fn response_examples_in_the_spec_are_what_the_service_answers() {
     // Each documented 200 example is the answer to the request example of the same name.
     let app = app();
     for (path, item) in spec()["paths"].as_object().unwrap() {
-        let Some(post) = item.get("post") else {
+        let Some(post) = item
+            .get("post")
+            .filter(|post| post.get("requestBody").is_some())
+        else {
             continue;
         };
         let requests = &post["requestBody"]["content"]["application/json"]["examples"];
