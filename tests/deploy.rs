@@ -166,3 +166,40 @@ fn the_image_serves_the_default_port_checks_health_with_the_binary_and_is_built_
         ".ci/run must build the image's way"
     );
 }
+
+#[test]
+fn the_tables_overlay_mounts_a_read_only_volume_where_simserve_tables_points() {
+    let kustomization = yaml("deploy/kubernetes-tables/kustomization.yaml");
+    assert_eq!(kustomization["resources"][0], "../kubernetes");
+    let patch = yaml("deploy/kubernetes-tables/deployment-patch.yaml");
+    let pod = &patch["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["name"], "simserve");
+    let env = &container["env"][0];
+    assert_eq!(env["name"], "SIMSERVE_TABLES");
+    let flag = Config::command()
+        .get_arguments()
+        .find(|arg| arg.get_env().and_then(|e| e.to_str()) == Some("SIMSERVE_TABLES"))
+        .and_then(|arg| arg.get_long().map(str::to_owned));
+    assert_eq!(flag.as_deref(), Some("tables"));
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], env["value"]);
+    assert_eq!(mount["readOnly"], true);
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["name"], mount["name"]);
+    let claim = &volume["persistentVolumeClaim"];
+    assert_eq!(claim["readOnly"], true);
+    let pvc = yaml("deploy/kubernetes-tables/pvc.yaml");
+    assert_eq!(claim["claimName"], pvc["metadata"]["name"]);
+    // The limit grows with the tables: above the base deployment's.
+    let base = yaml("deploy/kubernetes/deployment.yaml");
+    let gib = |v: &Value| {
+        let text = v.as_str().unwrap();
+        match text.strip_suffix("Gi") {
+            Some(n) => n.parse::<f64>().unwrap() * 1024.0,
+            None => text.strip_suffix("Mi").unwrap().parse::<f64>().unwrap(),
+        }
+    };
+    let limit = |d: &Value| gib(&d["resources"]["limits"]["memory"]);
+    assert!(limit(container) > limit(&base["spec"]["template"]["spec"]["containers"][0]));
+}

@@ -448,11 +448,20 @@ async fn requests_running_across_reloads_never_see_two_versions() {
     assert_ne!(answers[0]["tables"], answers[1]["tables"]);
 
     let app = std::sync::Arc::new(app);
+    // Files are replaced while reloads run (a reload may read either file), and reloads
+    // swap catalogs while requests run.
     let swapper = {
-        let (dir, state) = (dir.clone(), state.clone());
+        let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
-            for round in 0..60 {
+            for round in 0..200 {
                 replace(&dir, "t.npy", &versions_bytes[round % 2]);
+            }
+        })
+    };
+    let reloader = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..60 {
                 state.reload_tables();
             }
         })
@@ -475,6 +484,7 @@ async fn requests_running_across_reloads_never_see_two_versions() {
         }));
     }
     swapper.await.unwrap();
+    reloader.await.unwrap();
     for reader in readers {
         let seen = reader.await.unwrap();
         assert_eq!(seen.iter().sum::<usize>(), 60);
