@@ -5,7 +5,7 @@ use ndarray::{Array2, Axis};
 use proptest::prelude::*;
 
 use super::reference::{norm, score_pair};
-use super::{Cancel, Metric, Selection, matrices, matrix, nearest, pairwise};
+use super::{Cancel, Metric, Norms, Operand, Selection, matrices, matrix, nearest, pairwise};
 
 const METRICS: [Metric; 4] = [
     Metric::Cosine,
@@ -67,6 +67,49 @@ proptest! {
                     let want = score_pair(metric, x, y);
                     let error = (f64::from(got[[i, j]]) - want).abs();
                     prop_assert!(error <= tolerance(metric, x, y), "{metric:?} [{i}][{j}]: {} vs {want}", got[[i, j]]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_with_norms_from_load_match_the_f64_reference_like_any_rows((a, b) in pair_of(12)) {
+        // Tables bring their norms: cosine is then the product of raw rows, scaled.
+        let (norms_a, norms_b) = (Norms::of(a.view()), Norms::of(b.view()));
+        let side_a = Operand::with_norms(a.view(), &norms_a).unwrap();
+        let side_b = Operand::with_norms(b.view(), &norms_b).unwrap();
+        for metric in METRICS {
+            for (x_side, y_side, inline_b) in [
+                (side_a, side_b, false),
+                (Operand::from(a.view()), side_b, false),
+                (side_a, Operand::from(b.view()), true),
+            ] {
+                let got = matrix(x_side, Some(y_side), metric, &Cancel::new()).unwrap();
+                for (i, x) in a.rows().into_iter().enumerate() {
+                    for (j, y) in b.rows().into_iter().enumerate() {
+                        let want = score_pair(metric, x, y);
+                        let error = (f64::from(got[[i, j]]) - want).abs();
+                        prop_assert!(error <= tolerance(metric, x, y), "{metric:?} (b inline: {inline_b}) [{i}][{j}]: {} vs {want}", got[[i, j]]);
+                    }
+                }
+            }
+            let own = matrix(side_a, None, metric, &Cancel::new()).unwrap();
+            for (i, x) in a.rows().into_iter().enumerate() {
+                let exact = match metric {
+                    Metric::Cosine if norm(x) >= 1e-6 => Some(1.0),
+                    Metric::Euclidean | Metric::Manhattan => Some(0.0),
+                    _ => None,
+                };
+                if let Some(exact) = exact {
+                    prop_assert_eq!(own[[i, i]], exact, "{:?} row {} against itself", metric, i);
+                }
+            }
+            let keep = Selection { k: Some(3), max_entries: usize::MAX, ..Selection::default() };
+            let scaled = nearest(side_a, Some(side_b), metric, &keep, &Cancel::new()).unwrap();
+            let full = matrix(side_a, Some(side_b), metric, &Cancel::new()).unwrap();
+            for (i, row) in scaled.indices.rows().enumerate() {
+                for (&j, &score) in row.iter().zip(scaled.scores.row(i)) {
+                    prop_assert_eq!(score, full[[i, j]]);
                 }
             }
         }

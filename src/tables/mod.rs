@@ -274,6 +274,14 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
             }
             DataFile::Safetensors { file, stem } => {
                 let path = dir.join(file);
+                if let Some(kept) = unchanged_file(previous, file, &path, &ids_files) {
+                    for old in kept {
+                        catalog.tables.insert(old.name.clone(), old);
+                    }
+                    let failed = previous.failures.iter().filter(|f| f.file == *file);
+                    catalog.failures.extend(failed.cloned());
+                    continue;
+                }
                 let ids_for = |name: &str| ids_files.get(name).cloned();
                 match load::safetensors(&path, file, stem, ids_for) {
                     Ok((loaded, skipped)) => {
@@ -334,6 +342,35 @@ fn data_file_name(file: &DataFile) -> &str {
     }
 }
 
+/// The previous tables of the `.safetensors` file `file` when neither it nor any of their
+/// ids files changed.
+fn unchanged_file(
+    previous: &Catalog,
+    file: &str,
+    path: &Path,
+    ids_files: &BTreeMap<String, PathBuf>,
+) -> Option<Vec<Arc<Table>>> {
+    let source = format!("{file}:");
+    let old: Vec<&Arc<Table>> = previous
+        .tables()
+        .filter(|t| t.source.starts_with(&source))
+        .collect();
+    if old.is_empty() {
+        return None;
+    }
+    let data = load::stamp(path).ok()?;
+    for table in &old {
+        let ids = match ids_files.get(&table.name) {
+            Some(path) => Some(load::stamp(path).ok()?),
+            None => None,
+        };
+        if table.stamps != (data.clone(), ids) {
+            return None;
+        }
+    }
+    Some(old.into_iter().cloned().collect())
+}
+
 /// The previous version of table `name` when neither its data file nor its ids file
 /// changed (same size, modification time and inode).
 fn unchanged(
@@ -390,6 +427,32 @@ mod tests {
         let items = catalog.get("items").unwrap();
         assert_eq!(items.ids().unwrap().row("sku-007"), Some(7));
         assert!(catalog.failures().is_empty());
+    }
+
+    #[test]
+    fn a_reload_with_no_file_changed_keeps_every_table_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("simserve-unchanged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(fixtures("good")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        let tables = Tables::new(Some(dir.clone()));
+        tables.load().unwrap();
+        let before = tables.catalog();
+        let reloaded = tables.reload();
+        assert_eq!(reloaded, Reloaded::default());
+        let after = tables.catalog();
+        assert!(!Arc::ptr_eq(&before, &after), "a reload swaps the catalog");
+        for table in before.tables() {
+            assert!(
+                Arc::ptr_eq(table, after.get(table.name()).unwrap()),
+                "{}",
+                table.name()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
