@@ -19,6 +19,10 @@ use super::{Cancel, ComputeError, Metric, Ragged};
 /// Scores one tile holds (1 MiB of `f32`, so a tile stays in cache while it is scanned).
 const TILE: usize = 1 << 20;
 
+/// Scores one tile holds when the columns are cut into shares (256 KiB of `f32`, so it
+/// stays in a core's own cache between its product and its selection).
+const COLUMN_TILE: usize = 1 << 16;
+
 /// Candidates a row collects before the worst are pruned away, at least: pruning costs a
 /// pass over the list, so it waits for `2k` candidates (half are dropped each time, which
 /// keeps the cost per candidate constant) and, for small `k`, for this many.
@@ -98,26 +102,65 @@ impl Run<'_, '_> {
 
     /// Selects for rows `rows`, computing tiles with `par`.
     fn block(&self, rows: Range<usize>, par: faer::Par) -> Result<Neighbours, ComputeError> {
+        let all = 0..self.scorer.cols();
+        let per_row = self.candidates(rows, all, self.width, par)?;
+        Ok(self.finish(per_row))
+    }
+
+    /// Selects for rows `rows`, their columns cut into `shares` scored side by side (each
+    /// tile of about [`COLUMN_TILE`] scores, multiplied sequentially), then merged: a few
+    /// rows against many columns keep every thread busy, and each tile is selected from
+    /// while it is still in cache.
+    fn block_by_columns(
+        &self,
+        rows: Range<usize>,
+        shares: usize,
+    ) -> Result<Neighbours, ComputeError> {
         let m = self.scorer.cols();
+        let share = m.div_ceil(shares.max(1)).max(1);
+        let width = (COLUMN_TILE / rows.len().max(1)).clamp(1, share);
+        let parts: Vec<Vec<Candidates>> = (0..m)
+            .step_by(share)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|c0| self.candidates(rows.clone(), c0..(c0 + share).min(m), width, faer::Par::Seq))
+            .collect::<Result<_, _>>()?;
+        let mut merged = vec![Candidates::default(); rows.len()];
+        for part in parts {
+            for (row, found) in merged.iter_mut().zip(part) {
+                row.hits.extend(found.hits);
+            }
+        }
+        Ok(self.finish(merged))
+    }
+
+    /// Each row's candidates among columns `cols`, scored `width` columns at a time.
+    fn candidates(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        width: usize,
+        par: faer::Par,
+    ) -> Result<Vec<Candidates>, ComputeError> {
         let k = self.selection.k.unwrap_or(usize::MAX);
         let prune_at = k.saturating_mul(2).max(MIN_PRUNE_LEN);
         let mut per_row: Vec<Candidates> = vec![Candidates::default(); rows.len()];
-        let mut tile = vec![0.0f32; rows.len() * self.width.min(m)];
-        for c0 in (0..m).step_by(self.width) {
+        let mut tile = vec![0.0f32; rows.len() * width.min(cols.len())];
+        for c0 in cols.clone().step_by(width.max(1)) {
             self.cancel.check()?;
-            let cols = c0..(c0 + self.width).min(m);
-            let tile = &mut tile[..rows.len() * cols.len()];
+            let tile_cols = c0..(c0 + width).min(cols.end);
+            let tile = &mut tile[..rows.len() * tile_cols.len()];
             self.scorer
-                .tile_into(rows.clone(), cols.clone(), par, tile)?;
+                .tile_into(rows.clone(), tile_cols.clone(), par, tile)?;
             let mut added = 0;
-            for (offset, scores) in tile.chunks_exact(cols.len()).enumerate() {
+            for (offset, scores) in tile.chunks_exact(tile_cols.len()).enumerate() {
                 let i = rows.start + offset;
                 let row = &mut per_row[offset];
                 let before = row.hits.len();
                 let skip = self.exclude.as_ref().map_or(&[][..], |e| e.row(i));
-                let first = skip.partition_point(|&j| j < cols.start);
+                let first = skip.partition_point(|&j| j < tile_cols.start);
                 let mut skip = skip[first..].iter().copied().peekable();
-                for (j, &score) in cols.clone().zip(scores) {
+                for (j, &score) in tile_cols.clone().zip(scores) {
                     if skip.next_if_eq(&j).is_some() || (self.selection.exclude_self && j == i) {
                         continue;
                     }
@@ -144,6 +187,11 @@ impl Run<'_, '_> {
                 });
             }
         }
+        Ok(per_row)
+    }
+
+    /// Each row's `k` nearest candidates, nearest first.
+    fn finish(&self, per_row: Vec<Candidates>) -> Neighbours {
         let mut out = Neighbours::default();
         for row in per_row {
             let mut row_hits = row.hits;
@@ -152,7 +200,7 @@ impl Run<'_, '_> {
             out.indices.push_row(row_hits.iter().map(|hit| hit.1));
             out.scores.push_row(row_hits.iter().map(|hit| hit.0));
         }
-        Ok(out)
+        out
     }
 }
 
@@ -180,7 +228,7 @@ fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
     let scorer = Scorer::new(metric, a.into(), b.map(Into::into));
     let (n, m, dim) = (scorer.rows(), scorer.cols(), scorer.dim());
     let work = n.saturating_mul(m).saturating_mul(dim);
-    let cut = threads::neighbour_blocks(n, work);
+    let cut = threads::neighbour_blocks(n, m, work);
     let row_block = cut.rows;
     let run = Run {
         scorer: &scorer,
@@ -208,6 +256,11 @@ fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
         blocks
             .into_par_iter()
             .map(|rows| run.block(rows, faer::Par::Seq))
+            .collect::<Result<_, _>>()?
+    } else if cut.column_shares > 1 {
+        blocks
+            .into_iter()
+            .map(|rows| run.block_by_columns(rows, cut.column_shares))
             .collect::<Result<_, _>>()?
     } else {
         blocks
@@ -366,5 +419,64 @@ mod tests {
             want.truncate(7);
             assert_eq!(got.indices.row(i), want, "row {i}");
         }
+    }
+
+    #[test]
+    fn a_few_rows_against_many_columns_cut_into_shares_select_like_the_dense_matrix() {
+        // Enough work to spread, too few rows to spread: the columns are cut into shares.
+        // Values repeat, so ties are broken by index across share borders.
+        let (n, m, dim) = (3, 20_000, 40);
+        let a =
+            ndarray::Array2::from_shape_fn((n, dim), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
+        let b = ndarray::Array2::from_shape_fn((m, dim), |(i, j)| ((i * 5 + j) % 13) as f32 - 6.0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let cut = threads::neighbour_blocks(n, m, n * m * dim);
+            assert!(cut.column_shares > 1, "{cut:?}");
+            let mut exclude = Ragged::new();
+            for row in [vec![19_999, 4], vec![], vec![0, 1, 2]] {
+                exclude.push_row(row);
+            }
+            for metric in [Metric::Cosine, Metric::Euclidean] {
+                let dense = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
+                for (k, threshold, skip) in [
+                    (Some(9), None, None),
+                    (Some(5), None, Some(&exclude)),
+                    (
+                        None,
+                        Some(if metric == Metric::Cosine { 0.9 } else { 20.0 }),
+                        None,
+                    ),
+                ] {
+                    let sel = Selection {
+                        k,
+                        threshold,
+                        exclude: skip,
+                        ..all()
+                    };
+                    let got =
+                        nearest(a.view(), Some(b.view()), metric, &sel, &Cancel::new()).unwrap();
+                    for (i, row) in dense.rows().into_iter().enumerate() {
+                        let skipped = skip.map_or(&[][..], |e| e.row(i));
+                        let mut want: Vec<usize> = (0..m)
+                            .filter(|j| !skipped.contains(j))
+                            .filter(|&j| threshold.is_none_or(|t| metric.passes(row[j], t)))
+                            .collect();
+                        want.sort_by(|&x, &y| metric.nearest_first(row[x], row[y]).then(x.cmp(&y)));
+                        want.truncate(k.unwrap_or(m));
+                        assert_eq!(
+                            got.indices.row(i),
+                            want,
+                            "{metric:?} {k:?} {threshold:?} row {i}"
+                        );
+                        let scores: Vec<f32> = want.iter().map(|&j| row[j]).collect();
+                        assert_eq!(got.scores.row(i), scores);
+                    }
+                }
+            }
+        });
     }
 }

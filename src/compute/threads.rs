@@ -7,8 +7,10 @@
 //!   and runs sequential GEMMs on it; below it, blocks of rows go to faer's own threading
 //!   ([`gemm_par`]).
 //! - Neighbour selection ([`neighbour_blocks`]): rows are cut into blocks; with enough rows,
-//!   blocks are spread over the threads (each block scored on one thread), otherwise one
-//!   block at a time goes through [`gemm_par`].
+//!   blocks are spread over the threads (each block scored on one thread); with too few rows
+//!   but many columns (a few users against a large table), the columns are cut into shares
+//!   spread over the threads instead; otherwise one block at a time goes through
+//!   [`gemm_par`].
 //! - Per-pair scores ([`pairs_in_parallel`]): chunks of pairs spread over the threads.
 
 use faer::Par;
@@ -40,6 +42,10 @@ const BLOCKS_PER_THREAD: usize = 4;
 /// Rows of a neighbour block at most when blocks are not spread: the tile is then at least
 /// 4096 columns wide, and the selection's per-row state stays small.
 const SINGLE_BLOCK_ROWS: usize = 256;
+
+/// Columns a share holds at least when the columns are cut into shares: enough for the
+/// per-share cost (its own candidates, merged at the end) to vanish against its scoring.
+const MIN_SHARE_COLUMNS: usize = 4096;
 
 /// Threads in the pool the computation runs on.
 fn threads() -> usize {
@@ -78,24 +84,38 @@ pub(crate) struct NeighbourBlocks {
     /// Whether blocks run side by side, one per thread at a time (each block's GEMM
     /// sequential), rather than one after another (each block's GEMM through [`gemm_par`]).
     pub spread: bool,
+    /// When blocks are not spread: the shares the columns are cut into, scored side by side
+    /// (each GEMM sequential) and merged; 1 for no cut.
+    pub column_shares: usize,
 }
 
 /// Cuts a neighbour selection: blocks are spread over the threads when the work is worth it
 /// and the rows are enough for two blocks of [`MIN_SPREAD_BLOCK_ROWS`] per thread (the
 /// blocks then aim at [`BLOCKS_PER_THREAD`] per thread, up to [`SPREAD_BLOCK_ROWS`] rows
-/// each); otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another.
-pub(crate) fn neighbour_blocks(rows: usize, work: usize) -> NeighbourBlocks {
+/// each); otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another,
+/// each with its `cols` columns cut into [`BLOCKS_PER_THREAD`] shares per thread of at least
+/// [`MIN_SHARE_COLUMNS`] when the work is worth spreading.
+pub(crate) fn neighbour_blocks(rows: usize, cols: usize, work: usize) -> NeighbourBlocks {
     let threads = threads();
-    let worth_spreading = work >= PARALLEL_WORK;
+    let worth_spreading = work >= PARALLEL_WORK && threads > 1;
     let block = if worth_spreading && rows >= 2 * threads * MIN_SPREAD_BLOCK_ROWS {
         rows.div_ceil(threads * BLOCKS_PER_THREAD)
             .clamp(1, SPREAD_BLOCK_ROWS)
     } else {
         rows.clamp(1, SINGLE_BLOCK_ROWS)
     };
+    let spread = worth_spreading && rows.div_ceil(block) >= threads;
+    let column_shares = if worth_spreading && !spread {
+        (threads * BLOCKS_PER_THREAD)
+            .min(cols / MIN_SHARE_COLUMNS)
+            .max(1)
+    } else {
+        1
+    };
     NeighbourBlocks {
         rows: block,
-        spread: worth_spreading && rows.div_ceil(block) >= threads,
+        spread,
+        column_shares,
     }
 }
 
@@ -118,10 +138,11 @@ mod tests {
             assert!(matches!(gemm_par(PARALLEL_WORK), Par::Rayon(_)));
             assert!(!pairs_in_parallel(PARALLEL_WORK - 1));
             assert_eq!(
-                neighbour_blocks(10_000, PARALLEL_WORK - 1),
+                neighbour_blocks(10_000, 10_000, PARALLEL_WORK - 1),
                 NeighbourBlocks {
                     rows: SINGLE_BLOCK_ROWS,
-                    spread: false
+                    spread: false,
+                    column_shares: 1,
                 }
             );
         });
@@ -144,21 +165,31 @@ mod tests {
             let work = PARALLEL_WORK;
             // Four blocks per thread, capped at 64 rows.
             assert_eq!(
-                neighbour_blocks(200, work),
+                neighbour_blocks(200, 100_000, work),
                 NeighbourBlocks {
                     rows: 25,
-                    spread: true
+                    spread: true,
+                    column_shares: 1,
                 }
             );
-            assert_eq!(neighbour_blocks(100_000, work).rows, SPREAD_BLOCK_ROWS);
-            // Fewer than two blocks of 8 rows per thread: one block.
+            assert_eq!(neighbour_blocks(100_000, 10, work).rows, SPREAD_BLOCK_ROWS);
+            // Fewer than two blocks of 8 rows per thread: one block, its columns in shares.
             assert_eq!(
-                neighbour_blocks(31, work),
+                neighbour_blocks(31, 10 * MIN_SHARE_COLUMNS, work),
                 NeighbourBlocks {
                     rows: 31,
-                    spread: false
+                    spread: false,
+                    column_shares: 2 * BLOCKS_PER_THREAD,
                 }
             );
+            assert_eq!(
+                neighbour_blocks(1, MIN_SHARE_COLUMNS, work).column_shares,
+                1,
+                "too few columns to cut"
+            );
+        });
+        with_threads(1, || {
+            assert_eq!(neighbour_blocks(1, 1 << 20, usize::MAX).column_shares, 1);
         });
     }
 }
