@@ -159,7 +159,35 @@ impl Run<'_, '_> {
                 let before = row.hits.len();
                 let skip = self.exclude.as_ref().map_or(&[][..], |e| e.row(i));
                 let first = skip.partition_point(|&j| j < tile_cols.start);
-                let mut skip = skip[first..].iter().copied().peekable();
+                let skip = &skip[first..];
+                let plain = !self.selection.exclude_self
+                    && self.selection.threshold.is_none()
+                    && skip.first().is_none_or(|&j| j >= tile_cols.end);
+                if plain {
+                    // Top-k alone: one comparison per score against the bar.
+                    let similarity = self.metric.is_similarity();
+                    let nearer = |x: f32, y: f32| {
+                        let order = x.total_cmp(&y);
+                        if similarity {
+                            order.is_gt()
+                        } else {
+                            order.is_lt()
+                        }
+                    };
+                    let mut bar = row.bar;
+                    for (j, &score) in tile_cols.clone().zip(scores) {
+                        if bar.is_none_or(|b| nearer(score, b)) {
+                            row.hits.push((score, j));
+                            if row.hits.len() >= prune_at {
+                                bar = self.prune(&mut row.hits);
+                            }
+                        }
+                    }
+                    row.bar = bar;
+                    added += row.hits.len().saturating_sub(before);
+                    continue;
+                }
+                let mut skip = skip.iter().copied().peekable();
                 for (j, &score) in tile_cols.clone().zip(scores) {
                     if skip.next_if_eq(&j).is_some() || (self.selection.exclude_self && j == i) {
                         continue;
@@ -244,7 +272,14 @@ fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
                 })
                 .collect()
         }),
-        width: (tile / row_block).clamp(1, m.max(1)),
+        // Blocks spread over the threads score small tiles, which stay in their core's
+        // cache between the product and the selection.
+        width: (if cut.spread {
+            tile.min(COLUMN_TILE)
+        } else {
+            tile
+        } / row_block)
+            .clamp(1, m.max(1)),
         entries: AtomicUsize::new(0),
         cancel,
     };

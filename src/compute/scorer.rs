@@ -228,23 +228,29 @@ impl<'a> Scorer<'a> {
         Ok(())
     }
 
-    /// Scales products of raw rows into cosines by the sides' inverse norms. A product too
-    /// large for `f32` (only raw rows of huge values make one) is settled exactly instead.
+    /// Scales products of raw rows into cosines by the sides' inverse norms (in `f32`: two
+    /// roundings, far inside the accuracy contract). A product too large for `f32` (only raw
+    /// rows of huge values make one) is settled exactly instead.
     fn scale(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
         let width = cols.len().max(1);
-        let (scale_a, scale_b) = (self.scale_a, self.scale_b);
+        let col_scales = self.scale_b.and_then(|s| s.get(cols.clone()));
         for (offset, out_row) in out.chunks_mut(width).enumerate() {
             let i = rows.start + offset;
-            let row_scale = f64::from(scale_a.map_or(1.0, |s| s[i]));
-            for (j, v) in cols.clone().zip(out_row) {
-                let col_scale = f64::from(scale_b.map_or(1.0, |s| s[j]));
-                let scaled = (f64::from(*v) * row_scale * col_scale) as f32;
-                *v = if scaled.is_finite() {
-                    scaled
-                } else {
-                    let x = self.raw_a.row(i);
-                    reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32
-                };
+            let row_scale = self.scale_a.map_or(1.0, |s| s[i]);
+            match col_scales {
+                Some(col_scales) => out_row
+                    .iter_mut()
+                    .zip(col_scales)
+                    .for_each(|(v, &s)| *v *= row_scale * s),
+                None => out_row.iter_mut().for_each(|v| *v *= row_scale),
+            }
+            if !out_row.iter().all(|v| v.is_finite()) {
+                for (j, v) in cols.clone().zip(out_row.iter_mut()) {
+                    if !v.is_finite() {
+                        let x = self.raw_a.row(i);
+                        *v = reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32;
+                    }
+                }
             }
         }
     }
