@@ -122,6 +122,12 @@ impl Operation for MatrixJob {
                     let width = k.min(m);
                     validate::output_size(&dims(width), max_output, "lower top_k")?;
                 }
+                let listed = b.as_ref().unwrap_or(&a);
+                if let Some(ids) = listed.table().and_then(|t| t.ids()) {
+                    let width = k.map_or(m, |k| k.min(m));
+                    let field = if b.is_some() { "b" } else { "a" };
+                    validate::id_budget(field, ids.longest(), sets * n, width, max_output)?;
+                }
                 Output::Neighbours(Selection {
                     k,
                     threshold,
@@ -170,7 +176,13 @@ impl Operation for MatrixJob {
             Output::Dense => pairs,
             Output::Neighbours(keep) => {
                 let entries = keep.k.map_or(pairs, |k| sets * n * k.min(m));
-                2 * entries.min(keep.max_entries)
+                // Ids listed from a table, counted in numbers of 8 bytes.
+                let listed = self.b.as_ref().unwrap_or(&self.a);
+                let id_units = listed
+                    .table()
+                    .and_then(|t| t.ids())
+                    .map_or(0, |ids| ids.longest().div_ceil(8));
+                (2 + id_units).saturating_mul(entries.min(keep.max_entries))
             }
         };
         estimate::job(inputs, self.work(), numbers, self.encoding)

@@ -155,27 +155,6 @@ fn exclude(lists: &Ragged<usize>, u: usize, i: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses `item_ids` whose repetition in `items` (up to `width` ids for each of `users`)
-/// could exceed the output limit, counting 8 bytes of id as one number.
-fn id_budget(
-    field: &str,
-    longest: usize,
-    users: usize,
-    width: usize,
-    limit: usize,
-) -> Result<(), ApiError> {
-    let units = longest.div_ceil(8).max(1);
-    let size = users.checked_mul(width).and_then(|n| n.checked_mul(units));
-    match size {
-        Some(size) if size <= limit => Ok(()),
-        _ => Err(invalid(format!(
-            "{field}: listing up to {width} ids of up to {longest} bytes for each of {users} \
-             users exceeds the output limit of {limit} numbers (8 bytes each); \
-             lower top_k or use shorter ids"
-        ))),
-    }
-}
-
 /// `POST /similarity/user-item`.
 impl Operation for UserItemJob {
     const PATH: &'static str = "/similarity/user-item";
@@ -228,10 +207,10 @@ impl Operation for UserItemJob {
             let width = k.map_or(i, |k| k.min(i));
             if let Some(ids) = &req.item_ids {
                 let longest = ids.iter().map(String::len).max().unwrap_or(0);
-                id_budget("item_ids", longest, u, width, max_output)?;
+                validate::id_budget("item_ids", longest, u, width, max_output)?;
             }
             if let Some(ids) = items.table().and_then(|t| t.ids()) {
-                id_budget("items", ids.longest(), u, width, max_output)?;
+                validate::id_budget("items", ids.longest(), u, width, max_output)?;
             }
             Output::Neighbours {
                 keep: Selection {

@@ -82,3 +82,24 @@ pub(super) fn output_size(dims: &[usize], limit: usize, hint: &str) -> Result<us
         ))),
     }
 }
+
+/// Refuses ids (of `field`, the longest `longest` bytes) whose listing, up to `width` for
+/// each of `rows` rows, could exceed the output limit, counting 8 bytes of id as one number.
+pub(super) fn id_budget(
+    field: &str,
+    longest: usize,
+    rows: usize,
+    width: usize,
+    limit: usize,
+) -> Result<(), ApiError> {
+    let units = longest.div_ceil(8).max(1);
+    let size = rows.checked_mul(width).and_then(|n| n.checked_mul(units));
+    match size {
+        Some(size) if size <= limit => Ok(()),
+        _ => Err(invalid(format!(
+            "{field}: listing up to {width} ids of up to {longest} bytes for each of {rows} \
+             rows exceeds the output limit of {limit} numbers (8 bytes each); \
+             lower top_k or use shorter ids"
+        ))),
+    }
+}

@@ -161,7 +161,7 @@ async fn long_item_ids_repeated_for_many_users_are_refused_before_any_work() {
     let users: Vec<[f32; 1]> = vec![[1.0]; 200];
     let body = json!({"users": users, "items": [[1.0]], "top_k": 1, "item_ids": ["x".repeat(100)]});
     let got = app.post(PATH, &body).await;
-    got.assert_problem(422, "item_ids: listing up to 1 ids of up to 100 bytes for each of 200 users exceeds the output limit of 1000 numbers");
+    got.assert_problem(422, "item_ids: listing up to 1 ids of up to 100 bytes for each of 200 rows exceeds the output limit of 1000 numbers");
     let body = json!({"users": users, "items": [[1.0]], "top_k": 1, "item_ids": ["short"]});
     assert_eq!(app.post(PATH, &body).await.status, 200);
 }
