@@ -71,6 +71,18 @@ impl AppState {
     /// counting the outcome.
     pub fn reload_tables(&self) -> Reloaded {
         let reloaded = self.tables.reload();
+        self.reloaded(reloaded)
+    }
+
+    /// [`AppState::reload_tables`], unless a reload is already running (`None`).
+    pub fn try_reload_tables(&self) -> Option<Reloaded> {
+        self.tables
+            .try_reload()
+            .map(|reloaded| self.reloaded(reloaded))
+    }
+
+    /// Logs and counts a reload's outcome.
+    fn reloaded(&self, reloaded: Reloaded) -> Reloaded {
         for failure in &reloaded.failures {
             tracing::error!(%failure, "a table failed to reload; its last good version serves");
         }

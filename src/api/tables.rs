@@ -1,5 +1,6 @@
 //! `GET /tables`, `GET /tables/{name}`: the server-side tables and their versions;
-//! `POST /tables/reload`: read the tables directory again (as SIGHUP does).
+//! `POST /tables/reload`: read the tables directory again (as SIGHUP does); one at a time,
+//! a request that finds one running gets 503 with `Retry-After`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -124,11 +125,17 @@ pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadAnswer>,
     if !state.tables_loaded() {
         return Err(ApiError::TablesLoading);
     }
-    let Reloaded {
+    let reloaded = cpu::spawn_blocking(move || state.try_reload_tables()).await?;
+    let Some(Reloaded {
         changed,
         removed,
         failures,
-    } = cpu::spawn_blocking(move || state.reload_tables()).await?;
+    }) = reloaded
+    else {
+        return Err(ApiError::Overloaded(
+            "a table reload is already running; retry when it has finished".into(),
+        ));
+    };
     Ok(Json(ReloadAnswer {
         changed,
         removed,

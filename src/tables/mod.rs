@@ -163,10 +163,25 @@ impl Tables {
     /// Reads the directory again: changed files get new versions, swapped in at once; a
     /// file that fails keeps its last good version serving.
     pub fn reload(&self) -> Reloaded {
+        let one_at_a_time = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        self.reload_holding(one_at_a_time)
+    }
+
+    /// [`Tables::reload`], unless a load or reload is running (`None`): callers that must
+    /// not queue up behind one another.
+    pub fn try_reload(&self) -> Option<Reloaded> {
+        let one_at_a_time = match self.loading.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.reload_holding(one_at_a_time))
+    }
+
+    fn reload_holding(&self, _one_at_a_time: std::sync::MutexGuard<'_, ()>) -> Reloaded {
         let Some(dir) = &self.dir else {
             return Reloaded::default();
         };
-        let _one_at_a_time = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
         let previous = self.catalog();
         let (catalog, mut reloaded) = read_dir(dir, &previous);
         reloaded.failures = catalog.failures.clone();
@@ -453,6 +468,16 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reload_asked_for_while_one_runs_is_refused_rather_than_queued() {
+        let tables = Tables::new(Some(fixtures("good")));
+        tables.load().unwrap();
+        let running = tables.loading.lock().unwrap();
+        assert_eq!(tables.try_reload(), None);
+        drop(running);
+        assert_eq!(tables.try_reload(), Some(Reloaded::default()));
     }
 
     #[test]
