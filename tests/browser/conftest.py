@@ -40,9 +40,18 @@ class Server:
         self.log = Path(tempfile.mkdtemp(prefix="simserve-page-")) / "stderr.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(binary), "--addr", "127.0.0.1:0", "--log-format", "json",
-                 "--log", "warn,simserve::server=info", *flags],
-                stdout=subprocess.DEVNULL, stderr=log,
+                [
+                    str(binary),
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    "json",
+                    "--log",
+                    "warn,simserve::server=info",
+                    *flags,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
         try:
             self.url = f"http://127.0.0.1:{self._port(time.monotonic() + 20)}"
@@ -107,7 +116,7 @@ def out_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tables_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`users` (6 × 8 float32, ids u0…u5) and `big` (600 × 4 float64, converted at load)."""
+    """`users` (6 x 8 float32, ids u0 to u5) and `big` (600 x 4 float64, converted at load)."""
     path = tmp_path_factory.mktemp("tables")
     rng = np.random.default_rng(5)
     np.save(path / "users.npy", rng.standard_normal((6, 8)).astype(np.float32))
@@ -140,9 +149,17 @@ def driver(downloads: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     options = webdriver.ChromeOptions()
     options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--window-size=1360,1000", "--force-device-scale-factor=1",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,1000",
+        "--force-device-scale-factor=1",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
         options.add_argument(flag)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from conftest import API_KEY, REPO, Server
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
@@ -30,27 +29,65 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-TEST_IDS = ["input-a", "input-b", "metric", "operation", "top-k", "compute", "heatmap", "result",
-            "error"]
+TEST_IDS = [
+    "input-a",
+    "input-b",
+    "metric",
+    "operation",
+    "top-k",
+    "compute",
+    "heatmap",
+    "result",
+    "error",
+]
 
 # The page's colour scales (src/api/page/app.js): ColorBrewer RdBu and viridis stops.
 STOPS = {
-    "diverging": ["053061", "2166ac", "4393c3", "92c5de", "d1e5f0", "f7f7f7", "fddbc7",
-                  "f4a582", "d6604d", "b2182b", "67001f"],
-    "sequential": ["440154", "482878", "3e4989", "31688e", "26828e", "1f9e89", "35b779",
-                   "6ece58", "b5de2b", "fde725"],
+    "diverging": [
+        "053061",
+        "2166ac",
+        "4393c3",
+        "92c5de",
+        "d1e5f0",
+        "f7f7f7",
+        "fddbc7",
+        "f4a582",
+        "d6604d",
+        "b2182b",
+        "67001f",
+    ],
+    "sequential": [
+        "440154",
+        "482878",
+        "3e4989",
+        "31688e",
+        "26828e",
+        "1f9e89",
+        "35b779",
+        "6ece58",
+        "b5de2b",
+        "fde725",
+    ],
 }
 
 
 def expected_rgb(kind: str, lo: float, hi: float, value: float) -> tuple[int, ...]:
-    stops = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in STOPS[kind]]
+    stops = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in STOPS[kind]]
     p = min(1.0, max(0.0, (value - lo) / (hi - lo))) * (len(stops) - 1)
     i = min(len(stops) - 2, math.floor(p))
     f = p - i
-    return tuple(math.floor(a + (b - a) * f + 0.5) for a, b in zip(stops[i], stops[i + 1]))
+    return tuple(
+        math.floor(a + (b - a) * f + 0.5) for a, b in zip(stops[i], stops[i + 1], strict=True)
+    )
+
+
+def off(got: tuple[int, ...], want: tuple[int, ...]) -> int:
+    """The largest difference between two colours' channels."""
+    return max(abs(p - q) for p, q in zip(got, want, strict=True))
 
 
 # ---- Driving the page.
+
 
 def by_id(driver: webdriver.Chrome, testid: str) -> WebElement:
     return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
@@ -79,10 +116,12 @@ def compute(driver: webdriver.Chrome) -> None:
     """Clicks Compute and waits for the answer (or the error) to be shown."""
     driver.execute_script("document.getElementById('summary').textContent = ''")
     by_id(driver, "compute").click()
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
-        "return document.getElementById('summary').textContent !== ''"
-        " || !document.getElementById('error').hidden"
-    ))
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script(
+            "return document.getElementById('summary').textContent !== ''"
+            " || !document.getElementById('error').hidden"
+        )
+    )
 
 
 def curl_command(driver: webdriver.Chrome) -> str:
@@ -97,14 +136,21 @@ def curl_body(driver: webdriver.Chrome) -> dict[str, Any]:
 
 def run_curl(driver: webdriver.Chrome, **env: str) -> Any:
     """Runs the page's curl command in a shell; its JSON answer."""
-    done = subprocess.run(["bash", "-c", curl_command(driver)], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, **env}, check=True)
+    done = subprocess.run(
+        ["bash", "-c", curl_command(driver)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+        check=True,
+    )
     return json.loads(done.stdout)
 
 
 def dataset(driver: webdriver.Chrome, testid: str) -> dict[str, str]:
     return driver.execute_script(
-        "return Object.assign({}, document.querySelector(`[data-testid=\"${arguments[0]}\"]`).dataset)",
+        "const node = document.querySelector(`[data-testid='${arguments[0]}']`);"
+        "return Object.assign({}, node.dataset)",
         testid,
     )
 
@@ -132,10 +178,13 @@ def hover(driver: webdriver.Chrome, x: float, y: float) -> str:
     box = driver.execute_script(
         "arguments[0].scrollIntoView({block: 'nearest'});"
         "const r = arguments[0].getBoundingClientRect();"
-        "return [r.width, r.height, arguments[0].width, arguments[0].height]", canvas)
+        "return [r.width, r.height, arguments[0].width, arguments[0].height]",
+        canvas,
+    )
     css_x, css_y = x * box[0] / box[2], y * box[1] / box[3]
     ActionChains(driver).move_to_element_with_offset(
-        canvas, round(css_x - box[0] / 2), round(css_y - box[1] / 2)).perform()
+        canvas, round(css_x - box[0] / 2), round(css_y - box[1] / 2)
+    ).perform()
     return by_id(driver, "hover").text
 
 
@@ -155,9 +204,13 @@ def console_errors(driver: webdriver.Chrome, *allowed: str) -> list[str]:
     return bad
 
 
-def check_heatmap(driver: webdriver.Chrome, matrix: np.ndarray, names: list[str] | None = None,
-                  hover_cells: int = 9) -> None:
-    """The drawn set is `matrix` (n × m): every cell's colour is the scale's colour of the
+def check_heatmap(
+    driver: webdriver.Chrome,
+    matrix: np.ndarray,
+    names: list[str] | None = None,
+    hover_cells: int = 9,
+) -> None:
+    """The drawn set is `matrix` (n x m): every cell's colour is the scale's colour of the
     API's value, and pointing at cells reads out i, j (and names) and that value."""
     data = dataset(driver, "heatmap")
     legend = dataset(driver, "legend")
@@ -167,9 +220,9 @@ def check_heatmap(driver: webdriver.Chrome, matrix: np.ndarray, names: list[str]
     lo, hi = float(legend["lo"]), float(legend["hi"])
     cells = [(i, j) for i in range(n) for j in range(m)]
     got = pixels(driver, [(x0 + j * cw + 2, y0 + i * ch + 2) for i, j in cells])
-    for (i, j), rgb in zip(cells, got):
+    for (i, j), rgb in zip(cells, got, strict=True):
         want = expected_rgb(legend["kind"], lo, hi, float(matrix[i, j]))
-        assert max(abs(a - b) for a, b in zip(rgb, want)) <= 1, (i, j, rgb, want, matrix[i, j])
+        assert off(rgb, want) <= 1, (i, j, rgb, want, matrix[i, j])
     step = max(1, len(cells) // hover_cells)
     for i, j in cells[::step]:
         text = hover(driver, x0 + (j + 0.5) * cw, y0 + (i + 0.5) * ch)
@@ -183,8 +236,10 @@ def check_heatmap(driver: webdriver.Chrome, matrix: np.ndarray, names: list[str]
 
 # ---- The tests.
 
+
 def test_the_page_loads_offline_under_its_csp_with_every_test_hook(
-        driver: webdriver.Chrome, server: Server) -> None:
+    driver: webdriver.Chrome, server: Server
+) -> None:
     with urllib.request.urlopen(f"{server.url}/") as answer:
         policy = answer.headers["content-security-policy"]
         assert answer.headers["content-type"] == "text/html; charset=utf-8"
@@ -196,24 +251,32 @@ def test_the_page_loads_offline_under_its_csp_with_every_test_hook(
     colour = by_id(driver, "compute").value_of_css_property("background-color")
     assert colour == "rgba(11, 92, 173, 1)", colour
     loaded = driver.execute_script(
-        "return performance.getEntriesByType('resource').map((e) => e.name)")
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
     assert loaded and all(url.startswith(server.url) for url in loaded), loaded
     assert console_errors(driver) == []
 
 
 def test_an_example_computes_a_heatmap_whose_pixels_and_hover_match_the_api(
-        driver: webdriver.Chrome, server: Server) -> None:
+    driver: webdriver.Chrome, server: Server
+) -> None:
     open_page(driver, server)
     load_example(driver, "A matrix per set: (2, 3, 2)")
     compute(driver)
     body = curl_body(driver)
-    assert body == {"a": [[[1, 0], [0.6, 0.8], [0, 1]], [[1, 1], [-1, -1], [1, 0]]],
-                    "metric": "cosine"}
+    assert body == {
+        "a": [[[1, 0], [0.6, 0.8], [0, 1]], [[1, 1], [-1, -1], [1, 0]]],
+        "metric": "cosine",
+    }
     answer = server.post("similarity/matrix", body)
     assert run_curl(driver) == answer
     assert answer["shape"] == [2, 3, 3]
-    assert dataset(driver, "legend") == {"testid": "legend", "kind": "diverging", "lo": "-1",
-                                         "hi": "1"}
+    assert dataset(driver, "legend") == {
+        "testid": "legend",
+        "kind": "diverging",
+        "lo": "-1",
+        "hi": "1",
+    }
     matrix = np.array(answer["matrix"], dtype=np.float32)
     check_heatmap(driver, matrix[0])
     # Batched sets, one at a time.
@@ -239,7 +302,8 @@ def test_an_example_computes_a_heatmap_whose_pixels_and_hover_match_the_api(
 
 
 def test_the_articles_sets_are_drawn_and_the_screenshot_is_taken(
-        driver: webdriver.Chrome, server: Server, out_dir: Path) -> None:
+    driver: webdriver.Chrome, server: Server, out_dir: Path
+) -> None:
     open_page(driver, server)
     load_example(driver, "A matrix per set: the article's (5, 10, 128)")
     compute(driver)
@@ -254,6 +318,7 @@ def test_the_articles_sets_are_drawn_and_the_screenshot_is_taken(
     ActionChains(driver).click().perform()
     hover(driver, x0 + 7.5 * cw, y0 + 2.5 * ch)
     assert "set 3: i = 2, j = 7" in by_id(driver, "hover").text
+    driver.execute_script("window.scrollTo(0, 0)")
     shot = out_dir / "try-it.png"
     driver.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
@@ -263,7 +328,8 @@ def test_the_articles_sets_are_drawn_and_the_screenshot_is_taken(
 
 
 def test_top_k_answers_are_shown_as_a_table_of_the_apis_neighbours(
-        driver: webdriver.Chrome, server: Server) -> None:
+    driver: webdriver.Chrome, server: Server
+) -> None:
     open_page(driver, server)
     load_example(driver, "Nearest neighbours")
     assert by_id(driver, "top-k").get_attribute("value") == "2"
@@ -274,23 +340,41 @@ def test_top_k_answers_are_shown_as_a_table_of_the_apis_neighbours(
     assert by_id(driver, "table").is_displayed() and not by_id(driver, "heatmap").is_displayed()
     rows = driver.find_elements(By.CSS_SELECTOR, '[data-testid="table"] tbody tr')
     assert len(rows) == len(answer["indices"])
-    for row, indices, scores in zip(rows, answer["indices"], answer["scores"]):
+    for row, indices, scores in zip(rows, answer["indices"], answer["scores"], strict=True):
         cells = row.find_elements(By.TAG_NAME, "td")
         assert [int(c.get_attribute("data-index")) for c in cells] == indices
         got = [np.float32(c.get_attribute("data-score")) for c in cells]
         assert got == [np.float32(s) for s in scores]
+    # A threshold gives rows of different lengths; as base64, one tensor per row.
+    set_text(by_id(driver, "top-k"), "")
+    set_text(by_id(driver, "threshold"), "0.7")
+    Select(driver.find_element(By.ID, "encoding")).select_by_value("base64")
+    compute(driver)
+    body = curl_body(driver)
+    assert body["threshold"] == 0.7 and body["response_encoding"] == "base64"
+    answer = server.post("similarity/matrix", {**body, "response_encoding": "json"})
+    assert len({len(row) for row in answer["indices"]}) > 1, answer
+    rows = driver.find_elements(By.CSS_SELECTOR, '[data-testid="table"] tbody tr')
+    for row, indices, scores in zip(rows, answer["indices"], answer["scores"], strict=True):
+        cells = row.find_elements(By.TAG_NAME, "td")
+        assert [int(c.get_attribute("data-index")) for c in cells] == indices
+        got = [np.float32(c.get_attribute("data-score")) for c in cells]
+        assert got == [np.float32(s) for s in scores]
+    assert by_id(driver, "download-npy").is_displayed() is False
     # Users and items with ids: the ids are listed beside the indices.
     load_example(driver, "Users and items: top items per user")
     compute(driver)
     answer = server.post("similarity/user-item", curl_body(driver))
     first = driver.find_elements(By.CSS_SELECTOR, '[data-testid="table"] tbody tr')[0]
-    assert [c.find_element(By.TAG_NAME, "small").text for c in first.find_elements(
-        By.TAG_NAME, "td")] == answer["items"][0]
+    assert [
+        c.find_element(By.TAG_NAME, "small").text for c in first.find_elements(By.TAG_NAME, "td")
+    ] == answer["items"][0]
     assert console_errors(driver) == []
 
 
 def test_a_ragged_input_shows_the_problem_at_a1_with_its_request_id(
-        driver: webdriver.Chrome, server: Server) -> None:
+    driver: webdriver.Chrome, server: Server
+) -> None:
     open_page(driver, server)
     Select(by_id(driver, "operation")).select_by_value("matrix")
     set_text(by_id(driver, "input-a"), "[[1, 2, 3], [4, 5]]")
@@ -309,8 +393,24 @@ def test_a_ragged_input_shows_the_problem_at_a1_with_its_request_id(
     assert console_errors(driver, "422") == []
 
 
+def test_a_whole_request_pasted_into_a_fills_the_form(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    request = {"a": [[1, 0], [0.6, 0.8], [0, 1]], "top_k": 1, "exclude_self": True}
+    set_text(by_id(driver, "input-a"), json.dumps(request))
+    by_id(driver, "metric").click()  # leaving the field fills the form
+    assert json.loads(by_id(driver, "input-a").get_attribute("value")) == request["a"]
+    assert by_id(driver, "top-k").get_attribute("value") == "1"
+    assert driver.find_element(By.ID, "exclude-self").is_selected()
+    compute(driver)
+    assert curl_body(driver) == {**request, "metric": "cosine"}
+    assert console_errors(driver) == []
+
+
 def test_npy_files_are_read_in_the_page_and_pairwise_scores_drawn_as_bars(
-        driver: webdriver.Chrome, server: Server, tmp_path: Path) -> None:
+    driver: webdriver.Chrome, server: Server, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(3)
     a = rng.standard_normal((6, 16)).astype(np.float32)
     b = (a + rng.standard_normal((6, 16)) * np.linspace(0.1, 3, 6)[:, None]).astype(">f8")
@@ -321,7 +421,8 @@ def test_npy_files_are_read_in_the_page_and_pairwise_scores_drawn_as_bars(
     by_id(driver, "file-a").send_keys(str(tmp_path / "a.npy"))
     by_id(driver, "file-b").send_keys(str(tmp_path / "b.npy"))
     WebDriverWait(driver, 10).until(
-        lambda d: by_id(d, "input-b").get_attribute("value").startswith('{"dtype"'))
+        lambda d: by_id(d, "input-b").get_attribute("value").startswith('{"dtype"')
+    )
     compute(driver)
     body = curl_body(driver)
     assert body["a"]["dtype"] == "float32" and body["a"]["shape"] == [6, 16]
@@ -338,7 +439,7 @@ def test_npy_files_are_read_in_the_page_and_pairwise_scores_drawn_as_bars(
         y = base - 2 if score >= 0 else base + 2
         want = expected_rgb(legend["kind"], -1, 1, score)
         got = pixels(driver, [(x, y)])[0]
-        assert max(abs(p - q) for p, q in zip(got, want)) <= 1, (i, got, want)
+        assert off(got, want) <= 1, (i, got, want)
         text = hover(driver, x, 5)
         assert re.search(rf"pair {i}, value = (\S+)", text), text
         assert np.float32(text.rsplit(" ", 1)[1]) == np.float32(score)
@@ -346,20 +447,24 @@ def test_npy_files_are_read_in_the_page_and_pairwise_scores_drawn_as_bars(
 
 
 def test_table_rows_picked_by_id_are_named_and_large_results_down_sampled(
-        driver: webdriver.Chrome, server: Server) -> None:
+    driver: webdriver.Chrome, server: Server
+) -> None:
     open_page(driver, server)
     WebDriverWait(driver, 10).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, "#side-a .pick").is_displayed())
+        lambda d: d.find_element(By.CSS_SELECTOR, "#side-a .pick").is_displayed()
+    )
     Select(driver.find_element(By.ID, "table-a")).select_by_value("users")
     set_text(driver.find_element(By.ID, "rows-a"), "u1, u3, u4")
     driver.find_element(By.ID, "use-a").click()
     assert json.loads(by_id(driver, "input-a").get_attribute("value")) == {
-        "table": "users", "ids": ["u1", "u3", "u4"]}
+        "table": "users",
+        "ids": ["u1", "u3", "u4"],
+    }
     set_text(by_id(driver, "input-b"), "")
     compute(driver)
     answer = server.post("similarity/matrix", curl_body(driver))
     check_heatmap(driver, np.array(answer["matrix"], dtype=np.float32), names=["u1", "u3", "u4"])
-    # A whole table of 600 rows against itself: drawn as 300 × 300 means of 2 × 2 blocks.
+    # A whole table of 600 rows against itself: drawn as 300 x 300 means of 2 x 2 blocks.
     Select(driver.find_element(By.ID, "table-a")).select_by_value("big")
     set_text(driver.find_element(By.ID, "rows-a"), "")
     driver.find_element(By.ID, "use-a").click()
@@ -374,10 +479,10 @@ def test_table_rows_picked_by_id_are_named_and_large_results_down_sampled(
     assert legend["kind"] == "sequential" and float(legend["lo"]) == 0
     assert np.float32(legend["hi"]) == matrix.max()
     for r, c in [(0, 0), (10, 200), (299, 1)]:
-        mean = float(matrix[2 * r:2 * r + 2, 2 * c:2 * c + 2].astype(np.float64).mean())
+        mean = float(matrix[2 * r : 2 * r + 2, 2 * c : 2 * c + 2].astype(np.float64).mean())
         want = expected_rgb("sequential", 0, float(matrix.max()), mean)
         got = pixels(driver, [(c, r)])[0]
-        assert max(abs(p - q) for p, q in zip(got, want)) <= 1, (r, c, got, want)
+        assert off(got, want) <= 1, (r, c, got, want)
     assert console_errors(driver) == []
 
 
@@ -392,7 +497,8 @@ def wait_for_file(folder: Path, name: str) -> Path:
 
 
 def test_results_download_as_npy_and_json(
-        driver: webdriver.Chrome, server: Server, downloads: Path) -> None:
+    driver: webdriver.Chrome, server: Server, downloads: Path
+) -> None:
     open_page(driver, server)
     load_example(driver, "Users and items: the whole matrix")
     Select(driver.find_element(By.ID, "encoding")).select_by_value("base64")
@@ -406,8 +512,9 @@ def test_results_download_as_npy_and_json(
     assert saved.dtype == np.float32 and saved.shape == (4, 3)
     assert np.array_equal(saved, np.array(answer["matrix"], dtype=np.float32))
     by_id(driver, "download-json").click()
-    assert json.loads(wait_for_file(downloads, "simserve-user-item.json").read_text()) == \
-        server.post("similarity/user-item", body)
+    assert json.loads(
+        wait_for_file(downloads, "simserve-user-item.json").read_text()
+    ) == server.post("similarity/user-item", body)
     load_example(driver, "Nearest neighbours")
     compute(driver)
     answer = server.post("similarity/matrix", curl_body(driver))
@@ -421,10 +528,12 @@ def test_results_download_as_npy_and_json(
 
 
 def test_with_api_keys_the_page_loads_and_sends_the_key_typed_into_it(
-        driver: webdriver.Chrome, auth_server: Server) -> None:
+    driver: webdriver.Chrome, auth_server: Server
+) -> None:
     open_page(driver, auth_server)
     WebDriverWait(driver, 10).until(
-        lambda d: "asks for an API key" in d.find_element(By.ID, "key-note").text)
+        lambda d: "asks for an API key" in d.find_element(By.ID, "key-note").text
+    )
     load_example(driver, "Nearest neighbours")
     compute(driver)
     assert "401" in by_id(driver, "error").text

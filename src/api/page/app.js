@@ -527,9 +527,10 @@ function drawLegend(scale, metric) {
     context.fillRect(x, 0, 1, canvas.height);
   }
   setData(canvas, { kind: scale.kind, lo: scale.lo, hi: scale.hi });
-  $('legend-lo').textContent = num(scale.lo);
-  $('legend-mid').textContent = num((scale.lo + scale.hi) / 2);
-  $('legend-hi').textContent = num(scale.hi);
+  const tick = (v) => String(Number(v.toPrecision(3)));
+  $('legend-lo').textContent = tick(scale.lo);
+  $('legend-mid').textContent = tick((scale.lo + scale.hi) / 2);
+  $('legend-hi').textContent = tick(scale.hi);
   $('legend-caption').textContent = {
     cosine: 'cosine: -1 opposite, 0 unrelated, 1 same direction; greater is nearer',
     dot: 'dot product, centred on 0; greater is nearer',
@@ -561,6 +562,9 @@ function drawHeatmap() {
   const canvas = $('heatmap');
   canvas.width = x0 + cols * cellW;
   canvas.height = y0 + rows * cellH;
+  // Cells of one pixel: shown larger (pixelated), the canvas itself unchanged.
+  const zoom = PLOT / Math.max(canvas.width, canvas.height);
+  canvas.style.width = Math.min(cellW, cellH) === 1 && zoom > 1.2 ? `${Math.floor(canvas.width * zoom)}px` : '';
   const context = canvas.getContext('2d');
   context.fillStyle = '#fff';
   context.fillRect(0, 0, canvas.width, canvas.height);
@@ -636,6 +640,7 @@ function drawBars() {
   const height = 160;
   const base = scale.kind === 'diverging' ? height / 2 : height;
   const canvas = $('heatmap');
+  canvas.style.width = '';
   canvas.width = bars * width;
   canvas.height = height;
   const context = canvas.getContext('2d');
