@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::api::matrix::MatrixJob;
 use crate::api::pairwise::PairwiseJob;
 use crate::api::user_item::UserItemJob;
-use crate::api::{Operation, operate, service, tables};
+use crate::api::{Operation, operate, page, service, tables};
 use crate::coding;
 use crate::config::Config;
 use crate::middleware::auth::ApiKeys;
@@ -26,6 +26,9 @@ use crate::state::AppState;
 /// The routes, without middleware.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(page::INDEX_PATH, get(page::index))
+        .route(page::SCRIPT_PATH, get(page::script))
+        .route(page::STYLE_PATH, get(page::style))
         .route("/healthz", get(service::healthz))
         .route("/readyz", get(service::readyz))
         .route("/metrics", get(service::metrics))

@@ -75,7 +75,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
 
     /// Bearer tokens accepted on the similarity routes and `/openapi.yaml`, comma-separated;
-    /// none means no authentication. `/healthz`, `/readyz` and `/metrics` stay open.
+    /// none means no authentication. `/healthz`, `/readyz`, `/metrics` and the try-it page
+    /// (`/`, `/assets/app.js`, `/assets/app.css`) stay open.
     #[arg(
         long,
         env = "SIMSERVE_API_KEYS",

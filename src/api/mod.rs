@@ -2,7 +2,7 @@
 //! its [`Operation`] impl; [`operate`] serves any of them, so a new operation is one file
 //! here and one line in [`crate::app::routes`]. [`service`] holds the routes that are not
 //! operations (probes, metrics, the contract, fallbacks); [`tables`] those that list and
-//! reload the server's tables.
+//! reload the server's tables; [`page`] the try-it page at `/` and its two files.
 //!
 //! Data flows one way: request → [`AdmittedBody`] (admitted, read and decoded into
 //! `O::Request`) → [`Operation::parse`] (a checked job) → the job's estimate reserved →
@@ -10,6 +10,7 @@
 
 mod admitted_body;
 pub mod matrix;
+pub mod page;
 pub mod pairwise;
 pub mod service;
 pub mod tables;

@@ -14,8 +14,16 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
-/// Paths open without a token: what probes and scrapers call.
-const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Paths open without a token: what probes and scrapers call, and the try-it page with its
+/// two files (`api::page`: static text; the API calls it makes send the key typed into it).
+const OPEN_PATHS: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/",
+    "/assets/app.js",
+    "/assets/app.css",
+];
 
 /// The accepted keys; empty means authentication is off.
 #[derive(Debug, Default)]

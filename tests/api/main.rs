@@ -12,6 +12,7 @@ mod matrix;
 mod new_operation;
 mod openapi;
 mod operations;
+mod page;
 mod pairwise;
 mod properties;
 mod reference;
