@@ -2,9 +2,13 @@
 uvicorn + numpy (OpenBLAS) + orjson, for the requests the benchmark sends.
 
 Run: uvicorn app:app --workers 2 --port 8090 (bench/run.py does this in a venv).
+With PEER_TABLES=DIR, every NAME.npy in DIR is loaded at start and normalised once, and an
+embedding field may name it as simserve's --tables does: {"table": "NAME"} (bench/tables.py).
 """
 
 import base64
+import glob
+import os
 
 import numpy as np
 import orjson
@@ -13,6 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 app = FastAPI()
+
+# name -> rows normalised once at start: requests that name a table normalise only their own rows.
+TABLES = {}
 
 
 def tensor(value):
@@ -36,6 +43,13 @@ def normalize(x):
 
 def cosine_matrix(a, b):
     return np.clip(normalize(a) @ normalize(b).T, -1.0, 1.0)
+
+
+def normalized(value):
+    """A field's rows normalised: a preloaded table as it is, the request's own rows now."""
+    if isinstance(value, dict) and "table" in value:
+        return TABLES[value["table"]]
+    return normalize(tensor(value))
 
 
 def top_k(scores, k, exclude=None):
@@ -82,11 +96,15 @@ def matrix(body):
 
 def user_item(body):
     req = orjson.loads(body)
-    users, items = tensor(req["users"]), tensor(req["items"])
-    scores = cosine_matrix(users, items)
+    scores = np.clip(normalized(req["users"]) @ normalized(req["items"]).T, -1.0, 1.0)
     indices, picked = top_k(scores, req["top_k"], req.get("exclude"))
     return {"metric": "cosine", "shape": list(indices.shape), "indices": indices,
             "scores": encode(picked, req.get("response_encoding"))}
+
+
+if os.environ.get("PEER_TABLES"):
+    for path in sorted(glob.glob(os.path.join(os.environ["PEER_TABLES"], "*.npy"))):
+        TABLES[os.path.basename(path)[:-len(".npy")]] = normalize(np.load(path).astype(np.float32, copy=False))
 
 
 @app.post("/similarity/pairwise")
