@@ -8,7 +8,8 @@ use super::validate::{self, invalid, same_dim, unready};
 use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField, Versions};
+use crate::answer::json::DenseField;
+use crate::answer::outcome::Outcome;
 use crate::body::fields;
 use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
@@ -140,7 +141,7 @@ impl Operation for PairwiseJob {
         estimate::job(self.held_values(), self.work(), rows, self.encoding)
     }
 
-    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+    fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {
         let versions = match &mut self.operands {
             Operands::Rows(a, b) => {
                 validate::gather(&mut [Some(&mut *a), Some(&mut *b)])?;
@@ -150,15 +151,12 @@ impl Operation for PairwiseJob {
         };
         let (a, b) = self.sides().ok_or_else(unready)?;
         let scores = compute::pairwise(a, b, self.metric, cancel)?;
-        let shape = [scores.len()];
-        cancel.check()?;
-        json::dense(
+        Ok(Outcome::dense(
             self.metric,
             self.encoding,
             DenseField::Scores,
-            &shape,
-            scores.view(),
-            Versions(&versions),
-        )
+            scores.into_dyn(),
+            versions,
+        ))
     }
 }

@@ -12,7 +12,8 @@ use super::validate::{self, invalid, same_dim, unready};
 use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField, IdsField, Listed, Versions};
+use crate::answer::json::{DenseField, IdLookup, IdsField};
+use crate::answer::outcome::{Computed, Outcome};
 use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
@@ -305,12 +306,11 @@ impl Operation for UserItemJob {
         estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
     }
 
-    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+    fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {
         validate::gather(&mut [Some(&mut self.users), Some(&mut self.items)])?;
         let versions = validate::versions(&[Some(&self.users), Some(&self.items)]);
-        let tables = Versions(&versions);
         let (users, items, metric) = (&self.users, &self.items, self.metric);
-        match self.output {
+        let (keep, exclude, item_ids) = match self.output {
             Output::Dense => {
                 let (u, i) = (users.operand(0), items.operand(0));
                 let result = compute::matrix(
@@ -319,62 +319,59 @@ impl Operation for UserItemJob {
                     metric,
                     cancel,
                 )?;
-                let shape = result.shape().to_vec();
-                cancel.check()?;
-                json::dense(
+                return Ok(Outcome::dense(
                     metric,
                     self.encoding,
                     DenseField::Matrix,
-                    &shape,
-                    result.view(),
-                    tables,
-                )
+                    result.into_dyn(),
+                    versions,
+                ));
             }
             Output::Pairs(pairs) => {
                 let (u, i) = (users.view(0), items.view(0));
                 let (u, i) = (u.ok_or_else(unready)?, i.ok_or_else(unready)?);
                 let scores = compute::pairs(u, i, &pairs, metric, cancel)?;
-                let shape = [scores.len()];
-                cancel.check()?;
-                json::dense(
+                return Ok(Outcome::dense(
                     metric,
                     self.encoding,
                     DenseField::Scores,
-                    &shape,
-                    scores.view(),
-                    tables,
-                )
+                    scores.into_dyn(),
+                    versions,
+                ));
             }
             Output::Neighbours {
                 keep,
                 exclude,
                 item_ids,
-            } => {
-                let selection = Selection {
-                    exclude: exclude.as_ref(),
-                    ..keep
-                };
-                let (u, i) = (users.operand(0), items.operand(0));
-                let found = compute::nearest(
-                    u.ok_or_else(unready)?,
-                    Some(i.ok_or_else(unready)?),
-                    metric,
-                    &selection,
-                    cancel,
-                )?;
-                let sets = [found];
-                cancel.check()?;
-                let ids: Option<json::IdOf> = match &item_ids {
-                    Some(ids) => Some(ids),
-                    None if items.has_ids() => Some(items),
-                    None => None,
-                };
-                let listed = Listed {
-                    ids: ids.map(|ids| (IdsField::Items, ids)),
-                    tables,
-                };
-                json::neighbours(metric, self.encoding, &sets, false, listed)
-            }
-        }
+            } => (keep, exclude, item_ids),
+        };
+        let selection = Selection {
+            exclude: exclude.as_ref(),
+            ..keep
+        };
+        let (u, i) = (users.operand(0), items.operand(0));
+        let found = compute::nearest(
+            u.ok_or_else(unready)?,
+            Some(i.ok_or_else(unready)?),
+            metric,
+            &selection,
+            cancel,
+        )?;
+        // The items' ids go with the answer: `item_ids`, or those of their table.
+        let ids: Option<Box<dyn IdLookup + Send>> = match item_ids {
+            Some(ids) => Some(Box::new(ids)),
+            None if self.items.has_ids() => Some(Box::new(self.items)),
+            None => None,
+        };
+        Ok(Outcome {
+            metric,
+            encoding: self.encoding,
+            tables: versions,
+            result: Computed::Neighbours {
+                sets: vec![found],
+                batched: false,
+                ids: ids.map(|ids| (IdsField::Items, ids)),
+            },
+        })
     }
 }

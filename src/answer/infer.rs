@@ -1,0 +1,1 @@
+//! Open Inference Protocol answers (to come).
