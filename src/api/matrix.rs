@@ -17,24 +17,25 @@ use crate::error::ApiError;
 use crate::tables::Embeddings;
 use crate::tensor::Input;
 
-/// The request body.
+/// The request body; the Open Inference Protocol route builds it from its inputs and
+/// parameters ([`super::v2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixRequest {
     #[serde(deserialize_with = "fields::a_matrix_or_sets")]
-    a: Input,
+    pub(in crate::api) a: Input,
     #[serde(default, deserialize_with = "fields::some_b_matrix_or_sets")]
-    b: Option<Input>,
+    pub(in crate::api) b: Option<Input>,
     #[serde(default, deserialize_with = "fields::metric")]
-    metric: Metric,
+    pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::some_top_k")]
-    top_k: Option<NonZeroUsize>,
+    pub(in crate::api) top_k: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "fields::some_threshold")]
-    threshold: Option<f32>,
+    pub(in crate::api) threshold: Option<f32>,
     #[serde(default, deserialize_with = "fields::exclude_self")]
-    exclude_self: bool,
+    pub(in crate::api) exclude_self: bool,
     #[serde(default, deserialize_with = "fields::encoding")]
-    response_encoding: Encoding,
+    pub(in crate::api) response_encoding: Encoding,
 }
 
 /// A validated matrix job over `B` sets (`B = 1` for rank-2 input and tables).

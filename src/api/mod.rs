@@ -86,7 +86,7 @@ pub async fn operate<O: Operation>(
 /// its protocol. `route` labels the compute metric.
 pub(crate) async fn compute<O: Operation>(
     state: &AppState,
-    route: &'static str,
+    route: &str,
     request: O::Request,
     mut admitted: Admitted,
     encode: impl FnOnce(Outcome) -> Result<Answer, ApiError> + Send + 'static,

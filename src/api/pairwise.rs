@@ -16,20 +16,21 @@ use crate::error::ApiError;
 use crate::tables::Embeddings;
 use crate::tensor::{Input, Tensor};
 
-/// The request body.
+/// The request body; the Open Inference Protocol route builds it from its inputs and
+/// parameters ([`super::v2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PairwiseRequest {
     #[serde(default, deserialize_with = "fields::some_a_matrix")]
-    a: Option<Input>,
+    pub(in crate::api) a: Option<Input>,
     #[serde(default, deserialize_with = "fields::some_b_matrix")]
-    b: Option<Input>,
+    pub(in crate::api) b: Option<Input>,
     #[serde(default, deserialize_with = "fields::some_pairs_tensor")]
-    pairs: Option<Tensor>,
+    pub(in crate::api) pairs: Option<Tensor>,
     #[serde(default, deserialize_with = "fields::metric")]
-    metric: Metric,
+    pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::encoding")]
-    response_encoding: Encoding,
+    pub(in crate::api) response_encoding: Encoding,
 }
 
 /// A validated pairwise job.

@@ -20,28 +20,29 @@ use crate::error::ApiError;
 use crate::tables::Embeddings;
 use crate::tensor::Input;
 
-/// The request body.
+/// The request body; the Open Inference Protocol route builds it from its inputs and
+/// parameters ([`super::v2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserItemRequest {
     #[serde(deserialize_with = "fields::users_matrix")]
-    users: Input,
+    pub(in crate::api) users: Input,
     #[serde(deserialize_with = "fields::items_matrix")]
-    items: Input,
+    pub(in crate::api) items: Input,
     #[serde(default, deserialize_with = "fields::metric")]
-    metric: Metric,
+    pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::some_pair_indices")]
-    pairs: Option<Ragged<usize>>,
+    pub(in crate::api) pairs: Option<Ragged<usize>>,
     #[serde(default, deserialize_with = "fields::some_top_k")]
-    top_k: Option<NonZeroUsize>,
+    pub(in crate::api) top_k: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "fields::some_threshold")]
-    threshold: Option<f32>,
+    pub(in crate::api) threshold: Option<f32>,
     #[serde(default, deserialize_with = "fields::some_exclude_lists")]
-    exclude: Option<Exclude>,
+    pub(in crate::api) exclude: Option<Exclude>,
     #[serde(default, deserialize_with = "fields::some_item_ids")]
-    item_ids: Option<Vec<String>>,
+    pub(in crate::api) item_ids: Option<Vec<String>>,
     #[serde(default, deserialize_with = "fields::encoding")]
-    response_encoding: Encoding,
+    pub(in crate::api) response_encoding: Encoding,
 }
 
 /// A validated user–item job: equal dimensions, every index in range.

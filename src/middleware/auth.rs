@@ -15,7 +15,13 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 
 /// Paths open without a token: what probes and scrapers call.
-const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+const OPEN_PATHS: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v2/health/live",
+    "/v2/health/ready",
+];
 
 /// The accepted keys; empty means authentication is off.
 #[derive(Debug, Default)]
