@@ -18,3 +18,4 @@ mod reference;
 mod server;
 mod tables;
 mod user_item;
+mod v2;

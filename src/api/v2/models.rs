@@ -69,6 +69,9 @@ const NEIGHBOUR_SPECS: [Spec; 3] = [
     ints("offsets", &[-1]),
 ];
 
+/// An index input: its shape and its values.
+type Indices = (Vec<usize>, Vec<usize>);
+
 /// A decoded inference request, taken apart by a [`Model`]: what it does not take is left,
 /// and refused by [`Parts::finish`].
 #[derive(Debug)]
@@ -166,7 +169,7 @@ impl Parts {
     }
 
     /// Takes the INT64 input `name`: its shape and its values as indices.
-    fn indices(&mut self, name: &str) -> Result<Option<(Vec<usize>, Vec<usize>)>, ApiError> {
+    fn indices(&mut self, name: &str) -> Result<Option<Indices>, ApiError> {
         let Some(input) = self.input(name) else {
             return Ok(None);
         };
@@ -393,10 +396,7 @@ impl Model for UserItemJob {
 }
 
 /// `exclude` (flat item indices) cut into one list per user by `exclude_offsets`.
-fn exclude(
-    values: Option<(Vec<usize>, Vec<usize>)>,
-    offsets: Option<(Vec<usize>, Vec<usize>)>,
-) -> Result<Option<Exclude>, ApiError> {
+fn exclude(values: Option<Indices>, offsets: Option<Indices>) -> Result<Option<Exclude>, ApiError> {
     let (values, offsets) = match (values, offsets) {
         (None, None) => return Ok(None),
         (Some(_), None) => {
