@@ -324,3 +324,18 @@ def test_broken_binary_framing_gets_400(address: str) -> None:
     status, body = raw_post(address, head + data, {
         "Inference-Header-Content-Length": str(len(head))})
     assert status == 200, body
+
+
+def test_the_readme_example_runs(address: str) -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = [block.split("```")[0] for block in readme.split("```python\n")[1:]]
+    blocks = [block for block in blocks if "tritonclient" in block]
+    assert len(blocks) == 1
+    code = blocks[0].replace("localhost:8080", address)
+    namespace: dict = {}
+    exec(code, namespace)
+    assert namespace["indices"].shape == (1000, 10)
+    assert namespace["indices"].dtype == np.int64
+    assert namespace["scores"].dtype == np.float32
+    assert (np.diff(namespace["scores"], axis=1) <= 0).all()
+    namespace["client"].close()
