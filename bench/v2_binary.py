@@ -4,10 +4,12 @@ the 1000 x 1000 float32 matrix out.
 
 Starts the release build (`cargo build --release` first) with its defaults, checks that both
 routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2, 15 s,
-`--rounds` times each) and prints requests/s per run, their medians and the ratio.
+`--rounds` times each) and prints requests/s per run, their medians and the ratio. With
+`--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
+bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
 Needs: numpy, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
 
-Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15]
+Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer]
 """
 
 import argparse
@@ -29,6 +31,8 @@ from simserve_proc import wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PORT = 8113
+PEER_PORT = 8114
+PEER_VENV = REPO / "target" / "bench-venv"
 
 LUA = """
 wrk.method = "POST"
@@ -41,8 +45,8 @@ f:close()
 """
 
 
-def post(path, body, headers):
-    request = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data=body, headers=headers)
+def post(path, body, headers, port=PORT):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.headers, response.read()
 
@@ -66,23 +70,42 @@ def bodies(scratch):
     return files, native, v2, len(head)
 
 
+def v2_matrix(v2, head_length, port):
+    headers, body = post("/v2/models/matrix/infer", v2, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(head_length)}, port)
+    length = int(headers["inference-header-content-length"])
+    shape = json.loads(body[:length])["outputs"][0]["shape"]
+    return np.frombuffer(body[length:], "<f4").reshape(shape)
+
+
 def same_answer(native, v2, head_length):
     _, body = post("/similarity/matrix", native, {"content-type": "application/json"})
     answer = json.loads(body)["matrix"]
     want = np.frombuffer(base64.b64decode(answer["data"]), "<f4").reshape(answer["shape"])
-    headers, body = post("/v2/models/matrix/infer", v2, {
-        "content-type": "application/octet-stream",
-        "inference-header-content-length": str(head_length)})
-    length = int(headers["inference-header-content-length"])
-    got = np.frombuffer(body[length:], "<f4").reshape(json.loads(body[:length])["outputs"][0]["shape"])
-    assert np.array_equal(got, want), "the two routes disagree"
+    assert np.array_equal(v2_matrix(v2, head_length, PORT), want), "the two routes disagree"
+    return want
 
 
-def rate(path, body_file, content_type, header_length, seconds, lua):
+def peer():
+    """The Python peer on PEER_PORT, in the venv bench/run.py makes (made here if missing)."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r",
+                        str(REPO / "bench" / "peer" / "requirements.txt")], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    return subprocess.Popen(
+        [str(PEER_VENV / "bin" / "uvicorn"), "app:app", "--app-dir", str(REPO / "bench" / "peer"),
+         "--workers", "2", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],
+        env=env)
+
+
+def rate(path, body_file, content_type, header_length, seconds, lua, port=PORT):
     env = {**os.environ, "BODY_FILE": body_file, "CONTENT_TYPE": content_type,
            "HEADER_LENGTH": header_length}
     out = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
-                          f"http://127.0.0.1:{PORT}{path}"],
+                          f"http://127.0.0.1:{port}{path}"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert "Non-2xx" not in out, out
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -92,6 +115,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--peer", action="store_true")
     args = parser.parse_args()
     binary = REPO / "target" / "release" / "simserve"
     with tempfile.TemporaryDirectory() as scratch:
@@ -99,26 +123,43 @@ def main():
         lua = os.path.join(scratch, "post.lua")
         Path(lua).write_text(LUA)
         server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
+        python_peer = peer() if args.peer else None
         try:
             wait_healthy(f"http://127.0.0.1:{PORT}")
-            same_answer(native, v2, head_length)
-            runs = {"native": [], "v2": []}
+            want = same_answer(native, v2, head_length)
+            runs = {"native": [], "v2": [], "peer": []}
+            if python_peer:
+                wait_healthy(f"http://127.0.0.1:{PEER_PORT}", seconds=60)
+                theirs = v2_matrix(v2, head_length, PEER_PORT)
+                assert np.allclose(theirs, want, atol=1e-5), "the peer disagrees"
             for _ in range(args.rounds):
                 runs["native"].append(rate("/similarity/matrix", files["native"],
                                            "application/json", "", args.seconds, lua))
                 runs["v2"].append(rate("/v2/models/matrix/infer", files["v2"],
                                        "application/octet-stream", str(head_length),
                                        args.seconds, lua))
+                if python_peer:
+                    runs["peer"].append(rate("/v2/models/matrix/infer", files["v2"],
+                                             "application/octet-stream", str(head_length),
+                                             args.seconds, lua, PEER_PORT))
         finally:
             server.terminate()
             server.wait()
+            if python_peer:
+                python_peer.terminate()
+                python_peer.wait()
     print(f"bodies: base64 JSON {len(native) / 1e6:.1f} MB, binary v2 {len(v2) / 1e6:.1f} MB")
-    for name, label in (("native", "POST /similarity/matrix, base64"),
-                        ("v2", "POST /v2/models/matrix/infer, binary")):
-        shown = " / ".join(f"{r:.1f}" for r in runs[name])
-        print(f"| {label} | {shown} | {statistics.median(runs[name]):.1f} |")
+    for name, label in (("native", "simserve POST /similarity/matrix, base64"),
+                        ("v2", "simserve POST /v2/models/matrix/infer, binary"),
+                        ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
+        if runs[name]:
+            shown = " / ".join(f"{r:.1f}" for r in runs[name])
+            print(f"| {label} | {shown} | {statistics.median(runs[name]):.1f} |")
     ratio = statistics.median(runs["v2"]) / statistics.median(runs["native"])
-    print(f"binary v2 / base64 JSON: {ratio:.2f}x (medians)")
+    print(f"simserve binary v2 / simserve base64 JSON: {ratio:.2f}x (medians)")
+    if runs["peer"]:
+        ratio = statistics.median(runs["v2"]) / statistics.median(runs["peer"])
+        print(f"simserve binary v2 / Python peer binary v2: {ratio:.2f}x (medians)")
 
 
 if __name__ == "__main__":
