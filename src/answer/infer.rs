@@ -8,7 +8,8 @@
 //! holds the same number of entries, `indices` and `scores` have the shape `[rows, k]`
 //! (`[sets, rows, k]` for rank-3 input); otherwise they are flat, row after row. Either way
 //! row `r`'s entries are `offsets[r]..offsets[r + 1]` of the flat values, rows counted across
-//! sets (`offsets` has one entry per row and one more).
+//! sets (`offsets` has one entry per row and one more). When the listed rows have ids (a
+//! table with an ids file), `ids` (BYTES) lists them as `indices` does their indices.
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
@@ -34,6 +35,7 @@ enum Data<'a> {
     Floats(&'a [f32]),
     OwnedFloats(Vec<f32>),
     Ints(Vec<i64>),
+    Strings(Vec<&'a str>),
 }
 
 impl Data<'_> {
@@ -41,6 +43,7 @@ impl Data<'_> {
         match self {
             Data::Floats(_) | Data::OwnedFloats(_) => "FP32",
             Data::Ints(_) => "INT64",
+            Data::Strings(_) => "BYTES",
         }
     }
 
@@ -49,6 +52,7 @@ impl Data<'_> {
             Data::Floats(v) => v.len() * 4,
             Data::OwnedFloats(v) => v.len() * 4,
             Data::Ints(v) => v.len() * 8,
+            Data::Strings(v) => v.iter().map(|s| 4 + s.len()).sum(),
         }
     }
 
@@ -57,6 +61,12 @@ impl Data<'_> {
             Data::Floats(values) => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
             Data::OwnedFloats(values) => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
             Data::Ints(values) => values.iter().for_each(|v| out.extend(v.to_le_bytes())),
+            Data::Strings(values) => values.iter().for_each(|v| {
+                // Ids are lines of a file loaded into memory: far below 4 GiB each.
+                let length = u32::try_from(v.len()).unwrap_or(u32::MAX);
+                out.extend(length.to_le_bytes());
+                out.extend(v.as_bytes());
+            }),
         }
     }
 }
@@ -67,6 +77,7 @@ impl Serialize for Data<'_> {
             Data::Floats(values) => serializer.collect_seq(values.iter()),
             Data::OwnedFloats(values) => serializer.collect_seq(values.iter()),
             Data::Ints(values) => serializer.collect_seq(values.iter()),
+            Data::Strings(values) => serializer.collect_seq(values.iter()),
         }
     }
 }
@@ -95,7 +106,7 @@ fn given(outcome: &Outcome) -> Result<Vec<Given<'_>>, ApiError> {
                 data: Data::Floats(data),
             }])
         }
-        Computed::Neighbours { sets, batched, .. } => {
+        Computed::Neighbours { sets, batched, ids } => {
             let rows = || sets.iter().flat_map(|s| s.indices.rows());
             let width = rows().next().map_or(0, <[usize]>::len);
             let total: usize = sets.iter().map(|s| s.indices.total()).sum();
@@ -118,7 +129,12 @@ fn given(outcome: &Outcome) -> Result<Vec<Given<'_>>, ApiError> {
                 scores.extend_from_slice(set.scores.values());
                 offsets.extend(set.indices.offsets()[1..].iter().map(|&o| base + o as i64));
             }
-            Ok(vec![
+            let ids = ids.as_ref().map(|(_, lookup)| Given {
+                name: "ids",
+                shape: shape.clone(),
+                data: Data::Strings(indices.iter().map(|&i| lookup.id_of(i as usize)).collect()),
+            });
+            let mut given = vec![
                 Given {
                     name: "indices",
                     shape: shape.clone(),
@@ -134,7 +150,9 @@ fn given(outcome: &Outcome) -> Result<Vec<Given<'_>>, ApiError> {
                     shape: vec![offsets.len()],
                     data: Data::Ints(offsets),
                 },
-            ])
+            ];
+            given.extend(ids);
+            Ok(given)
         }
     }
 }
@@ -146,7 +164,8 @@ pub fn names(outcome: &Outcome) -> &'static [&'static str] {
             super::json::DenseField::Scores => &["scores"],
             super::json::DenseField::Matrix => &["matrix"],
         },
-        Computed::Neighbours { .. } => &["indices", "scores", "offsets"],
+        Computed::Neighbours { ids: None, .. } => &["indices", "scores", "offsets"],
+        Computed::Neighbours { ids: Some(_), .. } => &["indices", "scores", "offsets", "ids"],
     }
 }
 

@@ -160,10 +160,11 @@ pub fn decode(
 struct Head<'a> {
     #[serde(default)]
     id: Option<Value>,
-    #[serde(default)]
-    model_name: Option<Value>,
-    #[serde(default)]
-    model_version: Option<Value>,
+    /// Taken and ignored, as the path names the model and version.
+    #[serde(default, rename = "model_name")]
+    _model_name: Option<String>,
+    #[serde(default, rename = "model_version")]
+    _model_version: Option<String>,
     #[serde(default)]
     parameters: Option<Value>,
     #[serde(borrow)]
@@ -188,8 +189,8 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::Invalid(detail.into())
 }
 
-/// A name as it may be repeated in an error: short and plain, or not at all.
-fn shown(name: &str) -> String {
+/// A name from a request as it may be repeated in an error: short and plain, or not at all.
+pub fn shown(name: &str) -> String {
     let plain = !name.is_empty()
         && name.len() <= 64
         && name
@@ -224,7 +225,6 @@ fn decode_body(
         ));
     }
     let head: Head = serde_json::from_slice(json).map_err(|err| ApiError::from_json(&err))?;
-    let _ = (&head.model_name, &head.model_version);
     let id = match head.id {
         None => None,
         Some(Value::String(id)) => Some(id),

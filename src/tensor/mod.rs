@@ -121,16 +121,21 @@ fn finite(field: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
     let Some(flat) = data.iter().position(|v| !v.is_finite()) else {
         return Ok(());
     };
+    Err(format!(
+        "{field}{}: value is NaN, infinite or outside the float32 range",
+        position(flat, shape)
+    ))
+}
+
+/// The element at the row-major index `flat` of `shape`, as `[i][j]…` for error messages.
+pub fn position(flat: usize, shape: &[usize]) -> String {
     let mut index = vec![0; shape.len()];
     let mut rest = flat;
     for (axis, &len) in shape.iter().enumerate().rev() {
         index[axis] = rest % len.max(1);
         rest /= len.max(1);
     }
-    let at: String = index.iter().map(|i| format!("[{i}]")).collect();
-    Err(format!(
-        "{field}{at}: value is NaN, infinite or outside the float32 range"
-    ))
+    index.iter().map(|i| format!("[{i}]")).collect()
 }
 
 /// Decodes one tensor field: `field` names it in errors, `ranks` lists the ranks it takes.

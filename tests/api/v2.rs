@@ -772,6 +772,33 @@ async fn a_request_parameter_makes_an_input_rows_of_a_server_side_table() {
         got.json["parameters"]["table.items"],
         native.json["tables"]["items"]
     );
+    let ids: Vec<Value> = native.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().clone())
+        .collect();
+    assert_eq!(got.output("ids")["datatype"], "BYTES");
+    assert_eq!(got.output("ids")["data"], json!(ids));
+
+    // The same ids in binary: a 4-byte length and the bytes, per id.
+    let mut binary = body.clone();
+    binary["outputs"] = json!([{"name": "ids", "parameters": {"binary_data": true}}]);
+    let got = infer(&app, "user-item", &binary, &[]).await;
+    let mut bytes = got.bytes_of("ids");
+    let mut listed = Vec::new();
+    while !bytes.is_empty() {
+        let length = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        listed.push(json!(std::str::from_utf8(&bytes[4..4 + length]).unwrap()));
+        bytes = &bytes[4 + length..];
+    }
+    assert_eq!(listed, ids);
+    let no_ids = json!({"inputs": [input("a", &[2, 2], "FP32", json!([1, 0, 0, 1]))],
+        "parameters": {"top_k": 1}, "outputs": [{"name": "ids"}]});
+    infer(&app, "matrix", &no_ids, &[]).await.assert_error(
+        422,
+        "outputs: this request gives indices, scores, offsets, not ids",
+    );
 
     let native = app
         .post(

@@ -233,6 +233,10 @@ def test_inputs_may_be_rows_of_server_side_tables(
                 ["indices", "scores"], binary, users_table="users", items_table="items", top_k=3)
     np.testing.assert_array_equal(got.as_numpy("indices"), np.array(want["indices"]))
     assert got.get_response()["parameters"]["table.items"] == want["tables"]["items"]
+    got = infer(client, "user-item", [tensor("users", np.array([4, 0], np.int64), binary)],
+                ["ids"], binary, users_table="users", items_table="items", top_k=3)
+    ids = [i.decode() if isinstance(i, bytes) else i for i in got.as_numpy("ids").ravel()]
+    assert ids == [i for row in want["items"] for i in row]
 
     ids = np.array([b"sku-003", b"sku-001"], dtype=np.object_)
     want = native(address, "matrix", {"a": {"table": "users", "rows": [1]},

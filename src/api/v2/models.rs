@@ -20,11 +20,11 @@ use crate::api::matrix::{MatrixJob, MatrixRequest};
 use crate::api::pairwise::{PairwiseJob, PairwiseRequest};
 use crate::api::user_item::{UserItemJob, UserItemRequest};
 use crate::body::fields::{self, Exclude};
-use crate::body::infer::{InferInput, Signature, Spec};
+use crate::body::infer::{InferInput, Signature, Spec, shown};
 use crate::compute::{Metric, Ragged};
 use crate::error::ApiError;
 use crate::tensor::typed::Values;
-use crate::tensor::{Input, Pick, TableRef, Tensor};
+use crate::tensor::{Input, Pick, TableRef, Tensor, position};
 
 /// An operation served as a model.
 pub trait Model: Operation {
@@ -59,14 +59,19 @@ const fn ints(name: &'static str, shape: &'static [i64]) -> Spec {
     }
 }
 
-/// The outputs of a top-k / threshold result.
-const NEIGHBOURS: &[&str] = &["indices", "scores", "offsets"];
+/// The outputs of a top-k / threshold result (`ids` when the listed rows have ids).
+const NEIGHBOURS: &[&str] = &["indices", "scores", "offsets", "ids"];
 
 /// The outputs of neighbours, in metadata.
-const NEIGHBOUR_SPECS: [Spec; 3] = [
+const NEIGHBOUR_SPECS: [Spec; 4] = [
     ints("indices", &[-1, -1]),
     floats("scores", &[-1, -1]),
     ints("offsets", &[-1]),
+    Spec {
+        name: "ids",
+        datatype: "BYTES",
+        shape: &[-1, -1],
+    },
 ];
 
 /// An index input: its shape and its values.
@@ -83,17 +88,6 @@ pub struct Parts {
 /// Shorthand for a 422 with `detail`.
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::Invalid(detail.into())
-}
-
-/// `[i][j]` for the flat index `flat` of `shape`.
-fn position(flat: usize, shape: &[usize]) -> String {
-    let mut index = vec![0; shape.len()];
-    let mut rest = flat;
-    for (axis, &len) in shape.iter().enumerate().rev() {
-        index[axis] = rest % len.max(1);
-        rest /= len.max(1);
-    }
-    index.iter().map(|i| format!("[{i}]")).collect()
 }
 
 impl Parts {
@@ -197,20 +191,6 @@ impl Parts {
     }
 }
 
-/// A parameter name as it may be repeated in an error.
-fn shown(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if plain {
-        format!("{name:?}")
-    } else {
-        "of that name".to_owned()
-    }
-}
-
 /// `values` as non-negative indices, or 422 naming the first negative one.
 fn indices(name: &str, shape: &[usize], values: &[i64]) -> Result<Vec<usize>, ApiError> {
     values
@@ -290,6 +270,7 @@ impl Model for MatrixJob {
             NEIGHBOUR_SPECS[0],
             NEIGHBOUR_SPECS[1],
             NEIGHBOUR_SPECS[2],
+            NEIGHBOUR_SPECS[3],
         ],
     };
 
@@ -336,7 +317,8 @@ impl Model for UserItemJob {
             floats("scores", &[-1]),
             floats("matrix", &[-1, -1]),
             NEIGHBOUR_SPECS[0],
-            ints("offsets", &[-1]),
+            NEIGHBOUR_SPECS[2],
+            NEIGHBOUR_SPECS[3],
         ],
     };
 
