@@ -1,5 +1,6 @@
 //! The router: every route, and the middleware stack around them. A new similarity
-//! operation is one line in [`routes`]: `.route(O::PATH, post(operate::<O>))`.
+//! operation is one line in [`routes`]: `.route(O::PATH, post(operate::<O>))`; the Open
+//! Inference Protocol routes (`/v2…`) serve the operations as models ([`crate::api::v2`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +13,15 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::answer::INFERENCE_HEADER_CONTENT_LENGTH;
 use crate::api::matrix::MatrixJob;
 use crate::api::pairwise::PairwiseJob;
 use crate::api::user_item::UserItemJob;
-use crate::api::{Operation, operate, page, service, tables};
+use crate::api::{Operation, operate, page, service, tables, v2};
 use crate::coding;
 use crate::config::Config;
 use crate::middleware::auth::ApiKeys;
-use crate::middleware::{auth, deadline, observe, panic};
+use crate::middleware::{auth, deadline, observe, oip, panic};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -39,6 +41,24 @@ pub fn routes() -> Router<AppState> {
         .route(PairwiseJob::PATH, post(operate::<PairwiseJob>))
         .route(MatrixJob::PATH, post(operate::<MatrixJob>))
         .route(UserItemJob::PATH, post(operate::<UserItemJob>))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(v2::model_metadata),
+        )
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2::model_ready),
+        )
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2::infer),
+        )
         .fallback(service::not_found)
         .method_not_allowed_fallback(service::method_not_allowed)
 }
@@ -51,6 +71,7 @@ pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -
         .layer(from_fn_with_state(state.clone(), deadline::layer))
         .layer(from_fn_with_state(keys, auth::layer))
         .layer(CatchPanicLayer::custom(panic::response))
+        .layer(from_fn(oip::layer))
         .layer(from_fn_with_state(state.clone(), observe::layer))
         // Bodies are read, inflated and limited by the operations' extractor (`body`).
         .layer(DefaultBodyLimit::disable())
@@ -82,6 +103,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     let request_id = HeaderName::from_static(request_id::HEADER);
+    let json_length = HeaderName::from_static(INFERENCE_HEADER_CONTENT_LENGTH);
     Some(
         CorsLayer::new()
             .allow_origin(allow)
@@ -91,8 +113,9 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_ENCODING,
                 header::AUTHORIZATION,
                 request_id.clone(),
+                json_length.clone(),
             ])
-            .expose_headers([request_id, header::RETRY_AFTER])
+            .expose_headers([request_id, header::RETRY_AFTER, json_length])
             .max_age(Duration::from_secs(600)),
     )
 }

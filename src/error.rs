@@ -18,7 +18,8 @@ const MAX_DETAIL_CHARS: usize = 300;
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not well-formed JSON, or not a JSON object (400).
+    /// The body is not well-formed JSON, or not a JSON object; or, on the Open Inference
+    /// Protocol route, its binary framing does not add up (400).
     #[error("{0}")]
     MalformedJson(String),
     /// The body is valid JSON that breaks the request's rules (422).
@@ -27,6 +28,12 @@ pub enum ApiError {
     /// The `Content-Type` is not `application/json` (415).
     #[error("the request body must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
+    /// An inference request's `Content-Type` is neither `application/json` nor
+    /// `application/octet-stream` (415).
+    #[error(
+        "an inference request is sent with Content-Type: application/json or application/octet-stream, or none"
+    )]
+    UnsupportedInferMediaType,
     /// The body is larger than the configured limit (413).
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -68,6 +75,9 @@ pub enum ApiError {
     /// `GET /tables/{name}` names no table (404).
     #[error("there is no table {0} (GET /tables lists them)")]
     NoSuchTable(String),
+    /// An Open Inference Protocol path names no model, or no version of it (404).
+    #[error("{0}")]
+    NoSuchModel(String),
     /// The request did not finish within `--request-timeout` (503).
     #[error("the request did not finish within {}; its computation was stopped", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
@@ -98,11 +108,15 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedInferMediaType => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::PayloadTooLarge { .. } | ApiError::InflatesTooFar { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::NotFound | ApiError::NoSuchTable(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchTable(_) | ApiError::NoSuchModel(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -120,11 +134,15 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "urn:simserve:problem:malformed-json",
             ApiError::Invalid(_) => "urn:simserve:problem:invalid-request",
-            ApiError::UnsupportedMediaType => "urn:simserve:problem:unsupported-media-type",
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedInferMediaType => {
+                "urn:simserve:problem:unsupported-media-type"
+            }
             ApiError::PayloadTooLarge { .. } | ApiError::InflatesTooFar { .. } => {
                 "urn:simserve:problem:payload-too-large"
             }
-            ApiError::NotFound | ApiError::NoSuchTable(_) => "urn:simserve:problem:not-found",
+            ApiError::NotFound | ApiError::NoSuchTable(_) | ApiError::NoSuchModel(_) => {
+                "urn:simserve:problem:not-found"
+            }
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
             ApiError::Unauthorized => "urn:simserve:problem:unauthorized",
             ApiError::BodyTimeout(_) => "urn:simserve:problem:body-timeout",

@@ -122,6 +122,35 @@ async def user_item_route(request: Request):
     return respond(await run_in_threadpool(user_item, await request.body()))
 
 
+def v2_matrix(body, length):
+    """The Open Inference Protocol's binary form of the matrix, as a Triton-style Python server
+    (a Python backend, or a FastAPI server speaking the protocol) answers it: inputs viewed
+    from the body with numpy, the output's bytes after the JSON."""
+    head = orjson.loads(body[:length])
+    offset = length
+    tensors = {}
+    for spec in head["inputs"]:
+        size = spec["parameters"]["binary_data_size"]
+        dtype = np.dtype({"FP32": "<f4", "FP64": "<f8"}[spec["datatype"]])
+        values = np.frombuffer(body, dtype, count=size // dtype.itemsize, offset=offset)
+        tensors[spec["name"]] = values.reshape(spec["shape"]).astype(np.float32, copy=False)
+        offset += size
+    a = tensors["a"]
+    m = np.ascontiguousarray(cosine_matrix(a, tensors.get("b", a)), dtype="<f4")
+    out = orjson.dumps({"model_name": "matrix", "outputs": [
+        {"name": "matrix", "datatype": "FP32", "shape": list(m.shape),
+         "parameters": {"binary_data_size": m.nbytes}}]})
+    return Response(out + m.tobytes(), media_type="application/octet-stream",
+                    headers={"inference-header-content-length": str(len(out))})
+
+
+@app.post("/v2/models/matrix/infer")
+async def v2_matrix_route(request: Request):
+    body = await request.body()
+    length = int(request.headers.get("inference-header-content-length", len(body)))
+    return await run_in_threadpool(v2_matrix, body, length)
+
+
 @app.get("/healthz")
 async def healthz():
     return {"status": "ok"}

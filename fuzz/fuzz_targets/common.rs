@@ -28,6 +28,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 /// POSTs `body` to `path` as JSON and checks the answer.
+#[allow(dead_code)]
 pub fn post(path: &str, body: Vec<u8>) {
     RUNTIME.block_on(async {
         let request = Request::post(path)
@@ -61,5 +62,67 @@ pub fn post(path: &str, body: Vec<u8>) {
         if status.is_client_error() {
             assert!(json["detail"].is_string(), "{json}");
         }
+    });
+}
+
+/// POSTs `body` to the inference route `path` (with `json_length` as its
+/// `Inference-Header-Content-Length`) and checks the answer: no 5xx; an `{"error"}` object,
+/// a JSON answer, or a JSON answer followed by exactly the binary data its outputs' sizes
+/// add up to.
+#[allow(dead_code)]
+pub fn post_v2(path: &str, json_length: Option<usize>, body: Vec<u8>) {
+    RUNTIME.block_on(async {
+        let mut request =
+            Request::post(path).header(header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(length) = json_length {
+            request = request.header("inference-header-content-length", length);
+        }
+        let request = request.body(Body::from(body)).expect("a request");
+        let response = ROUTER.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        assert!(
+            !status.is_server_error(),
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let length = headers.get("inference-header-content-length").map(|v| {
+            v.to_str()
+                .expect("ASCII")
+                .parse::<usize>()
+                .expect("a length")
+        });
+        let (json, binary) = match length {
+            Some(length) => {
+                assert_eq!(content_type, "application/octet-stream");
+                bytes.split_at(length)
+            }
+            None => {
+                assert_eq!(content_type, "application/json", "{status}");
+                (&bytes[..], &[][..])
+            }
+        };
+        let json: serde_json::Value = serde_json::from_slice(json).expect("the answer is JSON");
+        if status.is_client_error() {
+            assert!(json["error"].is_string(), "{json}");
+            return;
+        }
+        let sizes: u64 = json["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .filter_map(|o| o["parameters"]["binary_data_size"].as_u64())
+            .sum();
+        assert_eq!(sizes, binary.len() as u64, "{json}");
     });
 }

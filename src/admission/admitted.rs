@@ -5,7 +5,7 @@ use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::budget::Reservation;
-use crate::answer;
+use crate::answer::{self, Answer};
 use crate::coding::{self, Coding};
 use crate::compute::Cancel;
 use crate::cpu;
@@ -44,26 +44,28 @@ impl Admitted {
     }
 
     /// Runs `job` off the runtime through [`cpu::run_cancellable`] (`work` multiply-adds,
-    /// cancelled if the request is dropped): the job writes a JSON body, compressed there
-    /// too when the client asked for it, and the answer holds the reservation until sent.
+    /// cancelled if the request is dropped): the job computes and encodes its answer,
+    /// compressed there too when the client asked for it, and the answer holds the
+    /// reservation until sent.
     pub async fn run<F>(self, work: usize, job: F) -> Result<Response, ApiError>
     where
-        F: FnOnce(&Cancel) -> Result<Vec<u8>, ApiError> + Send + 'static,
+        F: FnOnce(&Cancel) -> Result<Answer, ApiError> + Send + 'static,
     {
         let Admitted {
             permit,
             reservation,
             coding,
         } = self;
-        let (coding, body, reservation) = cpu::run_cancellable(work, move |cancel| {
-            let body = job(cancel).and_then(|body| {
+        let (coding, body, json_length, reservation) = cpu::run_cancellable(work, move |cancel| {
+            let body = job(cancel).and_then(|answer| {
                 cancel.check()?;
-                coding::compress_answer(coding, body)
+                coding::compress_answer(coding, answer.bytes)
+                    .map(|(coding, body)| (coding, body, answer.json_length))
             });
             drop(permit);
-            body.map(|(coding, body)| (coding, body, reservation))
+            body.map(|(coding, body, json_length)| (coding, body, json_length, reservation))
         })
         .await??;
-        Ok(answer::respond(coding, body, reservation))
+        Ok(answer::respond(coding, body, json_length, reservation))
     }
 }

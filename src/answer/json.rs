@@ -1,5 +1,6 @@
-//! Answer bodies (`application/json` bytes): [`dense`] for scores and matrices, [`neighbours`]
-//! for top-k / threshold lists; float tensors as nested JSON arrays or base64 tensor objects.
+//! Native answer bodies (`application/json` bytes): [`encode`] writes an [`Outcome`] through
+//! [`dense`] for scores and matrices or [`neighbours`] for top-k / threshold lists; float
+//! tensors as nested JSON arrays or base64 tensor objects.
 //!
 //! Bodies are serialised straight from the result buffers into one byte vector; nothing
 //! goes through `serde_json::Value`.
@@ -11,6 +12,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::Encoding;
+use super::outcome::{Computed, Outcome};
 use crate::compute::{Metric, Neighbours};
 use crate::error::ApiError;
 
@@ -106,6 +108,29 @@ struct DenseBody<'a> {
     matrix: Option<Dense<'a>>,
     #[serde(skip_serializing_if = "Versions::is_empty")]
     tables: Versions<'a>,
+}
+
+/// Serialises `outcome` as the native answer.
+pub fn encode(outcome: &Outcome) -> Result<Vec<u8>, ApiError> {
+    let tables = Versions(&outcome.tables);
+    match &outcome.result {
+        Computed::Dense { field, values } => dense(
+            outcome.metric,
+            outcome.encoding,
+            *field,
+            values.shape(),
+            values.view(),
+            tables,
+        ),
+        Computed::Neighbours { sets, batched, ids } => {
+            let ids = ids.as_ref().map(|(field, ids)| {
+                let ids: IdOf = ids.as_ref();
+                (*field, ids)
+            });
+            let listed = Listed { ids, tables };
+            neighbours(outcome.metric, outcome.encoding, sets, *batched, listed)
+        }
+    }
 }
 
 /// Which field of a dense body holds the values.

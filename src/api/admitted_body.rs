@@ -1,12 +1,15 @@
 //! [`AdmittedBody`]: the extractor of every similarity operation. It admits the request from
-//! its headers, reads its body, waits for a compute permit and decodes the body, in the
-//! order [`crate::admission`] tells; each step's refusal is the request's answer.
+//! its headers, reads its body, waits for a compute permit ([`receive`], which the Open
+//! Inference Protocol route shares) and decodes the body, in the order [`crate::admission`]
+//! tells; each step's refusal is the request's answer.
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::admission::{Admitted, estimate};
-use crate::body;
+use crate::body::{self, BodyHead};
 use crate::coding;
 use crate::cpu;
 use crate::error::ApiError;
@@ -31,42 +34,11 @@ where
         let limit = state.limits.max_body_bytes;
         let (parts, incoming) = request.into_parts();
         let head = body::check_headers(&parts.headers, limit)?;
-        let mut place = match state.admission.enter(head.declared) {
-            Ok(place) => place,
-            Err(refusal) => {
-                // While draining, the connection closes with the answer rather than linger.
-                if state.is_ready() {
-                    let time = state.limits.body_timeout;
-                    body::discard(incoming, &parts.headers, limit, time, &state.discard_pace);
-                }
-                return Err(state.metrics.refused(refusal));
-            }
-        };
-
-        let counter = parts.extensions.get::<BodyCounter>();
-        let read = body::read(
-            incoming,
-            head,
-            limit,
-            place.reservation(),
-            &state.metrics,
-            counter,
-        );
-        let timeout = state.limits.body_timeout;
-        let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| {
-            state.metrics.rejected("body_timeout");
-            ApiError::BodyTimeout(timeout)
-        })??;
-
-        let mut admitted = place
-            .admit(coding::negotiate(&parts.headers))
-            .await
-            .map_err(|refusal| state.metrics.refused(refusal))?;
-        let inflated = body::inflated_size(head.coding, bytes.len(), limit);
-        admitted
-            .reservation()
-            .grow(estimate::parse(inflated))
-            .map_err(|refusal| state.metrics.refused(refusal))?;
+        let Received {
+            bytes,
+            admitted,
+            inflated,
+        } = receive(&parts, incoming, head, state).await?;
         // The admission goes with the work, so that a request dropped while it parses keeps
         // its permit and reservation until the parse actually ends.
         let (request, admitted) = cpu::run(inflated, move || {
@@ -78,4 +50,67 @@ where
             admitted,
         })
     }
+}
+
+/// A request's body, received by an admitted request.
+pub(super) struct Received {
+    /// The body as sent.
+    pub bytes: Bytes,
+    /// The permit and reservation, grown by what decoding the body may take.
+    pub admitted: Admitted,
+    /// The most bytes the body inflates to.
+    pub inflated: usize,
+}
+
+/// Admits a request from its headers (`head`, already checked), receives its body, waits
+/// for a compute permit and reserves what decoding the body may take: the steps every body
+/// goes through before it is decoded, in the order [`crate::admission`] tells.
+pub(super) async fn receive(
+    parts: &Parts,
+    incoming: Body,
+    head: BodyHead,
+    state: &AppState,
+) -> Result<Received, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    let mut place = match state.admission.enter(head.declared) {
+        Ok(place) => place,
+        Err(refusal) => {
+            // While draining, the connection closes with the answer rather than linger.
+            if state.is_ready() {
+                let time = state.limits.body_timeout;
+                body::discard(incoming, &parts.headers, limit, time, &state.discard_pace);
+            }
+            return Err(state.metrics.refused(refusal));
+        }
+    };
+
+    let counter = parts.extensions.get::<BodyCounter>();
+    let read = body::read(
+        incoming,
+        head,
+        limit,
+        place.reservation(),
+        &state.metrics,
+        counter,
+    );
+    let timeout = state.limits.body_timeout;
+    let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        state.metrics.rejected("body_timeout");
+        ApiError::BodyTimeout(timeout)
+    })??;
+
+    let mut admitted = place
+        .admit(coding::negotiate(&parts.headers))
+        .await
+        .map_err(|refusal| state.metrics.refused(refusal))?;
+    let inflated = body::inflated_size(head.coding, bytes.len(), limit);
+    admitted
+        .reservation()
+        .grow(estimate::parse(inflated))
+        .map_err(|refusal| state.metrics.refused(refusal))?;
+    Ok(Received {
+        bytes,
+        admitted,
+        inflated,
+    })
 }

@@ -9,31 +9,33 @@ use super::validate::{self, invalid, same_dim, unready};
 use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField, IdsField, Listed, Versions};
+use crate::answer::json::{DenseField, IdLookup, IdsField};
+use crate::answer::outcome::{Computed, Outcome};
 use crate::body::fields;
 use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
 use crate::tables::Embeddings;
 use crate::tensor::Input;
 
-/// The request body.
+/// The request body; the Open Inference Protocol route builds it from its inputs and
+/// parameters ([`super::v2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixRequest {
     #[serde(deserialize_with = "fields::a_matrix_or_sets")]
-    a: Input,
+    pub(in crate::api) a: Input,
     #[serde(default, deserialize_with = "fields::some_b_matrix_or_sets")]
-    b: Option<Input>,
+    pub(in crate::api) b: Option<Input>,
     #[serde(default, deserialize_with = "fields::metric")]
-    metric: Metric,
+    pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::some_top_k")]
-    top_k: Option<NonZeroUsize>,
+    pub(in crate::api) top_k: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "fields::some_threshold")]
-    threshold: Option<f32>,
+    pub(in crate::api) threshold: Option<f32>,
     #[serde(default, deserialize_with = "fields::exclude_self")]
-    exclude_self: bool,
+    pub(in crate::api) exclude_self: bool,
     #[serde(default, deserialize_with = "fields::encoding")]
-    response_encoding: Encoding,
+    pub(in crate::api) response_encoding: Encoding,
 }
 
 /// A validated matrix job over `B` sets (`B = 1` for rank-2 input and tables).
@@ -188,60 +190,60 @@ impl Operation for MatrixJob {
         estimate::job(inputs, self.work(), numbers, self.encoding)
     }
 
-    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+    fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {
         validate::gather(&mut [Some(&mut self.a), self.b.as_mut()])?;
         let versions = validate::versions(&[Some(&self.a), self.b.as_ref()]);
         let (a, b) = (&self.a, self.b.as_ref());
-        match self.output {
+        let keep = match self.output {
             Output::Dense => {
-                let (result, shape) = if self.batched {
+                let result = if self.batched {
                     let b = b.map(|b| b.inline_sets().ok_or_else(unready)).transpose()?;
                     let a = a.inline_sets().ok_or_else(unready)?;
-                    let result = compute::matrices(a, b, self.metric, cancel)?;
-                    let shape = result.shape().to_vec();
-                    (result.into_dyn(), shape)
+                    compute::matrices(a, b, self.metric, cancel)?.into_dyn()
                 } else {
                     let a = a.operand(0).ok_or_else(unready)?;
                     let b = b.map(|b| b.operand(0).ok_or_else(unready)).transpose()?;
-                    let result = compute::matrix(a, b, self.metric, cancel)?;
-                    let shape = result.shape().to_vec();
-                    (result.into_dyn(), shape)
+                    compute::matrix(a, b, self.metric, cancel)?.into_dyn()
                 };
-                cancel.check()?;
-                json::dense(
+                return Ok(Outcome::dense(
                     self.metric,
                     self.encoding,
                     DenseField::Matrix,
-                    &shape,
-                    result.view(),
-                    Versions(&versions),
-                )
+                    result,
+                    versions,
+                ));
             }
-            Output::Neighbours(ref keep) => {
-                let mut sets: Vec<Neighbours> = Vec::with_capacity(a.sets());
-                let mut left = keep.max_entries;
-                for s in 0..a.sets() {
-                    let set_a = a.operand(s).ok_or_else(unready)?;
-                    let set_b = b.map(|b| b.operand(s).ok_or_else(unready)).transpose()?;
-                    let selection = Selection {
-                        max_entries: left,
-                        ..keep.clone()
-                    };
-                    let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)
-                        .map_err(|err| if self.batched { err.in_set(s) } else { err })?;
-                    left -= found.indices.total();
-                    sets.push(found);
-                }
-                cancel.check()?;
-                let listed_side = b.unwrap_or(a);
-                let listed = Listed {
-                    ids: listed_side
-                        .has_ids()
-                        .then_some((IdsField::Ids, listed_side as json::IdOf)),
-                    tables: Versions(&versions),
-                };
-                json::neighbours(self.metric, self.encoding, &sets, self.batched, listed)
-            }
+            Output::Neighbours(keep) => keep,
+        };
+        let mut sets: Vec<Neighbours> = Vec::with_capacity(a.sets());
+        let mut left = keep.max_entries;
+        for s in 0..a.sets() {
+            let set_a = a.operand(s).ok_or_else(unready)?;
+            let set_b = b.map(|b| b.operand(s).ok_or_else(unready)).transpose()?;
+            let selection = Selection {
+                max_entries: left,
+                ..keep.clone()
+            };
+            let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)
+                .map_err(|err| if self.batched { err.in_set(s) } else { err })?;
+            left -= found.indices.total();
+            sets.push(found);
         }
+        // The listed side goes with the answer when its rows have ids to list.
+        let listed = self.b.unwrap_or(self.a);
+        let ids = listed.has_ids().then(|| {
+            let ids: Box<dyn IdLookup + Send> = Box::new(listed);
+            (IdsField::Ids, ids)
+        });
+        Ok(Outcome {
+            metric: self.metric,
+            encoding: self.encoding,
+            tables: versions,
+            result: Computed::Neighbours {
+                sets,
+                batched: self.batched,
+                ids,
+            },
+        })
     }
 }

@@ -2,7 +2,9 @@
 //! its [`Operation`] impl; [`operate`] serves any of them, so a new operation is one file
 //! here and one line in [`crate::app::routes`]. [`service`] holds the routes that are not
 //! operations (probes, metrics, the contract, fallbacks); [`tables`] those that list and
-//! reload the server's tables; [`page`] the try-it page at `/` and its two files.
+//! reload the server's tables; [`page`] the try-it page at `/` and its two files; [`v2`] the
+//! Open Inference Protocol (KServe v2 REST with Triton's binary tensors), whose models are
+//! these same operations.
 //!
 //! Data flows one way: request → [`AdmittedBody`] (admitted, read and decoded into
 //! `O::Request`) → [`Operation::parse`] (a checked job) → the job's estimate reserved →
@@ -15,6 +17,7 @@ pub mod pairwise;
 pub mod service;
 pub mod tables;
 pub mod user_item;
+pub mod v2;
 mod validate;
 
 use std::time::Instant;
@@ -27,6 +30,10 @@ use tracing::field::Empty;
 
 pub use admitted_body::AdmittedBody;
 
+use crate::admission::Admitted;
+use crate::answer::Answer;
+use crate::answer::json;
+use crate::answer::outcome::Outcome;
 use crate::compute::Cancel;
 use crate::error::ApiError;
 use crate::state::{AppState, Limits};
@@ -62,22 +69,33 @@ pub trait Operation: Sized + Send + 'static {
     /// Bytes the job holds while it runs and answers ([`crate::admission::estimate::job`]).
     fn estimate(&self) -> usize;
 
-    /// Computes the result and writes the answer's JSON body, stopping early when `cancel`
-    /// is raised.
-    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError>;
+    /// Computes the result, stopping early when `cancel` is raised; the native route writes
+    /// it as JSON ([`json::encode`]), the Open Inference Protocol route as its own ([`v2`]).
+    fn run(self, cancel: &Cancel) -> Result<Outcome, ApiError>;
 }
 
 /// Serves the operation `O` at `O::PATH`.
 pub async fn operate<O: Operation>(
     State(state): State<AppState>,
-    AdmittedBody {
-        request,
-        mut admitted,
-    }: AdmittedBody<O::Request>,
+    AdmittedBody { request, admitted }: AdmittedBody<O::Request>,
+) -> Result<Response, ApiError> {
+    let encode = |outcome: Outcome| json::encode(&outcome).map(Answer::json);
+    compute::<O>(&state, O::PATH, request, admitted, encode).await
+}
+
+/// Checks `request` into a job of `O`, reserves its estimate, runs it off the runtime and
+/// answers with `encode` of its outcome: what every route of an operation shares, whatever
+/// its protocol. `route` labels the compute metric.
+pub(crate) async fn compute<O: Operation>(
+    state: &AppState,
+    route: &str,
+    request: O::Request,
+    mut admitted: Admitted,
+    encode: impl FnOnce(Outcome) -> Result<Answer, ApiError> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let span = tracing::info_span!(
         "operation",
-        route = O::PATH,
+        route,
         sets = Empty,
         rows = Empty,
         users = Empty,
@@ -99,9 +117,13 @@ pub async fn operate<O: Operation>(
             .map_err(|refusal| state.metrics.refused(refusal))?;
         let start = Instant::now();
         let answer = admitted
-            .run(job.work(), move |cancel| job.run(cancel))
+            .run(job.work(), move |cancel| {
+                let outcome = job.run(cancel)?;
+                cancel.check()?;
+                encode(outcome)
+            })
             .await;
-        state.metrics.computed(O::PATH, start.elapsed());
+        state.metrics.computed(route, start.elapsed());
         answer
     }
     .instrument(span)

@@ -8,27 +8,29 @@ use super::validate::{self, invalid, same_dim, unready};
 use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField, Versions};
+use crate::answer::json::DenseField;
+use crate::answer::outcome::Outcome;
 use crate::body::fields;
 use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
 use crate::tables::Embeddings;
 use crate::tensor::{Input, Tensor};
 
-/// The request body.
+/// The request body; the Open Inference Protocol route builds it from its inputs and
+/// parameters ([`super::v2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PairwiseRequest {
     #[serde(default, deserialize_with = "fields::some_a_matrix")]
-    a: Option<Input>,
+    pub(in crate::api) a: Option<Input>,
     #[serde(default, deserialize_with = "fields::some_b_matrix")]
-    b: Option<Input>,
+    pub(in crate::api) b: Option<Input>,
     #[serde(default, deserialize_with = "fields::some_pairs_tensor")]
-    pairs: Option<Tensor>,
+    pub(in crate::api) pairs: Option<Tensor>,
     #[serde(default, deserialize_with = "fields::metric")]
-    metric: Metric,
+    pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::encoding")]
-    response_encoding: Encoding,
+    pub(in crate::api) response_encoding: Encoding,
 }
 
 /// A validated pairwise job.
@@ -140,7 +142,7 @@ impl Operation for PairwiseJob {
         estimate::job(self.held_values(), self.work(), rows, self.encoding)
     }
 
-    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+    fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {
         let versions = match &mut self.operands {
             Operands::Rows(a, b) => {
                 validate::gather(&mut [Some(&mut *a), Some(&mut *b)])?;
@@ -150,15 +152,12 @@ impl Operation for PairwiseJob {
         };
         let (a, b) = self.sides().ok_or_else(unready)?;
         let scores = compute::pairwise(a, b, self.metric, cancel)?;
-        let shape = [scores.len()];
-        cancel.check()?;
-        json::dense(
+        Ok(Outcome::dense(
             self.metric,
             self.encoding,
             DenseField::Scores,
-            &shape,
-            scores.view(),
-            Versions(&versions),
-        )
+            scores.into_dyn(),
+            versions,
+        ))
     }
 }

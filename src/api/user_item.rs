@@ -12,35 +12,37 @@ use super::validate::{self, invalid, same_dim, unready};
 use super::{Context, Operation};
 use crate::admission::estimate;
 use crate::answer::Encoding;
-use crate::answer::json::{self, DenseField, IdsField, Listed, Versions};
+use crate::answer::json::{DenseField, IdLookup, IdsField};
+use crate::answer::outcome::{Computed, Outcome};
 use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
 use crate::tables::Embeddings;
 use crate::tensor::Input;
 
-/// The request body.
+/// The request body; the Open Inference Protocol route builds it from its inputs and
+/// parameters ([`super::v2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserItemRequest {
     #[serde(deserialize_with = "fields::users_matrix")]
-    users: Input,
+    pub(in crate::api) users: Input,
     #[serde(deserialize_with = "fields::items_matrix")]
-    items: Input,
+    pub(in crate::api) items: Input,
     #[serde(default, deserialize_with = "fields::metric")]
-    metric: Metric,
+    pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::some_pair_indices")]
-    pairs: Option<Ragged<usize>>,
+    pub(in crate::api) pairs: Option<Ragged<usize>>,
     #[serde(default, deserialize_with = "fields::some_top_k")]
-    top_k: Option<NonZeroUsize>,
+    pub(in crate::api) top_k: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "fields::some_threshold")]
-    threshold: Option<f32>,
+    pub(in crate::api) threshold: Option<f32>,
     #[serde(default, deserialize_with = "fields::some_exclude_lists")]
-    exclude: Option<Exclude>,
+    pub(in crate::api) exclude: Option<Exclude>,
     #[serde(default, deserialize_with = "fields::some_item_ids")]
-    item_ids: Option<Vec<String>>,
+    pub(in crate::api) item_ids: Option<Vec<String>>,
     #[serde(default, deserialize_with = "fields::encoding")]
-    response_encoding: Encoding,
+    pub(in crate::api) response_encoding: Encoding,
 }
 
 /// A validated user–item job: equal dimensions, every index in range.
@@ -305,12 +307,11 @@ impl Operation for UserItemJob {
         estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
     }
 
-    fn run(mut self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+    fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {
         validate::gather(&mut [Some(&mut self.users), Some(&mut self.items)])?;
         let versions = validate::versions(&[Some(&self.users), Some(&self.items)]);
-        let tables = Versions(&versions);
         let (users, items, metric) = (&self.users, &self.items, self.metric);
-        match self.output {
+        let (keep, exclude, item_ids) = match self.output {
             Output::Dense => {
                 let (u, i) = (users.operand(0), items.operand(0));
                 let result = compute::matrix(
@@ -319,62 +320,59 @@ impl Operation for UserItemJob {
                     metric,
                     cancel,
                 )?;
-                let shape = result.shape().to_vec();
-                cancel.check()?;
-                json::dense(
+                return Ok(Outcome::dense(
                     metric,
                     self.encoding,
                     DenseField::Matrix,
-                    &shape,
-                    result.view(),
-                    tables,
-                )
+                    result.into_dyn(),
+                    versions,
+                ));
             }
             Output::Pairs(pairs) => {
                 let (u, i) = (users.view(0), items.view(0));
                 let (u, i) = (u.ok_or_else(unready)?, i.ok_or_else(unready)?);
                 let scores = compute::pairs(u, i, &pairs, metric, cancel)?;
-                let shape = [scores.len()];
-                cancel.check()?;
-                json::dense(
+                return Ok(Outcome::dense(
                     metric,
                     self.encoding,
                     DenseField::Scores,
-                    &shape,
-                    scores.view(),
-                    tables,
-                )
+                    scores.into_dyn(),
+                    versions,
+                ));
             }
             Output::Neighbours {
                 keep,
                 exclude,
                 item_ids,
-            } => {
-                let selection = Selection {
-                    exclude: exclude.as_ref(),
-                    ..keep
-                };
-                let (u, i) = (users.operand(0), items.operand(0));
-                let found = compute::nearest(
-                    u.ok_or_else(unready)?,
-                    Some(i.ok_or_else(unready)?),
-                    metric,
-                    &selection,
-                    cancel,
-                )?;
-                let sets = [found];
-                cancel.check()?;
-                let ids: Option<json::IdOf> = match &item_ids {
-                    Some(ids) => Some(ids),
-                    None if items.has_ids() => Some(items),
-                    None => None,
-                };
-                let listed = Listed {
-                    ids: ids.map(|ids| (IdsField::Items, ids)),
-                    tables,
-                };
-                json::neighbours(metric, self.encoding, &sets, false, listed)
-            }
-        }
+            } => (keep, exclude, item_ids),
+        };
+        let selection = Selection {
+            exclude: exclude.as_ref(),
+            ..keep
+        };
+        let (u, i) = (users.operand(0), items.operand(0));
+        let found = compute::nearest(
+            u.ok_or_else(unready)?,
+            Some(i.ok_or_else(unready)?),
+            metric,
+            &selection,
+            cancel,
+        )?;
+        // The items' ids go with the answer: `item_ids`, or those of their table.
+        let ids: Option<Box<dyn IdLookup + Send>> = match item_ids {
+            Some(ids) => Some(Box::new(ids)),
+            None if self.items.has_ids() => Some(Box::new(self.items)),
+            None => None,
+        };
+        Ok(Outcome {
+            metric,
+            encoding: self.encoding,
+            tables: versions,
+            result: Computed::Neighbours {
+                sets: vec![found],
+                batched: false,
+                ids: ids.map(|ids| (IdsField::Items, ids)),
+            },
+        })
     }
 }

@@ -4,9 +4,11 @@
 //! Use [`check_headers`] before anything else, [`read`] to receive the bytes into the
 //! request's reservation, [`decode`] (off the runtime) to inflate and parse them, and
 //! [`discard`] when the request is refused from its headers (overload). The order of these
-//! steps around admission is told in [`crate::admission`].
+//! steps around admission is told in [`crate::admission`]. [`infer`] checks and decodes the
+//! bodies of the Open Inference Protocol instead of [`check_headers`] and [`decode`].
 
 pub mod fields;
+pub mod infer;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +85,12 @@ pub fn check_headers(headers: &HeaderMap, limit: usize) -> Result<BodyHead, ApiE
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    head(headers, limit)
+}
+
+/// The coding and declared length of a body, whatever its content type: 415 for an unknown
+/// coding, 413 for a declared length over `limit`.
+fn head(headers: &HeaderMap, limit: usize) -> Result<BodyHead, ApiError> {
     let coding = coding::request_coding(headers)?;
     let declared = declared_length(headers);
     if declared.is_some_and(|n| n > limit) {

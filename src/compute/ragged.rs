@@ -55,6 +55,17 @@ impl<T> Ragged<T> {
         self.values.len()
     }
 
+    /// Every value, row after row.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+
+    /// Where each row starts in [`Ragged::values`], and the end of the last: `len() + 1`
+    /// entries, the first 0.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
     /// Row `i`.
     pub fn row(&self, i: usize) -> &[T] {
         &self.values[self.offsets[i]..self.offsets[i + 1]]

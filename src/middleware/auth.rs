@@ -14,12 +14,15 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
-/// Paths open without a token: what probes and scrapers call, and the try-it page with its
-/// two files (`api::page`: static text; the API calls it makes send the key typed into it).
-const OPEN_PATHS: [&str; 6] = [
+/// Paths open without a token: what probes and scrapers call (the v2 health routes too),
+/// and the try-it page with its two files (`api::page`: static text; the API calls it makes
+/// send the key typed into it).
+const OPEN_PATHS: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/metrics",
+    "/v2/health/live",
+    "/v2/health/ready",
     "/",
     "/assets/app.js",
     "/assets/app.css",

@@ -10,11 +10,16 @@
 //! finite `f32`. Errors name the field and the index, e.g. `a[2][1]: …`, and never echo input.
 //!
 //! A field may instead name rows of a server-side table ([`reference`]); [`Input`] is either.
+//!
+//! The Open Inference Protocol's typed tensors (JSON data or little-endian bytes, by
+//! datatype) are [`typed`]'s; their float values become a [`Tensor`] through
+//! [`Tensor::from_parts`], held to the same rules.
 
 pub(crate) mod json_kind;
 mod nested;
 mod packed;
 mod reference;
+pub mod typed;
 
 use std::fmt;
 
@@ -57,6 +62,37 @@ impl Tensor {
         self.shape.last().copied().unwrap_or(0)
     }
 
+    /// The tensor of `shape` holding `data` (row-major) as the field `field`, which takes
+    /// tensors of `ranks`: refused, with the message naming the field, for another rank, an
+    /// axis of length 0, a length that is not the shape's, or a value that is not a finite
+    /// `f32`.
+    pub fn from_parts(
+        field: &str,
+        ranks: &[usize],
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    ) -> Result<Tensor, String> {
+        if !ranks.contains(&shape.len()) {
+            let listed: Vec<String> = ranks.iter().map(usize::to_string).collect();
+            return Err(format!(
+                "{field}: expected a tensor of rank {}, found rank {}",
+                listed.join(" or "),
+                shape.len()
+            ));
+        }
+        if let Some(axis) = shape.iter().position(|&len| len == 0) {
+            return Err(zero_axis(field, axis));
+        }
+        if typed::element_count(&shape) != Some(data.len()) {
+            return Err(format!(
+                "{field}: holds {} values, shape {shape:?} needs another number",
+                data.len()
+            ));
+        }
+        finite(field, &shape, &data)?;
+        Ok(Tensor { shape, data })
+    }
+
     /// A rank-2 tensor as an owned `rows × dim` array (no copy), `None` for another rank.
     pub fn into_matrix(self) -> Option<Array2<f32>> {
         match self.shape[..] {
@@ -72,6 +108,34 @@ impl Tensor {
             _ => None,
         }
     }
+}
+
+/// The error for an axis of length 0.
+fn zero_axis(field: &str, axis: usize) -> String {
+    format!("{field}.shape[{axis}]: axis has length 0, every axis needs at least one element")
+}
+
+/// Refuses the first value of `data` (row-major, of `shape`) that is not a finite `f32`,
+/// naming it by its index: `a[1][0]: …`.
+fn finite(field: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
+    let Some(flat) = data.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    Err(format!(
+        "{field}{}: value is NaN, infinite or outside the float32 range",
+        position(flat, shape)
+    ))
+}
+
+/// The element at the row-major index `flat` of `shape`, as `[i][j]…` for error messages.
+pub fn position(flat: usize, shape: &[usize]) -> String {
+    let mut index = vec![0; shape.len()];
+    let mut rest = flat;
+    for (axis, &len) in shape.iter().enumerate().rev() {
+        index[axis] = rest % len.max(1);
+        rest /= len.max(1);
+    }
+    index.iter().map(|i| format!("[{i}]")).collect()
 }
 
 /// Decodes one tensor field: `field` names it in errors, `ranks` lists the ranks it takes.

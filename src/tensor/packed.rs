@@ -111,9 +111,7 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
         return Err(seed.wrong_rank(shape.len()));
     }
     if let Some(axis) = shape.iter().position(|&len| len == 0) {
-        return Err(de::Error::custom(format_args!(
-            "{field}.shape[{axis}]: axis has length 0, every axis needs at least one element"
-        )));
+        return Err(de::Error::custom(super::zero_axis(field, axis)));
     }
     let needed = shape
         .iter()
@@ -134,21 +132,7 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
         )));
     }
 
-    if let Some(flat) = data.iter().position(|v| !v.is_finite()) {
-        let mut at = String::new();
-        let mut rest = flat;
-        let mut index = vec![0; shape.len()];
-        for (axis, &len) in shape.iter().enumerate().rev() {
-            index[axis] = rest % len;
-            rest /= len;
-        }
-        for i in index {
-            at.push_str(&format!("[{i}]"));
-        }
-        return Err(de::Error::custom(format_args!(
-            "{field}{at}: value is NaN, infinite or outside the float32 range"
-        )));
-    }
+    super::finite(field, &shape, &data).map_err(de::Error::custom)?;
     Ok(Input::Tensor(Tensor { shape, data }))
 }
 

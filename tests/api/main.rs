@@ -19,3 +19,4 @@ mod reference;
 mod server;
 mod tables;
 mod user_item;
+mod v2;

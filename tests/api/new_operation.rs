@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 use simserve::admission::estimate;
 use simserve::answer::Encoding;
-use simserve::answer::json::{self, DenseField, Versions};
+use simserve::answer::json::DenseField;
+use simserve::answer::outcome::Outcome;
 use simserve::api::{Context, Operation, operate};
 use simserve::body::fields;
 use simserve::compute::{self, Cancel, Metric};
@@ -66,19 +67,17 @@ impl Operation for Centroid {
         )
     }
 
-    fn run(self, cancel: &Cancel) -> Result<Vec<u8>, ApiError> {
+    fn run(self, cancel: &Cancel) -> Result<Outcome, ApiError> {
         let mean = self.rows.mean_axis(Axis(0)).expect("at least one row");
         let centre = mean.insert_axis(Axis(0));
         let scores = compute::pairwise(self.rows.view(), centre.view(), self.metric, cancel)?;
-        let shape = [scores.len()];
-        json::dense(
+        Ok(Outcome::dense(
             self.metric,
             Encoding::Json,
             DenseField::Scores,
-            &shape,
-            scores.view(),
-            Versions::default(),
-        )
+            scores.into_dyn(),
+            Vec::new(),
+        ))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Properties through the API: the same vectors sent as nested JSON and as base64 tensors
-//! give identical answers, for every metric and output form.
+//! give identical answers, for every metric and output form; and the Open Inference
+//! Protocol's binary form gives the native route's answers and errors.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,4 +155,105 @@ fn json_and_base64_inputs_give_identical_results() {
         cases < 100 || served * 10 >= cases * 6,
         "only {served} of {cases} cases were answered with scores"
     );
+}
+
+/// Sends one case to the native route (base64) and to `/v2/models/matrix/infer` with binary
+/// inputs and outputs: the same status, the same error text, the same numbers.
+fn native_and_binary_v2_agree(
+    ((shape_a, a), (shape_b, b), metric, form): Case,
+) -> Result<(), TestCaseError> {
+    let options = match form {
+        0 => json!({}),
+        1 => json!({"top_k": 2}),
+        _ => json!({"threshold": 0.5}),
+    };
+    let mut native =
+        json!({"a": b64_f32(&shape_a, &a), "b": b64_f32(&shape_b, &b), "metric": metric});
+    let mut parameters = json!({"metric": metric, "binary_data_output": true});
+    for (key, value) in options.as_object().unwrap() {
+        native[key] = value.clone();
+        parameters[key] = value.clone();
+    }
+    let head = json!({"parameters": parameters, "inputs": [
+        {"name": "a", "shape": shape_a, "datatype": "FP32", "parameters": {"binary_data_size": a.len() * 4}},
+        {"name": "b", "shape": shape_b, "datatype": "FP32", "parameters": {"binary_data_size": b.len() * 4}}]})
+    .to_string();
+    let mut body = head.clone().into_bytes();
+    body.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
+    let request = axum::http::Request::post("/v2/models/matrix/infer")
+        .header("inference-header-content-length", head.len())
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let want = post("/similarity/matrix", &native);
+    let (status, length, bytes) = RUNTIME.block_on(async {
+        let response = APP.raw(request).await;
+        let status = response.status();
+        let length = response
+            .headers()
+            .get("inference-header-content-length")
+            .map(|v| v.to_str().unwrap().parse::<usize>().unwrap());
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, length, bytes)
+    });
+    prop_assert_eq!(status, want.status);
+    if status != StatusCode::OK {
+        let got: Value = serde_json::from_slice(&bytes).unwrap();
+        prop_assert_eq!(&got["error"], &want.json["detail"]);
+        return Ok(());
+    }
+    let length = length.unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..length]).unwrap();
+    let mut binary = &bytes[length..];
+    let mut outputs = std::collections::HashMap::new();
+    for output in head["outputs"].as_array().unwrap() {
+        let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+        outputs.insert(output["name"].as_str().unwrap().to_owned(), &binary[..size]);
+        binary = &binary[size..];
+    }
+    let f32s = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let i64s = |bytes: &[u8]| -> Vec<i64> {
+        bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    if form == 0 {
+        prop_assert_eq!(
+            f32s(outputs["matrix"]),
+            crate::helpers::floats(&want.json["matrix"]).1
+        );
+        return Ok(());
+    }
+    let lists = crate::helpers::index_rows(&want.json["indices"]);
+    let flat: Vec<i64> = lists.concat().iter().map(|&i| i as i64).collect();
+    prop_assert_eq!(i64s(outputs["indices"]), flat);
+    let mut offsets = vec![0i64];
+    for list in &lists {
+        offsets.push(offsets[offsets.len() - 1] + list.len() as i64);
+    }
+    prop_assert_eq!(i64s(outputs["offsets"]), offsets);
+    let scores: Vec<f32> = match &want.json["scores"] {
+        Value::Array(rows) if want.json.get("shape").is_none() => rows
+            .iter()
+            .flat_map(|row| crate::helpers::floats(row).1)
+            .collect(),
+        scores => crate::helpers::floats(scores).1,
+    };
+    prop_assert_eq!(f32s(outputs["scores"]), scores);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn binary_v2_answers_are_the_native_routes(case in case()) {
+        native_and_binary_v2_agree(case)?;
+    }
 }

@@ -1,4 +1,5 @@
-//! Scalar options: `metric`, `response_encoding`, `top_k`, `threshold`, `exclude_self`; and
+//! Scalar options: `metric`, `response_encoding`, `top_k`, `threshold`, `exclude_self` (any
+//! boolean through [`flag`]); and
 //! [`Scalar`], how any JSON scalar is read so that a wrong one is named without echoing it.
 
 use std::fmt;
@@ -156,7 +157,12 @@ pub fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
 
 /// Decodes `exclude_self`.
 pub fn exclude_self<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    scalar(d, "exclude_self", "true or false", |value| match *value {
+    flag(d, "exclude_self")
+}
+
+/// Decodes the boolean option `field`.
+pub fn flag<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<bool, D::Error> {
+    scalar(d, field, "true or false", |value| match *value {
         Scalar::Bool(v) => Some(v),
         _ => None,
     })

@@ -1,0 +1,166 @@
+"""The Open Inference Protocol's binary form against simserve's own base64 JSON route, on
+the same request: a 1000 x 768 matrix against a 1000 x 768 matrix (cosine), float32 in,
+the 1000 x 1000 float32 matrix out.
+
+Starts the release build (`cargo build --release` first) with its defaults, checks that both
+routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2, 15 s,
+`--rounds` times each) and prints requests/s per run, their medians and the ratio. With
+`--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
+bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
+Needs: numpy, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
+
+Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer]
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simserve_proc import wait_healthy  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PORT = 8113
+PEER_PORT = 8114
+PEER_VENV = REPO / "target" / "bench-venv"
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE")
+local length = os.getenv("HEADER_LENGTH")
+if length ~= "" then wrk.headers["Inference-Header-Content-Length"] = length end
+local f = io.open(os.getenv("BODY_FILE"), "rb")
+wrk.body = f:read("*all")
+f:close()
+"""
+
+
+def post(path, body, headers, port=PORT):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.headers, response.read()
+
+
+def bodies(scratch):
+    rng = np.random.default_rng(20261130)
+    a = rng.standard_normal((1000, 768)).astype("<f4")
+    b = rng.standard_normal((1000, 768)).astype("<f4")
+    tensor = lambda x: {"dtype": "float32", "shape": list(x.shape),  # noqa: E731
+                        "data": base64.b64encode(x.tobytes()).decode()}
+    native = json.dumps({"a": tensor(a), "b": tensor(b), "response_encoding": "base64"}).encode()
+    head = json.dumps({
+        "inputs": [{"name": n, "shape": list(x.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes}} for n, x in (("a", a), ("b", b))],
+        "outputs": [{"name": "matrix", "parameters": {"binary_data": True}}]}).encode()
+    v2 = head + a.tobytes() + b.tobytes()
+    files = {}
+    for name, body in (("native", native), ("v2", v2)):
+        files[name] = os.path.join(scratch, name)
+        Path(files[name]).write_bytes(body)
+    return files, native, v2, len(head)
+
+
+def v2_matrix(v2, head_length, port):
+    headers, body = post("/v2/models/matrix/infer", v2, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(head_length)}, port)
+    length = int(headers["inference-header-content-length"])
+    shape = json.loads(body[:length])["outputs"][0]["shape"]
+    return np.frombuffer(body[length:], "<f4").reshape(shape)
+
+
+def same_answer(native, v2, head_length):
+    _, body = post("/similarity/matrix", native, {"content-type": "application/json"})
+    answer = json.loads(body)["matrix"]
+    want = np.frombuffer(base64.b64decode(answer["data"]), "<f4").reshape(answer["shape"])
+    assert np.array_equal(v2_matrix(v2, head_length, PORT), want), "the two routes disagree"
+    return want
+
+
+def peer():
+    """The Python peer on PEER_PORT, in the venv bench/run.py makes (made here if missing)."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r",
+                        str(REPO / "bench" / "peer" / "requirements.txt")], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    return subprocess.Popen(
+        [str(PEER_VENV / "bin" / "uvicorn"), "app:app", "--app-dir", str(REPO / "bench" / "peer"),
+         "--workers", "2", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],
+        env=env)
+
+
+def rate(path, body_file, content_type, header_length, seconds, lua, port=PORT):
+    env = {**os.environ, "BODY_FILE": body_file, "CONTENT_TYPE": content_type,
+           "HEADER_LENGTH": header_length}
+    out = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
+                          f"http://127.0.0.1:{port}{path}"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert "Non-2xx" not in out, out
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--peer", action="store_true")
+    args = parser.parse_args()
+    binary = REPO / "target" / "release" / "simserve"
+    with tempfile.TemporaryDirectory() as scratch:
+        files, native, v2, head_length = bodies(scratch)
+        lua = os.path.join(scratch, "post.lua")
+        Path(lua).write_text(LUA)
+        server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
+        python_peer = peer() if args.peer else None
+        try:
+            wait_healthy(f"http://127.0.0.1:{PORT}")
+            want = same_answer(native, v2, head_length)
+            runs = {"native": [], "v2": [], "peer": []}
+            if python_peer:
+                wait_healthy(f"http://127.0.0.1:{PEER_PORT}", seconds=60)
+                theirs = v2_matrix(v2, head_length, PEER_PORT)
+                assert np.allclose(theirs, want, atol=1e-5), "the peer disagrees"
+            for _ in range(args.rounds):
+                runs["native"].append(rate("/similarity/matrix", files["native"],
+                                           "application/json", "", args.seconds, lua))
+                runs["v2"].append(rate("/v2/models/matrix/infer", files["v2"],
+                                       "application/octet-stream", str(head_length),
+                                       args.seconds, lua))
+                if python_peer:
+                    runs["peer"].append(rate("/v2/models/matrix/infer", files["v2"],
+                                             "application/octet-stream", str(head_length),
+                                             args.seconds, lua, PEER_PORT))
+        finally:
+            server.terminate()
+            server.wait()
+            if python_peer:
+                python_peer.terminate()
+                python_peer.wait()
+    print(f"bodies: base64 JSON {len(native) / 1e6:.1f} MB, binary v2 {len(v2) / 1e6:.1f} MB")
+    for name, label in (("native", "simserve POST /similarity/matrix, base64"),
+                        ("v2", "simserve POST /v2/models/matrix/infer, binary"),
+                        ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
+        if runs[name]:
+            shown = " / ".join(f"{r:.1f}" for r in runs[name])
+            print(f"| {label} | {shown} | {statistics.median(runs[name]):.1f} |")
+    ratio = statistics.median(runs["v2"]) / statistics.median(runs["native"])
+    print(f"simserve binary v2 / simserve base64 JSON: {ratio:.2f}x (medians)")
+    if runs["peer"]:
+        ratio = statistics.median(runs["v2"]) / statistics.median(runs["peer"])
+        print(f"simserve binary v2 / Python peer binary v2: {ratio:.2f}x (medians)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,557 @@
+//! Open Inference Protocol request bodies (`POST /v2/models/{model}/infer`): a JSON
+//! inference request, followed, with Triton's binary tensor data extension, by the bytes of
+//! the inputs that give a `binary_data_size` (in the order of the inputs), the JSON's length
+//! in the `Inference-Header-Content-Length` header.
+//!
+//! The body is read into one buffer ([`super::read`]); [`decode`] inflates it if it was
+//! compressed, then decodes each input straight from its slice of that buffer (or from its
+//! JSON `data`) into the one buffer of its values ([`crate::tensor::typed`]).
+//!
+//! Errors: broken framing (the header length past the body, binary data that does not add
+//! up) is 400, like malformed JSON; well-formed requests that break the rules (an unknown
+//! input or datatype, a size that is not its shape's) are 422. Messages name the input.
+
+use axum::http::{HeaderMap, header};
+use serde::Deserialize;
+use serde::de::DeserializeSeed;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::BodyHead;
+use crate::answer::INFERENCE_HEADER_CONTENT_LENGTH;
+use crate::coding::{self, Coding};
+use crate::error::ApiError;
+use crate::tensor::typed::{self, Datatype, JsonData, Values};
+
+/// The most axes an input may have.
+const MAX_RANK: usize = 8;
+
+/// A tensor of a model's signature, as its metadata tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    /// Its name.
+    pub name: &'static str,
+    /// Its datatype (the usual one, where several are taken).
+    pub datatype: &'static str,
+    /// Its shape, -1 for a dimension of any length.
+    pub shape: &'static [i64],
+}
+
+/// The inputs and outputs a model has: what a request may name.
+#[derive(Debug, Clone, Copy)]
+pub struct Signature {
+    /// Its inputs.
+    pub inputs: &'static [Spec],
+    /// Its outputs.
+    pub outputs: &'static [Spec],
+}
+
+/// The names of `specs`, for an error.
+fn listed(specs: &[Spec]) -> String {
+    specs
+        .iter()
+        .map(|spec| spec.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The spec named `name`, if any.
+fn named(specs: &'static [Spec], name: &str) -> Option<&'static str> {
+    specs
+        .iter()
+        .find(|spec| spec.name == name)
+        .map(|spec| spec.name)
+}
+
+/// A decoded inference request.
+#[derive(Debug)]
+pub struct InferRequest {
+    /// The request's `id`, returned in the answer.
+    pub id: Option<String>,
+    /// Its `parameters`.
+    pub parameters: Map<String, Value>,
+    /// Its inputs, in the order given.
+    pub inputs: Vec<InferInput>,
+    /// The outputs asked for, if listed.
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+/// One decoded input.
+#[derive(Debug)]
+pub struct InferInput {
+    /// Its name: one of the model's.
+    pub name: &'static str,
+    /// Its datatype.
+    pub datatype: Datatype,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its values (as many as the shape holds).
+    pub values: Values,
+}
+
+/// One output asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedOutput {
+    /// Its name: one of the model's.
+    pub name: &'static str,
+    /// Its `binary_data` parameter, if given.
+    pub binary: Option<bool>,
+}
+
+/// Checks the headers of an inference request: no content type, `application/json` or
+/// `application/octet-stream` (415 otherwise); the coding and declared length as any body
+/// ([`super::head`]); and `Inference-Header-Content-Length`, when given (400 unless a
+/// non-negative integer).
+pub fn check_headers(
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<(BodyHead, Option<usize>), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or_default())
+        .map(|value| value.split(';').next().unwrap_or_default().trim());
+    let known = |media: &str| {
+        media.eq_ignore_ascii_case("application/json")
+            || media.eq_ignore_ascii_case("application/octet-stream")
+    };
+    if media.is_some_and(|media| !known(media)) {
+        return Err(ApiError::UnsupportedInferMediaType);
+    }
+    let head = super::head(headers, limit)?;
+    let json_length = match headers.get(INFERENCE_HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::MalformedJson(
+                        "Inference-Header-Content-Length: expected the length of the JSON \
+                         in bytes, a non-negative integer"
+                            .to_owned(),
+                    )
+                })?,
+        ),
+    };
+    Ok((head, json_length))
+}
+
+/// Inflates `bytes` (when `coding` says so, up to `limit`) and decodes the inference request
+/// they hold for a model with `names`; `json_length` is `Inference-Header-Content-Length`.
+/// CPU work, to run off the runtime when large.
+pub fn decode(
+    coding: Option<Coding>,
+    bytes: &[u8],
+    limit: usize,
+    json_length: Option<usize>,
+    names: Signature,
+) -> Result<InferRequest, ApiError> {
+    match coding {
+        Some(coding) => coding::inflate(coding, bytes, limit)
+            .and_then(|body| decode_body(&body, json_length, names)),
+        None => decode_body(bytes, json_length, names),
+    }
+}
+
+/// The request's JSON, as read before its inputs are decoded.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Head<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    /// Taken and ignored, as the path names the model and version.
+    #[serde(default, rename = "model_name")]
+    _model_name: Option<String>,
+    #[serde(default, rename = "model_version")]
+    _model_version: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(borrow)]
+    inputs: Vec<InputHead<'a>>,
+    #[serde(default)]
+    outputs: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputHead<'a> {
+    name: Value,
+    shape: Value,
+    datatype: Value,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::Invalid(detail.into())
+}
+
+/// A name from a request as it may be repeated in an error: short and plain, or not at all.
+pub fn shown(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if plain {
+        format!("{name:?}")
+    } else {
+        "of that name".to_owned()
+    }
+}
+
+fn decode_body(
+    body: &[u8],
+    json_length: Option<usize>,
+    names: Signature,
+) -> Result<InferRequest, ApiError> {
+    let had_length = json_length.is_some();
+    let json_length = json_length.unwrap_or(body.len());
+    if json_length > body.len() {
+        return Err(ApiError::MalformedJson(format!(
+            "Inference-Header-Content-Length: {json_length} is past the end of the body of {} \
+             bytes",
+            body.len()
+        )));
+    }
+    let (json, mut binary) = body.split_at(json_length);
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::MalformedJson(
+            "the inference request must be a JSON object".to_owned(),
+        ));
+    }
+    let head: Head = serde_json::from_slice(json).map_err(|err| ApiError::from_json(&err))?;
+    let id = match head.id {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(invalid("id: expected a string")),
+    };
+    let parameters = match head.parameters {
+        None => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(invalid("parameters: expected an object")),
+    };
+    let mut inputs: Vec<InferInput> = Vec::with_capacity(head.inputs.len());
+    for (at, input) in head.inputs.into_iter().enumerate() {
+        let name = match &input.name {
+            Value::String(name) => named(names.inputs, name),
+            _ => return Err(invalid(format!("inputs[{at}].name: expected a string"))),
+        };
+        let Some(name) = name else {
+            let given = input.name.as_str().map(shown).unwrap_or_default();
+            return Err(invalid(format!(
+                "inputs[{at}].name: the model has no input {given}; its inputs are {}",
+                listed(names.inputs)
+            )));
+        };
+        if inputs.iter().any(|seen| seen.name == name) {
+            return Err(invalid(format!(
+                "inputs[{at}]: a second input named {name:?}"
+            )));
+        }
+        let datatype = match &input.datatype {
+            Value::String(text) => Datatype::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "{name}.datatype: {} is not taken; use FP32, FP64, FP16 or BF16 for \
+                     vectors, INT64 for indices, BYTES for ids",
+                    shown(text)
+                ))
+            })?,
+            _ => return Err(invalid(format!("{name}.datatype: expected a string"))),
+        };
+        let shape = shape_of(name, &input.shape)?;
+        let size = binary_size(name, input.parameters.as_ref())?;
+        let values = match (size, input.data) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "{name}: give data or binary_data_size, not both"
+                )));
+            }
+            (None, None) => {
+                return Err(invalid(format!(
+                    "{name}: has neither data nor binary_data_size"
+                )));
+            }
+            (Some(size), None) => {
+                if size > binary.len() {
+                    let hint = if had_length {
+                        ""
+                    } else {
+                        "; send Inference-Header-Content-Length with binary data"
+                    };
+                    return Err(ApiError::MalformedJson(format!(
+                        "{name}: binary_data_size of {size} bytes runs past the end of the \
+                         body ({} bytes of binary data left){hint}",
+                        binary.len()
+                    )));
+                }
+                let (own, rest) = binary.split_at(size);
+                binary = rest;
+                typed::from_le_bytes(name, datatype, &shape, own).map_err(invalid)?
+            }
+            (None, Some(data)) => {
+                let mut de = serde_json::Deserializer::from_str(data.get());
+                JsonData::new(name, datatype, &shape)
+                    .deserialize(&mut de)
+                    .map_err(|err| ApiError::from_json(&err))?
+            }
+        };
+        inputs.push(InferInput {
+            name,
+            datatype,
+            shape,
+            values,
+        });
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::MalformedJson(format!(
+            "the body holds {} bytes after the JSON and the inputs' binary data; give each \
+             binary input its binary_data_size",
+            binary.len()
+        )));
+    }
+    let outputs = head
+        .outputs
+        .map(|outputs| requested(&outputs, names.outputs))
+        .transpose()?;
+    Ok(InferRequest {
+        id,
+        parameters,
+        inputs,
+        outputs,
+    })
+}
+
+/// An input's `shape`: at most [`MAX_RANK`] non-negative integers.
+fn shape_of(name: &str, shape: &Value) -> Result<Vec<usize>, ApiError> {
+    let wrong = || {
+        invalid(format!(
+            "{name}.shape: expected an array of at most {MAX_RANK} non-negative integers"
+        ))
+    };
+    let axes = shape.as_array().ok_or_else(wrong)?;
+    if axes.len() > MAX_RANK {
+        return Err(wrong());
+    }
+    axes.iter()
+        .map(|axis| {
+            axis.as_u64()
+                .and_then(|len| usize::try_from(len).ok())
+                .ok_or_else(wrong)
+        })
+        .collect()
+}
+
+/// An input's `binary_data_size` parameter, its only one.
+fn binary_size(name: &str, parameters: Option<&Value>) -> Result<Option<usize>, ApiError> {
+    let Some(parameters) = parameters else {
+        return Ok(None);
+    };
+    let map = parameters
+        .as_object()
+        .ok_or_else(|| invalid(format!("{name}.parameters: expected an object")))?;
+    let mut size = None;
+    for (key, value) in map {
+        if key != "binary_data_size" {
+            return Err(invalid(format!(
+                "{name}.parameters: {} is not taken; an input takes binary_data_size only",
+                shown(key)
+            )));
+        }
+        let bytes = value.as_u64().and_then(|n| usize::try_from(n).ok());
+        size = Some(bytes.ok_or_else(|| {
+            invalid(format!(
+                "{name}.parameters.binary_data_size: expected a non-negative integer"
+            ))
+        })?);
+    }
+    Ok(size)
+}
+
+/// The `outputs` asked for: names of the model's outputs, each once, with an optional
+/// `binary_data`.
+fn requested(outputs: &Value, known: &'static [Spec]) -> Result<Vec<RequestedOutput>, ApiError> {
+    let list = outputs
+        .as_array()
+        .ok_or_else(|| invalid("outputs: expected an array"))?;
+    let mut out: Vec<RequestedOutput> = Vec::with_capacity(list.len());
+    for (at, output) in list.iter().enumerate() {
+        let object = output
+            .as_object()
+            .ok_or_else(|| invalid(format!("outputs[{at}]: expected an object")))?;
+        let mut name = None;
+        let mut binary = None;
+        for (key, value) in object {
+            match key.as_str() {
+                "name" => {
+                    let text = value
+                        .as_str()
+                        .ok_or_else(|| invalid(format!("outputs[{at}].name: expected a string")))?;
+                    name = Some(named(known, text).ok_or_else(|| {
+                        invalid(format!(
+                            "outputs[{at}].name: the model has no output {}; its outputs are {}",
+                            shown(text),
+                            listed(known)
+                        ))
+                    })?);
+                }
+                "parameters" => binary = binary_data(at, value)?,
+                other => {
+                    return Err(invalid(format!(
+                        "outputs[{at}]: {} is not taken; an output takes name and parameters",
+                        shown(other)
+                    )));
+                }
+            }
+        }
+        let name = name.ok_or_else(|| invalid(format!("outputs[{at}]: has no name")))?;
+        if out.iter().any(|seen| seen.name == name) {
+            return Err(invalid(format!(
+                "outputs[{at}]: {name:?} is asked for twice"
+            )));
+        }
+        out.push(RequestedOutput { name, binary });
+    }
+    Ok(out)
+}
+
+/// An output's `parameters`: `binary_data` only.
+fn binary_data(at: usize, parameters: &Value) -> Result<Option<bool>, ApiError> {
+    let map = parameters
+        .as_object()
+        .ok_or_else(|| invalid(format!("outputs[{at}].parameters: expected an object")))?;
+    let mut binary = None;
+    for (key, value) in map {
+        if key != "binary_data" {
+            return Err(invalid(format!(
+                "outputs[{at}].parameters: {} is not taken; an output takes binary_data only",
+                shown(key)
+            )));
+        }
+        binary = Some(value.as_bool().ok_or_else(|| {
+            invalid(format!(
+                "outputs[{at}].parameters.binary_data: expected true or false"
+            ))
+        })?);
+    }
+    Ok(binary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn spec(name: &'static str) -> Spec {
+        Spec {
+            name,
+            datatype: "FP32",
+            shape: &[-1],
+        }
+    }
+
+    const NAMES: Signature = Signature {
+        inputs: &[spec("a"), spec("b")],
+        outputs: &[spec("scores")],
+    };
+
+    fn body(json: &str, binary: &[&[u8]]) -> (Vec<u8>, usize) {
+        let mut bytes = json.as_bytes().to_vec();
+        for part in binary {
+            bytes.extend_from_slice(part);
+        }
+        (bytes, json.len())
+    }
+
+    fn f32s(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn binary_inputs_are_cut_from_the_body_in_order() {
+        let json = r#"{"inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+            {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [[3, 4]]}],
+            "outputs": [{"name": "scores", "parameters": {"binary_data": true}}], "id": "7"}"#;
+        let (bytes, length) = body(json, &[&f32s(&[1.0, 2.0])]);
+        let got = decode(None, &bytes, 1 << 20, Some(length), NAMES).unwrap();
+        assert_eq!(got.id.as_deref(), Some("7"));
+        assert_eq!(got.inputs[0].values, Values::Floats(vec![1.0, 2.0]));
+        assert_eq!(got.inputs[1].values, Values::Floats(vec![3.0, 4.0]));
+        assert_eq!(
+            got.outputs,
+            Some(vec![RequestedOutput {
+                name: "scores",
+                binary: Some(true)
+            }])
+        );
+    }
+
+    #[test]
+    fn broken_framing_is_400_and_broken_inputs_are_422() {
+        let one = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#;
+        let eight = f32s(&[1.0, 2.0]);
+        let (bytes, length) = body(one, &[&eight]);
+        let status = |result: Result<InferRequest, ApiError>| match result {
+            Err(ApiError::MalformedJson(detail)) => (400, detail),
+            Err(ApiError::Invalid(detail)) => (422, detail),
+            other => panic!("{other:?}"),
+        };
+        let (code, detail) = status(decode(None, &bytes, 1 << 20, Some(bytes.len() + 1), NAMES));
+        assert_eq!(code, 400);
+        assert!(detail.contains("past the end of the body"), "{detail}");
+        let (code, detail) = status(decode(None, &bytes, 1 << 20, None, NAMES));
+        assert_eq!(code, 400, "{detail}");
+        let (code, detail) = status(decode(
+            None,
+            &bytes[..bytes.len() - 1],
+            1 << 20,
+            Some(length),
+            NAMES,
+        ));
+        assert_eq!(code, 400);
+        assert!(
+            detail.starts_with("a: binary_data_size of 8 bytes runs past"),
+            "{detail}"
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        let (code, detail) = status(decode(None, &long, 1 << 20, Some(length), NAMES));
+        assert_eq!(code, 400);
+        assert!(detail.contains("1 bytes after the JSON"), "{detail}");
+        for (json, want) in [
+            (
+                r#"{"inputs": [{"name": "c", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+                "inputs[0].name: the model has no input \"c\"",
+            ),
+            (
+                r#"{"inputs": [{"name": "a", "shape": [1], "datatype": "INT8", "data": [1]}]}"#,
+                "a.datatype: \"INT8\" is not taken",
+            ),
+            (
+                r#"{"inputs": [{"name": "a", "shape": [-1], "datatype": "FP32", "data": [1]}]}"#,
+                "a.shape: expected an array",
+            ),
+            (
+                r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "data": [1]}]}"#,
+                "a.data: holds 1 values, shape [2] needs 2",
+            ),
+            (
+                r#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32"}]}"#,
+                "a: has neither data nor binary_data_size",
+            ),
+            (
+                r#"{"inputs": [], "outputs": [{"name": "matrix"}]}"#,
+                "outputs[0].name: the model has no output \"matrix\"",
+            ),
+            (r#"{"inputs": [], "extra": 1}"#, "unknown field `extra`"),
+        ] {
+            let (code, detail) = status(decode(None, json.as_bytes(), 1 << 20, None, NAMES));
+            assert_eq!(code, 422, "{json}: {detail}");
+            assert!(detail.starts_with(want), "{json}: {detail}");
+        }
+    }
+}

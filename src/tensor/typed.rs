@@ -1,0 +1,485 @@
+//! Typed tensors of the Open Inference Protocol: a `datatype`, a `shape`, and data given
+//! either as JSON (flat or nested arrays, row-major) or as little-endian bytes (Triton's
+//! binary tensor data: no stride, no padding; a `BYTES` element is a 4-byte length and the
+//! bytes).
+//!
+//! Bytes become values through `from_le_bytes` on each element, straight into the tensor's
+//! one buffer, so alignment never matters and nothing else is copied. Float values are
+//! checked for finiteness where they become a [`super::Tensor`] ([`super::Tensor::from_parts`]).
+
+use std::fmt;
+
+use half::{bf16, f16};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+
+use super::json_kind::{kind, reject_kinds};
+
+/// The datatypes simserve takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datatype {
+    /// IEEE half precision.
+    Fp16,
+    /// bfloat16.
+    Bf16,
+    /// float32.
+    Fp32,
+    /// float64 (rounded to float32).
+    Fp64,
+    /// Signed 64-bit integers (indices).
+    Int64,
+    /// Strings (ids): UTF-8.
+    Bytes,
+}
+
+impl Datatype {
+    /// The datatype named `name` (`"FP32"`), if simserve takes it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "FP16" => Datatype::Fp16,
+            "BF16" => Datatype::Bf16,
+            "FP32" => Datatype::Fp32,
+            "FP64" => Datatype::Fp64,
+            "INT64" => Datatype::Int64,
+            "BYTES" => Datatype::Bytes,
+            _ => return None,
+        })
+    }
+
+    /// The protocol's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Datatype::Fp16 => "FP16",
+            Datatype::Bf16 => "BF16",
+            Datatype::Fp32 => "FP32",
+            Datatype::Fp64 => "FP64",
+            Datatype::Int64 => "INT64",
+            Datatype::Bytes => "BYTES",
+        }
+    }
+
+    /// Bytes per element, `None` for `BYTES` (each element has its own length).
+    pub fn size(self) -> Option<usize> {
+        match self {
+            Datatype::Fp16 | Datatype::Bf16 => Some(2),
+            Datatype::Fp32 => Some(4),
+            Datatype::Fp64 | Datatype::Int64 => Some(8),
+            Datatype::Bytes => None,
+        }
+    }
+
+    /// Whether its values are floats.
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            Datatype::Fp16 | Datatype::Bf16 | Datatype::Fp32 | Datatype::Fp64
+        )
+    }
+}
+
+/// The values of a typed tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Any float datatype, as `f32` (not yet checked for finiteness).
+    Floats(Vec<f32>),
+    /// `INT64`.
+    Ints(Vec<i64>),
+    /// `BYTES`.
+    Strings(Vec<String>),
+}
+
+/// The number of elements of `shape`, `None` when it overflows.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &len| acc.checked_mul(len))
+}
+
+/// Decodes the little-endian `bytes` of the field `field`, a tensor of `datatype` and
+/// `shape`: their length must be exactly what the shape needs.
+pub fn from_le_bytes(
+    field: &str,
+    datatype: Datatype,
+    shape: &[usize],
+    bytes: &[u8],
+) -> Result<Values, String> {
+    let count =
+        element_count(shape).ok_or_else(|| format!("{field}.shape: element count overflows"))?;
+    let Some(size) = datatype.size() else {
+        return strings(field, shape, count, bytes).map(Values::Strings);
+    };
+    let needed = count.checked_mul(size);
+    if needed != Some(bytes.len()) {
+        let needed = needed.map_or_else(|| "more".to_owned(), |n| n.to_string());
+        return Err(format!(
+            "{field}: binary_data_size is {} bytes, shape {shape:?} of {} needs {needed}",
+            bytes.len(),
+            datatype.name()
+        ));
+    }
+    let floats = |convert: fn(&[u8]) -> f32| bytes.chunks_exact(size).map(convert).collect();
+    Ok(match datatype {
+        Datatype::Fp32 => Values::Floats(floats(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        Datatype::Fp64 => Values::Floats(floats(|c| {
+            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+        })),
+        Datatype::Fp16 => Values::Floats(floats(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        Datatype::Bf16 => Values::Floats(floats(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+        Datatype::Int64 => Values::Ints(
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
+        Datatype::Bytes => Values::Strings(Vec::new()),
+    })
+}
+
+/// `BYTES` elements: each a little-endian `u32` length and that many UTF-8 bytes.
+fn strings(
+    field: &str,
+    shape: &[usize],
+    count: usize,
+    mut bytes: &[u8],
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
+    while !bytes.is_empty() {
+        let at = out.len();
+        let (length, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| format!("{field}[{at}]: the binary data ends inside a length"))?;
+        let length = usize::try_from(u32::from_le_bytes(*length)).unwrap_or(usize::MAX);
+        if length > rest.len() {
+            return Err(format!(
+                "{field}[{at}]: a string of {length} bytes runs past the end of the binary data"
+            ));
+        }
+        let (text, rest) = rest.split_at(length);
+        let text = std::str::from_utf8(text).map_err(|_| format!("{field}[{at}]: is not UTF-8"))?;
+        out.push(text.to_owned());
+        bytes = rest;
+    }
+    if out.len() != count {
+        return Err(format!(
+            "{field}: the binary data holds {} strings, shape {shape:?} needs {count}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Decodes a tensor's JSON `data`: an array, flat or nested (nesting is not checked
+/// against the shape, only the number of elements), of exactly as many elements as `shape`
+/// holds, each of `datatype`'s kind (a number, an integer, a string).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonData<'a> {
+    field: &'a str,
+    datatype: Datatype,
+    shape: &'a [usize],
+}
+
+impl<'a> JsonData<'a> {
+    /// A decoder for the `data` of the field `field`.
+    pub fn new(field: &'a str, datatype: Datatype, shape: &'a [usize]) -> Self {
+        JsonData {
+            field,
+            datatype,
+            shape,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for JsonData<'_> {
+    type Value = Values;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Values, D::Error> {
+        let count = element_count(self.shape).ok_or_else(|| {
+            de::Error::custom(format_args!(
+                "{}.shape: element count overflows",
+                self.field
+            ))
+        })?;
+        let mut values = match self.datatype {
+            Datatype::Int64 => Values::Ints(Vec::new()),
+            Datatype::Bytes => Values::Strings(Vec::new()),
+            _ => Values::Floats(Vec::new()),
+        };
+        let mut sink = Sink {
+            field: self.field,
+            count,
+            seen: 0,
+            values: &mut values,
+        };
+        deserializer.deserialize_any(Level { sink: &mut sink })?;
+        if sink.seen != count {
+            return Err(de::Error::custom(format_args!(
+                "{}.data: holds {} values, shape {:?} needs {count}",
+                self.field, sink.seen, self.shape
+            )));
+        }
+        Ok(values)
+    }
+}
+
+/// Where decoded elements go, at most `count` of them.
+struct Sink<'s> {
+    field: &'s str,
+    count: usize,
+    seen: usize,
+    values: &'s mut Values,
+}
+
+impl Sink<'_> {
+    /// Takes one element, or names it as the wrong kind.
+    fn take<E: de::Error>(&mut self, element: Element) -> Result<(), E> {
+        let at = self.seen;
+        if at >= self.count {
+            return Err(E::custom(format_args!(
+                "{}.data: holds more than the {} values its shape needs",
+                self.field, self.count
+            )));
+        }
+        let expected = match (&mut *self.values, element) {
+            (Values::Floats(out), Element::Number(v)) => {
+                out.push(v as f32);
+                None
+            }
+            (Values::Floats(out), Element::Integer(v)) => {
+                out.push(v as f32);
+                None
+            }
+            (Values::Ints(out), Element::Integer(v)) => {
+                out.push(v);
+                None
+            }
+            (Values::Strings(out), Element::Text(v)) => {
+                out.push(v);
+                None
+            }
+            (Values::Floats(_), _) => Some("a number"),
+            (Values::Ints(_), _) => Some("an integer"),
+            (Values::Strings(_), _) => Some("a string"),
+        };
+        if let Some(expected) = expected {
+            return Err(E::custom(format_args!(
+                "{}.data[{at}]: expected {expected}",
+                self.field
+            )));
+        }
+        self.seen += 1;
+        Ok(())
+    }
+}
+
+/// One JSON element of tensor data.
+enum Element {
+    Number(f64),
+    Integer(i64),
+    Text(String),
+    Other,
+}
+
+/// One level of (possibly nested) arrays.
+struct Level<'a, 's> {
+    sink: &'a mut Sink<'s>,
+}
+
+impl Level<'_, '_> {
+    fn wrong_kind<E: de::Error>(&self, found: de::Unexpected) -> E {
+        E::custom(format_args!(
+            "{}.data: expected an array of values, found {}",
+            self.sink.field,
+            kind(found)
+        ))
+    }
+}
+
+impl<'de> Visitor<'de> for Level<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of values")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(Item {
+                sink: &mut *self.sink,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    reject_kinds!(bool, i64, u64, f64, str, unit, map);
+}
+
+/// One element of an array: a value, or a nested array.
+struct Item<'a, 's> {
+    sink: &'a mut Sink<'s>,
+}
+
+impl<'de> DeserializeSeed<'de> for Item<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Item<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a tensor element")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        Level { sink: self.sink }.visit_seq(seq)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        match i64::try_from(v) {
+            Ok(v) => self.sink.take(Element::Integer(v)),
+            Err(_) => self.sink.take(Element::Number(v as f64)),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.sink.take(Element::Integer(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.sink.take(Element::Number(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.sink.take(Element::Text(v.to_owned()))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.sink.take(Element::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.sink.take(Element::Other)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.sink.take(Element::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(datatype: Datatype, shape: &[usize], text: &str) -> Result<Values, String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        JsonData::new("a", datatype, shape)
+            .deserialize(&mut de)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn json_data_may_be_flat_or_nested_and_must_fill_the_shape() {
+        let want = Values::Floats(vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            json(Datatype::Fp32, &[2, 2], "[1, 2, 3.0, 4]"),
+            Ok(want.clone())
+        );
+        assert_eq!(json(Datatype::Fp64, &[2, 2], "[[1, 2], [3, 4]]"), Ok(want));
+        assert_eq!(
+            json(Datatype::Int64, &[2], "[-1, 7]"),
+            Ok(Values::Ints(vec![-1, 7]))
+        );
+        assert_eq!(
+            json(Datatype::Bytes, &[1], r#"["u1"]"#),
+            Ok(Values::Strings(vec!["u1".into()]))
+        );
+        for (datatype, shape, text, want) in [
+            (
+                Datatype::Fp32,
+                &[3][..],
+                "[1, 2]",
+                "a.data: holds 2 values, shape [3] needs 3",
+            ),
+            (
+                Datatype::Fp32,
+                &[1],
+                "[1, 2]",
+                "a.data: holds more than the 1 values",
+            ),
+            (
+                Datatype::Fp32,
+                &[2],
+                r#"[1, "x"]"#,
+                "a.data[1]: expected a number",
+            ),
+            (
+                Datatype::Int64,
+                &[1],
+                "[1.5]",
+                "a.data[0]: expected an integer",
+            ),
+            (
+                Datatype::Fp32,
+                &[1],
+                "5",
+                "a.data: expected an array of values, found a number",
+            ),
+        ] {
+            let err = json(datatype, shape, text).unwrap_err();
+            assert!(err.starts_with(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn little_endian_bytes_decode_every_datatype_and_must_match_the_shape() {
+        let fp32: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            from_le_bytes("a", Datatype::Fp32, &[2], &fp32),
+            Ok(Values::Floats(vec![1.5, -2.0]))
+        );
+        let fp64: Vec<u8> = [0.25f64].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            from_le_bytes("a", Datatype::Fp64, &[1, 1], &fp64),
+            Ok(Values::Floats(vec![0.25]))
+        );
+        let fp16 = f16::from_f32(0.5).to_le_bytes();
+        assert_eq!(
+            from_le_bytes("a", Datatype::Fp16, &[1], &fp16),
+            Ok(Values::Floats(vec![0.5]))
+        );
+        let bf = bf16::from_f32(3.0).to_le_bytes();
+        assert_eq!(
+            from_le_bytes("a", Datatype::Bf16, &[1], &bf),
+            Ok(Values::Floats(vec![3.0]))
+        );
+        let ints: Vec<u8> = [3i64, -1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            from_le_bytes("p", Datatype::Int64, &[2], &ints),
+            Ok(Values::Ints(vec![3, -1]))
+        );
+        let mut text = 2u32.to_le_bytes().to_vec();
+        text.extend_from_slice(b"u7");
+        assert_eq!(
+            from_le_bytes("ids", Datatype::Bytes, &[1], &text),
+            Ok(Values::Strings(vec!["u7".into()]))
+        );
+        let err = from_le_bytes("a", Datatype::Fp32, &[2, 2], &fp32).unwrap_err();
+        assert_eq!(
+            err,
+            "a: binary_data_size is 8 bytes, shape [2, 2] of FP32 needs 16"
+        );
+        let err = from_le_bytes("ids", Datatype::Bytes, &[2], &text).unwrap_err();
+        assert_eq!(
+            err,
+            "ids: the binary data holds 1 strings, shape [2] needs 2"
+        );
+        let err = from_le_bytes("ids", Datatype::Bytes, &[1], &text[..5]).unwrap_err();
+        assert!(err.contains("runs past the end"), "{err}");
+    }
+}
