@@ -24,12 +24,19 @@ pub async fn healthz() -> Json<Value> {
 /// Serves `GET /readyz`: 200 while taking work; 503 until the tables are loaded, and once
 /// shutdown has started.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    readiness(&state)?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// Whether the server takes work: 503 once shutdown has started, and until the tables are
+/// loaded. What `/readyz` and the Open Inference Protocol's readiness routes say.
+pub fn readiness(state: &AppState) -> Result<(), ApiError> {
     if !state.is_ready() {
         Err(ApiError::Draining)
     } else if !state.tables_loaded() {
         Err(ApiError::TablesLoading)
     } else {
-        Ok(Json(json!({"status": "ready"})))
+        Ok(())
     }
 }
 

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use super::admitted_body::{Received, receive};
 use super::compute;
+use super::service::readiness;
 use crate::answer::Encoding;
 use crate::answer::infer::{self, MODEL_VERSION, Wanted};
 use crate::api::matrix::MatrixJob;
@@ -99,18 +100,8 @@ pub async fn live() -> Json<Value> {
 /// Serves `GET /v2/health/ready`: what `/readyz` says (503 while the tables load and once
 /// shutdown has started).
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    ready_or_not(&state)?;
+    readiness(&state)?;
     Ok(Json(json!({"ready": true})))
-}
-
-fn ready_or_not(state: &AppState) -> Result<(), ApiError> {
-    if !state.is_ready() {
-        Err(ApiError::Draining)
-    } else if !state.tables_loaded() {
-        Err(ApiError::TablesLoading)
-    } else {
-        Ok(())
-    }
 }
 
 /// Serves `GET /v2/models/{model}/ready` (and its `/versions/{version}` form): the server's
@@ -120,7 +111,7 @@ pub async fn model_ready(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = model_name(named(path)?);
-    ready_or_not(&state)?;
+    readiness(&state)?;
     Ok(Json(json!({"name": name, "ready": true})))
 }
 
