@@ -1,4 +1,12 @@
-//! Decode and encode throughput in floats per second: `cargo bench --bench codec`.
+//! Decode and encode throughput: `cargo bench --bench codec`.
+//!
+//! - `decode`: one 1000×768 tensor as nested JSON (serde's visitor) and base64, in floats/s;
+//! - `read`: the same tensor as Python writes float32 values (`json.dumps(x.tolist())`,
+//!   about 20 bytes a number), by the tensor text reader on one thread and cut into pieces
+//!   on two, against serde's visitor, in bytes/s;
+//! - `body`: a whole matrix request of two such tensors, parsed with its tensors read ahead
+//!   against serde alone;
+//! - `encode`: the 1000×768 answer as nested JSON and base64.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +22,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::DeserializeSeed;
 use simserve::answer::Encoding;
 use simserve::answer::json::Dense;
-use simserve::tensor::TensorSeed;
+use simserve::api::matrix::MatrixRequest;
+use simserve::body;
+use simserve::tensor::{TensorSeed, text};
 
 const ROWS: usize = 1000;
 const DIM: usize = 768;
@@ -50,6 +60,84 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// `rows × DIM` values of a unit-variance-like spread, written as Python writes float32
+/// values converted to its floats (the shortest text that gives back the `f64`).
+fn python_text(rows: usize, seed: usize) -> String {
+    let row = |i: usize| {
+        let numbers: Vec<String> = (0..DIM)
+            .map(|j| {
+                let k = (i * DIM + j) * 7919 + seed;
+                let v = ((k % 10007) as f32 / 10007.0 - 0.5) * 3.0;
+                format!("{:?}", v as f64)
+            })
+            .collect();
+        format!("[{}]", numbers.join(", "))
+    };
+    format!("[{}]", (0..rows).map(row).collect::<Vec<_>>().join(", "))
+}
+
+fn read(c: &mut Criterion) {
+    let tensor = python_text(ROWS, 0);
+    let bytes = tensor.as_bytes();
+    let span = text::span(bytes, 0).unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("read");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("python floats 1000x768, serde visitor", |bench| {
+        bench.iter(|| {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            black_box(TensorSeed::new("a", &[2]).deserialize(&mut de).unwrap())
+        })
+    });
+    group.bench_function("python floats 1000x768, reader, one thread", |bench| {
+        bench.iter(|| black_box(text::read(bytes, &text::span(bytes, 0).unwrap()).unwrap()))
+    });
+    group.bench_function("python floats 1000x768, reader, two threads", |bench| {
+        bench.iter(|| two.install(|| black_box(text::read_parallel(bytes, &span).unwrap())))
+    });
+    group.finish();
+}
+
+fn body(c: &mut Criterion) {
+    let request = format!(
+        r#"{{"a": {}, "b": {}, "metric": "cosine"}}"#,
+        python_text(ROWS, 0),
+        python_text(ROWS, 1)
+    );
+    let bytes = request.as_bytes();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("body");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("matrix 2x1000x768 python floats, serde alone", |bench| {
+        bench.iter(|| black_box(serde_json::from_slice::<MatrixRequest>(bytes).unwrap()))
+    });
+    group.bench_function(
+        "matrix 2x1000x768 python floats, read ahead, one thread",
+        |bench| {
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            bench.iter(|| one.install(|| black_box(body::parse::<MatrixRequest>(bytes).unwrap())))
+        },
+    );
+    group.bench_function(
+        "matrix 2x1000x768 python floats, read ahead, two threads",
+        |bench| {
+            bench.iter(|| two.install(|| black_box(body::parse::<MatrixRequest>(bytes).unwrap())))
+        },
+    );
+    group.finish();
+}
+
 fn encode(c: &mut Criterion) {
     let values = values();
     let mut group = c.benchmark_group("encode");
@@ -68,5 +156,5 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, encode);
+criterion_group!(benches, decode, read, body, encode);
 criterion_main!(benches);

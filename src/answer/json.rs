@@ -3,11 +3,13 @@
 //! tensors as nested JSON arrays or base64 tensor objects.
 //!
 //! Bodies are serialised straight from the result buffers into one byte vector; nothing
-//! goes through `serde_json::Value`.
+//! goes through `serde_json::Value`. A large dense tensor's text is formatted in pieces on
+//! the compute threads and joined into the body.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ndarray::{ArrayView, Dimension};
+use rayon::prelude::*;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
@@ -97,19 +99,6 @@ impl Serialize for Versions<'_> {
     }
 }
 
-/// `{"metric", "shape", "scores" | "matrix", "tables"?}`: the body of every dense result.
-#[derive(Serialize)]
-struct DenseBody<'a> {
-    metric: &'static str,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scores: Option<Dense<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    matrix: Option<Dense<'a>>,
-    #[serde(skip_serializing_if = "Versions::is_empty")]
-    tables: Versions<'a>,
-}
-
 /// Serialises `outcome` as the native answer.
 pub fn encode(outcome: &Outcome) -> Result<Vec<u8>, ApiError> {
     let tables = Versions(&outcome.tables);
@@ -144,6 +133,10 @@ pub enum DenseField {
 
 /// Serialises a dense result: `values` written row-major under `shape` (which may drop
 /// leading axes of length 1), with the versions of the `tables` it read.
+///
+/// The body is `{"metric", "shape", "scores" | "matrix", "tables"?}`, written field by field
+/// so that a large tensor's text can be formatted in pieces on the compute threads
+/// ([`write_nested`]).
 pub fn dense<D: Dimension>(
     metric: Metric,
     encoding: Encoding,
@@ -156,18 +149,78 @@ pub fn dense<D: Dimension>(
     let data = values
         .as_slice()
         .ok_or_else(|| ApiError::Internal("a standard-layout array is not contiguous".into()))?;
-    let tensor = Some(Dense::new(encoding, shape, data));
-    let (scores, matrix) = match field {
-        DenseField::Scores => (tensor, None),
-        DenseField::Matrix => (None, tensor),
-    };
-    to_response(&DenseBody {
-        metric: metric.name(),
-        shape,
-        scores,
-        matrix,
-        tables,
-    })
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"metric\":");
+    write(&mut out, metric.name())?;
+    out.extend_from_slice(b",\"shape\":");
+    write(&mut out, shape)?;
+    out.extend_from_slice(match field {
+        DenseField::Scores => b",\"scores\":",
+        DenseField::Matrix => b",\"matrix\":",
+    });
+    match encoding {
+        Encoding::Json => write_nested(&mut out, shape, data)?,
+        Encoding::Base64 => write(&mut out, &Dense::new(encoding, shape, data))?,
+    }
+    if !tables.is_empty() {
+        out.extend_from_slice(b",\"tables\":");
+        write(&mut out, &tables)?;
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Numbers from which [`write_nested`] formats a tensor in pieces on the compute threads:
+/// below it (about 2 MB of text), handing pieces to the pool costs more than it saves.
+pub const PARALLEL_NUMBERS: usize = 1 << 17;
+
+/// Pieces per thread a large tensor's text is cut into, so that a thread that finishes
+/// early finds another.
+const PIECES_PER_THREAD: usize = 4;
+
+/// Appends `data` (row-major, of `shape`) to `out` as nested arrays: the text serde writes,
+/// formatted in pieces of whole rows on the compute threads when the tensor is large.
+fn write_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) -> Result<(), ApiError> {
+    let rows = shape.first().copied().unwrap_or(0);
+    let threads = rayon::current_num_threads();
+    let stride = data.len().checked_div(rows).unwrap_or(0);
+    if data.len() < PARALLEL_NUMBERS || threads < 2 || rows < 2 || stride == 0 {
+        return write(out, &Nested { shape, data });
+    }
+    let per_piece = rows.div_ceil(threads * PIECES_PER_THREAD);
+    let pieces: Vec<Vec<u8>> = data
+        .par_chunks(per_piece * stride)
+        .map(|piece| {
+            let mut piece_shape = shape.to_vec();
+            piece_shape[0] = piece.len() / stride;
+            let mut text = Vec::new();
+            write(
+                &mut text,
+                &Nested {
+                    shape: &piece_shape,
+                    data: piece,
+                },
+            )?;
+            Ok(text)
+        })
+        .collect::<Result<_, ApiError>>()?;
+    // Each piece is `[row,…]`: join their insides.
+    out.reserve(pieces.iter().map(Vec::len).sum::<usize>());
+    out.push(b'[');
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(piece.get(1..piece.len() - 1).unwrap_or_default());
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// Appends `value` as JSON to `out`.
+fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
+    serde_json::to_writer(out, value)
+        .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))
 }
 
 /// Where the ids of listed rows go in a neighbours answer.
@@ -377,5 +430,49 @@ mod tests {
             "[[1.0,2.0],[3.0,4.0]]"
         );
         assert_eq!(json(&[3], &[0.5, 1.0, 2.0]), "[0.5,1.0,2.0]");
+    }
+
+    #[test]
+    fn a_large_tensor_formatted_in_pieces_is_the_text_serde_writes() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for shape in [
+            vec![PARALLEL_NUMBERS + 7],
+            vec![1001, 131],
+            vec![7, 151, 131],
+        ] {
+            let len: usize = shape.iter().product();
+            let data: Vec<f32> = (0..len).map(|i| (i as f32).sin() * 1e-3).collect();
+            let mut pieces = Vec::new();
+            pool.install(|| write_nested(&mut pieces, &shape, &data))
+                .unwrap();
+            let whole = serde_json::to_vec(&Nested {
+                shape: &shape,
+                data: &data,
+            })
+            .unwrap();
+            assert!(pieces == whole, "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn a_dense_body_is_what_a_serde_struct_would_write() {
+        let matrix = ndarray::arr2(&[[1.0f32, -0.5], [0.25, 2.0]]);
+        let versions = [("items".to_owned(), "abc".to_owned())];
+        let body = dense(
+            Metric::Cosine,
+            Encoding::Json,
+            DenseField::Matrix,
+            &[2, 2],
+            matrix.view(),
+            Versions(&versions),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"metric":"cosine","shape":[2,2],"matrix":[[1.0,-0.5],[0.25,2.0]],"tables":{"items":"abc"}}"#
+        );
     }
 }

@@ -6,10 +6,9 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
 
 use crate::admission::{Admitted, estimate};
-use crate::body::{self, BodyHead};
+use crate::body::{self, BodyHead, TensorFields};
 use crate::coding;
 use crate::cpu;
 use crate::error::ApiError;
@@ -26,7 +25,7 @@ pub struct AdmittedBody<T> {
 
 impl<T> FromRequest<AppState> for AdmittedBody<T>
 where
-    T: DeserializeOwned + Send + 'static,
+    T: TensorFields + Send + 'static,
 {
     type Rejection = ApiError;
 

@@ -11,7 +11,7 @@ use crate::admission::estimate;
 use crate::answer::Encoding;
 use crate::answer::json::{DenseField, IdLookup, IdsField};
 use crate::answer::outcome::{Computed, Outcome};
-use crate::body::fields;
+use crate::body::{TensorFields, fields};
 use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
 use crate::tables::Embeddings;
@@ -36,6 +36,10 @@ pub struct MatrixRequest {
     pub(in crate::api) exclude_self: bool,
     #[serde(default, deserialize_with = "fields::encoding")]
     pub(in crate::api) response_encoding: Encoding,
+}
+
+impl TensorFields for MatrixRequest {
+    const TENSORS: &'static [&'static str] = &["a", "b"];
 }
 
 /// A validated matrix job over `B` sets (`B = 1` for rank-2 input and tables).

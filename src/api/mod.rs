@@ -24,7 +24,6 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::Response;
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -34,6 +33,7 @@ use crate::admission::Admitted;
 use crate::answer::Answer;
 use crate::answer::json;
 use crate::answer::outcome::Outcome;
+use crate::body::TensorFields;
 use crate::compute::Cancel;
 use crate::error::ApiError;
 use crate::state::{AppState, Limits};
@@ -55,7 +55,7 @@ pub trait Operation: Sized + Send + 'static {
     const PATH: &'static str;
 
     /// The request body, as its fields decode it ([`crate::body::fields`]).
-    type Request: DeserializeOwned + Send + 'static;
+    type Request: TensorFields + Send + 'static;
 
     /// Checks the request into a job, or 422 naming the field at fault.
     fn parse(request: Self::Request, context: &Context) -> Result<Self, ApiError>;

@@ -10,7 +10,7 @@ use crate::admission::estimate;
 use crate::answer::Encoding;
 use crate::answer::json::DenseField;
 use crate::answer::outcome::Outcome;
-use crate::body::fields;
+use crate::body::{TensorFields, fields};
 use crate::compute::{self, Cancel, Metric};
 use crate::error::ApiError;
 use crate::tables::Embeddings;
@@ -31,6 +31,10 @@ pub struct PairwiseRequest {
     pub(in crate::api) metric: Metric,
     #[serde(default, deserialize_with = "fields::encoding")]
     pub(in crate::api) response_encoding: Encoding,
+}
+
+impl TensorFields for PairwiseRequest {
+    const TENSORS: &'static [&'static str] = &["a", "b", "pairs"];
 }
 
 /// A validated pairwise job.

@@ -14,6 +14,7 @@ use crate::admission::estimate;
 use crate::answer::Encoding;
 use crate::answer::json::{DenseField, IdLookup, IdsField};
 use crate::answer::outcome::{Computed, Outcome};
+use crate::body::TensorFields;
 use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
@@ -43,6 +44,10 @@ pub struct UserItemRequest {
     pub(in crate::api) item_ids: Option<Vec<String>>,
     #[serde(default, deserialize_with = "fields::encoding")]
     pub(in crate::api) response_encoding: Encoding,
+}
+
+impl TensorFields for UserItemRequest {
+    const TENSORS: &'static [&'static str] = &["users", "items"];
 }
 
 /// A validated user–item job: equal dimensions, every index in range.

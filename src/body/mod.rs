@@ -3,12 +3,16 @@
 //!
 //! Use [`check_headers`] before anything else, [`read`] to receive the bytes into the
 //! request's reservation, [`decode`] (off the runtime) to inflate and parse them, and
-//! [`discard`] when the request is refused from its headers (overload). The order of these
+//! [`discard`] when the request is refused from its headers (overload). [`parse`] reads
+//! tensors sent as nested arrays ahead of serde ([`read_ahead`]). The order of these
 //! steps around admission is told in [`crate::admission`]. [`infer`] checks and decodes the
 //! bodies of the Open Inference Protocol instead of [`check_headers`] and [`decode`].
 
 pub mod fields;
 pub mod infer;
+mod read_ahead;
+
+pub use read_ahead::TensorFields;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +20,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
-use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use crate::admission::Reservation;
@@ -144,7 +147,7 @@ pub async fn read(
 
 /// Inflates (when `coding` says so, up to `limit`) and parses a body; CPU work, to run off
 /// the runtime when large.
-pub fn decode<T: DeserializeOwned>(
+pub fn decode<T: TensorFields>(
     coding: Option<Coding>,
     bytes: &[u8],
     limit: usize,
@@ -163,13 +166,17 @@ pub fn inflated_size(coding: Option<Coding>, len: usize, limit: usize) -> usize 
     }
 }
 
-/// Parses a body that must be one JSON object.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Parses a body that must be one JSON object: its tensor fields read ahead of serde when
+/// it can ([`read_ahead`]), else all of it by serde, whose error is then the answer.
+pub fn parse<T: TensorFields>(bytes: &[u8]) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(ApiError::MalformedJson(
             "the body must be a JSON object".to_owned(),
         ));
+    }
+    if let Some(parsed) = read_ahead::parse(bytes) {
+        return Ok(parsed);
     }
     serde_json::from_slice(bytes).map_err(|err| ApiError::from_json(&err))
 }
@@ -270,10 +277,17 @@ mod tests {
         assert!((1.49..1.51).contains(&waited), "{waited}");
     }
 
+    /// Any JSON object.
+    type Anything = serde_json::Map<String, serde_json::Value>;
+
+    impl TensorFields for Anything {
+        const TENSORS: &'static [&'static str] = &[];
+    }
+
     #[test]
     fn bodies_that_are_not_objects_are_malformed() {
         for body in ["[1]", "", "  ", "\u{feff}{}", "null"] {
-            let got = parse::<serde_json::Map<String, serde_json::Value>>(body.as_bytes());
+            let got = parse::<Anything>(body.as_bytes());
             assert!(matches!(got, Err(ApiError::MalformedJson(_))), "{body:?}");
         }
     }

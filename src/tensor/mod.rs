@@ -11,6 +11,12 @@
 //!
 //! A field may instead name rows of a server-side table ([`reference`]); [`Input`] is either.
 //!
+//! Nested arrays are read fastest by [`text`], straight from the body's bytes: the body's
+//! parser ([`crate::body`]) reads them ahead of serde and hands them over with
+//! [`read_ahead`], leaving `{}` in their place; [`TensorSeed`] then takes each for its field.
+//! When the fast path refuses a body, serde reads it all through [`nested`], whose errors
+//! are the answer.
+//!
 //! The Open Inference Protocol's typed tensors (JSON data or little-endian bytes, by
 //! datatype) are [`typed`]'s; their float values become a [`Tensor`] through
 //! [`Tensor::from_parts`], held to the same rules.
@@ -18,13 +24,17 @@
 pub(crate) mod json_kind;
 mod nested;
 mod packed;
+#[cfg(test)]
+mod properties;
 mod reference;
+pub mod text;
 pub mod typed;
 
+use std::cell::RefCell;
 use std::fmt;
 
 use ndarray::{Array2, Array3};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use json_kind::{kind, reject_kinds};
 
@@ -50,6 +60,11 @@ impl Tensor {
     /// The length of every axis.
     pub fn shape(&self) -> &[usize] {
         &self.shape
+    }
+
+    /// The values, row-major.
+    pub fn values(&self) -> &[f32] {
+        &self.data
     }
 
     /// The number of axes.
@@ -138,6 +153,37 @@ pub fn position(flat: usize, shape: &[usize]) -> String {
     index.iter().map(|i| format!("[{i}]")).collect()
 }
 
+thread_local! {
+    /// Tensors read ahead of serde on this thread, by field, waiting for their seeds.
+    static READ_AHEAD: RefCell<Vec<(&'static str, Tensor)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `parse` (a serde parse of a body whose tensor fields were read ahead) with
+/// `tensors` waiting for the [`TensorSeed`]s of their fields, which take them where the
+/// body's text holds `{}`; returns its result and whether every tensor was taken. Nothing
+/// waits once it returns, whatever `parse` did.
+pub fn read_ahead<R>(tensors: Vec<(&'static str, Tensor)>, parse: impl FnOnce() -> R) -> (R, bool) {
+    /// Clears what is left, even when `parse` unwinds.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            READ_AHEAD.with_borrow_mut(Vec::clear);
+        }
+    }
+    READ_AHEAD.with_borrow_mut(|waiting| *waiting = tensors);
+    let _clear = Clear;
+    let result = parse();
+    (result, READ_AHEAD.with_borrow(Vec::is_empty))
+}
+
+/// The tensor read ahead for `field`, if one waits.
+fn take_read_ahead(field: &str) -> Option<Tensor> {
+    READ_AHEAD.with_borrow_mut(|waiting| {
+        let at = waiting.iter().position(|(name, _)| *name == field)?;
+        Some(waiting.swap_remove(at).1)
+    })
+}
+
 /// Decodes one tensor field: `field` names it in errors, `ranks` lists the ranks it takes.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorSeed {
@@ -196,8 +242,18 @@ impl<'de> Visitor<'de> for TensorSeed {
         nested::decode(self, seq).map(Input::Tensor)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Input, A::Error> {
-        packed::decode(self, map)
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Input, A::Error> {
+        let Some(tensor) = take_read_ahead(self.field) else {
+            return packed::decode(self, map);
+        };
+        // The `{}` left in the tensor's place. Any error here sends the body back to serde.
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("a tensor read ahead left more than {}"));
+        }
+        if !self.ranks.contains(&tensor.rank()) {
+            return Err(self.wrong_rank(tensor.rank()));
+        }
+        Ok(Input::Tensor(tensor))
     }
 
     reject_kinds!(bool, i64, u64, f64, str, unit);

@@ -13,7 +13,7 @@ use simserve::answer::Encoding;
 use simserve::answer::json::DenseField;
 use simserve::answer::outcome::Outcome;
 use simserve::api::{Context, Operation, operate};
-use simserve::body::fields;
+use simserve::body::{TensorFields, fields};
 use simserve::compute::{self, Cancel, Metric};
 use simserve::error::ApiError;
 use simserve::tensor::Input;
@@ -33,6 +33,10 @@ struct CentroidRequest {
     a: Input,
     #[serde(default, deserialize_with = "fields::metric")]
     metric: Metric,
+}
+
+impl TensorFields for CentroidRequest {
+    const TENSORS: &'static [&'static str] = &["a"];
 }
 
 impl Operation for Centroid {

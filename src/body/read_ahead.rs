@@ -1,0 +1,255 @@
+//! The fast path of [`super::parse`]: a body's tensors sent as nested arrays are read
+//! straight from its bytes ([`crate::tensor::text`]), in parallel when large, and serde
+//! parses only the rest.
+//!
+//! The body's top level is walked just far enough to find each tensor field's value (a
+//! field of [`TensorFields::TENSORS`] whose value starts with `[`). Those values are read
+//! ahead; a copy of the body with `{}` in their place (the rest is small: options, ids,
+//! index lists) is parsed by serde, and each field's seed takes its tensor
+//! ([`crate::tensor::read_ahead`]).
+//!
+//! This path answers only when everything succeeds. Any doubt (a tensor it cannot read, a
+//! key with escapes, a body serde refuses) gives `None`, and the caller parses the body as
+//! sent with serde alone, so errors are always serde's and the same as without this path.
+//! The copy differs from the body only inside tensor values, which hold no strings, so
+//! serde accepts it exactly when it accepts the body.
+
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+
+use crate::tensor::{self, Tensor, text};
+
+/// A request body type whose tensor fields the fast path may read ahead.
+pub trait TensorFields: DeserializeOwned {
+    /// The fields decoded by [`super::fields`]' tensor functions. Only speed depends on this
+    /// list: a field wrongly in it gets `{}`, which every other decoder refuses (so the body
+    /// goes to serde alone), and a field missing from it is read by serde.
+    const TENSORS: &'static [&'static str];
+}
+
+/// The body parsed with its tensors read ahead, or `None` when the caller must parse it
+/// with serde alone (no tensor to read ahead, or anything amiss).
+pub(super) fn parse<T: TensorFields>(body: &[u8]) -> Option<T> {
+    let found = find::<T>(body)?;
+    if found.is_empty() {
+        return None;
+    }
+    let tensors = read_all(body, &found)?;
+    let kept: usize = body.len() - found.iter().map(|(_, s)| s.range.len()).sum::<usize>();
+    let mut rest = Vec::with_capacity(kept + 2 * found.len());
+    let mut from = 0;
+    for (_, span) in &found {
+        rest.extend_from_slice(&body[from..span.range.start]);
+        rest.extend_from_slice(b"{}");
+        from = span.range.end;
+    }
+    rest.extend_from_slice(&body[from..]);
+    let (parsed, all_taken) = tensor::read_ahead(tensors, || serde_json::from_slice::<T>(&rest));
+    parsed.ok().filter(|_| all_taken)
+}
+
+/// Reads every found tensor: on this thread when they are small together, else each on the
+/// compute threads (large ones cut into pieces too).
+fn read_all(
+    body: &[u8],
+    found: &[(&'static str, text::Span)],
+) -> Option<Vec<(&'static str, Tensor)>> {
+    let bytes: usize = found.iter().map(|(_, span)| span.range.len()).sum();
+    let read = |(field, span): &(&'static str, text::Span)| {
+        Some((*field, text::read_parallel(body, span)?))
+    };
+    if bytes < text::PARALLEL_BYTES || rayon::current_num_threads() < 2 {
+        found
+            .iter()
+            .map(|(field, span)| Some((*field, text::read(body, span)?)))
+            .collect()
+    } else {
+        found.par_iter().map(read).collect()
+    }
+}
+
+/// The spans of the top-level tensor fields of `T` whose values start with `[`, in body
+/// order; `None` if the top level is not an object this walk can follow.
+fn find<T: TensorFields>(body: &[u8]) -> Option<Vec<(&'static str, text::Span)>> {
+    let mut found = Vec::new();
+    let mut at = whitespace(body, 0);
+    if body.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = whitespace(body, at + 1);
+    if body.get(at) == Some(&b'}') {
+        return Some(found);
+    }
+    loop {
+        if body.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_start = at + 1;
+        let key_end = key_start + memchr::memchr2(b'"', b'\\', body.get(key_start..)?)?;
+        if body[key_end] == b'\\' {
+            return None;
+        }
+        let key = &body[key_start..key_end];
+        at = whitespace(body, key_end + 1);
+        if body.get(at) != Some(&b':') {
+            return None;
+        }
+        at = whitespace(body, at + 1);
+        let field = T::TENSORS.iter().find(|field| field.as_bytes() == key);
+        match (field, body.get(at)) {
+            (Some(field), Some(b'[')) => {
+                let span = text::span(body, at)?;
+                at = span.range.end;
+                found.push((*field, span));
+            }
+            _ => at = skip_value(body, at)?,
+        }
+        at = whitespace(body, at);
+        match body.get(at) {
+            Some(b',') => at = whitespace(body, at + 1),
+            Some(b'}') => return Some(found),
+            _ => return None,
+        }
+    }
+}
+
+/// The position after the JSON value at `body[at]`, found by its delimiters alone (what is
+/// inside is serde's to check): strings to their unescaped `"`, arrays and objects to their
+/// closing bracket, anything else to the next delimiter.
+fn skip_value(body: &[u8], mut at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        match *body.get(at)? {
+            b'"' => at = skip_string(body, at)?,
+            b'[' | b'{' => {
+                depth += 1;
+                at += 1;
+            }
+            b']' | b'}' if depth > 0 => {
+                depth -= 1;
+                at += 1;
+            }
+            b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t' if depth == 0 => return Some(at),
+            _ => at += 1,
+        }
+        if depth == 0 && matches!(body.get(at.wrapping_sub(1)), Some(b'"' | b']' | b'}')) {
+            return Some(at);
+        }
+    }
+}
+
+/// The position after the string whose `"` is at `body[at]`.
+fn skip_string(body: &[u8], mut at: usize) -> Option<usize> {
+    at += 1;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', body.get(at..)?)?;
+        if body[at] == b'"' {
+            return Some(at + 1);
+        }
+        at += 2;
+    }
+}
+
+/// The first position at or after `at` that is not JSON whitespace.
+fn whitespace(body: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = body.get(at) {
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    /// A body with two tensor fields and every other kind of value around them.
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Probe {
+        #[serde(deserialize_with = "crate::body::fields::a_matrix")]
+        a: tensor::Input,
+        #[serde(default, deserialize_with = "crate::body::fields::some_b_matrix")]
+        b: Option<tensor::Input>,
+        #[serde(default)]
+        note: Option<String>,
+        #[serde(default)]
+        lists: Option<Vec<Vec<u32>>>,
+        #[serde(default)]
+        k: Option<u32>,
+    }
+
+    impl TensorFields for Probe {
+        const TENSORS: &'static [&'static str] = &["a", "b"];
+    }
+
+    /// [`Probe`] with a field listed that is not a tensor field.
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(transparent)]
+    struct WronglyListed(Probe);
+
+    impl TensorFields for WronglyListed {
+        const TENSORS: &'static [&'static str] = &["a", "b", "lists"];
+    }
+
+    fn both(body: &str) -> (Option<Probe>, Result<Probe, String>) {
+        let fast = parse::<Probe>(body.as_bytes());
+        let serde = serde_json::from_str::<Probe>(body).map_err(|e| e.to_string());
+        (fast, serde)
+    }
+
+    #[test]
+    fn tensors_are_read_ahead_and_the_rest_parsed_by_serde() {
+        let body = r#" { "note": "a \"[[9]]\", \\", "a": [[1, 2], [3, 4]],
+            "k": 7, "lists": [[1], []], "b": [[5.5, -0.0]] } "#;
+        let (fast, serde) = both(body);
+        assert_eq!(fast.unwrap(), serde.unwrap());
+    }
+
+    #[test]
+    fn a_field_wrongly_listed_sends_the_body_to_serde() {
+        // `lists` is not a tensor field: its `{}` is refused, so the fast path gives up.
+        let body = r#"{"a": [[1]], "lists": [[1, 2], [3, 4]]}"#;
+        assert!(parse::<WronglyListed>(body.as_bytes()).is_none());
+        let (fast, serde) = both(body);
+        assert_eq!(fast.unwrap(), serde.unwrap());
+    }
+
+    #[test]
+    fn bodies_serde_refuses_are_refused_here_too() {
+        for body in [
+            r#"{"a": [[1]], "a": [[2]]}"#,
+            r#"{"a": [[1]], "c": 1}"#,
+            r#"{"a": [[1]], "k": "x"}"#,
+            r#"{"a": [[1]] "k": 1}"#,
+            r#"{"a": [[1], [2, 3]]}"#,
+            r#"{"a": [1, 2]}"#,
+            r#"{"a": [[1]], "note": "unterminated}"#,
+            r#"{"a": [[1]],}"#,
+            r#"{"a": [[1]]"#,
+            r#"{"\u0061": [[1]]}"#,
+        ] {
+            let (fast, serde) = both(body);
+            assert!(fast.is_none(), "{body}");
+            if !body.contains("\\u0061") {
+                assert!(serde.is_err(), "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_skipped_by_their_delimiters() {
+        for (value, len) in [
+            (r#""a,\"}", "#, 7),
+            (r#"[1, {"z": "]"}], "#, 15),
+            (r#"{"z": ["}"]}}"#, 12),
+            ("-1.5e3, ", 6),
+            ("true}", 4),
+            ("null ", 4),
+        ] {
+            assert_eq!(skip_value(value.as_bytes(), 0), Some(len), "{value}");
+        }
+        assert_eq!(skip_value(br#""open"#, 0), None);
+        assert_eq!(skip_value(b"[[1]", 0), None);
+    }
+}

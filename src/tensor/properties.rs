@@ -1,0 +1,254 @@
+//! Properties of the tensor text reader ([`super::text`]) against independent references:
+//! serde_json (through the serde path, [`super::nested`]) for what is a tensor and its shape,
+//! and the standard library's correctly rounded `f32` parser for every value.
+//!
+//! `PROPTEST_CASES=3000 cargo test properties` runs more cases (CI does).
+
+use proptest::prelude::*;
+use serde::de::DeserializeSeed;
+
+use super::text;
+use super::{Input, Tensor, TensorSeed};
+
+/// Finite `f32` values of every kind: zeros of both signs, ordinary, tiny, huge, subnormal,
+/// the extremes, and any bit pattern.
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        Just(0.0f32),
+        Just(-0.0f32),
+        -1e3f32..1e3f32,
+        (-1.0f32..1.0f32).prop_map(|x| x * 1e-30),
+        (-1.0f32..1.0f32).prop_map(|x| x * 3e38),
+        (1u32..0x0080_0000).prop_map(f32::from_bits),
+        Just(f32::MAX),
+        Just(f32::MIN_POSITIVE),
+        any::<u32>()
+            .prop_map(f32::from_bits)
+            .prop_filter("finite", |v| v.is_finite()),
+    ]
+}
+
+/// `value` written one of the ways clients write numbers: the shortest `f32` text, Python's
+/// `repr` of it as a float (the shortest `f64` text), `%.17g`, an upper-case exponent with
+/// a `+`, all its decimals, or a string of many digits within a hair of the midpoint
+/// between it and the next `f32` (either side, or on it), where rounding twice goes wrong.
+fn printed(value: f32, form: u8, nudge: u8) -> String {
+    let wide = f64::from(value);
+    match form % 6 {
+        0 => format!("{value:?}"),
+        1 => format!("{wide:?}"),
+        2 => format!("{wide:.16e}"),
+        3 => {
+            let text = format!("{value:E}");
+            match text.split_once('E') {
+                Some((digits, exponent)) if !exponent.starts_with('-') => {
+                    format!("{digits}E+{exponent}")
+                }
+                _ => text,
+            }
+        }
+        4 => format!("{wide:.80}"),
+        _ => {
+            let next = f64::from(value.abs().next_up()).copysign(wide);
+            let midpoint = (wide + next) / 2.0;
+            if !midpoint.is_finite() {
+                return format!("{value:?}");
+            }
+            // Exact to 60 digits; then a last digit past them nudges it either way.
+            let digits = format!("{midpoint:.60e}");
+            let (mantissa, exponent) = digits.split_once('e').unwrap_or((&digits, "0"));
+            match nudge % 3 {
+                0 => digits.clone(),
+                1 => format!("{mantissa}1e{exponent}"),
+                _ => {
+                    let trimmed = mantissa.trim_end_matches('0');
+                    let lowered = lower_last_digit(trimmed);
+                    format!("{lowered}9999e{exponent}")
+                }
+            }
+        }
+    }
+}
+
+/// `digits` (a decimal with a point) minus one in its last place, when that is a digit
+/// above 0; else as it is.
+fn lower_last_digit(digits: &str) -> String {
+    let mut bytes = digits.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut()
+        && (b'1'..=b'9').contains(last)
+    {
+        *last -= 1;
+    }
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// JSON whitespace, often none.
+fn gap(seed: u64) -> &'static str {
+    ["", "", "", " ", "\n", "\t ", "\r\n  "][(seed % 7) as usize]
+}
+
+/// A tensor of `shape` holding `values`, written with `forms` and whitespace from `seed`.
+fn write(shape: &[usize], tokens: &[String], seed: u64) -> String {
+    let mut state = seed | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        gap(state)
+    };
+    fn level(
+        shape: &[usize],
+        tokens: &mut std::slice::Iter<'_, String>,
+        out: &mut String,
+        next: &mut dyn FnMut() -> &'static str,
+    ) {
+        out.push('[');
+        for i in 0..shape[0] {
+            out.push_str(next());
+            if i > 0 {
+                out.push(',');
+                out.push_str(next());
+            }
+            if shape.len() == 1 {
+                out.push_str(tokens.next().map_or("0", String::as_str));
+            } else {
+                level(&shape[1..], tokens, out, next);
+            }
+            out.push_str(next());
+        }
+        out.push(']');
+    }
+    let mut out = String::new();
+    level(shape, &mut tokens.iter(), &mut out, &mut next);
+    out
+}
+
+/// What the serde path reads from `text` as a field taking ranks 2 and 3.
+fn serde_read(text: &str) -> Result<Tensor, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = TensorSeed::new("a", &[2, 3])
+        .deserialize(&mut de)
+        .and_then(|input| de.end().map(|()| input))
+        .map_err(|err| err.to_string())?;
+    match read {
+        Input::Tensor(tensor) => Ok(tensor),
+        Input::Table(_) => Err("a table reference".into()),
+    }
+}
+
+/// What the reader reads from `text`: the tensor after any leading whitespace, with only
+/// whitespace after it, of rank 2 or 3 (the seed refuses others).
+fn fast_read(text: &str) -> Option<Tensor> {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !b" \n\r\t".contains(b))?;
+    let span = text::span(bytes, start)?;
+    let tensor = text::read(bytes, &span)?;
+    bytes[span.range.end..]
+        .iter()
+        .all(|b| b" \n\r\t".contains(b))
+        .then_some(tensor)
+        .filter(|tensor| tensor.rank() >= 2)
+}
+
+/// The numbers of tensor text, each rounded by the standard library: the reference values.
+fn exact_values(text: &str) -> Option<Vec<f32>> {
+    text.split(|c: char| "[], \n\r\t".contains(c))
+        .filter(|token| !token.is_empty())
+        .map(|token| token.parse::<f32>().ok())
+        .collect()
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// A shape of rank 2 or 3, axes 1 to 5 long, with a value, form and nudge per element.
+fn case() -> impl Strategy<Value = (Vec<usize>, Vec<(f32, u8, u8)>, u64)> {
+    prop::collection::vec(1usize..=5, 2..=3).prop_flat_map(|shape| {
+        let len: usize = shape.iter().product();
+        (
+            Just(shape),
+            prop::collection::vec((value(), any::<u8>(), any::<u8>()), len),
+            any::<u64>(),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn the_reader_reads_every_printed_form_as_the_correctly_rounded_f32(
+        (shape, elements, seed) in case()
+    ) {
+        let tokens: Vec<String> = elements
+            .iter()
+            .map(|&(value, form, nudge)| printed(value, form, nudge))
+            .collect();
+        let text = write(&shape, &tokens, seed);
+        let exact: Vec<f32> = tokens.iter().map(|t| t.parse::<f32>().unwrap()).collect();
+        let fast = fast_read(&text);
+        if exact.iter().all(|v| v.is_finite()) {
+            let fast = fast.ok_or_else(|| TestCaseError::fail(format!("refused {text}")))?;
+            prop_assert_eq!(fast.shape(), &shape[..]);
+            prop_assert!(same_bits(&fast.data, &exact), "{text}");
+            // serde agrees on the shape; its values are within one step (it rounds twice).
+            let serde = serde_read(&text).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(serde.shape(), fast.shape());
+            for (s, f) in serde.data.iter().zip(&fast.data) {
+                prop_assert!(s == f || s.to_bits().abs_diff(f.to_bits()) <= 1, "{s} {f}");
+            }
+        } else {
+            prop_assert!(fast.is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_reader_accepts_a_changed_text_exactly_when_serde_does(
+        (shape, elements, seed) in case(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<prop::sample::Index>()), 1..4),
+    ) {
+        let tokens: Vec<String> = elements
+            .iter()
+            .map(|&(value, form, _)| printed(value, form % 4, 0))
+            .collect();
+        let mut text = write(&shape, &tokens, seed).into_bytes();
+        const BYTES: &[u8] = b"[],-+.eE019 x\"\n";
+        for (at, kind, byte) in edits {
+            let at = at.index(text.len() + 1);
+            let byte = *byte.get(BYTES);
+            match kind {
+                0 if at < text.len() => {
+                    text.remove(at);
+                }
+                1 if at < text.len() => text[at] = byte,
+                _ => text.insert(at, byte),
+            }
+        }
+        let text = String::from_utf8(text).unwrap();
+        let fast = fast_read(&text);
+        let serde = serde_read(&text);
+        prop_assert_eq!(fast.is_some(), serde.is_ok(), "{} {:?}", text, serde);
+        if let (Some(fast), Ok(serde)) = (fast, serde) {
+            prop_assert_eq!(fast.shape(), serde.shape());
+            let exact = exact_values(&text).ok_or_else(|| TestCaseError::fail("tokens"))?;
+            prop_assert!(same_bits(&fast.data, &exact), "{text}");
+        }
+    }
+}
+
+#[test]
+fn the_float32_limit_rounds_as_ieee_says() {
+    // Half a step above f32::MAX rounds to even, which is infinity: refused.
+    assert!(fast_read("[[340282356779733661637539395458142568448]]").is_none());
+    // A hair below it is f32::MAX, though through f64 (whose nearest value is the bound
+    // itself) it would round to infinity.
+    let below = fast_read("[[3.4028235677973366e38]]").unwrap();
+    assert_eq!(below.data, [f32::MAX]);
+    assert!(("3.4028235677973366e38".parse::<f64>().unwrap() as f32).is_infinite());
+    // The one shortest f32 text that f64-then-f32 rounding gets wrong.
+    let tricky = fast_read("[[7.038531e-26]]").unwrap();
+    assert_eq!(tricky.data, ["7.038531e-26".parse::<f32>().unwrap()]);
+    assert_ne!(
+        tricky.data[0],
+        "7.038531e-26".parse::<f64>().unwrap() as f32
+    );
+}
