@@ -160,11 +160,10 @@ impl Run<'_, '_> {
                 let skip = self.exclude.as_ref().map_or(&[][..], |e| e.row(i));
                 let first = skip.partition_point(|&j| j < tile_cols.start);
                 let skip = &skip[first..];
-                let plain = !self.selection.exclude_self
-                    && self.selection.threshold.is_none()
-                    && skip.first().is_none_or(|&j| j >= tile_cols.end);
-                if plain {
-                    // Top-k alone: one comparison per score against the bar.
+                if self.selection.threshold.is_none() {
+                    // Top-k alone: one comparison per score against the bar, over the runs
+                    // of columns between those left out (exclusions, and the row itself
+                    // with `exclude_self`).
                     let similarity = self.metric.is_similarity();
                     let nearer = |x: f32, y: f32| {
                         let order = x.total_cmp(&y);
@@ -175,14 +174,42 @@ impl Run<'_, '_> {
                         }
                     };
                     let mut bar = row.bar;
-                    for (j, &score) in tile_cols.clone().zip(scores) {
-                        if bar.is_none_or(|b| nearer(score, b)) {
-                            row.hits.push((score, j));
-                            if row.hits.len() >= prune_at {
-                                bar = self.prune(&mut row.hits);
+                    let mut from = tile_cols.start;
+                    // Whether a chunk may hold a score nearer than `b`: a comparison the
+                    // compiler does 16 lanes at a time (NaN counts as maybe).
+                    let may_beat = |chunk: &[f32], b: f32| {
+                        if similarity {
+                            chunk.iter().fold(false, |may, &x| may | !(x < b))
+                        } else {
+                            chunk.iter().fold(false, |may, &x| may | !(x > b))
+                        }
+                    };
+                    let mut plain_run = |from: usize, to: usize, bar: &mut Option<f32>| {
+                        let run = &scores[from - tile_cols.start..to - tile_cols.start];
+                        for (c, chunk) in run.chunks(BAR_CHUNK).enumerate() {
+                            if bar.is_some_and(|b| !may_beat(chunk, b)) {
+                                continue;
+                            }
+                            let first = from + c * BAR_CHUNK;
+                            for (j, &score) in (first..).zip(chunk) {
+                                if bar.is_none_or(|b| nearer(score, b)) {
+                                    row.hits.push((score, j));
+                                    if row.hits.len() >= prune_at {
+                                        *bar = self.prune(&mut row.hits);
+                                    }
+                                }
                             }
                         }
+                    };
+                    let own = (self.selection.exclude_self && tile_cols.contains(&i)).then_some(i);
+                    let left_out = skip.iter().copied().take_while(|&j| j < tile_cols.end);
+                    for j in merged(left_out, own) {
+                        if j >= from {
+                            plain_run(from, j, &mut bar);
+                            from = j + 1;
+                        }
                     }
+                    plain_run(from, tile_cols.end, &mut bar);
                     row.bar = bar;
                     added += row.hits.len().saturating_sub(before);
                     continue;
@@ -230,6 +257,23 @@ impl Run<'_, '_> {
         }
         out
     }
+}
+
+/// Scores compared with a row's bar at once, before any is looked at alone: a run of this
+/// many that cannot beat it (most, once `k` are held) costs a few vector comparisons.
+const BAR_CHUNK: usize = 16;
+
+/// The ascending `sorted` with `extra` (when given) in its place.
+fn merged(
+    sorted: impl Iterator<Item = usize>,
+    mut extra: Option<usize>,
+) -> impl Iterator<Item = usize> {
+    let mut sorted = sorted.peekable();
+    std::iter::from_fn(move || match (sorted.peek(), extra) {
+        (Some(&next), Some(own)) if own < next => extra.take(),
+        (Some(_), _) => sorted.next(),
+        (None, _) => extra.take(),
+    })
 }
 
 /// Selects, for every row of `a`, the nearest rows of `b` (`None`: of `a` itself). Sides are
@@ -453,6 +497,43 @@ mod tests {
             want.sort_by(|&x, &y| row[x].total_cmp(&row[y]).then(x.cmp(&y)));
             want.truncate(7);
             assert_eq!(got.indices.row(i), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn top_k_with_exclusions_skips_them_across_tiles_and_chunks_like_the_dense_matrix() {
+        // Ties everywhere; exclusions at tile borders, chunk borders and the row itself.
+        let a = ndarray::Array2::from_shape_fn((40, 3), |(i, j)| ((i * 7 + j * 3) % 5) as f32);
+        let b = ndarray::Array2::from_shape_fn((3000, 3), |(i, j)| ((i * 5 + j) % 7) as f32);
+        let mut exclude = Ragged::new();
+        for i in 0..40 {
+            let mut row: Vec<usize> = [0, 15, 16, 999, 1000, 1001, 2999, i * 61, i * 61 + 1]
+                .into_iter()
+                .filter(|&j| j < 3000 && j % (i % 3 + 1) == 0)
+                .collect();
+            row.sort_unstable();
+            row.dedup();
+            exclude.push_row(row);
+        }
+        for (metric, exclude_self) in [(Metric::Dot, true), (Metric::Euclidean, false)] {
+            let sel = Selection {
+                k: Some(7),
+                exclude_self,
+                exclude: Some(&exclude),
+                ..all()
+            };
+            let got =
+                nearest_in_tiles(a.view(), Some(b.view()), metric, &sel, &Cancel::new(), 1000)
+                    .unwrap();
+            let dense = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
+            for (i, row) in dense.rows().into_iter().enumerate() {
+                let mut want: Vec<usize> = (0..3000)
+                    .filter(|j| !exclude.row(i).contains(j) && !(exclude_self && *j == i))
+                    .collect();
+                want.sort_by(|&x, &y| metric.nearest_first(row[x], row[y]).then(x.cmp(&y)));
+                want.truncate(7);
+                assert_eq!(got.indices.row(i), want, "{metric:?} row {i}");
+            }
         }
     }
 
