@@ -240,7 +240,7 @@ def main():
     simserve = subprocess.Popen(
         [os.path.join(ROOT, "target", "release", "simserve"), "--addr", f"127.0.0.1:{SIMSERVE_PORT}",
          "--max-body-bytes", "700000000", "--memory-budget-bytes", "12000000000",
-         "--request-timeout", "120s", "--log", "warn"])
+         "--request-timeout", "120s", "--max-queue", "128", "--log", "warn"])
     peer = subprocess.Popen(
         [os.path.join(VENV, "bin", "uvicorn"), "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
          "--workers", "2", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],

@@ -174,6 +174,10 @@ pub fn dense<D: Dimension>(
 /// below it (about 2 MB of text), handing pieces to the pool costs more than it saves.
 pub const PARALLEL_NUMBERS: usize = 1 << 17;
 
+/// Bytes of text a number takes, about: what a piece's buffer is sized for (the shortest
+/// text of a float32 is at most 15 bytes with its sign and exponent; most are 10 to 12).
+const TEXT_BYTES_PER_NUMBER: usize = 12;
+
 /// Pieces per thread a large tensor's text is cut into, so that a thread that finishes
 /// early finds another.
 const PIECES_PER_THREAD: usize = 4;
@@ -193,7 +197,7 @@ fn write_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) -> Result<(), 
         .map(|piece| {
             let mut piece_shape = shape.to_vec();
             piece_shape[0] = piece.len() / stride;
-            let mut text = Vec::new();
+            let mut text = Vec::with_capacity(piece.len() * TEXT_BYTES_PER_NUMBER);
             write(
                 &mut text,
                 &Nested {

@@ -107,7 +107,7 @@ pub fn read_parallel(text: &[u8], span: &Span) -> Option<Tensor> {
     let mut first = Vec::new();
     let first_start = skip_whitespace(text, 1);
     let first_end = array(text, first_start, &mut row_shape, &mut first, 1)?;
-    let row_brackets = memchr::memchr_iter(b'[', &text[first_start..first_end]).count();
+    let row_bytes = first_end - first_start;
 
     // Pieces of the rest, each but the first starting at the `,` before an outermost row.
     let pieces = threads * PIECES_PER_THREAD;
@@ -123,7 +123,7 @@ pub fn read_parallel(text: &[u8], span: &Span) -> Option<Tensor> {
     cuts.push(rest.end);
     let read: Vec<(usize, Vec<f32>)> = cuts
         .par_windows(2)
-        .map(|cut| rows_after(text, cut[0]..cut[1], &row_shape, row_brackets))
+        .map(|cut| rows_after(text, cut[0]..cut[1], &row_shape, row_bytes))
         .collect::<Option<_>>()?;
 
     let rows = 1 + read.iter().map(|(rows, _)| rows).sum::<usize>();
@@ -160,18 +160,18 @@ fn row_boundary(text: &[u8], from: usize, rank: usize) -> Option<usize> {
     }
 }
 
-/// Reads the outermost rows in `text[piece]`, each after a `,`, each of `row_shape` and
-/// holding `row_brackets` `[`: how many rows, and their values.
+/// Reads the outermost rows in `text[piece]`, each after a `,` and each of `row_shape`:
+/// how many rows, and their values. The buffer is sized from `row_bytes`, the first row's
+/// length, with a margin for rows written longer.
 fn rows_after(
     text: &[u8],
     piece: Range<usize>,
     row_shape: &[usize],
-    row_brackets: usize,
+    row_bytes: usize,
 ) -> Option<(usize, Vec<f32>)> {
-    // Size the buffer once: each row holds `row_brackets` of the piece's `[`.
     let row_len: usize = row_shape.iter().product();
-    let brackets = memchr::memchr_iter(b'[', &text[piece.clone()]).count();
-    let values = (brackets / row_brackets.max(1)).saturating_mul(row_len);
+    let rows = piece.len() / row_bytes.max(1) + 1;
+    let values = rows.saturating_add(rows / 4).saturating_mul(row_len);
     let mut data = Vec::with_capacity(values.min(piece.len() / 2 + 1));
     let mut shape = row_shape.to_vec();
     let mut rows = 0;
@@ -299,10 +299,16 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Exact powers of ten in `f64`.
+/// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
 const POWERS_OF_TEN: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Powers of ten `10^0 ..= 10^-22` in `f64`: each the nearest `f64`, within half a step.
+const INVERSE_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
+    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
 ];
 
 /// Significant digits a `u64` always holds.
@@ -312,11 +318,10 @@ const MAX_DIGITS: usize = 19;
 /// `None` if there is no valid JSON number there or it rounds past the `f32` range.
 ///
 /// Digits are read eight at a time into a `u64`. When there are at most 19 significant
-/// digits and the decimal exponent is within ±22, the value times (or over) an exact power
-/// of ten is within one `f64` step of the true value, and rounding that to `f32` is right
-/// unless it lies within a few steps of the midpoint between two `f32` values (or outside
-/// the normal `f32` range); those rare numbers, and all others, go to the standard
-/// library's correctly rounded `f32` parser.
+/// digits and the decimal exponent is within ±22, [`fast_f32`] rounds them unless they lie
+/// too near the midpoint between two `f32` values (or outside the normal `f32` range);
+/// those rare numbers, and all others, go to the standard library's correctly rounded `f32`
+/// parser.
 #[inline]
 fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
     let mut at = start;
@@ -462,27 +467,41 @@ fn eight_digits_value(word: u64) -> u32 {
 /// `mantissa × 10^exponent` rounded to `f32` when that is certain without the full
 /// algorithm (see [`number`]), else `None`. `digits` counts the significant digits read
 /// (those past 19 were dropped and need the full algorithm).
+///
+/// The product of the mantissa and the power of ten, each within half an `f64` step, is
+/// within two steps of the true value (a multiplication, not a division: its result is
+/// waited for at once). Rounding it to `f32` is then right unless it lies within
+/// [`MIDPOINT_MARGIN`] steps of a midpoint between two `f32` values.
 #[inline]
 fn fast_f32(mantissa: u64, digits: usize, exponent: i64) -> Option<f32> {
     if digits > MAX_DIGITS || !(-22..=22).contains(&exponent) {
         return None;
     }
-    let power = POWERS_OF_TEN[exponent.unsigned_abs() as usize];
-    let near = if exponent < 0 {
-        mantissa as f64 / power
+    let power = if exponent < 0 {
+        INVERSE_POWERS_OF_TEN[exponent.unsigned_abs() as usize]
     } else {
-        mantissa as f64 * power
+        POWERS_OF_TEN[exponent as usize]
     };
-    // Within the normal f32 range, and not within 8 f64 steps of a midpoint between two
-    // f32 values (the 29 bits f64 holds below f32's precision, against their half).
+    // The signed conversion is one instruction; 19 digits may pass i64::MAX, though.
+    let mantissa = match i64::try_from(mantissa) {
+        Ok(signed) => signed as f64,
+        Err(_) => mantissa as f64,
+    };
+    let near = mantissa * power;
+    // Within the normal f32 range, and away from the midpoints: the 29 bits f64 holds below
+    // f32's precision, against their half.
     let bits = near.to_bits();
     let biased = (bits >> 52) & 0x7FF;
     let below = bits & ((1 << 29) - 1);
-    if !(1023 - 126..=1023 + 127).contains(&biased) || below.abs_diff(1 << 28) <= 8 {
+    if !(1023 - 126..=1023 + 127).contains(&biased) || below.abs_diff(1 << 28) <= MIDPOINT_MARGIN {
         return None;
     }
     Some(near as f32)
 }
+
+/// `f64` steps from a midpoint between two `f32` values within which [`fast_f32`] leaves a
+/// number to the full algorithm: several times its error of two steps at most.
+const MIDPOINT_MARGIN: u64 = 16;
 
 #[cfg(test)]
 mod tests {
@@ -516,6 +535,7 @@ mod tests {
             "3.4028235e38",
             "7.038531e-26",
             "1.00000005960464477539062500001",
+            "9.225182736547839999e14",
         ] {
             assert_eq!(one(text), Some(text.parse::<f32>().unwrap()), "{text}");
         }
