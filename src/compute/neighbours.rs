@@ -179,9 +179,9 @@ impl Run<'_, '_> {
                     // compiler does 16 lanes at a time (NaN counts as maybe).
                     let may_beat = |chunk: &[f32], b: f32| {
                         if similarity {
-                            chunk.iter().fold(false, |may, &x| may | !(x < b))
+                            chunk.iter().fold(false, |may, &x| may | (x >= b) | x.is_nan())
                         } else {
-                            chunk.iter().fold(false, |may, &x| may | !(x > b))
+                            chunk.iter().fold(false, |may, &x| may | (x <= b) | x.is_nan())
                         }
                     };
                     let mut plain_run = |from: usize, to: usize, bar: &mut Option<f32>| {
@@ -528,7 +528,7 @@ mod tests {
             let dense = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
             for (i, row) in dense.rows().into_iter().enumerate() {
                 let mut want: Vec<usize> = (0..3000)
-                    .filter(|j| !exclude.row(i).contains(j) && !(exclude_self && *j == i))
+                    .filter(|&j| !exclude.row(i).contains(&j) && (!exclude_self || j != i))
                     .collect();
                 want.sort_by(|&x, &y| metric.nearest_first(row[x], row[y]).then(x.cmp(&y)));
                 want.truncate(7);
