@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Two simserve builds on the same requests, rounds interleaved, in one run.
+
+    python3 bench/ab.py OLD_BINARY NEW_BINARY [--rounds 3] [--seconds 8]
+
+Writes bench/run.py's request files (with its venv's numpy), then for each round and each
+scenario starts each build in turn (the order alternating between rounds) with bench/run.py's
+flags, drives it with wrk at the scenario's concurrency and records requests/s. Prints the
+median requests/s of each build per scenario and the ratio NEW / OLD, with every round's
+numbers, so a change is judged on a noisy machine by builds measured minutes apart.
+Needs: wrk (`apt-get install wrk`), and bench/run.py's venv (created by running it once).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (bench/run.py: scenarios, flags, wrk driver)
+
+PORT = 18093
+
+
+def serve(binary):
+    proc = subprocess.Popen(
+        [binary, "--addr", f"127.0.0.1:{PORT}", "--max-body-bytes", "700000000",
+         "--memory-budget-bytes", "12000000000", "--request-timeout", "120s",
+         "--max-queue", "128", "--log", "warn"])
+    run.wait_ready(PORT)
+    return proc
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--skip", default="100000",
+                        help="leave out scenarios whose name contains this (default: the 414 MB one)")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="simserve-ab-")
+    python = os.path.join(run.VENV, "bin", "python")
+    subprocess.run([python, os.path.join(run.ROOT, "bench", "run.py"), "--write-requests", work],
+                   check=True)
+    lua = os.path.join(work, "post.lua")
+    with open(lua, "w") as f:
+        f.write(run.LUA)
+    scenarios = [(i, s) for i, s in enumerate(run.SCENARIOS) if args.skip not in s[0]]
+    rates = {(name, build): [] for _, (name, *_rest) in scenarios for build in ("old", "new")}
+    for round_ in range(args.rounds):
+        builds = [("old", args.old), ("new", args.new)]
+        if round_ % 2:
+            builds.reverse()
+        for i, (name, path, concurrency, _seconds, _build) in scenarios:
+            for label, binary in builds:
+                proc = serve(binary)
+                try:
+                    body = os.path.join(work, f"{i}.json")
+                    rps = run.load(PORT, path, body, concurrency, args.seconds, lua)[0]
+                finally:
+                    proc.terminate()
+                    proc.wait()
+                rates[(name, label)].append(rps)
+                print(f"round {round_ + 1}: {name}: {label} {rps:.1f} req/s", flush=True)
+    print("\n| scenario | old req/s | new req/s | new / old | rounds (old; new) |")
+    print("|---|---:|---:|---:|---|")
+    for _, (name, *_rest) in scenarios:
+        old, new = rates[(name, "old")], rates[(name, "new")]
+        print(f"| {name} | {statistics.median(old):.1f} | {statistics.median(new):.1f} | "
+              f"{statistics.median(new) / statistics.median(old):.2f}x | "
+              f"{', '.join(f'{r:.1f}' for r in old)}; {', '.join(f'{r:.1f}' for r in new)} |")
+
+
+if __name__ == "__main__":
+    main()
