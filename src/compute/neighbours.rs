@@ -179,9 +179,13 @@ impl Run<'_, '_> {
                     // compiler does 16 lanes at a time (NaN counts as maybe).
                     let may_beat = |chunk: &[f32], b: f32| {
                         if similarity {
-                            chunk.iter().fold(false, |may, &x| may | (x >= b) | x.is_nan())
+                            chunk
+                                .iter()
+                                .fold(false, |may, &x| may | (x >= b) | x.is_nan())
                         } else {
-                            chunk.iter().fold(false, |may, &x| may | (x <= b) | x.is_nan())
+                            chunk
+                                .iter()
+                                .fold(false, |may, &x| may | (x <= b) | x.is_nan())
                         }
                     };
                     let mut plain_run = |from: usize, to: usize, bar: &mut Option<f32>| {
