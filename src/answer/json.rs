@@ -174,9 +174,11 @@ pub fn dense<D: Dimension>(
 /// below it (about 2 MB of text), handing pieces to the pool costs more than it saves.
 pub const PARALLEL_NUMBERS: usize = 1 << 17;
 
-/// Bytes of text a number takes, about: what a piece's buffer is sized for (the shortest
-/// text of a float32 is at most 15 bytes with its sign and exponent; most are 10 to 12).
-const TEXT_BYTES_PER_NUMBER: usize = 12;
+/// Bytes of text a number takes at most, about: what a piece's buffer is sized for, so that
+/// it is not regrown (the shortest text of a float32 is at most 15 bytes with its sign and
+/// exponent, plus a comma). Pieces and the joined body together then stay within the
+/// estimate's bytes per number ([`crate::admission::estimate`]).
+const TEXT_BYTES_PER_NUMBER: usize = 16;
 
 /// Pieces per thread a large tensor's text is cut into, so that a thread that finishes
 /// early finds another.

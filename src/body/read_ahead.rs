@@ -11,13 +11,15 @@
 //! This path answers only when everything succeeds. Any doubt (a tensor it cannot read, a
 //! key with escapes, a body serde refuses) gives `None`, and the caller parses the body as
 //! sent with serde alone, so errors are always serde's and the same as without this path.
-//! The copy differs from the body only inside tensor values, which hold no strings, so
-//! serde accepts it exactly when it accepts the body.
+//! serde accepts the copy exactly when it accepts the body: the two are equal up to the
+//! first cut, serde reads front to back, on valid JSON this walk places every cut where a
+//! value starts and ends, and a cut is made only where the reader accepted tensor text.
 
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 
-use crate::tensor::{self, Tensor, text};
+use crate::tensor::text::{self, skip_whitespace as whitespace};
+use crate::tensor::{self, Tensor};
 
 /// A request body type whose tensor fields the fast path may read ahead.
 pub trait TensorFields: DeserializeOwned {
@@ -148,14 +150,6 @@ fn skip_string(body: &[u8], mut at: usize) -> Option<usize> {
         }
         at += 2;
     }
-}
-
-/// The first position at or after `at` that is not JSON whitespace.
-fn whitespace(body: &[u8], mut at: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = body.get(at) {
-        at += 1;
-    }
-    at
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ struct Run<'s, 'a> {
     scorer: &'s Scorer<'a>,
     metric: Metric,
     selection: &'s Selection<'s>,
-    /// Sorted exclusion lists, one per row of `a`.
+    /// Sorted exclusion lists without repeats, one per row of `a`.
     exclude: Option<Ragged<usize>>,
     /// Columns per tile.
     width: usize,
@@ -176,9 +176,12 @@ impl Run<'_, '_> {
                     let mut bar = row.bar;
                     let mut from = tile_cols.start;
                     // Whether a chunk may hold a score nearer than `b`: a comparison the
-                    // compiler does 16 lanes at a time (NaN counts as maybe).
+                    // compiler does 16 lanes at a time (NaN, in a score or the bar, counts
+                    // as maybe).
                     let may_beat = |chunk: &[f32], b: f32| {
-                        if similarity {
+                        if b.is_nan() {
+                            true
+                        } else if similarity {
                             chunk
                                 .iter()
                                 .fold(false, |may, &x| may | (x >= b) | x.is_nan())
@@ -316,6 +319,7 @@ fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
                 .map(|list| {
                     let mut list = list.to_vec();
                     list.sort_unstable();
+                    list.dedup();
                     list
                 })
                 .collect()
@@ -506,7 +510,8 @@ mod tests {
 
     #[test]
     fn top_k_with_exclusions_skips_them_across_tiles_and_chunks_like_the_dense_matrix() {
-        // Ties everywhere; exclusions at tile borders, chunk borders and the row itself.
+        // Ties everywhere; exclusions at tile borders, chunk borders and the row itself,
+        // unsorted and repeated; with and without a threshold (which every score passes).
         let a = ndarray::Array2::from_shape_fn((40, 3), |(i, j)| ((i * 7 + j * 3) % 5) as f32);
         let b = ndarray::Array2::from_shape_fn((3000, 3), |(i, j)| ((i * 5 + j) % 7) as f32);
         let mut exclude = Ragged::new();
@@ -515,13 +520,19 @@ mod tests {
                 .into_iter()
                 .filter(|&j| j < 3000 && j % (i % 3 + 1) == 0)
                 .collect();
-            row.sort_unstable();
-            row.dedup();
+            // Unsorted, with repeats: as clients may send them.
+            row.reverse();
+            row.extend_from_slice(&row.clone());
             exclude.push_row(row);
         }
-        for (metric, exclude_self) in [(Metric::Dot, true), (Metric::Euclidean, false)] {
+        for (metric, exclude_self, threshold) in [
+            (Metric::Dot, true, None),
+            (Metric::Euclidean, false, None),
+            (Metric::Dot, false, Some(-1.0)),
+        ] {
             let sel = Selection {
                 k: Some(7),
+                threshold,
                 exclude_self,
                 exclude: Some(&exclude),
                 ..all()

@@ -23,6 +23,7 @@
 
 pub(crate) mod json_kind;
 mod nested;
+mod number;
 mod packed;
 #[cfg(test)]
 mod properties;
@@ -39,6 +40,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use json_kind::{kind, reject_kinds};
 
 pub use reference::{Pick, TableRef};
+
+/// Axes a tensor may have at most (the request fields take 2 or 3); longer shapes are
+/// refused while they are read.
+pub const MAX_RANK: usize = 3;
 
 /// What a tensor field holds: a tensor sent in the request, or a reference to table rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +175,10 @@ pub fn read_ahead<R>(tensors: Vec<(&'static str, Tensor)>, parse: impl FnOnce() 
             READ_AHEAD.with_borrow_mut(Vec::clear);
         }
     }
-    READ_AHEAD.with_borrow_mut(|waiting| *waiting = tensors);
+    READ_AHEAD.with_borrow_mut(|waiting| {
+        debug_assert!(waiting.is_empty(), "read_ahead is not re-entrant");
+        *waiting = tensors;
+    });
     let _clear = Clear;
     let result = parse();
     (result, READ_AHEAD.with_borrow(Vec::is_empty))

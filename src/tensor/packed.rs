@@ -13,12 +13,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::{DecodeError, DecodeSliceError};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::MAX_RANK;
 use super::json_kind::{kind, reject_kinds};
 use super::reference::{Pick, TableRef};
 use super::{Input, Tensor, TensorSeed};
-
-/// No field takes more axes than this; longer shapes are refused while they are read.
-const MAX_RANK: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {

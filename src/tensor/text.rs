@@ -7,8 +7,8 @@
 //! threads.
 //!
 //! The reader knows only the tensor grammar (`[`, `]`, `,`, JSON whitespace and JSON numbers,
-//! `01`, `+1`, `.5`, `1.` and `NaN` refused) and rounds every number straight from its digits
-//! to the nearest `f32`. It says only *whether* the text is a valid, rectangular tensor of
+//! read by [`super::number`]: `01`, `+1`, `.5`, `1.` and `NaN` refused, every number rounded
+//! straight from its digits to the nearest `f32`). It says only *whether* the text is a valid, rectangular tensor of
 //! finite `f32` values: anything else is `None`, and the caller reads the body again with
 //! serde ([`super::nested`]), whose error (field, index, line and column) is then the answer.
 //! So the two paths agree on what they accept, except at one edge where this one is right:
@@ -20,9 +20,10 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::Tensor;
+use super::number::number;
 
-/// Ranks the reader takes at most (the request fields take 2 or 3).
-pub const MAX_RANK: usize = 3;
+/// Ranks the reader takes at most: those of any tensor ([`super::MAX_RANK`]).
+const MAX_RANK: usize = super::MAX_RANK;
 
 /// Bytes of tensor text from which [`read_parallel`] cuts it into pieces: below it, handing
 /// pieces to the pool costs more than it saves.
@@ -144,17 +145,22 @@ fn row_boundary(text: &[u8], from: usize, rank: usize) -> Option<usize> {
     let mut at = from;
     loop {
         let open = at + memchr::memchr(b'[', text.get(at..)?)?;
-        let before = text[..open]
+        // What precedes it, looking back no further than `from` (so that a long run of
+        // whitespace is not scanned once per cut).
+        let before = text[from..open]
             .iter()
-            .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
+            .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+            .map(|back| from + back);
         let mut next = open;
         let mut opened = 0;
         while text.get(next) == Some(&b'[') {
             opened += 1;
             next = skip_whitespace(text, next + 1);
         }
-        if text[before] == b',' && opened == rank - 1 {
-            return Some(before);
+        if let Some(comma) = before.filter(|&back| text[back] == b',')
+            && opened == rank - 1
+        {
+            return Some(comma);
         }
         at = next;
     }
@@ -292,216 +298,12 @@ fn fits(axis: &mut usize, count: usize) -> bool {
 
 /// The first position at or after `at` that is not JSON whitespace.
 #[inline]
-fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
+pub fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = text.get(at) {
         at += 1;
     }
     at
 }
-
-/// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
-const POWERS_OF_TEN: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
-
-/// Powers of ten `10^0 ..= 10^-22` in `f64`: each the nearest `f64`, within half a step.
-const INVERSE_POWERS_OF_TEN: [f64; 23] = [
-    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
-    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
-];
-
-/// Significant digits a `u64` always holds.
-const MAX_DIGITS: usize = 19;
-
-/// The JSON number at `text[at]`, rounded to the nearest `f32`, and the position after it;
-/// `None` if there is no valid JSON number there or it rounds past the `f32` range.
-///
-/// Digits are read eight at a time into a `u64`. When there are at most 19 significant
-/// digits and the decimal exponent is within ±22, [`fast_f32`] rounds them unless they lie
-/// too near the midpoint between two `f32` values (or outside the normal `f32` range);
-/// those rare numbers, and all others, go to the standard library's correctly rounded `f32`
-/// parser.
-#[inline]
-fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
-    let mut at = start;
-    let negative = text.get(at) == Some(&b'-');
-    at += usize::from(negative);
-    let mut mantissa: u64 = 0;
-    let mut digits = 0usize;
-    let mut exponent: i64 = 0;
-    // Integer part: `0` alone, or a non-zero digit and more.
-    match text.get(at) {
-        Some(b'0') => {
-            at += 1;
-            if text.get(at).is_some_and(u8::is_ascii_digit) {
-                return None;
-            }
-        }
-        Some(b'1'..=b'9') => {
-            let read = read_digits(text, &mut at, &mut mantissa, &mut digits);
-            if digits > MAX_DIGITS {
-                exponent += (digits - MAX_DIGITS) as i64;
-            }
-            debug_assert!(read > 0);
-        }
-        _ => return None,
-    }
-    // Fraction: at least one digit after the point. Its leading zeros (with no digit before
-    // them) only move the exponent.
-    if text.get(at) == Some(&b'.') {
-        at += 1;
-        let first = at;
-        if mantissa == 0 {
-            while text.get(at) == Some(&b'0') {
-                at += 1;
-            }
-        }
-        let before = digits;
-        read_digits(text, &mut at, &mut mantissa, &mut digits);
-        if at == first {
-            return None;
-        }
-        let zeros = at - first - (digits - before);
-        let kept = (digits.min(MAX_DIGITS)).saturating_sub(before.min(MAX_DIGITS));
-        exponent -= (zeros + kept) as i64;
-    }
-    // Exponent: `e` or `E`, a sign, at least one digit.
-    if let Some(b'e' | b'E') = text.get(at) {
-        at += 1;
-        let negative_exponent = match text.get(at) {
-            Some(b'-') => {
-                at += 1;
-                true
-            }
-            Some(b'+') => {
-                at += 1;
-                false
-            }
-            _ => false,
-        };
-        let first = at;
-        let mut written: i64 = 0;
-        while let Some(&digit @ b'0'..=b'9') = text.get(at) {
-            written = written
-                .saturating_mul(10)
-                .saturating_add(i64::from(digit - b'0'));
-            at += 1;
-        }
-        if at == first {
-            return None;
-        }
-        exponent = if negative_exponent {
-            exponent.saturating_sub(written)
-        } else {
-            exponent.saturating_add(written)
-        };
-    }
-    let value = if mantissa == 0 {
-        0.0
-    } else {
-        match fast_f32(mantissa, digits, exponent) {
-            Some(value) => value,
-            None => std::str::from_utf8(&text[start + usize::from(negative)..at])
-                .ok()?
-                .parse::<f32>()
-                .ok()?,
-        }
-    };
-    let value = if negative { -value } else { value };
-    value.is_finite().then_some((value, at))
-}
-
-/// Reads a run of digits at `text[*at]` into `mantissa`, counting them in `digits`; past
-/// [`MAX_DIGITS`] they are counted but not added. Returns how many were read.
-#[inline]
-fn read_digits(text: &[u8], at: &mut usize, mantissa: &mut u64, digits: &mut usize) -> usize {
-    let first = *at;
-    while *digits + 8 <= MAX_DIGITS {
-        let Some(chunk) = text.get(*at..*at + 8) else {
-            break;
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        if !eight_digits(word) {
-            break;
-        }
-        *mantissa = *mantissa * 100_000_000 + u64::from(eight_digits_value(word));
-        *digits += 8;
-        *at += 8;
-    }
-    while let Some(&digit @ b'0'..=b'9') = text.get(*at) {
-        if *digits < MAX_DIGITS {
-            *mantissa = *mantissa * 10 + u64::from(digit - b'0');
-        }
-        *digits += 1;
-        *at += 1;
-    }
-    *at - first
-}
-
-/// Whether all eight bytes of `word` (little-endian) are ASCII digits.
-#[inline]
-fn eight_digits(word: u64) -> bool {
-    let high = word & 0xF0F0_F0F0_F0F0_F0F0;
-    let carried = (word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4;
-    (high | carried) == 0x3333_3333_3333_3333
-}
-
-/// The value of eight ASCII digits read little-endian (the first digit in the lowest byte).
-#[inline]
-fn eight_digits_value(word: u64) -> u32 {
-    const MASK: u64 = 0x0000_00FF_0000_00FF;
-    const MUL1: u64 = 0x000F_4240_0000_0064; // 100 + (1_000_000 << 32)
-    const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
-    let word = word.wrapping_sub(0x3030_3030_3030_3030);
-    let word = word.wrapping_mul(10).wrapping_add(word >> 8);
-    let word = (word & MASK)
-        .wrapping_mul(MUL1)
-        .wrapping_add(((word >> 16) & MASK).wrapping_mul(MUL2))
-        >> 32;
-    word as u32
-}
-
-/// `mantissa × 10^exponent` rounded to `f32` when that is certain without the full
-/// algorithm (see [`number`]), else `None`. `digits` counts the significant digits read
-/// (those past 19 were dropped and need the full algorithm).
-///
-/// The product of the mantissa and the power of ten, each within half an `f64` step, is
-/// within two steps of the true value (a multiplication, not a division: its result is
-/// waited for at once). Rounding it to `f32` is then right unless it lies within
-/// [`MIDPOINT_MARGIN`] steps of a midpoint between two `f32` values.
-#[inline]
-fn fast_f32(mantissa: u64, digits: usize, exponent: i64) -> Option<f32> {
-    if digits > MAX_DIGITS || !(-22..=22).contains(&exponent) {
-        return None;
-    }
-    let power = if exponent < 0 {
-        INVERSE_POWERS_OF_TEN[exponent.unsigned_abs() as usize]
-    } else {
-        POWERS_OF_TEN[exponent as usize]
-    };
-    // The signed conversion is one instruction; 19 digits may pass i64::MAX, though.
-    let mantissa = match i64::try_from(mantissa) {
-        Ok(signed) => signed as f64,
-        Err(_) => mantissa as f64,
-    };
-    let near = mantissa * power;
-    // Within the normal f32 range, and away from the midpoints: the 29 bits f64 holds below
-    // f32's precision, against their half.
-    let bits = near.to_bits();
-    let biased = (bits >> 52) & 0x7FF;
-    let below = bits & ((1 << 29) - 1);
-    if !(1023 - 126..=1023 + 127).contains(&biased) || below.abs_diff(1 << 28) <= MIDPOINT_MARGIN {
-        return None;
-    }
-    Some(near as f32)
-}
-
-/// `f64` steps from a midpoint between two `f32` values within which [`fast_f32`] leaves a
-/// number to the full algorithm: several times its error of two steps at most.
-const MIDPOINT_MARGIN: u64 = 16;
 
 #[cfg(test)]
 mod tests {
@@ -510,45 +312,6 @@ mod tests {
     fn parse(text: &str) -> Option<Tensor> {
         let s = span(text.as_bytes(), 0)?;
         read(text.as_bytes(), &s)
-    }
-
-    fn one(text: &str) -> Option<f32> {
-        let (value, end) = number(text.as_bytes(), 0)?;
-        (end == text.len()).then_some(value)
-    }
-
-    #[test]
-    fn numbers_round_straight_to_the_nearest_f32() {
-        for text in [
-            "0",
-            "-0",
-            "1",
-            "-1.5",
-            "0.1",
-            "0.12345699965953827",
-            "-0.0012345679104328156",
-            "1e-3",
-            "1E+3",
-            "123456789012345678901234567890",
-            "0.000000000000000000000000000000000000001",
-            "1e-45",
-            "3.4028235e38",
-            "7.038531e-26",
-            "1.00000005960464477539062500001",
-            "9.225182736547839999e14",
-        ] {
-            assert_eq!(one(text), Some(text.parse::<f32>().unwrap()), "{text}");
-        }
-        assert!(one("-0").unwrap().is_sign_negative());
-    }
-
-    #[test]
-    fn what_json_does_not_allow_is_refused() {
-        for text in [
-            "01", "+1", ".5", "1.", "-", "1e", "1e+", "NaN", "Infinity", "-.5", "0x1", "1e39", "",
-        ] {
-            assert_eq!(one(text), None, "{text}");
-        }
     }
 
     #[test]
