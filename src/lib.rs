@@ -14,8 +14,8 @@
 //! - [`coding`] (gzip and zstd), [`cpu`] (work off the async runtime), [`error`],
 //!   [`request_id`], [`config`], [`telemetry`], [`healthcheck`]: used by the layers above;
 //!   [`tables`]: embedding tables kept on the server, loaded, versioned and reloaded;
-//! - [`tensor`]: request tensors decoded into contiguous buffers; [`compute`]: the math. Both
-//!   are pure: no HTTP, no async runtime.
+//! - [`tensor`]: request tensors decoded into contiguous buffers; [`compute`]: the math;
+//!   [`echo`]: what of a request an error may repeat. All pure: no HTTP, no async runtime.
 
 pub mod admission;
 pub mod answer;
@@ -26,6 +26,7 @@ pub mod coding;
 pub mod compute;
 pub mod config;
 pub mod cpu;
+pub mod echo;
 pub mod error;
 pub mod healthcheck;
 pub mod metrics;

@@ -13,8 +13,9 @@ use std::path::Path;
 /// The layers, lowest first. A module may use modules of lower layers only; modules of one
 /// layer do not use each other.
 const LAYERS: &[&[&str]] = &[
-    // Pure: the math, and request tensors decoded into buffers.
-    &["compute", "tensor"],
+    // Pure: the math, request tensors decoded into buffers, and what of a request an error
+    // may repeat.
+    &["compute", "tensor", "echo"],
     // Used by all, using nothing of ours above.
     &["config", "request_id", "healthcheck", "tables"],
     &["error", "telemetry"],

@@ -189,18 +189,10 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::Invalid(detail.into())
 }
 
-/// A name from a request as it may be repeated in an error: short and plain, or not at all.
+/// A name from a request (input, output, parameter) as it may be repeated in an error:
+/// short and plain, or not at all.
 pub fn shown(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if plain {
-        format!("{name:?}")
-    } else {
-        "of that name".to_owned()
-    }
+    crate::echo::shown(name, 64)
 }
 
 fn decode_body(

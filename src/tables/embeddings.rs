@@ -167,19 +167,10 @@ pub struct Resolve<'a> {
     max_values: usize,
 }
 
-/// A name as it may be repeated in an error: table names are short and plain, so anything
-/// else was not one.
+/// A table name as it may be repeated in an error: table names are short and plain, so
+/// anything else was not one.
 fn shown(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if plain {
-        format!("{name:?}")
-    } else {
-        "of that name".to_owned()
-    }
+    crate::echo::shown(name, 128)
 }
 
 /// An id as it may be repeated in an error: up to 64 characters.
