@@ -3,15 +3,20 @@
 
     python3 bench/run.py            # from the repository root; about 6 minutes
     python3 bench/run.py --write-requests DIR    # only writes the request files, 0.json ...
+    python3 bench/run.py --only JSON --rounds 5  # scenarios whose name has "JSON", 5 rounds
 
 It builds simserve (release), creates a venv with the pinned peer dependencies
 (bench/peer/requirements.txt), writes the request files, starts both servers on loopback,
 checks they give the same answers, drives each scenario with wrk, and prints one table:
 requests/s, p50, p99, peak RSS, the simserve/peer ratios, each server's CPU time per request
 (its worker processes included) and the CPU wrk itself took, in cores, on the same machine.
+With `--rounds N` each scenario is run N times, the two servers alternating within each round,
+and every column is the median over the rounds (the ratio is that of the medians); the
+requests/s of each round go to stderr. `--only TEXT` keeps the scenarios whose name holds TEXT.
 Needs: cargo, python3, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
 """
 
+import argparse
 import base64
 import json
 import os
@@ -230,6 +235,13 @@ def main():
     if sys.argv[1:2] == ["--write-requests"]:
         write_requests(python, sys.argv[2])  # the request files alone, for profiling
         return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per scenario, servers alternating")
+    parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
+    args = parser.parse_args()
+    chosen = [i for i, scenario in enumerate(SCENARIOS) if args.only in scenario[0]]
+    if not chosen:
+        sys.exit(f"no scenario's name holds {args.only!r}")
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     work = tempfile.mkdtemp(prefix="simserve-bench-")
     write_requests(python, work)
@@ -249,23 +261,29 @@ def main():
     try:
         wait_ready(SIMSERVE_PORT)
         wait_ready(PEER_PORT)
-        for i, (name, path, concurrency, seconds, _) in enumerate(SCENARIOS):
+        for i in chosen:
+            name, path, concurrency, seconds, _ = SCENARIOS[i]
             body_file = os.path.join(work, f"{i}.json")
             with open(body_file, "rb") as f:
                 body = f.read()
             if not same_answer(post(SIMSERVE_PORT, path, body), post(PEER_PORT, path, body)):
                 sys.exit(f"{name}: simserve and the peer disagree")
-            result = {}
-            for label, port, proc in (("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer)):
-                reset_peak(proc.pid)
-                cpu = cpu_seconds(proc.pid)
-                rps, p50, p99, failed, done, wrk_cpu = load(port, path, body_file, concurrency, seconds,
-                                                            lua_file)
-                cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
-                result[label] = (rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds)
+            rounds = {"simserve": [], "peer": []}
+            for _ in range(args.rounds):
+                for label, port, proc in (("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer)):
+                    reset_peak(proc.pid)
+                    cpu = cpu_seconds(proc.pid)
+                    rps, p50, p99, failed, done, wrk_cpu = load(port, path, body_file, concurrency, seconds,
+                                                                lua_file)
+                    cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
+                    rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds))
+                s, p = rounds["simserve"][-1], rounds["peer"][-1]
+                print(f"{name}: simserve {s[0]:.1f} req/s, peer {p[0]:.1f} req/s", file=sys.stderr)
+            # Medians of every column but non-2xx answers, which are summed over the rounds.
+            result = {label: tuple(sum(column) if at == 4 else statistics.median(column)
+                                   for at, column in enumerate(zip(*runs)))
+                      for label, runs in rounds.items()}
             rows.append((name, len(body) / 1e6, result))
-            s, p = result["simserve"], result["peer"]
-            print(f"{name}: simserve {s[0]:.1f} req/s, peer {p[0]:.1f} req/s", file=sys.stderr)
     finally:
         simserve.terminate()
         peer.terminate()

@@ -116,22 +116,21 @@ pub fn from_le_bytes(
             datatype.name()
         ));
     }
-    let floats = |convert: fn(&[u8]) -> f32| bytes.chunks_exact(size).map(convert).collect();
     Ok(match datatype {
-        Datatype::Fp32 => Values::Floats(floats(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-        Datatype::Fp64 => Values::Floats(floats(|c| {
-            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-        })),
-        Datatype::Fp16 => Values::Floats(floats(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
-        Datatype::Bf16 => Values::Floats(floats(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
-        Datatype::Int64 => Values::Ints(
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
+        Datatype::Fp32 => Values::Floats(each(bytes, f32::from_le_bytes)),
+        Datatype::Fp64 => Values::Floats(each(bytes, |b| f64::from_le_bytes(b) as f32)),
+        Datatype::Fp16 => Values::Floats(each(bytes, |b| f16::from_le_bytes(b).to_f32())),
+        Datatype::Bf16 => Values::Floats(each(bytes, |b| bf16::from_le_bytes(b).to_f32())),
+        Datatype::Int64 => Values::Ints(each(bytes, i64::from_le_bytes)),
         Datatype::Bytes => Values::Strings(Vec::new()),
     })
+}
+
+/// Each whole `N`-byte element of `bytes`, converted. Generic rather than a function pointer,
+/// so that the conversion is inlined and the loop vectorised.
+fn each<const N: usize, T>(bytes: &[u8], convert: impl Fn([u8; N]) -> T) -> Vec<T> {
+    let (elements, _) = bytes.as_chunks::<N>();
+    elements.iter().map(|&element| convert(element)).collect()
 }
 
 /// `BYTES` elements: each a little-endian `u32` length and that many UTF-8 bytes.

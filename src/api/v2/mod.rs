@@ -32,7 +32,7 @@ use crate::api::matrix::MatrixJob;
 use crate::api::pairwise::PairwiseJob;
 use crate::api::user_item::UserItemJob;
 use crate::body::fields;
-use crate::body::infer::{self as body_infer, Spec};
+use crate::body::infer::{self as body_infer, InferRequest, Spec};
 use crate::cpu;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -181,12 +181,37 @@ async fn serve<M: Model>(
         admitted,
         inflated,
     } = receive(&parts, incoming, head, state).await?;
-    let (decoded, admitted) = cpu::run(inflated, move || {
-        let decoded = body_infer::decode(head.coding, &bytes, limit, json_length, M::SIGNATURE);
-        (decoded, admitted)
+    // Decoding and building the operation's request both walk every value: off the runtime.
+    let (prepared, admitted) = cpu::run(inflated, move || {
+        let prepared = body_infer::decode(head.coding, &bytes, limit, json_length, M::SIGNATURE)
+            .and_then(prepare::<M>);
+        (prepared, admitted)
     })
     .await?;
-    let decoded = decoded?;
+    let Prepared {
+        request,
+        wanted,
+        binary,
+        id,
+    } = prepared?;
+    let encode =
+        move |outcome| infer::encode(M::NAME, id.as_deref(), &outcome, wanted.as_deref(), binary);
+    compute::<M>(state, route, request, admitted, encode).await
+}
+
+/// An inference request made into the operation's own, with what its answer should hold.
+struct Prepared<M: Model> {
+    request: M::Request,
+    /// The outputs asked for, and whether each is sent as binary data.
+    wanted: Option<Vec<Wanted<'static>>>,
+    /// `binary_data_output`: the default for outputs not asked for by name.
+    binary: bool,
+    id: Option<String>,
+}
+
+/// Makes `decoded` into `M`'s request: its parameters read, its inputs taken and checked,
+/// the outputs it asks for checked against those the request gives.
+fn prepare<M: Model>(decoded: InferRequest) -> Result<Prepared<M>, ApiError> {
     let mut parameters = decoded.parameters;
     let binary = match parameters.remove("binary_data_output") {
         None => false,
@@ -227,8 +252,10 @@ async fn serve<M: Model>(
             missing.name
         )));
     }
-    let id = decoded.id;
-    let encode =
-        move |outcome| infer::encode(M::NAME, id.as_deref(), &outcome, wanted.as_deref(), binary);
-    compute::<M>(state, route, request, admitted, encode).await
+    Ok(Prepared {
+        request,
+        wanted,
+        binary,
+        id: decoded.id,
+    })
 }
