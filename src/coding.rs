@@ -195,17 +195,26 @@ pub fn inflate(coding: Coding, bytes: &[u8], limit: usize) -> Result<Vec<u8>, Ap
     }
 }
 
-/// An answer's body in `coding` when it is worth compressing, with the coding used.
+/// An answer's pieces in `coding` (then one piece) when it is worth compressing, with the
+/// coding used.
 pub fn compress_answer(
     coding: Option<Coding>,
-    body: Vec<u8>,
-) -> Result<(Option<Coding>, Vec<u8>), ApiError> {
+    pieces: Vec<Vec<u8>>,
+) -> Result<(Option<Coding>, Vec<Vec<u8>>), ApiError> {
+    let len: usize = pieces.iter().map(Vec::len).sum();
     match coding {
-        Some(coding) if body.len() >= MIN_BYTES => coding
-            .compress(&body)
-            .map(|packed| (Some(coding), packed))
-            .map_err(|err| ApiError::Internal(format!("could not compress: {err}"))),
-        _ => Ok((None, body)),
+        Some(coding) if len >= MIN_BYTES => {
+            // Compressing costs far more than joining the pieces first.
+            let body = match <[Vec<u8>; 1]>::try_from(pieces) {
+                Ok([body]) => body,
+                Err(pieces) => pieces.concat(),
+            };
+            coding
+                .compress(&body)
+                .map(|packed| (Some(coding), vec![packed]))
+                .map_err(|err| ApiError::Internal(format!("could not compress: {err}")))
+        }
+        _ => Ok((None, pieces)),
     }
 }
 

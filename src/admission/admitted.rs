@@ -59,7 +59,7 @@ impl Admitted {
         let (coding, body, json_length, reservation) = cpu::run_cancellable(work, move |cancel| {
             let body = job(cancel).and_then(|answer| {
                 cancel.check()?;
-                coding::compress_answer(coding, answer.bytes)
+                coding::compress_answer(coding, answer.pieces)
                     .map(|(coding, body)| (coding, body, answer.json_length))
             });
             drop(permit);

@@ -243,7 +243,7 @@ pub fn encode(
         .map(|(given, _)| given.data.byte_size())
         .sum();
     if chosen.iter().all(|(_, binary)| !binary) {
-        return Ok(Answer::json(bytes));
+        return Ok(Answer::json(vec![bytes]));
     }
     bytes.reserve_exact(binary_bytes);
     for (given, binary) in &chosen {
@@ -252,7 +252,7 @@ pub fn encode(
         }
     }
     Ok(Answer {
-        bytes,
+        pieces: vec![bytes],
         json_length: Some(json_length),
     })
 }
@@ -318,7 +318,7 @@ mod tests {
         );
         let json = encode("pairwise", Some("7"), &outcome, None, false).unwrap();
         assert_eq!(json.json_length, None);
-        let body: serde_json::Value = serde_json::from_slice(&json.bytes).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&json.pieces.concat()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"model_name": "pairwise", "model_version": "1", "id": "7",
@@ -327,9 +327,10 @@ mod tests {
         );
         let binary = encode("pairwise", None, &outcome, None, true).unwrap();
         let length = binary.json_length.unwrap();
-        let head: serde_json::Value = serde_json::from_slice(&binary.bytes[..length]).unwrap();
+        let bytes = binary.pieces.concat();
+        let head: serde_json::Value = serde_json::from_slice(&bytes[..length]).unwrap();
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
-        assert_eq!(&binary.bytes[length..length + 4], &0.5f32.to_le_bytes());
+        assert_eq!(&bytes[length..length + 4], &0.5f32.to_le_bytes());
         let wrong = [Wanted {
             name: "matrix",
             binary: false,
@@ -360,7 +361,7 @@ mod tests {
             },
         };
         let answer = encode("matrix", None, &outcome, None, false).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&answer.bytes).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&answer.pieces.concat()).unwrap();
         let outputs = &body["outputs"];
         assert_eq!(outputs[0]["shape"], serde_json::json!([3]));
         assert_eq!(outputs[0]["data"], serde_json::json!([2, 0, 1]));

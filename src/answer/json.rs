@@ -2,9 +2,9 @@
 //! [`dense`] for scores and matrices or [`neighbours`] for top-k / threshold lists; float
 //! tensors as nested JSON arrays or base64 tensor objects.
 //!
-//! Bodies are serialised straight from the result buffers into one byte vector; nothing
-//! goes through `serde_json::Value`. A large dense tensor's text is formatted in pieces on
-//! the compute threads and joined into the body.
+//! Bodies are serialised straight from the result buffers; nothing goes through
+//! `serde_json::Value`. A large dense tensor's text is formatted in pieces on the compute
+//! threads and sent as those pieces, never copied into one buffer.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -101,8 +101,8 @@ impl Serialize for Versions<'_> {
     }
 }
 
-/// Serialises `outcome` as the native answer.
-pub fn encode(outcome: &Outcome) -> Result<Vec<u8>, ApiError> {
+/// Serialises `outcome` as the native answer, in the pieces to send one after another.
+pub fn encode(outcome: &Outcome) -> Result<Vec<Vec<u8>>, ApiError> {
     let tables = Versions(&outcome.tables);
     match &outcome.result {
         Computed::Dense { field, values } => dense(
@@ -119,7 +119,7 @@ pub fn encode(outcome: &Outcome) -> Result<Vec<u8>, ApiError> {
                 (*field, ids)
             });
             let listed = Listed { ids, tables };
-            neighbours(outcome.metric, outcome.encoding, sets, *batched, listed)
+            neighbours(outcome.metric, outcome.encoding, sets, *batched, listed).map(|b| vec![b])
         }
     }
 }
@@ -146,17 +146,18 @@ pub fn dense<D: Dimension>(
     shape: &[usize],
     values: ArrayView<f32, D>,
     tables: Versions,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<Vec<u8>>, ApiError> {
     let values = values.as_standard_layout();
     let data = values
         .as_slice()
         .ok_or_else(|| ApiError::Internal("a standard-layout array is not contiguous".into()))?;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"{\"metric\":");
-    write(&mut out, metric.name())?;
-    out.extend_from_slice(b",\"shape\":");
-    write(&mut out, shape)?;
-    out.extend_from_slice(match field {
+    let mut out = Written::default();
+    let text = &mut out.text;
+    text.extend_from_slice(b"{\"metric\":");
+    write(text, metric.name())?;
+    text.extend_from_slice(b",\"shape\":");
+    write(text, shape)?;
+    text.extend_from_slice(match field {
         DenseField::Scores => b",\"scores\":",
         DenseField::Matrix => b",\"matrix\":",
     });
@@ -164,19 +165,43 @@ pub fn dense<D: Dimension>(
         Encoding::Json => write_nested(&mut out, shape, data)?,
         Encoding::Base64 => {
             // What `Dense` writes, without escaping a string that never needs it.
-            out.extend_from_slice(b"{\"dtype\":\"float32\",\"shape\":");
-            write(&mut out, shape)?;
-            out.extend_from_slice(b",\"data\":\"");
-            append_base64(&mut out, data).map_err(ApiError::Internal)?;
-            out.extend_from_slice(b"\"}");
+            text.extend_from_slice(b"{\"dtype\":\"float32\",\"shape\":");
+            write(text, shape)?;
+            text.extend_from_slice(b",\"data\":\"");
+            append_base64(text, data).map_err(ApiError::Internal)?;
+            text.extend_from_slice(b"\"}");
         }
     }
+    let text = &mut out.text;
     if !tables.is_empty() {
-        out.extend_from_slice(b",\"tables\":");
-        write(&mut out, &tables)?;
+        text.extend_from_slice(b",\"tables\":");
+        write(text, &tables)?;
     }
-    out.push(b'}');
-    Ok(out)
+    text.push(b'}');
+    Ok(out.pieces())
+}
+
+/// A body being written in pieces: those done, and the text being appended to, which
+/// follows them.
+#[derive(Default)]
+struct Written {
+    done: Vec<Vec<u8>>,
+    text: Vec<u8>,
+}
+
+impl Written {
+    /// Sends `piece` as it is, after what was written so far.
+    fn piece(&mut self, piece: Vec<u8>) {
+        self.done.push(std::mem::take(&mut self.text));
+        self.done.push(piece);
+    }
+
+    /// The body's pieces, in order; none empty.
+    fn pieces(mut self) -> Vec<Vec<u8>> {
+        self.done.push(self.text);
+        self.done.retain(|piece| !piece.is_empty());
+        self.done
+    }
 }
 
 /// Numbers from which [`write_nested`] formats a tensor in pieces on the compute threads:
@@ -185,8 +210,8 @@ pub const PARALLEL_NUMBERS: usize = 1 << 17;
 
 /// Bytes of text a number takes at most, about: what a piece's buffer is sized for, so that
 /// it is not regrown (the shortest text of a float32 is at most 15 bytes with its sign and
-/// exponent, plus a comma). Pieces and the joined body together then stay within the
-/// estimate's bytes per number ([`crate::admission::estimate`]).
+/// exponent, plus a comma), and stays within the estimate's bytes per number
+/// ([`crate::admission::estimate`]).
 const TEXT_BYTES_PER_NUMBER: usize = 16;
 
 /// Pieces per thread a large tensor's text is cut into, so that a thread that finishes
@@ -194,13 +219,14 @@ const TEXT_BYTES_PER_NUMBER: usize = 16;
 const PIECES_PER_THREAD: usize = 4;
 
 /// Appends `data` (row-major, of `shape`) to `out` as nested arrays: the text serde writes,
-/// formatted in pieces of whole rows on the compute threads when the tensor is large.
-fn write_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) -> Result<(), ApiError> {
+/// formatted in pieces of whole rows on the compute threads when the tensor is large, and
+/// sent as those pieces.
+fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) -> Result<(), ApiError> {
     let rows = shape.first().copied().unwrap_or(0);
     let threads = rayon::current_num_threads();
     let stride = data.len().checked_div(rows).unwrap_or(0);
     if data.len() < PARALLEL_NUMBERS || threads < 2 || rows < 2 || stride == 0 {
-        return write(out, &Nested { shape, data });
+        return write(&mut out.text, &Nested { shape, data });
     }
     let per_piece = rows.div_ceil(threads * PIECES_PER_THREAD);
     let pieces: Vec<Vec<u8>> = data
@@ -219,16 +245,20 @@ fn write_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) -> Result<(), 
             Ok(text)
         })
         .collect::<Result<_, ApiError>>()?;
-    // Each piece is `[row,…]`: join their insides.
-    out.reserve(pieces.iter().map(Vec::len).sum::<usize>());
-    out.push(b'[');
-    for (i, piece) in pieces.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    // Each piece is `[row,…]`: the first one's `[` opens the tensor and the last one's `]`
+    // closes it; between pieces, a `[` becomes the comma and a `]` goes.
+    let last = pieces.len().saturating_sub(1);
+    for (i, mut piece) in pieces.into_iter().enumerate() {
+        if i > 0
+            && let Some(open) = piece.first_mut()
+        {
+            *open = b',';
         }
-        out.extend_from_slice(piece.get(1..piece.len() - 1).unwrap_or_default());
+        if i < last {
+            piece.pop();
+        }
+        out.piece(piece);
     }
-    out.push(b']');
     Ok(())
 }
 
@@ -489,9 +519,12 @@ mod tests {
         ] {
             let len: usize = shape.iter().product();
             let data: Vec<f32> = (0..len).map(|i| (i as f32).sin() * 1e-3).collect();
-            let mut pieces = Vec::new();
-            pool.install(|| write_nested(&mut pieces, &shape, &data))
+            let mut out = Written::default();
+            pool.install(|| write_nested(&mut out, &shape, &data))
                 .unwrap();
+            let pieces = out.pieces();
+            assert!(pieces.len() > 3, "{shape:?} is written in pieces");
+            let pieces = pieces.concat();
             let whole = serde_json::to_vec(&Nested {
                 shape: &shape,
                 data: &data,
@@ -538,7 +571,11 @@ mod tests {
                 r#"{{"metric":"dot","shape":[{len}],"scores":{}}}"#,
                 tensor.unwrap()
             );
-            assert_eq!(String::from_utf8(body).unwrap(), want, "{len} floats");
+            assert_eq!(
+                String::from_utf8(body.concat()).unwrap(),
+                want,
+                "{len} floats"
+            );
         }
     }
 
@@ -556,7 +593,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            String::from_utf8(body).unwrap(),
+            String::from_utf8(body.concat()).unwrap(),
             r#"{"metric":"cosine","shape":[2,2],"matrix":[[1.0,-0.5],[0.25,2.0]],"tables":{"items":"abc"}}"#
         );
     }

@@ -9,9 +9,15 @@ pub mod infer;
 pub mod json;
 pub mod outcome;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 
 use crate::coding::Coding;
 
@@ -28,18 +34,19 @@ pub enum Encoding {
 /// The bytes of an answer, and what they are.
 #[derive(Debug)]
 pub struct Answer {
-    /// The body, uncompressed.
-    pub bytes: Vec<u8>,
+    /// The body, uncompressed, as pieces sent one after another: a large tensor's text stays
+    /// in the pieces it was formatted in ([`json`]) rather than being copied into one buffer.
+    pub pieces: Vec<Vec<u8>>,
     /// `Some(n)`: the first `n` bytes are JSON and binary tensors follow them (the Open
     /// Inference Protocol's binary tensor data); `None`: the bytes are JSON.
     pub json_length: Option<usize>,
 }
 
 impl Answer {
-    /// A JSON body.
-    pub fn json(bytes: Vec<u8>) -> Self {
+    /// A JSON body, in pieces.
+    pub fn json(pieces: Vec<Vec<u8>>) -> Self {
         Answer {
-            bytes,
+            pieces,
             json_length: None,
         }
     }
@@ -48,17 +55,28 @@ impl Answer {
 /// The header giving the length of the JSON that starts a body with binary tensors.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
-/// The `200` response carrying `body` (already in `coding`), which keeps `held` (the
-/// request's memory reservation) alive until hyper has written the bytes or given up on the
-/// connection: `application/json`, or, when `json_length` is given, `application/octet-stream`
-/// with `Inference-Header-Content-Length` (the length of the JSON before compression).
+/// The `200` response carrying the `pieces` of a body (already in `coding`), each of which
+/// keeps `held` (the request's memory reservation) alive until hyper has written it or given
+/// up on the connection: `application/json`, or, when `json_length` is given,
+/// `application/octet-stream` with `Inference-Header-Content-Length` (the length of the JSON
+/// before compression). The body's length is known, so it is sent with `Content-Length`.
 pub fn respond<H: Send + Sync + 'static>(
     coding: Option<Coding>,
-    body: Vec<u8>,
+    pieces: Vec<Vec<u8>>,
     json_length: Option<usize>,
     held: H,
 ) -> Response {
-    let body = Body::from(Bytes::from_owner(Held { body, _held: held }));
+    let held = Arc::new(held);
+    let pieces: Vec<Bytes> = pieces
+        .into_iter()
+        .map(|body| {
+            Bytes::from_owner(Held {
+                body,
+                _held: Arc::clone(&held),
+            })
+        })
+        .collect();
+    let body = Body::new(Pieces::new(pieces));
     let content_type = match json_length {
         Some(_) => "application/octet-stream",
         None => "application/json",
@@ -79,10 +97,51 @@ pub fn respond<H: Send + Sync + 'static>(
 }
 
 /// Response bytes that own what must live as long as they do: released when the last
-/// `Bytes` handle is dropped.
+/// `Bytes` handle of the last piece is dropped.
 struct Held<H> {
     body: Vec<u8>,
-    _held: H,
+    _held: Arc<H>,
+}
+
+/// A body sent as its pieces, one frame each, whose length is known.
+struct Pieces {
+    pieces: std::vec::IntoIter<Bytes>,
+    /// Bytes of the pieces not yet sent.
+    remaining: u64,
+}
+
+impl Pieces {
+    fn new(pieces: Vec<Bytes>) -> Self {
+        let remaining = pieces.iter().map(|piece| piece.len() as u64).sum();
+        Pieces {
+            pieces: pieces.into_iter(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let piece = self.pieces.next();
+        if let Some(piece) = &piece {
+            self.remaining -= piece.len() as u64;
+        }
+        Poll::Ready(piece.map(|piece| Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.as_slice().is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 impl<H> AsRef<[u8]> for Held<H> {

@@ -270,3 +270,55 @@ async fn an_overflow_in_one_set_is_named_by_row_and_column() {
         got.assert_problem(422, "the score at [1][1] overflows float32");
     }
 }
+
+#[tokio::test]
+async fn a_large_json_matrix_is_sent_as_its_pieces_with_its_length_known() {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    // 400 x 400 numbers: above the size from which the text is formatted in pieces.
+    let row = |i: usize| -> Vec<f64> { (0..3).map(|k| ((i * 3 + k) as f64).sin()).collect() };
+    let a: Vec<Vec<f64>> = (0..400).map(row).collect();
+    let body = serde_json::to_vec(&json!({"a": a, "metric": "dot"})).unwrap();
+    let app = app_with(|config| config.compute_threads = 2);
+    let request = |accept: &str| {
+        Request::post(PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT_ENCODING, accept)
+            .body(Body::from(body.clone()))
+            .unwrap()
+    };
+
+    let mut response = app.raw(request("identity")).await;
+    assert_eq!(response.status(), 200);
+    let declared = response.body().size_hint().exact();
+    let mut text = Vec::new();
+    let mut frames = 0;
+    while let Some(frame) = response.body_mut().frame().await {
+        text.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        frames += 1;
+    }
+    assert!(frames > 2, "sent in {frames} frames");
+    assert_eq!(declared, Some(text.len() as u64));
+    let answer: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let (shape, m) = floats(&answer["matrix"]);
+    assert_eq!(shape, vec![400, 400]);
+    let want: Vec<f64> = (0..400 * 400)
+        .map(|at| (0..3).map(|k| a[at / 400][k] * a[at % 400][k]).sum())
+        .collect();
+    assert_close(&m, &want, 1e-6);
+
+    // Compressed, the pieces are one body with the same text.
+    let response = app.raw(request("gzip")).await;
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    let packed = response.into_body().collect().await.unwrap().to_bytes();
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&packed[..]),
+        &mut unpacked,
+    )
+    .unwrap();
+    assert!(unpacked == text, "the gzip body is the same text");
+}
