@@ -4,7 +4,8 @@ the 1000 x 1000 float32 matrix out.
 
 Starts the release build (`cargo build --release` first) with its defaults, checks that both
 routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2, 15 s,
-`--rounds` times each) and prints requests/s per run, their medians and the ratio. With
+`--rounds` times each) and prints requests/s per run, their medians, each server's CPU time
+per request (its worker processes included) and the ratios. With
 `--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
 bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
 Needs: numpy, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import cpu_seconds  # noqa: E402  (a server's CPU time, its workers included)
 from simserve_proc import wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,14 +103,18 @@ def peer():
         env=env)
 
 
-def rate(path, body_file, content_type, header_length, seconds, lua, port=PORT):
+def rate(server, path, body_file, content_type, header_length, seconds, lua, port=PORT):
+    """Requests/s of `server` (a process) under wrk, and its CPU ms per request."""
     env = {**os.environ, "BODY_FILE": body_file, "CONTENT_TYPE": content_type,
            "HEADER_LENGTH": header_length}
+    cpu = cpu_seconds(server.pid)
     out = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
                           f"http://127.0.0.1:{port}{path}"],
                          env=env, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(server.pid) - cpu
     assert "Non-2xx" not in out, out
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu * 1e3 / max(done, 1)
 
 
 def main():
@@ -133,13 +139,13 @@ def main():
                 theirs = v2_matrix(v2, head_length, PEER_PORT)
                 assert np.allclose(theirs, want, atol=1e-5), "the peer disagrees"
             for _ in range(args.rounds):
-                runs["native"].append(rate("/similarity/matrix", files["native"],
+                runs["native"].append(rate(server, "/similarity/matrix", files["native"],
                                            "application/json", "", args.seconds, lua))
-                runs["v2"].append(rate("/v2/models/matrix/infer", files["v2"],
+                runs["v2"].append(rate(server, "/v2/models/matrix/infer", files["v2"],
                                        "application/octet-stream", str(head_length),
                                        args.seconds, lua))
                 if python_peer:
-                    runs["peer"].append(rate("/v2/models/matrix/infer", files["v2"],
+                    runs["peer"].append(rate(python_peer, "/v2/models/matrix/infer", files["v2"],
                                              "application/octet-stream", str(head_length),
                                              args.seconds, lua, PEER_PORT))
         finally:
@@ -149,17 +155,21 @@ def main():
                 python_peer.terminate()
                 python_peer.wait()
     print(f"bodies: base64 JSON {len(native) / 1e6:.1f} MB, binary v2 {len(v2) / 1e6:.1f} MB")
+    print("| server and route | req/s, rounds | median | CPU ms per request, median |")
+    print("|---|---:|---:|---:|")
+    rps = {name: statistics.median(r for r, _ in runs[name]) for name in runs if runs[name]}
+    cpu = {name: statistics.median(c for _, c in runs[name]) for name in runs if runs[name]}
     for name, label in (("native", "simserve POST /similarity/matrix, base64"),
                         ("v2", "simserve POST /v2/models/matrix/infer, binary"),
                         ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
         if runs[name]:
-            shown = " / ".join(f"{r:.1f}" for r in runs[name])
-            print(f"| {label} | {shown} | {statistics.median(runs[name]):.1f} |")
-    ratio = statistics.median(runs["v2"]) / statistics.median(runs["native"])
-    print(f"simserve binary v2 / simserve base64 JSON: {ratio:.2f}x (medians)")
+            shown = " / ".join(f"{r:.1f}" for r, _ in runs[name])
+            print(f"| {label} | {shown} | {rps[name]:.1f} | {cpu[name]:.1f} |")
+    print(f"simserve binary v2 / simserve base64 JSON: {rps['v2'] / rps['native']:.2f}x requests/s, "
+          f"{cpu['native'] / cpu['v2']:.2f}x less CPU per request (medians)")
     if runs["peer"]:
-        ratio = statistics.median(runs["v2"]) / statistics.median(runs["peer"])
-        print(f"simserve binary v2 / Python peer binary v2: {ratio:.2f}x (medians)")
+        print(f"simserve binary v2 / Python peer binary v2: {rps['v2'] / rps['peer']:.2f}x requests/s, "
+              f"{cpu['peer'] / cpu['v2']:.2f}x less CPU per request (medians)")
 
 
 if __name__ == "__main__":
