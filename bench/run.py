@@ -239,6 +239,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=1, help="rounds per scenario, servers alternating")
     parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     chosen = [i for i, scenario in enumerate(SCENARIOS) if args.only in scenario[0]]
     if not chosen:
         sys.exit(f"no scenario's name holds {args.only!r}")

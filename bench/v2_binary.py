@@ -8,7 +8,7 @@ routes give the same matrix, then alternates `wrk` runs on the two (concurrency 
 per request (its worker processes included) and the ratios. With
 `--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
 bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
-Needs: numpy, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
+Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
 
 Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer]
 """
@@ -123,6 +123,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--peer", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     binary = REPO / "target" / "release" / "simserve"
     with tempfile.TemporaryDirectory() as scratch:
         files, native, v2, head_length = bodies(scratch)

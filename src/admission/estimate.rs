@@ -21,8 +21,9 @@ pub fn parse(len: usize) -> usize {
 const SCRATCH: usize = 32 << 20;
 
 /// Bytes of a response per number: the `f32` result, plus its text with separators (up to
-/// 16 characters) in a buffer that may have doubled while growing; for base64, the raw
-/// bytes, their encoding and the body that holds it.
+/// 16 characters) in a buffer that may have doubled while growing (a large tensor's pieces
+/// are sized at 16 bytes a number and held until sent); for base64, the result and its
+/// encoding in the body, with room to spare.
 fn per_number(encoding: Encoding) -> usize {
     match encoding {
         Encoding::Json => 4 + 2 * 16,

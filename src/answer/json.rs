@@ -266,6 +266,9 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) -> Result<(), 
 /// chunks' texts join without padding.
 const BASE64_FLOATS: usize = 3 * 1024;
 
+/// Bytes [`append_base64`] leaves free after the text, for the rest of the body.
+const BASE64_SLACK: usize = 256;
+
 /// Appends the standard base64 of `data`'s little-endian bytes to `out`, a chunk at a time:
 /// no byte copy of the tensor is made.
 fn append_base64(out: &mut Vec<u8>, data: &[f32]) -> Result<(), String> {
@@ -275,6 +278,9 @@ fn append_base64(out: &mut Vec<u8>, data: &[f32]) -> Result<(), String> {
         .checked_mul(4)
         .and_then(|bytes| base64::encoded_len(bytes, true))
         .ok_or("a tensor too large to encode")?;
+    // Room for what follows the text too (its quote, the body's end), so that the body is
+    // not regrown, and copied, for its last bytes.
+    out.reserve(text_len + BASE64_SLACK);
     out.resize(start + text_len, 0);
     let mut bytes = [0u8; BASE64_FLOATS * 4];
     let mut at = start;
@@ -567,6 +573,12 @@ mod tests {
                 Versions::default(),
             )
             .unwrap();
+            let [body] = <[Vec<u8>; 1]>::try_from(body).unwrap();
+            assert!(
+                body.capacity() < body.len() + 2 * BASE64_SLACK,
+                "not regrown"
+            );
+            let body = vec![body];
             let tensor = serde_json::to_string(&Dense::new(Encoding::Base64, &[len], &data));
             let want = format!(
                 r#"{{"metric":"dot","shape":[{len}],"scores":{}}}"#,

@@ -305,6 +305,29 @@ mod tests {
     use super::{Input, Pick, TableRef};
 
     #[test]
+    fn a_value_that_is_not_finite_is_named_by_its_index_in_any_block() {
+        let (rows, dim) = (40, 100); // 4,000 values: blocks of 1,024 and a short last one
+        for (at, bad) in [
+            (0, f32::NAN),
+            (1023, f32::INFINITY),
+            (1024, f32::NAN),
+            (3999, -f32::INFINITY),
+        ] {
+            let mut data = vec![0.5f32; rows * dim];
+            data[at] = bad;
+            let got = super::Tensor::from_parts("a", &[2], vec![rows, dim], data);
+            let want = format!(
+                "a[{}][{}]: value is NaN, infinite or outside the float32 range",
+                at / dim,
+                at % dim
+            );
+            assert_eq!(got, Err(want), "{bad} at {at}");
+        }
+        let fine = super::Tensor::from_parts("a", &[2], vec![rows, dim], vec![0.5; rows * dim]);
+        assert!(fine.is_ok());
+    }
+
+    #[test]
     fn a_table_reference_reads_its_name_and_rows_or_ids() {
         let table = |table: &str, pick| {
             Ok(Input::Table(TableRef {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{app, app_with, assert_close, floats, index_rows};
+use crate::helpers::{app, app_and_state, app_with, assert_close, floats, index_rows};
 
 const PATH: &str = "/similarity/matrix";
 
@@ -282,7 +282,7 @@ async fn a_large_json_matrix_is_sent_as_its_pieces_with_its_length_known() {
     let row = |i: usize| -> Vec<f64> { (0..3).map(|k| ((i * 3 + k) as f64).sin()).collect() };
     let a: Vec<Vec<f64>> = (0..400).map(row).collect();
     let body = serde_json::to_vec(&json!({"a": a, "metric": "dot"})).unwrap();
-    let app = app_with(|config| config.compute_threads = 2);
+    let (app, state) = app_and_state(|config| config.compute_threads = 2);
     let request = |accept: &str| {
         Request::post(PATH)
             .header(header::CONTENT_TYPE, "application/json")
@@ -297,11 +297,19 @@ async fn a_large_json_matrix_is_sent_as_its_pieces_with_its_length_known() {
     let mut text = Vec::new();
     let mut frames = 0;
     while let Some(frame) = response.body_mut().frame().await {
-        text.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        let frame = frame.unwrap();
+        text.extend_from_slice(frame.data_ref().unwrap());
         frames += 1;
+        // Every piece holds the request's memory until the last one is gone.
+        assert!(
+            state.admission.reserved() > 0,
+            "memory held at frame {frames}"
+        );
     }
     assert!(frames > 2, "sent in {frames} frames");
     assert_eq!(declared, Some(text.len() as u64));
+    drop(response);
+    assert_eq!(state.admission.reserved(), 0, "memory released once sent");
     let answer: serde_json::Value = serde_json::from_slice(&text).unwrap();
     let (shape, m) = floats(&answer["matrix"]);
     assert_eq!(shape, vec![400, 400]);
