@@ -24,7 +24,21 @@ COPY . .
 # The same command .ci/run runs, with no CPU-specific flags: the image runs on any x86-64.
 RUN cargo build --release --locked --bin simserve
 
+# OpenBLAS for the matrix products: simserve opens libopenblas.so.0 at start (SIMSERVE_BLAS
+# auto) and multiplies with faer when it is missing. Debian's pthread build and the Fortran
+# runtime it links, copied as real files under the names the loader looks up.
+FROM ${RUST_IMAGE} AS openblas
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libopenblas0-pthread=0.3.21+ds-4 \
+    && rm -rf /var/lib/apt/lists/*
+
 FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=openblas /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so \
+    /usr/lib/x86_64-linux-gnu/libopenblas.so.0
+COPY --from=openblas /usr/lib/x86_64-linux-gnu/libgfortran.so.5.0.0 \
+    /usr/lib/x86_64-linux-gnu/libgfortran.so.5
+COPY --from=openblas /usr/lib/x86_64-linux-gnu/libquadmath.so.0.0.0 \
+    /usr/lib/x86_64-linux-gnu/libquadmath.so.0
 COPY --from=builder /app/target/release/simserve /usr/local/bin/simserve
 USER 65532:65532
 ENV SIMSERVE_ADDR=0.0.0.0:8080 \

@@ -10,7 +10,10 @@ per request (its worker processes included) and the ratios. With
 bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
 
-Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer]
+With `--faer`, a second simserve started with `SIMSERVE_BLAS=off` (faer's GEMM in place of
+OpenBLAS) answers the binary request in the same rounds too.
+
+Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--faer]
 """
 
 import argparse
@@ -34,6 +37,7 @@ from simserve_proc import wait_healthy  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 PORT = 8113
 PEER_PORT = 8114
+FAER_PORT = 8115
 PEER_VENV = REPO / "target" / "bench-venv"
 
 LUA = """
@@ -122,6 +126,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--peer", action="store_true")
+    parser.add_argument("--faer", action="store_true")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -132,10 +137,17 @@ def main():
         Path(lua).write_text(LUA)
         server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
         python_peer = peer() if args.peer else None
+        faer = subprocess.Popen(
+            [str(binary), "--addr", f"127.0.0.1:{FAER_PORT}", "--log", "warn"],
+            env={**os.environ, "SIMSERVE_BLAS": "off"}) if args.faer else None
         try:
             wait_healthy(f"http://127.0.0.1:{PORT}")
             want = same_answer(native, v2, head_length)
-            runs = {"native": [], "v2": [], "peer": []}
+            runs = {"native": [], "v2": [], "faer": [], "peer": []}
+            if faer:
+                wait_healthy(f"http://127.0.0.1:{FAER_PORT}")
+                theirs = v2_matrix(v2, head_length, FAER_PORT)
+                assert np.allclose(theirs, want, atol=1e-5), "faer's product disagrees"
             if python_peer:
                 wait_healthy(f"http://127.0.0.1:{PEER_PORT}", seconds=60)
                 theirs = v2_matrix(v2, head_length, PEER_PORT)
@@ -146,6 +158,10 @@ def main():
                 runs["v2"].append(rate(server, "/v2/models/matrix/infer", files["v2"],
                                        "application/octet-stream", str(head_length),
                                        args.seconds, lua))
+                if faer:
+                    runs["faer"].append(rate(faer, "/v2/models/matrix/infer", files["v2"],
+                                             "application/octet-stream", str(head_length),
+                                             args.seconds, lua, FAER_PORT))
                 if python_peer:
                     runs["peer"].append(rate(python_peer, "/v2/models/matrix/infer", files["v2"],
                                              "application/octet-stream", str(head_length),
@@ -153,6 +169,9 @@ def main():
         finally:
             server.terminate()
             server.wait()
+            if faer:
+                faer.terminate()
+                faer.wait()
             if python_peer:
                 python_peer.terminate()
                 python_peer.wait()
@@ -163,12 +182,16 @@ def main():
     cpu = {name: statistics.median(c for _, c in runs[name]) for name in runs if runs[name]}
     for name, label in (("native", "simserve POST /similarity/matrix, base64"),
                         ("v2", "simserve POST /v2/models/matrix/infer, binary"),
+                        ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
                         ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
         if runs[name]:
             shown = " / ".join(f"{r:.1f}" for r, _ in runs[name])
             print(f"| {label} | {shown} | {rps[name]:.1f} | {cpu[name]:.1f} |")
     print(f"simserve binary v2 / simserve base64 JSON: {rps['v2'] / rps['native']:.2f}x requests/s, "
           f"{cpu['native'] / cpu['v2']:.2f}x less CPU per request (medians)")
+    if runs["faer"]:
+        print(f"OpenBLAS / faer on binary v2: {rps['v2'] / rps['faer']:.2f}x requests/s, "
+              f"{cpu['faer'] / cpu['v2']:.2f}x less CPU per request (medians)")
     if runs["peer"]:
         print(f"simserve binary v2 / Python peer binary v2: {rps['v2'] / rps['peer']:.2f}x requests/s, "
               f"{cpu['peer'] / cpu['v2']:.2f}x less CPU per request (medians)")

@@ -2,6 +2,7 @@
 //! numpy in the same run (`bench/kernels_vs_numpy.py`).
 //!
 //! Usage: `kernel_rate METRIC N DIM M [REPEATS]`, e.g. `kernel_rate cosine 1000 768 1000 7`.
+//! `SIMSERVE_BLAS` chooses the matrix product's library as for the server (`off`: faer).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,9 +14,15 @@
 use std::time::Instant;
 
 use ndarray::Array2;
+use simserve::compute::blas::{self, BlasChoice};
 use simserve::compute::{Cancel, Metric, matrix};
 
 fn main() {
+    let choice: BlasChoice = std::env::var("SIMSERVE_BLAS")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()
+        .unwrap();
+    eprintln!("{:?}", blas::start(&choice).unwrap());
     let args: Vec<String> = std::env::args().collect();
     let metric = match args.get(1).map(String::as_str) {
         Some("dot") => Metric::Dot,

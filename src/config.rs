@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::compute::blas::BlasChoice;
+
 /// simserve: similarity between embeddings over HTTP.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "simserve", version, about)]
@@ -94,6 +96,13 @@ pub struct Config {
     /// to the container's CPU limit.
     #[arg(long, env = "SIMSERVE_COMPUTE_THREADS", default_value_t = available_cpus(), value_parser = clap::value_parser!(u32).range(1..))]
     pub compute_threads: u32,
+
+    /// The library for matrix products: `auto` uses OpenBLAS when the host has it (Debian:
+    /// `libopenblas0`) and faer's built-in GEMM otherwise, `off` always faer, a path that
+    /// OpenBLAS library (start-up fails if it does not open). OpenBLAS runs one thread per
+    /// call; `--compute-threads` still sets the threads.
+    #[arg(long, env = "SIMSERVE_BLAS", default_value = "auto")]
+    pub blas: BlasChoice,
 
     /// Directory of server-side embedding tables: every `NAME.npy` is the table `NAME`, every
     /// 2-D float tensor `T` of `FILE.safetensors` the table `FILE.T`, and `NAME.ids.txt` holds

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use simserve::compute::blas::{self, Products};
 use simserve::config::Command;
 use simserve::{Application, Config, healthcheck, telemetry};
 
@@ -31,6 +32,19 @@ fn main() -> ExitCode {
         .build_global()
     {
         tracing::warn!(%err, "cannot size the compute thread pool");
+    }
+    match blas::start(&config.blas) {
+        Ok(Products::OpenBlas(library)) => {
+            tracing::info!(
+                library = library.description(),
+                "matrix products use OpenBLAS"
+            );
+        }
+        Ok(Products::Faer(why)) => tracing::info!(%why, "matrix products use faer"),
+        Err(err) => {
+            tracing::error!(%err, "cannot use the BLAS library SIMSERVE_BLAS names");
+            return ExitCode::FAILURE;
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -14,13 +14,14 @@
 //! [`ComputeError::Overflow`] rather than returned as infinities.
 //!
 //! Files: `metric.rs` (what a score means, the norm floor), `operand.rs` (sides and their
-//! norms), `scorer.rs` (operands prepared
-//! once, scored a tile at a time), `dense.rs` (whole results), `neighbours.rs` (top-k and
-//! threshold selection), `threads.rs` (the one thread policy), `gemm.rs` (the matrix
-//! product), `reduce.rs` (direct per-pair kernels), `rows.rs`, `ragged.rs`, `cancel.rs`
-//! (their types); `reference.rs` (the `f64` test reference) and `properties.rs` (kernels
-//! against it) are tests only.
+//! norms), `scorer.rs` (operands prepared once, scored a tile at a time), `dense.rs` (whole
+//! results), `neighbours.rs` (top-k and threshold selection), `threads.rs` (the one thread
+//! policy), `gemm.rs` (the matrix product), `blas.rs` (OpenBLAS for it, when the host has
+//! it), `reduce.rs` (direct per-pair kernels), `rows.rs`, `ragged.rs`, `cancel.rs` (their
+//! types); `reference.rs` (the `f64` test reference) and `properties.rs` (kernels against
+//! it) are tests only.
 
+pub mod blas;
 mod cancel;
 mod dense;
 mod gemm;

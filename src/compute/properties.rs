@@ -209,25 +209,39 @@ proptest! {
     }
 }
 
+/// Rows of `dim` values from a seed, every ninth row from a short repeating pattern (so rows
+/// 4, 13, 22, … are near-duplicates of each other).
+fn wave(rows: usize, dim: usize, seed: f32) -> Array2<f32> {
+    Array2::from_shape_fn((rows, dim), |(i, j)| {
+        let v = ((i * 37 + j * 11) as f32 * 0.013 + seed).sin();
+        if i % 9 == 4 {
+            ((j % 7) as f32).cos()
+        } else {
+            v
+        }
+    })
+}
+
+/// Asserts that the products of this test process go to OpenBLAS, so that the tests of its
+/// path cannot pass on faer's (CI installs Debian's libopenblas0).
+fn products_go_to_openblas() {
+    assert!(
+        super::blas::chosen().is_some(),
+        "OpenBLAS did not open (Debian: libopenblas0)"
+    );
+}
+
 /// Large enough for threads, and for euclidean for several sub-blocks of columns, scored
-/// both as shares of rows per thread and through faer's threading; near-duplicate rows
-/// exercise the cancellation fallback.
+/// both as shares of rows per thread and through the library's threading; near-duplicate
+/// rows exercise the cancellation fallback. 300 dimensions: OpenBLAS multiplies.
 #[test]
 fn a_product_scored_by_threads_and_sub_blocks_matches_the_reference() {
     use super::dense::matrix_splitting_from;
     use super::threads::PARALLEL_WORK;
 
+    products_go_to_openblas();
     let dim = 300;
-    let wave = |rows: usize, seed: f32| {
-        Array2::from_shape_fn((rows, dim), |(i, j)| {
-            let v = ((i * 37 + j * 11) as f32 * 0.013 + seed).sin();
-            if i % 9 == 4 {
-                ((j % 7) as f32).cos()
-            } else {
-                v
-            }
-        })
-    };
+    let wave = |rows: usize, seed: f32| wave(rows, dim, seed);
     // Two threads whatever the machine has, so both paths are taken.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -259,6 +273,40 @@ fn a_product_scored_by_threads_and_sub_blocks_matches_the_reference() {
             };
             if metric != Metric::Dot {
                 assert!((0..c.nrows()).all(|i| own[[i, i]] == exact), "{metric:?}");
+            }
+        }
+    });
+}
+
+/// Top-k and threshold selection score tiles of rows one product at a time; the dense
+/// matrix multiplies shares of rows. Through OpenBLAS (300 dimensions) both give the same
+/// scores, bit for bit, as they do through faer.
+#[test]
+fn selections_through_openblas_equal_the_dense_matrix_bit_for_bit() {
+    products_go_to_openblas();
+    let (a, b) = (wave(70, 300, 0.5), wave(5000, 300, 1.5));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for metric in METRICS {
+            let cancel = Cancel::new();
+            let dense = matrix(a.view(), Some(b.view()), metric, &cancel).unwrap();
+            let selection = Selection {
+                k: Some(7),
+                max_entries: usize::MAX,
+                ..Selection::default()
+            };
+            let got = nearest(a.view(), Some(b.view()), metric, &selection, &cancel).unwrap();
+            for i in 0..a.nrows() {
+                for (&j, &score) in got.indices.row(i).iter().zip(got.scores.row(i)) {
+                    assert_eq!(
+                        score.to_bits(),
+                        dense[[i, j]].to_bits(),
+                        "{metric:?} [{i}][{j}]"
+                    );
+                }
             }
         }
     });
