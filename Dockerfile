@@ -39,10 +39,17 @@ COPY --from=openblas /usr/lib/x86_64-linux-gnu/libgfortran.so.5.0.0 \
     /usr/lib/x86_64-linux-gnu/libgfortran.so.5
 COPY --from=openblas /usr/lib/x86_64-linux-gnu/libquadmath.so.0.0.0 \
     /usr/lib/x86_64-linux-gnu/libquadmath.so.0
+COPY --from=openblas /usr/share/doc/libopenblas0-pthread/copyright \
+    /usr/share/doc/libopenblas0-pthread/copyright
+COPY --from=openblas /usr/share/doc/libgfortran5/copyright /usr/share/doc/libgfortran5/copyright
+COPY --from=openblas /usr/share/doc/libquadmath0/copyright /usr/share/doc/libquadmath0/copyright
 COPY --from=builder /app/target/release/simserve /usr/local/bin/simserve
 USER 65532:65532
+# OPENBLAS_NUM_THREADS: OpenBLAS starts no pool of its own at load (simserve runs it one
+# thread per call on its compute threads).
 ENV SIMSERVE_ADDR=0.0.0.0:8080 \
-    SIMSERVE_LOG_FORMAT=json
+    SIMSERVE_LOG_FORMAT=json \
+    OPENBLAS_NUM_THREADS=1
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/simserve", "healthcheck"]

@@ -1,8 +1,8 @@
 //! OpenBLAS for the matrix products, when the host has it; faer's GEMM otherwise.
 //!
 //! On the reference machine OpenBLAS's `sgemm` ran the 1000×768×1000 product at 1.5× faer's
-//! rate per core (BENCHMARKS.md, "The matrix product"), and the product is most of the CPU
-//! time of every dense request. The library is not linked: it is opened at run time, so the
+//! rate per core (BENCHMARKS.md, "The matrix product"), and the product is the largest part
+//! of the CPU time of dense requests that bring binary or base64 tensors. The library is not linked: it is opened at run time, so the
 //! binary builds and runs where it is missing, and is used only after it multiplied a small
 //! product exactly.
 //!
@@ -67,6 +67,16 @@ pub enum BlasError {
         library: String,
         /// The function not found.
         symbol: &'static str,
+    },
+    /// The library is an OpenBLAS build simserve cannot call safely: 64-bit integers
+    /// (ILP64), or threads other than its own pthreads (OpenMP, or none: not safe to call
+    /// from several threads at once).
+    #[error("{library} is an OpenBLAS build simserve does not use: {why}")]
+    Unsuitable {
+        /// The library's name or path.
+        library: String,
+        /// What is wrong with the build.
+        why: String,
     },
     /// The library multiplied the start-up check wrongly.
     #[error("{library} multiplied a check product wrongly")]
@@ -138,8 +148,10 @@ unsafe fn function<F: Copy>(
 }
 
 impl Blas {
-    /// Opens the OpenBLAS at `name` (a path, or a name the dynamic loader looks up), sets its
-    /// own threads to one and checks one product of each precision.
+    /// Opens the OpenBLAS at `name` (a path, or a name the dynamic loader looks up), refuses
+    /// builds it cannot call safely (64-bit integers, OpenMP or serial threading), sets its
+    /// own threads to one and checks one product of each precision. What `name` exports under
+    /// OpenBLAS's names is trusted to be OpenBLAS: name only an OpenBLAS library.
     pub fn open(name: impl AsRef<OsStr>) -> Result<Blas, BlasError> {
         let name = name.as_ref();
         let named = || name.to_string_lossy().into_owned();
@@ -150,7 +162,7 @@ impl Blas {
             source,
         })?;
         // SAFETY: the types are those of OpenBLAS's `cblas.h` and `openblas_config.h`.
-        let (sgemm, dgemm, set_threads, get_config) = unsafe {
+        let (sgemm, dgemm, set_threads, get_config, get_parallel) = unsafe {
             (
                 function::<Gemm<f32>>(&library, name, "cblas_sgemm")?,
                 function::<Gemm<f64>>(&library, name, "cblas_dgemm")?,
@@ -164,18 +176,40 @@ impl Blas {
                     name,
                     "openblas_get_config",
                 )?,
+                function::<unsafe extern "C" fn() -> c_int>(
+                    &library,
+                    name,
+                    "openblas_get_parallel",
+                )?,
             )
         };
-        // SAFETY: both take and return plain values; the configuration is a static C string.
-        let description = unsafe {
-            set_threads(1);
+        // SAFETY: these take and return plain values; the configuration is a static C string.
+        let (description, parallel) = unsafe {
             let config = get_config();
-            if config.is_null() {
+            let description = if config.is_null() {
                 String::new()
             } else {
                 CStr::from_ptr(config).to_string_lossy().into_owned()
-            }
+            };
+            (description, get_parallel())
         };
+        let unsuitable = |why: &str| BlasError::Unsuitable {
+            library: named(),
+            why: why.to_owned(),
+        };
+        if description.contains("USE64BITINT") {
+            return Err(unsuitable("64-bit integers (ILP64)"));
+        }
+        // 0: serial, 1: pthreads, 2: OpenMP (`openblas_config.h`).
+        if parallel != 1 {
+            return Err(unsuitable(if parallel == 2 {
+                "OpenMP threading"
+            } else {
+                "built without threads"
+            }));
+        }
+        // SAFETY: takes a plain value.
+        unsafe { set_threads(1) };
         let blas = Blas {
             sgemm,
             dgemm,
@@ -319,6 +353,12 @@ fn auto() -> Result<Blas, Vec<BlasError>> {
 /// Settles which library multiplies, once per process; a second call reports the first
 /// call's choice. Fails only when a path was given and does not open and check.
 pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
+    if let Some(settled) = CHOSEN.get() {
+        return Ok(match settled {
+            Some(blas) => Products::OpenBlas(blas),
+            None => Products::Faer("chosen earlier in this process".into()),
+        });
+    }
     let mut why_faer = String::new();
     let chosen = match choice {
         BlasChoice::Off => {
@@ -335,10 +375,10 @@ pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
         },
         BlasChoice::Library(path) => Some(Blas::open(path)?),
     };
+    // A product on another thread may have made the `auto` choice meanwhile: the first wins.
     let settled = CHOSEN.get_or_init(|| chosen);
     Ok(match settled {
         Some(blas) => Products::OpenBlas(blas),
-        None if why_faer.is_empty() => Products::Faer("chosen earlier in this process".into()),
         None => Products::Faer(why_faer),
     })
 }
@@ -363,6 +403,7 @@ mod tests {
     fn the_host_openblas_opens_checks_and_describes_itself() {
         let blas = host_blas();
         assert!(blas.description().starts_with("OpenBLAS"), "{blas:?}");
+        assert!(!blas.description().contains("USE64BITINT"), "{blas:?}");
         assert!(blas.multiplies_exactly());
     }
 

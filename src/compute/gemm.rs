@@ -52,8 +52,12 @@ fn blas_a_bt<T: Element + Send + Sync>(
         Par::Seq => 1,
         Par::Rayon(_) => rayon::current_num_threads(),
     };
-    if threads <= 1 || n < 2 || dim == 0 || m == 0 || a.len() != n * dim {
+    if threads <= 1 || dim == 0 || m == 0 || a.len() != n * dim {
         return blas.a_bt(a, b, dim, out);
+    }
+    if n < threads {
+        // Shares of rows would leave threads idle; faer's threading splits columns too.
+        return false;
     }
     let share = n.div_ceil(threads);
     if out.len() != n * m {
@@ -108,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn openblas_and_faer_give_the_same_products_sequential_and_in_shares() {
+    fn openblas_and_faer_give_the_same_products_sequential_and_in_shares_of_rows() {
         let blas = Blas::open(blas::AUTO_NAMES[0])
             .unwrap_or_else(|err| panic!("this test needs Debian's libopenblas0: {err}"));
         let pool = rayon::ThreadPoolBuilder::new()
@@ -139,7 +143,13 @@ mod tests {
                 let (mut faer, mut open) = (vec![0.0f32; n * m], vec![f32::NAN; n * m]);
                 faer_a_bt(&a32, &b32, dim, &mut faer, par);
                 let done = pool.install(|| blas_a_bt(&blas, &a32, &b32, dim, &mut open, par));
-                assert!(done, "{n}x{dim}x{m}");
+                // Fewer rows than the pool's 3 threads are left to faer's threading.
+                let left_to_faer = matches!(par, Par::Rayon(_)) && n < 3;
+                assert_eq!(done, !left_to_faer, "{n}x{dim}x{m} {par:?}");
+                if left_to_faer {
+                    assert!(open.iter().all(|v| v.is_nan()), "left untouched");
+                    continue;
+                }
                 for ((&f, &o), &w) in faer.iter().zip(&open).zip(&want) {
                     let tolerance = 1e-5 * (1.0 + w.abs()) * (dim as f64).sqrt();
                     assert!((f64::from(f) - w).abs() <= tolerance, "faer {f} vs {w}");
