@@ -13,9 +13,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::admission::{Admission, Refusal};
+use crate::compute::blas;
 use crate::error::ApiError;
 use crate::tables::Tables;
 
@@ -168,6 +170,12 @@ impl Metrics {
             "Bytes reserved against the memory budget",
             Unit::Bytes,
             reserved.clone(),
+        );
+        registry.register(
+            "matrix_products",
+            "The library that multiplies vectors of 128 dimensions or more: openblas or faer \
+             (SIMSERVE_BLAS)",
+            Info::new([("library", blas::library())]),
         );
         Metrics {
             registry,
@@ -349,6 +357,7 @@ mod tests {
             "simserve_queue_depth 0",
             "simserve_compute_permits_in_use 0",
             "simserve_memory_reserved_bytes 0",
+            "simserve_matrix_products_info{library=\"openblas\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

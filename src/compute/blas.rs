@@ -383,6 +383,16 @@ pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
     })
 }
 
+/// The library that takes products of [`super::gemm::BLAS_MIN_DIM`] dimensions or more:
+/// `"openblas"` or `"faer"`, for the metrics.
+pub fn library() -> &'static str {
+    if chosen().is_some() {
+        "openblas"
+    } else {
+        "faer"
+    }
+}
+
 /// The OpenBLAS products go to, if any (the `auto` choice if [`start`] was not called).
 pub(crate) fn chosen() -> Option<&'static Blas> {
     CHOSEN.get_or_init(|| auto().ok()).as_ref()
