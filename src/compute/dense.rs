@@ -116,7 +116,8 @@ const DENSE_BLOCK: usize = 1 << 22;
 /// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
 ///
 /// [`threads::dense_shares`] decides: one share of rows per thread, each scored by
-/// sequential GEMMs, or a block of rows at a time through faer's threading.
+/// sequential GEMMs, or a block of rows at a time through the product's threading
+/// ([`super::gemm`]).
 fn fill(
     scorer: &Scorer,
     out: Option<&mut [f32]>,

@@ -37,8 +37,8 @@ pub(crate) fn a_bt<T: ComplexField + Element + Send + Sync>(
     faer_a_bt(a, b, dim, out, par);
 }
 
-/// [`a_bt`] through OpenBLAS; `false` when it cannot take these sizes (then `out` is
-/// untouched).
+/// [`a_bt`] through OpenBLAS; `false` when it cannot take these sizes, or fewer rows than
+/// threads (then faer computes the whole product, overwriting any share written here).
 fn blas_a_bt<T: Element + Send + Sync>(
     blas: &Blas,
     a: &[T],
@@ -63,12 +63,10 @@ fn blas_a_bt<T: Element + Send + Sync>(
     if out.len() != n * m {
         return false;
     }
+    // A share that cannot be taken leaves the whole product to faer, which overwrites it.
     out.par_chunks_mut(share * m)
         .zip(a.par_chunks(share * dim))
-        .map(|(out, a)| blas.a_bt(a, b, dim, out))
-        .collect::<Vec<bool>>()
-        .into_iter()
-        .all(|done| done)
+        .all(|(out, a)| blas.a_bt(a, b, dim, out))
 }
 
 /// [`a_bt`] through faer.

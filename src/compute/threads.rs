@@ -4,8 +4,8 @@
 //! - Below [`PARALLEL_WORK`] everything stays on the calling thread: handing a small job to
 //!   the pool costs more than it saves.
 //! - Dense results ([`dense_shares`]): from [`SPLIT_WORK`] each thread takes one share of rows
-//!   and runs sequential GEMMs on it; below it, blocks of rows go to faer's own threading
-//!   ([`gemm_par`]).
+//!   and runs sequential GEMMs on it; below it, blocks of rows go to the product's own
+//!   threading ([`gemm_par`]: faer's, or OpenBLAS in shares of rows, `super::gemm`).
 //! - Neighbour selection ([`neighbour_blocks`]): rows are cut into blocks; with enough rows,
 //!   blocks are spread over the threads (each block scored on one thread); with too few rows
 //!   but many columns (a few users against a large table), the columns are cut into shares
@@ -52,8 +52,9 @@ fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// How one GEMM of `work` multiply-adds uses threads: faer's threading from
-/// [`PARALLEL_WORK`] (when there is more than one thread), else sequential.
+/// How one GEMM of `work` multiply-adds uses threads: the product's threading (faer's, or
+/// OpenBLAS in shares of rows) from [`PARALLEL_WORK`] (when there is more than one thread),
+/// else sequential.
 pub(crate) fn gemm_par(work: usize) -> Par {
     if work >= PARALLEL_WORK && threads() > 1 {
         Par::rayon(0)
