@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two simserve builds on the same requests, rounds interleaved, in one run.
 
-    python3 bench/ab.py OLD_BINARY NEW_BINARY [--rounds 3] [--seconds 8]
+    python3 bench/ab.py OLD_BINARY NEW_BINARY [--rounds 3] [--seconds 8] [--only NAME]
 
 Writes bench/run.py's request files (with its venv's numpy), then for each round and each
 scenario starts each build in turn (the order alternating between rounds) with bench/run.py's
@@ -41,6 +41,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--skip", default="100000",
                         help="leave out scenarios whose name contains this (default: the 414 MB one)")
+    parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="simserve-ab-")
     python = os.path.join(run.VENV, "bin", "python")
@@ -49,7 +50,7 @@ def main():
     lua = os.path.join(work, "post.lua")
     with open(lua, "w") as f:
         f.write(run.LUA)
-    scenarios = [(i, s) for i, s in enumerate(run.SCENARIOS) if args.skip not in s[0]]
+    scenarios = [(i, s) for i, s in enumerate(run.SCENARIOS) if args.skip not in s[0] and args.only in s[0]]
     rates = {(name, build): [] for _, (name, *_rest) in scenarios for build in ("old", "new")}
     for round_ in range(args.rounds):
         builds = [("old", args.old), ("new", args.new)]

@@ -71,13 +71,18 @@ impl Data<'_> {
     }
 }
 
-/// Appends each of `values` as its `N` bytes: into bytes sized once, a loop that vectorises
-/// (a byte `extend` per value does not).
-fn append_each<const N: usize, T: Copy>(
+/// Appends each of `values` as its `N` little-endian bytes: on a little-endian host, their
+/// memory as it is, in one copy; otherwise into bytes sized once, a loop that vectorises (a
+/// byte `extend` per value does not).
+fn append_each<const N: usize, T: bytemuck::Pod>(
     out: &mut Vec<u8>,
     values: &[T],
     bytes: impl Fn(T) -> [u8; N],
 ) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(values));
+        return;
+    }
     let start = out.len();
     out.resize(start + values.len() * N, 0);
     let (slots, _) = out[start..].as_chunks_mut::<N>();

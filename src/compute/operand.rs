@@ -1,11 +1,10 @@
 //! [`Operand`]: one side of a comparison, as rows and, for rows kept on the server, the
 //! [`Norms`] computed once when they were loaded.
 //!
-//! A request's own rows need nothing precomputed: the scorer normalises them (cosine) or
-//! sums their squares (euclidean) as it prepares them. A table of a million rows is different:
-//! preparing it per request would cost a pass over the table and a copy of it, so a table
-//! brings its norms, and cosine scores against it are the product with its raw rows, scaled
-//! by the inverse norms.
+//! Cosine scores are products of raw rows scaled by their inverse norms, so that no
+//! normalised copy of a side is made. A request's own rows get their norms as the scorer
+//! prepares them; a table of a million rows brings the norms computed when it was loaded,
+//! as a pass over it per request would cost as much as the product.
 
 use ndarray::ArrayView2;
 
@@ -24,14 +23,19 @@ pub struct Norms {
 impl Norms {
     /// The norms of every row of `rows`.
     pub fn of(rows: ArrayView2<f32>) -> Self {
-        let squared: Vec<f64> = rows
-            .rows()
-            .into_iter()
-            .map(|row| match row.as_slice() {
-                Some(slice) => reduce::sq_norm(slice),
-                None => reduce::sq_norm(&row.to_vec()),
-            })
-            .collect();
+        Norms::from_squared(
+            rows.rows()
+                .into_iter()
+                .map(|row| match row.as_slice() {
+                    Some(slice) => reduce::sq_norm(slice),
+                    None => reduce::sq_norm(&row.to_vec()),
+                })
+                .collect(),
+        )
+    }
+
+    /// The norms whose squares are `squared`.
+    pub(crate) fn from_squared(squared: Vec<f64>) -> Self {
         let inverse = squared
             .iter()
             .map(|&sq| (1.0 / sq.sqrt().max(NORM_FLOOR)) as f32)
@@ -47,6 +51,11 @@ impl Norms {
     /// `1 / max(‖row‖, 1e-6)` of every row.
     pub fn inverse(&self) -> &[f32] {
         &self.inverse
+    }
+
+    /// The inverse norms, owned.
+    pub(crate) fn into_inverse(self) -> Vec<f32> {
+        self.inverse
     }
 
     /// Bytes the norms take.

@@ -73,6 +73,37 @@ proptest! {
     }
 
     #[test]
+    fn cosine_matches_the_f64_reference_at_any_norm(
+        (dim, a, b) in (1usize..40).prop_flat_map(|dim| (
+            Just(dim),
+            prop::collection::vec(-1.0f32..1.0, dim..=6 * dim),
+            prop::collection::vec(-1.0f32..1.0, dim..=6 * dim),
+        )),
+        (scale_a, scale_b) in (-30i32..=30, -30i32..=30),
+    ) {
+        // Rows of norms from 1e-30 to 1e30: up to 2^60 they enter the GEMM raw and their
+        // products are scaled; beyond it they are normalised first.
+        let side = |values: Vec<f32>, scale: i32| {
+            let rows = values.len() / dim;
+            let values = values[..rows * dim].iter().map(|v| v * 10f32.powi(scale)).collect();
+            Array2::from_shape_vec((rows, dim), values).unwrap()
+        };
+        let (a, b) = (side(a, scale_a), side(b, scale_b));
+        let got = matrix(a.view(), Some(b.view()), Metric::Cosine, &Cancel::new()).unwrap();
+        let own = matrix(a.view(), None, Metric::Cosine, &Cancel::new()).unwrap();
+        for (i, x) in a.rows().into_iter().enumerate() {
+            for (j, y) in b.rows().into_iter().enumerate() {
+                let want = score_pair(Metric::Cosine, x, y);
+                prop_assert!((f64::from(got[[i, j]]) - want).abs() <= 2e-5, "[{i}][{j}]: {} vs {want}", got[[i, j]]);
+            }
+            for (j, y) in a.rows().into_iter().enumerate() {
+                let want = score_pair(Metric::Cosine, x, y);
+                prop_assert!((f64::from(own[[i, j]]) - want).abs() <= 2e-5, "own [{i}][{j}]: {} vs {want}", own[[i, j]]);
+            }
+        }
+    }
+
+    #[test]
     fn rows_with_norms_from_load_match_the_f64_reference_like_any_rows((a, b) in pair_of(12)) {
         // Tables bring their norms: cosine is then the product of raw rows, scaled.
         let (norms_a, norms_b) = (Norms::of(a.view()), Norms::of(b.view()));

@@ -1,9 +1,10 @@
 //! [`Scorer`]: the operands of one `a`-against-`b` comparison, prepared once, scored tile by
 //! tile.
 //!
-//! - cosine: rows normalised once (in `f64`), then one `f32` GEMM, clamped to `[-1, 1]`; a
-//!   side that brings its [`Norms`] (a table) enters the GEMM raw and its scores are scaled
-//!   by its inverse norms instead, so it is never copied;
+//! - cosine: one `f32` GEMM of the raw rows, its products scaled by the inverse norms (the
+//!   norms a side brings, a table's, or computed now in `f64`) and clamped to `[-1, 1]`: no
+//!   side is copied. A request's rows of norms so large that products could overflow `f32`
+//!   ([`MAX_RAW_SQUARED`]) are normalised once (in `f64`) and enter the GEMM so;
 //! - dot: one `f32` GEMM; entries whose `f32` sums overflowed are settled in `f64`;
 //! - euclidean: `‖x‖² + ‖y‖² − 2x·y` with the product in `f64` GEMM (as scikit-learn upcasts),
 //!   and pairs so close that the expansion cancels recomputed from their differences, so
@@ -59,8 +60,8 @@ pub(crate) struct Scorer<'a> {
     a: Rows<'a>,
     b: Option<Rows<'a>>,
     /// For cosine, the inverse norms of a side that entered the GEMM raw.
-    scale_a: Option<&'a [f32]>,
-    scale_b: Option<&'a [f32]>,
+    scale_a: Option<Cow<'a, [f32]>>,
+    scale_b: Option<Cow<'a, [f32]>>,
     /// `‖row‖²` for euclidean.
     sq_a: Cow<'a, [f64]>,
     sq_b: Option<Cow<'a, [f64]>>,
@@ -79,12 +80,26 @@ fn sq_norms(rows: &Rows) -> Vec<f64> {
     rows.iter().map(reduce::sq_norm).collect()
 }
 
-/// What the GEMM consumes of one side for cosine: its normalised rows, or its raw rows and
-/// the inverse norms that scale their scores.
-fn cosine_side<'a>(raw: &Rows<'a>, norms: Option<&'a Norms>) -> (Rows<'a>, Option<&'a [f32]>) {
-    match norms {
-        Some(norms) => (raw.clone(), Some(norms.inverse())),
-        None => (normalized(raw), None),
+/// `‖row‖²` up to which a request's raw rows enter the cosine's GEMM: no product of two such
+/// rows, nor a partial sum of one, can overflow `f32` (`|x·y| ≤ ‖x‖‖y‖ ≤ 2¹²⁰`). Larger rows
+/// would leave every score of theirs to be settled exactly, so they are normalised first.
+/// Small rows need no bound: products that underflow `f32` lose at most `d·2⁻¹⁴⁹`, nothing
+/// next to the cosine's floor of `1e-6` on each norm.
+const MAX_RAW_SQUARED: f64 = (1u128 << 120) as f64;
+
+/// What the GEMM consumes of one side for cosine: its raw rows, and the inverse norms that
+/// scale their scores (`norms` brought along, or computed now); or, for a request's rows with
+/// a squared norm over [`MAX_RAW_SQUARED`], its normalised rows.
+fn cosine_side<'a>(raw: &Rows<'a>, norms: Option<&'a Norms>) -> (Rows<'a>, Option<Cow<'a, [f32]>>) {
+    if let Some(norms) = norms {
+        return (raw.clone(), Some(Cow::Borrowed(norms.inverse())));
+    }
+    let squared = sq_norms(raw);
+    if squared.iter().all(|&sq| sq <= MAX_RAW_SQUARED) {
+        let inverse = Norms::from_squared(squared).into_inverse();
+        (raw.clone(), Some(Cow::Owned(inverse)))
+    } else {
+        (normalized(raw), None)
     }
 }
 
@@ -110,7 +125,7 @@ impl<'a> Scorer<'a> {
                         let (gemm_b, scale_b) = cosine_side(raw_b, b_norms);
                         (gemm_a, Some(gemm_b), scale_a, scale_b)
                     }
-                    None => (gemm_a, None, scale_a, scale_a),
+                    None => (gemm_a, None, scale_a.clone(), scale_a),
                 }
             }
             _ => (raw_a.clone(), raw_b.clone(), None, None),
@@ -175,10 +190,7 @@ impl<'a> Scorer<'a> {
         match self.metric {
             Metric::Cosine => {
                 self.product(rows.clone(), cols.clone(), out, par);
-                if self.scale_a.is_some() || self.scale_b.is_some() {
-                    self.scale(rows.clone(), cols.clone(), out);
-                }
-                out.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+                self.scale_and_clamp(rows.clone(), cols.clone(), out);
             }
             Metric::Dot => {
                 self.product(rows.clone(), cols.clone(), out, par);
@@ -229,27 +241,35 @@ impl<'a> Scorer<'a> {
     }
 
     /// Scales products of raw rows into cosines by the sides' inverse norms (in `f32`: two
-    /// roundings, far inside the accuracy contract). A product too large for `f32` (only raw
-    /// rows of huge values make one) is settled exactly instead.
-    fn scale(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
+    /// roundings, far inside the accuracy contract) and clamps them to `[-1, 1]`, in one pass.
+    /// A row holding a product too large for `f32` (only a table's raw rows of huge values
+    /// make one) is settled exactly instead.
+    fn scale_and_clamp(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
         let width = cols.len().max(1);
-        let col_scales = self.scale_b.and_then(|s| s.get(cols.clone()));
+        let col_scales = self.scale_b.as_ref().and_then(|s| s.get(cols.clone()));
         for (offset, out_row) in out.chunks_mut(width).enumerate() {
             let i = rows.start + offset;
-            let row_scale = self.scale_a.map_or(1.0, |s| s[i]);
-            match col_scales {
+            let row_scale = self.scale_a.as_ref().map_or(1.0, |s| s[i]);
+            // Without an early exit, so that the loop vectorises.
+            let finite = match col_scales {
                 Some(col_scales) => out_row
                     .iter_mut()
                     .zip(col_scales)
-                    .for_each(|(v, &s)| *v *= row_scale * s),
-                None => out_row.iter_mut().for_each(|v| *v *= row_scale),
-            }
-            if !out_row.iter().all(|v| v.is_finite()) {
+                    .fold(true, |ok, (v, &s)| {
+                        let scaled = *v * (row_scale * s);
+                        *v = scaled.clamp(-1.0, 1.0);
+                        ok & scaled.is_finite()
+                    }),
+                None => out_row.iter_mut().fold(true, |ok, v| {
+                    let scaled = *v * row_scale;
+                    *v = scaled.clamp(-1.0, 1.0);
+                    ok & scaled.is_finite()
+                }),
+            };
+            if !finite {
+                let x = self.raw_a.row(i);
                 for (j, v) in cols.clone().zip(out_row.iter_mut()) {
-                    if !v.is_finite() {
-                        let x = self.raw_a.row(i);
-                        *v = reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32;
-                    }
+                    *v = reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32;
                 }
             }
         }
@@ -310,5 +330,36 @@ impl<'a> Scorer<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn request_rows_enter_the_cosine_raw_unless_their_norms_are_huge() {
+        let fine = array![[3.0f32, 4.0], [0.0, 0.0], [1e-30, 0.0], [1e17, 1e17]];
+        for huge in [1e19f32, 1e30] {
+            let odd = array![[3.0f32, 4.0], [huge, 0.0]];
+            let scorer = Scorer::new(Metric::Cosine, fine.view().into(), Some(odd.view().into()));
+            let inverse = Norms::of(fine.view()).into_inverse();
+            assert_eq!(scorer.scale_a.as_deref(), Some(&inverse[..]));
+            assert!(scorer.scale_b.is_none(), "{huge}: normalised");
+            assert_eq!(scorer.gemm_b().row(0), &[0.6, 0.8]);
+        }
+    }
+
+    #[test]
+    fn raw_products_too_large_for_f32_are_settled_exactly() {
+        // A table brings its norms, so its raw rows enter the GEMM whatever their size.
+        let rows = array![[1e30f32, 1e30], [1e30, -1e30]];
+        let norms = Norms::of(rows.view());
+        let side = Operand::with_norms(rows.view(), &norms).unwrap();
+        let scorer = Scorer::new(Metric::Cosine, side, Some(side));
+        let mut out = [0.0f32; 4];
+        scorer.tile_into(0..2, 0..2, Par::Seq, &mut out).unwrap();
+        assert_eq!(out, [1.0, 0.0, 0.0, 1.0]);
     }
 }
