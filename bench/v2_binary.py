@@ -11,9 +11,10 @@ bench/run.py makes) answers the same binary request in the same rounds, Triton-s
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
 
 With `--faer`, a second simserve started with `SIMSERVE_BLAS=off` (faer's GEMM in place of
-OpenBLAS) answers the binary request in the same rounds too.
+OpenBLAS) answers the binary request in the same rounds too; with `--against BINARY`, another
+simserve build (an earlier commit's, say) does.
 
-Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--faer]
+Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--faer] [--against BINARY]
 """
 
 import argparse
@@ -38,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 PORT = 8113
 PEER_PORT = 8114
 FAER_PORT = 8115
+AGAINST_PORT = 8116
 PEER_VENV = REPO / "target" / "bench-venv"
 
 LUA = """
@@ -127,6 +129,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--peer", action="store_true")
     parser.add_argument("--faer", action="store_true")
+    parser.add_argument("--against", type=Path, help="another simserve build, in the same rounds")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -140,10 +143,17 @@ def main():
         faer = subprocess.Popen(
             [str(binary), "--addr", f"127.0.0.1:{FAER_PORT}", "--log", "warn"],
             env={**os.environ, "SIMSERVE_BLAS": "off"}) if args.faer else None
+        against = subprocess.Popen(
+            [str(args.against), "--addr", f"127.0.0.1:{AGAINST_PORT}", "--log", "warn"]
+        ) if args.against else None
         try:
             wait_healthy(f"http://127.0.0.1:{PORT}")
             want = same_answer(native, v2, head_length)
-            runs = {"native": [], "v2": [], "faer": [], "peer": []}
+            runs = {"native": [], "v2": [], "faer": [], "against": [], "peer": []}
+            if against:
+                wait_healthy(f"http://127.0.0.1:{AGAINST_PORT}")
+                theirs = v2_matrix(v2, head_length, AGAINST_PORT)
+                assert np.allclose(theirs, want, atol=1e-5), "the other build disagrees"
             if faer:
                 wait_healthy(f"http://127.0.0.1:{FAER_PORT}")
                 theirs = v2_matrix(v2, head_length, FAER_PORT)
@@ -162,6 +172,10 @@ def main():
                     runs["faer"].append(rate(faer, "/v2/models/matrix/infer", files["v2"],
                                              "application/octet-stream", str(head_length),
                                              args.seconds, lua, FAER_PORT))
+                if against:
+                    runs["against"].append(rate(against, "/v2/models/matrix/infer", files["v2"],
+                                                "application/octet-stream", str(head_length),
+                                                args.seconds, lua, AGAINST_PORT))
                 if python_peer:
                     runs["peer"].append(rate(python_peer, "/v2/models/matrix/infer", files["v2"],
                                              "application/octet-stream", str(head_length),
@@ -169,9 +183,10 @@ def main():
         finally:
             server.terminate()
             server.wait()
-            if faer:
-                faer.terminate()
-                faer.wait()
+            for other in (faer, against):
+                if other:
+                    other.terminate()
+                    other.wait()
             if python_peer:
                 python_peer.terminate()
                 python_peer.wait()
@@ -183,6 +198,7 @@ def main():
     for name, label in (("native", "simserve POST /similarity/matrix, base64"),
                         ("v2", "simserve POST /v2/models/matrix/infer, binary"),
                         ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
+                        ("against", "--against build POST /v2/models/matrix/infer, binary"),
                         ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
         if runs[name]:
             shown = " / ".join(f"{r:.1f}" for r, _ in runs[name])
@@ -192,6 +208,9 @@ def main():
     if runs["faer"]:
         print(f"OpenBLAS / faer on binary v2: {rps['v2'] / rps['faer']:.2f}x requests/s, "
               f"{cpu['faer'] / cpu['v2']:.2f}x less CPU per request (medians)")
+    if runs["against"]:
+        print(f"this build / --against build on binary v2: {rps['v2'] / rps['against']:.2f}x "
+              f"requests/s, {cpu['against'] / cpu['v2']:.2f}x less CPU per request (medians)")
     if runs["peer"]:
         print(f"simserve binary v2 / Python peer binary v2: {rps['v2'] / rps['peer']:.2f}x requests/s, "
               f"{cpu['peer'] / cpu['v2']:.2f}x less CPU per request (medians)")
