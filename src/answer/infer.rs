@@ -79,6 +79,7 @@ fn append_each<const N: usize, T: bytemuck::Pod>(
     values: &[T],
     bytes: impl Fn(T) -> [u8; N],
 ) {
+    const { assert!(N == size_of::<T>(), "N is the size of T") };
     if cfg!(target_endian = "little") {
         out.extend_from_slice(bytemuck::cast_slice(values));
         return;

@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::request::Parts;
 
 use crate::admission::{Admitted, estimate};
-use crate::body::{self, BodyHead, Kept, TensorFields};
+use crate::body::{self, BodyHead, TensorFields};
 use crate::coding;
 use crate::cpu;
 use crate::error::ApiError;
@@ -37,7 +37,7 @@ where
             bytes,
             admitted,
             inflated,
-        } = receive::<Bytes>(&parts, incoming, head, state).await?;
+        } = receive(&parts, incoming, head, state).await?;
         // The admission goes with the work, so that a request dropped while it parses keeps
         // its permit and reservation until the parse actually ends.
         let (request, admitted) = cpu::run(inflated, move || {
@@ -52,9 +52,9 @@ where
 }
 
 /// A request's body, received by an admitted request.
-pub(super) struct Received<B> {
-    /// The body as sent, kept as `B` says.
-    pub bytes: B,
+pub(super) struct Received {
+    /// The body as sent.
+    pub bytes: Bytes,
     /// The permit and reservation, grown by what decoding the body may take.
     pub admitted: Admitted,
     /// The most bytes the body inflates to.
@@ -63,14 +63,13 @@ pub(super) struct Received<B> {
 
 /// Admits a request from its headers (`head`, already checked), receives its body, waits
 /// for a compute permit and reserves what decoding the body may take: the steps every body
-/// goes through before it is decoded, in the order [`crate::admission`] tells. The body is
-/// kept in one buffer (`B` = [`Bytes`]) or as the frames it arrived in ([`body::Frames`]).
-pub(super) async fn receive<B: Kept>(
+/// goes through before it is decoded, in the order [`crate::admission`] tells.
+pub(super) async fn receive(
     parts: &Parts,
     incoming: Body,
     head: BodyHead,
     state: &AppState,
-) -> Result<Received<B>, ApiError> {
+) -> Result<Received, ApiError> {
     let limit = state.limits.max_body_bytes;
     let mut place = match state.admission.enter(head.declared) {
         Ok(place) => place,
@@ -85,7 +84,7 @@ pub(super) async fn receive<B: Kept>(
     };
 
     let counter = parts.extensions.get::<BodyCounter>();
-    let read = B::read(
+    let read = body::read(
         incoming,
         head,
         limit,
@@ -103,7 +102,7 @@ pub(super) async fn receive<B: Kept>(
         .admit(coding::negotiate(&parts.headers))
         .await
         .map_err(|refusal| state.metrics.refused(refusal))?;
-    let inflated = body::inflated_size(head.coding, bytes.size(), limit);
+    let inflated = body::inflated_size(head.coding, bytes.len(), limit);
     admitted
         .reservation()
         .grow(estimate::parse(inflated))

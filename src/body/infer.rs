@@ -3,23 +3,21 @@
 //! the inputs that give a `binary_data_size` (in the order of the inputs), the JSON's length
 //! in the `Inference-Header-Content-Length` header.
 //!
-//! The body is read as the frames it arrived in ([`super::read_frames`], no copy); [`decode`]
-//! inflates it if it was compressed, then decodes each input straight from the frames that
-//! hold its bytes (or from its JSON `data`) into the one buffer of its values
-//! ([`crate::tensor::typed`]): one copy per value, wherever the frames were cut.
+//! The body is read into one buffer ([`super::read`]); [`decode`] inflates it if it was
+//! compressed, then decodes each input straight from its slice of that buffer (or from its
+//! JSON `data`) into the one buffer of its values ([`crate::tensor::typed`]).
 //!
 //! Errors: broken framing (the header length past the body, binary data that does not add
 //! up) is 400, like malformed JSON; well-formed requests that break the rules (an unknown
 //! input or datatype, a size that is not its shape's) are 422. Messages name the input.
 
-use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{BodyHead, Frames};
+use super::BodyHead;
 use crate::answer::INFERENCE_HEADER_CONTENT_LENGTH;
 use crate::coding::{self, Coding};
 use crate::error::ApiError;
@@ -139,23 +137,20 @@ pub fn check_headers(
     Ok((head, json_length))
 }
 
-/// Inflates `body` (when `coding` says so, up to `limit`) and decodes the inference request
-/// it holds for a model with `names`; `json_length` is `Inference-Header-Content-Length`.
+/// Inflates `bytes` (when `coding` says so, up to `limit`) and decodes the inference request
+/// they hold for a model with `names`; `json_length` is `Inference-Header-Content-Length`.
 /// CPU work, to run off the runtime when large.
 pub fn decode(
     coding: Option<Coding>,
-    body: &Frames,
+    bytes: &[u8],
     limit: usize,
     json_length: Option<usize>,
     names: Signature,
 ) -> Result<InferRequest, ApiError> {
     match coding {
-        Some(coding) => {
-            coding::inflate(coding, &body.contiguous(0..body.len()), limit).and_then(|inflated| {
-                decode_body(&Frames::from(Bytes::from(inflated)), json_length, names)
-            })
-        }
-        None => decode_body(body, json_length, names),
+        Some(coding) => coding::inflate(coding, bytes, limit)
+            .and_then(|body| decode_body(&body, json_length, names)),
+        None => decode_body(bytes, json_length, names),
     }
 }
 
@@ -201,7 +196,7 @@ pub fn shown(name: &str) -> String {
 }
 
 fn decode_body(
-    body: &Frames,
+    body: &[u8],
     json_length: Option<usize>,
     names: Signature,
 ) -> Result<InferRequest, ApiError> {
@@ -214,16 +209,14 @@ fn decode_body(
             body.len()
         )));
     }
-    let json = body.contiguous(0..json_length);
-    // The binary data not yet taken by an input.
-    let mut binary = json_length..body.len();
+    let (json, mut binary) = body.split_at(json_length);
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(ApiError::MalformedJson(
             "the inference request must be a JSON object".to_owned(),
         ));
     }
-    let head: Head = serde_json::from_slice(&json).map_err(|err| ApiError::from_json(&err))?;
+    let head: Head = serde_json::from_slice(json).map_err(|err| ApiError::from_json(&err))?;
     let id = match head.id {
         None => None,
         Some(Value::String(id)) => Some(id),
@@ -288,9 +281,9 @@ fn decode_body(
                         binary.len()
                     )));
                 }
-                let own = binary.start..binary.start + size;
-                binary.start = own.end;
-                typed::from_le_bytes(name, datatype, &shape, &body.slices(own)).map_err(invalid)?
+                let (own, rest) = binary.split_at(size);
+                binary = rest;
+                typed::from_le_bytes(name, datatype, &shape, own).map_err(invalid)?
             }
             (None, Some(data)) => {
                 let mut de = serde_json::Deserializer::from_str(data.get());
@@ -465,10 +458,6 @@ mod tests {
         (bytes, json.len())
     }
 
-    fn one_frame(bytes: &[u8]) -> Frames {
-        Frames::from(Bytes::copy_from_slice(bytes))
-    }
-
     fn f32s(values: &[f32]) -> Vec<u8> {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
@@ -480,7 +469,7 @@ mod tests {
             {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [[3, 4]]}],
             "outputs": [{"name": "scores", "parameters": {"binary_data": true}}], "id": "7"}"#;
         let (bytes, length) = body(json, &[&f32s(&[1.0, 2.0])]);
-        let got = decode(None, &one_frame(&bytes), 1 << 20, Some(length), NAMES).unwrap();
+        let got = decode(None, &bytes, 1 << 20, Some(length), NAMES).unwrap();
         assert_eq!(got.id.as_deref(), Some("7"));
         assert_eq!(got.inputs[0].values, Values::Floats(vec![1.0, 2.0]));
         assert_eq!(got.inputs[1].values, Values::Floats(vec![3.0, 4.0]));
@@ -494,33 +483,6 @@ mod tests {
     }
 
     #[test]
-    fn binary_inputs_are_read_across_the_frames_the_body_arrived_in() {
-        let a: Vec<f32> = (0..12_000).map(|i| i as f32 * 0.25 - 7.0).collect();
-        let b: Vec<f32> = (0..12_000).map(|i| 1.0 / (i as f32 + 1.0)).collect();
-        let json = r#"{"inputs": [
-            {"name": "a", "shape": [3000, 4], "datatype": "FP32", "parameters": {"binary_data_size": 48000}},
-            {"name": "b", "shape": [3000, 4], "datatype": "FP32", "parameters": {"binary_data_size": 48000}}]}"#;
-        let (bytes, length) = body(json, &[&f32s(&a), &f32s(&b)]);
-        // Frames cut where no value starts: within the JSON, within values, at odd offsets.
-        let mut frames = Frames::default();
-        let cuts = [
-            0,
-            20,
-            length + 16_389,
-            length + 48_002,
-            length + 70_001,
-            bytes.len(),
-        ];
-        for pair in cuts.windows(2) {
-            frames.push(Bytes::copy_from_slice(&bytes[pair[0]..pair[1]]));
-        }
-        assert_eq!(frames.slices(0..bytes.len()).len(), 5);
-        let got = decode(None, &frames, 1 << 20, Some(length), NAMES).unwrap();
-        assert_eq!(got.inputs[0].values, Values::Floats(a));
-        assert_eq!(got.inputs[1].values, Values::Floats(b));
-    }
-
-    #[test]
     fn broken_framing_is_400_and_broken_inputs_are_422() {
         let one = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#;
         let eight = f32s(&[1.0, 2.0]);
@@ -530,20 +492,14 @@ mod tests {
             Err(ApiError::Invalid(detail)) => (422, detail),
             other => panic!("{other:?}"),
         };
-        let (code, detail) = status(decode(
-            None,
-            &one_frame(&bytes),
-            1 << 20,
-            Some(bytes.len() + 1),
-            NAMES,
-        ));
+        let (code, detail) = status(decode(None, &bytes, 1 << 20, Some(bytes.len() + 1), NAMES));
         assert_eq!(code, 400);
         assert!(detail.contains("past the end of the body"), "{detail}");
-        let (code, detail) = status(decode(None, &one_frame(&bytes), 1 << 20, None, NAMES));
+        let (code, detail) = status(decode(None, &bytes, 1 << 20, None, NAMES));
         assert_eq!(code, 400, "{detail}");
         let (code, detail) = status(decode(
             None,
-            &one_frame(&bytes[..bytes.len() - 1]),
+            &bytes[..bytes.len() - 1],
             1 << 20,
             Some(length),
             NAMES,
@@ -555,13 +511,7 @@ mod tests {
         );
         let mut long = bytes.clone();
         long.push(0);
-        let (code, detail) = status(decode(
-            None,
-            &one_frame(&long),
-            1 << 20,
-            Some(length),
-            NAMES,
-        ));
+        let (code, detail) = status(decode(None, &long, 1 << 20, Some(length), NAMES));
         assert_eq!(code, 400);
         assert!(detail.contains("1 bytes after the JSON"), "{detail}");
         for (json, want) in [
@@ -591,13 +541,7 @@ mod tests {
             ),
             (r#"{"inputs": [], "extra": 1}"#, "unknown field `extra`"),
         ] {
-            let (code, detail) = status(decode(
-                None,
-                &one_frame(json.as_bytes()),
-                1 << 20,
-                None,
-                NAMES,
-            ));
+            let (code, detail) = status(decode(None, json.as_bytes(), 1 << 20, None, NAMES));
             assert_eq!(code, 422, "{json}: {detail}");
             assert!(detail.starts_with(want), "{json}: {detail}");
         }

@@ -102,13 +102,13 @@ fn head(headers: &HeaderMap, limit: usize) -> Result<BodyHead, ApiError> {
     Ok(BodyHead { coding, declared })
 }
 
-/// Reads the whole (possibly compressed) body into one buffer, refusing it past `limit`.
+/// Reads the whole (possibly compressed) body, refusing it past `limit`.
 ///
 /// A declared `Content-Length` (at most the limit, checked before, and already reserved)
 /// sizes the buffer once, so the body is copied once and never regrown. Without one, the
 /// buffer grows as `Vec` does and `reservation` is charged its capacity as the bytes arrive.
 pub async fn read(
-    body: Body,
+    mut body: Body,
     head: BodyHead,
     limit: usize,
     reservation: &mut Reservation,
@@ -120,53 +120,6 @@ pub async fn read(
         // Best effort: if the address space is short, the buffer grows as bytes arrive.
         let _ = buffer.try_reserve_exact(length);
     }
-    each_frame(body, limit, counter, |data, total| {
-        if total > buffer.capacity() {
-            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
-            if grown > reservation.bytes() {
-                reservation.set(grown).map_err(|r| metrics.refused(r))?;
-            }
-            buffer.reserve_exact(grown - buffer.len());
-        }
-        buffer.extend_from_slice(&data);
-        Ok(())
-    })
-    .await?;
-    Ok(Bytes::from(buffer))
-}
-
-/// Reads the whole (possibly compressed) body as the [`Frames`] it arrived in, not copied
-/// into one buffer, refusing it past `limit`: for bodies whose parts are read where they lie
-/// (the binary tensors of [`infer`]). `reservation` is charged the bytes as they arrive.
-pub async fn read_frames(
-    body: Body,
-    limit: usize,
-    reservation: &mut Reservation,
-    metrics: &Metrics,
-    counter: Option<&BodyCounter>,
-) -> Result<Frames, ApiError> {
-    let mut frames = Frames::default();
-    each_frame(body, limit, counter, |data, total| {
-        if total > reservation.bytes() {
-            let grown = total.max(reservation.bytes().saturating_mul(2)).min(limit);
-            reservation.set(grown).map_err(|r| metrics.refused(r))?;
-        }
-        frames.push(data);
-        Ok(())
-    })
-    .await?;
-    Ok(frames)
-}
-
-/// Hands each data frame of `body` to `take`, with the bytes received so far: the steps
-/// [`read`] and [`read_frames`] share (counting, and 413 past `limit`).
-async fn each_frame(
-    mut body: Body,
-    limit: usize,
-    counter: Option<&BodyCounter>,
-    mut take: impl FnMut(Bytes, usize) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
-    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
@@ -176,150 +129,20 @@ async fn each_frame(
         if let Some(counter) = counter {
             counter.add(data.len());
         }
-        total = total.saturating_add(data.len());
+        let total = buffer.len().saturating_add(data.len());
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        take(data, total)?;
-    }
-    Ok(())
-}
-
-/// How a body's bytes are kept as they arrive: in one buffer ([`Bytes`], for parsers that
-/// need the body contiguous; [`read`]) or as the [`Frames`] it arrived in ([`read_frames`]).
-pub trait Kept: Sized + Send + 'static {
-    /// Reads `body` so, as [`read`] says.
-    fn read(
-        body: Body,
-        head: BodyHead,
-        limit: usize,
-        reservation: &mut Reservation,
-        metrics: &Metrics,
-        counter: Option<&BodyCounter>,
-    ) -> impl Future<Output = Result<Self, ApiError>> + Send;
-
-    /// Bytes in all.
-    fn size(&self) -> usize;
-}
-
-impl Kept for Bytes {
-    fn read(
-        body: Body,
-        head: BodyHead,
-        limit: usize,
-        reservation: &mut Reservation,
-        metrics: &Metrics,
-        counter: Option<&BodyCounter>,
-    ) -> impl Future<Output = Result<Self, ApiError>> + Send {
-        read(body, head, limit, reservation, metrics, counter)
-    }
-
-    fn size(&self) -> usize {
-        self.len()
-    }
-}
-
-impl Kept for Frames {
-    fn read(
-        body: Body,
-        _: BodyHead,
-        limit: usize,
-        reservation: &mut Reservation,
-        metrics: &Metrics,
-        counter: Option<&BodyCounter>,
-    ) -> impl Future<Output = Result<Self, ApiError>> + Send {
-        read_frames(body, limit, reservation, metrics, counter)
-    }
-
-    fn size(&self) -> usize {
-        self.len()
-    }
-}
-
-/// Frames shorter than this are copied together rather than kept one by one, so that a body
-/// sent in tiny chunks costs no more than its bytes.
-const SMALL_FRAME: usize = 16 * 1024;
-
-/// A body as the frames it arrived in, in order: kept as they are (no copy), except that
-/// runs of small frames are joined.
-#[derive(Debug, Default)]
-pub struct Frames {
-    /// The frames kept.
-    kept: Vec<Bytes>,
-    /// Small frames being joined, after `kept`.
-    joining: Vec<u8>,
-    /// Bytes in all.
-    len: usize,
-}
-
-impl Frames {
-    /// Appends a frame.
-    pub fn push(&mut self, data: Bytes) {
-        self.len += data.len();
-        if data.len() >= SMALL_FRAME {
-            self.flush();
-            self.kept.push(data);
-        } else {
-            self.joining.extend_from_slice(&data);
-            if self.joining.len() >= SMALL_FRAME {
-                self.flush();
+        if total > buffer.capacity() {
+            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
+            if grown > reservation.bytes() {
+                reservation.set(grown).map_err(|r| metrics.refused(r))?;
             }
+            buffer.reserve_exact(grown - buffer.len());
         }
+        buffer.extend_from_slice(&data);
     }
-
-    fn flush(&mut self) {
-        if !self.joining.is_empty() {
-            self.kept
-                .push(Bytes::from(std::mem::take(&mut self.joining)));
-        }
-    }
-
-    /// Bytes in all.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The bytes of `range` (within [`Self::len`]), as the slices of the frames that hold
-    /// them, in order.
-    pub fn slices(&self, range: std::ops::Range<usize>) -> Vec<&[u8]> {
-        let mut slices = Vec::new();
-        let mut start = 0;
-        let frames = self.kept.iter().map(|b| &b[..]);
-        for frame in frames.chain(std::iter::once(&self.joining[..])) {
-            let end = start + frame.len();
-            let (from, to) = (range.start.max(start), range.end.min(end));
-            if from < to {
-                slices.push(&frame[from - start..to - start]);
-            }
-            start = end;
-        }
-        slices
-    }
-
-    /// The bytes of `range` (within [`Self::len`]) as one slice: borrowed when one frame
-    /// holds them, copied together otherwise.
-    pub fn contiguous(&self, range: std::ops::Range<usize>) -> std::borrow::Cow<'_, [u8]> {
-        match &self.slices(range)[..] {
-            [] => std::borrow::Cow::Borrowed(&[]),
-            [one] => std::borrow::Cow::Borrowed(one),
-            many => std::borrow::Cow::Owned(many.concat()),
-        }
-    }
-}
-
-impl From<Bytes> for Frames {
-    fn from(bytes: Bytes) -> Self {
-        Frames {
-            len: bytes.len(),
-            kept: vec![bytes],
-            joining: Vec::new(),
-        }
-    }
+    Ok(Bytes::from(buffer))
 }
 
 /// Inflates (when `coding` says so, up to `limit`) and parses a body; CPU work, to run off
@@ -452,50 +275,6 @@ mod tests {
         pace.take(1).await;
         let waited = start.elapsed().as_secs_f64();
         assert!((1.49..1.51).contains(&waited), "{waited}");
-    }
-
-    #[test]
-    fn frames_give_any_range_as_the_slices_that_hold_it() {
-        let body: Vec<u8> = (0..=255u8).cycle().take(3 * SMALL_FRAME + 100).collect();
-        // A large frame, small ones joined, a large one, and small ones at the end.
-        let cuts = [
-            0,
-            SMALL_FRAME + 7,
-            SMALL_FRAME + 9,
-            SMALL_FRAME + 10,
-            3 * SMALL_FRAME,
-        ];
-        let mut frames = Frames::default();
-        for pair in cuts.windows(2) {
-            frames.push(Bytes::copy_from_slice(&body[pair[0]..pair[1]]));
-        }
-        for byte in &body[3 * SMALL_FRAME..] {
-            frames.push(Bytes::copy_from_slice(std::slice::from_ref(byte)));
-        }
-        assert_eq!(frames.len(), body.len());
-        assert_eq!(
-            frames.kept.len(),
-            3,
-            "small frames between large ones are joined"
-        );
-        let len = body.len();
-        for range in [
-            0..len,
-            0..0,
-            5..SMALL_FRAME + 8,
-            SMALL_FRAME + 8..len - 3,
-            len..len,
-        ] {
-            let slices = frames.slices(range.clone());
-            assert!(slices.iter().all(|s| !s.is_empty()));
-            assert_eq!(slices.concat(), &body[range.clone()], "{range:?}");
-            assert_eq!(&frames.contiguous(range.clone())[..], &body[range]);
-        }
-        let one = frames.contiguous(0..SMALL_FRAME);
-        assert!(
-            matches!(one, std::borrow::Cow::Borrowed(_)),
-            "one frame is not copied"
-        );
     }
 
     /// Any JSON object.

@@ -56,7 +56,8 @@ pub(crate) struct Scorer<'a> {
     raw_a: Rows<'a>,
     /// Raw rows of `b`; `None`: `a` against itself.
     raw_b: Option<Rows<'a>>,
-    /// What the GEMM consumes: normalised rows for cosine, raw rows otherwise.
+    /// What the GEMM consumes: the raw rows, or for cosine a request's rows normalised when
+    /// their norms are too large to scale ([`MAX_RAW_SQUARED`]).
     a: Rows<'a>,
     b: Option<Rows<'a>>,
     /// For cosine, the inverse norms of a side that entered the GEMM raw.
@@ -82,7 +83,8 @@ fn sq_norms(rows: &Rows) -> Vec<f64> {
 
 /// `‖row‖²` up to which a request's raw rows enter the cosine's GEMM: no product of two such
 /// rows, nor a partial sum of one, can overflow `f32` (`|x·y| ≤ ‖x‖‖y‖ ≤ 2¹²⁰`). Larger rows
-/// would leave every score of theirs to be settled exactly, so they are normalised first.
+/// would leave their scores to be settled exactly, so they are normalised first. (A table's
+/// rows enter raw whatever their norms; products they overflow are settled exactly.)
 /// Small rows need no bound: products that underflow `f32` lose at most `d·2⁻¹⁴⁹`, nothing
 /// next to the cosine's floor of `1e-6` on each norm.
 const MAX_RAW_SQUARED: f64 = (1u128 << 120) as f64;
@@ -242,11 +244,18 @@ impl<'a> Scorer<'a> {
 
     /// Scales products of raw rows into cosines by the sides' inverse norms (in `f32`: two
     /// roundings, far inside the accuracy contract) and clamps them to `[-1, 1]`, in one pass.
-    /// A row holding a product too large for `f32` (only a table's raw rows of huge values
-    /// make one) is settled exactly instead.
+    /// A product too large for `f32` (a table's raw rows of huge values, against any rows,
+    /// make one) is marked NaN there and settled exactly after.
     fn scale_and_clamp(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
         let width = cols.len().max(1);
         let col_scales = self.scale_b.as_ref().and_then(|s| s.get(cols.clone()));
+        let settle = |scaled: f32| {
+            if scaled.is_finite() {
+                scaled.clamp(-1.0, 1.0)
+            } else {
+                f32::NAN
+            }
+        };
         for (offset, out_row) in out.chunks_mut(width).enumerate() {
             let i = rows.start + offset;
             let row_scale = self.scale_a.as_ref().map_or(1.0, |s| s[i]);
@@ -256,20 +265,20 @@ impl<'a> Scorer<'a> {
                     .iter_mut()
                     .zip(col_scales)
                     .fold(true, |ok, (v, &s)| {
-                        let scaled = *v * (row_scale * s);
-                        *v = scaled.clamp(-1.0, 1.0);
-                        ok & scaled.is_finite()
+                        *v = settle(*v * (row_scale * s));
+                        ok & !v.is_nan()
                     }),
                 None => out_row.iter_mut().fold(true, |ok, v| {
-                    let scaled = *v * row_scale;
-                    *v = scaled.clamp(-1.0, 1.0);
-                    ok & scaled.is_finite()
+                    *v = settle(*v * row_scale);
+                    ok & !v.is_nan()
                 }),
             };
             if !finite {
                 let x = self.raw_a.row(i);
                 for (j, v) in cols.clone().zip(out_row.iter_mut()) {
-                    *v = reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32;
+                    if v.is_nan() {
+                        *v = reduce::score(Metric::Cosine, x, self.raw_b().row(j)) as f32;
+                    }
                 }
             }
         }
@@ -361,5 +370,19 @@ mod tests {
         let mut out = [0.0f32; 4];
         scorer.tile_into(0..2, 0..2, Par::Seq, &mut out).unwrap();
         assert_eq!(out, [1.0, 0.0, 0.0, 1.0]);
+        // Against a request's rows only the products that overflowed are settled exactly.
+        let request = array![[1e10f32, 1e10], [3.0, 4.0]];
+        let scorer = Scorer::new(Metric::Cosine, side, Some(request.view().into()));
+        let mut out = [0.0f32; 4];
+        scorer.tile_into(0..2, 0..2, Par::Seq, &mut out).unwrap();
+        let want = [
+            1.0,
+            7.0 / (2f32.sqrt() * 5.0),
+            0.0,
+            -1.0 / (2f32.sqrt() * 5.0),
+        ];
+        for (got, want) in out.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{out:?}");
+        }
     }
 }

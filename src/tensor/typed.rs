@@ -3,9 +3,8 @@
 //! binary tensor data: no stride, no padding; a `BYTES` element is a 4-byte length and the
 //! bytes).
 //!
-//! Bytes become values through `from_le_bytes` on each element, straight from the frames the
-//! body arrived in into the tensor's one buffer, so neither alignment nor where the frames
-//! were cut matters, and nothing else is copied. Float values are
+//! Bytes become values through `from_le_bytes` on each element, straight into the tensor's
+//! one buffer, so alignment never matters and nothing else is copied. Float values are
 //! checked for finiteness where they become a [`super::Tensor`] ([`super::Tensor::from_parts`]).
 
 use std::fmt;
@@ -95,68 +94,43 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
         .try_fold(1usize, |acc, &len| acc.checked_mul(len))
 }
 
-/// Decodes the little-endian bytes of the field `field`, a tensor of `datatype` and `shape`,
-/// given as `pieces` to be read one after another (the frames a body arrived in; an element
-/// may straddle two): their length must be exactly what the shape needs.
+/// Decodes the little-endian `bytes` of the field `field`, a tensor of `datatype` and
+/// `shape`: their length must be exactly what the shape needs.
 pub fn from_le_bytes(
     field: &str,
     datatype: Datatype,
     shape: &[usize],
-    pieces: &[&[u8]],
+    bytes: &[u8],
 ) -> Result<Values, String> {
     let count =
         element_count(shape).ok_or_else(|| format!("{field}.shape: element count overflows"))?;
-    let len: usize = pieces.iter().map(|piece| piece.len()).sum();
     let Some(size) = datatype.size() else {
-        return strings(field, shape, count, &pieces.concat()).map(Values::Strings);
+        return strings(field, shape, count, bytes).map(Values::Strings);
     };
     let needed = count.checked_mul(size);
-    if needed != Some(len) {
+    if needed != Some(bytes.len()) {
         let needed = needed.map_or_else(|| "more".to_owned(), |n| n.to_string());
         return Err(format!(
-            "{field}: binary_data_size is {len} bytes, shape {shape:?} of {} needs {needed}",
+            "{field}: binary_data_size is {} bytes, shape {shape:?} of {} needs {needed}",
+            bytes.len(),
             datatype.name()
         ));
     }
     Ok(match datatype {
-        Datatype::Fp32 => Values::Floats(each(pieces, count, f32::from_le_bytes)),
-        Datatype::Fp64 => Values::Floats(each(pieces, count, |b| f64::from_le_bytes(b) as f32)),
-        Datatype::Fp16 => Values::Floats(each(pieces, count, |b| f16::from_le_bytes(b).to_f32())),
-        Datatype::Bf16 => Values::Floats(each(pieces, count, |b| bf16::from_le_bytes(b).to_f32())),
-        Datatype::Int64 => Values::Ints(each(pieces, count, i64::from_le_bytes)),
+        Datatype::Fp32 => Values::Floats(each(bytes, f32::from_le_bytes)),
+        Datatype::Fp64 => Values::Floats(each(bytes, |b| f64::from_le_bytes(b) as f32)),
+        Datatype::Fp16 => Values::Floats(each(bytes, |b| f16::from_le_bytes(b).to_f32())),
+        Datatype::Bf16 => Values::Floats(each(bytes, |b| bf16::from_le_bytes(b).to_f32())),
+        Datatype::Int64 => Values::Ints(each(bytes, i64::from_le_bytes)),
         Datatype::Bytes => Values::Strings(Vec::new()),
     })
 }
 
-/// The `count` whole `N`-byte elements of `pieces` read one after another, converted; an
-/// element cut between two pieces is put together first. Generic rather than a function
-/// pointer, so that the conversion is inlined and the loop vectorised.
-fn each<const N: usize, T>(
-    pieces: &[&[u8]],
-    count: usize,
-    convert: impl Fn([u8; N]) -> T,
-) -> Vec<T> {
-    let mut values = Vec::with_capacity(count);
-    let mut cut = [0u8; N];
-    let mut cut_len = 0;
-    for &piece in pieces {
-        let mut piece = piece;
-        if cut_len > 0 {
-            let (head, rest) = piece.split_at((N - cut_len).min(piece.len()));
-            cut[cut_len..cut_len + head.len()].copy_from_slice(head);
-            cut_len += head.len();
-            piece = rest;
-            if cut_len < N {
-                continue;
-            }
-            values.push(convert(cut));
-        }
-        let (elements, rest) = piece.as_chunks::<N>();
-        values.extend(elements.iter().map(|&element| convert(element)));
-        cut[..rest.len()].copy_from_slice(rest);
-        cut_len = rest.len();
-    }
-    values
+/// Each whole `N`-byte element of `bytes`, converted. Generic rather than a function pointer,
+/// so that the conversion is inlined and the loop vectorised.
+fn each<const N: usize, T>(bytes: &[u8], convert: impl Fn([u8; N]) -> T) -> Vec<T> {
+    let (elements, _) = bytes.as_chunks::<N>();
+    elements.iter().map(|&element| convert(element)).collect()
 }
 
 /// `BYTES` elements: each a little-endian `u32` length and that many UTF-8 bytes.
@@ -465,64 +439,46 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         assert_eq!(
-            from_le_bytes("a", Datatype::Fp32, &[2], &[&fp32]),
+            from_le_bytes("a", Datatype::Fp32, &[2], &fp32),
             Ok(Values::Floats(vec![1.5, -2.0]))
         );
         let fp64: Vec<u8> = [0.25f64].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(
-            from_le_bytes("a", Datatype::Fp64, &[1, 1], &[&fp64]),
+            from_le_bytes("a", Datatype::Fp64, &[1, 1], &fp64),
             Ok(Values::Floats(vec![0.25]))
         );
         let fp16 = f16::from_f32(0.5).to_le_bytes();
         assert_eq!(
-            from_le_bytes("a", Datatype::Fp16, &[1], &[&fp16]),
+            from_le_bytes("a", Datatype::Fp16, &[1], &fp16),
             Ok(Values::Floats(vec![0.5]))
         );
         let bf = bf16::from_f32(3.0).to_le_bytes();
         assert_eq!(
-            from_le_bytes("a", Datatype::Bf16, &[1], &[&bf]),
+            from_le_bytes("a", Datatype::Bf16, &[1], &bf),
             Ok(Values::Floats(vec![3.0]))
         );
         let ints: Vec<u8> = [3i64, -1].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(
-            from_le_bytes("p", Datatype::Int64, &[2], &[&ints]),
+            from_le_bytes("p", Datatype::Int64, &[2], &ints),
             Ok(Values::Ints(vec![3, -1]))
         );
         let mut text = 2u32.to_le_bytes().to_vec();
         text.extend_from_slice(b"u7");
         assert_eq!(
-            from_le_bytes("ids", Datatype::Bytes, &[1], &[&text]),
+            from_le_bytes("ids", Datatype::Bytes, &[1], &text),
             Ok(Values::Strings(vec!["u7".into()]))
         );
-        let err = from_le_bytes("a", Datatype::Fp32, &[2, 2], &[&fp32]).unwrap_err();
+        let err = from_le_bytes("a", Datatype::Fp32, &[2, 2], &fp32).unwrap_err();
         assert_eq!(
             err,
             "a: binary_data_size is 8 bytes, shape [2, 2] of FP32 needs 16"
         );
-        let err = from_le_bytes("ids", Datatype::Bytes, &[2], &[&text]).unwrap_err();
+        let err = from_le_bytes("ids", Datatype::Bytes, &[2], &text).unwrap_err();
         assert_eq!(
             err,
             "ids: the binary data holds 1 strings, shape [2] needs 2"
         );
-        let err = from_le_bytes("ids", Datatype::Bytes, &[1], &[&text[..5]]).unwrap_err();
+        let err = from_le_bytes("ids", Datatype::Bytes, &[1], &text[..5]).unwrap_err();
         assert!(err.contains("runs past the end"), "{err}");
-    }
-
-    #[test]
-    fn elements_cut_between_pieces_decode_as_if_the_bytes_were_one() {
-        let values = [1.5f64, -2.25, 3.0e-300, 7.0];
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let ints: Vec<i64> = values.iter().map(|v| v.to_bits() as i64).collect();
-        let floats: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        // Every way of cutting the bytes in three, empty pieces included.
-        for first in 0..=bytes.len() {
-            for second in first..=bytes.len() {
-                let pieces = [&bytes[..first], &bytes[first..second], &bytes[second..]];
-                let got = from_le_bytes("a", Datatype::Fp64, &[4], &pieces);
-                assert_eq!(got, Ok(Values::Floats(floats.clone())), "{first} {second}");
-                let got = from_le_bytes("p", Datatype::Int64, &[4], &pieces);
-                assert_eq!(got, Ok(Values::Ints(ints.clone())), "{first} {second}");
-            }
-        }
     }
 }

@@ -31,8 +31,8 @@ use crate::answer::infer::{self, MODEL_VERSION, Wanted};
 use crate::api::matrix::MatrixJob;
 use crate::api::pairwise::PairwiseJob;
 use crate::api::user_item::UserItemJob;
+use crate::body::fields;
 use crate::body::infer::{self as body_infer, InferRequest, Spec};
-use crate::body::{Frames, fields};
 use crate::cpu;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -180,7 +180,7 @@ async fn serve<M: Model>(
         bytes,
         admitted,
         inflated,
-    } = receive::<Frames>(&parts, incoming, head, state).await?;
+    } = receive(&parts, incoming, head, state).await?;
     // Decoding and building the operation's request both walk every value: off the runtime.
     let (prepared, admitted) = cpu::run(inflated, move || {
         let prepared = body_infer::decode(head.coding, &bytes, limit, json_length, M::SIGNATURE)
