@@ -3,12 +3,12 @@
 //! Inference Protocol route shares) and decodes the body, in the order [`crate::admission`]
 //! tells; each step's refusal is the request's answer.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::request::Parts;
 
 use crate::admission::{Admitted, estimate};
-use crate::body::{self, BodyHead, TensorFields};
+use crate::body::{self, BodyHead, Buffer, Sink, TensorFields};
 use crate::coding;
 use crate::cpu;
 use crate::error::ApiError;
@@ -34,10 +34,11 @@ where
         let (parts, incoming) = request.into_parts();
         let head = body::check_headers(&parts.headers, limit)?;
         let Received {
-            bytes,
+            body,
             admitted,
             inflated,
-        } = receive(&parts, incoming, head, state).await?;
+        } = receive(&parts, incoming, head, state, Buffer::new(head, limit)).await?;
+        let bytes = body.into_bytes();
         // The admission goes with the work, so that a request dropped while it parses keeps
         // its permit and reservation until the parse actually ends.
         let (request, admitted) = cpu::run(inflated, move || {
@@ -52,24 +53,26 @@ where
 }
 
 /// A request's body, received by an admitted request.
-pub(super) struct Received {
-    /// The body as sent.
-    pub bytes: Bytes,
+pub(super) struct Received<S> {
+    /// What the body went into.
+    pub body: S,
     /// The permit and reservation, grown by what decoding the body may take.
     pub admitted: Admitted,
     /// The most bytes the body inflates to.
     pub inflated: usize,
 }
 
-/// Admits a request from its headers (`head`, already checked), receives its body, waits
-/// for a compute permit and reserves what decoding the body may take: the steps every body
-/// goes through before it is decoded, in the order [`crate::admission`] tells.
-pub(super) async fn receive(
+/// Admits a request from its headers (`head`, already checked), receives its body into
+/// `sink`, waits for a compute permit and reserves what decoding the body may take: the
+/// steps every body goes through before it is decoded, in the order [`crate::admission`]
+/// tells.
+pub(super) async fn receive<S: Sink>(
     parts: &Parts,
     incoming: Body,
     head: BodyHead,
     state: &AppState,
-) -> Result<Received, ApiError> {
+    mut sink: S,
+) -> Result<Received<S>, ApiError> {
     let limit = state.limits.max_body_bytes;
     let mut place = match state.admission.enter(head.declared) {
         Ok(place) => place,
@@ -86,14 +89,14 @@ pub(super) async fn receive(
     let counter = parts.extensions.get::<BodyCounter>();
     let read = body::read(
         incoming,
-        head,
         limit,
+        &mut sink,
         place.reservation(),
         &state.metrics,
         counter,
     );
     let timeout = state.limits.body_timeout;
-    let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| {
+    let length = tokio::time::timeout(timeout, read).await.map_err(|_| {
         state.metrics.rejected("body_timeout");
         ApiError::BodyTimeout(timeout)
     })??;
@@ -102,13 +105,13 @@ pub(super) async fn receive(
         .admit(coding::negotiate(&parts.headers))
         .await
         .map_err(|refusal| state.metrics.refused(refusal))?;
-    let inflated = body::inflated_size(head.coding, bytes.len(), limit);
+    let inflated = body::inflated_size(head.coding, length, limit);
     admitted
         .reservation()
         .grow(estimate::parse(inflated))
         .map_err(|refusal| state.metrics.refused(refusal))?;
     Ok(Received {
-        bytes,
+        body: sink,
         admitted,
         inflated,
     })

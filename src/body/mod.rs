@@ -2,7 +2,8 @@
 //! request type, whose fields are decoded by [`fields`].
 //!
 //! Use [`check_headers`] before anything else, [`read`] to receive the bytes into the
-//! request's reservation, [`decode`] (off the runtime) to inflate and parse them, and
+//! request's reservation (into a [`Buffer`], or another [`Sink`]), [`decode`] (off the
+//! runtime) to inflate and parse them, and
 //! [`discard`] when the request is refused from its headers (overload). [`parse`] reads
 //! tensors sent as nested arrays ahead of serde ([`read_ahead`]). The order of these
 //! steps around admission is told in [`crate::admission`]. [`infer`] checks and decodes the
@@ -22,7 +23,7 @@ use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
-use crate::admission::Reservation;
+use crate::admission::{Refusal, Reservation};
 use crate::coding::{self, Coding};
 use crate::error::ApiError;
 use crate::metrics::{BodyCounter, Metrics};
@@ -102,24 +103,72 @@ fn head(headers: &HeaderMap, limit: usize) -> Result<BodyHead, ApiError> {
     Ok(BodyHead { coding, declared })
 }
 
-/// Reads the whole (possibly compressed) body, refusing it past `limit`.
+/// Where a body's bytes go as they arrive: [`Buffer`] keeps them all, in one buffer;
+/// [`infer::Arriving`] decodes binary tensors from them as they come.
+pub trait Sink {
+    /// Takes the body's next `data`, charging `reservation` for what it keeps beyond what
+    /// it holds already.
+    fn take(&mut self, data: &[u8], reservation: &mut Reservation) -> Result<(), Refusal>;
+}
+
+/// A body kept whole, in one buffer.
 ///
 /// A declared `Content-Length` (at most the limit, checked before, and already reserved)
 /// sizes the buffer once, so the body is copied once and never regrown. Without one, the
-/// buffer grows as `Vec` does and `reservation` is charged its capacity as the bytes arrive.
+/// buffer grows as `Vec` does and the reservation is charged its capacity as the bytes
+/// arrive.
+#[derive(Debug)]
+pub struct Buffer {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Buffer {
+    /// An empty buffer for a body of `head` and at most `limit` bytes.
+    pub fn new(head: BodyHead, limit: usize) -> Self {
+        let mut bytes = Vec::new();
+        if let Some(length) = head.declared {
+            // Best effort: if the address space is short, the buffer grows as bytes arrive.
+            let _ = bytes.try_reserve_exact(length);
+        }
+        Buffer { bytes, limit }
+    }
+
+    /// The body.
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from(self.bytes)
+    }
+}
+
+impl Sink for Buffer {
+    fn take(&mut self, data: &[u8], reservation: &mut Reservation) -> Result<(), Refusal> {
+        let buffer = &mut self.bytes;
+        let total = buffer.len().saturating_add(data.len());
+        if total > buffer.capacity() {
+            let grown = total
+                .max(buffer.capacity().saturating_mul(2))
+                .min(self.limit);
+            if grown > reservation.bytes() {
+                reservation.set(grown)?;
+            }
+            buffer.reserve_exact(grown - buffer.len());
+        }
+        buffer.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Reads the whole (possibly compressed) body into `sink`, refusing it past `limit`, and
+/// gives its length.
 pub async fn read(
     mut body: Body,
-    head: BodyHead,
     limit: usize,
+    sink: &mut impl Sink,
     reservation: &mut Reservation,
     metrics: &Metrics,
     counter: Option<&BodyCounter>,
-) -> Result<Bytes, ApiError> {
-    let mut buffer: Vec<u8> = Vec::new();
-    if let Some(length) = head.declared {
-        // Best effort: if the address space is short, the buffer grows as bytes arrive.
-        let _ = buffer.try_reserve_exact(length);
-    }
+) -> Result<usize, ApiError> {
+    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
@@ -129,20 +178,14 @@ pub async fn read(
         if let Some(counter) = counter {
             counter.add(data.len());
         }
-        let total = buffer.len().saturating_add(data.len());
+        total = total.saturating_add(data.len());
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        if total > buffer.capacity() {
-            let grown = total.max(buffer.capacity().saturating_mul(2)).min(limit);
-            if grown > reservation.bytes() {
-                reservation.set(grown).map_err(|r| metrics.refused(r))?;
-            }
-            buffer.reserve_exact(grown - buffer.len());
-        }
-        buffer.extend_from_slice(&data);
+        sink.take(&data, reservation)
+            .map_err(|refusal| metrics.refused(refusal))?;
     }
-    Ok(Bytes::from(buffer))
+    Ok(total)
 }
 
 /// Inflates (when `coding` says so, up to `limit`) and parses a body; CPU work, to run off

@@ -94,35 +94,47 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
         .try_fold(1usize, |acc, &len| acc.checked_mul(len))
 }
 
+/// Checks that `len` bytes of binary data can be the field `field`, a tensor of `datatype`
+/// and `shape`: its element count does not overflow and, for a fixed-size datatype, `len`
+/// is exactly what the shape needs. Gives the element count.
+pub fn check_size(
+    field: &str,
+    datatype: Datatype,
+    shape: &[usize],
+    len: usize,
+) -> Result<usize, String> {
+    let count =
+        element_count(shape).ok_or_else(|| format!("{field}.shape: element count overflows"))?;
+    let Some(size) = datatype.size() else {
+        return Ok(count);
+    };
+    let needed = count.checked_mul(size);
+    if needed != Some(len) {
+        let needed = needed.map_or_else(|| "more".to_owned(), |n| n.to_string());
+        return Err(format!(
+            "{field}: binary_data_size is {len} bytes, shape {shape:?} of {} needs {needed}",
+            datatype.name()
+        ));
+    }
+    Ok(count)
+}
+
 /// Decodes the little-endian `bytes` of the field `field`, a tensor of `datatype` and
-/// `shape`: their length must be exactly what the shape needs.
+/// `shape`: their length must be exactly what the shape needs ([`check_size`]).
 pub fn from_le_bytes(
     field: &str,
     datatype: Datatype,
     shape: &[usize],
     bytes: &[u8],
 ) -> Result<Values, String> {
-    let count =
-        element_count(shape).ok_or_else(|| format!("{field}.shape: element count overflows"))?;
-    let Some(size) = datatype.size() else {
-        return strings(field, shape, count, bytes).map(Values::Strings);
-    };
-    let needed = count.checked_mul(size);
-    if needed != Some(bytes.len()) {
-        let needed = needed.map_or_else(|| "more".to_owned(), |n| n.to_string());
-        return Err(format!(
-            "{field}: binary_data_size is {} bytes, shape {shape:?} of {} needs {needed}",
-            bytes.len(),
-            datatype.name()
-        ));
-    }
+    let count = check_size(field, datatype, shape, bytes.len())?;
     Ok(match datatype {
         Datatype::Fp32 => Values::Floats(each(bytes, f32::from_le_bytes)),
         Datatype::Fp64 => Values::Floats(each(bytes, |b| f64::from_le_bytes(b) as f32)),
         Datatype::Fp16 => Values::Floats(each(bytes, |b| f16::from_le_bytes(b).to_f32())),
         Datatype::Bf16 => Values::Floats(each(bytes, |b| bf16::from_le_bytes(b).to_f32())),
         Datatype::Int64 => Values::Ints(each(bytes, i64::from_le_bytes)),
-        Datatype::Bytes => Values::Strings(Vec::new()),
+        Datatype::Bytes => Values::Strings(strings(field, shape, count, bytes)?),
     })
 }
 

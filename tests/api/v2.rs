@@ -109,10 +109,11 @@ fn shape(output: &Value) -> Vec<usize> {
         .collect()
 }
 
-/// An inference request: `json`, then `binary` with its length header when there is any.
+/// An inference request: `json`, then `binary` with its length header when there is any;
+/// its `Content-Length` declared, as clients do.
 fn infer_request(path: &str, json: &Value, binary: &[u8]) -> Request<Body> {
     let head = json.to_string().into_bytes();
-    let mut request = Request::post(path);
+    let mut request = Request::post(path).header(header::CONTENT_LENGTH, head.len() + binary.len());
     if !binary.is_empty() {
         request = request
             .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -379,6 +380,86 @@ async fn a_matrix_in_binary_equals_the_native_route_dense_and_top_k() {
         .map(|&i| i as i64)
         .collect();
     assert_eq!(got.ints("indices"), (vec![6, 2], want));
+}
+
+#[tokio::test]
+async fn binary_data_arriving_in_frames_is_answered_as_when_whole_with_or_without_a_length() {
+    let (app, state) = app_and_state(|_| {});
+    let (a, b) = (rows(6, 4, 3), rows(4, 4, 4));
+    let mut binary = le_f32(&a);
+    binary.extend(le_f32(&b));
+    let good = json!([
+        binary_input("a", &[6, 4], "FP32", 96),
+        binary_input("b", &[4, 4], "FP32", 64)
+    ]);
+    let misfit = json!([
+        binary_input("a", &[6, 4], "FP32", 92),
+        binary_input("b", &[4, 4], "FP32", 68)
+    ]);
+    let long = json!([
+        binary_input("a", &[6, 4], "FP32", 96),
+        binary_input("b", &[4, 4], "FP32", 72)
+    ]);
+    let short = json!([binary_input("a", &[6, 4], "FP32", 96)]);
+    let native = app
+        .post(
+            "/similarity/matrix",
+            &json!({"a": nested(&a, 4), "b": nested(&b, 4)}),
+        )
+        .await;
+    for (inputs, status, want) in [
+        (good, 200, ""),
+        (
+            misfit,
+            422,
+            "a: binary_data_size is 92 bytes, shape [6, 4] of FP32 needs 96",
+        ),
+        (
+            long,
+            400,
+            "b: binary_data_size of 72 bytes runs past the end of the body (64",
+        ),
+        (short, 400, "the body holds 64 bytes after the JSON"),
+    ] {
+        let json = json!({"inputs": inputs, "parameters": {"binary_data_output": true}});
+        let whole = infer(&app, "matrix", &json, &binary).await;
+        let mut body = json.to_string().into_bytes();
+        let json_length = body.len();
+        body.extend_from_slice(&binary);
+        for (frame, declared) in [(3, true), (5, true), (7, false), (4096, true)] {
+            let frames: Vec<Result<axum::body::Bytes, std::io::Error>> = body
+                .chunks(frame)
+                .map(|piece| Ok(axum::body::Bytes::copy_from_slice(piece)))
+                .collect();
+            let mut request = Request::post("/v2/models/matrix/infer")
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header("inference-header-content-length", json_length);
+            if declared {
+                request = request.header(header::CONTENT_LENGTH, body.len());
+            }
+            let request = request
+                .body(Body::from_stream(futures_util::stream::iter(frames)))
+                .unwrap();
+            let got = send(&app, request).await;
+            let case = format!("{want:?} in frames of {frame}, length declared: {declared}");
+            assert_eq!(got.status, status, "{case}: {}", got.json);
+            assert_eq!(got.json, whole.json, "{case}");
+            assert_eq!(got.binary, whole.binary, "{case}");
+            if status == 200 {
+                assert_eq!(
+                    got.floats("matrix"),
+                    floats(&native.ok()["matrix"]),
+                    "{case}"
+                );
+            } else {
+                assert!(
+                    got.json["error"].as_str().unwrap().starts_with(want),
+                    "{case}"
+                );
+            }
+            assert_eq!(state.admission.reserved(), 0, "{case}");
+        }
+    }
 }
 
 #[tokio::test]

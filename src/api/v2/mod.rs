@@ -31,8 +31,9 @@ use crate::answer::infer::{self, MODEL_VERSION, Wanted};
 use crate::api::matrix::MatrixJob;
 use crate::api::pairwise::PairwiseJob;
 use crate::api::user_item::UserItemJob;
+use crate::body::Buffer;
 use crate::body::fields;
-use crate::body::infer::{self as body_infer, InferRequest, Spec};
+use crate::body::infer::{self as body_infer, Arriving, InferRequest, Spec};
 use crate::cpu;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -176,18 +177,37 @@ async fn serve<M: Model>(
     let limit = state.limits.max_body_bytes;
     let (parts, incoming) = request.into_parts();
     let (head, json_length) = body_infer::check_headers(&parts.headers, limit)?;
-    let Received {
-        bytes,
-        admitted,
-        inflated,
-    } = receive(&parts, incoming, head, state).await?;
     // Decoding and building the operation's request both walk every value: off the runtime.
-    let (prepared, admitted) = cpu::run(inflated, move || {
-        let prepared = body_infer::decode(head.coding, &bytes, limit, json_length, M::SIGNATURE)
-            .and_then(prepare::<M>);
-        (prepared, admitted)
-    })
-    .await?;
+    let (prepared, admitted) = match Arriving::for_body(head, json_length, M::SIGNATURE) {
+        Some(arriving) => {
+            let received = receive(&parts, incoming, head, state, arriving).await?;
+            let Received {
+                body,
+                admitted,
+                inflated,
+            } = received;
+            cpu::run(inflated, move || {
+                (body.finish().and_then(prepare::<M>), admitted)
+            })
+            .await?
+        }
+        None => {
+            let buffer = Buffer::new(head, limit);
+            let received = receive(&parts, incoming, head, state, buffer).await?;
+            let Received {
+                body,
+                admitted,
+                inflated,
+            } = received;
+            let bytes = body.into_bytes();
+            cpu::run(inflated, move || {
+                let decoded =
+                    body_infer::decode(head.coding, &bytes, limit, json_length, M::SIGNATURE);
+                (decoded.and_then(prepare::<M>), admitted)
+            })
+            .await?
+        }
+    };
     let Prepared {
         request,
         wanted,

@@ -3,15 +3,25 @@
 //! the inputs that give a `binary_data_size` (in the order of the inputs), the JSON's length
 //! in the `Inference-Header-Content-Length` header.
 //!
-//! The body is read into one buffer ([`super::read`]); [`decode`] inflates it if it was
-//! compressed, then decodes each input straight from its slice of that buffer (or from its
-//! JSON `data`) into the one buffer of its values ([`crate::tensor::typed`]).
+//! A body that declares its length, is not compressed and gives a short JSON's length is
+//! decoded as it arrives ([`Arriving::for_body`]): each binary input goes
+//! from the frame it arrives in straight into the one buffer of its values. Any other body
+//! is read into one buffer ([`super::Buffer`]); [`decode`] inflates it if it was
+//! compressed, then decodes each input from its slice of that buffer (or from its JSON
+//! `data`) into the one buffer of its values ([`crate::tensor::typed`]). Both give the same
+//! answers and errors.
 //!
 //! Errors: broken framing (the header length past the body, binary data that does not add
 //! up) is 400, like malformed JSON; well-formed requests that break the rules (an unknown
 //! input or datatype, a size that is not its shape's) are 422. Messages name the input.
 
 use axum::http::{HeaderMap, header};
+mod arriving;
+
+pub use arriving::Arriving;
+
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 use serde_json::value::RawValue;
@@ -202,14 +212,74 @@ fn decode_body(
 ) -> Result<InferRequest, ApiError> {
     let had_length = json_length.is_some();
     let json_length = json_length.unwrap_or(body.len());
+    let (json, binary) = split(body, json_length)?;
+    walk(
+        plan(json, names)?,
+        binary.len(),
+        had_length,
+        |offset, size| Taken::Bytes(Cow::Borrowed(&binary[offset..offset + size])),
+    )
+}
+
+/// The JSON of a body and its binary data, `json_length` bytes of JSON first: 400 when the
+/// body is shorter.
+fn split(body: &[u8], json_length: usize) -> Result<(&[u8], &[u8]), ApiError> {
     if json_length > body.len() {
-        return Err(ApiError::MalformedJson(format!(
-            "Inference-Header-Content-Length: {json_length} is past the end of the body of {} \
-             bytes",
-            body.len()
-        )));
+        return Err(past_the_end(json_length, body.len()));
     }
-    let (json, mut binary) = body.split_at(json_length);
+    Ok(body.split_at(json_length))
+}
+
+/// The error of a body of `len` bytes that is shorter than its JSON's `json_length`.
+fn past_the_end(json_length: usize, len: usize) -> ApiError {
+    ApiError::MalformedJson(format!(
+        "Inference-Header-Content-Length: {json_length} is past the end of the body of {len} \
+         bytes"
+    ))
+}
+
+/// An inference request's JSON, checked as far as it can be without its binary data.
+struct Plan<'a> {
+    id: Option<String>,
+    parameters: Map<String, Value>,
+    /// The inputs, in order, up to the first whose JSON is wrong.
+    inputs: Vec<Planned<'a>>,
+    /// That input's error: the request's, unless the binary data of an input before it is
+    /// wrong first.
+    wrong: Option<ApiError>,
+    outputs: Option<Value>,
+    /// The model's outputs, which `outputs` may name.
+    model_outputs: &'static [Spec],
+}
+
+/// An input, as the JSON gives it.
+struct Planned<'a> {
+    name: &'static str,
+    datatype: Datatype,
+    shape: Vec<usize>,
+    source: Source<'a>,
+}
+
+/// Where an input's values are.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// In the binary data, this many bytes: the next after the binary inputs before it.
+    Binary(usize),
+    /// In the JSON, as `data`.
+    Json(&'a RawValue),
+}
+
+/// A binary input's bytes, or its values decoded as they arrived.
+enum Taken<'b> {
+    Bytes(Cow<'b, [u8]>),
+    Values(Values),
+    /// Not kept, as its binary data cannot be what its JSON says.
+    Missing,
+}
+
+/// Reads the request's JSON, `json`, and checks its inputs against the model's `names`, up
+/// to the first that is wrong.
+fn plan(json: &[u8], names: Signature) -> Result<Plan<'_>, ApiError> {
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(ApiError::MalformedJson(
@@ -227,49 +297,106 @@ fn decode_body(
         Some(Value::Object(map)) => map,
         Some(_) => return Err(invalid("parameters: expected an object")),
     };
-    let mut inputs: Vec<InferInput> = Vec::with_capacity(head.inputs.len());
+    let mut inputs: Vec<Planned> = Vec::with_capacity(head.inputs.len());
+    let mut wrong = None;
     for (at, input) in head.inputs.into_iter().enumerate() {
-        let name = match &input.name {
-            Value::String(name) => named(names.inputs, name),
-            _ => return Err(invalid(format!("inputs[{at}].name: expected a string"))),
-        };
-        let Some(name) = name else {
-            let given = input.name.as_str().map(shown).unwrap_or_default();
+        match planned(at, input, &inputs, names) {
+            Ok(input) => inputs.push(input),
+            Err(err) => {
+                wrong = Some(err);
+                break;
+            }
+        }
+    }
+    Ok(Plan {
+        id,
+        parameters,
+        inputs,
+        wrong,
+        outputs: head.outputs,
+        model_outputs: names.outputs,
+    })
+}
+
+/// The input at `at`, after those `seen`, checked as far as its JSON goes.
+fn planned<'a>(
+    at: usize,
+    input: InputHead<'a>,
+    seen: &[Planned],
+    names: Signature,
+) -> Result<Planned<'a>, ApiError> {
+    let name = match &input.name {
+        Value::String(name) => named(names.inputs, name),
+        _ => return Err(invalid(format!("inputs[{at}].name: expected a string"))),
+    };
+    let Some(name) = name else {
+        let given = input.name.as_str().map(shown).unwrap_or_default();
+        return Err(invalid(format!(
+            "inputs[{at}].name: the model has no input {given}; its inputs are {}",
+            listed(names.inputs)
+        )));
+    };
+    if seen.iter().any(|seen| seen.name == name) {
+        return Err(invalid(format!(
+            "inputs[{at}]: a second input named {name:?}"
+        )));
+    }
+    let datatype = match &input.datatype {
+        Value::String(text) => Datatype::parse(text).ok_or_else(|| {
+            invalid(format!(
+                "{name}.datatype: {} is not taken; use FP32, FP64, FP16 or BF16 for \
+                 vectors, INT64 for indices, BYTES for ids",
+                shown(text)
+            ))
+        })?,
+        _ => return Err(invalid(format!("{name}.datatype: expected a string"))),
+    };
+    let shape = shape_of(name, &input.shape)?;
+    let size = binary_size(name, input.parameters.as_ref())?;
+    let source = match (size, input.data) {
+        (Some(_), Some(_)) => {
             return Err(invalid(format!(
-                "inputs[{at}].name: the model has no input {given}; its inputs are {}",
-                listed(names.inputs)
-            )));
-        };
-        if inputs.iter().any(|seen| seen.name == name) {
-            return Err(invalid(format!(
-                "inputs[{at}]: a second input named {name:?}"
+                "{name}: give data or binary_data_size, not both"
             )));
         }
-        let datatype = match &input.datatype {
-            Value::String(text) => Datatype::parse(text).ok_or_else(|| {
-                invalid(format!(
-                    "{name}.datatype: {} is not taken; use FP32, FP64, FP16 or BF16 for \
-                     vectors, INT64 for indices, BYTES for ids",
-                    shown(text)
-                ))
-            })?,
-            _ => return Err(invalid(format!("{name}.datatype: expected a string"))),
-        };
-        let shape = shape_of(name, &input.shape)?;
-        let size = binary_size(name, input.parameters.as_ref())?;
-        let values = match (size, input.data) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(format!(
-                    "{name}: give data or binary_data_size, not both"
-                )));
-            }
-            (None, None) => {
-                return Err(invalid(format!(
-                    "{name}: has neither data nor binary_data_size"
-                )));
-            }
-            (Some(size), None) => {
-                if size > binary.len() {
+        (None, None) => {
+            return Err(invalid(format!(
+                "{name}: has neither data nor binary_data_size"
+            )));
+        }
+        (Some(size), None) => Source::Binary(size),
+        (None, Some(data)) => Source::Json(data),
+    };
+    Ok(Planned {
+        name,
+        datatype,
+        shape,
+        source,
+    })
+}
+
+/// Decodes the inputs of `plan`, in order, from their JSON or their binary data
+/// (`binary_len` bytes, `take(offset, size)` giving an input's); `had_length`: whether the
+/// request gave `Inference-Header-Content-Length`.
+fn walk<'b>(
+    plan: Plan,
+    binary_len: usize,
+    had_length: bool,
+    mut take: impl FnMut(usize, usize) -> Taken<'b>,
+) -> Result<InferRequest, ApiError> {
+    let mut inputs: Vec<InferInput> = Vec::with_capacity(plan.inputs.len());
+    let mut offset = 0;
+    for Planned {
+        name,
+        datatype,
+        shape,
+        source,
+    } in plan.inputs
+    {
+        let values = match source {
+            Source::Binary(size) => {
+                let left = binary_len - offset;
+                if size > left {
                     let hint = if had_length {
                         ""
                     } else {
@@ -277,15 +404,25 @@ fn decode_body(
                     };
                     return Err(ApiError::MalformedJson(format!(
                         "{name}: binary_data_size of {size} bytes runs past the end of the \
-                         body ({} bytes of binary data left){hint}",
-                        binary.len()
+                         body ({left} bytes of binary data left){hint}"
                     )));
                 }
-                let (own, rest) = binary.split_at(size);
-                binary = rest;
-                typed::from_le_bytes(name, datatype, &shape, own).map_err(invalid)?
+                let taken = take(offset, size);
+                offset += size;
+                match taken {
+                    Taken::Bytes(bytes) => {
+                        typed::from_le_bytes(name, datatype, &shape, &bytes).map_err(invalid)?
+                    }
+                    Taken::Values(values) => values,
+                    Taken::Missing => {
+                        let misfit = typed::check_size(name, datatype, &shape, size).err();
+                        return Err(invalid(misfit.unwrap_or_else(|| {
+                            format!("{name}: its binary data was not kept")
+                        })));
+                    }
+                }
             }
-            (None, Some(data)) => {
+            Source::Json(data) => {
                 let mut de = serde_json::Deserializer::from_str(data.get());
                 JsonData::new(name, datatype, &shape)
                     .deserialize(&mut de)
@@ -299,20 +436,23 @@ fn decode_body(
             values,
         });
     }
-    if !binary.is_empty() {
+    if let Some(wrong) = plan.wrong {
+        return Err(wrong);
+    }
+    if offset != binary_len {
         return Err(ApiError::MalformedJson(format!(
             "the body holds {} bytes after the JSON and the inputs' binary data; give each \
              binary input its binary_data_size",
-            binary.len()
+            binary_len - offset
         )));
     }
-    let outputs = head
+    let outputs = plan
         .outputs
-        .map(|outputs| requested(&outputs, names.outputs))
+        .map(|outputs| requested(&outputs, plan.model_outputs))
         .transpose()?;
     Ok(InferRequest {
-        id,
-        parameters,
+        id: plan.id,
+        parameters: plan.parameters,
         inputs,
         outputs,
     })
