@@ -197,21 +197,29 @@ pub fn inflate(coding: Coding, bytes: &[u8], limit: usize) -> Result<Vec<u8>, Ap
 
 /// An answer's pieces in `coding` (then one piece) when it is worth compressing, with the
 /// coding used.
-pub fn compress_answer(
+pub fn compress_answer<P: AsRef<[u8]> + From<Vec<u8>>>(
     coding: Option<Coding>,
-    pieces: Vec<Vec<u8>>,
-) -> Result<(Option<Coding>, Vec<Vec<u8>>), ApiError> {
-    let len: usize = pieces.iter().map(Vec::len).sum();
+    pieces: Vec<P>,
+) -> Result<(Option<Coding>, Vec<P>), ApiError> {
+    let len: usize = pieces.iter().map(|piece| piece.as_ref().len()).sum();
     match coding {
         Some(coding) if len >= MIN_BYTES => {
             // Compressing costs far more than joining the pieces first.
-            let body = match <[Vec<u8>; 1]>::try_from(pieces) {
-                Ok([body]) => body,
-                Err(pieces) => pieces.concat(),
+            let joined: Vec<u8>;
+            let body = match &pieces[..] {
+                [body] => body.as_ref(),
+                _ => {
+                    joined = pieces
+                        .iter()
+                        .map(AsRef::as_ref)
+                        .collect::<Vec<_>>()
+                        .concat();
+                    &joined
+                }
             };
             coding
-                .compress(&body)
-                .map(|packed| (Some(coding), vec![packed]))
+                .compress(body)
+                .map(|packed| (Some(coding), vec![P::from(packed)]))
                 .map_err(|err| ApiError::Internal(format!("could not compress: {err}")))
         }
         _ => Ok((None, pieces)),

@@ -14,8 +14,10 @@
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use super::Answer;
+use ndarray::ArrayD;
+
 use super::outcome::{Computed, Outcome};
+use super::{Answer, Piece};
 use crate::error::ApiError;
 
 /// The version every model has.
@@ -192,14 +194,56 @@ pub fn names(outcome: &Outcome) -> &'static [&'static str] {
 
 /// The inference response of `model` to the request `id` (if it had one): `wanted` lists
 /// the outputs to write, in order (`None`: every output the outcome gives, in binary when
-/// `binary` is set).
+/// `binary` is set). A dense result sent in binary is sent from its own buffer.
 pub fn encode(
+    model: &str,
+    id: Option<&str>,
+    outcome: Outcome,
+    wanted: Option<&[Wanted]>,
+    binary: bool,
+) -> Result<Answer, ApiError> {
+    let (json, parts) = encode_parts(model, id, &outcome, wanted, binary)?;
+    let json_length = json.len();
+    if parts.is_empty() {
+        return Ok(Answer::json(vec![json]));
+    }
+    let mut dense = match outcome.result {
+        Computed::Dense { values, .. } => Some(values),
+        Computed::Neighbours { .. } => None,
+    };
+    let mut pieces = vec![Piece::Bytes(json)];
+    for part in parts {
+        match part {
+            Part::Bytes(bytes) => pieces.push(Piece::Bytes(bytes)),
+            Part::Dense => {
+                let values = dense.take().ok_or_else(|| {
+                    ApiError::Internal("a dense output is asked for twice".into())
+                })?;
+                pieces.push(Piece::floats(into_vec(values)));
+            }
+        }
+    }
+    Ok(Answer {
+        pieces,
+        json_length: Some(json_length),
+    })
+}
+
+/// The binary data of an answer, after its JSON: bytes, or the dense result's values.
+enum Part {
+    Bytes(Vec<u8>),
+    Dense,
+}
+
+/// The JSON of the answer and the parts of its binary data, in order (none when every
+/// output is JSON).
+fn encode_parts(
     model: &str,
     id: Option<&str>,
     outcome: &Outcome,
     wanted: Option<&[Wanted]>,
     binary: bool,
-) -> Result<Answer, ApiError> {
+) -> Result<(Vec<u8>, Vec<Part>), ApiError> {
     let mut given = given(outcome)?;
     let chosen: Vec<(Given, bool)> = match wanted {
         None => given.into_iter().map(|g| (g, binary)).collect(),
@@ -240,27 +284,48 @@ pub fn encode(
         parameters: Parameters(outcome),
         outputs,
     };
-    let mut bytes = serde_json::to_vec(&response)
+    let json = serde_json::to_vec(&response)
         .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))?;
-    let json_length = bytes.len();
-    let binary_bytes: usize = chosen
+    let is_bytes =
+        |(given, binary): &&(Given, bool)| *binary && !matches!(given.data, Data::Floats(_));
+    let in_bytes = chosen
         .iter()
-        .filter(|(_, binary)| *binary)
-        .map(|(given, _)| given.data.byte_size())
-        .sum();
-    if chosen.iter().all(|(_, binary)| !binary) {
-        return Ok(Answer::json(vec![bytes]));
-    }
-    bytes.reserve_exact(binary_bytes);
+        .filter(is_bytes)
+        .map(|(given, _)| given.data.byte_size());
+    let mut bytes: Vec<u8> = Vec::with_capacity(in_bytes.sum());
+    let mut parts = Vec::new();
     for (given, binary) in &chosen {
-        if *binary {
-            given.data.append_le(&mut bytes);
+        match &given.data {
+            _ if !binary => {}
+            Data::Floats(_) => {
+                if !bytes.is_empty() {
+                    parts.push(Part::Bytes(std::mem::take(&mut bytes)));
+                }
+                parts.push(Part::Dense);
+            }
+            data => data.append_le(&mut bytes),
         }
     }
-    Ok(Answer {
-        pieces: vec![bytes],
-        json_length: Some(json_length),
-    })
+    if !bytes.is_empty() {
+        parts.push(Part::Bytes(bytes));
+    }
+    Ok((json, parts))
+}
+
+/// The values of `array`, row-major: its own buffer when it holds exactly them in that
+/// order, else a copy.
+fn into_vec(array: ArrayD<f32>) -> Vec<f32> {
+    if !array.is_standard_layout() {
+        return array.iter().copied().collect();
+    }
+    let len = array.len();
+    let (mut values, offset) = array.into_raw_vec_and_offset();
+    let start = offset.unwrap_or(0);
+    if start == 0 && values.len() == len {
+        return values;
+    }
+    values.truncate(start + len);
+    values.split_off(start)
 }
 
 #[derive(Serialize)]
@@ -312,28 +377,41 @@ mod tests {
     use crate::answer::json::DenseField;
     use crate::compute::{Metric, Neighbours, Ragged};
 
-    #[test]
-    fn dense_results_are_one_output_in_json_or_binary() {
-        let values = ndarray::arr1(&[0.5f32, -1.0]).into_dyn();
-        let outcome = Outcome::dense(
+    /// The bytes of `answer`'s pieces, one after another.
+    fn joined(answer: &Answer) -> Vec<u8> {
+        answer
+            .pieces
+            .iter()
+            .flat_map(|piece| piece.as_ref())
+            .copied()
+            .collect()
+    }
+
+    fn dense(values: ArrayD<f32>) -> Outcome {
+        Outcome::dense(
             Metric::Cosine,
             Encoding::Json,
             DenseField::Scores,
             values,
             vec![("items".into(), "v1".into())],
-        );
-        let json = encode("pairwise", Some("7"), &outcome, None, false).unwrap();
+        )
+    }
+
+    #[test]
+    fn dense_results_are_one_output_in_json_or_binary() {
+        let outcome = || dense(ndarray::arr1(&[0.5f32, -1.0]).into_dyn());
+        let json = encode("pairwise", Some("7"), outcome(), None, false).unwrap();
         assert_eq!(json.json_length, None);
-        let body: serde_json::Value = serde_json::from_slice(&json.pieces.concat()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&joined(&json)).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"model_name": "pairwise", "model_version": "1", "id": "7",
                 "parameters": {"metric": "cosine", "table.items": "v1"},
                 "outputs": [{"name": "scores", "datatype": "FP32", "shape": [2], "data": [0.5, -1.0]}]})
         );
-        let binary = encode("pairwise", None, &outcome, None, true).unwrap();
+        let binary = encode("pairwise", None, outcome(), None, true).unwrap();
         let length = binary.json_length.unwrap();
-        let bytes = binary.pieces.concat();
+        let bytes = joined(&binary);
         let head: serde_json::Value = serde_json::from_slice(&bytes[..length]).unwrap();
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(&bytes[length..length + 4], &0.5f32.to_le_bytes());
@@ -341,7 +419,7 @@ mod tests {
             name: "matrix",
             binary: false,
         }];
-        let err = encode("pairwise", None, &outcome, Some(&wrong), false).unwrap_err();
+        let err = encode("pairwise", None, outcome(), Some(&wrong), false).unwrap_err();
         assert_eq!(
             err.to_string(),
             "outputs: this request gives scores, not matrix"
@@ -366,12 +444,41 @@ mod tests {
                 ids: None,
             },
         };
-        let answer = encode("matrix", None, &outcome, None, false).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&answer.pieces.concat()).unwrap();
+        let answer = encode("matrix", None, outcome, None, false).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&joined(&answer)).unwrap();
         let outputs = &body["outputs"];
         assert_eq!(outputs[0]["shape"], serde_json::json!([3]));
         assert_eq!(outputs[0]["data"], serde_json::json!([2, 0, 1]));
         assert_eq!(outputs[2]["name"], "offsets");
         assert_eq!(outputs[2]["data"], serde_json::json!([0, 2, 3]));
+    }
+
+    #[test]
+    fn a_dense_result_in_binary_is_sent_from_its_own_buffer() {
+        let values = ndarray::Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32 * 0.5);
+        let want: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let values = values.into_dyn();
+        let address = values.as_ptr();
+        let answer = encode("matrix", None, dense(values), None, true).unwrap();
+        assert_eq!(answer.pieces.len(), 2, "the JSON, then the values");
+        let Piece::Floats(sent) = &answer.pieces[1] else {
+            panic!("{:?}", answer.pieces[1]);
+        };
+        if cfg!(target_endian = "little") {
+            assert_eq!(sent.as_ptr(), address, "not copied");
+        }
+        assert_eq!(&joined(&answer)[answer.json_length.unwrap()..], &want[..]);
+    }
+
+    #[test]
+    fn arrays_that_are_not_their_whole_buffer_in_order_are_copied_in_order() {
+        let values = ndarray::Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32);
+        let want = |array: &ArrayD<f32>| array.iter().copied().collect::<Vec<f32>>();
+        let transposed = values.clone().reversed_axes().into_dyn();
+        let rows = values.clone().slice_move(ndarray::s![1.., ..]).into_dyn();
+        let columns = values.slice_move(ndarray::s![.., 1..3]).into_dyn();
+        for array in [transposed, rows, columns] {
+            assert_eq!(into_vec(array.clone()), want(&array), "{array:?}");
+        }
     }
 }

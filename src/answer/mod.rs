@@ -35,8 +35,9 @@ pub enum Encoding {
 #[derive(Debug)]
 pub struct Answer {
     /// The body, uncompressed, as pieces sent one after another: a large tensor's text stays
-    /// in the pieces it was formatted in ([`json`]) rather than being copied into one buffer.
-    pub pieces: Vec<Vec<u8>>,
+    /// in the pieces it was formatted in ([`json`]), and a binary tensor in the result's own
+    /// buffer ([`infer`]), rather than being copied into one buffer.
+    pub pieces: Vec<Piece>,
     /// `Some(n)`: the first `n` bytes are JSON and binary tensors follow them (the Open
     /// Inference Protocol's binary tensor data); `None`: the bytes are JSON.
     pub json_length: Option<usize>,
@@ -46,8 +47,55 @@ impl Answer {
     /// A JSON body, in pieces.
     pub fn json(pieces: Vec<Vec<u8>>) -> Self {
         Answer {
-            pieces,
+            pieces: pieces.into_iter().map(Piece::Bytes).collect(),
             json_length: None,
+        }
+    }
+}
+
+/// A piece of an answer's body.
+#[derive(Debug)]
+pub enum Piece {
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// `f32` values sent as their own memory: their little-endian bytes on a little-endian
+    /// host, the only one [`Piece::floats`] makes this on.
+    Floats(Vec<f32>),
+}
+
+impl Piece {
+    /// `values` as their little-endian bytes: the values' own buffer on a little-endian
+    /// host, else a copy.
+    pub fn floats(values: Vec<f32>) -> Self {
+        if cfg!(target_endian = "little") {
+            Piece::Floats(values)
+        } else {
+            Piece::Bytes(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_ref().len()
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for Piece {
+    fn from(bytes: Vec<u8>) -> Self {
+        Piece::Bytes(bytes)
+    }
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Piece::Bytes(bytes) => bytes,
+            Piece::Floats(values) => bytemuck::cast_slice(values),
         }
     }
 }
@@ -62,7 +110,7 @@ pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-leng
 /// before compression). The body's length is known, so it is sent with `Content-Length`.
 pub fn respond<H: Send + Sync + 'static>(
     coding: Option<Coding>,
-    pieces: Vec<Vec<u8>>,
+    pieces: Vec<Piece>,
     json_length: Option<usize>,
     held: H,
 ) -> Response {
@@ -99,7 +147,7 @@ pub fn respond<H: Send + Sync + 'static>(
 /// Response bytes that own what must live as long as they do: released when the last
 /// `Bytes` handle of the last piece is dropped.
 struct Held<H> {
-    body: Vec<u8>,
+    body: Piece,
     _held: Arc<H>,
 }
 
@@ -146,6 +194,6 @@ impl http_body::Body for Pieces {
 
 impl<H> AsRef<[u8]> for Held<H> {
     fn as_ref(&self) -> &[u8] {
-        &self.body
+        self.body.as_ref()
     }
 }

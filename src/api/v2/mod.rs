@@ -215,7 +215,7 @@ async fn serve<M: Model>(
         id,
     } = prepared?;
     let encode =
-        move |outcome| infer::encode(M::NAME, id.as_deref(), &outcome, wanted.as_deref(), binary);
+        move |outcome| infer::encode(M::NAME, id.as_deref(), outcome, wanted.as_deref(), binary);
     compute::<M>(state, route, request, admitted, encode).await
 }
 
