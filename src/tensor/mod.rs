@@ -92,6 +92,30 @@ impl Tensor {
         shape: Vec<usize>,
         data: Vec<f32>,
     ) -> Result<Tensor, String> {
+        let tensor = Tensor::unchecked_values(field, ranks, shape, data)?;
+        finite(field, &tensor.shape, &tensor.data)?;
+        Ok(tensor)
+    }
+
+    /// [`Tensor::from_parts`] for `data` known to be finite: checked with [`all_finite`]
+    /// as it was decoded, while it was in cache, so it is not read again.
+    pub fn from_finite_parts(
+        field: &str,
+        ranks: &[usize],
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    ) -> Result<Tensor, String> {
+        debug_assert!(all_finite(&data));
+        Tensor::unchecked_values(field, ranks, shape, data)
+    }
+
+    /// [`Tensor::from_parts`] but for the values' finiteness.
+    fn unchecked_values(
+        field: &str,
+        ranks: &[usize],
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    ) -> Result<Tensor, String> {
         if !ranks.contains(&shape.len()) {
             let listed: Vec<String> = ranks.iter().map(usize::to_string).collect();
             return Err(format!(
@@ -109,7 +133,6 @@ impl Tensor {
                 data.len()
             ));
         }
-        finite(field, &shape, &data)?;
         Ok(Tensor { shape, data })
     }
 
@@ -138,12 +161,18 @@ fn zero_axis(field: &str, axis: usize) -> String {
 /// Values checked at a time by [`finite`].
 const FINITE_BLOCK: usize = 1024;
 
+/// Whether every value of `values` is a finite `f32`: whole blocks without an early exit,
+/// which vectorise.
+pub fn all_finite(values: &[f32]) -> bool {
+    let block_finite = |block: &[f32]| block.iter().fold(true, |ok, v| ok & v.is_finite());
+    values.chunks(FINITE_BLOCK).all(block_finite)
+}
+
 /// Refuses the first value of `data` (row-major, of `shape`) that is not a finite `f32`,
 /// naming it by its index: `a[1][0]: …`.
 fn finite(field: &str, shape: &[usize], data: &[f32]) -> Result<(), String> {
-    // Whole blocks without an early exit vectorise; the value is looked for only on failure.
-    let all_finite = |block: &[f32]| block.iter().fold(true, |ok, v| ok & v.is_finite());
-    if data.chunks(FINITE_BLOCK).all(all_finite) {
+    // The value is looked for only on failure.
+    if all_finite(data) {
         return Ok(());
     }
     let Some(flat) = data.iter().position(|v| !v.is_finite()) else {

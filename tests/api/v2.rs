@@ -682,6 +682,23 @@ async fn bad_inputs_each_get_the_right_status_and_the_native_text() {
         ),
         (
             "matrix",
+            json!({"inputs": [binary_input("a", &[2, 2], "FP32", 16)]}),
+            le_f32(&[1.0, 0.0, f32::NAN, 1.0]),
+            422,
+            "a[1][0]: value is NaN, infinite or outside the float32 range",
+        ),
+        (
+            "matrix",
+            json!({"inputs": [binary_input("a", &[1, 2], "FP64", 16)]}),
+            [0.5f64, 1e39]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            422,
+            "a[0][1]: value is NaN, infinite or outside the float32 range",
+        ),
+        (
+            "matrix",
             json!({"inputs": [input("a", &[0, 2], "FP32", json!([]))]}),
             vec![],
             422,

@@ -108,6 +108,11 @@ impl Parts {
             return Ok(None);
         };
         match input.values {
+            Values::Floats(data) if input.finite => {
+                Tensor::from_finite_parts(name, ranks, input.shape, data)
+                    .map(Some)
+                    .map_err(invalid)
+            }
             Values::Floats(data) => Tensor::from_parts(name, ranks, input.shape, data)
                 .map(Some)
                 .map_err(invalid),

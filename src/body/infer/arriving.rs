@@ -17,6 +17,7 @@ use super::{InferRequest, Signature, Source, Taken, past_the_end, plan, walk};
 use crate::admission::{Refusal, Reservation};
 use crate::body::{BodyHead, Sink};
 use crate::error::ApiError;
+use crate::tensor::all_finite;
 use crate::tensor::typed::{self, Datatype, Values};
 
 /// The longest JSON read as the body arrives, in bytes: it is read on the runtime, twice.
@@ -50,6 +51,8 @@ struct Slot {
     size: usize,
     taken: usize,
     fill: Fill,
+    /// Whether its float values so far are all finite, checked as each frame's arrived.
+    finite: bool,
 }
 
 /// What a binary input's bytes become.
@@ -141,6 +144,7 @@ impl Arriving {
                 size,
                 taken: 0,
                 fill: fill.with_capacity(bytes),
+                finite: true,
             });
         }
         Ok(())
@@ -156,7 +160,7 @@ impl Arriving {
         let plan = plan(&self.json, self.names)?;
         let mut slots = self.slots.iter_mut();
         walk(plan, binary_len, true, |_, _| match slots.next() {
-            Some(slot) => std::mem::replace(&mut slot.fill, Fill::Dropped).taken(),
+            Some(slot) => std::mem::replace(&mut slot.fill, Fill::Dropped).taken(slot.finite),
             None => Taken::Missing,
         })
     }
@@ -174,12 +178,19 @@ impl Fill {
         }
     }
 
-    /// Takes the input's next `data`.
-    fn push(&mut self, data: &[u8], split: &mut Split) {
+    /// Takes the input's next `data`, noting in `finite` whether the floats it makes are
+    /// finite (checked now, while they are in cache).
+    fn push(&mut self, data: &[u8], split: &mut Split, finite: &mut bool) {
         match self {
-            Fill::Fp32(values) => push_each(values, split, data, f32::from_le_bytes),
+            Fill::Fp32(values) => {
+                let start = values.len();
+                push_each(values, split, data, f32::from_le_bytes);
+                *finite &= all_finite(&values[start..]);
+            }
             Fill::Fp64(values) => {
+                let start = values.len();
                 push_each(values, split, data, |b| f64::from_le_bytes(b) as f32);
+                *finite &= all_finite(&values[start..]);
             }
             Fill::Int64(values) => push_each(values, split, data, i64::from_le_bytes),
             Fill::Bytes(bytes) => bytes.extend_from_slice(data),
@@ -187,11 +198,17 @@ impl Fill {
         }
     }
 
-    /// What the walk takes for the input.
-    fn taken(self) -> Taken<'static> {
+    /// What the walk takes for the input, its floats `finite` or not.
+    fn taken(self, finite: bool) -> Taken<'static> {
         match self {
-            Fill::Fp32(values) | Fill::Fp64(values) => Taken::Values(Values::Floats(values)),
-            Fill::Int64(values) => Taken::Values(Values::Ints(values)),
+            Fill::Fp32(values) | Fill::Fp64(values) => Taken::Values {
+                values: Values::Floats(values),
+                finite,
+            },
+            Fill::Int64(values) => Taken::Values {
+                values: Values::Ints(values),
+                finite: false,
+            },
             Fill::Bytes(bytes) => Taken::Bytes(Cow::Owned(bytes)),
             Fill::Dropped => Taken::Missing,
         }
@@ -248,7 +265,8 @@ impl Sink for Arriving {
                 break;
             };
             let more = (slot.size - slot.taken).min(data.len());
-            slot.fill.push(&data[..more], &mut self.split);
+            slot.fill
+                .push(&data[..more], &mut self.split, &mut slot.finite);
             slot.taken += more;
             data = &data[more..];
             if slot.taken == slot.size {
@@ -281,8 +299,9 @@ mod tests {
         outputs: &[spec("scores")],
     };
 
-    /// `body` decoded as it arrives in frames cut at `cuts`, declaring `declared` bytes.
-    fn arriving(body: &[u8], json_length: usize, declared: usize, cuts: &[usize]) -> String {
+    /// `body` fed as it arrives in frames cut at `cuts`, declaring `declared` bytes; checks
+    /// that no more than the declared length was reserved.
+    fn fed(body: &[u8], json_length: usize, declared: usize, cuts: &[usize]) -> Arriving {
         let admission = Admission::new(1, 0, usize::MAX);
         let mut reservation = admission.reservation();
         reservation.set(declared).unwrap();
@@ -302,7 +321,30 @@ mod tests {
             "{} reserved for a body of {declared}",
             reservation.bytes()
         );
-        format!("{:?}", sink.finish())
+        sink
+    }
+
+    /// `body` decoded as it arrives in frames cut at `cuts`, declaring `declared` bytes.
+    fn arriving(body: &[u8], json_length: usize, declared: usize, cuts: &[usize]) -> String {
+        let mut got = fed(body, json_length, declared, cuts).finish();
+        // Floats decoded as they arrived were checked: known finite only when they are.
+        for input in got.iter_mut().flat_map(|request| request.inputs.iter_mut()) {
+            if input.finite {
+                assert!(
+                    matches!(&input.values, Values::Floats(values) if all_finite(values)),
+                    "{input:?}"
+                );
+            }
+            input.finite = false;
+        }
+        format!("{got:?}")
+    }
+
+    /// Whether each input of `body`, decoded as it arrives in frames cut at `cuts`, is known
+    /// to be finite.
+    fn arriving_known_finite(body: &[u8], json_length: usize, cuts: &[usize]) -> Vec<bool> {
+        let request = fed(body, json_length, body.len(), cuts).finish().unwrap();
+        request.inputs.iter().map(|input| input.finite).collect()
     }
 
     /// `body` decoded whole.
@@ -403,6 +445,8 @@ mod tests {
         body.extend(c.iter().flat_map(|v| v.to_le_bytes()));
         for frame in [1, 3, 5, 7, 13] {
             let cuts: Vec<usize> = (frame..body.len()).step_by(frame).collect();
+            let known = arriving_known_finite(&body, json.len(), &cuts);
+            assert_eq!(known, [true, true, false], "frames of {frame}");
             let got = arriving(&body, json.len(), body.len(), &cuts);
             assert_eq!(got, whole(&body, json.len()), "frames of {frame}");
             let want_b: Vec<f32> = b.iter().map(|&v| v as f32).collect();

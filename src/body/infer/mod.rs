@@ -97,6 +97,9 @@ pub struct InferInput {
     pub shape: Vec<usize>,
     /// Its values (as many as the shape holds).
     pub values: Values,
+    /// Whether its float values are known to be finite (checked as they arrived); `false`
+    /// when not checked yet.
+    pub finite: bool,
 }
 
 /// One output asked for.
@@ -272,7 +275,11 @@ enum Source<'a> {
 /// A binary input's bytes, or its values decoded as they arrived.
 enum Taken<'b> {
     Bytes(Cow<'b, [u8]>),
-    Values(Values),
+    Values {
+        values: Values,
+        /// Whether its floats are known to be finite.
+        finite: bool,
+    },
     /// Not kept, as its binary data cannot be what its JSON says.
     Missing,
 }
@@ -393,6 +400,7 @@ fn walk<'b>(
         source,
     } in plan.inputs
     {
+        let mut finite = false;
         let values = match source {
             Source::Binary(size) => {
                 let left = binary_len - offset;
@@ -413,7 +421,13 @@ fn walk<'b>(
                     Taken::Bytes(bytes) => {
                         typed::from_le_bytes(name, datatype, &shape, &bytes).map_err(invalid)?
                     }
-                    Taken::Values(values) => values,
+                    Taken::Values {
+                        values,
+                        finite: checked,
+                    } => {
+                        finite = checked;
+                        values
+                    }
                     Taken::Missing => {
                         let misfit = typed::check_size(name, datatype, &shape, size).err();
                         return Err(invalid(misfit.unwrap_or_else(|| {
@@ -434,6 +448,7 @@ fn walk<'b>(
             datatype,
             shape,
             values,
+            finite,
         });
     }
     if let Some(wrong) = plan.wrong {
