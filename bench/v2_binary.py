@@ -5,7 +5,7 @@ the 1000 x 1000 float32 matrix out.
 Starts the release build (`cargo build --release` first) with its defaults, checks that both
 routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2, 15 s,
 `--rounds` times each) and prints requests/s per run, their medians, each server's CPU time
-per request (its worker processes included) and the ratios. With
+per request and its peak RSS during each run (worker processes included) and the ratios. With
 `--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
 bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import cpu_seconds  # noqa: E402  (a server's CPU time, its workers included)
+from run import cpu_seconds, peak_mb, reset_peak  # noqa: E402  (its workers included)
 from simserve_proc import wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,9 +110,11 @@ def peer():
 
 
 def rate(server, path, body_file, content_type, header_length, seconds, lua, port=PORT):
-    """Requests/s of `server` (a process) under wrk, and its CPU ms per request."""
+    """Requests/s of `server` (a process) under wrk, its CPU ms per request and its peak RSS
+    in MB during the run."""
     env = {**os.environ, "BODY_FILE": body_file, "CONTENT_TYPE": content_type,
            "HEADER_LENGTH": header_length}
+    reset_peak(server.pid)
     cpu = cpu_seconds(server.pid)
     out = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
                           f"http://127.0.0.1:{port}{path}"],
@@ -120,7 +122,8 @@ def rate(server, path, body_file, content_type, header_length, seconds, lua, por
     cpu = cpu_seconds(server.pid) - cpu
     assert "Non-2xx" not in out, out
     done = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu * 1e3 / max(done, 1)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, cpu * 1e3 / max(done, 1), peak_mb(server.pid)
 
 
 def main():
@@ -191,18 +194,20 @@ def main():
                 python_peer.terminate()
                 python_peer.wait()
     print(f"bodies: base64 JSON {len(native) / 1e6:.1f} MB, binary v2 {len(v2) / 1e6:.1f} MB")
-    print("| server and route | req/s, rounds | median | CPU ms per request, median |")
-    print("|---|---:|---:|---:|")
-    rps = {name: statistics.median(r for r, _ in runs[name]) for name in runs if runs[name]}
-    cpu = {name: statistics.median(c for _, c in runs[name]) for name in runs if runs[name]}
+    print("| server and route | req/s, rounds | median | CPU ms per request, median "
+          "| peak RSS MB, median |")
+    print("|---|---:|---:|---:|---:|")
+    rps = {name: statistics.median(r for r, _, _ in runs[name]) for name in runs if runs[name]}
+    cpu = {name: statistics.median(c for _, c, _ in runs[name]) for name in runs if runs[name]}
+    peak = {name: statistics.median(m for _, _, m in runs[name]) for name in runs if runs[name]}
     for name, label in (("native", "simserve POST /similarity/matrix, base64"),
                         ("v2", "simserve POST /v2/models/matrix/infer, binary"),
                         ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
                         ("against", "--against build POST /v2/models/matrix/infer, binary"),
                         ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
         if runs[name]:
-            shown = " / ".join(f"{r:.1f}" for r, _ in runs[name])
-            print(f"| {label} | {shown} | {rps[name]:.1f} | {cpu[name]:.1f} |")
+            shown = " / ".join(f"{r:.1f}" for r, _, _ in runs[name])
+            print(f"| {label} | {shown} | {rps[name]:.1f} | {cpu[name]:.1f} | {peak[name]:.0f} |")
     print(f"simserve binary v2 / simserve base64 JSON: {rps['v2'] / rps['native']:.2f}x requests/s, "
           f"{cpu['native'] / cpu['v2']:.2f}x less CPU per request (medians)")
     if runs["faer"]:

@@ -113,25 +113,26 @@ pub trait Sink {
 
 /// A body kept whole, in one buffer.
 ///
-/// A declared `Content-Length` (at most the limit, checked before, and already reserved)
-/// sizes the buffer once, so the body is copied once and never regrown. Without one, the
-/// buffer grows as `Vec` does and the reservation is charged its capacity as the bytes
-/// arrive.
+/// A declared `Content-Length` (at most the limit, checked before, and reserved when the
+/// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
+/// copied once and never regrown. Without one, the buffer grows as `Vec` does and the
+/// reservation is charged its capacity as the bytes arrive.
 #[derive(Debug)]
 pub struct Buffer {
     bytes: Vec<u8>,
+    declared: Option<usize>,
     limit: usize,
 }
 
 impl Buffer {
-    /// An empty buffer for a body of `head` and at most `limit` bytes.
+    /// An empty buffer for a body of `head` and at most `limit` bytes; it allocates nothing
+    /// until bytes arrive.
     pub fn new(head: BodyHead, limit: usize) -> Self {
-        let mut bytes = Vec::new();
-        if let Some(length) = head.declared {
-            // Best effort: if the address space is short, the buffer grows as bytes arrive.
-            let _ = bytes.try_reserve_exact(length);
+        Buffer {
+            bytes: Vec::new(),
+            declared: head.declared,
+            limit,
         }
-        Buffer { bytes, limit }
     }
 
     /// The body.
@@ -143,11 +144,18 @@ impl Buffer {
 impl Sink for Buffer {
     fn take(&mut self, data: &[u8], reservation: &mut Reservation) -> Result<(), Refusal> {
         let buffer = &mut self.bytes;
+        if buffer.capacity() == 0
+            && let Some(length) = self.declared.filter(|&n| n <= reservation.bytes())
+        {
+            // Best effort: if the address space is short, the buffer grows as bytes arrive.
+            let _ = buffer.try_reserve_exact(length);
+        }
         let total = buffer.len().saturating_add(data.len());
         if total > buffer.capacity() {
             let grown = total
                 .max(buffer.capacity().saturating_mul(2))
-                .min(self.limit);
+                .min(self.limit)
+                .max(total);
             if grown > reservation.bytes() {
                 reservation.set(grown)?;
             }
@@ -325,6 +333,25 @@ mod tests {
 
     impl TensorFields for Anything {
         const TENSORS: &'static [&'static str] = &[];
+    }
+
+    #[test]
+    fn a_buffer_allocates_only_what_is_reserved_and_only_once_bytes_arrive() {
+        let admission = crate::admission::Admission::new(1, 0, 1 << 20);
+        let mut reservation = admission.reservation();
+        let head = BodyHead {
+            coding: None,
+            declared: Some(1000),
+        };
+        let mut buffer = Buffer::new(head, 1 << 20);
+        assert_eq!(buffer.bytes.capacity(), 0, "nothing before the bytes");
+        reservation.set(1000).unwrap();
+        buffer.take(b"{}", &mut reservation).unwrap();
+        assert_eq!(buffer.bytes.capacity(), 1000, "sized once, as declared");
+        // Past the declared length, each growth is charged first.
+        buffer.take(&[b' '; 1500], &mut reservation).unwrap();
+        assert!(buffer.bytes.capacity() <= reservation.bytes());
+        assert_eq!(buffer.into_bytes().len(), 1502);
     }
 
     #[test]

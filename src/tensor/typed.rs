@@ -130,12 +130,17 @@ pub fn from_le_bytes(
     let count = check_size(field, datatype, shape, bytes.len())?;
     Ok(match datatype {
         Datatype::Fp32 => Values::Floats(each(bytes, f32::from_le_bytes)),
-        Datatype::Fp64 => Values::Floats(each(bytes, |b| f64::from_le_bytes(b) as f32)),
+        Datatype::Fp64 => Values::Floats(each(bytes, fp64_value)),
         Datatype::Fp16 => Values::Floats(each(bytes, |b| f16::from_le_bytes(b).to_f32())),
         Datatype::Bf16 => Values::Floats(each(bytes, |b| bf16::from_le_bytes(b).to_f32())),
         Datatype::Int64 => Values::Ints(each(bytes, i64::from_le_bytes)),
         Datatype::Bytes => Values::Strings(strings(field, shape, count, bytes)?),
     })
+}
+
+/// The value of one little-endian `FP64` element, as simserve takes it: rounded to `f32`.
+pub fn fp64_value(bytes: [u8; 8]) -> f32 {
+    f64::from_le_bytes(bytes) as f32
 }
 
 /// Each whole `N`-byte element of `bytes`, converted. Generic rather than a function pointer,

@@ -755,6 +755,13 @@ async fn bad_inputs_each_get_the_right_status_and_the_native_text() {
         let got = infer(&app, model, &body, &binary).await;
         assert_eq!(got.status.as_u16(), status, "{body}: {}", got.json);
         got.assert_error(status, want);
+        // Without a declared length the body is read whole, then decoded: the same answer.
+        let path = format!("/v2/models/{model}/infer");
+        let mut request = infer_request(&path, &body, &binary);
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+        let whole = send(&app, request).await;
+        assert_eq!(whole.status, got.status, "{body}: {}", whole.json);
+        assert_eq!(whole.json, got.json, "{body}");
     }
 
     // The JSON's length past the body, and a body that is not JSON at all.

@@ -153,6 +153,14 @@ impl Arriving {
     /// Decodes the request, as [`super::decode`] would the whole body. CPU work: its JSON
     /// is read again, and inputs kept as bytes are decoded.
     pub fn finish(mut self) -> Result<InferRequest, ApiError> {
+        if self.received != self.declared {
+            // The server's HTTP layer gives exactly the declared length; the inputs were
+            // placed on that.
+            return Err(ApiError::MalformedJson(format!(
+                "the body holds {} bytes, Content-Length declared {}",
+                self.received, self.declared
+            )));
+        }
         if self.received < self.json_length {
             return Err(past_the_end(self.json_length, self.received));
         }
@@ -189,7 +197,7 @@ impl Fill {
             }
             Fill::Fp64(values) => {
                 let start = values.len();
-                push_each(values, split, data, |b| f64::from_le_bytes(b) as f32);
+                push_each(values, split, data, typed::fp64_value);
                 *finite &= all_finite(&values[start..]);
             }
             Fill::Int64(values) => push_each(values, split, data, i64::from_le_bytes),
@@ -245,14 +253,17 @@ fn push_each<const N: usize, T>(
 impl Sink for Arriving {
     fn take(&mut self, mut data: &[u8], reservation: &mut Reservation) -> Result<(), Refusal> {
         self.received = self.received.saturating_add(data.len());
-        if self.json.len() < self.json_length {
+        // A JSON longer than the body is refused once the body has ended: it is kept only
+        // as far as the declared length goes.
+        let json_room = self.json_length.min(self.declared);
+        if self.json.len() < json_room {
             if self.json.capacity() == 0 {
-                if self.json_length > reservation.bytes() {
-                    reservation.set(self.json_length)?;
+                if json_room > reservation.bytes() {
+                    reservation.set(json_room)?;
                 }
-                self.json.reserve_exact(self.json_length);
+                self.json.reserve_exact(json_room);
             }
-            let more = (self.json_length - self.json.len()).min(data.len());
+            let more = (json_room - self.json.len()).min(data.len());
             self.json.extend_from_slice(&data[..more]);
             data = &data[more..];
         }
@@ -299,6 +310,28 @@ mod tests {
         outputs: &[spec("scores")],
     };
 
+    /// Bytes `sink` holds now.
+    fn held(sink: &Arriving) -> usize {
+        let fills = sink.slots.iter().map(|slot| match &slot.fill {
+            Fill::Fp32(values) | Fill::Fp64(values) => values.capacity() * 4,
+            Fill::Int64(values) => values.capacity() * 8,
+            Fill::Bytes(bytes) => bytes.capacity(),
+            Fill::Dropped => 0,
+        });
+        sink.json.capacity() + fills.sum::<usize>()
+    }
+
+    /// `count` `BYTES` elements: each a little-endian length and its text.
+    fn strings(count: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..count {
+            let text = format!("id{i}");
+            out.extend((text.len() as u32).to_le_bytes());
+            out.extend(text.bytes());
+        }
+        out
+    }
+
     /// `body` fed as it arrives in frames cut at `cuts`, declaring `declared` bytes; checks
     /// that no more than the declared length was reserved.
     fn fed(body: &[u8], json_length: usize, declared: usize, cuts: &[usize]) -> Arriving {
@@ -315,9 +348,13 @@ mod tests {
             let cut = cut.clamp(at, body.len());
             sink.take(&body[at..cut], &mut reservation).unwrap();
             at = cut;
+            assert!(
+                held(&sink) <= reservation.bytes(),
+                "held past the reservation"
+            );
         }
         assert!(
-            reservation.bytes() <= declared.max(json_length),
+            reservation.bytes() <= declared,
             "{} reserved for a body of {declared}",
             reservation.bytes()
         );
@@ -385,9 +422,9 @@ mod tests {
             let mut binary = binary;
             if fitted {
                 // Inputs of the model, each once, sizes that fit their shapes, and the
-                // binary data they add up to.
+                // binary data they add up to (strings well-formed).
                 inputs.truncate(3);
-                let mut total = 0;
+                let mut data = Vec::new();
                 for (input, name) in inputs.iter_mut().zip(["a", "b", "c"]) {
                     input["name"] = json!(name);
                     if input["parameters"].is_object() {
@@ -397,16 +434,18 @@ mod tests {
                             .iter()
                             .map(|n| n.as_u64().unwrap() as usize)
                             .product();
-                        let size = match input["datatype"].as_str().unwrap() {
-                            "FP16" | "BF16" => 2,
-                            "FP32" => 4,
-                            _ => 8,
-                        } * count;
-                        input["parameters"]["binary_data_size"] = json!(size);
-                        total += size;
+                        let own = match input["datatype"].as_str().unwrap() {
+                            "FP16" | "BF16" => vec![7; 2 * count],
+                            "FP32" => vec![7; 4 * count],
+                            "BYTES" => strings(count),
+                            _ => vec![7; 8 * count],
+                        };
+                        input["parameters"]["binary_data_size"] = json!(own.len());
+                        data.extend(own);
                     }
                 }
-                binary.resize(total.saturating_sub(short), 7);
+                data.truncate(data.len().saturating_sub(short));
+                binary = data;
             }
             let mut body = json!({"inputs": inputs, "id": "x",
                                   "outputs": [{"name": "scores"}]})
@@ -453,6 +492,31 @@ mod tests {
             for want in [format!("{a:?}"), format!("{want_b:?}"), format!("{c:?}")] {
                 assert!(got.contains(&want), "frames of {frame}: {got}");
             }
+        }
+    }
+
+    #[test]
+    fn a_json_length_past_a_short_body_reserves_no_more_than_the_body() {
+        let admission = Admission::new(1, 0, 1000);
+        let mut reservation = admission.reservation();
+        reservation.set(10).unwrap();
+        let head = BodyHead {
+            coding: None,
+            declared: Some(10),
+        };
+        let mut sink = Arriving::for_body(head, Some(MAX_JSON), NAMES).unwrap();
+        assert_eq!(sink.take(b"{\"inputs\":", &mut reservation), Ok(()));
+        assert_eq!(reservation.bytes(), 10);
+        let got = format!("{:?}", sink.finish());
+        assert_eq!(got, whole(b"{\"inputs\":", MAX_JSON));
+    }
+
+    #[test]
+    fn a_body_longer_or_shorter_than_declared_is_refused() {
+        let body = br#"{"inputs": []}"#;
+        for declared in [body.len() - 1, body.len() + 1] {
+            let got = format!("{:?}", fed(body, body.len(), declared, &[]).finish());
+            assert!(got.contains("Content-Length declared"), "{got}");
         }
     }
 
