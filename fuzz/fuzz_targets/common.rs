@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, header};
 use http_body_util::BodyExt;
 use simserve::Config;
@@ -70,14 +70,28 @@ pub fn post(path: &str, body: Vec<u8>) {
 /// a JSON answer, or a JSON answer followed by exactly the binary data its outputs' sizes
 /// add up to.
 #[allow(dead_code)]
-pub fn post_v2(path: &str, json_length: Option<usize>, body: Vec<u8>) {
+pub fn post_v2(path: &str, json_length: Option<usize>, body: Vec<u8>, frame: Option<usize>) {
     RUNTIME.block_on(async {
         let mut request =
             Request::post(path).header(header::CONTENT_TYPE, "application/octet-stream");
         if let Some(length) = json_length {
             request = request.header("inference-header-content-length", length);
         }
-        let request = request.body(Body::from(body)).expect("a request");
+        // With a frame size, the body declares its length and arrives in frames of that
+        // size, as from a socket (decoded as it arrives); without one it comes whole and
+        // undeclared (read into one buffer).
+        let body = match frame {
+            None => Body::from(body),
+            Some(frame) => {
+                request = request.header(header::CONTENT_LENGTH, body.len());
+                let frames: Vec<Result<Bytes, std::io::Error>> = body
+                    .chunks(frame.max(1))
+                    .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+                    .collect();
+                Body::from_stream(futures_util::stream::iter(frames))
+            }
+        };
+        let request = request.body(body).expect("a request");
         let response = ROUTER.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();

@@ -3,7 +3,8 @@
 //! `Inference-Header-Content-Length`, the rest as the body); half are well-formed headers
 //! whose inputs, datatypes, shapes, binary sizes, parameters and outputs are fuzzed, with
 //! the rest as the binary data, so the fuzzer spends its time in the framing, the typed
-//! decoders and the models. The oracle: no panic, no 5xx, and an answer whose binary data
+//! decoders and the models. Bodies come whole, or declared and in frames of a fuzzed size
+//! (decoded as they arrive). The oracle: no panic, no 5xx, and an answer whose binary data
 //! is what its JSON says.
 
 #![no_main]
@@ -28,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
         let length = (head & 0x40 != 0).then_some(length);
-        common::post_v2(&path, length, body.to_vec());
+        let frame = (head & 0x20 != 0).then_some(usize::from(head & 0x1f) + 1);
+        common::post_v2(&path, length, body.to_vec(), frame);
         return;
     }
     let names: [&str; 4] = match model {
@@ -91,5 +93,6 @@ fuzz_target!(|data: &[u8]| {
     let mut body = request.to_string().into_bytes();
     let length = body.len();
     body.extend_from_slice(payload);
-    common::post_v2(&path, Some(length), body);
+    let frame = (byte(9) != 0).then_some(usize::from(byte(9)));
+    common::post_v2(&path, Some(length), body, frame);
 });
