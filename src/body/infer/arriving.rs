@@ -295,15 +295,8 @@ mod tests {
 
     use super::*;
     use crate::admission::Admission;
-    use crate::body::infer::{Spec, decode};
-
-    const fn spec(name: &'static str) -> Spec {
-        Spec {
-            name,
-            datatype: "FP32",
-            shape: &[-1],
-        }
-    }
+    use crate::body::infer::decode;
+    use crate::body::infer::tests::spec;
 
     const NAMES: Signature = Signature {
         inputs: &[spec("a"), spec("b"), spec("c")],

@@ -592,7 +592,8 @@ fn binary_data(at: usize, parameters: &Value) -> Result<Option<bool>, ApiError> 
 mod tests {
     use super::*;
 
-    const fn spec(name: &'static str) -> Spec {
+    /// An FP32 input or output of any length named `name`.
+    pub(super) const fn spec(name: &'static str) -> Spec {
         Spec {
             name,
             datatype: "FP32",
