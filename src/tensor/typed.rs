@@ -5,7 +5,9 @@
 //!
 //! Bytes become values through `from_le_bytes` on each element, straight into the tensor's
 //! one buffer, so alignment never matters and nothing else is copied. Float values are
-//! checked for finiteness where they become a [`super::Tensor`] ([`super::Tensor::from_parts`]).
+//! checked for finiteness where they become a [`super::Tensor`] ([`super::Tensor::from_parts`]),
+//! or, for binary inputs decoded as the body arrives, frame by frame
+//! ([`super::Tensor::from_finite_parts`] then takes them).
 
 use std::fmt;
 

@@ -177,7 +177,9 @@ async fn serve<M: Model>(
     let limit = state.limits.max_body_bytes;
     let (parts, incoming) = request.into_parts();
     let (head, json_length) = body_infer::check_headers(&parts.headers, limit)?;
-    // Decoding and building the operation's request both walk every value: off the runtime.
+    // A body decoded as it arrives is copied into its values on the runtime, as reading it
+    // whole would copy it; the rest of decoding and building the operation's request walk
+    // every value: off the runtime.
     let (prepared, admitted) = match Arriving::for_body(head, json_length, M::SIGNATURE) {
         Some(arriving) => {
             let received = receive(&parts, incoming, head, state, arriving).await?;
