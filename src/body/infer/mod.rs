@@ -18,7 +18,7 @@
 use axum::http::{HeaderMap, header};
 mod arriving;
 
-pub use arriving::Arriving;
+pub use arriving::{Arriving, MAX_JSON};
 
 use std::borrow::Cow;
 
