@@ -162,7 +162,7 @@ pub fn dense<D: Dimension>(
         DenseField::Matrix => b",\"matrix\":",
     });
     match encoding {
-        Encoding::Json => write_nested(&mut out, shape, data)?,
+        Encoding::Json => write_nested(&mut out, shape, data),
         Encoding::Base64 => {
             // What `Dense` writes, without escaping a string that never needs it.
             text.extend_from_slice(b"{\"dtype\":\"float32\",\"shape\":");
@@ -221,12 +221,13 @@ const PIECES_PER_THREAD: usize = 4;
 /// Appends `data` (row-major, of `shape`) to `out` as nested arrays: the text serde writes,
 /// formatted in pieces of whole rows on the compute threads when the tensor is large, and
 /// sent as those pieces.
-fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) -> Result<(), ApiError> {
+fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
     let rows = shape.first().copied().unwrap_or(0);
     let threads = rayon::current_num_threads();
     let stride = data.len().checked_div(rows).unwrap_or(0);
     if data.len() < PARALLEL_NUMBERS || threads < 2 || rows < 2 || stride == 0 {
-        return write(&mut out.text, &Nested { shape, data });
+        append_nested(&mut out.text, shape, data);
+        return;
     }
     let per_piece = rows.div_ceil(threads * PIECES_PER_THREAD);
     let pieces: Vec<Vec<u8>> = data
@@ -235,16 +236,10 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) -> Result<(), 
             let mut piece_shape = shape.to_vec();
             piece_shape[0] = piece.len() / stride;
             let mut text = Vec::with_capacity(piece.len() * TEXT_BYTES_PER_NUMBER);
-            write(
-                &mut text,
-                &Nested {
-                    shape: &piece_shape,
-                    data: piece,
-                },
-            )?;
-            Ok(text)
+            append_nested(&mut text, &piece_shape, piece);
+            text
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect();
     // Each piece is `[row,…]`: the first one's `[` opens the tensor and the last one's `]`
     // closes it; between pieces, a `[` becomes the comma and a `]` goes.
     let last = pieces.len().saturating_sub(1);
@@ -259,7 +254,44 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) -> Result<(), 
         }
         out.piece(piece);
     }
-    Ok(())
+}
+
+/// Appends `data` (row-major, of `shape`) to `out` as nested arrays: the text serde writes
+/// for [`Nested`] (each float its shortest form, `null` when not finite), without a call
+/// through serde's writer for every number and comma.
+fn append_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
+    append_nested_with(&mut zmij::Buffer::new(), out, shape, data);
+}
+
+/// [`append_nested`] with the buffer each number is formatted in.
+fn append_nested_with(number: &mut zmij::Buffer, out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
+    out.push(b'[');
+    match shape {
+        [] | [_] => {
+            for (i, value) in data.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if value.is_finite() {
+                    out.extend_from_slice(number.format_finite(*value).as_bytes());
+                } else {
+                    out.extend_from_slice(b"null");
+                }
+            }
+        }
+        [outer, inner @ ..] => {
+            // Rows may be empty (`[n, 0]`), so walk the outer axis rather than the data.
+            let stride = inner.iter().product::<usize>();
+            for i in 0..*outer {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let row = data.get(i * stride..(i + 1) * stride).unwrap_or_default();
+                append_nested_with(number, out, inner, row);
+            }
+        }
+    }
+    out.push(b']');
 }
 
 /// Floats encoded at a time by [`append_base64`]: whole groups of three bytes, so that the
@@ -513,6 +545,50 @@ mod tests {
     }
 
     #[test]
+    fn nested_arrays_written_by_hand_are_the_text_serde_writes() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -0.1,
+            1e-45,
+            1.17e-38,
+            3.4028235e38,
+            -123_456.79,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.33333334,
+        ];
+        for shape in [
+            vec![],
+            vec![0],
+            vec![5],
+            vec![0, 3],
+            vec![2, 0],
+            vec![1, 2, 0],
+            vec![3, 4],
+            vec![2, 3, 2],
+            vec![1, 1, 1, 12],
+        ] {
+            let len: usize = shape.iter().product();
+            let data: Vec<f32> = values.iter().copied().cycle().take(len).collect();
+            let mut by_hand = b"x".to_vec();
+            append_nested(&mut by_hand, &shape, &data);
+            let by_serde = serde_json::to_vec(&Nested {
+                shape: &shape,
+                data: &data,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&by_hand[1..]),
+                String::from_utf8_lossy(&by_serde),
+                "{shape:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_large_tensor_formatted_in_pieces_is_the_text_serde_writes() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
@@ -527,8 +603,7 @@ mod tests {
             let len: usize = shape.iter().product();
             let data: Vec<f32> = (0..len).map(|i| (i as f32).sin() * 1e-3).collect();
             let mut out = Written::default();
-            pool.install(|| write_nested(&mut out, &shape, &data))
-                .unwrap();
+            pool.install(|| write_nested(&mut out, &shape, &data));
             let pieces = out.pieces();
             assert!(pieces.len() >= 2, "{shape:?} is written in pieces");
             let pieces = pieces.concat();
