@@ -71,6 +71,7 @@ PATTERNS = [
                   r"^(pac|arena|extent|tcache|large|sec|hpa)_"),
     ("copies", r"memcpy|memmove|memset|_copy_to_iter|_copy_from_iter|copy_user"),
     ("read body", r"simserve::api::admitted_body::receive|simserve::body::(read|discard)\b|"
+                  r"simserve::body::.* as simserve::body::Sink>::take|"
                   r"simserve::coding::inflate|miniz_oxide::inflate|flate2::.*(Decoder|decompress)|"
                   r"ZSTD_decompress|hyper::proto::h1::conn::Conn<.*>::poll_read_body|"
                   r"hyper::proto::h1::io::.*(poll_read|read_mem)|hyper::proto::h1::decode::|"

@@ -51,6 +51,16 @@ pub struct Config {
     )]
     pub memory_budget_bytes: usize,
 
+    /// Bytes of large request-body buffers (1 MiB or more) kept for up to 2 s after their
+    /// request, for the next large body to reuse rather than fault in fresh pages; outside
+    /// the memory budget. 0 keeps none.
+    #[arg(
+        long,
+        env = "SIMSERVE_KEPT_BODY_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub kept_body_bytes: usize,
+
     /// Longest wait for a request's headers, and for the next request on an idle connection;
     /// slower connections are closed.
     #[arg(long, env = "SIMSERVE_HEADER_TIMEOUT", value_parser = positive_duration, default_value = "10s")]

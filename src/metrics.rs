@@ -77,6 +77,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     computing: Gauge,
     reserved: Gauge,
+    kept_bodies: Gauge,
 }
 
 impl Metrics {
@@ -171,6 +172,14 @@ impl Metrics {
             Unit::Bytes,
             reserved.clone(),
         );
+        let kept_bodies = Gauge::default();
+        registry.register_with_unit(
+            "kept_body_buffers",
+            "Bytes of large body buffers kept for the next large body (--kept-body-bytes); \
+             outside the memory budget",
+            Unit::Bytes,
+            kept_bodies.clone(),
+        );
         registry.register(
             "matrix_products",
             "The library that multiplies vectors of 128 dimensions or more: openblas or faer \
@@ -194,7 +203,14 @@ impl Metrics {
             queue_depth,
             computing,
             reserved,
+            kept_bodies,
         }
+    }
+
+    /// Sets the bytes of body buffers kept for reuse ([`crate::body::kept`]).
+    pub fn kept_body_bytes(&self, bytes: usize) {
+        self.kept_bodies
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts a finished request.
@@ -357,6 +373,7 @@ mod tests {
             "simserve_queue_depth 0",
             "simserve_compute_permits_in_use 0",
             "simserve_memory_reserved_bytes 0",
+            "simserve_kept_body_buffers_bytes 0",
             "simserve_matrix_products_info{library=\"openblas\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

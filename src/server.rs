@@ -13,7 +13,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::app;
+use crate::body::KeptBuffers;
 use crate::config::Config;
 use crate::state::AppState;
 
@@ -79,6 +81,7 @@ impl Application {
         let state = self.state.clone();
         // Listening from the start: a SIGHUP's default action would end the process.
         let hangups = hangups();
+        tokio::spawn(trim_kept_bodies(Arc::downgrade(&self.state.kept_bodies)));
         tokio::spawn(async move {
             let loading = state.clone();
             match tokio::task::spawn_blocking(move || loading.tables.load()).await {
@@ -215,6 +218,23 @@ fn hangups() -> Hangups {
     }
     #[cfg(not(unix))]
     None
+}
+
+/// Every second, frees the kept body buffers that went unused for
+/// [`crate::body::kept::KEPT_FOR`] (off the runtime: unmapping takes a while), until the
+/// server's state is gone.
+async fn trim_kept_bodies(kept: Weak<KeptBuffers>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(kept) = kept.upgrade() else {
+            return;
+        };
+        if kept.kept_bytes() > 0 {
+            let _ = tokio::task::spawn_blocking(move || kept.trim(Instant::now())).await;
+        }
+    }
 }
 
 /// Reloads the tables on every SIGHUP (signals that arrive during a reload are merged into

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::admission::Admission;
-use crate::body::DiscardPace;
+use crate::body::{DiscardPace, KeptBuffers};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::tables::{Reloaded, Tables};
@@ -37,6 +37,8 @@ pub struct AppState {
     pub discard_pace: Arc<DiscardPace>,
     /// The server-side tables (`--tables`).
     pub tables: Arc<Tables>,
+    /// Large body buffers kept for the next large body (`--kept-body-bytes`).
+    pub kept_bodies: Arc<KeptBuffers>,
     /// Cleared when shutdown starts; `/readyz` reports it.
     ready: Arc<AtomicBool>,
 }
@@ -47,6 +49,7 @@ impl AppState {
         let permits = usize::try_from(config.compute_permits).unwrap_or(1);
         let admission = Admission::new(permits, config.max_queue, config.memory_budget_bytes);
         let tables = Arc::new(Tables::new(config.tables.clone()));
+        let metrics = Arc::new(Metrics::new(Arc::clone(&admission), Arc::clone(&tables)));
         AppState {
             limits: Arc::new(Limits {
                 request_timeout: config.request_timeout,
@@ -54,7 +57,11 @@ impl AppState {
                 max_body_bytes: config.max_body_bytes,
                 max_output_elements: config.max_output_elements,
             }),
-            metrics: Arc::new(Metrics::new(Arc::clone(&admission), Arc::clone(&tables))),
+            kept_bodies: Arc::new(KeptBuffers::new(
+                config.kept_body_bytes,
+                Arc::clone(&metrics),
+            )),
+            metrics,
             admission,
             tables,
             discard_pace: Arc::default(),

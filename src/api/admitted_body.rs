@@ -37,7 +37,14 @@ where
             body,
             admitted,
             inflated,
-        } = receive(&parts, incoming, head, state, Buffer::new(head, limit)).await?;
+        } = receive(
+            &parts,
+            incoming,
+            head,
+            state,
+            Buffer::new(head, limit, &state.kept_bodies),
+        )
+        .await?;
         let bytes = body.into_bytes();
         // The admission goes with the work, so that a request dropped while it parses keeps
         // its permit and reservation until the parse actually ends.

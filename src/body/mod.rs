@@ -11,7 +11,10 @@
 
 pub mod fields;
 pub mod infer;
+pub mod kept;
 mod read_ahead;
+
+pub use kept::KeptBuffers;
 
 pub use read_ahead::TensorFields;
 
@@ -115,29 +118,33 @@ pub trait Sink {
 ///
 /// A declared `Content-Length` (at most the limit, checked before, and reserved when the
 /// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
-/// copied once and never regrown. Without one, the buffer grows as `Vec` does and the
-/// reservation is charged its capacity as the bytes arrive.
+/// copied once and never regrown; a large one gets a buffer [`KeptBuffers`] kept from an
+/// earlier body when one fits, its pages already in memory. Without one, the buffer grows as
+/// `Vec` does and the reservation is charged its capacity as the bytes arrive.
 #[derive(Debug)]
 pub struct Buffer {
     bytes: Vec<u8>,
     declared: Option<usize>,
     limit: usize,
+    kept: Arc<KeptBuffers>,
 }
 
 impl Buffer {
-    /// An empty buffer for a body of `head` and at most `limit` bytes; it allocates nothing
-    /// until bytes arrive.
-    pub fn new(head: BodyHead, limit: usize) -> Self {
+    /// An empty buffer for a body of `head` and at most `limit` bytes, taking large buffers
+    /// from `kept` and giving them back when done with; it allocates nothing until bytes
+    /// arrive.
+    pub fn new(head: BodyHead, limit: usize, kept: &Arc<KeptBuffers>) -> Self {
         Buffer {
             bytes: Vec::new(),
             declared: head.declared,
             limit,
+            kept: Arc::clone(kept),
         }
     }
 
-    /// The body.
+    /// The body; its buffer goes back to [`KeptBuffers`] when the last of the bytes drops.
     pub fn into_bytes(self) -> Bytes {
-        Bytes::from(self.bytes)
+        self.kept.wrap(self.bytes)
     }
 }
 
@@ -147,6 +154,14 @@ impl Sink for Buffer {
         if buffer.capacity() == 0
             && let Some(length) = self.declared.filter(|&n| n <= reservation.bytes())
         {
+            // A kept buffer up to an eighth larger than the body (bodies of one kind differ a
+            // little in length) is taken when the reservation covers it or can grow to.
+            let kept = self.kept.take(length, length.saturating_add(length / 8));
+            if kept.capacity() <= reservation.bytes() || reservation.set(kept.capacity()).is_ok() {
+                *buffer = kept;
+            } else {
+                self.kept.keep(kept);
+            }
             // Best effort: if the address space is short, the buffer grows as bytes arrive.
             let _ = buffer.try_reserve_exact(length);
         }
@@ -343,7 +358,14 @@ mod tests {
             coding: None,
             declared: Some(1000),
         };
-        let mut buffer = Buffer::new(head, 1 << 20);
+        let kept = Arc::new(KeptBuffers::new(
+            0,
+            Arc::new(crate::metrics::Metrics::new(
+                Arc::clone(&admission),
+                Arc::new(crate::tables::Tables::new(None)),
+            )),
+        ));
+        let mut buffer = Buffer::new(head, 1 << 20, &kept);
         assert_eq!(buffer.bytes.capacity(), 0, "nothing before the bytes");
         reservation.set(1000).unwrap();
         buffer.take(b"{}", &mut reservation).unwrap();
@@ -352,6 +374,38 @@ mod tests {
         buffer.take(&[b' '; 1500], &mut reservation).unwrap();
         assert!(buffer.bytes.capacity() <= reservation.bytes());
         assert_eq!(buffer.into_bytes().len(), 1502);
+    }
+
+    #[test]
+    fn a_kept_buffer_a_little_larger_is_taken_only_when_the_reservation_can_cover_it() {
+        const BODY: usize = 4 << 20;
+        const KEPT: usize = BODY + BODY / 10;
+        for (budget, taken) in [(8 << 20, true), (BODY, false)] {
+            let admission = crate::admission::Admission::new(1, 0, budget);
+            let metrics = Arc::new(crate::metrics::Metrics::new(
+                Arc::clone(&admission),
+                Arc::new(crate::tables::Tables::new(None)),
+            ));
+            let kept = Arc::new(KeptBuffers::new(64 << 20, metrics));
+            drop(kept.wrap(vec![0; KEPT]));
+            let mut reservation = admission.reservation();
+            reservation.set(BODY).unwrap();
+            let head = BodyHead {
+                coding: None,
+                declared: Some(BODY),
+            };
+            let mut buffer = Buffer::new(head, 8 << 20, &kept);
+            buffer.take(b"{", &mut reservation).unwrap();
+            if taken {
+                assert_eq!(buffer.bytes.capacity(), KEPT);
+                assert_eq!(reservation.bytes(), KEPT, "charged for the whole buffer");
+                assert_eq!(kept.kept_bytes(), 0);
+            } else {
+                assert_eq!(buffer.bytes.capacity(), BODY, "a buffer of its own");
+                assert_eq!(reservation.bytes(), BODY);
+                assert_eq!(kept.kept_bytes(), KEPT, "the kept buffer stays kept");
+            }
+        }
     }
 
     #[test]

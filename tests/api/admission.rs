@@ -168,3 +168,45 @@ async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
     .await;
     assert_eq!(received, 0.0);
 }
+
+#[tokio::test]
+async fn a_large_body_buffer_is_kept_for_the_next_large_body_and_freed_when_unused() {
+    const KEPT: &str = "simserve_kept_body_buffers_bytes";
+    let (addr, _stop, _server) = start(|_| {}).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/similarity/matrix");
+    // Two bodies of more than 1 MiB, the second shorter and with other values, so that
+    // anything left of the first in the kept buffer would show in the second's answer.
+    let body = |rows: usize, shift: usize| {
+        let row = |i: usize| {
+            (0..300)
+                .map(|j| ((i * 300 + j + shift) * 37 % 1000) as f32 / 1000.0 - 0.5)
+                .collect::<Vec<f32>>()
+        };
+        let a: Vec<Vec<f32>> = (0..rows).map(row).collect();
+        serde_json::json!({"a": a, "b": [row(rows), row(rows + 1)]}).to_string()
+    };
+    let (first, second) = (body(600, 0), body(590, 11));
+    assert!(second.len() > 1 << 20 && second.len() < first.len());
+    let mut kept_after = Vec::new();
+    for body in [&first, &second] {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let got: Value = response.json().await.unwrap();
+        let reference = crate::helpers::app_with(|c| c.kept_body_bytes = 0)
+            .post("/similarity/matrix", &serde_json::from_str(body).unwrap())
+            .await;
+        assert_eq!(&got, reference.ok());
+        kept_after.push(gauge(addr, KEPT).await);
+    }
+    // The first body's buffer was kept, and the second reused it rather than adding its own.
+    assert_eq!(kept_after, [first.len() as f64; 2]);
+    // Unused for a while, it is freed.
+    until_gauge(addr, KEPT, |bytes| bytes == 0.0).await;
+}

@@ -194,7 +194,7 @@ async fn serve<M: Model>(
             .await?
         }
         None => {
-            let buffer = Buffer::new(head, limit);
+            let buffer = Buffer::new(head, limit, &state.kept_bodies);
             let received = receive(&parts, incoming, head, state, buffer).await?;
             let Received {
                 body,
