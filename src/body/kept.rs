@@ -188,6 +188,19 @@ mod tests {
         bytes.as_ptr()
     }
 
+    /// Bodies of `lens` bytes, all in use at once, then dropped in that order.
+    fn in_use_then_dropped(bodies: &Arc<KeptBuffers>, lens: &[usize]) {
+        let held: Vec<Bytes> = lens
+            .iter()
+            .map(|&len| {
+                let mut buffer = bodies.take(len, len);
+                buffer.resize(len, 0);
+                bodies.wrap(buffer)
+            })
+            .collect();
+        drop(held);
+    }
+
     #[test]
     fn a_large_buffer_is_handed_to_the_next_body_it_fits() {
         let bodies = kept(64 << 20);
@@ -215,13 +228,7 @@ mod tests {
     #[test]
     fn the_smallest_buffer_that_fits_is_taken() {
         let bodies = kept(64 << 20);
-        let mut held = Vec::new();
-        for len in [8 << 20, 2 << 20, 4 << 20] {
-            let mut buffer = bodies.take(len, len);
-            buffer.resize(len, 0);
-            held.push(bodies.wrap(buffer));
-        }
-        drop(held);
+        in_use_then_dropped(&bodies, &[8 << 20, 2 << 20, 4 << 20]);
         assert_eq!(bodies.take(3 << 20, 16 << 20).capacity(), 4 << 20);
         assert_eq!(bodies.take(1 << 20, 16 << 20).capacity(), 2 << 20);
     }
@@ -239,13 +246,7 @@ mod tests {
     #[test]
     fn the_bound_frees_the_oldest_buffers_first() {
         let bodies = kept(10 << 20);
-        let mut held = Vec::new();
-        for len in [4 << 20, 5 << 20, 3 << 20] {
-            let mut buffer = bodies.take(len, len);
-            buffer.resize(len, 0);
-            held.push(bodies.wrap(buffer));
-        }
-        drop(held);
+        in_use_then_dropped(&bodies, &[4 << 20, 5 << 20, 3 << 20]);
         // 4 + 5 fit; 3 more pushes out the oldest (4).
         assert_eq!(bodies.kept_bytes(), 8 << 20);
         assert_eq!(bodies.take(4 << 20, 4 << 20).capacity(), 0);
