@@ -233,3 +233,34 @@ async fn the_healthcheck_subcommand_exits_zero_only_while_the_server_answers() {
     let down = tokio::task::spawn_blocking(check).await.unwrap();
     assert_eq!(down.code(), Some(1));
 }
+
+#[test]
+fn a_blas_library_path_that_does_not_open_stops_start_up_with_the_reason() {
+    let missing = std::env::temp_dir().join("simserve-no-such-dir/libopenblas.so.0");
+    let output = Command::new(env!("CARGO_BIN_EXE_simserve"))
+        .args(["--addr", "127.0.0.1:0", "--log-format", "json", "--blas"])
+        .arg(&missing)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let failure = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("an error is logged: {log}"));
+    assert_eq!(
+        failure["fields"]["message"],
+        "cannot use the BLAS library SIMSERVE_BLAS names"
+    );
+    let reason = failure["fields"]["err"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("simserve-no-such-dir"),
+        "the reason names the path: {failure}"
+    );
+    assert!(
+        !log.contains("simserve listening"),
+        "nothing is served: {log}"
+    );
+}
