@@ -51,9 +51,9 @@ pub struct Config {
     )]
     pub memory_budget_bytes: usize,
 
-    /// Bytes of large request-body buffers (1 MiB or more) kept after their request, until
-    /// unused for 2-3 s, for the next large body to reuse rather than fault in fresh pages;
-    /// outside the memory budget. 0 keeps none.
+    /// Bytes of large request-body buffers (1 MiB or more, at most an eighth larger than their
+    /// body) kept after their request, until unused for 2-3 s, for the next large body to
+    /// reuse rather than fault in fresh pages; outside the memory budget. 0 keeps none.
     #[arg(
         long,
         env = "SIMSERVE_KEPT_BODY_BYTES",

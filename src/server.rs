@@ -9,11 +9,15 @@
 //! Tables (`--tables`) are loaded off the runtime once the listener is up: `/healthz`
 //! answers meanwhile, `/readyz` says 503 until they are in, and a table that fails to load
 //! stops the server with an error naming the file. SIGHUP reads the directory again.
+//!
+//! The tasks beside the accept loop (loading the tables then reloading them on SIGHUP, and
+//! freeing unused kept body buffers) end when [`Application::run_until`] returns, so the
+//! server's state goes with its last request.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::app;
@@ -81,8 +86,10 @@ impl Application {
         let state = self.state.clone();
         // Listening from the start: a SIGHUP's default action would end the process.
         let hangups = hangups();
-        tokio::spawn(trim_kept_bodies(Arc::downgrade(&self.state.kept_bodies)));
-        tokio::spawn(async move {
+        let _trimming = AbortOnDrop(tokio::spawn(trim_kept_bodies(Arc::clone(
+            &self.state.kept_bodies,
+        ))));
+        let _loading = AbortOnDrop(tokio::spawn(async move {
             let loading = state.clone();
             match tokio::task::spawn_blocking(move || loading.tables.load()).await {
                 Ok(Ok(count)) => {
@@ -99,7 +106,7 @@ impl Application {
                     let _ = failed_tx.send(format!("loading the tables failed: {err}"));
                 }
             }
-        });
+        }));
         let load_failed = async {
             match failed_rx.await {
                 Ok(reason) => reason,
@@ -220,18 +227,25 @@ fn hangups() -> Hangups {
     None
 }
 
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Every second, frees the kept body buffers that went unused for
-/// [`crate::body::kept::KEPT_FOR`] (off the runtime: unmapping takes a while), until the
-/// server's state is gone.
-async fn trim_kept_bodies(kept: Weak<KeptBuffers>) {
+/// [`crate::body::kept::KEPT_FOR`] (off the runtime: unmapping takes a while), until
+/// aborted.
+async fn trim_kept_bodies(kept: Arc<KeptBuffers>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let Some(kept) = kept.upgrade() else {
-            return;
-        };
         if kept.kept_bytes() > 0 {
+            let kept = Arc::clone(&kept);
             let _ = tokio::task::spawn_blocking(move || kept.trim(Instant::now())).await;
         }
     }

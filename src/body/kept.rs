@@ -9,9 +9,12 @@
 //!
 //! Use [`KeptBuffers::take`] for a buffer of a declared length, [`KeptBuffers::wrap`] to
 //! send the filled buffer on as [`Bytes`] that come back here when the last reference
-//! drops, and [`KeptBuffers::trim`] every second or so to let buffers unused for
-//! [`KEPT_FOR`] go. Kept buffers are outside the memory budget, like the tables: the
-//! README's "Memory" says so.
+//! drops, [`KeptBuffers::keep`] to give back a buffer whose body was never finished (its
+//! request refused or cancelled), and [`KeptBuffers::trim`] every second or so to let
+//! buffers unused for [`KEPT_FOR`] go. Only a buffer at most an eighth larger than its body
+//! ([`largest_for`]) is kept or handed out: a body grown by doubling, its length unknown, is
+//! usually roomier and would rarely fit the next. Kept buffers are outside the memory
+//! budget, like the tables: the README's "Memory" says so.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +28,12 @@ pub const MIN_KEPT: usize = 1 << 20;
 
 /// How long a kept buffer may go unused before it is freed.
 pub const KEPT_FOR: Duration = Duration::from_secs(2);
+
+/// The largest buffer worth keeping for a body of `len` bytes, or handing to one: an eighth
+/// larger (bodies of one kind differ a little in length).
+pub fn largest_for(len: usize) -> usize {
+    len.saturating_add(len / 8)
+}
 
 /// Body buffers kept for reuse, at most `max_bytes` of them together.
 #[derive(Debug)]
@@ -61,9 +70,15 @@ impl KeptBuffers {
     }
 
     /// An empty buffer for a body of `len` bytes: the smallest kept one that holds `len`
-    /// and no more than `at_most` bytes, or a new empty `Vec` when none does or `len` is
-    /// below [`MIN_KEPT`]. Its capacity is the caller's to reserve.
-    pub fn take(&self, len: usize, at_most: usize) -> Vec<u8> {
+    /// and no more than `at_most` bytes, if `charge` takes its capacity, or a new empty
+    /// `Vec` when none does or `len` is below [`MIN_KEPT`].
+    ///
+    /// `charge` is given the capacity of the buffer chosen and says whether the caller holds
+    /// it now (in its memory reservation); when not, the buffer stays kept, its time and
+    /// place unchanged. It is called under the lock every take and keep wait on: it must be
+    /// quick (an atomic update, as growing a reservation is). A new `Vec`'s capacity is the
+    /// caller's to reserve.
+    pub fn take(&self, len: usize, at_most: usize, charge: impl FnOnce(usize) -> bool) -> Vec<u8> {
         if len < MIN_KEPT {
             return Vec::new();
         }
@@ -74,8 +89,9 @@ impl KeptBuffers {
             .enumerate()
             .filter(|(_, (buffer, _))| (len..=at_most).contains(&buffer.capacity()))
             .min_by_key(|(_, (buffer, _))| buffer.capacity())
-            .map(|(index, _)| index);
-        let Some(index) = best else {
+            .map(|(index, (buffer, _))| (index, buffer.capacity()));
+        // A larger one would not be charged either.
+        let Some((index, _)) = best.filter(|&(_, capacity)| charge(capacity)) else {
             return Vec::new();
         };
         let mut buffer = kept.remove(index);
@@ -85,9 +101,11 @@ impl KeptBuffers {
         buffer
     }
 
-    /// `buffer` as [`Bytes`]; when the last of them drops, the buffer comes back to be kept.
+    /// `buffer`, filled, as [`Bytes`]; when the last of them drops, the buffer comes back to
+    /// be kept, unless it is larger than [`largest_for`] its bytes.
     pub fn wrap(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
-        if buffer.capacity() < MIN_KEPT || self.max_bytes == 0 {
+        let capacity = buffer.capacity();
+        if capacity < MIN_KEPT || capacity > largest_for(buffer.len()) || self.max_bytes == 0 {
             return Bytes::from(buffer);
         }
         Bytes::from_owner(Returning {
@@ -97,7 +115,8 @@ impl KeptBuffers {
     }
 
     /// Keeps `buffer` for the next body, making room by freeing the oldest kept ones; a
-    /// buffer larger than the bound, or below [`MIN_KEPT`], is freed at once.
+    /// buffer larger than the bound, or below [`MIN_KEPT`], is freed at once. The caller
+    /// checks that the buffer is not much larger than its body ([`largest_for`]).
     pub fn keep(&self, buffer: Vec<u8>) {
         let size = buffer.capacity();
         if size < MIN_KEPT || size > self.max_bytes {
@@ -179,7 +198,7 @@ mod tests {
 
     /// A filled buffer of `len` bytes, sent on and dropped; gives where its bytes were.
     fn used(bodies: &Arc<KeptBuffers>, len: usize) -> *const u8 {
-        let mut buffer = bodies.take(len, len);
+        let mut buffer = bodies.take(len, len, |_| true);
         buffer.reserve_exact(len);
         buffer.resize(len, 7);
         let bytes = bodies.wrap(buffer);
@@ -193,7 +212,7 @@ mod tests {
         let held: Vec<Bytes> = lens
             .iter()
             .map(|&len| {
-                let mut buffer = bodies.take(len, len);
+                let mut buffer = bodies.take(len, len, |_| true);
                 buffer.resize(len, 0);
                 bodies.wrap(buffer)
             })
@@ -206,7 +225,7 @@ mod tests {
         let bodies = kept(64 << 20);
         let first = used(&bodies, 3 << 20);
         assert_eq!(bodies.kept_bytes(), 3 << 20);
-        let again = bodies.take(3 << 20, 3 << 20);
+        let again = bodies.take(3 << 20, 3 << 20, |_| true);
         assert_eq!(again.as_ptr(), first);
         assert!(again.is_empty() && again.capacity() == 3 << 20);
         assert_eq!(bodies.kept_bytes(), 0);
@@ -216,21 +235,25 @@ mod tests {
     fn a_kept_buffer_is_not_handed_out_past_the_bound_asked_or_smaller_than_the_body() {
         let bodies = kept(64 << 20);
         used(&bodies, 4 << 20);
-        assert_eq!(bodies.take(5 << 20, 8 << 20).capacity(), 0, "too small");
         assert_eq!(
-            bodies.take(2 << 20, 3 << 20).capacity(),
+            bodies.take(5 << 20, 8 << 20, |_| true).capacity(),
+            0,
+            "too small"
+        );
+        assert_eq!(
+            bodies.take(2 << 20, 3 << 20, |_| true).capacity(),
             0,
             "past the bound asked"
         );
-        assert_eq!(bodies.take(2 << 20, 4 << 20).capacity(), 4 << 20);
+        assert_eq!(bodies.take(2 << 20, 4 << 20, |_| true).capacity(), 4 << 20);
     }
 
     #[test]
     fn the_smallest_buffer_that_fits_is_taken() {
         let bodies = kept(64 << 20);
         in_use_then_dropped(&bodies, &[8 << 20, 2 << 20, 4 << 20]);
-        assert_eq!(bodies.take(3 << 20, 16 << 20).capacity(), 4 << 20);
-        assert_eq!(bodies.take(1 << 20, 16 << 20).capacity(), 2 << 20);
+        assert_eq!(bodies.take(3 << 20, 16 << 20, |_| true).capacity(), 4 << 20);
+        assert_eq!(bodies.take(1 << 20, 16 << 20, |_| true).capacity(), 2 << 20);
     }
 
     #[test]
@@ -249,7 +272,7 @@ mod tests {
         in_use_then_dropped(&bodies, &[4 << 20, 5 << 20, 3 << 20]);
         // 4 + 5 fit; 3 more pushes out the oldest (4).
         assert_eq!(bodies.kept_bytes(), 8 << 20);
-        assert_eq!(bodies.take(4 << 20, 4 << 20).capacity(), 0);
+        assert_eq!(bodies.take(4 << 20, 4 << 20, |_| true).capacity(), 0);
         used(&bodies, 11 << 20);
         assert_eq!(
             bodies.kept_bytes(),
@@ -271,7 +294,7 @@ mod tests {
     #[test]
     fn a_buffer_comes_back_only_when_its_last_reference_drops() {
         let bodies = kept(64 << 20);
-        let mut buffer = bodies.take(2 << 20, 2 << 20);
+        let mut buffer = bodies.take(2 << 20, 2 << 20, |_| true);
         buffer.resize(2 << 20, 1);
         let bytes = bodies.wrap(buffer);
         let part = bytes.slice(10..20);

@@ -119,8 +119,12 @@ pub trait Sink {
 /// A declared `Content-Length` (at most the limit, checked before, and reserved when the
 /// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
 /// copied once and never regrown; a large one gets a buffer [`KeptBuffers`] kept from an
-/// earlier body when one fits, its pages already in memory. Without one, the buffer grows as
-/// `Vec` does and the reservation is charged its capacity as the bytes arrive.
+/// earlier body when one fits, its pages already in memory, and gives it back when the
+/// buffer is dropped unfinished (its request refused or cancelled). Without one, the buffer
+/// grows as `Vec` does and the reservation is charged its capacity as the bytes arrive.
+///
+/// The reservation is the request's, not the buffer's: a buffer given back stays charged
+/// until the request's reservation drops with it.
 #[derive(Debug)]
 pub struct Buffer {
     bytes: Vec<u8>,
@@ -143,8 +147,21 @@ impl Buffer {
     }
 
     /// The body; its buffer goes back to [`KeptBuffers`] when the last of the bytes drops.
-    pub fn into_bytes(self) -> Bytes {
-        self.kept.wrap(self.bytes)
+    pub fn into_bytes(mut self) -> Bytes {
+        // What is left for `drop` is an empty `Vec`, which is not kept.
+        self.kept.wrap(std::mem::take(&mut self.bytes))
+    }
+}
+
+impl Drop for Buffer {
+    /// Gives an unfinished body's buffer back to [`KeptBuffers`] when it was sized for the
+    /// declared length (a chunked body's, sized by doubling, would rarely fit the next).
+    fn drop(&mut self) {
+        if let Some(length) = self.declared
+            && self.bytes.capacity() <= kept::largest_for(length)
+        {
+            self.kept.keep(std::mem::take(&mut self.bytes));
+        }
     }
 }
 
@@ -154,14 +171,13 @@ impl Sink for Buffer {
         if buffer.capacity() == 0
             && let Some(length) = self.declared.filter(|&n| n <= reservation.bytes())
         {
-            // A kept buffer up to an eighth larger than the body (bodies of one kind differ a
-            // little in length) is taken when the reservation covers it or can grow to.
-            let kept = self.kept.take(length, length.saturating_add(length / 8));
-            if kept.capacity() <= reservation.bytes() || reservation.set(kept.capacity()).is_ok() {
-                *buffer = kept;
-            } else {
-                self.kept.keep(kept);
-            }
+            // A kept buffer up to an eighth larger than the body is taken when the
+            // reservation covers it or can grow to.
+            *buffer = self
+                .kept
+                .take(length, kept::largest_for(length), |capacity| {
+                    capacity <= reservation.bytes() || reservation.set(capacity).is_ok()
+                });
             // Best effort: if the address space is short, the buffer grows as bytes arrive.
             let _ = buffer.try_reserve_exact(length);
         }
@@ -309,6 +325,8 @@ pub fn declared_length(headers: &HeaderMap) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -350,22 +368,32 @@ mod tests {
         const TENSORS: &'static [&'static str] = &[];
     }
 
+    /// A memory budget of `budget` bytes, and buffers kept up to `kept_bytes`.
+    fn budget_and_kept(
+        budget: usize,
+        kept_bytes: usize,
+    ) -> (Arc<crate::admission::Admission>, Arc<KeptBuffers>) {
+        let admission = crate::admission::Admission::new(1, 0, budget);
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            Arc::clone(&admission),
+            Arc::new(crate::tables::Tables::new(None)),
+        ));
+        (admission, Arc::new(KeptBuffers::new(kept_bytes, metrics)))
+    }
+
+    /// The head of an uncompressed body of `declared` bytes (`None`: chunked).
+    fn declaring(declared: Option<usize>) -> BodyHead {
+        BodyHead {
+            coding: None,
+            declared,
+        }
+    }
+
     #[test]
     fn a_buffer_allocates_only_what_is_reserved_and_only_once_bytes_arrive() {
-        let admission = crate::admission::Admission::new(1, 0, 1 << 20);
+        let (admission, kept) = budget_and_kept(1 << 20, 0);
         let mut reservation = admission.reservation();
-        let head = BodyHead {
-            coding: None,
-            declared: Some(1000),
-        };
-        let kept = Arc::new(KeptBuffers::new(
-            0,
-            Arc::new(crate::metrics::Metrics::new(
-                Arc::clone(&admission),
-                Arc::new(crate::tables::Tables::new(None)),
-            )),
-        ));
-        let mut buffer = Buffer::new(head, 1 << 20, &kept);
+        let mut buffer = Buffer::new(declaring(Some(1000)), 1 << 20, &kept);
         assert_eq!(buffer.bytes.capacity(), 0, "nothing before the bytes");
         reservation.set(1000).unwrap();
         buffer.take(b"{}", &mut reservation).unwrap();
@@ -381,20 +409,11 @@ mod tests {
         const BODY: usize = 4 << 20;
         const KEPT: usize = BODY + BODY / 10;
         for (budget, taken) in [(8 << 20, true), (BODY, false)] {
-            let admission = crate::admission::Admission::new(1, 0, budget);
-            let metrics = Arc::new(crate::metrics::Metrics::new(
-                Arc::clone(&admission),
-                Arc::new(crate::tables::Tables::new(None)),
-            ));
-            let kept = Arc::new(KeptBuffers::new(64 << 20, metrics));
+            let (admission, kept) = budget_and_kept(budget, 64 << 20);
             drop(kept.wrap(vec![0; KEPT]));
             let mut reservation = admission.reservation();
             reservation.set(BODY).unwrap();
-            let head = BodyHead {
-                coding: None,
-                declared: Some(BODY),
-            };
-            let mut buffer = Buffer::new(head, 8 << 20, &kept);
+            let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
             buffer.take(b"{", &mut reservation).unwrap();
             if taken {
                 assert_eq!(buffer.bytes.capacity(), KEPT);
@@ -406,6 +425,72 @@ mod tests {
                 assert_eq!(kept.kept_bytes(), KEPT, "the kept buffer stays kept");
             }
         }
+    }
+
+    #[test]
+    fn a_kept_buffer_the_reservation_cannot_cover_is_freed_when_it_would_have_been() {
+        const BODY: usize = 4 << 20;
+        const KEPT: usize = BODY + BODY / 10;
+        let (admission, kept) = budget_and_kept(BODY, 64 << 20);
+        drop(kept.wrap(vec![0; KEPT]));
+        let kept_at = Instant::now();
+        // Any new time given to the kept buffer from here on would be later than this.
+        std::thread::sleep(Duration::from_millis(5));
+        let mut reservation = admission.reservation();
+        reservation.set(BODY).unwrap();
+        let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
+        buffer.take(b"{", &mut reservation).unwrap();
+        assert_eq!(kept.kept_bytes(), KEPT);
+        kept.trim(kept_at + kept::KEPT_FOR);
+        assert_eq!(
+            kept.kept_bytes(),
+            0,
+            "not kept longer for having been looked at"
+        );
+    }
+
+    #[test]
+    fn a_chunked_body_s_buffer_is_kept_only_when_not_much_larger_than_the_body() {
+        const MIB: usize = 1 << 20;
+        // Grown by doubling: 1, 2, 4, 4 MiB for 1, 2, 3, 4 MiB of body.
+        for (chunks, kept_after) in [(3, 0), (4, 4 * MIB)] {
+            let (admission, kept) = budget_and_kept(1 << 30, 64 << 20);
+            let mut reservation = admission.reservation();
+            let mut buffer = Buffer::new(declaring(None), 64 << 20, &kept);
+            for _ in 0..chunks {
+                buffer.take(&[b' '; MIB], &mut reservation).unwrap();
+            }
+            assert_eq!(buffer.bytes.capacity(), 4 * MIB);
+            drop(buffer.into_bytes());
+            assert_eq!(kept.kept_bytes(), kept_after, "{chunks} MiB of body");
+        }
+    }
+
+    #[test]
+    fn a_buffer_dropped_before_its_body_is_whole_goes_back_to_be_kept_once() {
+        const BODY: usize = 4 << 20;
+        let (admission, kept) = budget_and_kept(1 << 30, 64 << 20);
+        let mut reservation = admission.reservation();
+        reservation.set(BODY).unwrap();
+        let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
+        buffer.take(b"{", &mut reservation).unwrap();
+        let first = buffer.bytes.as_ptr();
+        drop(buffer);
+        assert_eq!(kept.kept_bytes(), BODY, "a cancelled body's buffer is kept");
+        // The next body of that length takes it, and gives it back once, through its bytes.
+        let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
+        buffer.take(&[b' '; BODY], &mut reservation).unwrap();
+        assert_eq!(buffer.bytes.as_ptr(), first);
+        assert_eq!(kept.kept_bytes(), 0);
+        let bytes = buffer.into_bytes();
+        assert_eq!(kept.kept_bytes(), 0, "not while its bytes are in use");
+        drop(bytes);
+        assert_eq!(kept.kept_bytes(), BODY);
+        // A chunked body's unfinished buffer is not kept: its body's length is unknown.
+        let mut buffer = Buffer::new(declaring(None), 8 << 20, &kept);
+        buffer.take(&[b' '; BODY], &mut reservation).unwrap();
+        drop(buffer);
+        assert_eq!(kept.kept_bytes(), BODY);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{SMALL_PAIRWISE_BODY, spawn_binary};
-use crate::live::{start, until_gauge};
+use crate::live::{start, start_with_state, until_gauge};
 
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
@@ -178,6 +178,23 @@ async fn the_drain_stops_waiting_at_the_shutdown_timeout() {
         .expect("the server gives up on the stuck request")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_server_s_background_tasks_end_and_let_its_state_go() {
+    let (_addr, stop, server, state) = start_with_state(|_| {}).await;
+    let kept_bodies = std::sync::Arc::downgrade(&state.kept_bodies);
+    drop(state);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    // Aborted tasks are dropped when the runtime next comes to them.
+    let released = tokio::time::timeout(Duration::from_secs(5), async {
+        while kept_bodies.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(released.is_ok(), "a background task still holds the state");
 }
 
 #[tokio::test]
