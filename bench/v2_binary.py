@@ -5,8 +5,10 @@ the 1000 x 1000 float32 matrix out.
 Starts the release build (`cargo build --release` first) with its defaults, checks that both
 routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2, 15 s,
 `--rounds` times each) and prints requests/s per run, their medians, each server's CPU time
-per request, the cores it kept busy (requests/s x CPU per request, median over runs), the cores wrk itself took on
-the same machine, its peak RSS during each run (worker processes included) and the ratios. With
+per request, the cores it kept busy (requests/s x CPU per request), the cores wrk itself took
+on the same machine, the cores the machine left idle (/proc/stat), each server's peak RSS
+during each run (worker processes included; all but requests/s are medians over the runs)
+and the ratios. With
 `--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
 bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
@@ -111,25 +113,35 @@ def peer():
         env=env)
 
 
+def idle_and_total():
+    """The machine's idle and total CPU time so far, in clock ticks (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 def rate(server, path, body_file, content_type, header_length, seconds, lua, port=PORT):
     """Requests/s of `server` (a process) under wrk, its CPU ms per request, its peak RSS
-    in MB during the run, and the cores wrk itself took (on the same machine, so what wrk
-    takes the server cannot have)."""
+    in MB during the run, the cores wrk itself took (on the same machine, so what wrk
+    takes the server cannot have) and the cores the machine left idle."""
     env = {**os.environ, "BODY_FILE": body_file, "CONTENT_TYPE": content_type,
            "HEADER_LENGTH": header_length}
     reset_peak(server.pid)
     cpu = cpu_seconds(server.pid)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle_before, total_before = idle_and_total()
     out = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
                           f"http://127.0.0.1:{port}{path}"],
                          env=env, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(server.pid) - cpu
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle_after, total_after = idle_and_total()
+    idle = (idle_after - idle_before) / max(total_after - total_before, 1) * (os.cpu_count() or 1)
     wrk = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert "Non-2xx" not in out, out
     done = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return rps, cpu * 1e3 / max(done, 1), peak_mb(server.pid), wrk / seconds
+    return rps, cpu * 1e3 / max(done, 1), peak_mb(server.pid), wrk / seconds, idle
 
 
 def main():
@@ -201,13 +213,14 @@ def main():
                 python_peer.wait()
     print(f"bodies: base64 JSON {len(native) / 1e6:.1f} MB, binary v2 {len(v2) / 1e6:.1f} MB")
     print("| server and route | req/s, rounds | median | CPU ms per request, median "
-          "| server cores | wrk cores | peak RSS MB, median |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| server cores | wrk cores | idle cores | peak RSS MB, median |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     median = lambda name, i: statistics.median(run[i] for run in runs[name])  # noqa: E731
     rps = {name: median(name, 0) for name in runs if runs[name]}
     cpu = {name: median(name, 1) for name in runs if runs[name]}
     peak = {name: median(name, 2) for name in runs if runs[name]}
     wrk = {name: median(name, 3) for name in runs if runs[name]}
+    idle = {name: median(name, 4) for name in runs if runs[name]}
     for name, label in (("native", "simserve POST /similarity/matrix, base64"),
                         ("v2", "simserve POST /v2/models/matrix/infer, binary"),
                         ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
@@ -217,7 +230,7 @@ def main():
             shown = " / ".join(f"{run[0]:.1f}" for run in runs[name])
             cores = statistics.median(run[0] * run[1] / 1e3 for run in runs[name])
             print(f"| {label} | {shown} | {rps[name]:.1f} | {cpu[name]:.1f} | {cores:.2f} "
-                  f"| {wrk[name]:.2f} | {peak[name]:.0f} |")
+                  f"| {wrk[name]:.2f} | {idle[name]:.2f} | {peak[name]:.0f} |")
     print(f"simserve binary v2 / simserve base64 JSON: {rps['v2'] / rps['native']:.2f}x requests/s, "
           f"{cpu['native'] / cpu['v2']:.2f}x less CPU per request (medians)")
     if runs["faer"]:
