@@ -11,10 +11,12 @@
 //! send the filled buffer on as [`Bytes`] that come back here when the last reference
 //! drops, [`KeptBuffers::keep`] to give back a buffer whose body was never finished (its
 //! request refused or cancelled), and [`KeptBuffers::trim`] every second or so to let
-//! buffers unused for [`KEPT_FOR`] go. Only a buffer at most an eighth larger than its body
-//! ([`largest_for`]) is kept or handed out: a body grown by doubling, its length unknown, is
-//! usually roomier and would rarely fit the next. Kept buffers are outside the memory
-//! budget, like the tables: the README's "Memory" says so.
+//! buffers unused for [`KEPT_FOR`] go. Only a buffer at most an eighth larger than the bytes
+//! it holds is kept ([`KeptBuffers::would_keep`]), and [`Buffer`](super::Buffer) takes one
+//! at most an eighth larger than its body's declared length ([`largest_for`]): bodies of one
+//! kind differ a little in length, while a buffer grown by doubling or one whose body
+//! stopped short would rarely fit the next. Kept buffers are outside the memory budget, like
+//! the tables: the README's "Memory" says so.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,8 +106,7 @@ impl KeptBuffers {
     /// `buffer`, filled, as [`Bytes`]; when the last of them drops, the buffer comes back to
     /// be kept, unless it is larger than [`largest_for`] its bytes.
     pub fn wrap(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
-        let capacity = buffer.capacity();
-        if capacity < MIN_KEPT || capacity > largest_for(buffer.len()) || self.max_bytes == 0 {
+        if !self.would_keep(&buffer) {
             return Bytes::from(buffer);
         }
         Bytes::from_owner(Returning {
@@ -114,14 +115,13 @@ impl KeptBuffers {
         })
     }
 
-    /// Keeps `buffer` for the next body, making room by freeing the oldest kept ones; a
-    /// buffer larger than the bound, or below [`MIN_KEPT`], is freed at once. The caller
-    /// checks that the buffer is not much larger than its body ([`largest_for`]).
+    /// Keeps `buffer` for the next body, making room by freeing the oldest kept ones; one
+    /// this does not keep ([`KeptBuffers::would_keep`]) is freed at once.
     pub fn keep(&self, buffer: Vec<u8>) {
-        let size = buffer.capacity();
-        if size < MIN_KEPT || size > self.max_bytes {
+        if !self.would_keep(&buffer) {
             return;
         }
+        let size = buffer.capacity();
         let mut freed = Vec::new();
         {
             let mut kept = self.lock();
@@ -134,6 +134,16 @@ impl KeptBuffers {
         }
         // Freed outside the lock: unmapping tens of megabytes takes a while.
         drop(freed);
+    }
+
+    /// Whether `buffer` would be kept: of [`MIN_KEPT`] or more, within the bound, and at
+    /// most an eighth larger than the bytes it holds ([`largest_for`]). A buffer grown by
+    /// doubling (a body without a declared length), or one whose body stopped short (a
+    /// client that declared more than it sent), would rarely fit the next body, and would
+    /// push out buffers that do.
+    pub fn would_keep(&self, buffer: &Vec<u8>) -> bool {
+        let size = buffer.capacity();
+        (MIN_KEPT..=self.max_bytes).contains(&size) && size <= largest_for(buffer.len())
     }
 
     /// Frees the buffers unused for [`KEPT_FOR`] or longer at `now`.

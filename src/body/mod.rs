@@ -120,7 +120,8 @@ pub trait Sink {
 /// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
 /// copied once and never regrown; a large one gets a buffer [`KeptBuffers`] kept from an
 /// earlier body when one fits, its pages already in memory, and gives it back when the
-/// buffer is dropped unfinished (its request refused or cancelled). Without one, the buffer
+/// buffer is dropped nearly full but unfinished (its request refused or cancelled after
+/// the body arrived). Without one, the buffer
 /// grows as `Vec` does and the reservation is charged its capacity as the bytes arrive.
 ///
 /// The reservation is the request's, not the buffer's: a buffer given back stays charged
@@ -154,14 +155,11 @@ impl Buffer {
 }
 
 impl Drop for Buffer {
-    /// Gives an unfinished body's buffer back to [`KeptBuffers`] when it was sized for the
-    /// declared length (a chunked body's, sized by doubling, would rarely fit the next).
+    /// Gives an unfinished body's buffer (its request refused or cancelled) back to
+    /// [`KeptBuffers`], which keeps it only when the bytes it holds nearly fill it: a body
+    /// refused whole, not one that stopped short.
     fn drop(&mut self) {
-        if let Some(length) = self.declared
-            && self.bytes.capacity() <= kept::largest_for(length)
-        {
-            self.kept.keep(std::mem::take(&mut self.bytes));
-        }
+        self.kept.keep(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -467,16 +465,23 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_dropped_before_its_body_is_whole_goes_back_to_be_kept_once() {
+    fn a_refused_body_s_buffer_goes_back_to_be_kept_once_and_a_short_one_does_not() {
         const BODY: usize = 4 << 20;
         let (admission, kept) = budget_and_kept(1 << 30, 64 << 20);
         let mut reservation = admission.reservation();
         reservation.set(BODY).unwrap();
+        // A body that stopped short of its declared length: its buffer is mostly untouched
+        // pages, not worth pushing kept buffers out for.
         let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
         buffer.take(b"{", &mut reservation).unwrap();
+        drop(buffer);
+        assert_eq!(kept.kept_bytes(), 0, "a body cut short leaves nothing kept");
+        // A body that arrived whole and was then refused or cancelled.
+        let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
+        buffer.take(&[b' '; BODY], &mut reservation).unwrap();
         let first = buffer.bytes.as_ptr();
         drop(buffer);
-        assert_eq!(kept.kept_bytes(), BODY, "a cancelled body's buffer is kept");
+        assert_eq!(kept.kept_bytes(), BODY, "a refused body's buffer is kept");
         // The next body of that length takes it, and gives it back once, through its bytes.
         let mut buffer = Buffer::new(declaring(Some(BODY)), 8 << 20, &kept);
         buffer.take(&[b' '; BODY], &mut reservation).unwrap();
@@ -485,11 +490,6 @@ mod tests {
         let bytes = buffer.into_bytes();
         assert_eq!(kept.kept_bytes(), 0, "not while its bytes are in use");
         drop(bytes);
-        assert_eq!(kept.kept_bytes(), BODY);
-        // A chunked body's unfinished buffer is not kept: its body's length is unknown.
-        let mut buffer = Buffer::new(declaring(None), 8 << 20, &kept);
-        buffer.take(&[b' '; BODY], &mut reservation).unwrap();
-        drop(buffer);
         assert_eq!(kept.kept_bytes(), BODY);
     }
 
