@@ -104,7 +104,7 @@ impl KeptBuffers {
     }
 
     /// `buffer`, filled, as [`Bytes`]; when the last of them drops, the buffer comes back to
-    /// be kept, unless it is larger than [`largest_for`] its bytes.
+    /// be kept if [`KeptBuffers::would_keep`] says so (else it is freed then, as any).
     pub fn wrap(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
         if !self.would_keep(&buffer) {
             return Bytes::from(buffer);

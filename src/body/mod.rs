@@ -120,9 +120,9 @@ pub trait Sink {
 /// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
 /// copied once and never regrown; a large one gets a buffer [`KeptBuffers`] kept from an
 /// earlier body when one fits, its pages already in memory, and gives it back when the
-/// buffer is dropped nearly full but unfinished (its request refused or cancelled after
-/// the body arrived). Without one, the buffer
-/// grows as `Vec` does and the reservation is charged its capacity as the bytes arrive.
+/// buffer is dropped nearly full but unfinished (its request refused or cancelled after the
+/// body arrived). Without one, the buffer grows as `Vec` does and the reservation is charged
+/// its capacity as the bytes arrive.
 ///
 /// The reservation is the request's, not the buffer's: a buffer given back stays charged
 /// until the request's reservation drops with it.
