@@ -13,11 +13,17 @@ and the ratios. With
 bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
 
+With `--dot`, the same binary request with `"parameters": {"metric": "dot"}` runs in the same
+rounds on the same server: the same GEMM without the cosine's own passes (both sides' squared
+norms, scaling and clamping the scores), so its CPU per request against the cosine's bounds
+what computing the norms elsewhere (as the inputs arrive, say) could save.
+
 With `--faer`, a second simserve started with `SIMSERVE_BLAS=off` (faer's GEMM in place of
 OpenBLAS) answers the binary request in the same rounds too; with `--against BINARY`, another
 simserve build (an earlier commit's, say) does.
 
-Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--faer] [--against BINARY]
+Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--dot] [--faer]
+     [--against BINARY]
 """
 
 import argparse
@@ -70,16 +76,23 @@ def bodies(scratch):
     tensor = lambda x: {"dtype": "float32", "shape": list(x.shape),  # noqa: E731
                         "data": base64.b64encode(x.tobytes()).decode()}
     native = json.dumps({"a": tensor(a), "b": tensor(b), "response_encoding": "base64"}).encode()
-    head = json.dumps({
-        "inputs": [{"name": n, "shape": list(x.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": x.nbytes}} for n, x in (("a", a), ("b", b))],
-        "outputs": [{"name": "matrix", "parameters": {"binary_data": True}}]}).encode()
-    v2 = head + a.tobytes() + b.tobytes()
+    def v2_body(parameters):
+        head = json.dumps({
+            **({"parameters": parameters} if parameters else {}),
+            "inputs": [{"name": n, "shape": list(x.shape), "datatype": "FP32",
+                        "parameters": {"binary_data_size": x.nbytes}}
+                       for n, x in (("a", a), ("b", b))],
+            "outputs": [{"name": "matrix", "parameters": {"binary_data": True}}]}).encode()
+        return head + a.tobytes() + b.tobytes(), len(head)
+
+    v2, head_length = v2_body(None)
+    dot, dot_head_length = v2_body({"metric": "dot"})
     files = {}
-    for name, body in (("native", native), ("v2", v2)):
+    for name, body in (("native", native), ("v2", v2), ("dot", dot)):
         files[name] = os.path.join(scratch, name)
         Path(files[name]).write_bytes(body)
-    return files, native, v2, len(head)
+    products = a.astype("f8") @ b.astype("f8").T
+    return files, native, v2, head_length, (dot, dot_head_length, products)
 
 
 def v2_matrix(v2, head_length, port):
@@ -149,6 +162,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--peer", action="store_true")
+    parser.add_argument("--dot", action="store_true", help="also metric dot, in the same rounds")
     parser.add_argument("--faer", action="store_true")
     parser.add_argument("--against", type=Path, help="another simserve build, in the same rounds")
     args = parser.parse_args()
@@ -156,7 +170,7 @@ def main():
         parser.error("--rounds must be at least 1")
     binary = REPO / "target" / "release" / "simserve"
     with tempfile.TemporaryDirectory() as scratch:
-        files, native, v2, head_length = bodies(scratch)
+        files, native, v2, head_length, (dot, dot_head_length, products) = bodies(scratch)
         lua = os.path.join(scratch, "post.lua")
         Path(lua).write_text(LUA)
         server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
@@ -170,7 +184,10 @@ def main():
         try:
             wait_healthy(f"http://127.0.0.1:{PORT}")
             want = same_answer(native, v2, head_length)
-            runs = {"native": [], "v2": [], "faer": [], "against": [], "peer": []}
+            runs = {"native": [], "v2": [], "dot": [], "faer": [], "against": [], "peer": []}
+            if args.dot:
+                got = v2_matrix(dot, dot_head_length, PORT)
+                assert np.allclose(got, products, rtol=1e-4, atol=1e-3), "dot disagrees with numpy"
             if against:
                 wait_healthy(f"http://127.0.0.1:{AGAINST_PORT}")
                 theirs = v2_matrix(v2, head_length, AGAINST_PORT)
@@ -189,6 +206,10 @@ def main():
                 runs["v2"].append(rate(server, "/v2/models/matrix/infer", files["v2"],
                                        "application/octet-stream", str(head_length),
                                        args.seconds, lua))
+                if args.dot:
+                    runs["dot"].append(rate(server, "/v2/models/matrix/infer", files["dot"],
+                                            "application/octet-stream", str(dot_head_length),
+                                            args.seconds, lua))
                 if faer:
                     runs["faer"].append(rate(faer, "/v2/models/matrix/infer", files["v2"],
                                              "application/octet-stream", str(head_length),
@@ -223,6 +244,7 @@ def main():
     idle = {name: median(name, 4) for name in runs if runs[name]}
     for name, label in (("native", "simserve POST /similarity/matrix, base64"),
                         ("v2", "simserve POST /v2/models/matrix/infer, binary"),
+                        ("dot", "simserve POST /v2/models/matrix/infer, binary, metric dot"),
                         ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
                         ("against", "--against build POST /v2/models/matrix/infer, binary"),
                         ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
@@ -233,6 +255,9 @@ def main():
                   f"| {wrk[name]:.2f} | {idle[name]:.2f} | {peak[name]:.0f} |")
     print(f"simserve binary v2 / simserve base64 JSON: {rps['v2'] / rps['native']:.2f}x requests/s, "
           f"{cpu['native'] / cpu['v2']:.2f}x less CPU per request (medians)")
+    if runs["dot"]:
+        print(f"cosine / dot on binary v2: {rps['v2'] / rps['dot']:.2f}x requests/s, "
+              f"{cpu['v2'] - cpu['dot']:.1f} CPU ms per request more (medians)")
     if runs["faer"]:
         print(f"OpenBLAS / faer on binary v2: {rps['v2'] / rps['faer']:.2f}x requests/s, "
               f"{cpu['faer'] / cpu['v2']:.2f}x less CPU per request (medians)")
