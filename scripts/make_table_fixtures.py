@@ -113,7 +113,23 @@ def main():
         {"t.npy": lambda p: np.save(p, np.array([[1.0, 2.0], [3.0]], dtype=object),
                                     allow_pickle=True)})
     bad("zero-bytes", "the file is empty", {"t.npy": lambda p: p.write_bytes(b"")})
-    bad("truncated", "missing 10 bytes of data specified in header", {"t.npy": lambda p: p.write_bytes(raw[: len(raw) - 10])})
+    bad("truncated", "holds 182 bytes of data, shape (6, 8) of float32 needs 192",
+        {"t.npy": lambda p: p.write_bytes(raw[: len(raw) - 10])})
+
+    def header_only(descr, shape):
+        """A .npy header claiming `shape`, and no data."""
+        def write(path):
+            with open(path, "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": descr, "fortran_order": False, "shape": shape})
+        return write
+
+    bad("header-past-data",
+        "holds 0 bytes of data, shape (1, 576460752303423488) of float64 needs "
+        "4611686018427387904",
+        {"t.npy": header_only("<f8", (1, 1 << 59))})
+    bad("byte-count-overflow", "the shape's byte count overflows",
+        {"t.npy": header_only("<f2", (2, 1 << 62))})
     bad("nan", "row 1, column 2: the value is NaN, infinite or outside the float32 range",
         {"t.npy": lambda p: np.save(p, np.where(np.arange(12).reshape(3, 4) == 6, np.nan, ok))})
     bad("f64-overflow", "row 0, column 0: the value is NaN, infinite or outside the float32 range",

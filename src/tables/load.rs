@@ -126,7 +126,18 @@ fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, Strin
     let count = rows
         .checked_mul(dim)
         .ok_or_else(|| "the shape's element count overflows".to_owned())?;
-    let stored = offset..offset.saturating_add(count.saturating_mul(size));
+    let needed = count
+        .checked_mul(size)
+        .ok_or_else(|| "the shape's byte count overflows".to_owned())?;
+    // Before anything is read or allocated from the header's shape: a header may claim any
+    // shape, and a reader would size its buffer from it.
+    let held = map.len() - offset;
+    if held != needed {
+        return Err(format!(
+            "holds {held} bytes of data, shape ({rows}, {dim}) of {stored_dtype} needs {needed}"
+        ));
+    }
+    let stored = offset..map.len();
     let values = match descr {
         "<f4" if !fortran && cfg!(target_endian = "little") => {
             ArrayView2::<f32>::view_npy(map).map_err(|err| err.to_string())?;
@@ -144,17 +155,7 @@ fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, Strin
             Values::Owned(narrow(array.as_standard_layout().iter().copied(), dim)?)
         }
         _ => {
-            let bytes = map.get(stored.clone()).filter(|b| b.len() == count * 2);
-            let bytes = match bytes {
-                Some(bytes) if map.len() == stored.end => bytes,
-                _ => {
-                    return Err(format!(
-                        "holds {} bytes of data, shape ({rows}, {dim}) of float16 needs {}",
-                        map.len() - offset,
-                        count * 2
-                    ));
-                }
-            };
+            let bytes = &map[stored.clone()];
             let big = descr.starts_with('>');
             let halves = bytes.chunks_exact(2).map(|c| {
                 let pair = [c[0], c[1]];
