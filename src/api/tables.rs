@@ -3,6 +3,7 @@
 //! a request that finds one running gets 503 with `Retry-After`.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
@@ -92,11 +93,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Listing>, ApiErr
     }))
 }
 
-/// Serves `GET /tables/{name}`.
+/// Serves `GET /tables/{name}`. A name that is not UTF-8 once decoded names no table.
 pub async fn one(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TableInfo>, ApiError> {
+    let Path(name) = path.map_err(|_| ApiError::NotFound)?;
     if !state.tables_loaded() {
         return Err(ApiError::TablesLoading);
     }
