@@ -298,13 +298,18 @@ impl Operation for UserItemJob {
             Output::Neighbours {
                 exclude, item_ids, ..
             } => {
-                let lists = exclude
-                    .as_ref()
-                    .map_or(0, |e| (e.total() + e.len() + 1).saturating_mul(8));
+                // The lists as parsed, and the selection's sorted copy of each
+                // (`compute::neighbours`: a `Vec` per list).
+                let lists = exclude.as_ref().map_or(0, |e| {
+                    e.bytes()
+                        .saturating_add(e.total().saturating_mul(size_of::<usize>()))
+                        .saturating_add(e.len().saturating_mul(size_of::<Vec<usize>>()))
+                });
                 let ids = item_ids.as_ref().map_or(0, |ids| {
-                    ids.iter()
-                        .map(|id| 24 + id.len())
-                        .fold(0, usize::saturating_add)
+                    ids.iter().map(String::capacity).fold(
+                        ids.capacity().saturating_mul(size_of::<String>()),
+                        usize::saturating_add,
+                    )
                 });
                 lists.saturating_add(ids)
             }

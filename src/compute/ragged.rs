@@ -55,6 +55,15 @@ impl<T> Ragged<T> {
         self.values.len()
     }
 
+    /// Bytes its two buffers hold, by capacity (a buffer grown by [`Ragged::push`] may be
+    /// up to twice its length).
+    pub fn bytes(&self) -> usize {
+        self.values
+            .capacity()
+            .saturating_mul(size_of::<T>())
+            .saturating_add(self.offsets.capacity().saturating_mul(size_of::<usize>()))
+    }
+
     /// Every value, row after row.
     pub fn values(&self) -> &[T] {
         &self.values

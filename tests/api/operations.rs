@@ -387,6 +387,23 @@ async fn a_request_needing_more_than_the_whole_memory_budget_is_422() {
 }
 
 #[tokio::test]
+async fn exclude_lists_are_charged_as_their_buffers_hold_them_and_as_the_selection_copies_them() {
+    // 2^20 + 1 entries, read one by one into a buffer grown to 2^21 (16 MiB), and sorted by
+    // the selection in a copy (8 MiB): about 25 MiB while the job runs, where counting the
+    // entries once would charge 8 MiB. The 2 MiB body and its parsing fit in the budget.
+    let entries = (1 << 20) + 1;
+    let body =
+        json!({"users": [[1.0]], "items": [[1.0]], "top_k": 1, "exclude": [vec![0; entries]]});
+    let app = app_with(|c| c.memory_budget_bytes = 23 << 20);
+    let got = app.post("/similarity/user-item", &body).await;
+    got.assert_problem(422, "this request needs about");
+    // With room for all of it, it is answered.
+    let app = app_with(|c| c.memory_budget_bytes = 32 << 20);
+    let got = app.post("/similarity/user-item", &body).await;
+    assert_eq!(got.ok()["indices"], json!([[]]));
+}
+
+#[tokio::test]
 async fn a_body_arriving_while_the_memory_budget_is_taken_is_503_with_retry_after() {
     let (app, state) = app_and_state(|c| c.memory_budget_bytes = 1 << 20);
     let mut taken = state.admission.reservation();
