@@ -82,9 +82,17 @@ mod tests {
             .zip(&y)
             .map(|(&p, &q)| f64::from(p - q).abs())
             .sum();
+        let naive_sq_dist: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(&p, &q)| (f64::from(p) - f64::from(q)).powi(2))
+            .sum();
+        let naive_sq_norm: f64 = x.iter().map(|&p| f64::from(p).powi(2)).sum();
         assert!((dot(&x, &y) - naive_dot).abs() < 1e-12);
         assert!((l1(&x, &y) - naive_l1).abs() < 1e-12);
-        assert!((sq_dist(&x, &x)).abs() == 0.0);
-        assert!((sq_norm(&x) - dot(&x, &x)).abs() < 1e-12);
+        assert!((sq_dist(&x, &y) - naive_sq_dist).abs() < 1e-12);
+        assert!((sq_norm(&x) - naive_sq_norm).abs() < 1e-12);
+        // A row is exactly 0 from itself.
+        assert_eq!(sq_dist(&x, &x), 0.0);
     }
 }

@@ -188,6 +188,7 @@ fn check_neighbours(name: &str, expect: &Value, body: &Value) {
     }
     if let Some(ids) = expect["item_ids"].as_array() {
         let items = body["items"].as_array().expect("items");
+        assert_eq!(items.len(), index_sets[0].len(), "{name}: rows of ids");
         for (row, indices) in items.iter().zip(&index_sets[0]) {
             let want: Vec<&Value> = indices.iter().map(|&j| &ids[j]).collect();
             assert_eq!(
