@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(&config);
+    let _log = telemetry::init(&config);
     let threads = usize::try_from(config.compute_threads).unwrap_or(1);
     if let Err(err) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -20,6 +20,7 @@ use crate::admission::{Admission, Refusal};
 use crate::compute::blas;
 use crate::error::ApiError;
 use crate::tables::Tables;
+use crate::telemetry;
 
 /// Labels of a finished request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +79,7 @@ pub struct Metrics {
     computing: Gauge,
     reserved: Gauge,
     kept_bodies: Gauge,
+    log_dropped: Counter,
 }
 
 impl Metrics {
@@ -172,6 +174,13 @@ impl Metrics {
             Unit::Bytes,
             reserved.clone(),
         );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr was not read fast enough (the log never stalls \
+             requests)",
+            log_dropped.clone(),
+        );
         let kept_bodies = Gauge::default();
         registry.register_with_unit(
             "kept_body_buffers",
@@ -204,6 +213,7 @@ impl Metrics {
             computing,
             reserved,
             kept_bodies,
+            log_dropped,
         }
     }
 
@@ -287,6 +297,11 @@ impl Metrics {
         }
         self.computing.set(as_gauge(self.admission.computing()));
         self.reserved.set(as_gauge(self.admission.reserved()));
+        // The log's own count, never lowered (renders may run at once).
+        let dropped = u64::try_from(telemetry::dropped_lines()).unwrap_or(u64::MAX);
+        self.log_dropped
+            .inner()
+            .fetch_max(dropped, std::sync::atomic::Ordering::Relaxed);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

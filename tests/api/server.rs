@@ -281,3 +281,30 @@ fn a_blas_library_path_that_does_not_open_stops_start_up_with_the_reason() {
         "nothing is served: {log}"
     );
 }
+
+#[tokio::test]
+async fn a_log_nobody_reads_never_stalls_requests_and_its_dropped_lines_are_counted() {
+    // Its stderr is a pipe this test stops reading after start-up. Were the log written from
+    // the request's thread, the server would block once the pipe filled (64 KiB, a few
+    // hundred request lines); here lines past the log's queue are dropped instead.
+    let (_server, addr, _unread) = spawn_binary(&[]);
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/v2");
+    for sent in 0..simserve::telemetry::QUEUED_LINES + 1000 {
+        let got = tokio::time::timeout(Duration::from_secs(10), client.get(&url).send())
+            .await
+            .unwrap_or_else(|_| panic!("request {sent} stalled"))
+            .unwrap();
+        assert_eq!(got.status(), 200);
+    }
+    let metrics = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = crate::helpers::metric_value(&metrics, "simserve_log_lines_dropped_total");
+    assert!(dropped > 0.0, "{metrics}");
+}
