@@ -47,13 +47,17 @@ pub async fn start_with_state(
 
 /// The value of the sample `name` on the server's `/metrics` (see [`metric_value`]).
 pub async fn gauge(addr: SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    metric_value(&metrics_text(addr).await, name)
+}
+
+/// The `/metrics` text of the server at `addr`.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    metric_value(&text, name)
+        .unwrap()
 }
 
 /// Waits until `name` on `/metrics` satisfies `ok`, for at most 20 s.

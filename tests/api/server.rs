@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{SMALL_PAIRWISE_BODY, spawn_binary};
-use crate::live::{start, start_with_state, until_gauge};
+use crate::live::{gauge, start, start_with_state, until_gauge};
 
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
@@ -297,14 +297,5 @@ async fn a_log_nobody_reads_never_stalls_requests_and_its_dropped_lines_are_coun
             .unwrap();
         assert_eq!(got.status(), 200);
     }
-    let metrics = client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped = crate::helpers::metric_value(&metrics, "simserve_log_lines_dropped_total");
-    assert!(dropped > 0.0, "{metrics}");
+    assert!(gauge(addr, "simserve_log_lines_dropped_total").await > 0.0);
 }

@@ -588,14 +588,7 @@ async fn sighup_storms_reload_the_tables_while_the_binary_keeps_serving() {
     }
     let health = client.get(url("/readyz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = client
-        .get(url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::live::metrics_text(addr).await;
     assert!(
         !metrics.contains("simserve_table_reloads_total{result=\"error\"}"),
         "a reload in the storm failed:\n{metrics}"
