@@ -350,9 +350,9 @@ pub trait IdLookup: Sync {
     fn id_of(&self, index: usize) -> &str;
 }
 
-impl IdLookup for Vec<String> {
+impl IdLookup for crate::tensor::Strings {
     fn id_of(&self, index: usize) -> &str {
-        self.get(index).map_or("", String::as_str)
+        self.get(index)
     }
 }
 

@@ -4,8 +4,6 @@
 
 use std::num::NonZeroUsize;
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use super::validate::{self, invalid, same_dim, unready};
@@ -19,7 +17,7 @@ use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
 use crate::tables::Embeddings;
-use crate::tensor::Input;
+use crate::tensor::{Input, Strings};
 
 /// The request body; the Open Inference Protocol route builds it from its inputs and
 /// parameters ([`super::v2`]).
@@ -41,7 +39,7 @@ pub struct UserItemRequest {
     #[serde(default, deserialize_with = "fields::some_exclude_lists")]
     pub(in crate::api) exclude: Option<Exclude>,
     #[serde(default, deserialize_with = "fields::some_item_ids")]
-    pub(in crate::api) item_ids: Option<Vec<String>>,
+    pub(in crate::api) item_ids: Option<Strings>,
     #[serde(default, deserialize_with = "fields::encoding")]
     pub(in crate::api) response_encoding: Encoding,
 }
@@ -63,83 +61,93 @@ pub struct UserItemJob {
 #[derive(Debug)]
 enum Output {
     Dense,
-    Pairs(Vec<(usize, usize)>),
+    /// Pairs checked by [`pairs`]: a user and an item index each.
+    Pairs(Ragged<usize>),
     /// What to keep per user (its `exclude` is filled from `exclude` when run).
     Neighbours {
         keep: Selection<'static>,
         exclude: Option<Ragged<usize>>,
-        item_ids: Option<Vec<String>>,
+        item_ids: Option<Strings>,
     },
 }
 
-/// Checks `pairs` against `u` users and `i` items.
-fn pairs(lists: &Ragged<usize>, u: usize, i: usize) -> Result<Vec<(usize, usize)>, ApiError> {
-    lists
-        .rows()
-        .enumerate()
-        .map(|(p, pair)| match *pair {
+/// Checks `pairs` against `u` users and `i` items: two values each, a user and an item.
+fn pairs(lists: &Ragged<usize>, u: usize, i: usize) -> Result<(), ApiError> {
+    for (p, pair) in lists.rows().enumerate() {
+        match *pair {
             [user, _] if user >= u => Err(invalid(format!(
                 "pairs[{p}][0]: user index {user} is out of range for {u} users"
             ))),
             [_, item] if item >= i => Err(invalid(format!(
                 "pairs[{p}][1]: item index {item} is out of range for {i} items"
             ))),
-            [user, item] => Ok((user, item)),
+            [_, _] => Ok(()),
             _ => Err(invalid(format!(
                 "pairs[{p}]: expected [user_index, item_index], found {} values",
                 pair.len()
             ))),
-        })
-        .collect()
+        }?;
+    }
+    Ok(())
 }
 
 /// `exclude` as indices: entries given as ids are looked up in the items' ids (those of
-/// their table, or `item_ids`).
+/// their table, or `item_ids`) and replaced in place.
 fn exclude_indices(
     exclude: Exclude,
     items: &Embeddings,
-    item_ids: Option<&[String]>,
+    item_ids: Option<&Strings>,
 ) -> Result<Ragged<usize>, ApiError> {
-    if exclude.ids.is_empty() {
-        return Ok(exclude.lists);
+    let Exclude { mut lists, ids } = exclude;
+    if ids.is_empty() {
+        return Ok(lists);
     }
-    let listed: Option<HashMap<&str, usize>> = item_ids.map(|ids| {
-        ids.iter()
-            .enumerate()
-            .map(|(at, id)| (id.as_str(), at))
-            .rev()
-            .collect()
+    // The listed items ordered by id; the sort is stable, so of equal ids the first listed
+    // comes first and is the one found.
+    let listed: Option<(&Strings, Vec<usize>)> = item_ids.map(|ids| {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by(|&x, &y| ids.get(x).cmp(ids.get(y)));
+        (ids, order)
     });
-    let mut named = exclude.ids.into_iter().peekable();
-    let mut lists = Ragged::new();
-    for (user, list) in exclude.lists.rows().enumerate() {
-        for (at, &index) in list.iter().enumerate() {
-            let Some((_, _, id)) = named.next_if(|(u, a, _)| (*u, *a) == (user, at)) else {
-                lists.push(index);
-                continue;
-            };
-            let row = match &listed {
-                Some(listed) => listed.get(id.as_str()).copied(),
-                None if items.has_ids() => items.row_of(&id),
-                None => {
-                    return Err(invalid(format!(
-                        "exclude[{user}][{at}]: names an item by id, but the items have no ids \
-                         (send item_ids, or reference a table with ids)"
-                    )));
-                }
-            };
-            let Some(row) = row else {
-                let mut shown: String = id.chars().take(64).collect();
-                if shown.len() < id.len() {
-                    shown.push('…');
-                }
+    for (entry, id) in ids.entries() {
+        // The entry's list and place in it, for an error.
+        let place = || {
+            let offsets = lists.offsets();
+            let user = offsets
+                .partition_point(|&start| start <= entry)
+                .saturating_sub(1);
+            (user, entry - offsets[user])
+        };
+        let row = match &listed {
+            Some((ids, order)) => {
+                let first = order.partition_point(|&item| ids.get(item) < id);
+                order
+                    .get(first)
+                    .copied()
+                    .filter(|&item| ids.get(item) == id)
+            }
+            None if items.has_ids() => items.row_of(id),
+            None => {
+                let (user, at) = place();
                 return Err(invalid(format!(
-                    "exclude[{user}][{at}]: no item has the id {shown:?}"
+                    "exclude[{user}][{at}]: names an item by id, but the items have no ids \
+                     (send item_ids, or reference a table with ids)"
                 )));
-            };
-            lists.push(row);
+            }
+        };
+        let Some(row) = row else {
+            let (user, at) = place();
+            let mut shown: String = id.chars().take(64).collect();
+            if shown.len() < id.len() {
+                shown.push('…');
+            }
+            return Err(invalid(format!(
+                "exclude[{user}][{at}]: no item has the id {shown:?}"
+            )));
+        };
+        if let Some(value) = lists.values_mut().get_mut(entry) {
+            *value = row;
         }
-        lists.end_row();
     }
     Ok(lists)
 }
@@ -183,7 +191,8 @@ impl Operation for UserItemJob {
                 ));
             }
             validate::output_size(&[lists.len()], max_output, "send fewer pairs")?;
-            Output::Pairs(pairs(&lists, u, i)?)
+            pairs(&lists, u, i)?;
+            Output::Pairs(lists)
         } else if neighbours {
             if req.item_ids.is_some()
                 && let Some(table) = items.table().filter(|_| items.has_ids())
@@ -206,15 +215,14 @@ impl Operation for UserItemJob {
             }
             let exclude_lists = req
                 .exclude
-                .map(|lists| exclude_indices(lists, &items, req.item_ids.as_deref()))
+                .map(|lists| exclude_indices(lists, &items, req.item_ids.as_ref()))
                 .transpose()?;
             if let Some(lists) = &exclude_lists {
                 exclude(lists, u, i)?;
             }
             let width = k.map_or(i, |k| k.min(i));
             if let Some(ids) = &req.item_ids {
-                let longest = ids.iter().map(String::len).max().unwrap_or(0);
-                validate::id_budget("item_ids", longest, u, width, max_output)?;
+                validate::id_budget("item_ids", ids.longest(), u, width, max_output)?;
             }
             if let Some(ids) = items.table().and_then(|t| t.ids()) {
                 validate::id_budget("items", ids.longest(), u, width, max_output)?;
@@ -280,7 +288,7 @@ impl Operation for UserItemJob {
                 let entries = keep.k.map_or(u.saturating_mul(i), |k| u * k.min(i));
                 // An id is held once per listing, counted in numbers of 8 bytes.
                 let longest = match item_ids {
-                    Some(ids) => ids.iter().map(String::len).max(),
+                    Some(ids) => Some(ids.longest()),
                     None => self
                         .items
                         .table()
@@ -294,7 +302,7 @@ impl Operation for UserItemJob {
         // What the request holds besides its tensors: pairs, exclude lists and item ids.
         let extra = match &self.output {
             Output::Dense => 0,
-            Output::Pairs(pairs) => pairs.len().saturating_mul(16),
+            Output::Pairs(pairs) => pairs.bytes(),
             Output::Neighbours {
                 exclude, item_ids, ..
             } => {
@@ -305,12 +313,7 @@ impl Operation for UserItemJob {
                         .saturating_add(e.total().saturating_mul(size_of::<usize>()))
                         .saturating_add(e.len().saturating_mul(size_of::<Vec<usize>>()))
                 });
-                let ids = item_ids.as_ref().map_or(0, |ids| {
-                    ids.iter().map(String::capacity).fold(
-                        ids.capacity().saturating_mul(size_of::<String>()),
-                        usize::saturating_add,
-                    )
-                });
+                let ids = item_ids.as_ref().map_or(0, Strings::bytes);
                 lists.saturating_add(ids)
             }
         };
@@ -341,7 +344,9 @@ impl Operation for UserItemJob {
             Output::Pairs(pairs) => {
                 let (u, i) = (users.view(0), items.view(0));
                 let (u, i) = (u.ok_or_else(unready)?, i.ok_or_else(unready)?);
-                let scores = compute::pairs(u, i, &pairs, metric, cancel)?;
+                // Every row of `pairs` holds two values: the values, two by two, are the pairs.
+                let (pairs, _) = pairs.values().as_chunks::<2>();
+                let scores = compute::pairs(u, i, pairs, metric, cancel)?;
                 return Ok(Outcome::dense(
                     metric,
                     self.encoding,

@@ -78,11 +78,14 @@ pub fn pairwise(
 pub fn pairs(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
-    index_pairs: &[(usize, usize)],
+    index_pairs: &[[usize; 2]],
     metric: Metric,
     cancel: &Cancel,
 ) -> Result<Array1<f32>, ComputeError> {
-    scores_of(a, b, index_pairs.len(), metric, cancel, |p| index_pairs[p])
+    scores_of(a, b, index_pairs.len(), metric, cancel, |p| {
+        let [i, j] = index_pairs[p];
+        (i, j)
+    })
 }
 
 /// Scores every row of `a` with every row of `b` (`None`: of `a` itself): an

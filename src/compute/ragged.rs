@@ -24,6 +24,15 @@ impl<T> Ragged<T> {
         Self::default()
     }
 
+    /// `values` cut into rows of `width` values each (the last may be shorter), in place.
+    pub fn of_width(values: Vec<T>, width: usize) -> Self {
+        let width = width.max(1);
+        let mut offsets = Vec::with_capacity(values.len().div_ceil(width) + 1);
+        offsets.extend((0..values.len()).step_by(width));
+        offsets.push(values.len());
+        Ragged { offsets, values }
+    }
+
     /// Appends a row.
     pub fn push_row(&mut self, row: impl IntoIterator<Item = T>) {
         self.values.extend(row);
@@ -67,6 +76,11 @@ impl<T> Ragged<T> {
     /// Every value, row after row.
     pub fn values(&self) -> &[T] {
         &self.values
+    }
+
+    /// Every value, row after row, to change in place.
+    pub fn values_mut(&mut self) -> &mut [T] {
+        &mut self.values
     }
 
     /// Where each row starts in [`Ragged::values`], and the end of the last: `len() + 1`

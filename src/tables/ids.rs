@@ -1,18 +1,18 @@
 //! [`Ids`]: a table's external ids (user ids, SKUs), one per row, read from `NAME.ids.txt`.
 //!
-//! The ids are held in one string with an end offset per row, and looked up by binary search
-//! over the rows sorted by id: about 12 bytes per row besides the ids' own bytes, where a
-//! `HashMap<String, usize>` would take over 50.
+//! The ids are held in one string with an end offset per row ([`Strings`]), and looked up by
+//! binary search over the rows sorted by id: about 8 bytes per row besides the ids' own
+//! bytes, where a `HashMap<String, usize>` would take over 50.
 
 use std::cmp::Ordering;
+
+use crate::tensor::Strings;
 
 /// The ids of a table's rows, row for row, no two equal.
 #[derive(Debug, Clone, Default)]
 pub struct Ids {
-    /// Every id, one after the other.
-    text: String,
-    /// Where each row's id ends in `text`.
-    ends: Vec<usize>,
+    /// Every row's id, in order.
+    ids: Strings,
     /// Rows ordered by their id.
     sorted: Vec<u32>,
     /// The longest id's length in bytes.
@@ -38,25 +38,25 @@ impl Ids {
         if u32::try_from(rows).is_err() {
             return Err(format!("ids are supported for up to {} rows", u32::MAX));
         }
-        ids.text.reserve(body.len());
+        // An id takes a byte and a line end at least.
+        ids.ids = Strings::with_capacity(rows.min(body.len() / 2 + 1), body.len());
         for (at, line) in body.split('\n').enumerate() {
             let id = line.strip_suffix('\r').unwrap_or(line);
             if id.is_empty() {
                 return Err(format!("line {}: empty id", at + 1));
             }
-            if ids.ends.len() == rows {
+            if ids.ids.len() == rows {
                 return Err(format!(
                     "has more ids than the table's {rows} rows (one id per line, one per row)"
                 ));
             }
-            ids.text.push_str(id);
-            ids.ends.push(ids.text.len());
+            ids.ids.push(id).map_err(|err| format!("the ids {err}"))?;
             ids.longest = ids.longest.max(id.len());
         }
-        if ids.ends.len() != rows {
+        if ids.ids.len() != rows {
             return Err(format!(
                 "has {} ids, the table has {rows} rows (one id per line, one per row)",
-                ids.ends.len()
+                ids.ids.len()
             ));
         }
         let mut sorted: Vec<u32> = (0..rows as u32).collect();
@@ -79,12 +79,7 @@ impl Ids {
 
     /// The id of row `row` (empty past the last row).
     pub fn id(&self, row: usize) -> &str {
-        let start = match row {
-            0 => 0,
-            _ => self.ends.get(row - 1).copied().unwrap_or(self.text.len()),
-        };
-        let end = self.ends.get(row).copied().unwrap_or(start);
-        self.text.get(start..end).unwrap_or_default()
+        self.ids.get(row)
     }
 
     /// The row whose id is `id`.
@@ -105,17 +100,17 @@ impl Ids {
 
     /// Number of ids.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ids.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.ids.is_empty()
     }
 
     /// Bytes the ids take.
     pub fn bytes(&self) -> usize {
-        self.text.len() + self.ends.len() * 8 + self.sorted.len() * 4
+        self.ids.bytes() + self.sorted.len() * 4
     }
 }
 

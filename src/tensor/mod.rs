@@ -28,6 +28,7 @@ mod packed;
 #[cfg(test)]
 mod properties;
 mod reference;
+mod strings;
 pub mod text;
 pub mod typed;
 
@@ -40,6 +41,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use json_kind::{kind, reject_kinds};
 
 pub use reference::{Pick, TableRef};
+pub use strings::{Strings, TooLong};
 
 /// Axes a tensor may have at most (the request fields take 2 or 3); longer shapes are
 /// refused while they are read.
@@ -374,7 +376,10 @@ mod tests {
         );
         assert_eq!(
             read(r#"{"table": "users", "ids": ["u3", "u7"]}"#, &[2, 3]),
-            table("users", Pick::Ids(vec!["u3".into(), "u7".into()]))
+            table(
+                "users",
+                Pick::Ids(crate::tensor::Strings::try_from(&["u3", "u7"][..]).unwrap())
+            )
         );
     }
 

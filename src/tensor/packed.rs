@@ -17,6 +17,7 @@ use super::MAX_RANK;
 use super::json_kind::{kind, reject_kinds};
 use super::reference::{Pick, TableRef};
 use super::{Input, Tensor, TensorSeed};
+use crate::tensor::Strings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
@@ -140,7 +141,7 @@ enum Value {
     Data(Payload),
     Table(String),
     Rows(Vec<usize>),
-    Ids(Vec<String>),
+    Ids(Strings),
 }
 
 /// Decoded `data`: floats when `dtype` came first (the usual order), else raw bytes.
@@ -315,13 +316,15 @@ impl<'de> Visitor<'de> for Part {
             Key::Shape => {}
             Key::Rows | Key::Ids => {
                 let rows = matches!(self.key, Key::Rows);
-                let (mut indices, mut ids) = (Vec::new(), Vec::new());
+                let (mut indices, mut ids) = (Vec::new(), Strings::new());
                 loop {
                     let at = indices.len() + ids.len();
                     let entry = ListEntry { field, rows, at };
                     match seq.next_element_seed(entry)? {
                         Some(Entry::Row(row)) => indices.push(row),
-                        Some(Entry::Id(id)) => ids.push(id),
+                        Some(Entry::Id(id)) => ids
+                            .push(&id)
+                            .map_err(|err| de::Error::custom(format_args!("{field}.ids: {err}")))?,
                         None => break,
                     }
                 }

@@ -2,6 +2,8 @@
 //! `{"table": NAME, "ids": ["u3", "u7"]}`, accepted by every embedding field in place of a
 //! tensor. What a table holds is the server's (`crate::tables`); here they are only read.
 
+use crate::tensor::Strings;
+
 /// Rows of a server-side table, by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRef {
@@ -19,5 +21,5 @@ pub enum Pick {
     /// These rows (indices), repeats allowed; at least one.
     Rows(Vec<usize>),
     /// The rows with these ids, repeats allowed; at least one.
-    Ids(Vec<String>),
+    Ids(Strings),
 }

@@ -15,6 +15,7 @@ use half::{bf16, f16};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::json_kind::{kind, reject_kinds};
+use crate::tensor::Strings;
 
 /// The datatypes simserve takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,7 @@ pub enum Values {
     /// `INT64`.
     Ints(Vec<i64>),
     /// `BYTES`.
-    Strings(Vec<String>),
+    Strings(Strings),
 }
 
 /// The number of elements of `shape`, `None` when it overflows.
@@ -158,8 +159,8 @@ fn strings(
     shape: &[usize],
     count: usize,
     mut bytes: &[u8],
-) -> Result<Vec<String>, String> {
-    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
+) -> Result<Strings, String> {
+    let mut out = Strings::with_capacity(count.min(bytes.len() / 4), bytes.len());
     while !bytes.is_empty() {
         let at = out.len();
         let (length, rest) = bytes
@@ -173,7 +174,7 @@ fn strings(
         }
         let (text, rest) = rest.split_at(length);
         let text = std::str::from_utf8(text).map_err(|_| format!("{field}[{at}]: is not UTF-8"))?;
-        out.push(text.to_owned());
+        out.push(text).map_err(|err| format!("{field}: {err}"))?;
         bytes = rest;
     }
     if out.len() != count {
@@ -193,15 +194,21 @@ pub struct JsonData<'a> {
     field: &'a str,
     datatype: Datatype,
     shape: &'a [usize],
+    text_len: usize,
 }
 
 impl<'a> JsonData<'a> {
     /// A decoder for the `data` of the field `field`.
-    pub fn new(field: &'a str, datatype: Datatype, shape: &'a [usize]) -> Self {
+    ///
+    /// `text_len` is the length of the data's JSON: room for as many values as the shape
+    /// holds, but no more than fit in that text (two bytes each, `0,`), is made at once, so
+    /// the values' buffer is never regrown.
+    pub fn new(field: &'a str, datatype: Datatype, shape: &'a [usize], text_len: usize) -> Self {
         JsonData {
             field,
             datatype,
             shape,
+            text_len,
         }
     }
 }
@@ -216,10 +223,14 @@ impl<'de> DeserializeSeed<'de> for JsonData<'_> {
                 self.field
             ))
         })?;
+        let room = count.min(self.text_len.div_ceil(2));
         let mut values = match self.datatype {
-            Datatype::Int64 => Values::Ints(Vec::new()),
-            Datatype::Bytes => Values::Strings(Vec::new()),
-            _ => Values::Floats(Vec::new()),
+            Datatype::Int64 => Values::Ints(Vec::with_capacity(room)),
+            Datatype::Bytes => Values::Strings(Strings::with_capacity(
+                count.min(self.text_len.div_ceil(3)),
+                0,
+            )),
+            _ => Values::Floats(Vec::with_capacity(room)),
         };
         let mut sink = Sink {
             field: self.field,
@@ -270,7 +281,8 @@ impl Sink<'_> {
                 None
             }
             (Values::Strings(out), Element::Text(v)) => {
-                out.push(v);
+                out.push(&v)
+                    .map_err(|err| E::custom(format_args!("{}.data: {err}", self.field)))?;
                 None
             }
             (Values::Floats(_), _) => Some("a number"),
@@ -393,7 +405,7 @@ mod tests {
 
     fn json(datatype: Datatype, shape: &[usize], text: &str) -> Result<Values, String> {
         let mut de = serde_json::Deserializer::from_str(text);
-        JsonData::new("a", datatype, shape)
+        JsonData::new("a", datatype, shape, text.len())
             .deserialize(&mut de)
             .map_err(|e| e.to_string())
     }
@@ -412,7 +424,7 @@ mod tests {
         );
         assert_eq!(
             json(Datatype::Bytes, &[1], r#"["u1"]"#),
-            Ok(Values::Strings(vec!["u1".into()]))
+            Ok(Values::Strings(Strings::try_from(&["u1"][..]).unwrap()))
         );
         for (datatype, shape, text, want) in [
             (
@@ -485,7 +497,7 @@ mod tests {
         text.extend_from_slice(b"u7");
         assert_eq!(
             from_le_bytes("ids", Datatype::Bytes, &[1], &text),
-            Ok(Values::Strings(vec!["u7".into()]))
+            Ok(Values::Strings(Strings::try_from(&["u7"][..]).unwrap()))
         );
         let err = from_le_bytes("a", Datatype::Fp32, &[2, 2], &fp32).unwrap_err();
         assert_eq!(

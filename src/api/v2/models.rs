@@ -146,7 +146,7 @@ impl Parts {
             )));
         }
         let pick = match input.values {
-            Values::Ints(rows) => Pick::Rows(indices(name, &input.shape, &rows)?),
+            Values::Ints(rows) => Pick::Rows(indices(name, &input.shape, rows)?),
             Values::Strings(ids) => Pick::Ids(ids),
             Values::Floats(_) => {
                 return Err(invalid(format!(
@@ -174,7 +174,7 @@ impl Parts {
         };
         match input.values {
             Values::Ints(values) => {
-                let indices = indices(name, &input.shape, &values)?;
+                let indices = indices(name, &input.shape, values)?;
                 Ok(Some((input.shape, indices)))
             }
             _ => Err(invalid(format!(
@@ -196,20 +196,17 @@ impl Parts {
     }
 }
 
-/// `values` as non-negative indices, or 422 naming the first negative one.
-fn indices(name: &str, shape: &[usize], values: &[i64]) -> Result<Vec<usize>, ApiError> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(at, &value)| {
-            usize::try_from(value).map_err(|_| {
-                invalid(format!(
-                    "{name}{}: expected a non-negative integer index, found {value}",
-                    position(at, shape)
-                ))
-            })
-        })
-        .collect()
+/// `values` as non-negative indices (in their own buffer), or 422 naming the first
+/// negative one.
+fn indices(name: &str, shape: &[usize], values: Vec<i64>) -> Result<Vec<usize>, ApiError> {
+    if let Some((at, value)) = values.iter().enumerate().find(|&(_, &value)| value < 0) {
+        return Err(invalid(format!(
+            "{name}{}: expected a non-negative integer index, found {value}",
+            position(at, shape)
+        )));
+    }
+    // Same size and alignment: the collect reuses the buffer.
+    Ok(values.into_iter().map(|value| value as usize).collect())
 }
 
 /// Takes the option `key` from `parameters`, decoded by `decode` (a native field decoder).
@@ -351,12 +348,7 @@ impl Model for UserItemJob {
                          found {shape:?}"
                     )));
                 }
-                Some(
-                    values
-                        .chunks(2)
-                        .map(|pair| pair.iter().copied())
-                        .collect::<Ragged<usize>>(),
-                )
+                Some(Ragged::of_width(values, 2))
             }
         };
         let exclude = exclude(parts.indices("exclude")?, parts.indices("exclude_offsets")?)?;
@@ -418,6 +410,6 @@ fn exclude(values: Option<Indices>, offsets: Option<Indices>) -> Result<Option<E
         .collect::<Ragged<usize>>();
     Ok(Some(Exclude {
         lists,
-        ids: Vec::new(),
+        ids: Default::default(),
     }))
 }

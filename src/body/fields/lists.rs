@@ -8,10 +8,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Unexpected, Visi
 
 use super::options::{Scalar, ScalarVisitor};
 use crate::compute::Ragged;
+use crate::tensor::Strings;
 use crate::tensor::json_kind::{kind, reject_kinds};
 
 /// Decodes `item_ids`: an array of strings.
-pub fn item_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub fn item_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Strings, D::Error> {
     d.deserialize_any(Ids)
 }
 
@@ -27,17 +28,19 @@ impl Ids {
 }
 
 impl<'de> Visitor<'de> for Ids {
-    type Value = Vec<String>;
+    type Value = Strings;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of strings")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
-        let mut ids = Vec::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
+        let mut ids = Strings::new();
         while let Some(value) = seq.next_element_seed(Element)? {
             match value {
-                Scalar::Str(id) => ids.push(id.into_owned()),
+                Scalar::Str(id) => ids
+                    .push(&id)
+                    .map_err(|err| de::Error::custom(format_args!("item_ids: {err}")))?,
                 other => {
                     return Err(de::Error::custom(format_args!(
                         "item_ids[{}]: expected a string, found {}",
@@ -77,13 +80,61 @@ pub fn pair_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Ragged<usize>, D:
 pub struct Exclude {
     /// Every entry; an entry given as an id holds 0 here until resolved.
     pub lists: Ragged<usize>,
-    /// The entries given as ids: `(list, position, id)`, in order.
-    pub ids: Vec<(usize, usize, String)>,
+    /// The entries given as ids, in order.
+    pub ids: ExcludedIds,
+}
+
+/// The entries of `exclude` given as ids: the ids, in order, and which entries they are.
+///
+/// Held compactly, a bit per entry to mark it, as an entry `"",` is three bytes of the body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExcludedIds {
+    /// The ids, in order.
+    ids: Strings,
+    /// Bit `e` is set when entry `e` of all the lists' values is the next id.
+    marked: Vec<u64>,
+}
+
+impl ExcludedIds {
+    /// Records `id` as entry `entry` of all the lists' values (entries come in order).
+    fn push<E: de::Error>(&mut self, id: &str, entry: usize) -> Result<(), E> {
+        self.ids
+            .push(id)
+            .map_err(|err| E::custom(format_args!("exclude: the ids {err}")))?;
+        let word = entry / 64;
+        if self.marked.len() <= word {
+            self.marked.resize(word + 1, 0);
+        }
+        self.marked[word] |= 1 << (entry % 64);
+        Ok(())
+    }
+
+    /// Each id with its entry among all the lists' values, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, &str)> {
+        let marked = self.marked.iter().enumerate().flat_map(|(word, &bits)| {
+            std::iter::successors(Some(bits), |&rest| Some(rest & rest.wrapping_sub(1)))
+                .take_while(|&rest| rest != 0)
+                .map(move |rest| word * 64 + rest.trailing_zeros() as usize)
+        });
+        marked.zip(self.ids.iter())
+    }
+
+    /// Whether no entry was given as an id.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Bytes its buffers hold, by capacity.
+    pub fn bytes(&self) -> usize {
+        self.ids
+            .bytes()
+            .saturating_add(self.marked.capacity().saturating_mul(size_of::<u64>()))
+    }
 }
 
 /// Decodes `exclude`: lists of indices or ids.
 pub fn exclude_lists<'de, D: Deserializer<'de>>(d: D) -> Result<Exclude, D::Error> {
-    let mut ids = Vec::new();
+    let mut ids = ExcludedIds::default();
     let lists = d.deserialize_any(IndexLists {
         field: "exclude",
         ids: Some(&mut ids),
@@ -95,7 +146,7 @@ pub fn exclude_lists<'de, D: Deserializer<'de>>(d: D) -> Result<Exclude, D::Erro
 /// flat [`Ragged`].
 struct IndexLists<'a> {
     field: &'static str,
-    ids: Option<&'a mut Vec<(usize, usize, String)>>,
+    ids: Option<&'a mut ExcludedIds>,
 }
 
 impl IndexLists<'_> {
@@ -139,7 +190,7 @@ struct IndexList<'a> {
     field: &'static str,
     row: usize,
     into: &'a mut Ragged<usize>,
-    ids: Option<&'a mut Vec<(usize, usize, String)>>,
+    ids: Option<&'a mut ExcludedIds>,
 }
 
 impl IndexList<'_> {
@@ -174,7 +225,7 @@ impl<'de> Visitor<'de> for IndexList<'_> {
             let index = match (&value, self.ids.as_deref_mut()) {
                 (Scalar::Unsigned(i), _) => usize::try_from(*i).ok(),
                 (Scalar::Str(id), Some(ids)) => {
-                    ids.push((self.row, col, id.clone().into_owned()));
+                    ids.push::<A::Error>(id, self.into.total())?;
                     Some(0)
                 }
                 _ => None,

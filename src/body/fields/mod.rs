@@ -19,6 +19,7 @@ pub use lists::{Exclude, exclude_lists, item_ids, pair_indices};
 pub use options::{encoding, exclude_self, flag, metric, threshold, top_k};
 
 use crate::compute::Ragged;
+use crate::tensor::Strings;
 use crate::tensor::{Input, Tensor, TensorSeed};
 
 /// Declares `deserialize_with` functions that decode one named embedding field.
@@ -70,7 +71,7 @@ optional! {
     some_threshold => threshold -> f32;
     some_pair_indices => pair_indices -> Ragged<usize>;
     some_exclude_lists => exclude_lists -> Exclude;
-    some_item_ids => item_ids -> Vec<String>;
+    some_item_ids => item_ids -> Strings;
 }
 
 #[cfg(test)]
@@ -87,7 +88,7 @@ mod tests {
         #[serde(default, deserialize_with = "some_threshold")]
         threshold: Option<f32>,
         #[serde(default, deserialize_with = "some_item_ids")]
-        item_ids: Option<Vec<String>>,
+        item_ids: Option<Strings>,
     }
 
     fn probe(json: &str) -> Result<Probe, String> {
@@ -105,9 +106,32 @@ mod tests {
             .unwrap()
             .exclude
             .unwrap();
+        let entries: Vec<(usize, &str)> = named.ids.entries().collect();
         assert_eq!(
-            named.ids,
-            vec![(0, 1, "sku-1".to_owned()), (1, 0, "x".to_owned())]
+            entries,
+            [(1, "sku-1"), (2, "x")],
+            "entries among all the lists'"
+        );
+        // Ids past the first 64 entries, in lists of their own and mixed with indices.
+        let mut list: Vec<String> = (0..130).map(|n| n.to_string()).collect();
+        for at in [63, 64, 129] {
+            list[at] = format!("\"id-{at}\"");
+        }
+        let body = format!(
+            r#"{{"exclude": [["first"], [{}], [], ["last"]]}}"#,
+            list.join(",")
+        );
+        let named = probe(&body).unwrap().exclude.unwrap();
+        let entries: Vec<(usize, &str)> = named.ids.entries().collect();
+        assert_eq!(
+            entries,
+            [
+                (0, "first"),
+                (64, "id-63"),
+                (65, "id-64"),
+                (130, "id-129"),
+                (131, "last")
+            ]
         );
         assert!(probe("{}").unwrap().exclude.is_none());
     }
@@ -170,6 +194,6 @@ mod tests {
         let ok = probe(r#"{"top_k": 3, "threshold": -0.5, "item_ids": ["x"]}"#).unwrap();
         assert_eq!(ok.top_k.map(NonZeroUsize::get), Some(3));
         assert_eq!(ok.threshold, Some(-0.5));
-        assert_eq!(ok.item_ids, Some(vec!["x".to_owned()]));
+        assert_eq!(ok.item_ids, Some(Strings::try_from(&["x"][..]).unwrap()));
     }
 }

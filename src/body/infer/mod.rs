@@ -21,6 +21,7 @@ mod arriving;
 pub use arriving::{Arriving, MAX_JSON};
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
@@ -167,33 +168,42 @@ pub fn decode(
     }
 }
 
-/// The request's JSON, as read before its inputs are decoded.
+/// Bytes of JSON a field of the request's JSON other than an input's `data` may take: what
+/// is read into a [`Value`] (which may take 32 bytes and more per byte of JSON, `[0,0,…]`),
+/// not what is only borrowed.
+pub const MAX_FIELD_JSON: usize = 64 << 10;
+
+/// The request's JSON, as read before its inputs are decoded: its fields' JSON borrowed,
+/// then read one by one ([`field_value`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Head<'a> {
-    #[serde(default)]
-    id: Option<Value>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
     /// Taken and ignored, as the path names the model and version.
     #[serde(default, rename = "model_name")]
     _model_name: Option<String>,
     #[serde(default, rename = "model_version")]
     _model_version: Option<String>,
-    #[serde(default)]
-    parameters: Option<Value>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
     #[serde(borrow)]
     inputs: Vec<InputHead<'a>>,
-    #[serde(default)]
-    outputs: Option<Value>,
+    #[serde(default, borrow)]
+    outputs: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InputHead<'a> {
-    name: Value,
-    shape: Value,
-    datatype: Value,
-    #[serde(default)]
-    parameters: Option<Value>,
+    #[serde(borrow)]
+    name: &'a RawValue,
+    #[serde(borrow)]
+    shape: &'a RawValue,
+    #[serde(borrow)]
+    datatype: &'a RawValue,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
 }
@@ -250,7 +260,7 @@ struct Plan<'a> {
     /// That input's error: the request's, unless the binary data of an input before it is
     /// wrong first.
     wrong: Option<ApiError>,
-    outputs: Option<Value>,
+    outputs: Option<&'a RawValue>,
     /// The model's outputs, which `outputs` may name.
     model_outputs: &'static [Spec],
 }
@@ -294,12 +304,16 @@ fn plan(json: &[u8], names: Signature) -> Result<Plan<'_>, ApiError> {
         ));
     }
     let head: Head = serde_json::from_slice(json).map_err(|err| ApiError::from_json(&err))?;
-    let id = match head.id {
+    let id = match head.id.map(|id| field_value("id", id)).transpose()? {
         None => None,
         Some(Value::String(id)) => Some(id),
         Some(_) => return Err(invalid("id: expected a string")),
     };
-    let parameters = match head.parameters {
+    let parameters = match head
+        .parameters
+        .map(|parameters| field_value("parameters", parameters))
+        .transpose()?
+    {
         None => Map::new(),
         Some(Value::Object(map)) => map,
         Some(_) => return Err(invalid("parameters: expected an object")),
@@ -332,12 +346,13 @@ fn planned<'a>(
     seen: &[Planned],
     names: Signature,
 ) -> Result<Planned<'a>, ApiError> {
-    let name = match &input.name {
+    let given = field_value(format_args!("inputs[{at}].name"), input.name)?;
+    let name = match &given {
         Value::String(name) => named(names.inputs, name),
         _ => return Err(invalid(format!("inputs[{at}].name: expected a string"))),
     };
     let Some(name) = name else {
-        let given = input.name.as_str().map(shown).unwrap_or_default();
+        let given = given.as_str().map(shown).unwrap_or_default();
         return Err(invalid(format!(
             "inputs[{at}].name: the model has no input {given}; its inputs are {}",
             listed(names.inputs)
@@ -348,7 +363,7 @@ fn planned<'a>(
             "inputs[{at}]: a second input named {name:?}"
         )));
     }
-    let datatype = match &input.datatype {
+    let datatype = match &field_value(format_args!("{name}.datatype"), input.datatype)? {
         Value::String(text) => Datatype::parse(text).ok_or_else(|| {
             invalid(format!(
                 "{name}.datatype: {} is not taken; use FP32, FP64, FP16 or BF16 for \
@@ -358,8 +373,15 @@ fn planned<'a>(
         })?,
         _ => return Err(invalid(format!("{name}.datatype: expected a string"))),
     };
-    let shape = shape_of(name, &input.shape)?;
-    let size = binary_size(name, input.parameters.as_ref())?;
+    let shape = shape_of(
+        name,
+        &field_value(format_args!("{name}.shape"), input.shape)?,
+    )?;
+    let parameters = input
+        .parameters
+        .map(|parameters| field_value(format_args!("{name}.parameters"), parameters))
+        .transpose()?;
+    let size = binary_size(name, parameters.as_ref())?;
     let source = match (size, input.data) {
         (Some(_), Some(_)) => {
             return Err(invalid(format!(
@@ -438,7 +460,7 @@ fn walk<'b>(
             }
             Source::Json(data) => {
                 let mut de = serde_json::Deserializer::from_str(data.get());
-                JsonData::new(name, datatype, &shape)
+                JsonData::new(name, datatype, &shape, data.get().len())
                     .deserialize(&mut de)
                     .map_err(|err| ApiError::from_json(&err))?
             }
@@ -463,7 +485,7 @@ fn walk<'b>(
     }
     let outputs = plan
         .outputs
-        .map(|outputs| requested(&outputs, plan.model_outputs))
+        .map(|outputs| requested(&field_value("outputs", outputs)?, plan.model_outputs))
         .transpose()?;
     Ok(InferRequest {
         id: plan.id,
@@ -471,6 +493,19 @@ fn walk<'b>(
         inputs,
         outputs,
     })
+}
+
+/// The JSON of `field` (a field of the request's JSON, other than an input's `data`), read:
+/// refused when it is longer than [`MAX_FIELD_JSON`].
+fn field_value(field: impl fmt::Display, json: &RawValue) -> Result<Value, ApiError> {
+    let text = json.get();
+    if text.len() > MAX_FIELD_JSON {
+        return Err(invalid(format!(
+            "{field}: takes {} bytes of JSON, at most {MAX_FIELD_JSON} are read",
+            text.len()
+        )));
+    }
+    serde_json::from_str(text).map_err(|err| ApiError::from_json(&err))
 }
 
 /// An input's `shape`: at most [`MAX_RANK`] non-negative integers.
@@ -701,5 +736,50 @@ mod tests {
             assert_eq!(code, 422, "{json}: {detail}");
             assert!(detail.starts_with(want), "{json}: {detail}");
         }
+    }
+
+    #[test]
+    fn fields_past_their_json_limit_are_refused_by_name_and_data_is_not_limited() {
+        let zeros = vec!["0"; MAX_FIELD_JSON / 2].join(",");
+        let long = "x".repeat(MAX_FIELD_JSON);
+        for (json, want) in [
+            (
+                format!(r#"{{"id": "{long}", "inputs": []}}"#),
+                format!("id: takes {} bytes of JSON, at most 65536", long.len() + 2),
+            ),
+            (
+                format!(r#"{{"parameters": {{"top_k": [{zeros}, 0]}}, "inputs": []}}"#),
+                "parameters: takes".to_owned(),
+            ),
+            (
+                format!(r#"{{"inputs": [], "outputs": [{{"name": "{long}"}}]}}"#),
+                "outputs: takes".to_owned(),
+            ),
+            (
+                format!(
+                    r#"{{"inputs": [{{"name": "a", "shape": [{zeros}], "datatype": "FP32", "data": []}}]}}"#
+                ),
+                "a.shape: takes".to_owned(),
+            ),
+            (
+                format!(
+                    r#"{{"inputs": [{{"name": "a", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {{"{long}": 1}}}}]}}"#
+                ),
+                "a.parameters: takes".to_owned(),
+            ),
+        ] {
+            match decode(None, json.as_bytes(), 1 << 20, None, NAMES) {
+                Err(ApiError::Invalid(detail)) => assert!(detail.starts_with(&want), "{detail}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        // Data is read straight into its values, however long its JSON.
+        let count = MAX_FIELD_JSON;
+        let data = vec!["0.5"; count].join(",");
+        let json = format!(
+            r#"{{"inputs": [{{"name": "a", "shape": [{count}], "datatype": "FP32", "data": [{data}]}}]}}"#
+        );
+        let got = decode(None, json.as_bytes(), 1 << 20, None, NAMES).unwrap();
+        assert_eq!(got.inputs[0].values, Values::Floats(vec![0.5; count]));
     }
 }

@@ -1,0 +1,315 @@
+//! Parsing a body and checking it into a job hold at most what admission reserves for that
+//! body ([`estimate::parse`]), whatever the body is made of.
+//!
+//! A counting allocator measures the bytes allocated at once around the parse and check of
+//! bodies built to cost the most per byte: lists of the shortest elements (`"",`, `0,`,
+//! `[],`), each list one element past a doubling of its buffer, and the Open Inference
+//! Protocol's JSON fields.
+//!
+//! Buffers count at their capacity, which they may not have touched yet; a buffer regrown
+//! counts at its new size from then on: while it is copied, the old buffer and as many bytes
+//! of the new one are touched, no more. This is its own test binary: the allocator counts
+//! every thread, and this one test is all that runs in it.
+
+// A global allocator is unsafe to implement; this one only counts what `System` does.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use clap::Parser;
+use simserve::admission::estimate;
+use simserve::answer::Encoding;
+use simserve::api::matrix::MatrixJob;
+use simserve::api::pairwise::PairwiseJob;
+use simserve::api::user_item::UserItemJob;
+use simserve::api::v2::models::{Model, Parts};
+use simserve::api::{Context, Operation};
+use simserve::state::AppState;
+use simserve::tables::Resolve;
+use simserve::{Config, body};
+
+/// The system allocator, counting the bytes allocated now and the most since [`peak_of`]
+/// began.
+struct Counting;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn held(more: usize) {
+    let now = HELD.fetch_add(more, Ordering::Relaxed) + more;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call goes to `System` with its arguments unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        held(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        held(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if new_size >= layout.size() {
+            held(new_size - layout.size());
+        } else {
+            HELD.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The most bytes allocated at once while `work` runs, beyond those allocated before.
+fn peak_of(work: impl FnOnce()) -> usize {
+    let before = HELD.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    work();
+    PEAK.load(Ordering::Relaxed).saturating_sub(before)
+}
+
+/// `count` copies of `element`, comma-separated.
+fn many(element: &str, count: usize) -> String {
+    vec![element; count].join(",")
+}
+
+/// Elements per list: one past a doubling, where a growing buffer holds the most per element.
+const N: usize = (1 << 19) + 1;
+
+/// Which route reads the body.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    UserItem,
+    Matrix,
+    Pairwise,
+    V2UserItem,
+    V2Matrix,
+}
+
+/// Parses `body` as `O`'s and checks it into a job: whether that succeeded.
+fn native<O: Operation>(body: &[u8], context: &Context) -> Result<(), String> {
+    body::parse::<O::Request>(body)
+        .and_then(|request| O::parse(request, context))
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+/// Decodes `body` as an inference request for `M` and checks it into a job.
+fn v2<M: Model>(body: &[u8], context: &Context) -> Result<(), String> {
+    body::infer::decode(None, body, usize::MAX, None, M::SIGNATURE)
+        .and_then(|decoded| {
+            let mut parts = Parts::new(decoded.inputs, decoded.parameters);
+            let (request, _) = M::request(&mut parts, Encoding::Json)?;
+            M::parse(request, context)
+        })
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+#[test]
+fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() {
+    let tables = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tables/good");
+    let config = Config::parse_from(["simserve", "--tables", &tables.to_string_lossy()]);
+    let state = AppState::new(&config);
+    assert!(state.tables.load().is_ok(), "the fixture tables load");
+    let catalog = state.tables.catalog();
+    let context = Context {
+        limits: &state.limits,
+        tables: Resolve::new(&catalog, usize::MAX),
+    };
+
+    let one = "[1]";
+    let rows = many(one, N);
+    let empty = many(r#""""#, N);
+    let zeros = many("0", N);
+    let sku = many(r#""sku-003""#, N);
+    // (what the body is made of, the body, its route, whether it makes a job)
+    let cases = [
+        (
+            "item_ids of empty strings",
+            format!(r#"{{"users":[{one}],"items":[{rows}],"top_k":1,"item_ids":[{empty}]}}"#),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "exclude ids, looked up in item_ids",
+            format!(
+                r#"{{"users":[{one}],"items":[{one}],"top_k":1,"item_ids":[""],"exclude":[[{empty}]]}}"#
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "exclude ids, looked up in a table's ids",
+            format!(
+                r#"{{"users":[[1,2,3,4,5,6,7,8]],"items":{{"table":"items"}},"top_k":1,"exclude":[[{sku}]]}}"#
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "exclude indices",
+            format!(r#"{{"users":[{one}],"items":[{one}],"top_k":1,"exclude":[[{zeros}]]}}"#),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "exclude lists, all empty",
+            format!(
+                r#"{{"users":[{rows}],"items":[{one}],"top_k":1,"exclude":[{}]}}"#,
+                many("[]", N)
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "pairs",
+            format!(
+                r#"{{"users":[{one}],"items":[{one}],"pairs":[{}]}}"#,
+                many("[0,0]", N)
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "table rows by id",
+            format!(r#"{{"users":{{"table":"items","ids":[{sku}]}},"items":[[1,2,3,4,5,6,7,8]]}}"#),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "table rows by index",
+            format!(
+                r#"{{"users":{{"table":"items","rows":[{zeros}]}},"items":[[1,2,3,4,5,6,7,8]]}}"#
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "rows of one number",
+            format!(r#"{{"a":[{rows}],"top_k":1}}"#),
+            Route::Matrix,
+            true,
+        ),
+        (
+            "sets of one row",
+            format!(r#"{{"a":[{}]}}"#, many("[[1]]", N)),
+            Route::Matrix,
+            true,
+        ),
+        (
+            "one long row",
+            format!(r#"{{"a":[[{zeros}]],"b":[[{zeros}]]}}"#),
+            Route::Pairwise,
+            true,
+        ),
+        (
+            "v2: a shape of many axes",
+            format!(
+                r#"{{"inputs":[{{"name":"a","datatype":"FP32","shape":[{zeros}],"data":[]}}]}}"#
+            ),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: an id of many arrays",
+            format!(r#"{{"id":[{}],"inputs":[]}}"#, many("[]", N)),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: a parameter of many arrays",
+            format!(
+                r#"{{"parameters":{{"top_k":[{}]}},"inputs":[]}}"#,
+                many("[]", N)
+            ),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: outputs of many arrays",
+            format!(r#"{{"outputs":[{}],"inputs":[]}}"#, many("[]", N)),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: many inputs",
+            format!(
+                r#"{{"inputs":[{}]}}"#,
+                many(r#"{"name":0,"shape":0,"datatype":0}"#, N / 8)
+            ),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: BYTES ids of a table's rows",
+            format!(
+                r#"{{"parameters":{{"users_table":"items"}},"inputs":[{{"name":"users","datatype":"BYTES","shape":[{N}],"data":[{sku}]}},{{"name":"items","datatype":"FP32","shape":[1,8],"data":[1,2,3,4,5,6,7,8]}}]}}"#
+            ),
+            Route::V2UserItem,
+            true,
+        ),
+        (
+            "v2: INT64 pairs",
+            format!(
+                r#"{{"inputs":[{{"name":"users","datatype":"FP32","shape":[1,1],"data":[1]}},{{"name":"items","datatype":"FP32","shape":[1,1],"data":[1]}},{{"name":"pairs","datatype":"INT64","shape":[{N},2],"data":[{}]}}]}}"#,
+                many("0,0", N)
+            ),
+            Route::V2UserItem,
+            true,
+        ),
+        (
+            "v2: FP32 numbers",
+            format!(
+                r#"{{"parameters":{{"top_k":1}},"inputs":[{{"name":"a","datatype":"FP32","shape":[{N},1],"data":[{zeros}]}}]}}"#
+            ),
+            Route::V2Matrix,
+            true,
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (what, body, route, makes_a_job) in cases {
+        let body = body.into_bytes();
+        let mut made = Ok(());
+        let peak = peak_of(|| {
+            made = match route {
+                Route::UserItem => native::<UserItemJob>(&body, &context),
+                Route::Matrix => native::<MatrixJob>(&body, &context),
+                Route::Pairwise => native::<PairwiseJob>(&body, &context),
+                Route::V2UserItem => v2::<UserItemJob>(&body, &context),
+                Route::V2Matrix => v2::<MatrixJob>(&body, &context),
+            }
+        });
+        // What parsing reserves, less the inflated copy of a compressed body: these are not.
+        let reserved = estimate::parse(body.len()) - body.len();
+        let per_byte = peak as f64 / body.len() as f64;
+        eprintln!(
+            "{what}: {} body bytes, {peak} bytes at most ({per_byte:.1} per body byte), \
+             {reserved} reserved",
+            body.len()
+        );
+        if made.is_ok() != makes_a_job {
+            failures.push(format!(
+                "{what}: made a job: {made:?}, expected {makes_a_job}"
+            ));
+        }
+        if peak > reserved {
+            failures.push(format!("{what}: held {peak} bytes, {reserved} reserved"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
