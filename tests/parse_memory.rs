@@ -4,7 +4,8 @@
 //! A counting allocator measures the bytes allocated at once around the parse and check of
 //! bodies built to cost the most per byte: lists of the shortest elements (`"",`, `0,`,
 //! `[],`), each list one element past a doubling of its buffer, and the Open Inference
-//! Protocol's JSON fields.
+//! Protocol's JSON fields, just within their limit and past it (an inference request also
+//! reserves [`estimate::INFER_FIELDS`] for them).
 //!
 //! Buffers count at their capacity, which they may not have touched yet; a buffer regrown
 //! counts at its new size from then on: while it is copied, the old buffer and as many bytes
@@ -89,6 +90,12 @@ fn many(element: &str, count: usize) -> String {
 /// Elements per list: one past a doubling, where a growing buffer holds the most per element.
 const N: usize = (1 << 19) + 1;
 
+/// A JSON array of one-entry maps (`{"":0}`, the JSON that takes the most as a `Value`)
+/// taking at most `bytes` bytes.
+fn maps_within(bytes: usize) -> String {
+    format!("[{}]", many(r#"{"":0}"#, (bytes - 1) / 7))
+}
+
 /// Which route reads the body.
 #[derive(Clone, Copy, Debug)]
 enum Route {
@@ -136,6 +143,9 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
     let empty = many(r#""""#, N);
     let zeros = many("0", N);
     let sku = many(r#""sku-003""#, N);
+    let limit = body::infer::MAX_FIELD_JSON;
+    let users = r#"{"name":"users","datatype":"FP32","shape":[1,1],"data":[1]}"#;
+    let items = r#"{"name":"items","datatype":"FP32","shape":[1,1],"data":[1]}"#;
     // (what the body is made of, the body, its route, whether it makes a job)
     let cases = [
         (
@@ -180,6 +190,15 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
             format!(
                 r#"{{"users":[{one}],"items":[{one}],"pairs":[{}]}}"#,
                 many("[0,0]", N)
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "exclude ids among chosen rows of a table",
+            format!(
+                r#"{{"users":[[1,2,3,4,5,6,7,8]],"items":{{"table":"items","rows":[{zeros},1]}},"top_k":1,"exclude":[[{}]]}}"#,
+                many(r#""sku-001""#, N)
             ),
             Route::UserItem,
             true,
@@ -249,10 +268,47 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
             "v2: many inputs",
             format!(
                 r#"{{"inputs":[{}]}}"#,
-                many(r#"{"name":0,"shape":0,"datatype":0}"#, N / 8)
+                many(r#"{"name":0,"shape":0,"datatype":0}"#, (1 << 16) + 1)
             ),
             Route::V2Matrix,
             false,
+        ),
+        (
+            "v2: parameters and outputs just within their limit",
+            format!(
+                r#"{{"parameters":{{"top_k":{}}},"outputs":{},"inputs":[]}}"#,
+                maps_within(limit - r#"{"top_k":}"#.len()),
+                maps_within(limit)
+            ),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: an input's shape just within its limit",
+            format!(
+                r#"{{"inputs":[{{"name":"a","datatype":"FP32","shape":{},"data":[]}}]}}"#,
+                maps_within(limit)
+            ),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: exclude lists",
+            format!(
+                r#"{{"parameters":{{"top_k":1}},"inputs":[{users},{items},{{"name":"exclude","datatype":"INT64","shape":[{N}],"data":[{zeros}]}},{{"name":"exclude_offsets","datatype":"INT64","shape":[2],"data":[0,{N}]}}]}}"#
+            ),
+            Route::V2UserItem,
+            true,
+        ),
+        (
+            "v2: exclude offsets",
+            format!(
+                r#"{{"parameters":{{"top_k":1}},"inputs":[{{"name":"users","datatype":"FP32","shape":[{n},1],"data":[{ones}]}},{items},{{"name":"exclude","datatype":"INT64","shape":[0],"data":[]}},{{"name":"exclude_offsets","datatype":"INT64","shape":[{N}],"data":[{zeros}]}}]}}"#,
+                n = N - 1,
+                ones = many("1", N - 1)
+            ),
+            Route::V2UserItem,
+            true,
         ),
         (
             "v2: BYTES ids of a table's rows",
@@ -294,8 +350,13 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
                 Route::V2Matrix => v2::<MatrixJob>(&body, &context),
             }
         });
-        // What parsing reserves, less the inflated copy of a compressed body: these are not.
-        let reserved = estimate::parse(body.len()) - body.len();
+        // What parsing reserves, less the inflated copy of a compressed body: these are not;
+        // inference requests reserve their fields' share besides.
+        let fields = match route {
+            Route::V2UserItem | Route::V2Matrix => estimate::INFER_FIELDS,
+            _ => 0,
+        };
+        let reserved = estimate::parse(body.len()) - body.len() + fields;
         let per_byte = peak as f64 / body.len() as f64;
         eprintln!(
             "{what}: {} body bytes, {peak} bytes at most ({per_byte:.1} per body byte), \

@@ -109,6 +109,10 @@ fn exclude_indices(
         order.sort_by(|&x, &y| ids.get(x).cmp(ids.get(y)));
         (ids, order)
     });
+    let finder = match &listed {
+        Some(_) => None,
+        None => items.finder(),
+    };
     for (entry, id) in ids.entries() {
         // The entry's list and place in it, for an error.
         let place = || {
@@ -126,14 +130,16 @@ fn exclude_indices(
                     .copied()
                     .filter(|&item| ids.get(item) == id)
             }
-            None if items.has_ids() => items.row_of(id),
-            None => {
-                let (user, at) = place();
-                return Err(invalid(format!(
-                    "exclude[{user}][{at}]: names an item by id, but the items have no ids \
-                     (send item_ids, or reference a table with ids)"
-                )));
-            }
+            None => match &finder {
+                Some(finder) => finder.row_of(id),
+                None => {
+                    let (user, at) = place();
+                    return Err(invalid(format!(
+                        "exclude[{user}][{at}]: names an item by id, but the items have no \
+                         ids (send item_ids, or reference a table with ids)"
+                    )));
+                }
+            },
         };
         let Some(row) = row else {
             let (user, at) = place();

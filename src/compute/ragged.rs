@@ -33,6 +33,22 @@ impl<T> Ragged<T> {
         Ragged { offsets, values }
     }
 
+    /// Rows given by `offsets` (where each row starts in `values`, and the end of the last),
+    /// or `None` unless they start at 0, never decrease and end at `values.len()`.
+    pub fn from_parts(offsets: Vec<usize>, values: Vec<T>) -> Option<Self> {
+        let valid = offsets.first() == Some(&0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.last() == Some(&values.len());
+        valid.then_some(Ragged { offsets, values })
+    }
+
+    /// Gives back what its buffers hold beyond their values (a buffer that grew may hold
+    /// twice as many): for lists read whole, kept while a request is checked and run.
+    pub fn shrink_to_fit(&mut self) {
+        self.offsets.shrink_to_fit();
+        self.values.shrink_to_fit();
+    }
+
     /// Appends a row.
     pub fn push_row(&mut self, row: impl IntoIterator<Item = T>) {
         self.values.extend(row);

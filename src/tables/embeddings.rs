@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 
-use super::{Catalog, Table};
+use super::{Catalog, Ids, Table};
 use crate::compute::Operand;
 use crate::tensor::{Input, Pick, TableRef, Tensor};
 
@@ -30,6 +30,30 @@ pub enum Embeddings {
         /// Those rows' values, once gathered.
         gathered: Option<Array2<f32>>,
     },
+}
+
+/// Finds rows by id ([`Embeddings::finder`]).
+#[derive(Debug)]
+pub struct Finder<'a> {
+    /// The table's ids.
+    ids: &'a Ids,
+    /// For chosen rows: the rows, and their positions ordered by row (a stable sort, so of
+    /// a row chosen more than once the first position comes first).
+    chosen: Option<(&'a [usize], Vec<usize>)>,
+}
+
+impl Finder<'_> {
+    /// The row with id `id`, if one has it (the first, for a row chosen more than once).
+    pub fn row_of(&self, id: &str) -> Option<usize> {
+        let row = self.ids.row(id)?;
+        match &self.chosen {
+            None => Some(row),
+            Some((rows, order)) => {
+                let first = order.partition_point(|&at| rows[at] < row);
+                order.get(first).copied().filter(|&at| rows[at] == row)
+            }
+        }
+    }
 }
 
 /// Why a field could not be resolved.
@@ -99,15 +123,23 @@ impl Embeddings {
         }
     }
 
-    /// The row with id `id`, if these rows have ids and one has it (the first, for rows
-    /// chosen more than once).
-    pub fn row_of(&self, id: &str) -> Option<usize> {
+    /// Finds these rows by id, when they have ids: for many ids, as chosen rows are
+    /// ordered once rather than searched for each id.
+    pub fn finder(&self) -> Option<Finder<'_>> {
         match self {
             Embeddings::Inline(_) => None,
-            Embeddings::Table(table) => table.ids()?.row(id),
+            Embeddings::Table(table) => Some(Finder {
+                ids: table.ids()?,
+                chosen: None,
+            }),
             Embeddings::Rows { table, rows, .. } => {
-                let at = table.ids()?.row(id)?;
-                rows.iter().position(|&row| row == at)
+                let ids = table.ids()?;
+                let mut order: Vec<usize> = (0..rows.len()).collect();
+                order.sort_by_key(|&at| rows[at]);
+                Some(Finder {
+                    ids,
+                    chosen: Some((rows, order)),
+                })
             }
         }
     }

@@ -50,7 +50,9 @@ impl Ids {
                     "has more ids than the table's {rows} rows (one id per line, one per row)"
                 ));
             }
-            ids.ids.push(id).map_err(|err| format!("the ids {err}"))?;
+            ids.ids
+                .push(id)
+                .map_err(|err| format!("line {}: ids of {err}", at + 1))?;
             ids.longest = ids.longest.max(id.len());
         }
         if ids.ids.len() != rows {

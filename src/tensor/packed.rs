@@ -328,6 +328,8 @@ impl<'de> Visitor<'de> for Part {
                         None => break,
                     }
                 }
+                indices.shrink_to_fit();
+                ids.shrink_to_fit();
                 let key = if rows { "rows" } else { "ids" };
                 if indices.is_empty() && ids.is_empty() {
                     return Err(de::Error::custom(format_args!(

@@ -22,7 +22,7 @@ pub struct TooLong;
 
 impl fmt::Display for TooLong {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "holds more than {} bytes of text", u32::MAX)
+        write!(f, "more than {} bytes of text in all", u32::MAX)
     }
 }
 
@@ -51,6 +51,12 @@ impl Strings {
         self.text.push_str(string);
         self.ends.push(end);
         Ok(())
+    }
+
+    /// Gives back what its buffers hold beyond their strings (see `Ragged::shrink_to_fit`).
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
     }
 
     /// String `i` (empty past the last).

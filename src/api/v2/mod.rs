@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use super::admitted_body::{Received, receive};
 use super::compute;
 use super::service::readiness;
+use crate::admission::{Admitted, estimate};
 use crate::answer::Encoding;
 use crate::answer::infer::{self, MODEL_VERSION, Wanted};
 use crate::api::matrix::MatrixJob;
@@ -185,9 +186,10 @@ async fn serve<M: Model>(
             let received = receive(&parts, incoming, head, state, arriving).await?;
             let Received {
                 body,
-                admitted,
+                mut admitted,
                 inflated,
             } = received;
+            reserve_fields(&mut admitted, state)?;
             cpu::run(inflated, move || {
                 (body.finish().and_then(prepare::<M>), admitted)
             })
@@ -198,9 +200,10 @@ async fn serve<M: Model>(
             let received = receive(&parts, incoming, head, state, buffer).await?;
             let Received {
                 body,
-                admitted,
+                mut admitted,
                 inflated,
             } = received;
+            reserve_fields(&mut admitted, state)?;
             let bytes = body.into_bytes();
             cpu::run(inflated, move || {
                 let decoded =
@@ -219,6 +222,15 @@ async fn serve<M: Model>(
     let encode =
         move |outcome| infer::encode(M::NAME, id.as_deref(), outcome, wanted.as_deref(), binary);
     compute::<M>(state, route, request, admitted, encode).await
+}
+
+/// Reserves what reading the request's JSON fields may hold besides its data
+/// ([`estimate::INFER_FIELDS`]), which does not grow with the body.
+fn reserve_fields(admitted: &mut Admitted, state: &AppState) -> Result<(), ApiError> {
+    admitted
+        .reservation()
+        .grow(estimate::INFER_FIELDS)
+        .map_err(|refusal| state.metrics.refused(refusal))
 }
 
 /// An inference request made into the operation's own, with what its answer should hold.

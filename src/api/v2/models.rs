@@ -404,10 +404,8 @@ fn exclude(values: Option<Indices>, offsets: Option<Indices>) -> Result<Option<E
             values.len()
         )));
     }
-    let lists = offsets
-        .windows(2)
-        .map(|w| values[w[0]..w[1]].iter().copied())
-        .collect::<Ragged<usize>>();
+    let lists = Ragged::from_parts(offsets, values)
+        .ok_or_else(|| invalid("exclude_offsets: do not cut exclude into lists"))?;
     Ok(Some(Exclude {
         lists,
         ids: Default::default(),

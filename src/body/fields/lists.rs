@@ -50,6 +50,7 @@ impl<'de> Visitor<'de> for Ids {
                 }
             }
         }
+        ids.shrink_to_fit();
         Ok(ids)
     }
 
@@ -100,7 +101,7 @@ impl ExcludedIds {
     fn push<E: de::Error>(&mut self, id: &str, entry: usize) -> Result<(), E> {
         self.ids
             .push(id)
-            .map_err(|err| E::custom(format_args!("exclude: the ids {err}")))?;
+            .map_err(|err| E::custom(format_args!("exclude: ids of {err}")))?;
         let word = entry / 64;
         if self.marked.len() <= word {
             self.marked.resize(word + 1, 0);
@@ -122,13 +123,6 @@ impl ExcludedIds {
     /// Whether no entry was given as an id.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
-    }
-
-    /// Bytes its buffers hold, by capacity.
-    pub fn bytes(&self) -> usize {
-        self.ids
-            .bytes()
-            .saturating_add(self.marked.capacity().saturating_mul(size_of::<u64>()))
     }
 }
 
@@ -176,6 +170,7 @@ impl<'de> Visitor<'de> for IndexLists<'_> {
                 ids: self.ids.as_deref_mut(),
             };
             if seq.next_element_seed(list)?.is_none() {
+                lists.shrink_to_fit();
                 return Ok(lists);
             }
             lists.end_row();

@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::BodyHead;
+use crate::admission::estimate;
 use crate::answer::INFERENCE_HEADER_CONTENT_LENGTH;
 use crate::coding::{self, Coding};
 use crate::error::ApiError;
@@ -169,9 +170,12 @@ pub fn decode(
 }
 
 /// Bytes of JSON a field of the request's JSON other than an input's `data` may take: what
-/// is read into a [`Value`] (which may take 32 bytes and more per byte of JSON, `[0,0,…]`),
-/// not what is only borrowed.
-pub const MAX_FIELD_JSON: usize = 64 << 10;
+/// is read into a [`Value`], which may take 100 bytes per byte of JSON (a map of one entry,
+/// `{"":0}`, is a tree node of some 600 bytes). Two are held at once at most (`parameters`,
+/// and `outputs` or a field of an input), reserved as [`estimate::INFER_FIELDS`].
+pub const MAX_FIELD_JSON: usize = 4 << 10;
+
+const _: () = assert!(2 * 128 * MAX_FIELD_JSON <= estimate::INFER_FIELDS);
 
 /// The request's JSON, as read before its inputs are decoded: its fields' JSON borrowed,
 /// then read one by one ([`field_value`]).
@@ -745,7 +749,7 @@ mod tests {
         for (json, want) in [
             (
                 format!(r#"{{"id": "{long}", "inputs": []}}"#),
-                format!("id: takes {} bytes of JSON, at most 65536", long.len() + 2),
+                format!("id: takes {} bytes of JSON, at most 4096", long.len() + 2),
             ),
             (
                 format!(r#"{{"parameters": {{"top_k": [{zeros}, 0]}}, "inputs": []}}"#),
