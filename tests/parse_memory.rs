@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser;
+use simserve::admission::Admission;
 use simserve::admission::estimate;
 use simserve::answer::Encoding;
 use simserve::api::matrix::MatrixJob;
@@ -27,6 +28,8 @@ use simserve::api::pairwise::PairwiseJob;
 use simserve::api::user_item::UserItemJob;
 use simserve::api::v2::models::{Model, Parts};
 use simserve::api::{Context, Operation};
+use simserve::body::infer::Arriving;
+use simserve::body::{BodyHead, Sink};
 use simserve::state::AppState;
 use simserve::tables::Resolve;
 use simserve::{Config, body};
@@ -94,6 +97,14 @@ const N: usize = (1 << 19) + 1;
 /// taking at most `bytes` bytes.
 fn maps_within(bytes: usize) -> String {
     format!("[{}]", many(r#"{"":0}"#, (bytes - 1) / 7))
+}
+
+/// A JSON array of maps nested 100 deep (`{"":{"":…0}}`, a tree node of some 600 bytes per
+/// 5 bytes of JSON) taking at most `bytes` bytes.
+fn nested_maps_within(bytes: usize) -> String {
+    let depth = 100;
+    let one = format!("{}0{}", r#"{"":"#.repeat(depth), "}".repeat(depth));
+    format!("[{}]", many(&one, (bytes - 1) / (one.len() + 1)))
 }
 
 /// Which route reads the body.
@@ -204,6 +215,22 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
             true,
         ),
         (
+            "many chosen rows of a table, and an exclude id",
+            format!(
+                r#"{{"users":[[1,2,3,4,5,6,7,8]],"items":{{"table":"items","rows":[{zeros}]}},"top_k":1,"exclude":[["sku-000"]]}}"#
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
+            "many item_ids, and an exclude id",
+            format!(
+                r#"{{"users":[{one}],"items":[{rows}],"top_k":1,"item_ids":[{empty}],"exclude":[[""]]}}"#
+            ),
+            Route::UserItem,
+            true,
+        ),
+        (
             "table rows by id",
             format!(r#"{{"users":{{"table":"items","ids":[{sku}]}},"items":[[1,2,3,4,5,6,7,8]]}}"#),
             Route::UserItem,
@@ -279,6 +306,16 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
                 r#"{{"parameters":{{"top_k":{}}},"outputs":{},"inputs":[]}}"#,
                 maps_within(limit - r#"{"top_k":}"#.len()),
                 maps_within(limit)
+            ),
+            Route::V2Matrix,
+            false,
+        ),
+        (
+            "v2: parameters and outputs of nested maps just within their limit",
+            format!(
+                r#"{{"parameters":{{"top_k":{}}},"outputs":{},"inputs":[]}}"#,
+                nested_maps_within(limit - r#"{"top_k":}"#.len()),
+                nested_maps_within(limit)
             ),
             Route::V2Matrix,
             false,
@@ -371,6 +408,42 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
         if peak > reserved {
             failures.push(format!("{what}: held {peak} bytes, {reserved} reserved"));
         }
+    }
+
+    // A binary inference request that declares its length reads its JSON as the body
+    // arrives, reserving for that while, on top of the body.
+    let json = format!(
+        r#"{{"parameters":{{"top_k":{}}},"inputs":[{{"name":"a","datatype":"FP32","shape":[1,1],"parameters":{{"binary_data_size":4,"x":{}}}}}]}}"#,
+        nested_maps_within(limit - r#"{"top_k":}"#.len()),
+        nested_maps_within(limit - r#"{"binary_data_size":4,"x":}"#.len())
+    );
+    let mut bytes = json.clone().into_bytes();
+    bytes.extend_from_slice(&1f32.to_le_bytes());
+    let head = BodyHead {
+        coding: None,
+        declared: Some(bytes.len()),
+    };
+    let admission = Admission::new(1, 1, usize::MAX);
+    let mut place = admission.enter(Some(bytes.len())).unwrap();
+    let mut arriving = Arriving::for_body(head, Some(json.len()), MatrixJob::SIGNATURE).unwrap();
+    let mut took = Ok(());
+    let peak = peak_of(|| took = arriving.take(&bytes, place.reservation()));
+    assert!(took.is_ok());
+    let reserved = estimate::parse(json.len()) + estimate::INFER_FIELDS;
+    eprintln!(
+        "a binary request's JSON read as it arrives: {peak} bytes at most, {reserved} reserved"
+    );
+    if peak > reserved {
+        failures.push(format!(
+            "the JSON read as it arrives: held {peak} bytes, {reserved} reserved"
+        ));
+    }
+    // And it is reserved indeed: a budget a byte short of it refuses the request.
+    let admission = Admission::new(1, 1, bytes.len() + reserved - 1);
+    let mut place = admission.enter(Some(bytes.len())).unwrap();
+    let mut arriving = Arriving::for_body(head, Some(json.len()), MatrixJob::SIGNATURE).unwrap();
+    if arriving.take(&bytes, place.reservation()).is_ok() {
+        failures.push("the JSON read as it arrives: not reserved for".to_owned());
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -102,11 +102,11 @@ fn exclude_indices(
     if ids.is_empty() {
         return Ok(lists);
     }
-    // The listed items ordered by id; the sort is stable, so of equal ids the first listed
-    // comes first and is the one found.
+    // The listed items ordered by id, then by position: of equal ids the first listed comes
+    // first and is the one found. Sorted in place (a stable sort would take as much again).
     let listed: Option<(&Strings, Vec<usize>)> = item_ids.map(|ids| {
         let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by(|&x, &y| ids.get(x).cmp(ids.get(y)));
+        order.sort_unstable_by(|&x, &y| ids.get(x).cmp(ids.get(y)).then(x.cmp(&y)));
         (ids, order)
     });
     let finder = match &listed {

@@ -37,8 +37,8 @@ pub enum Embeddings {
 pub struct Finder<'a> {
     /// The table's ids.
     ids: &'a Ids,
-    /// For chosen rows: the rows, and their positions ordered by row (a stable sort, so of
-    /// a row chosen more than once the first position comes first).
+    /// For chosen rows: the rows, and their positions ordered by row, then by position (so
+    /// of a row chosen more than once the first position comes first).
     chosen: Option<(&'a [usize], Vec<usize>)>,
 }
 
@@ -134,8 +134,9 @@ impl Embeddings {
             }),
             Embeddings::Rows { table, rows, .. } => {
                 let ids = table.ids()?;
+                // In place (a stable sort would take as much again), first positions first.
                 let mut order: Vec<usize> = (0..rows.len()).collect();
-                order.sort_by_key(|&at| rows[at]);
+                order.sort_unstable_by_key(|&at| (rows[at], at));
                 Some(Finder {
                     ids,
                     chosen: Some((rows, order)),

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use super::{InferRequest, Signature, Source, Taken, past_the_end, plan, walk};
-use crate::admission::{Refusal, Reservation};
+use crate::admission::{Refusal, Reservation, estimate};
 use crate::body::{BodyHead, Sink};
 use crate::error::ApiError;
 use crate::tensor::all_finite;
@@ -108,10 +108,17 @@ impl Arriving {
     /// Reads the inputs' places from the complete JSON and makes each binary input's
     /// buffer, charging `reservation` for them. A JSON that is wrong places nothing:
     /// [`Arriving::finish`] tells why.
+    ///
+    /// Reading the JSON holds what decoding a whole body's JSON may (its share of
+    /// [`estimate::parse`] and [`estimate::INFER_FIELDS`]): reserved while it is read, on top
+    /// of what the body holds.
     fn place(&mut self, reservation: &mut Reservation) -> Result<(), Refusal> {
         self.placed = true;
+        let before = reservation.bytes();
+        reservation
+            .grow(estimate::parse(self.json.len()).saturating_add(estimate::INFER_FIELDS))?;
         let Ok(plan) = plan(&self.json, self.names) else {
-            return Ok(());
+            return reservation.set(before);
         };
         let room = self.declared.saturating_sub(self.json_length);
         let mut end = 0usize;
@@ -147,7 +154,8 @@ impl Arriving {
                 finite: true,
             });
         }
-        Ok(())
+        drop(plan);
+        reservation.set(before.max(held))
     }
 
     /// Decodes the request, as [`super::decode`] would the whole body. CPU work: its JSON

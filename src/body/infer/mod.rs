@@ -175,7 +175,7 @@ pub fn decode(
 /// and `outputs` or a field of an input), reserved as [`estimate::INFER_FIELDS`].
 pub const MAX_FIELD_JSON: usize = 4 << 10;
 
-const _: () = assert!(2 * 128 * MAX_FIELD_JSON <= estimate::INFER_FIELDS);
+const _: () = assert!(2 * 2 * 128 * MAX_FIELD_JSON <= estimate::INFER_FIELDS);
 
 /// The request's JSON, as read before its inputs are decoded: its fields' JSON borrowed,
 /// then read one by one ([`field_value`]).
