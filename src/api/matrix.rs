@@ -153,6 +153,10 @@ impl Operation for MatrixJob {
         })
     }
 
+    fn lookups(request: &MatrixRequest) -> usize {
+        request.a.rows_picked() + request.b.as_ref().map_or(0, Input::rows_picked)
+    }
+
     fn record_size(&self, span: &tracing::Span) {
         span.record("sets", self.a.sets())
             .record("rows", self.a.rows())

@@ -20,6 +20,7 @@ pub mod user_item;
 pub mod v2;
 mod validate;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -35,9 +36,14 @@ use crate::answer::json;
 use crate::answer::outcome::Outcome;
 use crate::body::TensorFields;
 use crate::compute::Cancel;
+use crate::cpu;
 use crate::error::ApiError;
 use crate::state::{AppState, Limits};
 use crate::tables::Resolve;
+
+/// Multiply-adds a lookup of [`Operation::lookups`] counts as, for [`cpu::run`]: a step of a
+/// sort or of a binary search over strings.
+const LOOKUP_WORK: usize = 64;
 
 /// What checking a request into a job may consult: the limits, and the tables served when
 /// the request arrived (table references are resolved against them).
@@ -59,6 +65,13 @@ pub trait Operation: Sized + Send + 'static {
 
     /// Checks the request into a job, or 422 naming the field at fault.
     fn parse(request: Self::Request, context: &Context) -> Result<Self, ApiError>;
+
+    /// Ids and rows [`Operation::parse`] looks up or orders (rows picked from tables,
+    /// exclude ids and the ids they are found among): past a few thousand, the check runs
+    /// off the runtime.
+    fn lookups(_request: &Self::Request) -> usize {
+        0
+    }
 
     /// Records the job's size (`rows`, `dim`, …) on the current span.
     fn record_size(&self, span: &tracing::Span);
@@ -104,12 +117,16 @@ pub(crate) async fn compute<O: Operation>(
     );
     async move {
         let catalog = state.tables.catalog();
-        let max_values = state.limits.max_body_bytes / 4;
-        let context = Context {
-            limits: &state.limits,
-            tables: Resolve::new(&catalog, max_values),
-        };
-        let job = O::parse(request, &context)?;
+        let limits = Arc::clone(&state.limits);
+        let work = O::lookups(&request).saturating_mul(LOOKUP_WORK);
+        let job = cpu::run(work, move || {
+            let context = Context {
+                limits: &limits,
+                tables: Resolve::new(&catalog, limits.max_body_bytes / 4),
+            };
+            O::parse(request, &context)
+        })
+        .await??;
         job.record_size(&tracing::Span::current());
         admitted
             .reservation()

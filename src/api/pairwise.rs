@@ -131,6 +131,14 @@ impl Operation for PairwiseJob {
         Ok(job)
     }
 
+    fn lookups(request: &PairwiseRequest) -> usize {
+        [&request.a, &request.b]
+            .into_iter()
+            .flatten()
+            .map(Input::rows_picked)
+            .sum()
+    }
+
     fn record_size(&self, span: &tracing::Span) {
         let (rows, dim) = self.size();
         span.record("rows", rows).record("dim", dim);

@@ -261,6 +261,16 @@ impl Operation for UserItemJob {
         })
     }
 
+    fn lookups(request: &UserItemRequest) -> usize {
+        // Exclude ids are found among the item ids or the chosen rows, ordered first.
+        let ids = request.exclude.as_ref().map_or(0, |e| e.ids.len());
+        let among = match ids {
+            0 => 0,
+            _ => request.item_ids.as_ref().map_or(0, Strings::len) + request.items.rows_picked(),
+        };
+        request.users.rows_picked() + request.items.rows_picked() + ids + among
+    }
+
     fn record_size(&self, span: &tracing::Span) {
         span.record("users", self.users.rows())
             .record("items", self.items.rows())

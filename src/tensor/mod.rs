@@ -56,6 +56,24 @@ pub enum Input {
     Table(TableRef),
 }
 
+impl Input {
+    /// Rows it picks from a table by index or id (0 for a tensor or a whole table): what
+    /// resolving it looks up.
+    pub fn rows_picked(&self) -> usize {
+        match self {
+            Input::Table(TableRef {
+                pick: Pick::Rows(rows),
+                ..
+            }) => rows.len(),
+            Input::Table(TableRef {
+                pick: Pick::Ids(ids),
+                ..
+            }) => ids.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// A decoded tensor: row-major finite `f32` values with at least one element on every axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {

@@ -124,6 +124,11 @@ impl ExcludedIds {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Number of entries given as ids.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 /// Decodes `exclude`: lists of indices or ids.
