@@ -14,7 +14,8 @@
 //! 3. **Permit.** The request waits in line for one of `--compute-permits`
 //!    ([`Place::admit`]), then reserves what inflating and parsing may take
 //!    ([`estimate::PARSE_BYTES_PER_BODY_BYTE`]) and parses off the runtime.
-//! 4. **Job.** The parsed request becomes a job; its reservation is set to the job's
+//! 4. **Job.** The parsed request is checked into a job (off the runtime too when it looks
+//!    up many table rows or ids); its reservation is set to the job's
 //!    [`estimate`] (inputs, working copies, output, scratch) and the job runs off the runtime
 //!    through [`Admitted::run`].
 //! 5. **Answer.** The permit is released when the computation has actually stopped (even when
