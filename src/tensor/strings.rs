@@ -1,9 +1,10 @@
-//! [`Strings`]: a list of strings in one buffer, for ids (`item_ids`, rows of a table picked
-//! by id, a table's own ids).
+//! [`Strings`]: a list of strings in one buffer, for ids (`item_ids`, `exclude` ids, rows of
+//! a table picked by id, `BYTES` inputs, a table's own ids).
 //!
 //! Use it wherever a request or a table holds many short strings: a `Vec<String>` takes 24
-//! bytes per string before its text (48 while the vector doubles), which for `"",` in a JSON
-//! body is 8 bytes per body byte; this takes 4 (8 while doubling) and the text.
+//! bytes per string besides its text (48 while the vector doubles), 8 bytes per body byte
+//! for `"",` in a JSON body; this takes 4 bytes per string (8 while doubling) besides the
+//! text.
 
 use std::fmt;
 
