@@ -6,7 +6,8 @@
 //!   on two, against serde's visitor, in bytes/s;
 //! - `body`: a whole matrix request of two such tensors, parsed with its tensors read ahead
 //!   against serde alone;
-//! - `encode`: the 1000×768 answer as nested JSON and base64.
+//! - `encode`: the 1000×768 answer as nested JSON and base64 through serde, and as nested JSON
+//!   by the answer's own writer on one thread and on two.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,9 +22,10 @@ use base64::Engine;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::DeserializeSeed;
 use simserve::answer::Encoding;
-use simserve::answer::json::Dense;
+use simserve::answer::json::{self, Dense, DenseField, Versions};
 use simserve::api::matrix::MatrixRequest;
 use simserve::body;
+use simserve::compute::Metric;
 use simserve::tensor::{TensorSeed, text};
 
 const ROWS: usize = 1000;
@@ -150,6 +152,33 @@ fn encode(c: &mut Criterion) {
         group.bench_function(name, |bench| {
             bench.iter(|| {
                 black_box(serde_json::to_vec(&Dense::new(encoding, &[ROWS, DIM], &values)).unwrap())
+            })
+        });
+    }
+    // The answer's own writer (`json::dense`): the text of a 1000×768 matrix answer, in the
+    // pieces it is sent as, formatted on one thread and on two.
+    let matrix = ndarray::ArrayView2::from_shape((ROWS, DIM), &values).unwrap();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let name = format!("nested JSON 1000x768, answer writer, threads {threads}");
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                pool.install(|| {
+                    black_box(
+                        json::dense(
+                            Metric::Cosine,
+                            Encoding::Json,
+                            DenseField::Matrix,
+                            &[ROWS, DIM],
+                            matrix,
+                            Versions::default(),
+                        )
+                        .unwrap(),
+                    )
+                })
             })
         });
     }

@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap, Serializer};
 
-use super::Encoding;
 use super::outcome::{Computed, Outcome};
+use super::{Encoding, float};
 use crate::compute::{Metric, Neighbours};
 use crate::error::ApiError;
 
@@ -208,10 +208,10 @@ impl Written {
 /// below it (about 2 MB of text), handing pieces to the pool costs more than it saves.
 pub const PARALLEL_NUMBERS: usize = 1 << 17;
 
-/// Bytes of text a number takes at most, about: what a piece's buffer is sized for, so that
-/// it is not regrown (the shortest text of a float32 is at most 15 bytes with its sign and
-/// exponent, plus a comma), and stays within the estimate's bytes per number
-/// ([`crate::admission::estimate`]).
+/// Bytes of text a number takes, about: what a piece's buffer is sized for, so that it is
+/// not regrown (with its comma, a score in [-1, 1] such as `-0.12345679,` takes about 12
+/// bytes, and any float32 at most 18, [`float::TEXT_BYTES`] and the comma), and stays within
+/// the estimate's bytes per number ([`crate::admission::estimate`]).
 const TEXT_BYTES_PER_NUMBER: usize = 16;
 
 /// Pieces per thread a large tensor's text is cut into, so that a thread that finishes
@@ -235,7 +235,9 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
         .map(|piece| {
             let mut piece_shape = shape.to_vec();
             piece_shape[0] = piece.len() / stride;
-            let mut text = Vec::with_capacity(piece.len() * TEXT_BYTES_PER_NUMBER);
+            // And the room `append_numbers` makes past the text of the last numbers.
+            let capacity = piece.len() * TEXT_BYTES_PER_NUMBER + NUMBERS_AT_A_TIME * NUMBER_ROOM;
+            let mut text = Vec::with_capacity(capacity);
             append_nested(&mut text, &piece_shape, piece);
             text
         })
@@ -260,25 +262,9 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
 /// for [`Nested`] (each float its shortest form, `null` when not finite), without a call
 /// through serde's writer for every number and comma.
 fn append_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
-    append_nested_with(&mut zmij::Buffer::new(), out, shape, data);
-}
-
-/// [`append_nested`] with the buffer each number is formatted in.
-fn append_nested_with(number: &mut zmij::Buffer, out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
     out.push(b'[');
     match shape {
-        [] | [_] => {
-            for (i, value) in data.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                if value.is_finite() {
-                    out.extend_from_slice(number.format_finite(*value).as_bytes());
-                } else {
-                    out.extend_from_slice(b"null");
-                }
-            }
-        }
+        [] | [_] => append_numbers(out, data),
         [outer, inner @ ..] => {
             // Rows may be empty (`[n, 0]`), so walk the outer axis rather than the data.
             let stride = inner.iter().product::<usize>();
@@ -287,11 +273,56 @@ fn append_nested_with(number: &mut zmij::Buffer, out: &mut Vec<u8>, shape: &[usi
                     out.push(b',');
                 }
                 let row = data.get(i * stride..(i + 1) * stride).unwrap_or_default();
-                append_nested_with(number, out, inner, row);
+                append_nested(out, inner, row);
             }
         }
     }
     out.push(b']');
+}
+
+/// Numbers [`append_numbers`] makes room for at a time: few enough that the room made past
+/// the text stays small and in cache.
+const NUMBERS_AT_A_TIME: usize = 256;
+
+/// Bytes of room [`append_numbers`] makes for a number: what [`float::write_finite`] needs
+/// to write it, which has room for the comma after its text.
+const NUMBER_ROOM: usize = float::ROOM_BYTES;
+const _: () = assert!(float::ROOM_BYTES > float::TEXT_BYTES);
+
+/// Appends `values` to `out`, separated by commas: each its shortest text (zmij's,
+/// [`float`]), `null` when not finite.
+///
+/// Room for the longest text is made for a run of numbers at once; each is written into its
+/// room in fixed-size stores and the next one starts where its text ends, and what is left
+/// of the room is cut off. No call copies or fills a number's bytes one by one.
+fn append_numbers(out: &mut Vec<u8>, values: &[f32]) {
+    for (run, values) in values.chunks(NUMBERS_AT_A_TIME).enumerate() {
+        if run > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        out.resize(start + values.len() * NUMBER_ROOM, 0);
+        let text = &mut out[start..];
+        let mut end = 0;
+        for &value in values {
+            let Some(room) = text
+                .get_mut(end..)
+                .and_then(|room| room.first_chunk_mut::<NUMBER_ROOM>())
+            else {
+                break; // never: there is room for every value
+            };
+            let length = if value.is_finite() {
+                float::write_finite(value, room)
+            } else {
+                room[..4].copy_from_slice(b"null");
+                4
+            };
+            room[length] = b',';
+            end += length + 1;
+        }
+        // Without the last comma.
+        out.truncate(start + end.saturating_sub(1));
+    }
 }
 
 /// Floats encoded at a time by [`append_base64`]: whole groups of three bytes, so that the
@@ -613,6 +644,46 @@ mod tests {
             })
             .unwrap();
             assert!(pieces == whole, "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn rows_written_in_runs_of_room_are_the_text_serde_writes() {
+        // The longest texts (`-0.00000123456789`-like, and exponents), non-finite values, and
+        // any bits, in rows around the run length.
+        let mut state = 0x9E37_79B9u32;
+        let mut next_bits = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for len in [
+            1,
+            NUMBERS_AT_A_TIME - 1,
+            NUMBERS_AT_A_TIME,
+            NUMBERS_AT_A_TIME + 1,
+            3 * NUMBERS_AT_A_TIME + 7,
+        ] {
+            let data: Vec<f32> = (0..len)
+                .map(|i| match i % 5 {
+                    0 => -1.234_567_9e-6 - i as f32 * 1e-14,
+                    1 => f32::from_bits(next_bits()),
+                    2 => -1.234_568e12,
+                    3 if i % 3 == 0 => f32::NAN,
+                    _ => -1.234_567_9e-38,
+                })
+                .collect();
+            for shape in [vec![len], vec![1, len], vec![len, 1]] {
+                let mut by_hand = b"x".to_vec();
+                append_nested(&mut by_hand, &shape, &data);
+                let by_serde = serde_json::to_vec(&Nested {
+                    shape: &shape,
+                    data: &data,
+                })
+                .unwrap();
+                assert!(by_hand[1..] == by_serde, "{shape:?}");
+            }
         }
     }
 

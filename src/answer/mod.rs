@@ -3,8 +3,10 @@
 //! Open Inference Protocol body ([`infer`], JSON or JSON followed by binary tensors), sent as
 //! a response that holds its memory reservation until written ([`respond`]). Compression of
 //! the bytes is [`crate::coding::compress_answer`]'s, done before `respond` in the
-//! computation's thread.
+//! computation's thread. [`float`] writes a float32's text as serde_json (zmij) does, for
+//! `json`'s nested arrays.
 
+pub mod float;
 pub mod infer;
 pub mod json;
 pub mod outcome;
