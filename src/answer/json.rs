@@ -561,6 +561,16 @@ fn to_response<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
 mod tests {
     use super::*;
 
+    /// `data` of `shape` as nested arrays by [`append_nested`] (after other text, which it
+    /// must leave alone) and by serde ([`Nested`]).
+    fn written_by_hand_and_by_serde(shape: &[usize], data: &[f32]) -> (Vec<u8>, Vec<u8>) {
+        let mut by_hand = b"x".to_vec();
+        append_nested(&mut by_hand, shape, data);
+        assert_eq!(by_hand.first(), Some(&b'x'));
+        let by_serde = serde_json::to_vec(&Nested { shape, data }).unwrap();
+        (by_hand.split_off(1), by_serde)
+    }
+
     #[test]
     fn nested_arrays_keep_empty_rows() {
         let json = |shape: &[usize], data: &[f32]| {
@@ -604,15 +614,9 @@ mod tests {
         ] {
             let len: usize = shape.iter().product();
             let data: Vec<f32> = values.iter().copied().cycle().take(len).collect();
-            let mut by_hand = b"x".to_vec();
-            append_nested(&mut by_hand, &shape, &data);
-            let by_serde = serde_json::to_vec(&Nested {
-                shape: &shape,
-                data: &data,
-            })
-            .unwrap();
+            let (by_hand, by_serde) = written_by_hand_and_by_serde(&shape, &data);
             assert_eq!(
-                String::from_utf8_lossy(&by_hand[1..]),
+                String::from_utf8_lossy(&by_hand),
                 String::from_utf8_lossy(&by_serde),
                 "{shape:?}"
             );
@@ -675,14 +679,8 @@ mod tests {
                 })
                 .collect();
             for shape in [vec![len], vec![1, len], vec![len, 1]] {
-                let mut by_hand = b"x".to_vec();
-                append_nested(&mut by_hand, &shape, &data);
-                let by_serde = serde_json::to_vec(&Nested {
-                    shape: &shape,
-                    data: &data,
-                })
-                .unwrap();
-                assert!(by_hand[1..] == by_serde, "{shape:?}");
+                let (by_hand, by_serde) = written_by_hand_and_by_serde(&shape, &data);
+                assert!(by_hand == by_serde, "{shape:?}");
             }
         }
     }
