@@ -3,7 +3,7 @@
 //! its answer is written. They err on the high side: a refusal costs a retry, an
 //! underestimate costs the process.
 
-use crate::answer::Encoding;
+use crate::answer::{Encoding, float};
 
 /// Parsing and checking a body hold it and what it decodes to together: at most this many
 /// bytes per body byte besides the body itself. The most is about 9: index lists, where
@@ -28,13 +28,14 @@ pub fn parse(len: usize) -> usize {
 /// scores and GEMM packing buffers, for the largest jobs.
 const SCRATCH: usize = 32 << 20;
 
-/// Bytes of a response per number: the `f32` result, plus its text with separators (up to
-/// 16 characters) in a buffer that may have doubled while growing (a large tensor's pieces
-/// are sized at 16 bytes a number and held until sent); for base64, the result and its
-/// encoding in the body, with room to spare.
+/// Bytes of a response per number: the `f32` result, plus its text with separators (at most
+/// [`float::TEXT_BYTES`], a comma and, in rows of one number, their brackets) in a buffer
+/// that may have doubled while growing (a large tensor's pieces are sized for the usual
+/// text and held until sent); for base64, the result and its encoding in the body, with room
+/// to spare.
 fn per_number(encoding: Encoding) -> usize {
     match encoding {
-        Encoding::Json => 4 + 2 * 16,
+        Encoding::Json => 4 + 2 * (float::TEXT_BYTES + 3),
         Encoding::Base64 => 4 + 4 + 2 * 6,
     }
 }

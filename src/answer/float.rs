@@ -21,8 +21,9 @@
 //! `cargo run --release --example float_text_against_zmij` compares them on every finite f32
 //! (all 2^32 bit patterns but the non-finite, a few minutes on two cores).
 
-/// Bytes of text [`write_finite`] writes at most: a sign and 16 bytes, as in
-/// `-0.00000123456789` (nine digits at the decimal exponent -6, the longest text).
+/// Bytes of text [`write_finite`] writes at most, a bound: a sign, `0.00000` and nine digits
+/// (the decimal exponent -6). No f32 needs nine digits there; the longest texts take 16, as
+/// `-0.0000010000001` does.
 pub const TEXT_BYTES: usize = 17;
 
 /// Bytes of room [`write_finite`] needs: it writes the text's pieces in stores of 8 bytes,
@@ -491,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn fixed_notation_matches_zmij_for_every_cosine_like_value() {
+    fn every_997th_float_from_0_to_1_is_written_as_zmij_writes_it() {
         // Every 997th float from 0 to 1 (about a million of the 1.07 billion), both signs.
         let one = 1f32.to_bits();
         for bits in (0..=one).step_by(997).chain([one]) {
@@ -500,7 +501,9 @@ mod tests {
     }
 
     #[test]
-    fn the_powers_of_ten_are_rounded_up_to_64_bits() {
+    fn the_powers_of_ten_from_the_minus_19th_to_the_27th_are_rounded_up_to_64_bits() {
+        // The table's other entries (10^-31 to 10^-20, 10^28 to 10^45) are checked only
+        // through the texts they give, against zmij's, in the tests around this one.
         // Exact ones, shifted to their highest bit.
         for e in 0..=27u32 {
             let power = 10u128.pow(e);

@@ -208,11 +208,12 @@ impl Written {
 /// below it (about 2 MB of text), handing pieces to the pool costs more than it saves.
 pub const PARALLEL_NUMBERS: usize = 1 << 17;
 
-/// Bytes of text a number takes, about: what a piece's buffer is sized for, so that it is
-/// not regrown (with its comma, a score in [-1, 1] such as `-0.12345679,` takes about 12
-/// bytes, and any float32 at most 18, [`float::TEXT_BYTES`] and the comma), and stays within
-/// the estimate's bytes per number ([`crate::admission::estimate`]).
-const TEXT_BYTES_PER_NUMBER: usize = 16;
+/// Bytes of text a number usually takes: what a piece's buffer is sized for (with its comma,
+/// a score in [-1, 1] such as `-0.12345679,` takes about 12). A number takes at most
+/// [`float::TEXT_BYTES`] and its comma, and rows of one number add their brackets, so a
+/// buffer of unusual numbers is regrown; the estimate's bytes per number
+/// ([`crate::admission::estimate`]) allow for that.
+const USUAL_TEXT_BYTES_PER_NUMBER: usize = 16;
 
 /// Pieces per thread a large tensor's text is cut into, so that a thread that finishes
 /// early finds another.
@@ -236,7 +237,8 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
             let mut piece_shape = shape.to_vec();
             piece_shape[0] = piece.len() / stride;
             // And the room `append_numbers` makes past the text of the last numbers.
-            let capacity = piece.len() * TEXT_BYTES_PER_NUMBER + NUMBERS_AT_A_TIME * NUMBER_ROOM;
+            let capacity =
+                piece.len() * USUAL_TEXT_BYTES_PER_NUMBER + NUMBERS_AT_A_TIME * NUMBER_ROOM;
             let mut text = Vec::with_capacity(capacity);
             append_nested(&mut text, &piece_shape, piece);
             text
@@ -287,7 +289,7 @@ const NUMBERS_AT_A_TIME: usize = 256;
 /// Bytes of room [`append_numbers`] makes for a number: what [`float::write_finite`] needs
 /// to write it, which has room for the comma after its text.
 const NUMBER_ROOM: usize = float::ROOM_BYTES;
-const _: () = assert!(float::ROOM_BYTES > float::TEXT_BYTES);
+const _: () = assert!(NUMBER_ROOM > float::TEXT_BYTES);
 
 /// Appends `values` to `out`, separated by commas: each its shortest text (zmij's,
 /// [`float`]), `null` when not finite.
@@ -309,7 +311,9 @@ fn append_numbers(out: &mut Vec<u8>, values: &[f32]) {
                 .get_mut(end..)
                 .and_then(|room| room.first_chunk_mut::<NUMBER_ROOM>())
             else {
-                break; // never: there is room for every value
+                // Never: each number takes at most `TEXT_BYTES + 1` of its `NUMBER_ROOM`.
+                debug_assert!(false, "no room left for a number");
+                break;
             };
             let length = if value.is_finite() {
                 float::write_finite(value, room)
@@ -653,8 +657,13 @@ mod tests {
 
     #[test]
     fn rows_written_in_runs_of_room_are_the_text_serde_writes() {
-        // The longest texts (`-0.00000123456789`-like, and exponents), non-finite values, and
-        // any bits, in rows around the run length.
+        // The longest texts (16 bytes, `-0.0000010000001`), exponents, non-finite values and
+        // any bits, in rows around the run length (the 256th number is one of the longest).
+        let longest = -1.000_000_1e-6f32;
+        assert_eq!(
+            zmij::Buffer::new().format_finite(longest),
+            "-0.0000010000001"
+        );
         let mut state = 0x9E37_79B9u32;
         let mut next_bits = move || {
             state ^= state << 13;
@@ -671,7 +680,7 @@ mod tests {
         ] {
             let data: Vec<f32> = (0..len)
                 .map(|i| match i % 5 {
-                    0 => -1.234_567_9e-6 - i as f32 * 1e-14,
+                    0 => longest,
                     1 => f32::from_bits(next_bits()),
                     2 => -1.234_568e12,
                     3 if i % 3 == 0 => f32::NAN,
@@ -680,7 +689,11 @@ mod tests {
                 .collect();
             for shape in [vec![len], vec![1, len], vec![len, 1]] {
                 let (by_hand, by_serde) = written_by_hand_and_by_serde(&shape, &data);
-                assert!(by_hand == by_serde, "{shape:?}");
+                assert_eq!(
+                    String::from_utf8_lossy(&by_hand),
+                    String::from_utf8_lossy(&by_serde),
+                    "{shape:?}"
+                );
             }
         }
     }
