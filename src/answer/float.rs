@@ -7,7 +7,7 @@
 //! exponents -6 to 12, so every cosine score such as `0.12345679` or `-0.001234`) it moves its
 //! digits with a variable-length `ptr::copy` and `write_bytes`, and copying its text into the
 //! body is one more `memmove`: in a profile of a 1000×1000 cosine answer those libc calls
-//! took about 12 ns of the 37 ns a number cost. No well-kept crate exposes the shortest
+//! took about 14 ns of the 37 ns a number cost. No well-kept crate exposes the shortest
 //! decimal of an f32 (`ryu` and `zmij` format only, `dragonbox` is an f64-only benchmark
 //! port, `ryu_floating_decimal` an unmaintained copy of ryu's internals), so [`shortest`]
 //! computes it here with Schubfach (R. Giulietti, "The Schubfach way to render doubles",
