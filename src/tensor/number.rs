@@ -5,6 +5,9 @@
 //! `Infinity` refused). Rounding is exact: a fast path for the usual numbers, and the
 //! standard library's correctly rounded parser for the rest (see [`number`]).
 
+#[cfg(target_arch = "x86_64")]
+mod sse2;
+
 /// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
 const POWERS_OF_TEN: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -23,13 +26,22 @@ const MAX_DIGITS: usize = 19;
 /// The JSON number at `text[at]`, rounded to the nearest `f32`, and the position after it;
 /// `None` if there is no valid JSON number there or it rounds past the `f32` range.
 ///
-/// Digits are read eight at a time into a `u64`. When there are at most 19 significant
-/// digits and the decimal exponent is within ±22, [`fast_f32`] rounds them unless they lie
-/// too near the midpoint between two `f32` values (or outside the normal `f32` range);
-/// those rare numbers, and all others, go to the standard library's correctly rounded `f32`
-/// parser.
+/// A number of the form most clients write (`-0.12345699965953827`: one digit, a point, up
+/// to 18 more) is read by [`usual`], 16 digits at a time; any other, or one too near the
+/// text's ends for its loads, digit by digit ([`digit_by_digit`]). Either way, when there
+/// are at most 19 significant digits and the decimal exponent is within ±22, [`fast_f32`]
+/// rounds them unless they lie too near the midpoint between two `f32` values (or outside
+/// the normal `f32` range); those rare numbers, and all others, go to the standard
+/// library's correctly rounded `f32` parser.
 #[inline]
 pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
+    usual(text, start).or_else(|| digit_by_digit(text, start))
+}
+
+/// [`number`] for every form of JSON number: its parts read in turn, eight digits at a time
+/// into a `u64` where there are eight.
+#[inline]
+fn digit_by_digit(text: &[u8], start: usize) -> Option<(f32, usize)> {
     let mut at = start;
     let negative = text.get(at) == Some(&b'-');
     at += usize::from(negative);
@@ -118,6 +130,83 @@ pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
     value.is_finite().then_some((value, at))
 }
 
+/// Bytes of text before a number that [`usual`] loads with it: its last 16 digits are read as
+/// one 16-byte window ending where it ends.
+const BEFORE: usize = 16;
+
+/// Bytes of text [`usual`] loads at once: [`BEFORE`], and from the number's start a sign, a
+/// digit, the point and two 16-byte runs of what follows.
+const BLOCK: usize = BEFORE + 35;
+
+/// The number at `text[start]` when it has the form most clients write (`-0.12345699965953827`,
+/// `1.5`: a sign or not, one digit, a point, 1 to 18 digits, no exponent) and its value rounds
+/// by [`fast_f32`]; `None` for every other number, which [`number`] reads digit by digit.
+///
+/// No branch depends on a digit or on how many there are, and the digits are converted 16 at
+/// a time in SSE2 registers (every x86-64 processor has them): the digits after the point
+/// are counted from a mask of the 32 bytes after it, their last 16 (or all, if fewer) read
+/// from the 16-byte window that ends where the number ends, its bytes before them masked to
+/// zero, and the first 1 or 2 of 17 or 18 added apart. The branches left, on the form, go the
+/// same way for the numbers of one tensor.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
+    use sse2::Sixteen;
+    let from = start.checked_sub(BEFORE)?;
+    let block: &[u8; BLOCK] = text.get(from..from + BLOCK)?.try_into().ok()?;
+    let negative = block[BEFORE] == b'-';
+    let point = BEFORE + 1 + usize::from(negative);
+    let first = block[point - 1].wrapping_sub(b'0');
+    if first >= 10 || block[point] != b'.' {
+        return None;
+    }
+    // Digits after the point: the first byte that is not one ends them.
+    let (_, near) = Sixteen::load(block, point + 1)?.digits();
+    let (_, far) = Sixteen::load(block, point + 17)?.digits();
+    let count = (!(near | far << 16)).trailing_zeros() as usize;
+    if count == 0 || count > 18 {
+        return None;
+    }
+    let end = point + 1 + count;
+    if matches!(block[end], b'e' | b'E') {
+        return None;
+    }
+    // The last (up to) 16 digits, from the window ending at `end`, the bytes before them 0.
+    let last_count = count.min(16);
+    let (window, _) = Sixteen::load(block, end - 16)?.digits();
+    let last = window.last(last_count)?.value();
+    // The first 1 or 2 of 17 or 18 (picked from a table: which, varies from number to number).
+    let lead_digit = |at: usize| u64::from(block[at].wrapping_sub(b'0'));
+    let one = lead_digit(point + 1);
+    let leads = [0, one, one * 10 + lead_digit(point + 2)];
+    let lead = leads[(count - last_count).min(2)];
+    let mantissa = u64::from(first) * TEN_TO[count] + lead * TEN_TO[16] + last;
+    let value = if mantissa == 0 {
+        0.0
+    } else {
+        fast_f32(mantissa, count + 1, -(count as i64))?
+    };
+    Some((if negative { -value } else { value }, from + end))
+}
+
+/// Every x86-64 processor has SSE2; elsewhere every number is read digit by digit.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize)> {
+    None
+}
+
+/// `10^0 ..= 10^18`: the place of a number's first digit among [`usual`]'s.
+const TEN_TO: [u64; 19] = {
+    let mut powers = [1u64; 19];
+    let mut at = 1;
+    while at < 19 {
+        powers[at] = powers[at - 1] * 10;
+        at += 1;
+    }
+    powers
+};
+
 /// Reads a run of digits at `text[*at]` into `mantissa`, counting them in `digits`; past
 /// [`MAX_DIGITS`] they are counted but not added. Returns how many were read.
 #[inline]
@@ -178,7 +267,7 @@ fn eight_digits_value(word: u64) -> u32 {
 /// within three steps of the true value (a multiplication, not a division: its result is
 /// waited for at once). Rounding it to `f32` is then right unless it lies within
 /// [`MIDPOINT_MARGIN`] steps of a midpoint between two `f32` values.
-#[inline]
+#[inline(always)]
 fn fast_f32(mantissa: u64, digits: usize, exponent: i64) -> Option<f32> {
     if digits > MAX_DIGITS || !(-22..=22).contains(&exponent) {
         return None;
@@ -241,6 +330,97 @@ mod tests {
             assert_eq!(one(text), Some(text.parse::<f32>().unwrap()), "{text}");
         }
         assert!(one("-0").unwrap().is_sign_negative());
+    }
+
+    /// A number written after 17 bytes that are digits and separators (which
+    /// [`usual`] must mask off), followed by `follows` and enough room for its loads.
+    fn placed(number: &str, follows: &str) -> (String, usize) {
+        let before = "[9.87654321, 98, ";
+        let text = format!("{before}{number}{follows}, 0.5, 0.25, 0.125, 0.0625, 1.5]]");
+        (text, before.len())
+    }
+
+    /// [`number`] and [`digit_by_digit`] read `text` at `start` to the same bits and end.
+    fn same_as_digit_by_digit(text: &str, start: usize) -> Option<(f32, usize)> {
+        let usual = number(text.as_bytes(), start);
+        let by_digits = digit_by_digit(text.as_bytes(), start);
+        assert_eq!(
+            usual.map(|(value, end)| (value.to_bits(), end)),
+            by_digits.map(|(value, end)| (value.to_bits(), end)),
+            "{text}"
+        );
+        usual
+    }
+
+    #[test]
+    fn the_usual_form_reads_as_digit_by_digit_does_for_every_count_of_digits() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut usual_read = 0;
+        for count in 0..=24 {
+            for first in 0..=9 {
+                for sign in ["", "-"] {
+                    for follows in [",", "]", " ", "\n", "e5", "E-3", ".5", "0"] {
+                        // Digits from a generator, and the two extremes.
+                        for kind in 0..3 {
+                            let fraction: String = (0..count)
+                                .map(|_| {
+                                    seed ^= seed << 13;
+                                    seed ^= seed >> 7;
+                                    seed ^= seed << 17;
+                                    match kind {
+                                        0 => char::from(b'0' + (seed % 10) as u8),
+                                        1 => '0',
+                                        _ => '9',
+                                    }
+                                })
+                                .collect();
+                            let number = format!("{sign}{first}.{fraction}");
+                            let (text, start) = placed(&number, follows);
+                            let read = same_as_digit_by_digit(&text, start);
+                            if (1..=18).contains(&count) && !follows.starts_with(['e', 'E', '0']) {
+                                let expected: f32 = number.parse().unwrap();
+                                let (value, end) = read.expect(&text);
+                                assert_eq!(value.to_bits(), expected.to_bits(), "{text}");
+                                assert_eq!(end, start + number.len(), "{text}");
+                                usual_read += usize::from(usual(text.as_bytes(), start).is_some());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The fast path itself read them (all but the few near a midpoint), not the fallback.
+        assert!(usual_read > 18 * 10 * 2 * 5 * 3 * 9 / 10, "{usual_read}");
+    }
+
+    #[test]
+    fn numbers_too_near_the_texts_ends_for_the_usual_loads_are_read_digit_by_digit() {
+        for text in ["0.5", "-0.25, 1.5]", "[0.125, 0.5, 0.75, 0.25, 0.5]"] {
+            for start in 0..text.len() {
+                if text[start..].starts_with(['-', '0', '1']) {
+                    assert!(usual(text.as_bytes(), start).is_none(), "{text} at {start}");
+                    same_as_digit_by_digit(text, start);
+                }
+            }
+        }
+        assert_eq!(one("0.5"), Some(0.5));
+    }
+
+    #[test]
+    fn every_9973rd_float_printed_as_rust_and_python_print_it_reads_exactly() {
+        for bits in (0..=u32::MAX).step_by(9973) {
+            let value = f32::from_bits(bits);
+            if !value.is_finite() {
+                continue;
+            }
+            for printed in [format!("{value:?}"), format!("{:?}", f64::from(value))] {
+                let (text, start) = placed(&printed, ", ");
+                let (read, end) = same_as_digit_by_digit(&text, start).expect(&text);
+                let expected: f32 = printed.parse().unwrap();
+                assert_eq!(read.to_bits(), expected.to_bits(), "{printed}");
+                assert_eq!(end, start + printed.len(), "{printed}");
+            }
+        }
     }
 
     #[test]
