@@ -130,10 +130,12 @@ fn digit_by_digit(text: &[u8], start: usize) -> Option<(f32, usize)> {
     value.is_finite().then_some((value, at))
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Bytes of text before a number that [`usual`] loads with it: its last 16 digits are read as
 /// one 16-byte window ending where it ends.
 const BEFORE: usize = 16;
 
+#[cfg(target_arch = "x86_64")]
 /// Bytes of text [`usual`] loads at once: [`BEFORE`], and from the number's start a sign, a
 /// digit, the point and two 16-byte runs of what follows.
 const BLOCK: usize = BEFORE + 35;
@@ -196,6 +198,7 @@ fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize)> {
     None
 }
 
+#[cfg(target_arch = "x86_64")]
 /// `10^0 ..= 10^18`: the place of a number's first digit among [`usual`]'s.
 const TEN_TO: [u64; 19] = {
     let mut powers = [1u64; 19];
@@ -353,6 +356,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn the_usual_form_reads_as_digit_by_digit_does_for_every_count_of_digits() {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         let mut usual_read = 0;
