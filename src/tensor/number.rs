@@ -5,7 +5,7 @@
 //! `Infinity` refused). Rounding is exact: a fast path for the usual numbers, and the
 //! standard library's correctly rounded parser for the rest (see [`number`]).
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2;
 
 /// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
@@ -130,12 +130,12 @@ fn digit_by_digit(text: &[u8], start: usize) -> Option<(f32, usize)> {
     value.is_finite().then_some((value, at))
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 /// Bytes of text before a number that [`usual`] loads with it: its last 16 digits are read as
 /// one 16-byte window ending where it ends.
 const BEFORE: usize = 16;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 /// Bytes of text [`usual`] loads at once: [`BEFORE`], and from the number's start a sign, a
 /// digit, the point and two 16-byte runs of what follows.
 const BLOCK: usize = BEFORE + 35;
@@ -144,18 +144,24 @@ const BLOCK: usize = BEFORE + 35;
 /// `1.5`: a sign or not, one digit, a point, 1 to 18 digits, no exponent) and its value rounds
 /// by [`fast_f32`]; `None` for every other number, which [`number`] reads digit by digit.
 ///
-/// No branch depends on a digit or on how many there are, and the digits are converted 16 at
-/// a time in SSE2 registers (every x86-64 processor has them): the digits after the point
-/// are counted from a mask of the 32 bytes after it, their last 16 (or all, if fewer) read
-/// from the 16-byte window that ends where the number ends, its bytes before them masked to
-/// zero, and the first 1 or 2 of 17 or 18 added apart. The branches left, on the form, go the
-/// same way for the numbers of one tensor.
-#[cfg(target_arch = "x86_64")]
+/// The digits are counted and converted without a branch on any of them, 16 at a time in
+/// SSE2 registers (every x86-64 processor has them): they are counted from a mask of the 32
+/// bytes after the point, their last 16 (or all, if fewer) read from the 16-byte window that
+/// ends where the number ends, its bytes before them masked to zero, and the first 1 or 2 of
+/// 17 or 18 added apart. What branches is the form (sign and point, how many digits against
+/// the limit, an exponent after them) and [`fast_f32`]'s checks, which numbers written alike
+/// pass alike.
+///
+/// Shortest `f64` texts of `f32` values below 0.01 have 19 or 20 digits after the point
+/// (`0.0012345679569989443`; some 7% of the values of a normalised 768-dimensional
+/// embedding): they are read digit by digit. Taking them here too cost every number more
+/// instructions than it saved on them.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
     use sse2::Sixteen;
     let from = start.checked_sub(BEFORE)?;
-    let block: &[u8; BLOCK] = text.get(from..from + BLOCK)?.try_into().ok()?;
+    let block: &[u8; BLOCK] = text.get(from..)?.first_chunk()?;
     let negative = block[BEFORE] == b'-';
     let point = BEFORE + 1 + usize::from(negative);
     let first = block[point - 1].wrapping_sub(b'0');
@@ -177,7 +183,7 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
     let last_count = count.min(16);
     let (window, _) = Sixteen::load(block, end - 16)?.digits();
     let last = window.last(last_count)?.value();
-    // The first 1 or 2 of 17 or 18 (picked from a table: which, varies from number to number).
+    // The first 1 or 2 of 17 or 18 (picked from a table: how many varies between numbers).
     let lead_digit = |at: usize| u64::from(block[at].wrapping_sub(b'0'));
     let one = lead_digit(point + 1);
     let leads = [0, one, one * 10 + lead_digit(point + 2)];
@@ -192,13 +198,13 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
 }
 
 /// Every x86-64 processor has SSE2; elsewhere every number is read digit by digit.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize)> {
     None
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 /// `10^0 ..= 10^18`: the place of a number's first digit among [`usual`]'s.
 const TEN_TO: [u64; 19] = {
     let mut powers = [1u64; 19];
@@ -356,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     fn the_usual_form_reads_as_digit_by_digit_does_for_every_count_of_digits() {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         let mut usual_read = 0;
@@ -381,12 +387,15 @@ mod tests {
                             let number = format!("{sign}{first}.{fraction}");
                             let (text, start) = placed(&number, follows);
                             let read = same_as_digit_by_digit(&text, start);
-                            if (1..=18).contains(&count) && !follows.starts_with(['e', 'E', '0']) {
+                            if count > 0 && !follows.starts_with(['e', 'E', '0']) {
                                 let expected: f32 = number.parse().unwrap();
                                 let (value, end) = read.expect(&text);
                                 assert_eq!(value.to_bits(), expected.to_bits(), "{text}");
                                 assert_eq!(end, start + number.len(), "{text}");
-                                usual_read += usize::from(usual(text.as_bytes(), start).is_some());
+                                if count <= 18 {
+                                    usual_read +=
+                                        usize::from(usual(text.as_bytes(), start).is_some());
+                                }
                             }
                         }
                     }
@@ -395,6 +404,27 @@ mod tests {
         }
         // The fast path itself read them (all but the few near a midpoint), not the fallback.
         assert!(usual_read > 18 * 10 * 2 * 5 * 3 * 9 / 10, "{usual_read}");
+    }
+
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn nineteen_or_more_digits_after_the_point_are_read_digit_by_digit() {
+        // Shortest f64 texts of small float32 values, as Python writes normalised embeddings.
+        for number in [
+            "0.0012345679569989443",
+            "-0.00012345678987912834",
+            "0.0009876539697870612",
+        ] {
+            let (text, start) = placed(number, ", ");
+            assert!(usual(text.as_bytes(), start).is_none(), "{number}");
+            let (value, end) = same_as_digit_by_digit(&text, start).expect(number);
+            assert_eq!(
+                value.to_bits(),
+                number.parse::<f32>().unwrap().to_bits(),
+                "{number}"
+            );
+            assert_eq!(end, start + number.len());
+        }
     }
 
     #[test]
@@ -411,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn every_9973rd_float_printed_as_rust_and_python_print_it_reads_exactly() {
+    fn every_9973rd_float_printed_as_rust_debug_prints_it_as_f32_and_as_f64_reads_exactly() {
         for bits in (0..=u32::MAX).step_by(9973) {
             let value = f32::from_bits(bits);
             if !value.is_finite() {
