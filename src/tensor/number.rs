@@ -130,14 +130,14 @@ fn digit_by_digit(text: &[u8], start: usize) -> Option<(f32, usize)> {
     value.is_finite().then_some((value, at))
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 /// Bytes of text before a number that [`usual`] loads with it: its last 16 digits are read as
 /// one 16-byte window ending where it ends.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 const BEFORE: usize = 16;
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 /// Bytes of text [`usual`] loads at once: [`BEFORE`], and from the number's start a sign, a
 /// digit, the point and two 16-byte runs of what follows.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 const BLOCK: usize = BEFORE + 35;
 
 /// The number at `text[start]` when it has the form most clients write (`-0.12345699965953827`,
@@ -204,8 +204,8 @@ fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize)> {
     None
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 /// `10^0 ..= 10^18`: the place of a number's first digit among [`usual`]'s.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 const TEN_TO: [u64; 19] = {
     let mut powers = [1u64; 19];
     let mut at = 1;
