@@ -1,5 +1,7 @@
-//! Compares the answer's float32 text ([`simserve::answer::float::write_finite`]) with
-//! `zmij::Buffer::format_finite` on every finite f32, on all cores; prints how many were
+//! Compares the answer's float32 text with `zmij::Buffer::format_finite` on every finite f32,
+//! on all cores, both as [`simserve::answer::float::write_finite`] writes one value and as
+//! the answer writer writes many (their decimals from `float::decimals`, which takes four at
+//! once where the processor has AVX2, then `float::write_decimal`); prints how many were
 //! compared and how many differ (the first few to stderr), and fails when any does.
 //!
 //! Usage: `cargo run --release --example float_text_against_zmij` (a few minutes on two
@@ -11,26 +13,36 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use simserve::answer::float::{ROOM_BYTES, write_finite};
+use simserve::answer::float::{Decimal, ROOM_BYTES, decimals, write_decimal, write_finite};
 
 /// Bit patterns `high << 16 | low` for every `low`: how many differ of how many finite.
 fn compare_block(high: u32) -> (u64, u64) {
     let mut zmij_text = zmij::Buffer::new();
     let mut slot = [0u8; ROOM_BYTES];
     let (mut compared, mut differing) = (0, 0);
-    for low in 0..=0xFFFF {
-        let value = f32::from_bits(high << 16 | low);
+    let values: Vec<f32> = (0..=0xFFFF)
+        .map(|low| f32::from_bits(high << 16 | low))
+        .collect();
+    let mut found = vec![Decimal::default(); values.len()];
+    decimals(&values, &mut found);
+    for (&value, &decimal) in values.iter().zip(&found) {
         if !value.is_finite() {
             continue;
         }
-        let length = write_finite(value, &mut slot);
         let want = zmij_text.format_finite(value);
+        let one = write_finite(value, &mut slot);
+        let one = slot.get(..one).unwrap_or_default().to_vec();
+        let many = write_decimal(value, decimal, &mut slot);
+        let many = slot.get(..many).unwrap_or_default();
         compared += 1;
-        if slot.get(..length) != Some(want.as_bytes()) {
+        if one != want.as_bytes() || many != want.as_bytes() {
             differing += 1;
             if differing <= 4 {
-                let ours = String::from_utf8_lossy(slot.get(..length).unwrap_or_default());
-                eprintln!("{:#010x}: {ours:?}, zmij {want:?}", value.to_bits());
+                let (one, many) = (String::from_utf8_lossy(&one), String::from_utf8_lossy(many));
+                eprintln!(
+                    "{:#010x}: {one:?} and {many:?}, zmij {want:?}",
+                    value.to_bits()
+                );
             }
         }
     }

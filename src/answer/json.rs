@@ -294,19 +294,23 @@ const _: () = assert!(NUMBER_ROOM > float::TEXT_BYTES);
 /// Appends `values` to `out`, separated by commas: each its shortest text (zmij's,
 /// [`float`]), `null` when not finite.
 ///
-/// Room for the longest text is made for a run of numbers at once; each is written into its
-/// room in fixed-size stores and the next one starts where its text ends, and what is left
-/// of the room is cut off. No call copies or fills a number's bytes one by one.
+/// The run's shortest decimals are worked out first, four at a time where the processor can
+/// ([`float::decimals`]). Room for the longest text is made for the run at once; each number
+/// is written into its room in fixed-size stores and the next one starts where its text
+/// ends, and what is left of the room is cut off. No call copies or fills a number's bytes
+/// one by one.
 fn append_numbers(out: &mut Vec<u8>, values: &[f32]) {
+    let mut decimals = [float::Decimal::default(); NUMBERS_AT_A_TIME];
     for (run, values) in values.chunks(NUMBERS_AT_A_TIME).enumerate() {
         if run > 0 {
             out.push(b',');
         }
+        float::decimals(values, &mut decimals);
         let start = out.len();
         out.resize(start + values.len() * NUMBER_ROOM, 0);
         let text = &mut out[start..];
         let mut end = 0;
-        for &value in values {
+        for (&value, &decimal) in values.iter().zip(&decimals) {
             let Some(room) = text
                 .get_mut(end..)
                 .and_then(|room| room.first_chunk_mut::<NUMBER_ROOM>())
@@ -316,7 +320,7 @@ fn append_numbers(out: &mut Vec<u8>, values: &[f32]) {
                 break;
             };
             let length = if value.is_finite() {
-                float::write_finite(value, room)
+                float::write_decimal(value, decimal, room)
             } else {
                 room[..4].copy_from_slice(b"null");
                 4
