@@ -227,7 +227,7 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
     let threads = rayon::current_num_threads();
     let stride = data.len().checked_div(rows).unwrap_or(0);
     if data.len() < PARALLEL_NUMBERS || threads < 2 || rows < 2 || stride == 0 {
-        append_nested(&mut out.text, shape, data);
+        append_nested(&mut out.text, shape, data, &mut Scratch::default());
         return;
     }
     let per_piece = rows.div_ceil(threads * PIECES_PER_THREAD);
@@ -240,7 +240,7 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
             let capacity =
                 piece.len() * USUAL_TEXT_BYTES_PER_NUMBER + NUMBERS_AT_A_TIME * NUMBER_ROOM;
             let mut text = Vec::with_capacity(capacity);
-            append_nested(&mut text, &piece_shape, piece);
+            append_nested(&mut text, &piece_shape, piece, &mut Scratch::default());
             text
         })
         .collect();
@@ -262,11 +262,12 @@ fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
 
 /// Appends `data` (row-major, of `shape`) to `out` as nested arrays: the text serde writes
 /// for [`Nested`] (each float its shortest form, `null` when not finite), without a call
-/// through serde's writer for every number and comma.
-fn append_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
+/// through serde's writer for every number and comma. `scratch` is [`append_numbers`]'s, made
+/// once for all the rows.
+fn append_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32], scratch: &mut Scratch) {
     out.push(b'[');
     match shape {
-        [] | [_] => append_numbers(out, data),
+        [] | [_] => append_numbers(out, data, scratch),
         [outer, inner @ ..] => {
             // Rows may be empty (`[n, 0]`), so walk the outer axis rather than the data.
             let stride = inner.iter().product::<usize>();
@@ -275,7 +276,7 @@ fn append_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
                     out.push(b',');
                 }
                 let row = data.get(i * stride..(i + 1) * stride).unwrap_or_default();
-                append_nested(out, inner, row);
+                append_nested(out, inner, row, scratch);
             }
         }
     }
@@ -286,7 +287,17 @@ fn append_nested(out: &mut Vec<u8>, shape: &[usize], data: &[f32]) {
 /// the text stays small and in cache.
 const NUMBERS_AT_A_TIME: usize = 256;
 
-/// Bytes of room [`append_numbers`] makes for a number: what [`float::write_finite`] needs
+/// The decimals of a run of numbers, which [`append_numbers`] works out before writing them:
+/// made once per tensor or piece, not once per row, since rows may be short (`[n, 1]`).
+struct Scratch([float::Decimal; NUMBERS_AT_A_TIME]);
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self([float::Decimal::default(); NUMBERS_AT_A_TIME])
+    }
+}
+
+/// Bytes of room [`append_numbers`] makes for a number: what [`float::write_decimal`] needs
 /// to write it, which has room for the comma after its text.
 const NUMBER_ROOM: usize = float::ROOM_BYTES;
 const _: () = assert!(NUMBER_ROOM > float::TEXT_BYTES);
@@ -299,18 +310,17 @@ const _: () = assert!(NUMBER_ROOM > float::TEXT_BYTES);
 /// is written into its room in fixed-size stores and the next one starts where its text
 /// ends, and what is left of the room is cut off. No call copies or fills a number's bytes
 /// one by one.
-fn append_numbers(out: &mut Vec<u8>, values: &[f32]) {
-    let mut decimals = [float::Decimal::default(); NUMBERS_AT_A_TIME];
+fn append_numbers(out: &mut Vec<u8>, values: &[f32], Scratch(decimals): &mut Scratch) {
     for (run, values) in values.chunks(NUMBERS_AT_A_TIME).enumerate() {
         if run > 0 {
             out.push(b',');
         }
-        float::decimals(values, &mut decimals);
+        float::decimals(values, decimals);
         let start = out.len();
         out.resize(start + values.len() * NUMBER_ROOM, 0);
         let text = &mut out[start..];
         let mut end = 0;
-        for (&value, &decimal) in values.iter().zip(&decimals) {
+        for (&value, &decimal) in values.iter().zip(decimals.iter()) {
             let Some(room) = text
                 .get_mut(end..)
                 .and_then(|room| room.first_chunk_mut::<NUMBER_ROOM>())
@@ -573,7 +583,7 @@ mod tests {
     /// must leave alone) and by serde ([`Nested`]).
     fn written_by_hand_and_by_serde(shape: &[usize], data: &[f32]) -> (Vec<u8>, Vec<u8>) {
         let mut by_hand = b"x".to_vec();
-        append_nested(&mut by_hand, shape, data);
+        append_nested(&mut by_hand, shape, data, &mut Scratch::default());
         assert_eq!(by_hand.first(), Some(&b'x'));
         let by_serde = serde_json::to_vec(&Nested { shape, data }).unwrap();
         (by_hand.split_off(1), by_serde)
