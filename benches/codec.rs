@@ -3,7 +3,9 @@
 //! - `decode`: one 1000×768 tensor as nested JSON (serde's visitor) and base64, in floats/s;
 //! - `read`: the same tensor as Python writes float32 values (`json.dumps(x.tolist())`,
 //!   about 20 bytes a number), by the tensor text reader on one thread and cut into pieces
-//!   on two, against serde's visitor, in bytes/s;
+//!   on two, against serde's visitor, in bytes/s; and rows of unit length (an embedding
+//!   model's, whose values below 0.01 Python writes with 19 or 20 digits after the point) by
+//!   the reader on one thread;
 //! - `body`: a whole matrix request of two such tensors, parsed with its tensors read ahead
 //!   against serde alone;
 //! - `encode`: the 1000×768 answer as nested JSON and base64 through serde, and as nested JSON
@@ -65,11 +67,16 @@ fn decode(c: &mut Criterion) {
 /// `rows × DIM` values of a unit-variance-like spread, written as Python writes float32
 /// values converted to its floats (the shortest text that gives back the `f64`).
 fn python_text(rows: usize, seed: usize) -> String {
+    python_text_scaled(rows, seed, 3.0)
+}
+
+/// [`python_text`] with the values spread over `±scale / 2`.
+fn python_text_scaled(rows: usize, seed: usize, scale: f32) -> String {
     let row = |i: usize| {
         let numbers: Vec<String> = (0..DIM)
             .map(|j| {
                 let k = (i * DIM + j) * 7919 + seed;
-                let v = ((k % 10007) as f32 / 10007.0 - 0.5) * 3.0;
+                let v = ((k % 10007) as f32 / 10007.0 - 0.5) * scale;
                 format!("{:?}", v as f64)
             })
             .collect();
@@ -101,6 +108,18 @@ fn read(c: &mut Criterion) {
     group.bench_function("python floats 1000x768, reader, two threads", |bench| {
         bench.iter(|| two.install(|| black_box(text::read_parallel(bytes, &span).unwrap())))
     });
+    group.finish();
+
+    // Uniform over ±√3/√768 (unit variance over a row): rows of length about 1.
+    let unit = python_text_scaled(ROWS, 0, 2.0 * (3.0f32 / DIM as f32).sqrt());
+    let unit = unit.as_bytes();
+    let mut group = c.benchmark_group("read");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes(unit.len() as u64));
+    group.bench_function(
+        "python floats of unit rows 1000x768, reader, one thread",
+        |bench| bench.iter(|| black_box(text::read(unit, &text::span(unit, 0).unwrap()).unwrap())),
+    );
     group.finish();
 }
 

@@ -14,10 +14,12 @@ const POWERS_OF_TEN: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// Powers of ten `10^0 ..= 10^-22` in `f64`: each the nearest `f64`, within half a step.
-const INVERSE_POWERS_OF_TEN: [f64; 23] = [
+/// Powers of ten `10^0 ..= 10^-32` in `f64`: each the nearest `f64`, within half a step.
+/// [`fast_f32`] takes them to `10^-22`, [`usual`] to `10^-32`.
+const INVERSE_POWERS_OF_TEN: [f64; 33] = [
     1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
-    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
+    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22, 1e-23, 1e-24, 1e-25, 1e-26, 1e-27,
+    1e-28, 1e-29, 1e-30, 1e-31, 1e-32,
 ];
 
 /// Significant digits a `u64` always holds.
@@ -126,75 +128,98 @@ fn digit_by_digit(text: &[u8], start: usize) -> Option<(f32, usize)> {
                 .ok()?,
         }
     };
-    let value = if negative { -value } else { value };
+    let value = with_sign(value, negative);
     value.is_finite().then_some((value, at))
 }
 
-/// Bytes of text before a number that [`usual`] loads with it: its last 16 digits are read as
-/// one 16-byte window ending where it ends.
+/// Bytes of text [`usual`] loads at once: from the number's start a sign, a digit, the point
+/// and two 16-byte runs of what follows.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-const BEFORE: usize = 16;
+const BLOCK: usize = 35;
 
-/// Bytes of text [`usual`] loads at once: [`BEFORE`], and from the number's start a sign, a
-/// digit, the point and two 16-byte runs of what follows.
+/// Digits after the point that [`usual`] sees: two 16-byte runs. A number with as many may go
+/// on past them, so it is left to [`digit_by_digit`].
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-const BLOCK: usize = BEFORE + 35;
+const SEEN_DIGITS: usize = 32;
 
 /// The number at `text[start]` when it has the form most clients write (`-0.12345699965953827`,
-/// `1.5`: a sign or not, one digit, a point, 1 to 18 digits, no exponent) and its value rounds
-/// by [`fast_f32`]; `None` for every other number, which [`number`] reads digit by digit.
+/// `1.5`, `0.0012345679569989443`: a sign or not, one digit, a point, 1 to 31 digits, no
+/// exponent) and its value rounds surely (see below); `None` for every other number, which
+/// [`number`] reads digit by digit.
 ///
 /// The digits are counted and converted without a branch on any of them, 16 at a time in
 /// SSE2 registers (every x86-64 processor has them): they are counted from a mask of the 32
-/// bytes after the point, their last 16 (or all, if fewer) read from the 16-byte window that
-/// ends where the number ends, its bytes before them masked to zero, and the first 1 or 2 of
-/// 17 or 18 added apart. What branches is the form (sign and point, how many digits against
-/// the limit, an exponent after them) and [`fast_f32`]'s checks, which numbers written alike
-/// pass alike.
+/// bytes after the point, and the first 16 significant ones (those after the point's leading
+/// zeros, when the digit before the point is `0`) read as one integer, the bytes past the
+/// number masked to zero. What branches is the form (sign and point, leading zeros or not,
+/// how many digits against the limit, an exponent after them) and the check below, which
+/// numbers written alike pass alike.
 ///
-/// Shortest `f64` texts of `f32` values below 0.01 have 19 or 20 digits after the point
-/// (`0.0012345679569989443`; some 7% of the values of a normalised 768-dimensional
-/// embedding): they are read digit by digit. Taking them here too cost every number more
-/// instructions than it saved on them.
+/// With the digit before the point, that is 17 significant digits at most when it is not `0`
+/// and 16 otherwise; more (Python writes 17 after the point for most `f32` values) are
+/// dropped but for the half of the last one kept, so the integer is within half a unit of
+/// its last digit of the number's digits read that far. When digits were dropped the integer
+/// is at least 10¹⁵, so that half unit is at most 5·10⁻¹⁶ of the value: about 4.5 `f64`
+/// steps. With the three steps of the product itself, the `f64` is within [`MIDPOINT_MARGIN`]
+/// steps of the value, and rounding it to `f32` is right unless it lies that near a midpoint
+/// between two `f32` values; those rare numbers, and the few with a dropped digit whose kept
+/// ones are smaller, are read digit by digit.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
     use sse2::Sixteen;
-    let from = start.checked_sub(BEFORE)?;
-    let block: &[u8; BLOCK] = text.get(from..)?.first_chunk()?;
-    let negative = block[BEFORE] == b'-';
-    let point = BEFORE + 1 + usize::from(negative);
+    let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
+    let negative = block[0] == b'-';
+    let point = 1 + usize::from(negative);
     let first = block[point - 1].wrapping_sub(b'0');
     if first >= 10 || block[point] != b'.' {
         return None;
     }
     // Digits after the point: the first byte that is not one ends them.
-    let (_, near) = Sixteen::load(block, point + 1)?.digits();
+    let (near_values, near) = Sixteen::load(block, point + 1)?.digits();
     let (_, far) = Sixteen::load(block, point + 17)?.digits();
     let count = (!(near | far << 16)).trailing_zeros() as usize;
-    if count == 0 || count > 18 {
+    if count == 0 || count >= SEEN_DIGITS {
         return None;
     }
     let end = point + 1 + count;
     if matches!(block[end], b'e' | b'E') {
         return None;
     }
-    // The last (up to) 16 digits, from the window ending at `end`, the bytes before them 0.
-    let last_count = count.min(16);
-    let (window, _) = Sixteen::load(block, end - 16)?.digits();
-    let last = window.last(last_count)?.value();
-    // The first 1 or 2 of 17 or 18 (picked from a table: how many varies between numbers).
-    let lead_digit = |at: usize| u64::from(block[at].wrapping_sub(b'0'));
-    let one = lead_digit(point + 1);
-    let leads = [0, one, one * 10 + lead_digit(point + 2)];
-    let lead = leads[(count - last_count).min(2)];
-    let mantissa = u64::from(first) * TEN_TO[count] + lead * TEN_TO[16] + last;
+    // The first 16 significant digits after the point: those after its leading zeros when
+    // there is no other digit before them, read from a window starting at the first.
+    // (Counted either way and kept or not by a mask: a branch on the digit before the point
+    // would be mispredicted often.)
+    let leading = (!near_values.zeros() | 1 << 16).trailing_zeros() as usize;
+    let zeros = (leading & usize::from(first == 0).wrapping_neg()).min(count);
+    let significant = count - zeros;
+    let window = if zeros == 0 {
+        near_values
+    } else {
+        Sixteen::load(block, point + 1 + zeros)?.digits().0
+    };
+    let mantissa = u64::from(first) * TEN_TO_16 + window.first(significant.min(16))?.value();
+    let dropped = significant > 16;
+    if dropped && mantissa < TEN_TO_16 / 10 {
+        return None;
+    }
     let value = if mantissa == 0 {
         0.0
     } else {
-        fast_f32(mantissa, count + 1, -(count as i64))?
+        // Twice the integer, and one for the half of a dropped digit: an exact `i64`.
+        let twice = (2 * mantissa + u64::from(dropped)) as i64;
+        // Halving is exact, so halving the power first (off the digits' path) is the same.
+        let half_power = INVERSE_POWERS_OF_TEN.get(16 + zeros)? * 0.5;
+        round_surely(twice as f64 * half_power)?
     };
-    Some((if negative { -value } else { value }, from + end))
+    Some((with_sign(value, negative), start + end))
+}
+
+/// `value` (not negative), negative if `negative`: its sign bit set without a branch, which
+/// random signs would mispredict half the time.
+#[inline(always)]
+fn with_sign(value: f32, negative: bool) -> f32 {
+    f32::from_bits(value.to_bits() | u32::from(negative) << 31)
 }
 
 /// Every x86-64 processor has SSE2; elsewhere every number is read digit by digit.
@@ -204,17 +229,9 @@ fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize)> {
     None
 }
 
-/// `10^0 ..= 10^18`: the place of a number's first digit among [`usual`]'s.
+/// 10¹⁶: the place of the digit before the point among [`usual`]'s 17.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-const TEN_TO: [u64; 19] = {
-    let mut powers = [1u64; 19];
-    let mut at = 1;
-    while at < 19 {
-        powers[at] = powers[at - 1] * 10;
-        at += 1;
-    }
-    powers
-};
+const TEN_TO_16: u64 = 10_000_000_000_000_000;
 
 /// Reads a run of digits at `text[*at]` into `mantissa`, counting them in `digits`; past
 /// [`MAX_DIGITS`] they are counted but not added. Returns how many were read.
@@ -291,9 +308,15 @@ fn fast_f32(mantissa: u64, digits: usize, exponent: i64) -> Option<f32> {
         Ok(signed) => signed as f64,
         Err(_) => mantissa as f64,
     };
-    let near = mantissa * power;
-    // Within the normal f32 range, and away from the midpoints: the 29 bits f64 holds below
-    // f32's precision, against their half.
+    round_surely(mantissa * power)
+}
+
+/// `near`, an `f64` within eight steps of a number's value (three for [`fast_f32`]'s, 7.5
+/// for [`usual`]'s), rounded to `f32` when that is certain: `None` outside the normal `f32`
+/// range, or within [`MIDPOINT_MARGIN`] steps of a midpoint between two `f32` values.
+#[inline(always)]
+fn round_surely(near: f64) -> Option<f32> {
+    // The 29 bits f64 holds below f32's precision, against their half.
     let bits = near.to_bits();
     let biased = (bits >> 52) & 0x7FF;
     let below = bits & ((1 << 29) - 1);
@@ -303,8 +326,8 @@ fn fast_f32(mantissa: u64, digits: usize, exponent: i64) -> Option<f32> {
     Some(near as f32)
 }
 
-/// `f64` steps from a midpoint between two `f32` values within which [`fast_f32`] leaves a
-/// number to the full algorithm: several times its error of three steps at most.
+/// `f64` steps from a midpoint between two `f32` values within which [`round_surely`] leaves
+/// a number to the full algorithm: twice the largest error it is given, eight steps.
 const MIDPOINT_MARGIN: u64 = 16;
 
 #[cfg(test)]
@@ -408,15 +431,19 @@ mod tests {
 
     #[test]
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    fn nineteen_or_more_digits_after_the_point_are_read_digit_by_digit() {
-        // Shortest f64 texts of small float32 values, as Python writes normalised embeddings.
+    fn shortest_f64_texts_of_small_values_are_read_by_the_usual_path_up_to_31_digits() {
+        // Shortest f64 texts of small float32 values, as Python writes normalised embeddings,
+        // and zeros after the point up to the most the path sees.
         for number in [
             "0.0012345679569989443",
             "-0.00012345678987912834",
             "0.0009876539697870612",
+            "0.0000000000000001234567890123456",
+            "0.0000000000000000012345678901234",
+            "-0.0000000000000000000000000000001",
+            "0.0000000000000000000000000000000",
         ] {
             let (text, start) = placed(number, ", ");
-            assert!(usual(text.as_bytes(), start).is_none(), "{number}");
             let (value, end) = same_as_digit_by_digit(&text, start).expect(number);
             assert_eq!(
                 value.to_bits(),
@@ -424,7 +451,14 @@ mod tests {
                 "{number}"
             );
             assert_eq!(end, start + number.len());
+            if number.len() - number.find('.').unwrap() <= 31 {
+                assert!(usual(text.as_bytes(), start).is_some(), "{number}");
+            }
         }
+        // 32 digits after the point may go on past what the path sees.
+        let (text, start) = placed("0.12345678901234567890123456789012", ", ");
+        assert!(usual(text.as_bytes(), start).is_none());
+        same_as_digit_by_digit(&text, start).expect("32 digits");
     }
 
     #[test]

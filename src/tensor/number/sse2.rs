@@ -5,7 +5,7 @@
 //! for the target, so the intrinsics are sound wherever this module is compiled (only where
 //! `target_arch = "x86_64"` and `target_feature = "sse2"` both hold, so the assumption is
 //! checked). [`Sixteen::value`] expects digits' values only (0 to 9 a byte, as
-//! [`Sixteen::last`] leaves them): other bytes would saturate its sums. They are `unsafe` to call only because they are declared with
+//! [`Sixteen::first`] leaves them): other bytes would saturate its sums. They are `unsafe` to call only because they are declared with
 //! `#[target_feature]`; each call here is of that kind, none reads memory through a pointer.
 #![allow(unsafe_code)]
 
@@ -19,12 +19,12 @@ use std::arch::x86_64::{
 #[derive(Clone, Copy)]
 pub(super) struct Sixteen(__m128i);
 
-/// `[0, 16 - n)` zero and `[16 - n, 16)` all ones, from offset `n` (0 ..= 16): the mask that
-/// keeps the last `n` bytes of 16.
-const LAST: [u8; 32] = {
+/// `[0, n)` all ones and `[n, 16)` zero, from offset `16 - n` (`n` from 0 to 16): the mask
+/// that keeps the first `n` bytes of 16.
+const FIRST: [u8; 32] = {
     let mut bytes = [0u8; 32];
-    let mut at = 16;
-    while at < 32 {
+    let mut at = 0;
+    while at < 16 {
         bytes[at] = 0xFF;
         at += 1;
     }
@@ -51,10 +51,17 @@ impl Sixteen {
         }
     }
 
-    /// These bytes with all but the last `kept` (at most 16) set to zero.
+    /// A mask with bit `i` set when byte `i` is zero (for digits' values: a `'0'`).
     #[inline(always)]
-    pub(super) fn last(self, kept: usize) -> Option<Self> {
-        let mask = Self::load(&LAST, kept)?;
+    pub(super) fn zeros(self) -> u32 {
+        // SAFETY: as in `digits`.
+        unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(self.0, _mm_setzero_si128())) as u32 }
+    }
+
+    /// These bytes with all but the first `kept` (at most 16; `None` past it) set to zero.
+    #[inline(always)]
+    pub(super) fn first(self, kept: usize) -> Option<Self> {
+        let mask = Self::load(&FIRST, 16usize.checked_sub(kept)?)?;
         // SAFETY: as in `digits`.
         Some(Self(unsafe { _mm_and_si128(self.0, mask.0) }))
     }
