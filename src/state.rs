@@ -1,6 +1,7 @@
 //! What every handler and middleware shares: [`AppState`] (limits, admission, metrics, the
 //! tables and readiness), built once per server from the configuration.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,9 +25,14 @@ pub struct Limits {
     pub max_output_elements: usize,
 }
 
-/// What handlers and middleware share.
+/// What handlers and middleware share: one reference to [`Shared`], so that the copies
+/// the router and its middleware take for every request cost one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] refers to; its fields are read through it.
+#[derive(Debug)]
+pub struct Shared {
     /// Request limits.
     pub limits: Arc<Limits>,
     /// Compute permits, wait queue and memory budget.
@@ -40,7 +46,15 @@ pub struct AppState {
     /// Large body buffers kept for the next large body (`--kept-body-bytes`).
     pub kept_bodies: Arc<KeptBuffers>,
     /// Cleared when shutdown starts; `/readyz` reports it.
-    ready: Arc<AtomicBool>,
+    ready: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -50,7 +64,7 @@ impl AppState {
         let admission = Admission::new(permits, config.max_queue, config.memory_budget_bytes);
         let tables = Arc::new(Tables::new(config.tables.clone()));
         let metrics = Arc::new(Metrics::new(Arc::clone(&admission), Arc::clone(&tables)));
-        AppState {
+        AppState(Arc::new(Shared {
             limits: Arc::new(Limits {
                 request_timeout: config.request_timeout,
                 body_timeout: config.body_timeout,
@@ -65,8 +79,8 @@ impl AppState {
             admission,
             tables,
             discard_pace: Arc::default(),
-            ready: Arc::new(AtomicBool::new(true)),
-        }
+            ready: AtomicBool::new(true),
+        }))
     }
 
     /// Whether the server takes new work (false once shutdown has started).
