@@ -29,12 +29,12 @@ const MAX_DIGITS: usize = 19;
 /// `None` if there is no valid JSON number there or it rounds past the `f32` range.
 ///
 /// A number of the form most clients write (`-0.12345699965953827`: one digit, a point, up
-/// to 18 more) is read by [`usual`], 16 digits at a time; any other, or one too near the
-/// text's ends for its loads, digit by digit ([`digit_by_digit`]). Either way, when there
-/// are at most 19 significant digits and the decimal exponent is within ±22, [`fast_f32`]
-/// rounds them unless they lie too near the midpoint between two `f32` values (or outside
-/// the normal `f32` range); those rare numbers, and all others, go to the standard
-/// library's correctly rounded `f32` parser.
+/// to 31 more) is read by [`usual`], 16 digits at a time; any other, or one too near the
+/// text's end for its loads, digit by digit ([`digit_by_digit`]), where, when there are at
+/// most 19 significant digits and the decimal exponent is within ±22, [`fast_f32`] rounds
+/// them. Either way the rounding is left to the standard library's correctly rounded `f32`
+/// parser when the value lies too near the midpoint between two `f32` values (or outside
+/// the normal `f32` range), as it is for all other numbers.
 #[inline]
 pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
     usual(text, start).or_else(|| digit_by_digit(text, start))

@@ -4,9 +4,10 @@
 //! SSE2 is part of x86-64 itself: every x86-64 processor has it and the compiler assumes it
 //! for the target, so the intrinsics are sound wherever this module is compiled (only where
 //! `target_arch = "x86_64"` and `target_feature = "sse2"` both hold, so the assumption is
-//! checked). [`Sixteen::value`] expects digits' values only (0 to 9 a byte, as
-//! [`Sixteen::first`] leaves them): other bytes would saturate its sums. They are `unsafe` to call only because they are declared with
+//! checked). They are `unsafe` to call only because they are declared with
 //! `#[target_feature]`; each call here is of that kind, none reads memory through a pointer.
+//! [`Sixteen::value`] expects digits' values only (0 to 9 a byte, as [`Sixteen::first`]
+//! leaves them, the bytes past the digits set to zero): other bytes would saturate its sums.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
