@@ -157,10 +157,9 @@ const SEEN_DIGITS: usize = 32;
 ///
 /// With the digit before the point, that is 17 significant digits at most when it is not `0`
 /// and 16 otherwise; more (Python writes 17 after the point for most `f32` values) are
-/// dropped but for the half of the last one kept, so the integer is within half a unit of
-/// its last digit of the number's digits read that far. When digits were dropped the integer
-/// is at least 10¹⁵, so that half unit is at most 5·10⁻¹⁶ of the value: about 4.5 `f64`
-/// steps. With the three steps of the product itself, the `f64` is within [`MIDPOINT_MARGIN`]
+/// dropped and half a unit of the last digit kept stands for them, so the integer is within
+/// half a unit of the number's exact value. When digits were dropped the integer is at least
+/// 10¹⁵, so that half unit is at most 5·10⁻¹⁶ of the value: about 4.5 `f64` steps. With the three steps of the product itself, the `f64` is within [`MIDPOINT_MARGIN`]
 /// steps of the value, and rounding it to `f32` is right unless it lies that near a midpoint
 /// between two `f32` values; those rare numbers, and the few with a dropped digit whose kept
 /// ones are smaller, are read digit by digit.
