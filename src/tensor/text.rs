@@ -107,7 +107,7 @@ pub fn read_parallel(text: &[u8], span: &Span) -> Option<Tensor> {
     let mut row_shape = vec![0; span.rank - 1];
     let mut first = Vec::new();
     let first_start = skip_whitespace(text, 1);
-    let first_end = array(text, first_start, &mut row_shape, &mut first, 1)?;
+    let first_end = array(text, first_start, &mut row_shape, &mut first, 0)?;
     let row_bytes = first_end - first_start;
 
     // Pieces of the rest, each but the first starting at the `,` before an outermost row.
@@ -200,8 +200,10 @@ fn rows_after(
 }
 
 /// Reads the array whose `[` is at `text[start]` into `data`, checking (or, where 0, setting)
-/// the length of each of its axes in `shape`. When `data` starts empty, its first innermost
-/// row sizes it for `rows` such rows (a hint, bounded by the text's length; 0 for none).
+/// the length of each of its axes in `shape`. When `data` starts empty and `rows` (a hint,
+/// 0 for none) is given, it is first sized for one row as long as the text's share per row
+/// could hold (two bytes a number at least), so the first row is not grown a push at a
+/// time; that row then sizes it for `rows` such rows (bounded by the text's length).
 /// Returns the position past its `]`.
 fn array(
     text: &[u8],
@@ -213,6 +215,9 @@ fn array(
     let rank = shape.len();
     if rank == 0 || rank > MAX_RANK || text.get(start) != Some(&b'[') {
         return None;
+    }
+    if data.is_empty() && rows > 0 {
+        data.reserve((text.len() - start) / rows / 2 + 1);
     }
     // counts[level]: elements closed so far in the array open at `level` (0 = outermost).
     let mut counts = [0usize; MAX_RANK];
