@@ -29,6 +29,11 @@ const MAX_RANK: usize = super::MAX_RANK;
 /// pieces to the pool costs more than it saves.
 pub const PARALLEL_BYTES: usize = 1 << 20;
 
+/// Values a tensor's buffer is first sized for at most, before its first row tells its
+/// length: rows of embeddings fit, and one long row (a rank-1 tensor, whose share is the
+/// whole text) is not given room for every two bytes of its text.
+const FIRST_ROW_VALUES: usize = 4096;
+
 /// Pieces per thread a large tensor is cut into, so that a thread that finishes early finds
 /// another piece.
 const PIECES_PER_THREAD: usize = 2;
@@ -202,8 +207,9 @@ fn rows_after(
 /// Reads the array whose `[` is at `text[start]` into `data`, checking (or, where 0, setting)
 /// the length of each of its axes in `shape`. When `data` starts empty and `rows` (a hint,
 /// 0 for none) is given, it is first sized for one row as long as the text's share per row
-/// could hold (two bytes a number at least), so the first row is not grown a push at a
-/// time; that row then sizes it for `rows` such rows (bounded by the text's length).
+/// could hold (two bytes a number at least, at most [`FIRST_ROW_VALUES`]), so the first row
+/// is not grown a push at a time; that row then sizes it for `rows` such rows (bounded by
+/// the text's length).
 /// Returns the position past its `]`.
 fn array(
     text: &[u8],
@@ -217,7 +223,7 @@ fn array(
         return None;
     }
     if data.is_empty() && rows > 0 {
-        data.reserve((text.len() - start) / rows / 2 + 1);
+        data.reserve(((text.len() - start) / rows / 2 + 1).min(FIRST_ROW_VALUES));
     }
     // counts[level]: elements closed so far in the array open at `level` (0 = outermost).
     let mut counts = [0usize; MAX_RANK];
