@@ -112,11 +112,20 @@ pub trait Sink {
     /// Takes the body's next `data`, charging `reservation` for what it keeps beyond what
     /// it holds already.
     fn take(&mut self, data: &[u8], reservation: &mut Reservation) -> Result<(), Refusal>;
+
+    /// [`Sink::take`] for a frame as it came from the connection, which a sink may keep
+    /// rather than copy.
+    fn take_frame(&mut self, data: Bytes, reservation: &mut Reservation) -> Result<(), Refusal> {
+        self.take(&data, reservation)
+    }
 }
 
 /// A body kept whole, in one buffer.
 ///
-/// A declared `Content-Length` (at most the limit, checked before, and reserved when the
+/// A body that arrives in one frame of its declared length (a small one, read with its
+/// headers) is kept as that frame, not copied: a slice of the connection's read buffer,
+/// which hyper bounds (about 400 KB), so it holds no more than the connection did. Otherwise
+/// a declared `Content-Length` (at most the limit, checked before, and reserved when the
 /// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
 /// copied once and never regrown; a large one gets a buffer [`KeptBuffers`] kept from an
 /// earlier body when one fits, its pages already in memory, and gives it back when the
@@ -128,6 +137,8 @@ pub trait Sink {
 /// until the request's reservation drops with it.
 #[derive(Debug)]
 pub struct Buffer {
+    /// The whole body when it came in one frame of its declared length.
+    frame: Option<Bytes>,
     bytes: Vec<u8>,
     declared: Option<usize>,
     limit: usize,
@@ -140,6 +151,7 @@ impl Buffer {
     /// arrive.
     pub fn new(head: BodyHead, limit: usize, kept: &Arc<KeptBuffers>) -> Self {
         Buffer {
+            frame: None,
             bytes: Vec::new(),
             declared: head.declared,
             limit,
@@ -149,6 +161,9 @@ impl Buffer {
 
     /// The body; its buffer goes back to [`KeptBuffers`] when the last of the bytes drops.
     pub fn into_bytes(mut self) -> Bytes {
+        if let Some(frame) = self.frame.take() {
+            return frame;
+        }
         // What is left for `drop` is an empty `Vec`, which is not kept.
         self.kept.wrap(std::mem::take(&mut self.bytes))
     }
@@ -164,7 +179,20 @@ impl Drop for Buffer {
 }
 
 impl Sink for Buffer {
+    fn take_frame(&mut self, data: Bytes, reservation: &mut Reservation) -> Result<(), Refusal> {
+        let whole = self.frame.is_none() && self.bytes.is_empty();
+        if whole && self.declared == Some(data.len()) && data.len() <= reservation.bytes() {
+            self.frame = Some(data);
+            return Ok(());
+        }
+        self.take(&data, reservation)
+    }
+
     fn take(&mut self, data: &[u8], reservation: &mut Reservation) -> Result<(), Refusal> {
+        if let Some(frame) = self.frame.take() {
+            // More than the declared length: what came first joins the buffer.
+            self.take(&frame, reservation)?;
+        }
         let buffer = &mut self.bytes;
         if buffer.capacity() == 0
             && let Some(length) = self.declared.filter(|&n| n <= reservation.bytes())
@@ -219,7 +247,7 @@ pub async fn read(
         if total > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        sink.take(&data, reservation)
+        sink.take_frame(data, reservation)
             .map_err(|refusal| metrics.refused(refusal))?;
     }
     Ok(total)
@@ -400,6 +428,41 @@ mod tests {
         buffer.take(&[b' '; 1500], &mut reservation).unwrap();
         assert!(buffer.bytes.capacity() <= reservation.bytes());
         assert_eq!(buffer.into_bytes().len(), 1502);
+    }
+
+    #[test]
+    fn a_body_in_one_frame_of_its_declared_length_is_kept_as_that_frame_not_copied() {
+        let (admission, kept) = budget_and_kept(1 << 20, 0);
+        let mut reservation = admission.reservation();
+        reservation.set(5).unwrap();
+        let frame = Bytes::from_static(b"{\"a\"}");
+        let mut buffer = Buffer::new(declaring(Some(5)), 1 << 20, &kept);
+        buffer.take_frame(frame.clone(), &mut reservation).unwrap();
+        assert_eq!(buffer.bytes.capacity(), 0, "no buffer of its own");
+        let bytes = buffer.into_bytes();
+        assert_eq!(bytes.as_ptr(), frame.as_ptr(), "the frame itself");
+
+        // Frames that are not the whole body are copied into one buffer, in order.
+        for (first, declared) in [(&b"{\"a\""[..], Some(5)), (b"{\"a\"}", None)] {
+            let mut buffer = Buffer::new(declaring(declared), 1 << 20, &kept);
+            buffer
+                .take_frame(Bytes::copy_from_slice(first), &mut reservation)
+                .unwrap();
+            buffer
+                .take_frame(Bytes::from_static(b"}"), &mut reservation)
+                .unwrap();
+            assert!(buffer.frame.is_none());
+            let bytes = buffer.into_bytes();
+            assert_eq!(&bytes[..first.len()], first);
+            assert_eq!(bytes.len(), first.len() + 1);
+        }
+        // One more frame after a whole one (a body longer than declared): both kept, in order.
+        let mut buffer = Buffer::new(declaring(Some(5)), 1 << 20, &kept);
+        buffer.take_frame(frame.clone(), &mut reservation).unwrap();
+        buffer
+            .take_frame(Bytes::from_static(b" "), &mut reservation)
+            .unwrap();
+        assert_eq!(&buffer.into_bytes()[..], b"{\"a\"} ");
     }
 
     #[test]
