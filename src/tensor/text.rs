@@ -247,6 +247,11 @@ fn array(
         loop {
             let (value, next) = number(text, at)?;
             data.push(value);
+            // `, ` (as Python and most writers separate numbers) in one comparison.
+            if text.get(next..next + 2) == Some(b", ") {
+                at = skip_whitespace(text, next + 2);
+                continue;
+            }
             at = skip_whitespace(text, next);
             match text.get(at) {
                 Some(b',') => at = skip_whitespace(text, at + 1),
@@ -349,10 +354,26 @@ mod tests {
             "[[1],]",
             "[[1] [2]]",
             "[[1,,2]]",
+            "[[1, , 2]]",
+            "[[1, ]]",
+            "[[1, 2], ]",
             "[[\"1\"]]",
             "[[[[1]]]]",
         ] {
             assert_eq!(parse(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_comma_and_a_space_separate_numbers_as_any_comma_and_whitespace_do() {
+        let expected = parse("[[1.5,2.25],[-3,0.125]]").unwrap();
+        for text in [
+            "[[1.5, 2.25], [-3, 0.125]]",
+            "[[1.5,  2.25], [-3, \n0.125]]",
+            "[[1.5 , 2.25], [-3,\t 0.125]]",
+            "[[1.5, \r\n 2.25], [-3 ,0.125 ]]",
+        ] {
+            assert_eq!(parse(text).as_ref(), Some(&expected), "{text:?}");
         }
     }
 
