@@ -25,7 +25,10 @@ const INVERSE_POWERS_OF_TEN: [f64; 33] = [
 /// Significant digits a `u64` always holds.
 const MAX_DIGITS: usize = 19;
 
-/// The JSON number at `text[at]`, rounded to the nearest `f32`, and the position after it;
+/// The JSON number at `text[at]`, rounded to the nearest `f32`, the position after it, and
+/// whether a `,` and a space follow it (as most writers separate numbers; seen only where
+/// [`usual`] read the number, from the bytes it loaded anyway, and `false` elsewhere, so a
+/// reader that steps to the next number on it must still handle the other separators);
 /// `None` if there is no valid JSON number there or it rounds past the `f32` range.
 ///
 /// A number of the form most clients write (`-0.12345699965953827`: one digit, a point, up
@@ -36,8 +39,11 @@ const MAX_DIGITS: usize = 19;
 /// parser when the value lies too near the midpoint between two `f32` values (or outside
 /// the normal `f32` range), as it is for all other numbers.
 #[inline]
-pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
-    usual(text, start).or_else(|| digit_by_digit(text, start))
+pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
+    usual(text, start).or_else(|| {
+        let (value, end) = digit_by_digit(text, start)?;
+        Some((value, end, false))
+    })
 }
 
 /// [`number`] for every form of JSON number: its parts read in turn, eight digits at a time
@@ -132,10 +138,10 @@ fn digit_by_digit(text: &[u8], start: usize) -> Option<(f32, usize)> {
     value.is_finite().then_some((value, at))
 }
 
-/// Bytes of text [`usual`] loads at once: from the number's start a sign, a digit, the point
-/// and two 16-byte runs of what follows.
+/// Bytes of text [`usual`] loads at once: from the number's start a sign, a digit, the point,
+/// two 16-byte runs of what follows and one more byte (the two after 31 digits).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-const BLOCK: usize = 35;
+const BLOCK: usize = 36;
 
 /// Digits after the point that [`usual`] sees: two 16-byte runs. A number with as many may go
 /// on past them, so it is left to [`digit_by_digit`].
@@ -144,8 +150,8 @@ const SEEN_DIGITS: usize = 32;
 
 /// The number at `text[start]` when it has the form most clients write (`-0.12345699965953827`,
 /// `1.5`, `0.0012345679569989443`: a sign or not, one digit, a point, 1 to 31 digits, no
-/// exponent) and its value rounds surely (see below); `None` for every other number, which
-/// [`number`] reads digit by digit.
+/// exponent) and its value rounds surely (see below), with the position after it and whether
+/// `, ` follows; `None` for every other number, which [`number`] reads digit by digit.
 ///
 /// The digits are counted and converted without a branch on any of them, 16 at a time in
 /// SSE2 registers (every x86-64 processor has them): they are counted from a mask of the 32
@@ -167,7 +173,7 @@ const SEEN_DIGITS: usize = 32;
 /// the bound should that limit change.)
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
+fn usual(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
     use sse2::Sixteen;
     let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
     let negative = block[0] == b'-';
@@ -184,7 +190,8 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
         return None;
     }
     let end = point + 1 + count;
-    if matches!(block[end], b'e' | b'E') {
+    let comma = u16::from_le_bytes([block[end], block[end + 1]]) == u16::from_le_bytes(*b", ");
+    if !comma && matches!(block[end], b'e' | b'E') {
         return None;
     }
     // The first 16 significant digits after the point: those after its leading zeros when
@@ -211,9 +218,10 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize)> {
         let twice = (2 * mantissa + u64::from(dropped)) as i64;
         // Halving is exact, so halving the power first (off the digits' path) is the same.
         let half_power = INVERSE_POWERS_OF_TEN.get(16 + zeros)? * 0.5;
-        round_surely(twice as f64 * half_power)?
+        // At least 10⁻³¹ (a non-zero digit within 31 places), below 10: a normal `f32`.
+        round_surely_normal(twice as f64 * half_power)?
     };
-    Some((with_sign(value, negative), start + end))
+    Some((with_sign(value, negative), start + end, comma))
 }
 
 /// `value` (not negative), negative if `negative`: its sign bit set without a branch, which
@@ -226,7 +234,7 @@ fn with_sign(value: f32, negative: bool) -> f32 {
 /// Every x86-64 processor has SSE2; elsewhere every number is read digit by digit.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize)> {
+fn usual(_text: &[u8], _start: usize) -> Option<(f32, usize, bool)> {
     None
 }
 
@@ -317,11 +325,19 @@ fn fast_f32(mantissa: u64, digits: usize, exponent: i64) -> Option<f32> {
 /// range, or within [`MIDPOINT_MARGIN`] steps of a midpoint between two `f32` values.
 #[inline(always)]
 fn round_surely(near: f64) -> Option<f32> {
+    let biased = (near.to_bits() >> 52) & 0x7FF;
+    if !(1023 - 126..=1023 + 127).contains(&biased) {
+        return None;
+    }
+    round_surely_normal(near)
+}
+
+/// [`round_surely`] for an `f64` known to lie in the normal `f32` range.
+#[inline(always)]
+fn round_surely_normal(near: f64) -> Option<f32> {
     // The 29 bits f64 holds below f32's precision, against their half.
-    let bits = near.to_bits();
-    let biased = (bits >> 52) & 0x7FF;
-    let below = bits & ((1 << 29) - 1);
-    if !(1023 - 126..=1023 + 127).contains(&biased) || below.abs_diff(1 << 28) <= MIDPOINT_MARGIN {
+    let below = near.to_bits() & ((1 << 29) - 1);
+    if below.abs_diff(1 << 28) <= MIDPOINT_MARGIN {
         return None;
     }
     Some(near as f32)
@@ -336,7 +352,7 @@ mod tests {
     use super::*;
 
     fn one(text: &str) -> Option<f32> {
-        let (value, end) = number(text.as_bytes(), 0)?;
+        let (value, end, _) = number(text.as_bytes(), 0)?;
         (end == text.len()).then_some(value)
     }
 
@@ -375,7 +391,7 @@ mod tests {
 
     /// [`number`] and [`digit_by_digit`] read `text` at `start` to the same bits and end.
     fn same_as_digit_by_digit(text: &str, start: usize) -> Option<(f32, usize)> {
-        let usual = number(text.as_bytes(), start);
+        let usual = number(text.as_bytes(), start).map(|(value, end, _)| (value, end));
         let by_digits = digit_by_digit(text.as_bytes(), start);
         assert_eq!(
             usual.map(|(value, end)| (value.to_bits(), end)),
@@ -464,6 +480,32 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn a_comma_and_a_space_are_told_to_follow_only_when_both_do() {
+        // `placed` follows each with `, 0.5`.
+        for number in [
+            "-0.12345699965953827",
+            "1.5",
+            "0.1234567890123456789012345678901",
+        ] {
+            for (follows, told) in [("", true), (",", false), (" ", false), ("\n", false)] {
+                let (text, start) = placed(number, follows);
+                let (value, end, comma) = number_at(&text, start);
+                assert_eq!(comma, told, "{text}");
+                assert_eq!(end, start + number.len(), "{text}");
+                assert_eq!(value, number.parse::<f32>().unwrap(), "{text}");
+            }
+        }
+        // Read digit by digit, a number tells nothing of what follows.
+        let (text, start) = placed("1e-3", "");
+        assert_eq!(number_at(&text, start), (1e-3, start + 4, false));
+    }
+
+    fn number_at(text: &str, start: usize) -> (f32, usize, bool) {
+        number(text.as_bytes(), start).unwrap_or_else(|| panic!("{text} at {start}"))
+    }
+
+    #[test]
     fn numbers_too_near_the_texts_ends_for_the_usual_loads_are_read_digit_by_digit() {
         for text in ["0.5", "-0.25, 1.5]", "[0.125, 0.5, 0.75, 0.25, 0.5]"] {
             for start in 0..text.len() {
@@ -510,7 +552,7 @@ mod tests {
                 for places in [17, 20, 24, 30] {
                     let printed = format!("{near:.places$}");
                     let (text, start) = placed(&printed, ", ");
-                    let (read, end) = number(text.as_bytes(), start).expect(&printed);
+                    let (read, end, _) = number(text.as_bytes(), start).expect(&printed);
                     let exact: f32 = printed.parse().unwrap();
                     assert_eq!(read.to_bits(), exact.to_bits(), "{printed}");
                     assert_eq!(end, start + printed.len(), "{printed}");

@@ -245,10 +245,10 @@ fn array(
         // An innermost row: numbers separated by `,` up to `]`.
         let row_start = data.len();
         loop {
-            let (value, next) = number(text, at)?;
+            let (value, next, comma) = number(text, at)?;
             data.push(value);
-            // `, ` (as Python and most writers separate numbers) in one comparison.
-            if text.get(next..next + 2) == Some(b", ") {
+            // `, `, as Python and most writers separate numbers, seen as the number was read.
+            if comma {
                 at = skip_whitespace(text, next + 2);
                 continue;
             }
