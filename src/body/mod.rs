@@ -124,8 +124,8 @@ pub trait Sink {
 ///
 /// A body that arrives in one frame of its declared length (a small one, read with its
 /// headers) is kept as that frame, not copied: a slice of the connection's read buffer,
-/// which hyper bounds (about 400 KB), so it holds no more than the connection did. Otherwise
-/// a declared `Content-Length` (at most the limit, checked before, and reserved when the
+/// which hyper bounds (about 400 KB) and which the frame holds until the body is parsed.
+/// Otherwise a declared `Content-Length` (at most the limit, checked before, and reserved when the
 /// request was admitted) sizes the buffer once, when the first bytes arrive, so the body is
 /// copied once and never regrown; a large one gets a buffer [`KeptBuffers`] kept from an
 /// earlier body when one fits, its pages already in memory, and gives it back when the
