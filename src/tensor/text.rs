@@ -367,6 +367,14 @@ mod tests {
     #[test]
     fn a_comma_and_a_space_separate_numbers_as_any_comma_and_whitespace_do() {
         let expected = parse("[[1.5,2.25],[-3,0.125]]").unwrap();
+        // Written long, so that each number but the last has the bytes after it that the
+        // usual form's loads need, and is read by it.
+        let long = |text: &str| {
+            text.replace("1.5", "1.5000000000000000000")
+                .replace("2.25", "2.2500000000000000000")
+                .replace("-3", "-3.0000000000000000000")
+                .replace("0.125", "0.12500000000000000000")
+        };
         for text in [
             "[[1.5, 2.25], [-3, 0.125]]",
             "[[1.5,  2.25], [-3, \n0.125]]",
@@ -374,6 +382,13 @@ mod tests {
             "[[1.5, \r\n 2.25], [-3 ,0.125 ]]",
         ] {
             assert_eq!(parse(text).as_ref(), Some(&expected), "{text:?}");
+            let text = long(text);
+            assert_eq!(parse(&text).as_ref(), Some(&expected), "{text:?}");
+        }
+        // A `, ` with no number after it, taken by the usual form's step, is refused too.
+        for text in ["[[1.5, ], [2.25, -3]]", "[[1.5, , 2.25], [-3, 0.125]]"] {
+            let text = long(text);
+            assert_eq!(parse(&text), None, "{text:?}");
         }
     }
 
