@@ -32,6 +32,7 @@ use simserve::body::infer::Arriving;
 use simserve::body::{BodyHead, Sink};
 use simserve::state::AppState;
 use simserve::tables::Resolve;
+use simserve::tensor;
 use simserve::{Config, body};
 
 /// The system allocator, counting the bytes allocated now and the most since [`peak_of`]
@@ -194,6 +195,17 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
                 many("[]", N)
             ),
             Route::UserItem,
+            true,
+        ),
+        (
+            // Read as the walk meets it (a body under the parallel size), the first tensor's
+            // buffer is sized from its one row against all the text after it.
+            "a one-number tensor before a long one, in a body read on one thread",
+            format!(
+                r#"{{"a":[{one}],"b":[{}]}}"#,
+                many(one, (tensor::text::PARALLEL_BYTES - 32) / 4)
+            ),
+            Route::Matrix,
             true,
         ),
         (

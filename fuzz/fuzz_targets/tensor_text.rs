@@ -48,7 +48,11 @@ fn tensor(data: &[u8]) {
 }
 
 fn body(data: &[u8]) {
-    if !data.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b == b'{') {
+    if !data
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+    {
         return;
     }
     let fast = simserve::body::parse::<MatrixRequest>(data).map_err(|e| e.to_string());
@@ -71,12 +75,15 @@ fn body(data: &[u8]) {
 }
 
 /// What the reader reads: the tensor after leading whitespace, with only whitespace after,
-/// of rank 2 or 3 (the seed refuses others).
+/// of rank 2 or 3 (the seed refuses others). Read both ways (its span found first, and from
+/// its bracket), which must agree on the tensor and where it ends.
 fn read(data: &[u8]) -> Option<simserve::tensor::Tensor> {
     let start = data.iter().position(|b| !b" \n\r\t".contains(b))?;
-    let span = text::span(data, start)?;
-    let tensor = text::read(data, &span)?;
-    data[span.range.end..]
+    let spanned =
+        text::span(data, start).and_then(|span| Some((text::read(data, &span)?, span.range.end)));
+    assert_eq!(text::read_at(data, start), spanned);
+    let (tensor, end) = spanned?;
+    data[end..]
         .iter()
         .all(|b| b" \n\r\t".contains(b))
         .then_some(tensor)

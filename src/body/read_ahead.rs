@@ -4,8 +4,10 @@
 //!
 //! The body's top level is walked just far enough to find each tensor field's value (a
 //! field of [`TensorFields::TENSORS`] whose value starts with `[`). Those values are read
-//! ahead; a copy of the body with `{}` in their place (the rest is small: options, ids,
-//! index lists) is parsed by serde, and each field's seed takes its tensor
+//! ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk meets it, where
+//! it ends found by reading it; in a large one each one's span first, then all of them, on
+//! the compute threads. A copy of the body with `{}` in their place (the rest is small:
+//! options, ids, index lists) is parsed by serde, and each field's seed takes its tensor
 //! ([`crate::tensor::read_ahead`]).
 //!
 //! This path answers only when everything succeeds. Any doubt (a tensor it cannot read, a
@@ -14,6 +16,8 @@
 //! serde accepts the copy exactly when it accepts the body: the two are equal up to the
 //! first cut, serde reads front to back, on valid JSON this walk places every cut where a
 //! value starts and ends, and a cut is made only where the reader accepted tensor text.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -32,47 +36,70 @@ pub trait TensorFields: DeserializeOwned {
 /// The body parsed with its tensors read ahead, or `None` when the caller must parse it
 /// with serde alone (no tensor to read ahead, or anything amiss).
 pub(super) fn parse<T: TensorFields>(body: &[u8]) -> Option<T> {
-    let found = find::<T>(body)?;
+    parse_reading(body, body.len() < text::PARALLEL_BYTES)
+}
+
+/// [`parse`], each tensor read as the walk meets it when `read_on_the_way`, else after it.
+fn parse_reading<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<T> {
+    let found = find::<T>(body, read_on_the_way)?;
     if found.is_empty() {
         return None;
     }
-    let tensors = read_all(body, &found)?;
-    let kept: usize = body.len() - found.iter().map(|(_, s)| s.range.len()).sum::<usize>();
+    let kept: usize = body.len() - found.iter().map(|f| f.range().len()).sum::<usize>();
     let mut rest = Vec::with_capacity(kept + 2 * found.len());
     let mut from = 0;
-    for (_, span) in &found {
-        rest.extend_from_slice(&body[from..span.range.start]);
+    for value in &found {
+        rest.extend_from_slice(&body[from..value.range().start]);
         rest.extend_from_slice(b"{}");
-        from = span.range.end;
+        from = value.range().end;
     }
     rest.extend_from_slice(&body[from..]);
+    let tensors = read_all(body, found)?;
     let (parsed, all_taken) = tensor::read_ahead(tensors, || serde_json::from_slice::<T>(&rest));
     parsed.ok().filter(|_| all_taken)
 }
 
-/// Reads every found tensor: on this thread when they are small together, else each on the
-/// compute threads (large ones cut into pieces too).
-fn read_all(
-    body: &[u8],
-    found: &[(&'static str, text::Span)],
-) -> Option<Vec<(&'static str, Tensor)>> {
-    let bytes: usize = found.iter().map(|(_, span)| span.range.len()).sum();
-    let read = |(field, span): &(&'static str, text::Span)| {
-        Some((*field, text::read_parallel(body, span)?))
-    };
-    if bytes < text::PARALLEL_BYTES || rayon::current_num_threads() < 2 {
-        found
-            .iter()
-            .map(|(field, span)| Some((*field, text::read(body, span)?)))
-            .collect()
-    } else {
-        found.par_iter().map(read).collect()
+/// A tensor field's value as the walk over the body left it.
+enum Found {
+    /// Read as the walk met it: the field, where its text is, the tensor.
+    Read(&'static str, Range<usize>, Tensor),
+    /// Where its text is, to be read after the walk.
+    Spanned(&'static str, text::Span),
+}
+
+impl Found {
+    /// Where the value's text is in the body.
+    fn range(&self) -> &Range<usize> {
+        match self {
+            Found::Read(_, range, _) => range,
+            Found::Spanned(_, span) => &span.range,
+        }
     }
 }
 
-/// The spans of the top-level tensor fields of `T` whose values start with `[`, in body
-/// order; `None` if the top level is not an object this walk can follow.
-fn find<T: TensorFields>(body: &[u8]) -> Option<Vec<(&'static str, text::Span)>> {
+/// Every found tensor, read: those not yet read on this thread when they are small together,
+/// else each on the compute threads (large ones cut into pieces too).
+fn read_all(body: &[u8], found: Vec<Found>) -> Option<Vec<(&'static str, Tensor)>> {
+    let bytes: usize = found.iter().map(|f| f.range().len()).sum();
+    let in_parallel = bytes >= text::PARALLEL_BYTES && rayon::current_num_threads() >= 2;
+    let read = |found: Found| match found {
+        Found::Read(field, _, tensor) => Some((field, tensor)),
+        Found::Spanned(field, span) if in_parallel => {
+            Some((field, text::read_parallel(body, &span)?))
+        }
+        Found::Spanned(field, span) => Some((field, text::read(body, &span)?)),
+    };
+    if in_parallel {
+        found.into_par_iter().map(read).collect()
+    } else {
+        found.into_iter().map(read).collect()
+    }
+}
+
+/// The top-level tensor fields of `T` whose values start with `[`, in body order, each read
+/// as it is met when `read_on_the_way`, else only spanned; `None` if the top level is not an
+/// object this walk can follow, or a tensor met is not one the reader takes.
+fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found>> {
     let mut found = Vec::new();
     let mut at = whitespace(body, 0);
     if body.get(at) != Some(&b'{') {
@@ -99,10 +126,15 @@ fn find<T: TensorFields>(body: &[u8]) -> Option<Vec<(&'static str, text::Span)>>
         at = whitespace(body, at + 1);
         let field = T::TENSORS.iter().find(|field| field.as_bytes() == key);
         match (field, body.get(at)) {
+            (Some(field), Some(b'[')) if read_on_the_way => {
+                let (tensor, end) = text::read_at(body, at)?;
+                found.push(Found::Read(field, at..end, tensor));
+                at = end;
+            }
             (Some(field), Some(b'[')) => {
                 let span = text::span(body, at)?;
                 at = span.range.end;
-                found.push((*field, span));
+                found.push(Found::Spanned(field, span));
             }
             _ => at = skip_value(body, at)?,
         }
@@ -186,8 +218,14 @@ mod tests {
         const TENSORS: &'static [&'static str] = &["a", "b", "lists"];
     }
 
+    /// The fast path's answer, the same whether tensors are read on the way or after it, and
+    /// serde's.
     fn both(body: &str) -> (Option<Probe>, Result<Probe, String>) {
         let fast = parse::<Probe>(body.as_bytes());
+        for read_on_the_way in [true, false] {
+            let other = parse_reading::<Probe>(body.as_bytes(), read_on_the_way);
+            assert_eq!(other, fast, "{body}, read on the way: {read_on_the_way}");
+        }
         let serde = serde_json::from_str::<Probe>(body).map_err(|e| e.to_string());
         (fast, serde)
     }
@@ -204,7 +242,9 @@ mod tests {
     fn a_field_wrongly_listed_sends_the_body_to_serde() {
         // `lists` is not a tensor field: its `{}` is refused, so the fast path gives up.
         let body = r#"{"a": [[1]], "lists": [[1, 2], [3, 4]]}"#;
-        assert!(parse::<WronglyListed>(body.as_bytes()).is_none());
+        for read_on_the_way in [true, false] {
+            assert!(parse_reading::<WronglyListed>(body.as_bytes(), read_on_the_way).is_none());
+        }
         let (fast, serde) = both(body);
         assert_eq!(fast.unwrap(), serde.unwrap());
     }
@@ -221,6 +261,9 @@ mod tests {
             r#"{"a": [[1]], "note": "unterminated}"#,
             r#"{"a": [[1]],}"#,
             r#"{"a": [[1]]"#,
+            r#"{"a": [[1], [2]"#,
+            r#"{"a": [[1]]], "k": 1}"#,
+            r#"{"a": [[1]], "b": [[2], [3]}"#,
             r#"{"\u0061": [[1]]}"#,
         ] {
             let (fast, serde) = both(body);

@@ -137,13 +137,17 @@ fn serde_read(text: &str) -> Result<Tensor, String> {
 }
 
 /// What the reader reads from `text`: the tensor after any leading whitespace, with only
-/// whitespace after it, of rank 2 or 3 (the seed refuses others).
+/// whitespace after it, of rank 2 or 3 (the seed refuses others). Read both ways (its span
+/// found first, and from its bracket), which must agree on the tensor and where it ends.
 fn fast_read(text: &str) -> Option<Tensor> {
     let bytes = text.as_bytes();
     let start = bytes.iter().position(|b| !b" \n\r\t".contains(b))?;
-    let span = text::span(bytes, start)?;
-    let tensor = text::read(bytes, &span)?;
-    bytes[span.range.end..]
+    let spanned =
+        text::span(bytes, start).and_then(|span| Some((text::read(bytes, &span)?, span.range.end)));
+    let at_bracket = text::read_at(bytes, start);
+    assert_eq!(at_bracket, spanned, "{text:?}");
+    let (tensor, end) = spanned?;
+    bytes[end..]
         .iter()
         .all(|b| b" \n\r\t".contains(b))
         .then_some(tensor)

@@ -1,10 +1,12 @@
 //! JSON tensor text read straight into one contiguous `f32` buffer: the fast path for nested
 //! arrays of numbers, the form most clients send (`json.dumps(x.tolist())`).
 //!
-//! Use [`span`] to find where the tensor starting at a `[` ends (and how many innermost rows
-//! it has, to size the buffer once), then [`read`] for the whole tensor on one thread, or
-//! [`read_parallel`] to cut a large one at row boundaries and read the pieces on the compute
-//! threads.
+//! Which to use:
+//! - [`read_at`] for a tensor in a small text (a body under [`PARALLEL_BYTES`]): read on this
+//!   thread from its `[`, where it ends found on the way, the buffer sized from its first row;
+//! - for a large one, [`span`] to find where it ends (and how many innermost rows it has, to
+//!   size the buffer once), then [`read`] for the whole tensor on one thread, or
+//!   [`read_parallel`] to cut it at row boundaries and read the pieces on the compute threads.
 //!
 //! The reader knows only the tensor grammar (`[`, `]`, `,`, JSON whitespace and JSON numbers,
 //! read by [`super::number`]: `01`, `+1`, `.5`, `1.` and `NaN` refused, every number rounded
@@ -54,18 +56,7 @@ pub struct Span {
 /// not close. Only bracket bytes are looked at, so the text inside is not checked (that is
 /// [`read`]'s).
 pub fn span(text: &[u8], start: usize) -> Option<Span> {
-    let mut at = start;
-    let mut rank = 0;
-    while text.get(at) == Some(&b'[') {
-        rank += 1;
-        if rank > MAX_RANK {
-            return None;
-        }
-        at = skip_whitespace(text, at + 1);
-    }
-    if rank == 0 {
-        return None;
-    }
+    let (rank, at) = opening(text, start)?;
     // The first innermost row is open; count the others as their `[` are met at depth `rank`.
     let mut depth = rank;
     let mut rows = 1;
@@ -89,14 +80,41 @@ pub fn span(text: &[u8], start: usize) -> Option<Span> {
     None
 }
 
+/// The rank of the tensor whose `[` is at `text[start]` (how many `[` open before its first
+/// number) and the position after them: `None` if it is over [`MAX_RANK`] or there is no `[`.
+fn opening(text: &[u8], start: usize) -> Option<(usize, usize)> {
+    let mut at = start;
+    let mut rank = 0;
+    while text.get(at) == Some(&b'[') {
+        rank += 1;
+        if rank > MAX_RANK {
+            return None;
+        }
+        at = skip_whitespace(text, at + 1);
+    }
+    (rank > 0).then_some((rank, at))
+}
+
 /// Reads the tensor of `span` (from [`span`] on the same `text`) on this thread: `None`
 /// unless its text is exactly a rectangular tensor of finite `f32` values.
 pub fn read(text: &[u8], span: &Span) -> Option<Tensor> {
     let text = &text[span.range.clone()];
     let mut shape = vec![0; span.rank];
     let mut data = Vec::new();
-    let end = array(text, 0, &mut shape, &mut data, span.rows)?;
+    let end = array(text, 0, &mut shape, &mut data, Rows::Counted(span.rows))?;
     (end == text.len()).then_some(Tensor { shape, data })
+}
+
+/// Reads the tensor whose `[` is at `text[start]` on this thread, with the position just past
+/// its `]`; `None` as [`read`]. No [`span`] is found first: the buffer is sized from the first
+/// row's length against the rest of `text`, which may hold more than this tensor, so use it
+/// where `text` is small (a pass over it to count the rows would cost more than the room).
+pub fn read_at(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
+    let (rank, _) = opening(text, start)?;
+    let mut shape = vec![0; rank];
+    let mut data = Vec::new();
+    let end = array(text, start, &mut shape, &mut data, Rows::Guessed)?;
+    Some((Tensor { shape, data }, end))
 }
 
 /// Reads the tensor of `span` as [`read`] does, cutting it at its outermost row boundaries
@@ -112,7 +130,7 @@ pub fn read_parallel(text: &[u8], span: &Span) -> Option<Tensor> {
     let mut row_shape = vec![0; span.rank - 1];
     let mut first = Vec::new();
     let first_start = skip_whitespace(text, 1);
-    let first_end = array(text, first_start, &mut row_shape, &mut first, 0)?;
+    let first_end = array(text, first_start, &mut row_shape, &mut first, Rows::Sized)?;
     let row_bytes = first_end - first_start;
 
     // Pieces of the rest, each but the first starting at the `,` before an outermost row.
@@ -196,7 +214,7 @@ fn rows_after(
             skip_whitespace(text, at + 1),
             &mut shape,
             &mut data,
-            0,
+            Rows::Sized,
         )?;
         at = skip_whitespace(text, at);
         rows += 1;
@@ -204,26 +222,43 @@ fn rows_after(
     (at == piece.end).then_some((rows, data))
 }
 
+/// What [`array`] knows of the innermost rows its text holds, to size its buffer.
+#[derive(Debug, Clone, Copy)]
+enum Rows {
+    /// Nothing: the caller sized the buffer.
+    Sized,
+    /// Their number, counted by [`span`].
+    Counted(usize),
+    /// Not counted: as many as it would take of rows as long as the first to fill the rest of
+    /// the text.
+    Guessed,
+}
+
 /// Reads the array whose `[` is at `text[start]` into `data`, checking (or, where 0, setting)
-/// the length of each of its axes in `shape`. When `data` starts empty and `rows` (a hint,
-/// 0 for none) is given, it is first sized for one row as long as the text's share per row
-/// could hold (two bytes a number at least, at most [`FIRST_ROW_VALUES`]), so the first row
-/// is not grown a push at a time; that row then sizes it for `rows` such rows (bounded by
-/// the text's length).
+/// the length of each of its axes in `shape`. Unless `rows` is [`Rows::Sized`], an empty
+/// `data` is first sized for one row as long as the text's share per row could hold (two
+/// bytes a number at least, at most [`FIRST_ROW_VALUES`]), so the first row is not grown a
+/// push at a time; that row then sizes it for the rows counted or guessed (bounded by the
+/// text's length).
 /// Returns the position past its `]`.
 fn array(
     text: &[u8],
     start: usize,
     shape: &mut [usize],
     data: &mut Vec<f32>,
-    rows: usize,
+    rows: Rows,
 ) -> Option<usize> {
     let rank = shape.len();
     if rank == 0 || rank > MAX_RANK || text.get(start) != Some(&b'[') {
         return None;
     }
-    if data.is_empty() && rows > 0 {
-        data.reserve(((text.len() - start) / rows / 2 + 1).min(FIRST_ROW_VALUES));
+    let share = match rows {
+        Rows::Sized => None,
+        Rows::Counted(rows) => Some((text.len() - start) / rows.max(1)),
+        Rows::Guessed => Some(text.len() - start),
+    };
+    if let Some(share) = share.filter(|_| data.is_empty()) {
+        data.reserve((share / 2 + 1).min(FIRST_ROW_VALUES));
     }
     // counts[level]: elements closed so far in the array open at `level` (0 = outermost).
     let mut counts = [0usize; MAX_RANK];
@@ -264,6 +299,11 @@ fn array(
             // The first row tells the length of every other: size the buffer once, within
             // what the text could hold (two bytes per number at least).
             let len = data.len();
+            let rows = match rows {
+                Rows::Sized => 0,
+                Rows::Counted(rows) => rows,
+                Rows::Guessed => (text.len() - start) / (at - start),
+            };
             let wanted = rows.saturating_mul(len).min(text.len() / 2 + 1);
             data.reserve(wanted.saturating_sub(len));
         }
@@ -325,9 +365,13 @@ pub fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// The tensor at the start of `text`, read after its span is found, and the same read
+    /// from its bracket with the same end.
     fn parse(text: &str) -> Option<Tensor> {
-        let s = span(text.as_bytes(), 0)?;
-        read(text.as_bytes(), &s)
+        let bytes = text.as_bytes();
+        let spanned = span(bytes, 0).and_then(|s| Some((read(bytes, &s)?, s.range.end)));
+        assert_eq!(read_at(bytes, 0), spanned, "{text:?}");
+        spanned.map(|(tensor, _)| tensor)
     }
 
     #[test]
@@ -402,6 +446,22 @@ mod tests {
         assert_eq!((found.rank, found.rows), (3, 4));
         assert_eq!(span(b"[[1, 2]", 0), None);
         assert_eq!(span(b"[[[[1]]]]", 0), None);
+    }
+
+    #[test]
+    fn a_tensor_read_from_its_bracket_ends_at_its_own_closing_bracket() {
+        let text = b"[[1, 2], [3, 4], [5, 6]], \"b\": [[7]]";
+        let (first, end) = read_at(text, 0).unwrap();
+        assert_eq!((first.shape.as_slice(), end), ([3, 2].as_slice(), 24));
+        assert_eq!(first.data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let (second, end) = read_at(text, 31).unwrap();
+        assert_eq!(
+            (second.shape.as_slice(), end),
+            ([1, 1].as_slice(), text.len())
+        );
+        assert_eq!(read_at(text, 1).map(|(t, _)| t.shape), Some(vec![2]));
+        assert_eq!(read_at(text, 2), None);
+        assert_eq!(read_at(b"[[1, 2], [3, 4]", 0), None);
     }
 
     #[test]
