@@ -209,6 +209,16 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
             true,
         ),
         (
+            // Refused by serde, and read ahead only once: a buffer per copy would add up.
+            "a tensor field many times over, in a body read on one thread",
+            format!(
+                r#"{{{},"a":[{one}]}}"#,
+                many(r#""a":[[1]]"#, (tensor::text::PARALLEL_BYTES - 32) / 10)
+            ),
+            Route::Matrix,
+            false,
+        ),
+        (
             "pairs",
             format!(
                 r#"{{"users":[{one}],"items":[{one}],"pairs":[{}]}}"#,

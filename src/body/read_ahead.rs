@@ -5,8 +5,8 @@
 //! The body's top level is walked just far enough to find each tensor field's value (a
 //! field of [`TensorFields::TENSORS`] whose value starts with `[`). Those values are read
 //! ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk meets it, where
-//! it ends found by reading it; in a large one each one's span first, then all of them, on
-//! the compute threads. A copy of the body with `{}` in their place (the rest is small:
+//! it ends found by reading it; in a large one each one's span first, then all of them (on
+//! the compute threads when they are large together). A copy of the body with `{}` in their place (the rest is small:
 //! options, ids, index lists) is parsed by serde, and each field's seed takes its tensor
 //! ([`crate::tensor::read_ahead`]).
 //!
@@ -68,6 +68,13 @@ enum Found {
 }
 
 impl Found {
+    /// The field whose value it is.
+    fn field(&self) -> &'static str {
+        match self {
+            Found::Read(field, ..) | Found::Spanned(field, _) => field,
+        }
+    }
+
     /// Where the value's text is in the body.
     fn range(&self) -> &Range<usize> {
         match self {
@@ -98,7 +105,8 @@ fn read_all(body: &[u8], found: Vec<Found>) -> Option<Vec<(&'static str, Tensor)
 
 /// The top-level tensor fields of `T` whose values start with `[`, in body order, each read
 /// as it is met when `read_on_the_way`, else only spanned; `None` if the top level is not an
-/// object this walk can follow, or a tensor met is not one the reader takes.
+/// object this walk can follow, a tensor met is not one the reader takes, or a field comes
+/// twice (serde refuses that; reading each would hold a buffer per copy).
 fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found>> {
     let mut found = Vec::new();
     let mut at = whitespace(body, 0);
@@ -125,6 +133,9 @@ fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found
         }
         at = whitespace(body, at + 1);
         let field = T::TENSORS.iter().find(|field| field.as_bytes() == key);
+        if field.is_some_and(|field| found.iter().any(|f: &Found| f.field() == *field)) {
+            return None;
+        }
         match (field, body.get(at)) {
             (Some(field), Some(b'[')) if read_on_the_way => {
                 let (tensor, end) = text::read_at(body, at)?;

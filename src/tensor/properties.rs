@@ -138,14 +138,17 @@ fn serde_read(text: &str) -> Result<Tensor, String> {
 
 /// What the reader reads from `text`: the tensor after any leading whitespace, with only
 /// whitespace after it, of rank 2 or 3 (the seed refuses others). Read both ways (its span
-/// found first, and from its bracket), which must agree on the tensor and where it ends.
+/// found first, and from its bracket, also with more of a body after the text, which the
+/// number reader's loads then see), which must agree on the tensor and where it ends.
 fn fast_read(text: &str) -> Option<Tensor> {
     let bytes = text.as_bytes();
     let start = bytes.iter().position(|b| !b" \n\r\t".contains(b))?;
     let spanned =
         text::span(bytes, start).and_then(|span| Some((text::read(bytes, &span)?, span.range.end)));
-    let at_bracket = text::read_at(bytes, start);
-    assert_eq!(at_bracket, spanned, "{text:?}");
+    assert_eq!(text::read_at(bytes, start), spanned, "{text:?}");
+    let followed = format!("{text}, \"b\": [[0.5, 0.25]], \"metric\": \"cosine\"}}");
+    let at_bracket = text::read_at(followed.as_bytes(), start);
+    assert_eq!(at_bracket, spanned, "{followed:?}");
     let (tensor, end) = spanned?;
     bytes[end..]
         .iter()

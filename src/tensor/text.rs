@@ -106,14 +106,15 @@ pub fn read(text: &[u8], span: &Span) -> Option<Tensor> {
 }
 
 /// Reads the tensor whose `[` is at `text[start]` on this thread, with the position just past
-/// its `]`; `None` as [`read`]. No [`span`] is found first: the buffer is sized from the first
-/// row's length against the rest of `text`, which may hold more than this tensor, so use it
-/// where `text` is small (a pass over it to count the rows would cost more than the room).
+/// its `]`; `None` as [`read`]. No [`span`] is found first, so its rows are not counted: the
+/// buffer is sized for the first row (at most [`FIRST_ROW_VALUES`]) and then grows as it
+/// must, copied as it does. For small texts, where a pass to count the rows costs more than
+/// those copies.
 pub fn read_at(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
     let (rank, _) = opening(text, start)?;
     let mut shape = vec![0; rank];
     let mut data = Vec::new();
-    let end = array(text, start, &mut shape, &mut data, Rows::Guessed)?;
+    let end = array(text, start, &mut shape, &mut data, Rows::Uncounted)?;
     Some((Tensor { shape, data }, end))
 }
 
@@ -130,7 +131,7 @@ pub fn read_parallel(text: &[u8], span: &Span) -> Option<Tensor> {
     let mut row_shape = vec![0; span.rank - 1];
     let mut first = Vec::new();
     let first_start = skip_whitespace(text, 1);
-    let first_end = array(text, first_start, &mut row_shape, &mut first, Rows::Sized)?;
+    let first_end = array(text, first_start, &mut row_shape, &mut first, Rows::Unsized)?;
     let row_bytes = first_end - first_start;
 
     // Pieces of the rest, each but the first starting at the `,` before an outermost row.
@@ -214,7 +215,7 @@ fn rows_after(
             skip_whitespace(text, at + 1),
             &mut shape,
             &mut data,
-            Rows::Sized,
+            Rows::Unsized,
         )?;
         at = skip_whitespace(text, at);
         rows += 1;
@@ -222,24 +223,24 @@ fn rows_after(
     (at == piece.end).then_some((rows, data))
 }
 
-/// What [`array`] knows of the innermost rows its text holds, to size its buffer.
+/// How [`array`] sizes its buffer, from what it knows of the innermost rows its text holds.
 #[derive(Debug, Clone, Copy)]
 enum Rows {
-    /// Nothing: the caller sized the buffer.
-    Sized,
-    /// Their number, counted by [`span`].
+    /// Not at all: the buffer is left as the caller made it, and grows as it must.
+    Unsized,
+    /// For this many, counted by [`span`]: sized for the first row, then once for all.
     Counted(usize),
-    /// Not counted: as many as it would take of rows as long as the first to fill the rest of
-    /// the text.
-    Guessed,
+    /// Not counted: sized for the first row, then grown as it must, so that its room follows
+    /// the values it holds, never the text after them.
+    Uncounted,
 }
 
 /// Reads the array whose `[` is at `text[start]` into `data`, checking (or, where 0, setting)
-/// the length of each of its axes in `shape`. Unless `rows` is [`Rows::Sized`], an empty
+/// the length of each of its axes in `shape`. Unless `rows` is [`Rows::Unsized`], an empty
 /// `data` is first sized for one row as long as the text's share per row could hold (two
 /// bytes a number at least, at most [`FIRST_ROW_VALUES`]), so the first row is not grown a
-/// push at a time; that row then sizes it for the rows counted or guessed (bounded by the
-/// text's length).
+/// push at a time; with [`Rows::Counted`], that row then sizes it for all the rows (within
+/// what the text could hold).
 /// Returns the position past its `]`.
 fn array(
     text: &[u8],
@@ -253,9 +254,9 @@ fn array(
         return None;
     }
     let share = match rows {
-        Rows::Sized => None,
+        Rows::Unsized => None,
         Rows::Counted(rows) => Some((text.len() - start) / rows.max(1)),
-        Rows::Guessed => Some(text.len() - start),
+        Rows::Uncounted => Some(text.len() - start),
     };
     if let Some(share) = share.filter(|_| data.is_empty()) {
         data.reserve((share / 2 + 1).min(FIRST_ROW_VALUES));
@@ -295,15 +296,12 @@ fn array(
             }
         }
         at += 1;
-        if row_start == 0 {
+        if row_start == 0
+            && let Rows::Counted(rows) = rows
+        {
             // The first row tells the length of every other: size the buffer once, within
             // what the text could hold (two bytes per number at least).
             let len = data.len();
-            let rows = match rows {
-                Rows::Sized => 0,
-                Rows::Counted(rows) => rows,
-                Rows::Guessed => (text.len() - start) / (at - start),
-            };
             let wanted = rows.saturating_mul(len).min(text.len() / 2 + 1);
             data.reserve(wanted.saturating_sub(len));
         }
