@@ -10,6 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -64,22 +65,25 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `routes` behind the middleware stack, sharing `state`.
+///
+/// The stack is one layer, given to the router once: each route is then wrapped in one boxed
+/// service rather than one per layer, and a request clones one stack, not a chain of boxes.
 pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -> Router {
     let keys = Arc::new(ApiKeys::new(&config.api_keys));
-    let mut router = routes
-        // Innermost first: the deadline covers the handler; auth answers before it.
-        .layer(from_fn_with_state(state.clone(), deadline::layer))
-        .layer(from_fn_with_state(keys, auth::layer))
-        .layer(CatchPanicLayer::custom(panic::response))
-        .layer(from_fn(oip::layer))
-        .layer(from_fn_with_state(state.clone(), observe::layer))
+    let stack = ServiceBuilder::new()
+        // Outermost first: the request id is set before anything answers; the deadline,
+        // innermost, covers the handler, and auth answers before it.
+        .layer(from_fn(request_id::layer))
+        .option_layer(cors(&config.cors_origins))
+        .layer(coding::layer())
         // Bodies are read, inflated and limited by the operations' extractor (`body`).
         .layer(DefaultBodyLimit::disable())
-        .layer(coding::layer());
-    if let Some(cors) = cors(&config.cors_origins) {
-        router = router.layer(cors);
-    }
-    router.layer(from_fn(request_id::layer)).with_state(state)
+        .layer(from_fn_with_state(state.clone(), observe::layer))
+        .layer(from_fn(oip::layer))
+        .layer(CatchPanicLayer::custom(panic::response))
+        .layer(from_fn_with_state(keys, auth::layer))
+        .layer(from_fn_with_state(state.clone(), deadline::layer));
+    routes.layer(stack).with_state(state)
 }
 
 /// The whole HTTP API; tests drive it without a socket.
@@ -102,7 +106,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let request_id = HeaderName::from_static(request_id::HEADER);
+    let request_id = request_id::HEADER_NAME;
     let json_length = HeaderName::from_static(INFERENCE_HEADER_CONTENT_LENGTH);
     Some(
         CorsLayer::new()
