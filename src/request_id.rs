@@ -3,12 +3,16 @@
 //! request is handled.
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
 /// The header carrying the id.
 pub const HEADER: &str = "x-request-id";
+
+/// [`HEADER`] as a header name, made without an allocation (a name outside the standard
+/// set is copied into a new buffer when made from a `&str` at each insertion).
+pub const HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// The longest id accepted from a client; longer ones are replaced.
 const MAX_LEN: usize = 128;
@@ -49,23 +53,24 @@ fn acceptable(value: &HeaderValue) -> bool {
 /// the OS, so that an id costs no system call (without it, one `getrandom` a request: 1.5%
 /// of the server's CPU on small requests).
 fn generate() -> HeaderValue {
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Middleware: sets the id for the request's handling and echoes it on the response.
 pub async fn layer(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
-        .get(HEADER)
+        .get(&HEADER_NAME)
         .filter(|value| acceptable(value))
         .cloned()
         .unwrap_or_else(generate);
-    request.headers_mut().insert(HEADER, id.clone());
+    request.headers_mut().insert(HEADER_NAME, id.clone());
     let id = RequestId(id);
     request.extensions_mut().insert(id.clone());
     let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
-    response.headers_mut().insert(HEADER, id.0);
+    response.headers_mut().insert(HEADER_NAME, id.0);
     response
 }
 

@@ -48,15 +48,17 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let start = Instant::now();
     let method = method_label(request.method());
     let route = route_label(&request);
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.as_str().to_owned())
-        .unwrap_or_default();
+    // The id's header value (sharing its bytes), not a copy of its text.
+    let id = request.extensions().get::<RequestId>().cloned();
     let counter = BodyCounter::default();
     request.extensions_mut().insert(counter.clone());
 
-    let span = tracing::info_span!("request", request_id = %id, method, route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id.as_ref().map_or("", RequestId::as_str),
+        method,
+        route
+    );
     let _in_flight = state.metrics.start();
     let declared = body::declared_length(request.headers());
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
