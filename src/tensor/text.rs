@@ -281,16 +281,21 @@ fn array(
         // An innermost row: numbers separated by `,` up to `]`.
         let row_start = data.len();
         loop {
-            let (value, next, comma) = number(text, at)?;
+            // Whitespace after a separator is looked for only where no number starts: most
+            // writers put one space (`, `, taken with the comma) or none.
+            let (value, next, comma) = match number(text, at) {
+                Some(read) => read,
+                None => number_after_whitespace(text, at)?,
+            };
             data.push(value);
             // `, `, as Python and most writers separate numbers, seen as the number was read.
             if comma {
-                at = skip_whitespace(text, next + 2);
+                at = next + 2;
                 continue;
             }
             at = skip_whitespace(text, next);
             match text.get(at) {
-                Some(b',') => at = skip_whitespace(text, at + 1),
+                Some(b',') => at += 1,
                 Some(b']') => break,
                 _ => return None,
             }
@@ -337,6 +342,14 @@ fn array(
             *count = 0;
         }
     }
+}
+
+/// [`number`] after the whitespace at `at`, where a number was looked for and none started:
+/// apart from the usual path's, so that its code is not inlined twice into [`array`]'s loop.
+#[cold]
+#[inline(never)]
+fn number_after_whitespace(text: &[u8], at: usize) -> Option<(f32, usize, bool)> {
+    number(text, skip_whitespace(text, at))
 }
 
 /// Checks that an axis of known length `axis` (0 = not yet known) closes with `count`
