@@ -15,12 +15,26 @@ const POWERS_OF_TEN: [f64; 23] = [
 ];
 
 /// Powers of ten `10^0 ..= 10^-32` in `f64`: each the nearest `f64`, within half a step.
-/// [`fast_f32`] takes them to `10^-22`, [`usual`] to `10^-32`.
+/// [`fast_f32`] takes them to `10^-22`; [`usual`] takes the halves of those from `10^-16` to
+/// `10^-32` ([`HALF_POWERS_PAST_16`]).
 const INVERSE_POWERS_OF_TEN: [f64; 33] = [
     1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
     1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22, 1e-23, 1e-24, 1e-25, 1e-26, 1e-27,
     1e-28, 1e-29, 1e-30, 1e-31, 1e-32,
 ];
+
+/// `10^-(16 + zeros) / 2` for [`usual`]'s `zeros` (0 to 16: the point's leading zeros it
+/// skips), the halves of [`INVERSE_POWERS_OF_TEN`]'s (exact).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+const HALF_POWERS_PAST_16: [f64; 17] = {
+    let mut halves = [0.0; 17];
+    let mut zeros = 0;
+    while zeros <= 16 {
+        halves[zeros] = INVERSE_POWERS_OF_TEN[16 + zeros] * 0.5;
+        zeros += 1;
+    }
+    halves
+};
 
 /// Significant digits a `u64` always holds.
 const MAX_DIGITS: usize = 19;
@@ -38,12 +52,15 @@ const MAX_DIGITS: usize = 19;
 /// them. Either way the rounding is left to the standard library's correctly rounded `f32`
 /// parser when the value lies too near the midpoint between two `f32` values (or outside
 /// the normal `f32` range), as it is for all other numbers.
-#[inline]
+#[inline(always)]
 pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
-    usual(text, start).or_else(|| {
-        let (value, end) = digit_by_digit(text, start)?;
-        Some((value, end, false))
-    })
+    match usual(text, start) {
+        Some(read) => Some(read),
+        None => {
+            let (value, end) = digit_by_digit(text, start)?;
+            Some((value, end, false))
+        }
+    }
 }
 
 /// [`number`] for every form of JSON number: its parts read in turn, eight digits at a time
@@ -157,9 +174,9 @@ const SEEN_DIGITS: usize = 32;
 /// SSE2 registers (every x86-64 processor has them): they are counted from a mask of the 32
 /// bytes after the point, and the first 16 significant ones (those after the point's leading
 /// zeros, when the digit before the point is `0`) read as one integer, the bytes past the
-/// number masked to zero. What branches is the form (sign and point, leading zeros or not,
-/// how many digits against the limit, an exponent after them) and the check below, which
-/// numbers written alike pass alike.
+/// number masked to zero. What branches is the form (sign and point, how many digits against
+/// the limit, an exponent after them) and the check below, which numbers written alike pass
+/// alike; how many leading zeros there are only moves where the digits are read from.
 ///
 /// With the digit before the point, that is 17 significant digits at most when it is not `0`
 /// and 16 otherwise; more (Python writes 17 after the point for most `f32` values) are
@@ -191,7 +208,7 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
     }
     let end = point + 1 + count;
     let comma = u16::from_le_bytes([block[end], block[end + 1]]) == u16::from_le_bytes(*b", ");
-    if !comma && matches!(block[end], b'e' | b'E') {
+    if matches!(block[end], b'e' | b'E') {
         return None;
     }
     // The first 16 significant digits after the point: those after its leading zeros when
@@ -199,28 +216,27 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
     // (Counted either way and kept or not by a mask: a branch on the digit before the point
     // would be mispredicted often.)
     let leading = (!near_values.zeros() | 1 << 16).trailing_zeros() as usize;
-    let zeros = (leading & usize::from(first == 0).wrapping_neg()).min(count);
+    // At most 16 (`leading` counts within the first 16 bytes; the bound is written out so
+    // that the load and the table below need no other check).
+    let zeros = (leading & usize::from(first == 0).wrapping_neg())
+        .min(count)
+        .min(16);
     let significant = count - zeros;
-    let window = if zeros == 0 {
-        near_values
-    } else {
-        Sixteen::load(block, point + 1 + zeros)?.digits().0
-    };
+    // Loaded again whether or not there are zeros to skip (at most 16, so within the block):
+    // a branch on it would be mispredicted where values of both kinds are mixed.
+    let window = Sixteen::load(block, point + 1 + zeros)?.digits().0;
     let mantissa = u64::from(first) * TEN_TO_16 + window.first(significant.min(16))?.value();
     let dropped = significant > 16;
     if dropped && mantissa < TEN_TO_16 / 10 {
         return None;
     }
-    let value = if mantissa == 0 {
-        0.0
-    } else {
-        // Twice the integer, and one for the half of a dropped digit: an exact `i64`.
-        let twice = (2 * mantissa + u64::from(dropped)) as i64;
-        // Halving is exact, so halving the power first (off the digits' path) is the same.
-        let half_power = INVERSE_POWERS_OF_TEN.get(16 + zeros)? * 0.5;
-        // At least 10⁻³¹ (a non-zero digit within 31 places), below 10: a normal `f32`.
-        round_surely_normal(twice as f64 * half_power)?
-    };
+    // Twice the integer, and one for the half of a dropped digit: an exact `i64`.
+    let twice = (2 * mantissa + u64::from(dropped)) as i64;
+    // Halving is exact, so halving the power first (in the table) is the same.
+    let half_power = HALF_POWERS_PAST_16[zeros];
+    // Zero, exactly (no branch for it: no bit of it lies near a midpoint), or at least 10⁻³¹
+    // (a non-zero digit within 31 places) and below 10: a normal `f32`.
+    let value = round_surely_normal(twice as f64 * half_power)?;
     Some((with_sign(value, negative), start + end, comma))
 }
 
@@ -332,12 +348,12 @@ fn round_surely(near: f64) -> Option<f32> {
     round_surely_normal(near)
 }
 
-/// [`round_surely`] for an `f64` known to lie in the normal `f32` range.
+/// [`round_surely`] for an `f64` known to lie in the normal `f32` range, or zero.
 #[inline(always)]
 fn round_surely_normal(near: f64) -> Option<f32> {
     // The 29 bits f64 holds below f32's precision, against their half.
     let below = near.to_bits() & ((1 << 29) - 1);
-    if below.abs_diff(1 << 28) <= MIDPOINT_MARGIN {
+    if ((1 << 28) - MIDPOINT_MARGIN..=(1 << 28) + MIDPOINT_MARGIN).contains(&below) {
         return None;
     }
     Some(near as f32)
@@ -477,6 +493,28 @@ mod tests {
         let (text, start) = placed("0.12345678901234567890123456789012", ", ");
         assert!(usual(text.as_bytes(), start).is_none());
         same_as_digit_by_digit(&text, start).expect("32 digits");
+    }
+
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn zeros_read_by_the_usual_path_are_zeros_with_their_sign() {
+        for number in [
+            "0.0",
+            "-0.0",
+            "0.0000000000000000",
+            "-0.00000000000000000000",
+            "-0.0000000000000000000000000000000",
+        ] {
+            let (text, start) = placed(number, ", ");
+            let (value, end, comma) = usual(text.as_bytes(), start).expect(number);
+            assert_eq!(value, 0.0, "{number}");
+            assert_eq!(
+                value.is_sign_negative(),
+                number.starts_with('-'),
+                "{number}"
+            );
+            assert_eq!((end, comma), (start + number.len(), true), "{number}");
+        }
     }
 
     #[test]
