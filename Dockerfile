@@ -25,7 +25,8 @@ COPY . .
 RUN cargo build --release --locked --bin simserve
 
 # OpenBLAS for the matrix products: simserve opens libopenblas.so.0 at start (SIMSERVE_BLAS
-# auto) and multiplies with faer when it is missing. Debian's pthread build and the Fortran
+# auto) and multiplies with faer when it is missing, or where the processor has AVX-512 that
+# this OpenBLAS's kernels do not use (the start-up log says). Debian's pthread build and the Fortran
 # runtime it links, copied as real files under the names the loader looks up.
 FROM ${RUST_IMAGE} AS openblas
 RUN apt-get update \

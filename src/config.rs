@@ -108,9 +108,11 @@ pub struct Config {
     pub compute_threads: u32,
 
     /// The library for matrix products: `auto` uses OpenBLAS when the host has it (Debian:
-    /// `libopenblas0`) and faer's built-in GEMM otherwise, `off` always faer, a path that
-    /// OpenBLAS library (start-up fails if it does not open). OpenBLAS runs one thread per
-    /// call; `--compute-threads` still sets the threads.
+    /// `libopenblas0`) unless the processor has AVX-512 and OpenBLAS's kernels do not use it
+    /// (faer's do, and multiply faster), and faer's built-in GEMM otherwise; `off` always
+    /// faer; a path that OpenBLAS library, whatever its kernels (start-up fails if it does not
+    /// open). The start-up log says which and why. OpenBLAS runs one thread per call;
+    /// `--compute-threads` still sets the threads.
     #[arg(long, env = "SIMSERVE_BLAS", default_value = "auto")]
     pub blas: BlasChoice,
 

@@ -1,15 +1,20 @@
 //! OpenBLAS for the matrix products, when the host has it; faer's GEMM otherwise.
 //!
-//! On the reference machine OpenBLAS's `sgemm` ran the 1000×768×1000 product at 1.5× faer's
-//! rate per core (BENCHMARKS.md, "The matrix product"), and the product is the largest part
-//! of the CPU time of dense requests that bring binary or base64 tensors. The library is not linked: it is opened at run time, so the
-//! binary builds and runs where it is missing, and is used only after it multiplied a small
-//! product exactly.
+//! On a processor without AVX-512 (an AMD EPYC of the Zen 3 kind) OpenBLAS's `sgemm` ran the
+//! 1000×768×1000 product at 1.5× faer's rate per core (BENCHMARKS.md, "The matrix product"),
+//! and the product is the largest part of the CPU time of dense requests that bring binary or
+//! base64 tensors. Where the processor has AVX-512 and OpenBLAS does not use it (Debian 12's
+//! 0.3.21 runs its 256-bit `Haswell` kernels on AMD's AVX-512 processors), faer's 512-bit
+//! kernels ran it at 1.8× OpenBLAS's rate: `auto` then keeps faer ([`faer_is_faster`]). The
+//! library is not linked: it is opened at run time, so the binary builds and runs where it is
+//! missing, and is used only after it multiplied a small product exactly.
 //!
 //! When to use what:
 //! - [`start`] once at start-up, with the operator's [`BlasChoice`]: `auto` (the default)
-//!   opens `libopenblas.so.0` if the host has it, `off` keeps faer, a path must open;
-//! - without [`start`] (tests, library users), the first product makes the `auto` choice;
+//!   opens `libopenblas.so.0` if the host has it and keeps it unless [`faer_is_faster`],
+//!   `off` keeps faer, a path must open (and is used whatever its kernels);
+//! - without [`start`] (tests, library users), the first product opens `libopenblas.so.0` if
+//!   the host has it, whatever its kernels: tests of the OpenBLAS path take it on any host;
 //! - [`super::gemm`] asks [`chosen`] for every product. Each OpenBLAS call runs on the
 //!   calling thread (OpenBLAS's own threads are set to one): the compute pool splits the
 //!   rows, as it does for faer.
@@ -25,7 +30,8 @@ use libloading::Library;
 /// Which library the matrix products use, as the operator chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlasChoice {
-    /// OpenBLAS if the host has it ([`AUTO_NAMES`]), else faer.
+    /// OpenBLAS if the host has it ([`AUTO_NAMES`]) and [`faer_is_faster`] does not hold,
+    /// else faer.
     Auto,
     /// faer's GEMM, built in.
     Off,
@@ -116,6 +122,9 @@ pub struct Blas {
     dgemm: Gemm<f64>,
     /// What `openblas_get_config` says: version, kernel, threading.
     description: String,
+    /// The processor kind whose kernels it runs (`openblas_get_corename`: `Haswell`,
+    /// `SkylakeX`, `Zen`, ...); empty if it does not say.
+    kernels: String,
     /// Keeps the functions above loaded.
     _library: Library,
 }
@@ -183,15 +192,30 @@ impl Blas {
                 )?,
             )
         };
-        // SAFETY: these take and return plain values; the configuration is a static C string.
-        let (description, parallel) = unsafe {
-            let config = get_config();
-            let description = if config.is_null() {
+        // SAFETY: as above; OpenBLAS has had this function since 0.2, but it is not needed.
+        let get_corename = unsafe {
+            function::<unsafe extern "C" fn() -> *const c_char>(
+                &library,
+                name,
+                "openblas_get_corename",
+            )
+        }
+        .ok();
+        let text = |of: *const c_char| {
+            if of.is_null() {
                 String::new()
             } else {
-                CStr::from_ptr(config).to_string_lossy().into_owned()
-            };
-            (description, get_parallel())
+                // SAFETY: not null, so one of the library's static C strings.
+                unsafe { CStr::from_ptr(of) }.to_string_lossy().into_owned()
+            }
+        };
+        // SAFETY: these take and return plain values; the strings are static C strings.
+        let (description, kernels, parallel) = unsafe {
+            (
+                text(get_config()),
+                get_corename.map_or_else(String::new, |corename| text(corename())),
+                get_parallel(),
+            )
         };
         let unsuitable = |why: &str| BlasError::Unsuitable {
             library: named(),
@@ -214,6 +238,7 @@ impl Blas {
             sgemm,
             dgemm,
             description,
+            kernels,
             _library: library,
         };
         if blas.multiplies_exactly() {
@@ -226,6 +251,12 @@ impl Blas {
     /// What the library says of itself: version, kernel, threading.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The processor kind whose kernels the library runs (`Haswell`, `SkylakeX`, ...), or
+    /// empty if it does not say.
+    pub fn kernels(&self) -> &str {
+        &self.kernels
     }
 
     /// Whether a small product of integers (exact in both precisions) comes out exact, at a
@@ -366,6 +397,15 @@ pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
             None
         }
         BlasChoice::Auto => match auto() {
+            Ok(blas) if faer_is_faster(blas.kernels(), has_avx512()) => {
+                why_faer = format!(
+                    "the processor has AVX-512, which OpenBLAS's {:?} kernels do not use and \
+                     faer's do (--blas with the library's path uses it anyway): {}",
+                    blas.kernels(),
+                    blas.description()
+                );
+                None
+            }
             Ok(blas) => Some(blas),
             Err(errors) => {
                 let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -381,6 +421,35 @@ pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
         Some(blas) => Products::OpenBlas(blas),
         None => Products::Faer(why_faer),
     })
+}
+
+/// OpenBLAS kernels (as `openblas_get_corename` names them) that use 512-bit vectors.
+const WIDE_KERNELS: [&str; 3] = ["SkylakeX", "Cooperlake", "SapphireRapids"];
+
+/// Whether faer's GEMM is taken over an OpenBLAS running `kernels`' kernels: where the
+/// processor has AVX-512 and those kernels do not use it. faer's own 512-bit kernels then
+/// multiplied 1000×768×1000 at 1.8× OpenBLAS's `Haswell` kernels' rate on one core of an
+/// AMD EPYC with AVX-512, and 1.4–2.3× at the other shapes of `examples/gemm_libraries.rs`;
+/// without AVX-512, OpenBLAS's kernels were the faster (1.5× on the AMD EPYC of the Zen 3
+/// kind), as they were on an Intel processor with AVX-512 whose kernels OpenBLAS ran
+/// (`SkylakeX`).
+pub fn faer_is_faster(kernels: &str, avx512: bool) -> bool {
+    avx512
+        && !WIDE_KERNELS
+            .iter()
+            .any(|wide| kernels.eq_ignore_ascii_case(wide))
+}
+
+/// Whether this processor has AVX-512 (its foundation instructions).
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The library that takes products of [`super::gemm::BLAS_MIN_DIM`] dimensions or more:
@@ -415,6 +484,29 @@ mod tests {
         assert!(blas.description().starts_with("OpenBLAS"), "{blas:?}");
         assert!(!blas.description().contains("USE64BITINT"), "{blas:?}");
         assert!(blas.multiplies_exactly());
+    }
+
+    #[test]
+    fn the_host_openblas_names_its_kernels() {
+        let kernels = host_blas().kernels().to_owned();
+        assert!(!kernels.is_empty());
+        assert!(
+            host_blas().description().contains(&kernels),
+            "{kernels} not in {:?}",
+            host_blas().description()
+        );
+    }
+
+    #[test]
+    fn faer_is_taken_only_where_the_processor_has_avx512_and_openblas_does_not_use_it() {
+        assert!(faer_is_faster("Haswell", true));
+        assert!(faer_is_faster("Zen", true));
+        assert!(faer_is_faster("", true), "kernels it does not name");
+        assert!(!faer_is_faster("SkylakeX", true));
+        assert!(!faer_is_faster("cooperlake", true));
+        assert!(!faer_is_faster("SapphireRapids", true));
+        assert!(!faer_is_faster("Haswell", false));
+        assert!(!faer_is_faster("", false));
     }
 
     #[test]
