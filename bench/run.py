@@ -6,13 +6,15 @@
     python3 bench/run.py --only JSON --rounds 5  # scenarios whose name has "JSON", 5 rounds
 
 It builds simserve (release), creates a venv with the pinned peer dependencies
-(bench/peer/requirements.txt), writes the request files, starts both servers on loopback,
-checks they give the same answers, drives each scenario with wrk, and prints one table:
-requests/s, p50, p99, peak RSS, the simserve/peer ratios, each server's CPU time per request
-(its worker processes included) and the CPU wrk itself took, in cores, on the same machine.
-With `--rounds N` each scenario is run N times, the two servers alternating within each round,
-and every column is the median over the rounds (the ratio is that of the medians); the
-requests/s of each round go to stderr. `--only TEXT` keeps the scenarios whose name holds TEXT.
+(bench/peer/requirements.txt), writes the request files, starts simserve and the peer on
+loopback (the peer twice: numpy's OpenBLAS with its default threads, and with one thread per
+worker process; see PEER_BLAS), checks they give the same answers, drives each scenario with
+wrk, and prints one table: requests/s (the peer's both ways), p50, p99, peak RSS, the ratio of
+simserve to the faster peer, each server's CPU time per request (its worker processes
+included) and the CPU wrk itself took, in cores, on the same machine. With `--rounds N` each
+scenario is run N times, the servers alternating within each round, and every column is the
+median over the rounds (the ratio is that of the medians); the requests/s of each round go to
+stderr. `--only TEXT` keeps the scenarios whose name holds TEXT.
 Needs: cargo, python3, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
 """
 
@@ -94,7 +96,22 @@ def clean_env():
     # Older-OpenBLAS workarounds set on some machines; they slow a current numpy.
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
+    env.pop("OPENBLAS_NUM_THREADS", None)
     return env
+
+
+# The peer runs two ways, and each scenario's ratio is against the faster: numpy's OpenBLAS
+# with its default threads (one per core in each of the two worker processes), and with one
+# thread per worker, as a service of one process per core is usually deployed. With requests
+# in flight on both workers the default puts four busy threads on two cores (the binary
+# matrix at two connections served half the requests it does with one thread a worker);
+# one request at a time gets both cores only with the default.
+PEER_BLAS = (("default threads", {}), ("1 BLAS thread", {"OPENBLAS_NUM_THREADS": "1"}))
+
+
+def peer_env(blas):
+    """The environment of a peer started with `blas`, one of PEER_BLAS's settings."""
+    return {**clean_env(), **blas}
 
 
 def wait_ready(port):
@@ -255,52 +272,62 @@ def main():
         [os.path.join(ROOT, "target", "release", "simserve"), "--addr", f"127.0.0.1:{SIMSERVE_PORT}",
          "--max-body-bytes", "700000000", "--memory-budget-bytes", "12000000000",
          "--request-timeout", "120s", "--max-queue", "128", "--log", "warn"])
-    peer = subprocess.Popen(
+    peers = [(label, PEER_PORT + at, subprocess.Popen(
         [os.path.join(VENV, "bin", "uvicorn"), "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
-         "--workers", "2", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],
-        env=clean_env())
+         "--workers", "2", "--port", str(PEER_PORT + at), "--log-level", "warning", "--no-access-log"],
+        env=peer_env(blas))) for at, (label, blas) in enumerate(PEER_BLAS)]
+    servers = [("simserve", SIMSERVE_PORT, simserve), *peers]
     rows = []
     try:
-        wait_ready(SIMSERVE_PORT)
-        wait_ready(PEER_PORT)
+        for _, port, _ in servers:
+            wait_ready(port)
         for i in chosen:
             name, path, concurrency, seconds, _ = SCENARIOS[i]
             body_file = os.path.join(work, f"{i}.json")
             with open(body_file, "rb") as f:
                 body = f.read()
-            if not same_answer(post(SIMSERVE_PORT, path, body), post(PEER_PORT, path, body)):
-                sys.exit(f"{name}: simserve and the peer disagree")
-            rounds = {"simserve": [], "peer": []}
+            ours = post(SIMSERVE_PORT, path, body)
+            for label, port, _ in peers:
+                if not same_answer(ours, post(port, path, body)):
+                    sys.exit(f"{name}: simserve and the peer ({label}) disagree")
+            rounds = {label: [] for label, _, _ in servers}
             for _ in range(args.rounds):
-                for label, port, proc in (("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer)):
+                for label, port, proc in servers:
+                    time.sleep(0.5)  # the previous server's idle BLAS threads stop spinning
                     reset_peak(proc.pid)
                     cpu = cpu_seconds(proc.pid)
                     rps, p50, p99, failed, done, wrk_cpu = load(port, path, body_file, concurrency, seconds,
                                                                 lua_file)
                     cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
                     rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds))
-                s, p = rounds["simserve"][-1], rounds["peer"][-1]
-                print(f"{name}: simserve {s[0]:.1f} req/s, peer {p[0]:.1f} req/s", file=sys.stderr)
+                print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s" for label, runs in rounds.items()),
+                      file=sys.stderr)
             # Medians of every column but non-2xx answers, which are summed over the rounds.
             result = {label: tuple(sum(column) if at == 4 else statistics.median(column)
                                    for at, column in enumerate(zip(*runs)))
                       for label, runs in rounds.items()}
             rows.append((name, len(body) / 1e6, result))
     finally:
-        simserve.terminate()
-        peer.terminate()
-        simserve.wait()
-        peer.wait()
+        for _, _, proc in servers:
+            proc.terminate()
+        for _, _, proc in servers:
+            proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    print("| scenario | body MB | simserve req/s | peer req/s | ratio | simserve p50 / p99 ms | peer p50 / p99 ms "
-          "| simserve peak RSS MB | peer peak RSS MB | non-2xx (s/p) | server CPU ms per request (s/p) "
-          "| wrk CPU cores (s/p) |")
+    default, one = (label for label, _ in PEER_BLAS)
+    print(f"| scenario | body MB | simserve req/s | peer req/s ({default} / {one}) | ratio to the faster peer "
+          "| simserve p50 / p99 ms | peer p50 / p99 ms | simserve peak RSS MB | peer peak RSS MB | non-2xx (s/p) "
+          "| server CPU ms per request (s/p) | wrk CPU cores (s/p) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, mb, r in rows:
-        s, p = r["simserve"], r["peer"]
-        print(f"| {name} | {mb:.1f} | {s[0]:.1f} | {p[0]:.1f} | {s[0] / p[0]:.1f}x | {s[1]:.1f} / {s[2]:.1f} "
-              f"| {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {p[4]} "
+        s = r["simserve"]
+        # The peer's columns are those of its faster setting (its non-2xx: both settings').
+        faster = max((label for label, _ in PEER_BLAS), key=lambda label: r[label][0])
+        p = r[faster]
+        both = " / ".join(f"{r[label][0]:.1f}" for label, _ in PEER_BLAS)
+        failed = sum(r[label][4] for label, _ in PEER_BLAS)
+        print(f"| {name} | {mb:.1f} | {s[0]:.1f} | {both} | {s[0] / p[0]:.1f}x ({faster}) "
+              f"| {s[1]:.1f} / {s[2]:.1f} | {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {failed} "
               f"| {s[5]:.2f} / {p[5]:.2f} | {s[6]:.2f} / {p[6]:.2f} |")
     print()
     print(kernel_line(python))

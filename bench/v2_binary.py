@@ -10,7 +10,9 @@ on the same machine, the cores the machine left idle (/proc/stat), each server's
 during each run (worker processes included; all but requests/s are medians over the runs)
 and the ratios. With
 `--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
-bench/run.py makes) answers the same binary request in the same rounds, Triton-style.
+bench/run.py makes) answers the same binary request in the same rounds, Triton-style, started
+twice as bench/run.py starts it (numpy's OpenBLAS with its default threads, and with one
+thread per worker: `run.PEER_BLAS`); the ratios are against the faster of the two.
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
 
 With `--dot`, the same binary request with `"parameters": {"metric": "dot"}` runs in the same
@@ -36,13 +38,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import cpu_seconds, peak_mb, reset_peak  # noqa: E402  (its workers included)
+from run import PEER_BLAS, cpu_seconds, peak_mb, peer_env, reset_peak  # noqa: E402
 from simserve_proc import wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,18 +115,18 @@ def same_answer(native, v2, head_length):
     return want
 
 
-def peer():
-    """The Python peer on PEER_PORT, in the venv bench/run.py makes (made here if missing)."""
+def peer(port, blas):
+    """The Python peer on `port` with `blas` (one of PEER_BLAS's settings), in the venv
+    bench/run.py makes (made here if missing)."""
     python = PEER_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r",
                         str(REPO / "bench" / "peer" / "requirements.txt")], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
     return subprocess.Popen(
         [str(PEER_VENV / "bin" / "uvicorn"), "app:app", "--app-dir", str(REPO / "bench" / "peer"),
-         "--workers", "2", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],
-        env=env)
+         "--workers", "2", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        env=peer_env(blas))
 
 
 def idle_and_total():
@@ -174,7 +177,9 @@ def main():
         lua = os.path.join(scratch, "post.lua")
         Path(lua).write_text(LUA)
         server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
-        python_peer = peer() if args.peer else None
+        # (label, port, process) of each peer.
+        peers = [(label, PEER_PORT + 10 * at, peer(PEER_PORT + 10 * at, blas))
+                 for at, (label, blas) in enumerate(PEER_BLAS)] if args.peer else []
         faer = subprocess.Popen(
             [str(binary), "--addr", f"127.0.0.1:{FAER_PORT}", "--log", "warn"],
             env={**os.environ, "SIMSERVE_BLAS": "off"}) if args.faer else None
@@ -184,7 +189,8 @@ def main():
         try:
             wait_healthy(f"http://127.0.0.1:{PORT}")
             want = same_answer(native, v2, head_length)
-            runs = {"native": [], "v2": [], "dot": [], "faer": [], "against": [], "peer": []}
+            runs = {"native": [], "v2": [], "dot": [], "faer": [], "against": [],
+                    **{label: [] for label, _, _ in peers}}
             if args.dot:
                 got = v2_matrix(dot, dot_head_length, PORT)
                 assert np.allclose(got, products, rtol=1e-4, atol=1e-3), "dot disagrees with numpy"
@@ -196,10 +202,10 @@ def main():
                 wait_healthy(f"http://127.0.0.1:{FAER_PORT}")
                 theirs = v2_matrix(v2, head_length, FAER_PORT)
                 assert np.allclose(theirs, want, atol=1e-5), "faer's product disagrees"
-            if python_peer:
-                wait_healthy(f"http://127.0.0.1:{PEER_PORT}", seconds=60)
-                theirs = v2_matrix(v2, head_length, PEER_PORT)
-                assert np.allclose(theirs, want, atol=1e-5), "the peer disagrees"
+            for label, port, _ in peers:
+                wait_healthy(f"http://127.0.0.1:{port}", seconds=60)
+                theirs = v2_matrix(v2, head_length, port)
+                assert np.allclose(theirs, want, atol=1e-5), f"the peer ({label}) disagrees"
             for _ in range(args.rounds):
                 runs["native"].append(rate(server, "/similarity/matrix", files["native"],
                                            "application/json", "", args.seconds, lua))
@@ -218,10 +224,11 @@ def main():
                     runs["against"].append(rate(against, "/v2/models/matrix/infer", files["v2"],
                                                 "application/octet-stream", str(head_length),
                                                 args.seconds, lua, AGAINST_PORT))
-                if python_peer:
-                    runs["peer"].append(rate(python_peer, "/v2/models/matrix/infer", files["v2"],
-                                             "application/octet-stream", str(head_length),
-                                             args.seconds, lua, PEER_PORT))
+                for label, port, process in peers:
+                    time.sleep(0.5)  # the previous server's idle BLAS threads stop spinning
+                    runs[label].append(rate(process, "/v2/models/matrix/infer", files["v2"],
+                                            "application/octet-stream", str(head_length),
+                                            args.seconds, lua, port))
         finally:
             server.terminate()
             server.wait()
@@ -229,9 +236,9 @@ def main():
                 if other:
                     other.terminate()
                     other.wait()
-            if python_peer:
-                python_peer.terminate()
-                python_peer.wait()
+            for _, _, process in peers:
+                process.terminate()
+                process.wait()
     print(f"bodies: base64 JSON {len(native) / 1e6:.1f} MB, binary v2 {len(v2) / 1e6:.1f} MB")
     print("| server and route | req/s, rounds | median | CPU ms per request, median "
           "| server cores | wrk cores | idle cores | peak RSS MB, median |")
@@ -247,7 +254,8 @@ def main():
                         ("dot", "simserve POST /v2/models/matrix/infer, binary, metric dot"),
                         ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
                         ("against", "--against build POST /v2/models/matrix/infer, binary"),
-                        ("peer", "Python peer POST /v2/models/matrix/infer, binary")):
+                        *((label, f"Python peer POST /v2/models/matrix/infer, binary, {label}")
+                          for label, _ in PEER_BLAS)):
         if runs[name]:
             shown = " / ".join(f"{run[0]:.1f}" for run in runs[name])
             cores = statistics.median(run[0] * run[1] / 1e3 for run in runs[name])
@@ -264,9 +272,11 @@ def main():
     if runs["against"]:
         print(f"this build / --against build on binary v2: {rps['v2'] / rps['against']:.2f}x "
               f"requests/s, {cpu['against'] / cpu['v2']:.2f}x less CPU per request (medians)")
-    if runs["peer"]:
-        print(f"simserve binary v2 / Python peer binary v2: {rps['v2'] / rps['peer']:.2f}x requests/s, "
-              f"{cpu['peer'] / cpu['v2']:.2f}x less CPU per request (medians)")
+    if args.peer:
+        faster = max((label for label, _ in PEER_BLAS), key=lambda label: rps[label])
+        print(f"simserve binary v2 / Python peer binary v2 (the faster: {faster}): "
+              f"{rps['v2'] / rps[faster]:.2f}x requests/s, "
+              f"{cpu[faster] / cpu['v2']:.2f}x less CPU per request (medians)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The service simserve replaces, written the way a competent engineer would: FastAPI +
 uvicorn + numpy (OpenBLAS) + orjson, for the requests the benchmark sends.
 
-Run: uvicorn app:app --workers 2 --port 8090 (bench/run.py does this in a venv).
+Run: uvicorn app:app --workers 2 --port 8090 (bench/run.py does this in a venv, twice: with
+numpy's default BLAS threads and with OPENBLAS_NUM_THREADS=1, one per worker, since which
+serves more depends on how many requests are in flight; its ratios are against the faster).
 With PEER_TABLES=DIR, every NAME.npy in DIR is loaded at start and normalised once, and an
 embedding field may name it as simserve's --tables does: {"table": "NAME"} (bench/tables.py).
 """
