@@ -1,10 +1,11 @@
 //! OpenBLAS for the matrix products, when the host has it; faer's GEMM otherwise.
 //!
-//! On a processor without AVX-512 (an AMD EPYC of the Zen 3 kind) OpenBLAS's `sgemm` ran the
-//! 1000×768×1000 product at 1.5× faer's rate per core (BENCHMARKS.md, "The matrix product"),
-//! and the product is the largest part of the CPU time of dense requests that bring binary or
-//! base64 tensors. Where the processor has AVX-512 and OpenBLAS does not use it (Debian 12's
-//! 0.3.21 runs its 256-bit `Haswell` kernels on AMD's AVX-512 processors), faer's 512-bit
+//! On an Intel processor with AVX-512, whose kernels for it OpenBLAS ran (`SkylakeX`),
+//! OpenBLAS's `sgemm` ran the 1000×768×1000 product at 1.5× faer's rate per core
+//! (BENCHMARKS.md, "The matrix product"), and the product is the largest part of the CPU time
+//! of dense requests that bring binary or base64 tensors. Where the processor has AVX-512 and
+//! OpenBLAS does not use it (Debian 12's 0.3.21 predates OpenBLAS's AVX-512 kernels for AMD
+//! processors: it ran its 256-bit `Haswell` ones on an AMD EPYC with AVX-512), faer's 512-bit
 //! kernels ran it at 1.8× OpenBLAS's rate: `auto` then keeps faer ([`faer_is_faster`]). The
 //! library is not linked: it is opened at run time, so the binary builds and runs where it is
 //! missing, and is used only after it multiplied a small product exactly.
@@ -429,10 +430,10 @@ const WIDE_KERNELS: [&str; 3] = ["SkylakeX", "Cooperlake", "SapphireRapids"];
 /// Whether faer's GEMM is taken over an OpenBLAS running `kernels`' kernels: where the
 /// processor has AVX-512 and those kernels do not use it. faer's own 512-bit kernels then
 /// multiplied 1000×768×1000 at 1.8× OpenBLAS's `Haswell` kernels' rate on one core of an
-/// AMD EPYC with AVX-512, and 1.4–2.3× at the other shapes of `examples/gemm_libraries.rs`;
-/// without AVX-512, OpenBLAS's kernels were the faster (1.5× on the AMD EPYC of the Zen 3
-/// kind), as they were on an Intel processor with AVX-512 whose kernels OpenBLAS ran
-/// (`SkylakeX`).
+/// AMD EPYC with AVX-512, and 1.5–2.3× at the other shapes of `examples/gemm_libraries.rs`
+/// but the smallest (8×128×8, alike). OpenBLAS's own 512-bit kernels (`SkylakeX`) ran the
+/// product at 1.5× faer's rate on an Intel processor with AVX-512, so they are kept; without
+/// AVX-512 both libraries run 256-bit kernels and OpenBLAS is kept, as before.
 pub fn faer_is_faster(kernels: &str, avx512: bool) -> bool {
     avx512
         && !WIDE_KERNELS
