@@ -96,7 +96,9 @@ def clean_env():
     # Older-OpenBLAS workarounds set on some machines; they slow a current numpy.
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
-    env.pop("OPENBLAS_NUM_THREADS", None)
+    # Thread counts numpy's OpenBLAS reads: PEER_BLAS sets them, nothing else.
+    for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "GOTO_NUM_THREADS"):
+        env.pop(threads, None)
     return env
 
 

@@ -142,6 +142,7 @@ def rate(server, path, body_file, content_type, header_length, seconds, lua, por
     takes the server cannot have) and the cores the machine left idle."""
     env = {**os.environ, "BODY_FILE": body_file, "CONTENT_TYPE": content_type,
            "HEADER_LENGTH": header_length}
+    time.sleep(0.5)  # the previous server's idle BLAS threads stop spinning
     reset_peak(server.pid)
     cpu = cpu_seconds(server.pid)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -190,7 +191,7 @@ def main():
             wait_healthy(f"http://127.0.0.1:{PORT}")
             want = same_answer(native, v2, head_length)
             runs = {"native": [], "v2": [], "dot": [], "faer": [], "against": [],
-                    **{label: [] for label, _, _ in peers}}
+                    **{label: [] for label, _ in PEER_BLAS}}
             if args.dot:
                 got = v2_matrix(dot, dot_head_length, PORT)
                 assert np.allclose(got, products, rtol=1e-4, atol=1e-3), "dot disagrees with numpy"
@@ -225,7 +226,6 @@ def main():
                                                 "application/octet-stream", str(head_length),
                                                 args.seconds, lua, AGAINST_PORT))
                 for label, port, process in peers:
-                    time.sleep(0.5)  # the previous server's idle BLAS threads stop spinning
                     runs[label].append(rate(process, "/v2/models/matrix/infer", files["v2"],
                                             "application/octet-stream", str(head_length),
                                             args.seconds, lua, port))

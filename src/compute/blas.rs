@@ -399,10 +399,14 @@ pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
         }
         BlasChoice::Auto => match auto() {
             Ok(blas) if faer_is_faster(blas.kernels(), has_avx512()) => {
+                let kernels = match blas.kernels() {
+                    "" => "kernels (it does not name them)".to_owned(),
+                    named => format!("{named} kernels"),
+                };
                 why_faer = format!(
-                    "the processor has AVX-512, which OpenBLAS's {:?} kernels do not use and \
-                     faer's do (--blas with the library's path uses it anyway): {}",
-                    blas.kernels(),
+                    "the processor has AVX-512, which OpenBLAS's {kernels} do not use and \
+                     faer's do (--blas or SIMSERVE_BLAS with the library's path uses it \
+                     anyway): {}",
                     blas.description()
                 );
                 None

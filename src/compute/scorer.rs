@@ -432,50 +432,62 @@ mod tests {
 
     #[test]
     fn scores_scale_and_clamp_alike_whatever_vectors_the_processor_has() {
-        // Scores inside and outside [-1, 1], huge ones whose scaled value overflows, ±0,
-        // NaN and infinities; 37 of them, so that every lane width leaves a remainder.
-        let row: Vec<f32> = (0..37)
-            .map(|j| match j % 9 {
-                0 => 3.0e38,
-                1 => f32::NAN,
-                2 => f32::NEG_INFINITY,
-                3 => -0.0,
-                _ => (j as f32 - 18.0) * 0.37,
-            })
-            .collect();
-        let col_scales: Vec<f32> = (0..37).map(|j| 0.05 + j as f32 * 0.11).collect();
-        for (row_scale, cols) in [(0.7, Some(&col_scales[..])), (12.5, None)] {
-            let mut want = row.clone();
-            let want_finite = scale_row_here(&mut want, cols, row_scale);
-            assert!(!want_finite, "the row holds scores that come out NaN");
-            let mut variants = vec![("dispatched", row.clone())];
-            let dispatched = scale_row(&mut variants[0].1, cols, row_scale);
-            assert_eq!(dispatched, want_finite);
-            #[cfg(target_arch = "x86_64")]
-            for (name, has, variant) in [
-                (
-                    "avx2",
-                    std::arch::is_x86_feature_detected!("avx2"),
-                    scale_row_avx2 as unsafe fn(&mut [f32], Option<&[f32]>, f32) -> bool,
-                ),
-                (
-                    "avx512",
-                    std::arch::is_x86_feature_detected!("avx512f"),
-                    scale_row_avx512,
-                ),
-            ] {
-                if has {
+        // Every length to 300, so that each variant's vector loops (unrolled, 4 to 16 lanes
+        // a step) run whole steps and remainders; rows of finite scores in and outside
+        // [-1, 1] and ±0, and rows that also hold scores that come out NaN (huge ones whose
+        // scaled value overflows, NaN, infinities).
+        /// A variant of [`scale_row`], callable where the processor has its features.
+        #[cfg(target_arch = "x86_64")]
+        type Variant = unsafe fn(&mut [f32], Option<&[f32]>, f32) -> bool;
+        #[cfg(target_arch = "x86_64")]
+        let variants: [(&str, bool, Variant); 2] = [
+            (
+                "avx2",
+                std::arch::is_x86_feature_detected!("avx2"),
+                scale_row_avx2,
+            ),
+            (
+                "avx512",
+                std::arch::is_x86_feature_detected!("avx512f"),
+                scale_row_avx512,
+            ),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for len in 0..=300 {
+            for with_odd in [false, true] {
+                let row: Vec<f32> = (0..len)
+                    .map(|j| match j % 9 {
+                        0 if with_odd && j % 2 == 0 => 3.0e38,
+                        1 if with_odd => f32::NAN,
+                        2 if with_odd => f32::NEG_INFINITY,
+                        3 => -0.0,
+                        _ => (j as f32 % 37.0 - 18.0) * 0.37,
+                    })
+                    .collect();
+                let col_scales: Vec<f32> =
+                    (0..len).map(|j| 0.05 + (j % 41) as f32 * 0.11).collect();
+                for (row_scale, cols) in [(0.7, Some(&col_scales[..])), (12.5, None)] {
+                    let mut want = row.clone();
+                    let want_finite = scale_row_here(&mut want, cols, row_scale);
+                    // A NaN score from the second on; none without the odd ones.
+                    if !with_odd || len >= 2 {
+                        assert_eq!(want_finite, !with_odd, "len {len}");
+                    }
                     let mut got = row.clone();
-                    // SAFETY: the processor has the variant's features, just checked.
-                    #[allow(unsafe_code)]
-                    let finite = unsafe { variant(&mut got, cols, row_scale) };
-                    assert_eq!(finite, want_finite, "{name}");
-                    variants.push((name, got));
+                    assert_eq!(scale_row(&mut got, cols, row_scale), want_finite);
+                    assert_eq!(bits(&got), bits(&want), "dispatched, len {len}");
+                    #[cfg(target_arch = "x86_64")]
+                    for (name, has, variant) in variants {
+                        if has {
+                            let mut got = row.clone();
+                            // SAFETY: the processor has the variant's features, just checked.
+                            #[allow(unsafe_code)]
+                            let finite = unsafe { variant(&mut got, cols, row_scale) };
+                            assert_eq!(finite, want_finite, "{name}, len {len}");
+                            assert_eq!(bits(&got), bits(&want), "{name}, len {len}");
+                        }
+                    }
                 }
-            }
-            for (name, got) in variants {
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{name}, row scale {row_scale}");
             }
         }
     }
