@@ -1,7 +1,9 @@
 //! Prints the median time and GFLOP/s of one dense similarity kernel, for comparing with
-//! numpy in the same run (`bench/kernels_vs_numpy.py`).
+//! numpy in the same run (`bench/kernels_vs_numpy.py`), or with `TOP_K` of one neighbour
+//! selection (the `k` nearest of the `M` rows for each of the `N`).
 //!
-//! Usage: `kernel_rate METRIC N DIM M [REPEATS]`, e.g. `kernel_rate cosine 1000 768 1000 7`.
+//! Usage: `kernel_rate METRIC N DIM M [REPEATS] [TOP_K]`, e.g. `kernel_rate cosine 1000 768
+//! 1000 7`, or `kernel_rate cosine 500 64 50000 15 20` for user-item's top-k.
 //! `SIMSERVE_BLAS` chooses the matrix product's library as for the server (`off`: faer).
 
 #![allow(
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use simserve::compute::blas::{self, BlasChoice};
-use simserve::compute::{Cancel, Metric, matrix};
+use simserve::compute::{Cancel, Metric, Selection, matrix, nearest};
 
 fn main() {
     let choice: BlasChoice = std::env::var("SIMSERVE_BLAS")
@@ -45,20 +47,34 @@ fn main() {
     };
     let (a, b) = (fill(n, 1), fill(m, 2));
     let cancel = Cancel::new();
-    let _ = matrix(a.view(), Some(b.view()), metric, &cancel);
-    let mut seconds: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            let out = matrix(a.view(), Some(b.view()), metric, &cancel);
-            std::hint::black_box(out).ok();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
+    let top_k = args.get(6).and_then(|v| v.parse().ok());
+    let selection = Selection {
+        k: top_k,
+        max_entries: usize::MAX,
+        ..Selection::default()
+    };
+    let run = || {
+        let start = Instant::now();
+        match top_k {
+            Some(_) => {
+                let found = nearest(a.view(), Some(b.view()), metric, &selection, &cancel);
+                std::hint::black_box(found).ok();
+            }
+            None => {
+                let out = matrix(a.view(), Some(b.view()), metric, &cancel);
+                std::hint::black_box(out).ok();
+            }
+        }
+        start.elapsed().as_secs_f64()
+    };
+    run();
+    let mut seconds: Vec<f64> = (0..repeats).map(|_| run()).collect();
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
     let flops = 2.0 * (n * dim * m) as f64;
+    let top = top_k.map_or(String::new(), |k| format!(" top_k={k}"));
     println!(
-        "{} {n}x{dim}x{m} median_ms={:.2} gflops={:.1}",
+        "{} {n}x{dim}x{m}{top} median_ms={:.2} gflops={:.1}",
         metric.name(),
         median * 1e3,
         flops / median / 1e9
