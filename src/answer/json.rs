@@ -7,7 +7,6 @@
 //! threads and sent as those pieces, never copied into one buffer.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ndarray::{ArrayView, Dimension};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -17,6 +16,7 @@ use super::outcome::{Computed, Outcome};
 use super::{Encoding, float};
 use crate::compute::{Metric, Neighbours};
 use crate::error::ApiError;
+use crate::tensor::BASE64;
 
 /// A dense float tensor written in the requested encoding.
 pub struct Dense<'a> {
@@ -371,7 +371,7 @@ fn append_base64(out: &mut Vec<u8>, data: &[f32]) -> Result<(), String> {
         for (slot, value) in slots.iter_mut().zip(chunk) {
             *slot = value.to_le_bytes();
         }
-        at += STANDARD
+        at += BASE64
             .encode_slice(bytes, &mut out[at..])
             .map_err(|err| format!("could not encode the response: {err}"))?;
     }
@@ -578,6 +578,7 @@ fn to_response<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
 
     /// `data` of `shape` as nested arrays by [`append_nested`] (after other text, which it
     /// must leave alone) and by serde ([`Nested`]).

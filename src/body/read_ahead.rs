@@ -1,10 +1,13 @@
-//! The fast path of [`super::parse`]: a body's tensors sent as nested arrays are read
-//! straight from its bytes ([`crate::tensor::text`]), in parallel when large, and serde
-//! parses only the rest.
+//! The fast path of [`super::parse`]: a body's tensors are read straight from its bytes,
+//! nested arrays by [`crate::tensor::text`] (in parallel when large), base64 tensor objects
+//! in the plain form clients send by [`crate::tensor::read_packed_at`] (no string scanned
+//! twice, no UTF-8 check, SIMD base64), and serde parses only the rest.
 //!
 //! The body's top level is walked just far enough to find each tensor field's value (a
-//! field of [`TensorFields::TENSORS`] whose value starts with `[`). Those values are read
-//! ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk meets it, where
+//! field of [`TensorFields::TENSORS`] whose value starts with `[`, or with `{` when it is
+//! such an object, valid: any other object is left to serde, which reads table references
+//! and names what is wrong). Base64 objects are decoded as the walk meets them. Nested
+//! arrays are read ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk meets it, where
 //! it ends found by reading it; in a large one each one's span first, then all of them (on
 //! the compute threads when they are large together). A copy of the body with `{}` in their place (the rest is small:
 //! options, ids, index lists) is parsed by serde, and each field's seed takes its tensor
@@ -104,7 +107,8 @@ fn read_all(body: &[u8], found: Vec<Found>) -> Option<Vec<(&'static str, Tensor)
 }
 
 /// The top-level tensor fields of `T` whose values start with `[`, in body order, each read
-/// as it is met when `read_on_the_way`, else only spanned; `None` if the top level is not an
+/// as it is met when `read_on_the_way`, else only spanned, and those whose values are plain
+/// valid base64 tensor objects, decoded; `None` if the top level is not an
 /// object this walk can follow, a tensor met is not one the reader takes, or a field comes
 /// twice (serde refuses that; reading each would hold a buffer per copy).
 fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found>> {
@@ -147,6 +151,13 @@ fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found
                 at = span.range.end;
                 found.push(Found::Spanned(field, span));
             }
+            (Some(field), Some(b'{')) => match tensor::read_packed_at(body, at) {
+                Some((tensor, end)) => {
+                    found.push(Found::Read(field, at..end, tensor));
+                    at = end;
+                }
+                None => at = skip_value(body, at)?,
+            },
             _ => at = skip_value(body, at)?,
         }
         at = whitespace(body, at);
@@ -247,6 +258,34 @@ mod tests {
             "k": 7, "lists": [[1], []], "b": [[5.5, -0.0]] } "#;
         let (fast, serde) = both(body);
         assert_eq!(fast.unwrap(), serde.unwrap());
+    }
+
+    #[test]
+    fn base64_tensors_are_read_ahead_and_other_objects_left_to_serde() {
+        let one_two = r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEA="}"#;
+        // Both tensors base64; one base64 beside a table reference, which serde reads.
+        for b in [one_two, r#"{"table": "items", "rows": [3]}"#] {
+            let body = format!(r#"{{"a": {one_two}, "k": 7, "b": {b}}}"#);
+            let (fast, serde) = both(&body);
+            assert_eq!(fast.unwrap(), serde.unwrap(), "{body}");
+        }
+        // Not the plain form (an escaped key): serde reads that one. Not valid: serde refuses
+        // the body.
+        for (a, valid) in [
+            (
+                r#"{"dtype": "float32", "sh\u0061pe": [1, 2], "data": "AACAPwAAAEA="}"#,
+                true,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 3], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+        ] {
+            let body = format!(r#"{{"a": {a}, "b": {one_two}}}"#);
+            let (fast, serde) = both(&body);
+            assert_eq!(serde.is_ok(), valid, "{body}: {serde:?}");
+            assert_eq!(fast, serde.ok(), "{body}");
+        }
     }
 
     #[test]

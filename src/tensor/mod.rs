@@ -43,6 +43,9 @@ use json_kind::{kind, reject_kinds};
 pub use reference::{Pick, TableRef};
 pub use strings::{Strings, TooLong};
 
+pub use packed::BASE64;
+pub(crate) use packed::read_at as read_packed_at;
+
 /// Axes a tensor may have at most (the request fields take 2 or 3); longer shapes are
 /// refused while they are read.
 pub const MAX_RANK: usize = 3;

@@ -5,19 +5,58 @@
 //! `data` is standard (padded) base64 of the little-endian row-major values, which is what
 //! `base64.b64encode(x.astype('<f4').tobytes())` produces. Bytes become floats through
 //! `chunks_exact` + `from_le_bytes`, so alignment never matters.
+//!
+//! Which reads a base64 tensor:
+//! - [`read_at`], straight from the body's bytes, for [`crate::body`]'s fast path: the plain
+//!   form clients send, and only when it is valid, else `None`;
+//! - [`decode`], through serde, for everything else and for every error.
+//!
+//! Both decode `data` with [`decode_data`], through the `base64` crate's engine on the
+//! processor's SIMD ([`BASE64`]): when `dtype` came first (always on the fast path), in
+//! chunks of 4,096 characters straight into floats, padding allowed in the last chunk only;
+//! else all at once into bytes.
 
 use std::fmt;
+use std::sync::LazyLock;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use base64::{DecodeError, DecodeSliceError};
+use base64::engine::general_purpose::PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurposeConfig};
+use base64::{DecodeError, DecodeSliceError, Engine};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::MAX_RANK;
 use super::json_kind::{kind, reject_kinds};
 use super::reference::{Pick, TableRef};
+use super::text::skip_whitespace;
 use super::{Input, Tensor, TensorSeed};
 use crate::tensor::Strings;
+
+/// The engine every base64 tensor is decoded with, and every base64 answer encoded: the
+/// `base64` crate's standard alphabet, padded and canonical (its `STANDARD`'s rules, output
+/// and errors), on the processor's SIMD where it has it (AVX2, NEON; else the scalar loop).
+pub static BASE64: LazyLock<Fast> = LazyLock::new(|| simd_engine(PAD));
+
+/// [`BASE64`] without padding, for the chunks of `data` before its last.
+static UNPADDED: LazyLock<Fast> =
+    LazyLock::new(|| simd_engine(PAD.with_decode_padding_mode(DecodePaddingMode::RequireNone)));
+
+/// The `base64` crate's fastest engine for the standard alphabet here.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub type Fast = base64::engine::Simd;
+
+/// The `base64` crate's fastest engine for the standard alphabet here.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub type Fast = base64::engine::GeneralPurpose;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn simd_engine(config: GeneralPurposeConfig) -> Fast {
+    Fast::standard(config)
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn simd_engine(config: GeneralPurposeConfig) -> Fast {
+    Fast::new(&base64::alphabet::STANDARD, config)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
@@ -170,31 +209,168 @@ fn push_floats(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) {
 }
 
 /// Decodes standard base64 `text`, a chunk at a time, straight into floats when `dtype` is
-/// known, so no full-size byte buffer is ever held.
-fn decode_data(text: &str, dtype: Option<Dtype>) -> Result<Payload, String> {
-    let input = text.as_bytes();
+/// known, so no full-size byte buffer is ever held. Chunks before the last may not hold
+/// padding: it can only end `data`.
+fn decode_data(text: &[u8], dtype: Option<Dtype>) -> Result<Payload, String> {
     let Some(dtype) = dtype else {
-        return STANDARD
-            .decode(input)
+        return BASE64
+            .decode(text)
             .map(Payload::Bytes)
             .map_err(|e| e.to_string());
     };
-    let mut values = Vec::with_capacity(input.len() / 4 * 3 / dtype.size());
+    let mut values = Vec::with_capacity(text.len() / 4 * 3 / dtype.size());
     let mut buffer = [0u8; CHUNK / 4 * 3];
     let mut bytes = 0;
-    for (index, chunk) in input.chunks(CHUNK).enumerate() {
-        let written = STANDARD
+    let last = text.len().saturating_sub(1) / CHUNK;
+    for (index, chunk) in text.chunks(CHUNK).enumerate() {
+        let engine: &Fast = if index < last { &UNPADDED } else { &BASE64 };
+        let written = engine
             .decode_slice(chunk, &mut buffer)
-            .map_err(|err| match err {
-                DecodeSliceError::DecodeError(DecodeError::InvalidByte(offset, _)) => {
-                    format!("invalid character at offset {}", index * CHUNK + offset)
-                }
-                other => other.to_string(),
-            })?;
+            .map_err(|err| chunk_error(err, chunk, index))?;
         push_floats(&buffer[..written], dtype, &mut values);
         bytes += written;
     }
     Ok(Payload::Floats { values, bytes })
+}
+
+/// The error on the chunk `index` of `data`, with its offset in `data`: the first character
+/// outside the alphabet (padding before the last chunk included), else the `base64` crate's
+/// error.
+fn chunk_error(err: DecodeSliceError, chunk: &[u8], index: usize) -> String {
+    let outside = |c: &u8| !(c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/');
+    match err {
+        DecodeSliceError::DecodeError(DecodeError::InvalidByte(offset, _)) => {
+            format!("invalid character at offset {}", index * CHUNK + offset)
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidPadding) => {
+            match chunk.iter().position(outside) {
+                Some(offset) => format!("invalid character at offset {}", index * CHUNK + offset),
+                None => DecodeError::InvalidPadding.to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Reads the base64 tensor object whose `{` is at `body[at]` straight from the bytes, when it
+/// is in the plain form clients send and valid: keys `dtype`, `shape` and `data` once each,
+/// in any order, without escapes; axis lengths as plain digits; `data` base64 of finite values
+/// as many as the shape holds. Returns the tensor and the position after the object, or
+/// `None` for anything else, which serde then reads through [`decode`] (and refuses there,
+/// with its errors, when it is not valid). Reads the tensor [`decode`] would.
+pub(crate) fn read_at(body: &[u8], at: usize) -> Option<(Tensor, usize)> {
+    if body.get(at) != Some(&b'{') {
+        return None;
+    }
+    let (mut dtype, mut shape, mut data) = (None, None, None);
+    let mut at = skip_whitespace(body, at + 1);
+    loop {
+        let (key, after) = plain_string(body, at)?;
+        at = skip_whitespace(body, after);
+        if body.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_whitespace(body, at + 1);
+        let duplicate = match key {
+            b"dtype" => {
+                let (name, after) = plain_string(body, at)?;
+                at = after;
+                let read = match name {
+                    b"float32" => Dtype::Float32,
+                    b"float64" => Dtype::Float64,
+                    _ => return None,
+                };
+                dtype.replace(read).is_some()
+            }
+            b"shape" => {
+                let (read, after) = plain_shape(body, at)?;
+                at = after;
+                shape.replace(read).is_some()
+            }
+            b"data" => {
+                let (text, after) = plain_string(body, at)?;
+                at = after;
+                data.replace(text).is_some()
+            }
+            _ => return None,
+        };
+        if duplicate {
+            return None;
+        }
+        at = skip_whitespace(body, at);
+        match body.get(at) {
+            Some(b',') => at = skip_whitespace(body, at + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    let (dtype, shape, data) = (dtype?, shape?, data?);
+    if shape.is_empty() || shape.len() > MAX_RANK || shape.contains(&0) {
+        return None;
+    }
+    let needed = shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &len| acc.checked_mul(len))?;
+    if needed.div_ceil(3).checked_mul(4) != Some(data.len()) {
+        return None;
+    }
+    let Ok(Payload::Floats { values, bytes }) = decode_data(data, Some(dtype)) else {
+        return None;
+    };
+    if bytes != needed || !super::all_finite(&values) {
+        return None;
+    }
+    Some((
+        Tensor {
+            shape,
+            data: values,
+        },
+        at + 1,
+    ))
+}
+
+/// The content of the string whose `"` is at `body[at]` and the position after it, when it
+/// holds no escape.
+fn plain_string(body: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    if body.get(at) != Some(&b'"') {
+        return None;
+    }
+    let start = at + 1;
+    let end = start + memchr::memchr2(b'"', b'\\', body.get(start..)?)?;
+    (body[end] == b'"').then(|| (&body[start..end], end + 1))
+}
+
+/// The axis lengths of the array at `body[at]` and the position after it, when each is plain
+/// digits (no sign, fraction, exponent or leading zero) that fit a `usize`.
+fn plain_shape(body: &[u8], at: usize) -> Option<(Vec<usize>, usize)> {
+    if body.get(at) != Some(&b'[') {
+        return None;
+    }
+    let mut shape = Vec::new();
+    let mut at = skip_whitespace(body, at + 1);
+    if body.get(at) == Some(&b']') {
+        return Some((shape, at + 1));
+    }
+    loop {
+        let digits = body
+            .get(at..)?
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 || (digits > 1 && body[at] == b'0') || shape.len() == MAX_RANK {
+            return None;
+        }
+        let len = body[at..at + digits].iter().try_fold(0usize, |len, &c| {
+            len.checked_mul(10)?.checked_add(usize::from(c - b'0'))
+        })?;
+        shape.push(len);
+        at = skip_whitespace(body, at + digits);
+        match body.get(at) {
+            Some(b',') => at = skip_whitespace(body, at + 1),
+            Some(b']') => return Some((shape, at + 1)),
+            _ => return None,
+        }
+    }
 }
 
 /// Reads a key of the tensor object.
@@ -300,11 +476,13 @@ impl<'de> Visitor<'de> for Part {
                     "{field}.dtype: unknown dtype, expected \"float32\" or \"float64\""
                 ))),
             },
-            Key::Data => decode_data(v, self.dtype).map(Value::Data).map_err(|e| {
-                E::custom(format_args!(
-                    "{field}.data: not valid standard base64 ({e})"
-                ))
-            }),
+            Key::Data => decode_data(v.as_bytes(), self.dtype)
+                .map(Value::Data)
+                .map_err(|e| {
+                    E::custom(format_args!(
+                        "{field}.data: not valid standard base64 ({e})"
+                    ))
+                }),
             Key::Table => Ok(Value::Table(v.to_owned())),
             Key::Shape | Key::Rows | Key::Ids => Err(self.wrong_kind(de::Unexpected::Str(""))),
         }
@@ -465,7 +643,8 @@ impl<'de> Visitor<'de> for AxisLen {
 
 #[cfg(test)]
 mod tests {
-    use crate::tensor::test_support::decode;
+    use crate::tensor::Input;
+    use crate::tensor::test_support::{decode, read};
 
     fn packed(dtype: &str, shape: &str, bytes: &[u8]) -> String {
         use base64::Engine;
@@ -555,6 +734,183 @@ mod tests {
         for (json, want) in cases {
             let err = decode(&json, &[2]).unwrap_err();
             assert!(err.starts_with(want), "{json}: {err}");
+        }
+    }
+
+    /// [`super::read_at`] on the whole object `json`: the tensor, having read to its end.
+    fn fast(json: &str) -> Option<super::Tensor> {
+        let (tensor, end) = super::read_at(json.as_bytes(), 0)?;
+        assert_eq!(end, json.len(), "{json}");
+        Some(tensor)
+    }
+
+    #[test]
+    fn plain_objects_are_read_from_the_bytes_as_serde_reads_them() {
+        use base64::Engine;
+        let values: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let bytes = le_f32(&values);
+        let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let wide: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f64::from(v).to_le_bytes())
+            .collect();
+        for json in [
+            packed("float32", "[1000, 3]", &bytes),
+            format!(r#"{{ "data" : "{text}" ,"shape":[ 3,1000 ],"dtype":"float32"}}"#),
+            format!(
+                "{{\n\t\"shape\": [10, 20, 15],\r\n\"data\": \"{text}\", \"dtype\": \"float32\"}}"
+            ),
+            packed("float64", "[3000]", &wide),
+            packed("float32", "[1, 1]", &le_f32(&[-0.0])),
+        ] {
+            let read = fast(&json).unwrap_or_else(|| panic!("not read: {}", &json[..60]));
+            assert_eq!(Ok(read), decode(&json, &[1, 2, 3]));
+        }
+    }
+
+    #[test]
+    fn anything_but_a_plain_valid_object_is_left_to_serde() {
+        let cases = [
+            // Valid, but not the plain form: escapes.
+            (
+                r#"{"dt\u0079pe": "float32", "shape": [1, 2], "data": "AACAPwAAAEA="}"#,
+                true,
+            ),
+            (
+                r#"{"dtype": "float\u0033\u0032", "shape": [1, 2], "data": "AACAPwAAAEA="}"#,
+                true,
+            ),
+            // Refused by serde, which names why.
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEA=", "x": 1}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "dtype": "float32", "shape": [2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float16", "shape": [1, 2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [01, 2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1.0, 2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [-1, 2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2e0], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 1, 1, 2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [0, 2], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [18446744073709551616, 1], "data": "AAAAAA=="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [4294967296, 4294967296], "data": "AAAAAA=="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 3], "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAwH8="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEB="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEA"}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACA\nPwAAAEA="}"#,
+                false,
+            ),
+            (
+                "{\"dtype\": \"float32\", \"shape\": [1, 2], \"data\": \"AACA\nPwAAAEA=\"}",
+                false,
+            ),
+            (
+                "{\"dtype\": \"float32\", \"shape\": [1, 2], \"data\": \"AACAPwAAAEé\"}",
+                false,
+            ),
+            (r#"{"dtype": "float32", "shape": [1, 2]}"#, false),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEA=",}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2] "data": "AACAPwAAAEA="}"#,
+                false,
+            ),
+            (
+                r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEA=""#,
+                false,
+            ),
+            (r#"{}"#, false),
+        ];
+        for (json, valid) in cases {
+            assert!(fast(json).is_none(), "{json}");
+            assert_eq!(decode(json, &[1, 2, 3]).is_ok(), valid, "{json}");
+        }
+        let table = r#"{"table": "items", "rows": [1, 2]}"#;
+        assert!(fast(table).is_none());
+        assert!(matches!(read(table, &[2]), Ok(Input::Table(_))));
+        // The control: the same object in its plain form is read.
+        let plain = r#"{"dtype": "float32", "shape": [1, 2], "data": "AACAPwAAAEA="}"#;
+        assert_eq!(
+            fast(plain).map(|t| t.values().to_vec()),
+            Some(vec![1.0, 2.0])
+        );
+    }
+
+    #[test]
+    fn a_bad_character_or_padding_before_the_last_chunk_is_named_by_its_offset() {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(le_f32(&[1.5; 3000]));
+        // Padding that would end a chunk read alone, canonical or not, in the first chunk and
+        // a later one; characters outside the alphabet.
+        for (at, bad, offset) in [
+            (4092, "AA==", 4094),
+            (4092, "AB==", 4094),
+            (8188, "AAA=", 8191),
+            (5000, "*", 5000),
+            (100, "\\n", 100),
+        ] {
+            let mut data = text.clone();
+            data.replace_range(at..at + bad.len().min(4), bad);
+            let json = format!(r#"{{"dtype": "float32", "shape": [3000], "data": "{data}"}}"#);
+            assert!(fast(&json).is_none());
+            let err = decode(&json, &[1]).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "a.data: not valid standard base64 (invalid character at offset {offset})"
+                )),
+                "{bad}: {err}"
+            );
         }
     }
 }

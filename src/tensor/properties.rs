@@ -1,6 +1,7 @@
 //! Properties of the tensor text reader ([`super::text`]) against independent references:
 //! serde_json (through the serde path, [`super::nested`]) for what is a tensor and its shape,
-//! and the standard library's correctly rounded `f32` parser for every value.
+//! and the standard library's correctly rounded `f32` parser for every value. And of the
+//! base64 object reader ([`super::read_packed_at`]) against the serde path ([`super::packed`]).
 //!
 //! `PROPTEST_CASES=3000 cargo test properties` runs more cases (CI does).
 
@@ -258,4 +259,95 @@ fn the_float32_limit_rounds_as_ieee_says() {
         tricky.data[0],
         "7.038531e-26".parse::<f64>().unwrap() as f32
     );
+}
+
+/// Replacements for a character of base64 `data` in
+/// [`the_base64_reader_takes_and_refuses_what_serde_does`]: padding, characters of other
+/// alphabets or none, escapes serde undoes, JSON's delimiters.
+const EDITS: [&str; 12] = [
+    "=", "==", "-", "_", "*", " ", "\\n", "\\u0041", "\"", "é", "A", "",
+];
+
+/// `data` with the character at `at` (or the last) replaced by `edit`.
+fn edited(data: &str, at: usize, edit: &str) -> String {
+    let mut at = at.min(data.len().saturating_sub(1));
+    while !data.is_char_boundary(at) {
+        at -= 1;
+    }
+    let mut end = (at + 1).min(data.len());
+    while !data.is_char_boundary(end) {
+        end += 1;
+    }
+    format!("{}{edit}{}", &data[..at], &data[end..])
+}
+
+proptest! {
+    #[test]
+    fn the_base64_reader_takes_and_refuses_what_serde_does(
+        shape in prop::collection::vec(1usize..40, 1..4),
+        wide in any::<bool>(),
+        order in 0usize..6,
+        gaps in prop::collection::vec(0u64..8, 7),
+        edits in prop::collection::vec(
+            (prop::sample::select(&EDITS[..]), 0usize..20_000, any::<bool>()),
+            0..3,
+        ),
+        extra in 0usize..5,
+    ) {
+        use base64::Engine;
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len).map(|i| i as f32 * 0.25 - 99.0).collect();
+        let bytes: Vec<u8> = if wide {
+            values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect()
+        } else {
+            values.iter().flat_map(|&v| v.to_le_bytes()).collect()
+        };
+        let mut data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        data.push_str(&"AAAA"[..extra]);
+        for (edit, at, at_a_chunk_border) in edits {
+            // Chunk borders are where padding stops being allowed.
+            let at = if at_a_chunk_border {
+                (at / 4096 * 4096).saturating_sub(1 + at % 4)
+            } else {
+                at
+            };
+            data = edited(&data, at, edit);
+        }
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let dtype = if wide { "float64" } else { "float32" };
+        let mut parts = [
+            format!(r#""dtype":{}"{dtype}""#, gap(gaps[0])),
+            format!(r#""shape":{}[{}]"#, gap(gaps[1]), dims.join(gap(gaps[2]))),
+            format!(r#""data":{}"{data}""#, gap(gaps[3])),
+        ];
+        // Every order of the keys: serde decodes `data` before `dtype` in another way.
+        parts.rotate_left(order % 3);
+        if order >= 3 {
+            parts.swap(0, 1);
+        }
+        let json = format!(
+            "{{{}{}{}}}",
+            gap(gaps[4]),
+            parts.join(&format!(",{}", gap(gaps[5]))),
+            gap(gaps[6]),
+        );
+        let mut de = serde_json::Deserializer::from_str(&json);
+        let serde = TensorSeed::new("a", &[1, 2, 3])
+            .deserialize(&mut de)
+            .map_err(|err| err.to_string());
+        match super::read_packed_at(json.as_bytes(), 0) {
+            Some((read, end)) => {
+                prop_assert_eq!(end, json.len());
+                prop_assert!(
+                    matches!(&serde, Ok(Input::Tensor(tensor)) if *tensor == read),
+                    "{json}: {serde:?}"
+                );
+            }
+            // An escape serde undoes may make valid base64: that is left to serde.
+            None => prop_assert!(
+                serde.is_err() || data.contains('\\'),
+                "refused what serde reads: {json}"
+            ),
+        }
+    }
 }
