@@ -7,18 +7,18 @@
 //! field of [`TensorFields::TENSORS`] whose value starts with `[`, or with `{` when it is
 //! such an object, valid: any other object is left to serde, which reads table references
 //! and names what is wrong). Base64 objects are decoded as the walk meets them. Nested
-//! arrays are read ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk meets it, where
-//! it ends found by reading it; in a large one each one's span first, then all of them (on
-//! the compute threads when they are large together). A copy of the body with `{}` in their place (the rest is small:
-//! options, ids, index lists) is parsed by serde, and each field's seed takes its tensor
-//! ([`crate::tensor::read_ahead`]).
+//! arrays are read ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk
+//! meets it, where it ends found by reading it; in a large one each one's span first, then
+//! all of them (on the compute threads when they are large together). A copy of the body
+//! with `{}` in their place (the rest is small: options, ids, index lists) is parsed by
+//! serde, and each field's seed takes its tensor ([`crate::tensor::read_ahead`]).
 //!
 //! This path answers only when everything succeeds. Any doubt (a tensor it cannot read, a
 //! key with escapes, a body serde refuses) gives `None`, and the caller parses the body as
 //! sent with serde alone, so errors are always serde's and the same as without this path.
 //! serde accepts the copy exactly when it accepts the body: the two are equal up to the
 //! first cut, serde reads front to back, on valid JSON this walk places every cut where a
-//! value starts and ends, and a cut is made only where the reader accepted tensor text.
+//! value starts and ends, and a cut is made only where a reader accepted the whole value.
 
 use std::ops::Range;
 

@@ -11,11 +11,12 @@
 //!
 //! A field may instead name rows of a server-side table ([`reference`]); [`Input`] is either.
 //!
-//! Nested arrays are read fastest by [`text`], straight from the body's bytes: the body's
-//! parser ([`crate::body`]) reads them ahead of serde and hands them over with
-//! [`read_ahead`], leaving `{}` in their place; [`TensorSeed`] then takes each for its field.
-//! When the fast path refuses a body, serde reads it all through [`nested`], whose errors
-//! are the answer.
+//! Tensors are read fastest straight from the body's bytes, nested arrays by [`text`] and
+//! base64 objects in their plain form by [`read_packed_at`]: the body's parser
+//! ([`crate::body`]) reads them ahead of serde and hands them over with [`read_ahead`],
+//! leaving `{}` in their place; [`TensorSeed`] then takes each for its field. What the fast
+//! path leaves (a body it refuses, an object not in the plain form) serde reads through
+//! [`nested`] and [`packed`], whose errors are the answer.
 //!
 //! The Open Inference Protocol's typed tensors (JSON data or little-endian bytes, by
 //! datatype) are [`typed`]'s; their float values become a [`Tensor`] through
