@@ -175,30 +175,19 @@ impl Run<'_, '_> {
                     };
                     let mut bar = row.bar;
                     let mut from = tile_cols.start;
-                    // Whether a chunk may hold a score nearer than `b`: a comparison the
-                    // compiler does 16 lanes at a time (NaN, in a score or the bar, counts
-                    // as maybe).
-                    let may_beat = |chunk: &[f32], b: f32| {
-                        if b.is_nan() {
-                            true
-                        } else if similarity {
-                            chunk
-                                .iter()
-                                .fold(false, |may, &x| may | (x >= b) | x.is_nan())
-                        } else {
-                            chunk
-                                .iter()
-                                .fold(false, |may, &x| may | (x <= b) | x.is_nan())
-                        }
-                    };
                     let mut plain_run = |from: usize, to: usize, bar: &mut Option<f32>| {
                         let run = &scores[from - tile_cols.start..to - tile_cols.start];
-                        for (c, chunk) in run.chunks(BAR_CHUNK).enumerate() {
-                            if bar.is_some_and(|b| !may_beat(chunk, b)) {
-                                continue;
-                            }
-                            let first = from + c * BAR_CHUNK;
-                            for (j, &score) in (first..).zip(chunk) {
+                        let mut next = 0;
+                        loop {
+                            let rest = run.get(next * BAR_CHUNK..).unwrap_or_default();
+                            let found = match *bar {
+                                None => (!rest.is_empty()).then_some(0),
+                                Some(b) => chunk_that_may_beat(rest, b, similarity),
+                            };
+                            let Some(found) = found else { break };
+                            let c = next + found;
+                            let chunk = &run[c * BAR_CHUNK..((c + 1) * BAR_CHUNK).min(run.len())];
+                            for (j, &score) in (from + c * BAR_CHUNK..).zip(chunk) {
                                 if bar.is_none_or(|b| nearer(score, b)) {
                                     row.hits.push((score, j));
                                     if row.hits.len() >= prune_at {
@@ -206,6 +195,7 @@ impl Run<'_, '_> {
                                     }
                                 }
                             }
+                            next = c + 1;
                         }
                     };
                     let own = (self.selection.exclude_self && tile_cols.contains(&i)).then_some(i);
@@ -269,6 +259,66 @@ impl Run<'_, '_> {
 /// Scores compared with a row's bar at once, before any is looked at alone: a run of this
 /// many that cannot beat it (most, once `k` are held) costs a few vector comparisons.
 const BAR_CHUNK: usize = 16;
+
+/// The first chunk of [`BAR_CHUNK`] scores of `scores` that may hold a score nearer than
+/// `bar` (larger for a similarity, else smaller; NaN, in a score or the bar, counts as maybe).
+///
+/// Most scores of a top-k selection end here once `k` are held, so this scan is compiled
+/// again for AVX-512 and AVX2 (a chunk in one or two comparisons; x86-64's baseline takes
+/// four), chosen at run time as [`super::scorer`]'s scaling is.
+fn chunk_that_may_beat(scores: &[f32], bar: f32, similarity: bool) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F, just checked.
+            #[allow(unsafe_code)]
+            return unsafe { chunk_that_may_beat_avx512(scores, bar, similarity) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2, just checked.
+            #[allow(unsafe_code)]
+            return unsafe { chunk_that_may_beat_avx2(scores, bar, similarity) };
+        }
+    }
+    chunk_that_may_beat_here(scores, bar, similarity)
+}
+
+/// [`chunk_that_may_beat`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn chunk_that_may_beat_avx512(scores: &[f32], bar: f32, similarity: bool) -> Option<usize> {
+    chunk_that_may_beat_here(scores, bar, similarity)
+}
+
+/// [`chunk_that_may_beat`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn chunk_that_may_beat_avx2(scores: &[f32], bar: f32, similarity: bool) -> Option<usize> {
+    chunk_that_may_beat_here(scores, bar, similarity)
+}
+
+/// [`chunk_that_may_beat`]'s loop, compiled for whatever the function it is inlined into
+/// targets: each chunk's comparisons folded without an early exit, so that they vectorise.
+#[inline(always)]
+fn chunk_that_may_beat_here(scores: &[f32], bar: f32, similarity: bool) -> Option<usize> {
+    if bar.is_nan() {
+        return (!scores.is_empty()).then_some(0);
+    }
+    let mut chunks = scores.chunks(BAR_CHUNK);
+    if similarity {
+        chunks.position(|chunk| {
+            chunk
+                .iter()
+                .fold(false, |may, &x| may | (x >= bar) | x.is_nan())
+        })
+    } else {
+        chunks.position(|chunk| {
+            chunk
+                .iter()
+                .fold(false, |may, &x| may | (x <= bar) | x.is_nan())
+        })
+    }
+}
 
 /// The ascending `sorted` with `extra` (when given) in its place.
 fn merged(
@@ -478,6 +528,76 @@ mod tests {
             matrix(a.view(), None, Metric::Dot, &cancel),
             Err(ComputeError::Cancelled)
         );
+    }
+
+    #[test]
+    fn the_chunk_that_may_beat_the_bar_is_found_alike_whatever_vectors_the_processor_has() {
+        /// A variant of [`chunk_that_may_beat`], callable where the processor has its features.
+        #[cfg(target_arch = "x86_64")]
+        type Variant = unsafe fn(&[f32], f32, bool) -> Option<usize>;
+        #[cfg(target_arch = "x86_64")]
+        let variants: [(&str, bool, Variant); 2] = [
+            (
+                "avx2",
+                std::arch::is_x86_feature_detected!("avx2"),
+                chunk_that_may_beat_avx2,
+            ),
+            (
+                "avx512",
+                std::arch::is_x86_feature_detected!("avx512f"),
+                chunk_that_may_beat_avx512,
+            ),
+        ];
+        // The definition, score by score.
+        let reference = |scores: &[f32], bar: f32, similarity: bool| {
+            scores.chunks(BAR_CHUNK).position(|chunk| {
+                chunk.iter().any(|&x| {
+                    bar.is_nan() || x.is_nan() || if similarity { x >= bar } else { x <= bar }
+                })
+            })
+        };
+        // Every length to 100 (whole chunks and remainders); one score that beats the bar,
+        // ties it or is NaN at each place, or none; bars of both signs and NaN.
+        for len in 0..=100 {
+            for odd_at in (0..len).step_by(7).map(Some).chain([None]) {
+                for odd in [0.9f32, 0.5, f32::NAN, -0.9] {
+                    let scores: Vec<f32> = (0..len)
+                        .map(|j| {
+                            if Some(j) == odd_at {
+                                odd
+                            } else {
+                                (j % 13) as f32 * 0.01
+                            }
+                        })
+                        .collect();
+                    for (bar, similarity) in
+                        [(0.5, true), (-0.5, false), (f32::NAN, true), (0.2, true)]
+                    {
+                        let want = reference(&scores, bar, similarity);
+                        let case = format!("len {len}, {odd} at {odd_at:?}, bar {bar}");
+                        assert_eq!(
+                            chunk_that_may_beat(&scores, bar, similarity),
+                            want,
+                            "{case}"
+                        );
+                        assert_eq!(
+                            chunk_that_may_beat_here(&scores, bar, similarity),
+                            want,
+                            "{case}"
+                        );
+                        #[cfg(target_arch = "x86_64")]
+                        for (name, has, variant) in variants {
+                            if has {
+                                // SAFETY: the processor has the variant's features, checked.
+                                #[allow(unsafe_code)]
+                                let got = unsafe { variant(&scores, bar, similarity) };
+                                assert_eq!(got, want, "{name}: {case}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
