@@ -1,6 +1,8 @@
 //! The base64 tensor path: a well-formed matrix request whose `a` is a base64 tensor object
 //! with fuzzed dtype, shape and data (and whose options vary), so the fuzzer spends its time
-//! past the JSON syntax, in the tensor decoder and the kernels.
+//! past the JSON syntax, in the tensor decoder and the kernels. The body is also parsed with
+//! base64 objects read from its bytes (`simserve::body::parse`) and by serde alone, which
+//! must give the same request or the same error.
 
 #![no_main]
 
@@ -8,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
+use simserve::api::matrix::MatrixRequest;
 
 #[path = "common.rs"]
 mod common;
@@ -39,5 +42,10 @@ fuzz_target!(|data: &[u8]| {
         6 => body["metric"] = json!("manhattan"),
         _ => {}
     }
-    common::post("/similarity/matrix", body.to_string().into_bytes());
+    let body = body.to_string().into_bytes();
+    let fast = simserve::body::parse::<MatrixRequest>(&body).map_err(|e| e.to_string());
+    let serde = serde_json::from_slice::<MatrixRequest>(&body)
+        .map_err(|e| simserve::error::ApiError::from_json(&e).to_string());
+    assert_eq!(format!("{fast:?}"), format!("{serde:?}"));
+    common::post("/similarity/matrix", body);
 });
