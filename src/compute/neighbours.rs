@@ -557,10 +557,11 @@ mod tests {
             })
         };
         // Every length to 100 (whole chunks and remainders); one score that beats the bar,
-        // ties it or is NaN at each place, or none; bars of both signs and NaN.
+        // ties it or is NaN at each place, or none; bars of both signs and NaN, in both
+        // directions.
         for len in 0..=100 {
             for odd_at in (0..len).step_by(7).map(Some).chain([None]) {
-                for odd in [0.9f32, 0.5, f32::NAN, -0.9] {
+                for odd in [0.9f32, 0.5, -0.5, f32::NAN, -0.9] {
                     let scores: Vec<f32> = (0..len)
                         .map(|j| {
                             if Some(j) == odd_at {
@@ -570,9 +571,16 @@ mod tests {
                             }
                         })
                         .collect();
-                    for (bar, similarity) in
-                        [(0.5, true), (-0.5, false), (f32::NAN, true), (0.2, true)]
-                    {
+                    // Bars only the odd score may beat (or tie), and bars many beat.
+                    for (bar, similarity) in [
+                        (0.5, true),
+                        (-0.5, false),
+                        (f32::NAN, true),
+                        (f32::NAN, false),
+                        (0.2, true),
+                        (0.05, true),
+                        (0.05, false),
+                    ] {
                         let want = reference(&scores, bar, similarity);
                         let case = format!("len {len}, {odd} at {odd_at:?}, bar {bar}");
                         assert_eq!(

@@ -41,19 +41,31 @@ static UNPADDED: LazyLock<Fast> =
     LazyLock::new(|| simd_engine(PAD.with_decode_padding_mode(DecodePaddingMode::RequireNone)));
 
 /// The `base64` crate's fastest engine for the standard alphabet here.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 pub type Fast = base64::engine::Simd;
 
 /// The `base64` crate's fastest engine for the standard alphabet here.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
 pub type Fast = base64::engine::GeneralPurpose;
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 fn simd_engine(config: GeneralPurposeConfig) -> Fast {
     Fast::standard(config)
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
 fn simd_engine(config: GeneralPurposeConfig) -> Fast {
     Fast::new(&base64::alphabet::STANDARD, config)
 }
@@ -226,23 +238,23 @@ fn decode_data(text: &[u8], dtype: Option<Dtype>) -> Result<Payload, String> {
         let engine: &Fast = if index < last { &UNPADDED } else { &BASE64 };
         let written = engine
             .decode_slice(chunk, &mut buffer)
-            .map_err(|err| chunk_error(err, chunk, index))?;
+            .map_err(|err| chunk_error(err, chunk, index, index < last))?;
         push_floats(&buffer[..written], dtype, &mut values);
         bytes += written;
     }
     Ok(Payload::Floats { values, bytes })
 }
 
-/// The error on the chunk `index` of `data`, with its offset in `data`: the first character
-/// outside the alphabet (padding before the last chunk included), else the `base64` crate's
-/// error.
-fn chunk_error(err: DecodeSliceError, chunk: &[u8], index: usize) -> String {
+/// The error on the chunk `index` of `data`, with its offset in `data`: in a chunk before the
+/// last (`inner`), whose padding is refused, the first character outside the alphabet;
+/// else the `base64` crate's error.
+fn chunk_error(err: DecodeSliceError, chunk: &[u8], index: usize, inner: bool) -> String {
     let outside = |c: &u8| !(c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/');
     match err {
         DecodeSliceError::DecodeError(DecodeError::InvalidByte(offset, _)) => {
             format!("invalid character at offset {}", index * CHUNK + offset)
         }
-        DecodeSliceError::DecodeError(DecodeError::InvalidPadding) => {
+        DecodeSliceError::DecodeError(DecodeError::InvalidPadding) if inner => {
             match chunk.iter().position(outside) {
                 Some(offset) => format!("invalid character at offset {}", index * CHUNK + offset),
                 None => DecodeError::InvalidPadding.to_string(),
@@ -910,6 +922,19 @@ mod tests {
                     "a.data: not valid standard base64 (invalid character at offset {offset})"
                 )),
                 "{bad}: {err}"
+            );
+        }
+        // Padding wrong at the end, where padding belongs: the `base64` crate's error, with
+        // `dtype` before `data` (decoded in chunks) or after it (at once).
+        for json in [
+            r#"{"dtype": "float32", "shape": [1, 1], "data": "AAAAAA="}"#,
+            r#"{"data": "AAAAAA=", "dtype": "float32", "shape": [1, 1]}"#,
+        ] {
+            let err = decode(json, &[2]).unwrap_err();
+            assert!(
+                err.starts_with("a.data: not valid standard base64 (")
+                    && err.contains("Invalid padding"),
+                "{json}: {err}"
             );
         }
     }
