@@ -16,10 +16,10 @@
 //! with it (36 to 29 ns a number, medians of four runs each, alternated).
 //!
 //! Many numbers are written in two steps: [`decimals`] works out the shortest decimals of a
-//! run of values, four at a time with AVX2 where the processor has it, then
-//! [`write_decimal`] places each one's text. Four at a time took the same writer's time to
-//! 13-15 ms from 24-26 (`cargo bench --bench codec -- "answer writer"`, one thread, two runs
-//! of each build alternated; 7.6 ms from 14-16 on two threads).
+//! run of values, four at a time with AVX2 where the processor has it (eight with AVX-512),
+//! then [`write_decimal`] places each one's text. Four at a time took the same writer's time
+//! to 13-15 ms from 24-26 (`cargo bench --bench codec -- "answer writer"`, one thread, two
+//! runs of each build alternated; 7.6 ms from 14-16 on two threads).
 //!
 //! When to use what: [`decimals`] and [`write_decimal`] on a hot path that formats many
 //! numbers into a buffer of its own, as [`super::json`] does; [`write_finite`] for one number;
@@ -30,6 +30,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Bytes of text [`write_finite`] and [`write_decimal`] write at most, a bound: a sign, `0.00000` and nine digits
 /// (the decimal exponent -6). No f32 needs nine digits there; the longest texts take 16, as
@@ -70,19 +72,51 @@ pub struct Decimal {
 ///
 /// Where the processor has AVX2, four values are worked out at once (in the `avx2` module),
 /// in about 40% of the instructions of one at a time (56 a value against 141, counted with
-/// callgrind over 200,000 scores); the decimals are the same. Fewer than
-/// four values are worked out one at a time, without asking the processor.
+/// callgrind over 200,000 scores); where it has AVX-512, eight at once (the `avx512`
+/// module), with the floats' fields found in the registers too. The decimals are the same
+/// every way. Fewer than four values are worked out one at a time, without asking the
+/// processor.
 pub fn decimals(values: &[f32], decimals: &mut [Decimal]) {
     #[cfg(target_arch = "x86_64")]
-    if values.len() >= 4 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2, just checked.
-        #[allow(unsafe_code)]
-        unsafe {
-            avx2::decimals(values, decimals)
-        };
+    if values.len() >= 4 {
+        match Lanes::widest() {
+            // SAFETY: the processor has AVX-512's foundation and byte instructions, and AVX2,
+            // just checked.
+            #[allow(unsafe_code)]
+            Lanes::Eight => unsafe { avx512::decimals(values, decimals) },
+            // SAFETY: the processor has AVX2, just checked.
+            #[allow(unsafe_code)]
+            Lanes::Four => unsafe { avx2::decimals(values, decimals) },
+            Lanes::One => one_at_a_time(values, decimals),
+        }
         return;
     }
     one_at_a_time(values, decimals);
+}
+
+/// How many values [`decimals`] works out at once on this processor.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Lanes {
+    One,
+    Four,
+    Eight,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes {
+    /// The most this processor can: eight with AVX-512 (`avx512f` and `avx512bw`), four with
+    /// AVX2 (the features are detected once and cached by the standard library).
+    fn widest() -> Self {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx2") {
+            Lanes::Eight
+        } else if has!("avx2") {
+            Lanes::Four
+        } else {
+            Lanes::One
+        }
+    }
 }
 
 /// [`decimals`] one value at a time.
@@ -515,17 +549,27 @@ mod tests {
     use super::*;
 
     /// Our text of `value`, the same whether written alone or among others (whose decimals
-    /// [`decimals`] works out four at a time where it can): among neighbours of other kinds,
-    /// `value` goes in one of the four lanes or after them, picked by its bits.
+    /// [`decimals`] works out eight or four at a time where it can): among neighbours of other
+    /// kinds, `value` goes in one of the eight lanes or after them, picked by its bits.
     fn ours(value: f32) -> String {
         let mut room = [0u8; ROOM_BYTES];
         let length = write_finite(value, &mut room);
         assert!(length <= TEXT_BYTES);
         let alone = String::from_utf8(room[..length].to_vec()).unwrap();
-        let mut values = [0.1f32, -3e30, 0.0, f32::from_bits(1), 7.0];
+        let mut values = [
+            0.1f32,
+            -3e30,
+            0.0,
+            f32::from_bits(1),
+            7.0,
+            1e-7,
+            -2.5,
+            1e13,
+            0.3,
+        ];
         let lane = value.to_bits() as usize % values.len();
         values[lane] = value;
-        let mut found = [Decimal::default(); 5];
+        let mut found = [Decimal::default(); 9];
         decimals(&values, &mut found);
         let length = write_decimal(value, found[lane], &mut room);
         assert_eq!(
@@ -661,8 +705,8 @@ mod tests {
 
     #[test]
     fn decimals_of_many_values_are_written_as_zmij_writes_them_at_every_length() {
-        // Every length up to 9 (four at a time and the one to three after), values of every
-        // kind in every place.
+        // Every length up to 17 (eight at a time, four at a time and the one to three after),
+        // values of every kind in every place.
         let kinds = [
             0.0f32,
             -0.0,
@@ -681,7 +725,7 @@ mod tests {
             9.5,
             0.3,
         ];
-        for length in 0..=9 {
+        for length in 0..=17 {
             for offset in 0..kinds.len() {
                 let values: Vec<f32> = (0..length)
                     .map(|i| kinds[(offset + i * 7) % kinds.len()])
@@ -700,8 +744,77 @@ mod tests {
         assert!(std::arch::is_x86_feature_detected!("avx2"));
     }
 
+    /// The decimals of `values` worked out every way this processor can, by lanes at a time.
+    #[cfg(target_arch = "x86_64")]
+    fn every_way(values: &[f32]) -> Vec<(Lanes, Vec<Decimal>)> {
+        let widest = Lanes::widest();
+        let mut ways = Vec::new();
+        for lanes in [Lanes::One, Lanes::Four, Lanes::Eight] {
+            if lanes > widest {
+                break;
+            }
+            let mut found = vec![Decimal::default(); values.len()];
+            match lanes {
+                Lanes::One => one_at_a_time(values, &mut found),
+                // SAFETY: the processor has what `lanes` needs: it is at most `widest`.
+                #[allow(unsafe_code)]
+                Lanes::Four => unsafe { avx2::decimals(values, &mut found) },
+                #[allow(unsafe_code)]
+                Lanes::Eight => unsafe { avx512::decimals(values, &mut found) },
+            }
+            ways.push((lanes, found));
+        }
+        ways
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_width_works_out_the_decimals_one_at_a_time_does_around_every_exponent() {
+        // Each exponent field's least and greatest significands and a middle one, its power
+        // of two, subnormals, and zeros and non-finite values among them (whose decimals are
+        // not used, so not compared), in runs of every length to 19: every lane of eight and
+        // of four, and the runs after them.
+        let mut values = Vec::new();
+        for exponent in 0..=255u32 {
+            for fraction in [0, 1, 0x40_0000, 0x12_3457, 0x7F_FFFF] {
+                values.push(f32::from_bits(exponent << 23 | fraction));
+            }
+        }
+        for length in 0..20 {
+            for run in values.chunks(length.max(1)).take(400) {
+                let run = &run[..length.min(run.len())];
+                let ways = every_way(run);
+                let (_, one) = &ways[0];
+                for (lanes, found) in &ways[1..] {
+                    for (i, value) in run.iter().enumerate() {
+                        if value.is_finite() && *value != 0.0 {
+                            assert_eq!(found[i], one[i], "{value:e} at {i} of {run:?}, {lanes:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn every_width_works_out_the_decimals_one_at_a_time_does(
+            bits in proptest::collection::vec(any::<u32>(), 0..40),
+        ) {
+            let values: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            let ways = every_way(&values);
+            let (_, one) = &ways[0];
+            for (lanes, found) in &ways[1..] {
+                for (i, value) in values.iter().enumerate() {
+                    if value.is_finite() && *value != 0.0 {
+                        prop_assert_eq!(found[i], one[i], "{:e} at {}, {:?}", value, i, lanes);
+                    }
+                }
+            }
+        }
 
         #[test]
         fn decimals_of_any_floats_are_written_as_zmij_writes_them(

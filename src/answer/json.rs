@@ -305,8 +305,8 @@ const _: () = assert!(NUMBER_ROOM > float::TEXT_BYTES);
 /// Appends `values` to `out`, separated by commas: each its shortest text (zmij's,
 /// [`float`]), `null` when not finite.
 ///
-/// The run's shortest decimals are worked out first, four at a time where the processor can
-/// ([`float::decimals`]). Room for the longest text is made for the run at once; each number
+/// The run's shortest decimals are worked out first, eight or four at a time where the
+/// processor can ([`float::decimals`]). Room for the longest text is made for the run at once; each number
 /// is written into its room in fixed-size stores and the next one starts where its text
 /// ends, and what is left of the room is cut off. No call copies or fills a number's bytes
 /// one by one.
