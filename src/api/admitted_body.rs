@@ -45,11 +45,14 @@ where
             Buffer::new(head, limit, &state.kept_bodies),
         )
         .await?;
-        let bytes = body.into_bytes();
+        let (bytes, brackets) = body.into_bytes_and_brackets();
         // The admission goes with the work, so that a request dropped while it parses keeps
         // its permit and reservation until the parse actually ends.
         let (request, admitted) = cpu::run(inflated, move || {
-            (body::decode(head.coding, &bytes, limit), admitted)
+            (
+                body::decode(head.coding, &bytes, &brackets, limit),
+                admitted,
+            )
         })
         .await?;
         Ok(AdmittedBody {

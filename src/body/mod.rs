@@ -30,6 +30,7 @@ use crate::admission::{Refusal, Reservation};
 use crate::coding::{self, Coding};
 use crate::error::ApiError;
 use crate::metrics::{BodyCounter, Metrics};
+use crate::tensor::text;
 
 /// Bodies discarded at once, at most; past it a refused body is dropped at once (its client
 /// may then see a reset rather than the answer).
@@ -135,6 +136,10 @@ pub trait Sink {
 ///
 /// The reservation is the request's, not the buffer's: a buffer given back stays charged
 /// until the request's reservation drops with it.
+///
+/// The brackets of a body that may be large (declared at least [`text::PARALLEL_BYTES`]
+/// long, or not declared) are recorded as its bytes are copied ([`text::Brackets`]), so that
+/// finding its tensors' spans needs no second pass over it.
 #[derive(Debug)]
 pub struct Buffer {
     /// The whole body when it came in one frame of its declared length.
@@ -143,6 +148,7 @@ pub struct Buffer {
     declared: Option<usize>,
     limit: usize,
     kept: Arc<KeptBuffers>,
+    brackets: text::Brackets,
 }
 
 impl Buffer {
@@ -156,16 +162,24 @@ impl Buffer {
             declared: head.declared,
             limit,
             kept: Arc::clone(kept),
+            brackets: text::Brackets::default(),
         }
     }
 
     /// The body; its buffer goes back to [`KeptBuffers`] when the last of the bytes drops.
-    pub fn into_bytes(mut self) -> Bytes {
+    pub fn into_bytes(self) -> Bytes {
+        self.into_bytes_and_brackets().0
+    }
+
+    /// [`Buffer::into_bytes`], with the record of the body's brackets (empty for a body that
+    /// was not recorded: [`text::Brackets::recorded`] tells whether it holds them all).
+    pub fn into_bytes_and_brackets(mut self) -> (Bytes, text::Brackets) {
+        let brackets = std::mem::take(&mut self.brackets);
         if let Some(frame) = self.frame.take() {
-            return frame;
+            return (frame, brackets);
         }
         // What is left for `drop` is an empty `Vec`, which is not kept.
-        self.kept.wrap(std::mem::take(&mut self.bytes))
+        (self.kept.wrap(std::mem::take(&mut self.bytes)), brackets)
     }
 }
 
@@ -219,6 +233,12 @@ impl Sink for Buffer {
             buffer.reserve_exact(grown - buffer.len());
         }
         buffer.extend_from_slice(data);
+        if self
+            .declared
+            .is_none_or(|length| length >= text::PARALLEL_BYTES)
+        {
+            self.brackets.record(data);
+        }
         Ok(())
     }
 }
@@ -253,16 +273,18 @@ pub async fn read(
     Ok(total)
 }
 
-/// Inflates (when `coding` says so, up to `limit`) and parses a body; CPU work, to run off
-/// the runtime when large.
+/// Inflates (when `coding` says so, up to `limit`) and parses a body, whose `brackets` were
+/// recorded as it arrived (they serve only when it is not compressed, and holds them all);
+/// CPU work, to run off the runtime when large.
 pub fn decode<T: TensorFields>(
     coding: Option<Coding>,
     bytes: &[u8],
+    brackets: &text::Brackets,
     limit: usize,
 ) -> Result<T, ApiError> {
     match coding {
         Some(coding) => coding::inflate(coding, bytes, limit).and_then(|body| parse(&body)),
-        None => parse(bytes),
+        None => parse_recorded(bytes, brackets.recorded(bytes.len())),
     }
 }
 
@@ -277,13 +299,21 @@ pub fn inflated_size(coding: Option<Coding>, len: usize, limit: usize) -> usize 
 /// Parses a body that must be one JSON object: its tensor fields read ahead of serde when
 /// it can ([`read_ahead`]), else all of it by serde, whose error is then the answer.
 pub fn parse<T: TensorFields>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_recorded(bytes, None)
+}
+
+/// [`parse`], with the record of all the body's brackets when there is one.
+fn parse_recorded<T: TensorFields>(
+    bytes: &[u8],
+    brackets: Option<&text::Brackets>,
+) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(ApiError::MalformedJson(
             "the body must be a JSON object".to_owned(),
         ));
     }
-    if let Some(parsed) = read_ahead::parse(bytes) {
+    if let Some(parsed) = read_ahead::parse(bytes, brackets) {
         return Ok(parsed);
     }
     serde_json::from_slice(bytes).map_err(|err| ApiError::from_json(&err))
@@ -463,6 +493,39 @@ mod tests {
             .take_frame(Bytes::from_static(b" "), &mut reservation)
             .unwrap();
         assert_eq!(&buffer.into_bytes()[..], b"{\"a\"} ");
+    }
+
+    #[test]
+    fn the_brackets_of_a_body_that_may_be_large_are_recorded_as_its_frames_are_copied() {
+        let (admission, kept) = budget_and_kept(64 << 20, 0);
+        let mut reservation = admission.reservation();
+        reservation.set(8 << 20).unwrap();
+        let row = format!("[{}]", vec!["-0.12345678901234567"; 64].join(", "));
+        let body = format!("{{\"a\": [{}]}}", vec![row; 1000].join(", "));
+        assert!(body.len() >= text::PARALLEL_BYTES);
+        let start = body.find('[').unwrap();
+        for declared in [Some(body.len()), None] {
+            let mut buffer = Buffer::new(declaring(declared), 64 << 20, &kept);
+            for frame in body.as_bytes().chunks(65_536) {
+                buffer
+                    .take_frame(Bytes::copy_from_slice(frame), &mut reservation)
+                    .unwrap();
+            }
+            let (bytes, brackets) = buffer.into_bytes_and_brackets();
+            let recorded = brackets.recorded(bytes.len()).unwrap();
+            let spanned = text::span_recorded(&bytes, start, recorded).unwrap();
+            assert_eq!(Some(spanned), text::span(&bytes, start), "{declared:?}");
+        }
+        // A small body's are not: its tensors are read as the walk meets them.
+        let small = &body.as_bytes()[..1000];
+        let mut buffer = Buffer::new(declaring(Some(small.len())), 64 << 20, &kept);
+        for frame in small.chunks(100) {
+            buffer
+                .take_frame(Bytes::copy_from_slice(frame), &mut reservation)
+                .unwrap();
+        }
+        let (bytes, brackets) = buffer.into_bytes_and_brackets();
+        assert!(brackets.recorded(bytes.len()).is_none());
     }
 
     #[test]

@@ -37,14 +37,21 @@ pub trait TensorFields: DeserializeOwned {
 }
 
 /// The body parsed with its tensors read ahead, or `None` when the caller must parse it
-/// with serde alone (no tensor to read ahead, or anything amiss).
-pub(super) fn parse<T: TensorFields>(body: &[u8]) -> Option<T> {
-    parse_reading(body, body.len() < text::PARALLEL_BYTES)
+/// with serde alone (no tensor to read ahead, or anything amiss). `brackets`, the record of
+/// all the body's brackets when there is one, finds large tensors' spans without a pass over
+/// them.
+pub(super) fn parse<T: TensorFields>(body: &[u8], brackets: Option<&text::Brackets>) -> Option<T> {
+    let read_on_the_way = body.len() < text::PARALLEL_BYTES;
+    parse_reading(body, read_on_the_way, brackets)
 }
 
 /// [`parse`], each tensor read as the walk meets it when `read_on_the_way`, else after it.
-fn parse_reading<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<T> {
-    let found = find::<T>(body, read_on_the_way)?;
+fn parse_reading<T: TensorFields>(
+    body: &[u8],
+    read_on_the_way: bool,
+    brackets: Option<&text::Brackets>,
+) -> Option<T> {
+    let found = find::<T>(body, read_on_the_way, brackets)?;
     if found.is_empty() {
         return None;
     }
@@ -111,7 +118,11 @@ fn read_all(body: &[u8], found: Vec<Found>) -> Option<Vec<(&'static str, Tensor)
 /// valid base64 tensor objects, decoded; `None` if the top level is not an
 /// object this walk can follow, a tensor met is not one the reader takes, or a field comes
 /// twice (serde refuses that; reading each would hold a buffer per copy).
-fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found>> {
+fn find<T: TensorFields>(
+    body: &[u8],
+    read_on_the_way: bool,
+    brackets: Option<&text::Brackets>,
+) -> Option<Vec<Found>> {
     let mut found = Vec::new();
     let mut at = whitespace(body, 0);
     if body.get(at) != Some(&b'{') {
@@ -147,7 +158,10 @@ fn find<T: TensorFields>(body: &[u8], read_on_the_way: bool) -> Option<Vec<Found
                 at = end;
             }
             (Some(field), Some(b'[')) => {
-                let span = text::span(body, at)?;
+                let span = match brackets {
+                    Some(brackets) => text::span_recorded(body, at, brackets)?,
+                    None => text::span(body, at)?,
+                };
                 at = span.range.end;
                 found.push(Found::Spanned(field, span));
             }
@@ -240,12 +254,16 @@ mod tests {
         const TENSORS: &'static [&'static str] = &["a", "b", "lists"];
     }
 
-    /// The fast path's answer, the same whether tensors are read on the way or after it, and
-    /// serde's.
+    /// The fast path's answer, the same whether tensors are read on the way or after it
+    /// (their spans found in the text, or from the record of its brackets), and serde's.
     fn both(body: &str) -> (Option<Probe>, Result<Probe, String>) {
-        let fast = parse::<Probe>(body.as_bytes());
-        for read_on_the_way in [true, false] {
-            let other = parse_reading::<Probe>(body.as_bytes(), read_on_the_way);
+        let fast = parse::<Probe>(body.as_bytes(), None);
+        let mut brackets = text::Brackets::default();
+        brackets.record(body.as_bytes());
+        let recorded = brackets.recorded(body.len());
+        assert!(recorded.is_some(), "{body}");
+        for (read_on_the_way, brackets) in [(true, None), (false, None), (false, recorded)] {
+            let other = parse_reading::<Probe>(body.as_bytes(), read_on_the_way, brackets);
             assert_eq!(other, fast, "{body}, read on the way: {read_on_the_way}");
         }
         let serde = serde_json::from_str::<Probe>(body).map_err(|e| e.to_string());
@@ -293,7 +311,8 @@ mod tests {
         // `lists` is not a tensor field: its `{}` is refused, so the fast path gives up.
         let body = r#"{"a": [[1]], "lists": [[1, 2], [3, 4]]}"#;
         for read_on_the_way in [true, false] {
-            assert!(parse_reading::<WronglyListed>(body.as_bytes(), read_on_the_way).is_none());
+            let read = parse_reading::<WronglyListed>(body.as_bytes(), read_on_the_way, None);
+            assert!(read.is_none());
         }
         let (fast, serde) = both(body);
         assert_eq!(fast.unwrap(), serde.unwrap());
