@@ -1,7 +1,8 @@
 //! Compares the answer's float32 text with `zmij::Buffer::format_finite` on every finite f32,
 //! on all cores, both as [`simserve::answer::float::write_finite`] writes one value and as
-//! the answer writer writes many (their decimals from `float::decimals`, which takes four at
-//! once where the processor has AVX2, then `float::write_decimal`); prints how many were
+//! the answer writer writes many (their decimals from `float::decimals`, which takes eight at
+//! once where the processor has AVX-512, four where it has AVX2, then
+//! `float::write_decimal`); prints how many were
 //! compared and how many differ (the first few to stderr), and fails when any does.
 //!
 //! Usage: `cargo run --release --example float_text_against_zmij` (a few minutes on two

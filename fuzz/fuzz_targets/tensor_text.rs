@@ -76,11 +76,19 @@ fn body(data: &[u8]) {
 
 /// What the reader reads: the tensor after leading whitespace, with only whitespace after,
 /// of rank 2 or 3 (the seed refuses others). Read both ways (its span found first, and from
-/// its bracket), which must agree on the tensor and where it ends.
+/// its bracket), which must agree on the tensor and where it ends; its span found from the
+/// record of the text's brackets (made in two pieces) must be the one found in the text.
 fn read(data: &[u8]) -> Option<simserve::tensor::Tensor> {
     let start = data.iter().position(|b| !b" \n\r\t".contains(b))?;
-    let spanned =
-        text::span(data, start).and_then(|span| Some((text::read(data, &span)?, span.range.end)));
+    let span = text::span(data, start);
+    let mut brackets = text::Brackets::default();
+    let (first, second) = data.split_at(data.len() / 3);
+    brackets.record(first);
+    brackets.record(second);
+    if let Some(recorded) = brackets.recorded(data.len()) {
+        assert_eq!(text::span_recorded(data, start, recorded), span);
+    }
+    let spanned = span.and_then(|span| Some((text::read(data, &span)?, span.range.end)));
     assert_eq!(text::read_at(data, start), spanned);
     let (tensor, end) = spanned?;
     data[end..]

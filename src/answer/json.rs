@@ -306,10 +306,10 @@ const _: () = assert!(NUMBER_ROOM > float::TEXT_BYTES);
 /// [`float`]), `null` when not finite.
 ///
 /// The run's shortest decimals are worked out first, eight or four at a time where the
-/// processor can ([`float::decimals`]). Room for the longest text is made for the run at once; each number
-/// is written into its room in fixed-size stores and the next one starts where its text
-/// ends, and what is left of the room is cut off. No call copies or fills a number's bytes
-/// one by one.
+/// processor can ([`float::decimals`]). Room for the longest text is made for the run at
+/// once; each number is written into its room in fixed-size stores and the next one starts
+/// where its text ends, and what is left of the room is cut off. No call copies or fills a
+/// number's bytes one by one.
 fn append_numbers(out: &mut Vec<u8>, values: &[f32], Scratch(decimals): &mut Scratch) {
     for (run, values) in values.chunks(NUMBERS_AT_A_TIME).enumerate() {
         if run > 0 {

@@ -42,7 +42,7 @@ where
             incoming,
             head,
             state,
-            Buffer::new(head, limit, &state.kept_bodies),
+            Buffer::recording_brackets(head, limit, &state.kept_bodies),
         )
         .await?;
         let (bytes, brackets) = body.into_bytes_and_brackets();

@@ -137,9 +137,10 @@ pub trait Sink {
 /// The reservation is the request's, not the buffer's: a buffer given back stays charged
 /// until the request's reservation drops with it.
 ///
-/// The brackets of a body that may be large (declared at least [`text::PARALLEL_BYTES`]
-/// long, or not declared) are recorded as its bytes are copied ([`text::Brackets`]), so that
-/// finding its tensors' spans needs no second pass over it.
+/// Made by [`Buffer::recording_brackets`], it also records the brackets of a body that may be
+/// large (declared at least [`text::PARALLEL_BYTES`] long, or not declared) and is not
+/// compressed, as its bytes are copied ([`text::Brackets`]), so that finding its tensors'
+/// spans needs no second pass over it; the reservation is charged for the record too.
 #[derive(Debug)]
 pub struct Buffer {
     /// The whole body when it came in one frame of its declared length.
@@ -148,6 +149,8 @@ pub struct Buffer {
     declared: Option<usize>,
     limit: usize,
     kept: Arc<KeptBuffers>,
+    /// Whether the body's brackets are recorded, into `brackets`.
+    recording: bool,
     brackets: text::Brackets,
 }
 
@@ -162,8 +165,20 @@ impl Buffer {
             declared: head.declared,
             limit,
             kept: Arc::clone(kept),
+            recording: false,
             brackets: text::Brackets::default(),
         }
+    }
+
+    /// [`Buffer::new`] for a body whose tensors [`parse`] reads: one that may be large and is
+    /// not compressed has its brackets recorded as it arrives, for [`decode`].
+    pub fn recording_brackets(head: BodyHead, limit: usize, kept: &Arc<KeptBuffers>) -> Self {
+        let mut buffer = Self::new(head, limit, kept);
+        buffer.recording = head.coding.is_none()
+            && head
+                .declared
+                .is_none_or(|length| length >= text::PARALLEL_BYTES);
+        buffer
     }
 
     /// The body; its buffer goes back to [`KeptBuffers`] when the last of the bytes drops.
@@ -233,11 +248,12 @@ impl Sink for Buffer {
             buffer.reserve_exact(grown - buffer.len());
         }
         buffer.extend_from_slice(data);
-        if self
-            .declared
-            .is_none_or(|length| length >= text::PARALLEL_BYTES)
-        {
+        if self.recording {
             self.brackets.record(data);
+            let held = buffer.capacity().saturating_add(self.brackets.held_bytes());
+            if held > reservation.bytes() {
+                reservation.set(held)?;
+            }
         }
         Ok(())
     }
@@ -273,9 +289,9 @@ pub async fn read(
     Ok(total)
 }
 
-/// Inflates (when `coding` says so, up to `limit`) and parses a body, whose `brackets` were
-/// recorded as it arrived (they serve only when it is not compressed, and holds them all);
-/// CPU work, to run off the runtime when large.
+/// Inflates (when `coding` says so, up to `limit`) and parses a body; `brackets`, recorded as
+/// it arrived ([`Buffer::recording_brackets`]), serve only when the record holds all of the
+/// body's and it is not compressed. CPU work, to run off the runtime when large.
 pub fn decode<T: TensorFields>(
     coding: Option<Coding>,
     bytes: &[u8],
@@ -305,7 +321,7 @@ pub fn parse<T: TensorFields>(bytes: &[u8]) -> Result<T, ApiError> {
 /// [`parse`], with the record of all the body's brackets when there is one.
 fn parse_recorded<T: TensorFields>(
     bytes: &[u8],
-    brackets: Option<&text::Brackets>,
+    brackets: Option<text::Recorded<'_>>,
 ) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
@@ -505,7 +521,7 @@ mod tests {
         assert!(body.len() >= text::PARALLEL_BYTES);
         let start = body.find('[').unwrap();
         for declared in [Some(body.len()), None] {
-            let mut buffer = Buffer::new(declaring(declared), 64 << 20, &kept);
+            let mut buffer = Buffer::recording_brackets(declaring(declared), 64 << 20, &kept);
             for frame in body.as_bytes().chunks(65_536) {
                 buffer
                     .take_frame(Bytes::copy_from_slice(frame), &mut reservation)
@@ -516,16 +532,50 @@ mod tests {
             let spanned = text::span_recorded(&bytes, start, recorded).unwrap();
             assert_eq!(Some(spanned), text::span(&bytes, start), "{declared:?}");
         }
-        // A small body's are not: its tensors are read as the walk meets them.
+        // Not those of a small body (its tensors are read as the walk meets them), of a
+        // compressed one, of one kept as its one frame, or of one not made to record them.
         let small = &body.as_bytes()[..1000];
-        let mut buffer = Buffer::new(declaring(Some(small.len())), 64 << 20, &kept);
-        for frame in small.chunks(100) {
+        let compressed = BodyHead {
+            coding: Some(Coding::Gzip),
+            declared: None,
+        };
+        for (head, bytes, frames, recording) in [
+            (declaring(Some(1000)), small, 100, true),
+            (compressed, body.as_bytes(), 65_536, true),
+            (
+                declaring(Some(body.len())),
+                body.as_bytes(),
+                body.len(),
+                true,
+            ),
+            (declaring(None), body.as_bytes(), 65_536, false),
+        ] {
+            let mut buffer = if recording {
+                Buffer::recording_brackets(head, 64 << 20, &kept)
+            } else {
+                Buffer::new(head, 64 << 20, &kept)
+            };
+            for frame in bytes.chunks(frames) {
+                buffer
+                    .take_frame(Bytes::copy_from_slice(frame), &mut reservation)
+                    .unwrap();
+            }
+            let (bytes, brackets) = buffer.into_bytes_and_brackets();
+            assert!(brackets.recorded(bytes.len()).is_none(), "{head:?}");
+        }
+        // A frame kept whole and one more after it: both recorded, in order.
+        let mut buffer = Buffer::recording_brackets(declaring(Some(body.len())), 64 << 20, &kept);
+        for frame in [body.as_bytes(), &b" "[..]] {
             buffer
                 .take_frame(Bytes::copy_from_slice(frame), &mut reservation)
                 .unwrap();
         }
         let (bytes, brackets) = buffer.into_bytes_and_brackets();
-        assert!(brackets.recorded(bytes.len()).is_none());
+        let recorded = brackets.recorded(bytes.len()).unwrap();
+        let spanned = text::span_recorded(&bytes, start, recorded);
+        assert_eq!(spanned, text::span(&bytes, start));
+        // The reservation was charged for the record too.
+        assert!(reservation.bytes() >= bytes.len() + brackets.held_bytes());
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub trait TensorFields: DeserializeOwned {
 /// with serde alone (no tensor to read ahead, or anything amiss). `brackets`, the record of
 /// all the body's brackets when there is one, finds large tensors' spans without a pass over
 /// them.
-pub(super) fn parse<T: TensorFields>(body: &[u8], brackets: Option<&text::Brackets>) -> Option<T> {
+pub(super) fn parse<T: TensorFields>(
+    body: &[u8],
+    brackets: Option<text::Recorded<'_>>,
+) -> Option<T> {
     let read_on_the_way = body.len() < text::PARALLEL_BYTES;
     parse_reading(body, read_on_the_way, brackets)
 }
@@ -49,7 +52,7 @@ pub(super) fn parse<T: TensorFields>(body: &[u8], brackets: Option<&text::Bracke
 fn parse_reading<T: TensorFields>(
     body: &[u8],
     read_on_the_way: bool,
-    brackets: Option<&text::Brackets>,
+    brackets: Option<text::Recorded<'_>>,
 ) -> Option<T> {
     let found = find::<T>(body, read_on_the_way, brackets)?;
     if found.is_empty() {
@@ -121,7 +124,7 @@ fn read_all(body: &[u8], found: Vec<Found>) -> Option<Vec<(&'static str, Tensor)
 fn find<T: TensorFields>(
     body: &[u8],
     read_on_the_way: bool,
-    brackets: Option<&text::Brackets>,
+    brackets: Option<text::Recorded<'_>>,
 ) -> Option<Vec<Found>> {
     let mut found = Vec::new();
     let mut at = whitespace(body, 0);

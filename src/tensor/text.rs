@@ -24,6 +24,10 @@ use rayon::prelude::*;
 use super::Tensor;
 use super::number::number;
 
+mod brackets;
+
+pub use brackets::{Brackets, Recorded};
+
 /// Ranks the reader takes at most: those of any tensor ([`super::MAX_RANK`]).
 const MAX_RANK: usize = super::MAX_RANK;
 
@@ -58,25 +62,22 @@ pub struct Span {
 pub fn span(text: &[u8], start: usize) -> Option<Span> {
     let (rank, at) = opening(text, start)?;
     let brackets = memchr::memchr2_iter(b'[', b']', &text[at..]).map(|found| at + found);
-    matched(text, start, rank, brackets)
+    span_from_brackets(text, start, rank, brackets)
 }
 
-/// [`span`], the brackets after the tensor's opening looked up in `brackets` (recorded from
-/// this `text`) rather than looked for in the text: the same span, without a pass over the
-/// text. For large bodies, whose brackets were recorded as their bytes arrived.
-pub fn span_recorded(text: &[u8], start: usize, brackets: &Brackets) -> Option<Span> {
+/// [`span`], the brackets after the tensor's opening looked up in `brackets` (the record of
+/// all of this `text`'s) rather than looked for in the text: the same span, without a pass
+/// over the text. For large bodies, whose brackets were recorded as their bytes arrived.
+pub fn span_recorded(text: &[u8], start: usize, brackets: Recorded<'_>) -> Option<Span> {
     let (rank, at) = opening(text, start)?;
-    let positions = &brackets.positions;
-    let after = positions.partition_point(|&position| (position as usize) < at);
-    let brackets = positions[after..].iter().map(|&position| position as usize);
-    matched(text, start, rank, brackets)
+    span_from_brackets(text, start, rank, brackets.after(at))
 }
 
 /// The span of the tensor whose `[` is at `text[start]`, of rank `rank`, from the positions
 /// of the brackets after its opening (in order): where its outermost array closes, with the
 /// innermost rows counted on the way. `None` if it never closes, or a position holds no
 /// bracket (positions not recorded from this text).
-fn matched(
+fn span_from_brackets(
     text: &[u8],
     start: usize,
     rank: usize,
@@ -107,66 +108,6 @@ fn matched(
         }
     }
     None
-}
-
-/// Bytes of text per bracket [`Brackets`] holds at most, on average over the text so far:
-/// rows of 24 or more numbers as clients write them (about 20 bytes a number) stay within
-/// it, so embeddings are indexed; a text with more brackets (short rows, or many brackets
-/// and little else) is left to [`span`], and its record costs at most 4 bytes per 256.
-const BYTES_PER_BRACKET: usize = 256;
-
-/// Brackets [`Brackets`] holds whatever the length so far, so that a text's first rows are
-/// not held to the average.
-const FIRST_BRACKETS: usize = 1024;
-
-/// Where the `[` and `]` of a text are, recorded piece by piece as its bytes arrive
-/// ([`Brackets::record`]), each piece as it is copied and still in the cache: for
-/// [`span_recorded`] to find a large tensor's span without a pass over the text, which for a
-/// body of tens of megabytes is a read of it all from memory.
-///
-/// Positions are `u32`, and the record gives up (holds nothing, and [`Brackets::recorded`]
-/// says so) past 4 GiB of text or when brackets are more than one per [`BYTES_PER_BRACKET`]
-/// bytes of it on average (after the first [`FIRST_BRACKETS`]); the caller then uses
-/// [`span`].
-#[derive(Debug, Default)]
-pub struct Brackets {
-    /// The brackets' positions, in order.
-    positions: Vec<u32>,
-    /// Bytes of text recorded so far.
-    len: usize,
-    /// Whether the record was given up.
-    given_up: bool,
-}
-
-impl Brackets {
-    /// Records the brackets of `piece`, the text's next bytes.
-    pub fn record(&mut self, piece: &[u8]) {
-        if self.given_up {
-            return;
-        }
-        let offset = self.len;
-        self.len = offset.saturating_add(piece.len());
-        for found in memchr::memchr2_iter(b'[', b']', piece) {
-            let position = offset + found;
-            let held = self.positions.len();
-            match u32::try_from(position) {
-                Ok(position) if held < FIRST_BRACKETS + position as usize / BYTES_PER_BRACKET => {
-                    self.positions.push(position);
-                }
-                _ => {
-                    self.positions = Vec::new();
-                    self.given_up = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The record, if it holds every bracket of the text recorded (`len` bytes: what was
-    /// recorded must be the whole text, or [`span_recorded`] could miss a bracket).
-    pub fn recorded(&self, len: usize) -> Option<&Self> {
-        (!self.given_up && self.len == len).then_some(self)
-    }
 }
 
 /// The rank of the tensor whose `[` is at `text[start]` (how many `[` open before its first
@@ -623,8 +564,8 @@ mod tests {
     #[test]
     fn spans_found_from_recorded_brackets_are_those_found_in_the_text() {
         let text = b"{\"a\": [[1, 2], [3, 4]], \"b\": [ [[5]] , [[6]]], \"c\": [[1], [2], \"x]\"";
-        let brackets = recorded_in_pieces(text, &[3, 9, 10, 40]);
-        let brackets = brackets.recorded(text.len()).unwrap();
+        let record = recorded_in_pieces(text, &[3, 9, 10, 40]);
+        let brackets = record.recorded(text.len()).unwrap();
         for start in 0..text.len() {
             assert_eq!(
                 span_recorded(text, start, brackets),
@@ -637,31 +578,10 @@ mod tests {
         let mut part = Brackets::default();
         part.record(&text[..20]);
         assert!(part.recorded(text.len()).is_none());
-        // Positions that hold no bracket (not recorded from this text) find no span.
+        // Positions that hold no bracket (recorded from another text) find no span.
         let other = recorded_in_pieces(b"  [[1]]", &[]);
-        assert_eq!(span_recorded(b"[[1]]  ", 0, &other), None);
-    }
-
-    #[test]
-    fn a_record_of_more_brackets_than_embeddings_have_is_given_up() {
-        // Rows of 24 numbers of about 20 bytes each are kept, whatever their count.
-        let row = format!("[{}]", vec!["-0.12345678901234567"; 24].join(", "));
-        let text = format!("[{}]", vec![row; 2000].join(", "));
-        let mut brackets = Brackets::default();
-        brackets.record(text.as_bytes());
-        assert!(brackets.recorded(text.len()).is_some());
-        // Rows of one number are not, past the first brackets.
-        let text = format!("[{}]", vec!["[-0.12345678901234567]"; 2000].join(", "));
-        let mut brackets = Brackets::default();
-        for piece in text.as_bytes().chunks(1000) {
-            brackets.record(piece);
-        }
-        assert!(brackets.recorded(text.len()).is_none());
-        assert!(brackets.positions.is_empty());
-        // Nor brackets alone.
-        let mut brackets = Brackets::default();
-        brackets.record(&[b'['; 2 * FIRST_BRACKETS]);
-        assert!(brackets.recorded(2 * FIRST_BRACKETS).is_none());
+        let other = other.recorded(7).unwrap();
+        assert_eq!(span_recorded(b"[[1]]  ", 0, other), None);
     }
 
     proptest::proptest! {
@@ -671,14 +591,13 @@ mod tests {
                 proptest::sample::select(b"[[]],1 \"".to_vec()), 0..200),
             cuts in proptest::collection::vec(0usize..1000, 0..6),
         ) {
-            let brackets = recorded_in_pieces(&text, &cuts);
-            let brackets = brackets.recorded(text.len());
+            let record = recorded_in_pieces(&text, &cuts);
+            let brackets = record.recorded(text.len());
             proptest::prop_assert!(brackets.is_some());
+            let brackets = brackets.unwrap();
             for start in 0..text.len() {
-                proptest::prop_assert_eq!(
-                    span_recorded(&text, start, brackets.unwrap()),
-                    span(&text, start)
-                );
+                let recorded = span_recorded(&text, start, brackets);
+                proptest::prop_assert_eq!(recorded, span(&text, start));
             }
         }
     }
