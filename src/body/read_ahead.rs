@@ -8,8 +8,9 @@
 //! such an object, valid: any other object is left to serde, which reads table references
 //! and names what is wrong). Base64 objects are decoded as the walk meets them. Nested
 //! arrays are read ahead: in a small body (under [`text::PARALLEL_BYTES`]) each as the walk
-//! meets it, where it ends found by reading it; in a large one each one's span first, then
-//! all of them (on the compute threads when they are large together). A copy of the body
+//! meets it, where it ends found by reading it; in a large one each one's span first (from
+//! the record of the body's brackets made as it arrived, when there is one), then all of
+//! them (on the compute threads when they are large together). A copy of the body
 //! with `{}` in their place (the rest is small: options, ids, index lists) is parsed by
 //! serde, and each field's seed takes its tensor ([`crate::tensor::read_ahead`]).
 //!

@@ -5,7 +5,8 @@
 //! - [`read_at`] for a tensor in a small text (a body under [`PARALLEL_BYTES`]): read on this
 //!   thread from its `[`, where it ends found on the way, the buffer sized from its first row;
 //! - for a large one, [`span`] to find where it ends (and how many innermost rows it has, to
-//!   size the buffer once), then [`read`] for the whole tensor on one thread, or
+//!   size the buffer once), or [`span_recorded`] when the text's brackets were recorded as it
+//!   arrived ([`Brackets`]), then [`read`] for the whole tensor on one thread, or
 //!   [`read_parallel`] to cut it at row boundaries and read the pieces on the compute threads.
 //!
 //! The reader knows only the tensor grammar (`[`, `]`, `,`, JSON whitespace and JSON numbers,
