@@ -4,9 +4,48 @@
 //! The whole JSON number grammar is held to (`01`, `+1`, `.5`, `1.`, `-`, `1e`, `NaN`,
 //! `Infinity` refused). Rounding is exact: a fast path for the usual numbers, and the
 //! standard library's correctly rounded parser for the rest (see [`number`]).
+//!
+//! The reader reads each number through a [`Reader`]: where the processor has AVX2, [`Avx2`]
+//! reads the usual form (`-0.12345699965953827`, up to 18 digits after the point) with it
+//! and leaves the rest to [`number`]; elsewhere [`Baseline`] is [`number`] alone.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2;
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx2::Avx2;
+
+/// How the tensor reader reads each number: with [`number`] alone ([`Baseline`]), or, where
+/// the processor has AVX2, its usual form first with AVX2 ([`Avx2`]; the reader's loop is then
+/// compiled for AVX2 too). Either gives every number the same value, end and comma.
+pub(super) trait Reader: Copy {
+    /// [`number`]'s answer for the number at `text[start]`.
+    fn number(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)>;
+}
+
+/// [`number`], on any processor.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Baseline;
+
+impl Reader for Baseline {
+    #[inline(always)]
+    fn number(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
+        number(text, start)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Reader for Avx2 {
+    #[inline(always)]
+    fn number(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
+        match self.usual(text, start) {
+            Some(read) => Some(read),
+            None => number_apart(text, start),
+        }
+    }
+}
 
 /// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
 const POWERS_OF_TEN: [f64; 23] = [
@@ -61,6 +100,14 @@ pub(super) fn number(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
             Some((value, end, false))
         }
     }
+}
+
+/// [`number`], not inlined: for the few numbers [`Avx2::usual`] leaves, so that the loop it is
+/// inlined into does not hold the other paths' code too.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn number_apart(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
+    number(text, start)
 }
 
 /// [`number`] for every form of JSON number: its parts read in turn, eight digits at a time
@@ -405,16 +452,115 @@ mod tests {
         (text, before.len())
     }
 
-    /// [`number`] and [`digit_by_digit`] read `text` at `start` to the same bits and end.
+    /// [`number`] and [`digit_by_digit`] read `text` at `start` to the same bits and end, and
+    /// so does every [`Reader`] this processor has, with the same comma as [`number`].
     fn same_as_digit_by_digit(text: &str, start: usize) -> Option<(f32, usize)> {
-        let usual = number(text.as_bytes(), start).map(|(value, end, _)| (value, end));
+        let read = number(text.as_bytes(), start);
+        let usual = read.map(|(value, end, _)| (value, end));
         let by_digits = digit_by_digit(text.as_bytes(), start);
         assert_eq!(
             usual.map(|(value, end)| (value.to_bits(), end)),
             by_digits.map(|(value, end)| (value.to_bits(), end)),
             "{text}"
         );
+        let bits = |read: Option<(f32, usize, bool)>| {
+            read.map(|(v, end, comma)| (v.to_bits(), end, comma))
+        };
+        assert_eq!(
+            bits(Baseline.number(text.as_bytes(), start)),
+            bits(read),
+            "{text}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::detected() {
+            assert_eq!(
+                bits(avx2.number(text.as_bytes(), start)),
+                bits(read),
+                "{text}"
+            );
+            if let Some(by_avx2) = avx2.usual(text.as_bytes(), start) {
+                assert_eq!(bits(Some(by_avx2)), bits(read), "{text}");
+            }
+        }
         usual
+    }
+
+    /// How many of `numbers`, each [`placed`] and followed by `, `, [`Avx2::usual`] reads
+    /// itself (checking that it reads them as [`number`] does).
+    #[cfg(target_arch = "x86_64")]
+    fn read_by_avx2(numbers: &[String]) -> usize {
+        let Some(avx2) = Avx2::detected() else {
+            return 0;
+        };
+        numbers
+            .iter()
+            .filter(|number| {
+                let (text, start) = placed(number, ", ");
+                same_as_digit_by_digit(&text, start);
+                avx2.usual(text.as_bytes(), start).is_some()
+            })
+            .count()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_processor_running_the_tests_has_avx2_so_that_its_path_is_tested() {
+        // `Avx2::usual` is taken only where the processor has AVX2, BMI1 and BMI2; the tests
+        // here hold it to the other paths only when it is. Machines that run these tests
+        // (every x86-64 server of the last decade) have them.
+        assert!(Avx2::detected().is_some());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_path_reads_the_usual_form_up_to_18_digits_after_the_point_itself() {
+        let mut seed = 0x51_7CC1_B727_220Au64;
+        let mut numbers = Vec::new();
+        for count in 1..=18 {
+            for first in ['0', '1', '9'] {
+                for sign in ["", "-"] {
+                    // Random digits, after none, some or all but one of them zeros (each
+                    // digit then weighs most in its place).
+                    for zeros in [0, count / 2, count - 1] {
+                        let fraction: String = (0..count)
+                            .map(|at| {
+                                seed ^= seed << 13;
+                                seed ^= seed >> 7;
+                                seed ^= seed << 17;
+                                if at < zeros {
+                                    '0'
+                                } else {
+                                    char::from(b'1' + (seed % 9) as u8)
+                                }
+                            })
+                            .collect();
+                        numbers.push(format!("{sign}{first}.{fraction}"));
+                    }
+                }
+            }
+        }
+        // All but the few near a midpoint; zeros and nines at every count, none of them near.
+        assert!(read_by_avx2(&numbers) > numbers.len() * 9 / 10);
+        let extremes: Vec<String> = (1..=18)
+            .flat_map(|count| {
+                ["0", "-9"].map(|first| {
+                    let digit = if first == "0" { "0" } else { "9" };
+                    format!("{first}.{}", digit.repeat(count))
+                })
+            })
+            .collect();
+        assert_eq!(read_by_avx2(&extremes), extremes.len());
+        // Past 18 digits, an exponent, no point, no digit before it: left to the others.
+        let others = [
+            "0.0012345679569989443",
+            "1.5e3",
+            "15",
+            "-.5",
+            "12.5",
+            "0.1234567890123456789",
+        ]
+        .map(String::from);
+        assert_eq!(read_by_avx2(&others), 0);
     }
 
     #[test]

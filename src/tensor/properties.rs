@@ -140,7 +140,9 @@ fn serde_read(text: &str) -> Result<Tensor, String> {
 /// What the reader reads from `text`: the tensor after any leading whitespace, with only
 /// whitespace after it, of rank 2 or 3 (the seed refuses others). Read both ways (its span
 /// found first, and from its bracket, also with more of a body after the text, which the
-/// number reader's loads then see), which must agree on the tensor and where it ends.
+/// number reader's loads then see), which must agree on the tensor and where it ends; and
+/// read from its bracket by the baseline's reader too (the others read it with the one this
+/// processor takes), which must agree to the bit.
 fn fast_read(text: &str) -> Option<Tensor> {
     let bytes = text.as_bytes();
     let start = bytes.iter().position(|b| !b" \n\r\t".contains(b))?;
@@ -150,6 +152,17 @@ fn fast_read(text: &str) -> Option<Tensor> {
     let followed = format!("{text}, \"b\": [[0.5, 0.25]], \"metric\": \"cosine\"}}");
     let at_bracket = text::read_at(followed.as_bytes(), start);
     assert_eq!(at_bracket, spanned, "{followed:?}");
+    let bits = |read: Option<(Tensor, usize)>| {
+        read.map(|(tensor, end)| {
+            let bits: Vec<u32> = tensor.data.iter().map(|v| v.to_bits()).collect();
+            (tensor.shape, bits, end)
+        })
+    };
+    assert_eq!(
+        bits(text::read_at_by_baseline(followed.as_bytes(), start)),
+        bits(at_bracket),
+        "{followed:?}"
+    );
     let (tensor, end) = spanned?;
     bytes[end..]
         .iter()

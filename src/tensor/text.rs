@@ -23,7 +23,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::Tensor;
-use super::number::number;
+use super::number::{Baseline, Reader};
 
 mod brackets;
 
@@ -146,6 +146,24 @@ pub fn read_at(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
     let mut shape = vec![0; rank];
     let mut data = Vec::new();
     let end = array(text, start, &mut shape, &mut data, Rows::Uncounted)?;
+    Some((Tensor { shape, data }, end))
+}
+
+/// [`read_at`] with the baseline's reader whatever the processor has: for tests that hold
+/// the reader of this processor to it.
+#[cfg(test)]
+pub(super) fn read_at_by_baseline(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
+    let (rank, _) = opening(text, start)?;
+    let mut shape = vec![0; rank];
+    let mut data = Vec::new();
+    let end = array_with(
+        Baseline,
+        text,
+        start,
+        &mut shape,
+        &mut data,
+        Rows::Uncounted,
+    )?;
     Some((Tensor { shape, data }, end))
 }
 
@@ -273,7 +291,48 @@ enum Rows {
 /// push at a time; with [`Rows::Counted`], that row then sizes it for all the rows (within
 /// what the text could hold).
 /// Returns the position past its `]`.
+///
+/// Its numbers are read with AVX2 where the processor has it ([`array_avx2`]), else with the
+/// baseline's instructions: the same values either way.
 fn array(
+    text: &[u8],
+    start: usize,
+    shape: &mut [usize],
+    data: &mut Vec<f32>,
+    rows: Rows,
+) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = super::number::Avx2::detected() {
+        #[allow(unsafe_code)]
+        // SAFETY: `avx2` was made only after the processor was found to have the features
+        // `array_avx2` is compiled for.
+        return unsafe { array_avx2(avx2, text, start, shape, data, rows) };
+    }
+    array_with(Baseline, text, start, shape, data, rows)
+}
+
+/// [`array`]'s loop compiled for AVX2 (and BMI1, BMI2), its numbers read by `avx2`.
+///
+/// # Safety
+/// The processor must have AVX2, BMI1 and BMI2, as holding an [`super::number::Avx2`] proves.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,bmi1,bmi2")]
+unsafe fn array_avx2(
+    avx2: super::number::Avx2,
+    text: &[u8],
+    start: usize,
+    shape: &mut [usize],
+    data: &mut Vec<f32>,
+    rows: Rows,
+) -> Option<usize> {
+    array_with(avx2, text, start, shape, data, rows)
+}
+
+/// [`array`], each number read by `reader`.
+#[inline(always)]
+fn array_with(
+    reader: impl Reader,
     text: &[u8],
     start: usize,
     shape: &mut [usize],
@@ -314,9 +373,9 @@ fn array(
         loop {
             // Whitespace after a separator is looked for only where no number starts: most
             // writers put one space (`, `, taken with the comma) or none.
-            let (value, next, comma) = match number(text, at) {
+            let (value, next, comma) = match reader.number(text, at) {
                 Some(read) => read,
-                None => number_after_whitespace(text, at)?,
+                None => number_after_whitespace(reader, text, at)?,
             };
             data.push(value);
             // `, `, as Python and most writers separate numbers, seen as the number was read.
@@ -379,8 +438,12 @@ fn array(
 /// apart from the usual path's, so that its code is not inlined twice into [`array`]'s loop.
 #[cold]
 #[inline(never)]
-fn number_after_whitespace(text: &[u8], at: usize) -> Option<(f32, usize, bool)> {
-    number(text, skip_whitespace(text, at))
+fn number_after_whitespace(
+    reader: impl Reader,
+    text: &[u8],
+    at: usize,
+) -> Option<(f32, usize, bool)> {
+    reader.number(text, skip_whitespace(text, at))
 }
 
 /// Checks that an axis of known length `axis` (0 = not yet known) closes with `count`

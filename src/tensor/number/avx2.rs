@@ -1,0 +1,158 @@
+//! The usual form of number (`-0.12345699965953827`) read with AVX2, where the processor has
+//! it: [`Avx2::usual`], tried before [`super::number`]'s own paths, which read whatever it
+//! leaves.
+//!
+//! AVX2 (with BMI1 and BMI2, which every processor with AVX2 has) is not part of x86-64's
+//! baseline, so an [`Avx2`] is only made where `is_x86_feature_detected!` found them: holding
+//! one is what makes the intrinsics here sound to call, and the tensor reader's loop that
+//! calls them is compiled for these features ([`super::super::text`]). None of them reads
+//! memory through a pointer: registers are filled from arrays with `bytemuck`.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::{
+    __m256i, _mm_add_epi64, _mm_cvtsi128_si32, _mm_cvtsi128_si64, _mm_extract_epi64, _mm_mul_epu32,
+    _mm_set1_epi64x, _mm_srli_epi64, _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8,
+    _mm256_extracti128_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_min_epu8,
+    _mm256_movemask_epi8, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_setr_epi16, _mm256_sub_epi8,
+};
+
+use bytemuck::cast;
+
+use super::{round_surely_normal, with_sign};
+
+/// Proof that this processor has AVX2, BMI1 and BMI2: made only by [`Avx2::detected`].
+#[derive(Debug, Clone, Copy)]
+pub(in crate::tensor) struct Avx2(());
+
+/// Digits after the point [`Avx2::usual`] reads at most: with the one before it, 19 digits,
+/// which a `u64` holds whatever they are (below 10¹⁹).
+const SLOTS: usize = 18;
+
+/// Bytes of text [`Avx2::usual`] loads at once: 32 from the number's start, and 32 from the
+/// first digit after its point (at most the third byte).
+const BLOCK: usize = 35;
+
+/// `[0, 32)` all ones and `[32, 64)` zero: from offset `32 - n`, the mask that keeps the
+/// first `n` bytes of 32.
+const FIRST: [u8; 64] = {
+    let mut bytes = [0u8; 64];
+    let mut at = 0;
+    while at < 32 {
+        bytes[at] = 0xFF;
+        at += 1;
+    }
+    bytes
+};
+
+/// 10¹⁸: the place of the digit before the point among [`Avx2::usual`]'s 19.
+const TEN_TO_18: u64 = 1_000_000_000_000_000_000;
+
+/// 10⁻¹⁸, the nearest `f64`: what the 19 digits' integer is scaled by.
+const TEN_TO_MINUS_18: f64 = 1e-18;
+
+impl Avx2 {
+    /// This processor's AVX2, BMI1 and BMI2, if it has them all.
+    pub(in crate::tensor) fn detected() -> Option<Self> {
+        use std::arch::is_x86_feature_detected as has;
+        (has!("avx2") && has!("bmi1") && has!("bmi2")).then_some(Self(()))
+    }
+
+    /// The number at `text[start]` when it has the form most clients write (a sign or not,
+    /// one digit, a point, 1 to [`SLOTS`] digits, no exponent) and its value rounds surely,
+    /// with the position after it and whether `, ` follows; `None` for every other number.
+    /// What it reads, it reads as [`super::number`] does: the same value, end and comma.
+    ///
+    /// Its digits after the point are counted from a mask of the 32 bytes at the number's
+    /// start, and read from the 32 at the first of them, those past the last set to zero: as
+    /// an 18-digit integer whatever their count (a digit missing is a trailing zero), so
+    /// there is no table to look up and the point's leading zeros need no care. With the
+    /// digit before the point that is an integer below 10¹⁹, exact in a `u64`; its `f64` (half
+    /// a step off at most) times 10⁻¹⁸ (half a step off) is within two steps of the value,
+    /// and rounding it to `f32` is right unless it lies within [`super::MIDPOINT_MARGIN`]
+    /// steps of a midpoint, which [`round_surely_normal`] leaves to the other paths. The value
+    /// is zero or at least 10⁻¹⁸ and below 10: a normal `f32`.
+    #[inline(always)]
+    pub(super) fn usual(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
+        let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
+        let negative = block[0] == b'-';
+        let point = 1 + usize::from(negative);
+        let first = block[point - 1].wrapping_sub(b'0');
+        if first >= 10 || block[point] != b'.' {
+            return None;
+        }
+        let (head, window): (&[u8; 32], &[u8; 32]) =
+            (block.first_chunk()?, block.get(point + 1..)?.first_chunk()?);
+        let digits = self.digit_mask(head) >> (point + 1);
+        let count = (!digits).trailing_zeros() as usize;
+        if count == 0 || count > SLOTS {
+            return None;
+        }
+        let end = point + 1 + count;
+        // The two bytes after the digits: an exponent's `e` (left to the other paths), or
+        // perhaps `, `.
+        let after = u16::from_le_bytes(*block.get(end..)?.first_chunk()?);
+        if after as u8 | 0x20 == b'e' {
+            return None;
+        }
+        let comma = after == u16::from_le_bytes(*b", ");
+        let kept: &[u8; 32] = FIRST.get(32 - count..)?.first_chunk()?;
+        let integer = u64::from(first) * TEN_TO_18 + self.eighteen_digits(window, kept);
+        // Its `f64`, from the signed conversion (one instruction; the integer may pass
+        // `i64::MAX`) of its half with the last bit kept as a sticky bit: twice that is the
+        // integer rounded, and so is the product with twice 10⁻¹⁸ (doubling is exact).
+        let half = (integer >> 1 | integer & 1) as i64 as f64;
+        let value = round_surely_normal(half * (2.0 * TEN_TO_MINUS_18))?;
+        Some((with_sign(value, negative), start + end, comma))
+    }
+
+    /// Bit `i` set when `bytes[i]` is an ASCII digit.
+    #[inline(always)]
+    fn digit_mask(self, bytes: &[u8; 32]) -> u32 {
+        // SAFETY: AVX2 intrinsics on registers; `self` proves the processor has AVX2.
+        unsafe {
+            let values = _mm256_sub_epi8(
+                cast::<[u8; 32], __m256i>(*bytes),
+                _mm256_set1_epi8(b'0' as i8),
+            );
+            let is_digit = _mm256_cmpeq_epi8(_mm256_min_epu8(values, _mm256_set1_epi8(9)), values);
+            _mm256_movemask_epi8(is_digit) as u32
+        }
+    }
+
+    /// The first 18 bytes of `digits` (ASCII digits where `kept` is all ones; whatever
+    /// elsewhere, as those bytes are set to zero) as an 18-digit integer, the first the most
+    /// significant: pairs, then fours, then eights, in the registers, the eights and the last
+    /// pair put together in a `u64`.
+    #[inline(always)]
+    fn eighteen_digits(self, digits: &[u8; 32], kept: &[u8; 32]) -> u64 {
+        // SAFETY: as in `digit_mask`.
+        unsafe {
+            let values = _mm256_and_si256(
+                _mm256_sub_epi8(
+                    cast::<[u8; 32], __m256i>(*digits),
+                    _mm256_set1_epi8(b'0' as i8),
+                ),
+                cast::<[u8; 32], __m256i>(*kept),
+            );
+            // Pairs `10a + b`: 16 of them, each from 0 to 99.
+            let pairs =
+                _mm256_maddubs_epi16(values, _mm256_set1_epi16(i16::from_le_bytes([10, 1])));
+            // Fours `100p + q` from the first 16 digits' pairs; the ninth pair (digits 17 and
+            // 18) alone; nothing from the rest.
+            let fours = _mm256_madd_epi16(
+                pairs,
+                _mm256_setr_epi16(100, 1, 100, 1, 100, 1, 100, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+            );
+            let low = _mm256_castsi256_si128(fours);
+            // Eights `10⁴f + g` in the two 64-bit lanes of the low half.
+            let eights = _mm_add_epi64(
+                _mm_mul_epu32(low, _mm_set1_epi64x(10_000)),
+                _mm_srli_epi64(low, 32),
+            );
+            let first_eight = _mm_cvtsi128_si64(eights) as u64;
+            let second_eight = _mm_extract_epi64(eights, 1) as u64;
+            let last_pair = _mm_cvtsi128_si32(_mm256_extracti128_si256(fours, 1)) as u64;
+            first_eight * 10_000_000_000 + second_eight * 100 + last_pair
+        }
+    }
+}
