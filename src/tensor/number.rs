@@ -513,11 +513,12 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx2_path_reads_the_usual_form_up_to_18_digits_after_the_point_itself() {
+    fn the_avx2_path_reads_the_usual_form_up_to_19_digits_after_a_0_and_18_after_others() {
         let mut seed = 0x51_7CC1_B727_220Au64;
         let mut numbers = Vec::new();
-        for count in 1..=18 {
-            for first in ['0', '1', '9'] {
+        for first in ['0', '1', '9'] {
+            let most = if first == '0' { 19 } else { 18 };
+            for count in 1..=most {
                 for sign in ["", "-"] {
                     // Random digits, after none, some or all but one of them zeros (each
                     // digit then weighs most in its place).
@@ -539,25 +540,29 @@ mod tests {
                 }
             }
         }
-        // All but the few near a midpoint; zeros and nines at every count, none of them near.
+        // All but the few near a midpoint; zeros, nines and a last 3 at every count, none of
+        // them near.
         assert!(read_by_avx2(&numbers) > numbers.len() * 9 / 10);
-        let extremes: Vec<String> = (1..=18)
+        let extremes: Vec<String> = (1..=19)
             .flat_map(|count| {
-                ["0", "-9"].map(|first| {
-                    let digit = if first == "0" { "0" } else { "9" };
-                    format!("{first}.{}", digit.repeat(count))
-                })
+                [
+                    format!("0.{}", "0".repeat(count)),
+                    format!("0.{}3", "0".repeat(count - 1)),
+                    format!("-0.{}", "9".repeat(count)),
+                    format!("-9.{}", "9".repeat(count.min(18))),
+                ]
             })
             .collect();
         assert_eq!(read_by_avx2(&extremes), extremes.len());
-        // Past 18 digits, an exponent, no point, no digit before it: left to the others.
+        // More digits, an exponent, no point, no digit before it: left to the others.
         let others = [
-            "0.0012345679569989443",
+            "0.12345678901234567890",
+            "1.1234567890123456789",
+            "0.00012345678901234567",
             "1.5e3",
             "15",
             "-.5",
             "12.5",
-            "0.1234567890123456789",
         ]
         .map(String::from);
         assert_eq!(read_by_avx2(&others), 0);

@@ -13,7 +13,7 @@ use std::arch::x86_64::{
     __m256i, _mm_add_epi64, _mm_cvtsi128_si32, _mm_cvtsi128_si64, _mm_extract_epi64, _mm_mul_epu32,
     _mm_set1_epi64x, _mm_srli_epi64, _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8,
     _mm256_extracti128_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_min_epu8,
-    _mm256_movemask_epi8, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_setr_epi16, _mm256_sub_epi8,
+    _mm256_movemask_epi8, _mm256_set1_epi8, _mm256_setr_epi16, _mm256_sub_epi8,
 };
 
 use bytemuck::cast;
@@ -24,13 +24,27 @@ use super::{round_surely_normal, with_sign};
 #[derive(Debug, Clone, Copy)]
 pub(in crate::tensor) struct Avx2(());
 
-/// Digits after the point [`Avx2::usual`] reads at most: with the one before it, 19 digits,
-/// which a `u64` holds whatever they are (below 10¹⁹).
-const SLOTS: usize = 18;
+/// Digits after the point [`Avx2::usual`] reads at most: 19 after a `0` (an integer below
+/// 10¹⁹, which a `u64` holds), 18 after another digit (with it, 19 digits again).
+const SLOTS: usize = 19;
 
 /// Bytes of text [`Avx2::usual`] loads at once: 32 from the number's start, and 32 from the
 /// first digit after its point (at most the third byte).
 const BLOCK: usize = 35;
+
+/// The weights of [`Avx2::nineteen_digits`]'s bytes: `10, 1` for each of the first nine
+/// pairs of digits, `1, 0` for the 19th digit (and the byte after it), 0 past them.
+const PAIR_WEIGHTS: [i8; 32] = {
+    let mut weights = [0i8; 32];
+    let mut at = 0;
+    while at < 18 {
+        weights[at] = 10;
+        weights[at + 1] = 1;
+        at += 2;
+    }
+    weights[18] = 1;
+    weights
+};
 
 /// `[0, 32)` all ones and `[32, 64)` zero: from offset `32 - n`, the mask that keeps the
 /// first `n` bytes of 32.
@@ -44,11 +58,12 @@ const FIRST: [u8; 64] = {
     bytes
 };
 
-/// 10¹⁸: the place of the digit before the point among [`Avx2::usual`]'s 19.
+/// 10¹⁸: the place of the digit before the point among [`Avx2::usual`]'s 19 when it is not 0.
 const TEN_TO_18: u64 = 1_000_000_000_000_000_000;
 
-/// 10⁻¹⁸, the nearest `f64`: what the 19 digits' integer is scaled by.
-const TEN_TO_MINUS_18: f64 = 1e-18;
+/// 10⁻¹⁹ and 10⁻¹⁸, the nearest `f64`s: what [`Avx2::usual`]'s integer is scaled by, its
+/// place of ones 19 or 18 digits after the point.
+const TEN_TO_MINUS: [f64; 2] = [1e-19, 1e-18];
 
 impl Avx2 {
     /// This processor's AVX2, BMI1 and BMI2, if it has them all.
@@ -58,19 +73,22 @@ impl Avx2 {
     }
 
     /// The number at `text[start]` when it has the form most clients write (a sign or not,
-    /// one digit, a point, 1 to [`SLOTS`] digits, no exponent) and its value rounds surely,
-    /// with the position after it and whether `, ` follows; `None` for every other number.
-    /// What it reads, it reads as [`super::number`] does: the same value, end and comma.
+    /// one digit, a point, 1 to 18 digits, or 19 after a `0`; no exponent) and its value
+    /// rounds surely, with the position after it and whether `, ` follows; `None` for every
+    /// other number. What it reads, it reads as [`super::number`] does: the same value, end
+    /// and comma.
     ///
     /// Its digits after the point are counted from a mask of the 32 bytes at the number's
     /// start, and read from the 32 at the first of them, those past the last set to zero: as
-    /// an 18-digit integer whatever their count (a digit missing is a trailing zero), so
-    /// there is no table to look up and the point's leading zeros need no care. With the
-    /// digit before the point that is an integer below 10¹⁹, exact in a `u64`; its `f64` (half
-    /// a step off at most) times 10⁻¹⁸ (half a step off) is within two steps of the value,
-    /// and rounding it to `f32` is right unless it lies within [`super::MIDPOINT_MARGIN`]
-    /// steps of a midpoint, which [`round_surely_normal`] leaves to the other paths. The value
-    /// is zero or at least 10⁻¹⁸ and below 10: a normal `f32`.
+    /// a 19-digit integer whatever their count (a digit missing is a trailing zero), so
+    /// there is no table to look up and the point's leading zeros need no care. After a `0`
+    /// that integer is the number's digits; after another digit, which leaves at most 18
+    /// after the point, a tenth of it (exact) follows that digit's 10¹⁸. Either way an
+    /// integer below 10¹⁹, exact in a `u64`; its `f64` (half a step off at most) times 10⁻¹⁹
+    /// or 10⁻¹⁸ (half a step off) is within two steps of the value, and rounding it to `f32`
+    /// is right unless it lies within [`super::MIDPOINT_MARGIN`] steps of a midpoint, which
+    /// [`round_surely_normal`] leaves to the other paths. The value is zero or at least
+    /// 10⁻¹⁹ and below 10: a normal `f32`.
     #[inline(always)]
     pub(super) fn usual(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
         let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
@@ -84,7 +102,8 @@ impl Avx2 {
             (block.first_chunk()?, block.get(point + 1..)?.first_chunk()?);
         let digits = self.digit_mask(head) >> (point + 1);
         let count = (!digits).trailing_zeros() as usize;
-        if count == 0 || count > SLOTS {
+        let after_zero = first == 0;
+        if count == 0 || count > SLOTS - usize::from(!after_zero) {
             return None;
         }
         let end = point + 1 + count;
@@ -96,12 +115,13 @@ impl Avx2 {
         }
         let comma = after == u16::from_le_bytes(*b", ");
         let kept: &[u8; 32] = FIRST.get(32 - count..)?.first_chunk()?;
-        let integer = u64::from(first) * TEN_TO_18 + self.eighteen_digits(window, kept);
-        // Its `f64`, from the signed conversion (one instruction; the integer may pass
-        // `i64::MAX`) of its half with the last bit kept as a sticky bit: twice that is the
-        // integer rounded, and so is the product with twice 10⁻¹⁸ (doubling is exact).
-        let half = (integer >> 1 | integer & 1) as i64 as f64;
-        let value = round_surely_normal(half * (2.0 * TEN_TO_MINUS_18))?;
+        let digits = self.nineteen_digits(window, kept);
+        let integer = if after_zero {
+            digits
+        } else {
+            u64::from(first) * TEN_TO_18 + digits / 10
+        };
+        let value = round_surely_normal(integer as f64 * TEN_TO_MINUS[usize::from(!after_zero)])?;
         Some((with_sign(value, negative), start + end, comma))
     }
 
@@ -119,12 +139,12 @@ impl Avx2 {
         }
     }
 
-    /// The first 18 bytes of `digits` (ASCII digits where `kept` is all ones; whatever
-    /// elsewhere, as those bytes are set to zero) as an 18-digit integer, the first the most
-    /// significant: pairs, then fours, then eights, in the registers, the eights and the last
-    /// pair put together in a `u64`.
+    /// The first 19 bytes of `digits` (ASCII digits where `kept` is all ones; whatever
+    /// elsewhere, as those bytes are set to zero) as a 19-digit integer, the first the most
+    /// significant: pairs, then fours, then eights, in the registers, and the last three
+    /// digits alone; the eights and the three put together in a `u64`.
     #[inline(always)]
-    fn eighteen_digits(self, digits: &[u8; 32], kept: &[u8; 32]) -> u64 {
+    fn nineteen_digits(self, digits: &[u8; 32], kept: &[u8; 32]) -> u64 {
         // SAFETY: as in `digit_mask`.
         unsafe {
             let values = _mm256_and_si256(
@@ -134,14 +154,14 @@ impl Avx2 {
                 ),
                 cast::<[u8; 32], __m256i>(*kept),
             );
-            // Pairs `10a + b`: 16 of them, each from 0 to 99.
-            let pairs =
-                _mm256_maddubs_epi16(values, _mm256_set1_epi16(i16::from_le_bytes([10, 1])));
-            // Fours `100p + q` from the first 16 digits' pairs; the ninth pair (digits 17 and
-            // 18) alone; nothing from the rest.
+            // Pairs `10a + b` of the first 18 digits (each from 0 to 99), the 19th alone,
+            // nothing of the rest: weights by byte.
+            let pairs = _mm256_maddubs_epi16(values, cast::<[i8; 32], __m256i>(PAIR_WEIGHTS));
+            // Fours `100p + q` of the first 16 digits' pairs, then `10p + q` of the ninth pair
+            // and the 19th digit (three digits), nothing of the rest.
             let fours = _mm256_madd_epi16(
                 pairs,
-                _mm256_setr_epi16(100, 1, 100, 1, 100, 1, 100, 1, 1, 0, 0, 0, 0, 0, 0, 0),
+                _mm256_setr_epi16(100, 1, 100, 1, 100, 1, 100, 1, 10, 1, 0, 0, 0, 0, 0, 0),
             );
             let low = _mm256_castsi256_si128(fours);
             // Eights `10⁴f + g` in the two 64-bit lanes of the low half.
@@ -151,8 +171,8 @@ impl Avx2 {
             );
             let first_eight = _mm_cvtsi128_si64(eights) as u64;
             let second_eight = _mm_extract_epi64(eights, 1) as u64;
-            let last_pair = _mm_cvtsi128_si32(_mm256_extracti128_si256(fours, 1)) as u64;
-            first_eight * 10_000_000_000 + second_eight * 100 + last_pair
+            let last_three = _mm_cvtsi128_si32(_mm256_extracti128_si256(fours, 1)) as u64;
+            first_eight * 100_000_000_000 + second_eight * 1000 + last_three
         }
     }
 }
