@@ -24,8 +24,8 @@ use super::{round_surely_normal, with_sign};
 #[derive(Debug, Clone, Copy)]
 pub(in crate::tensor) struct Avx2(());
 
-/// Digits after the point [`Avx2::usual`] reads at most: 19 after a `0` (an integer below
-/// 10¹⁹, which a `u64` holds), 18 after another digit (with it, 19 digits again).
+/// Digits after the point [`Avx2::usual`] reads at most: as an integer, below 10¹⁹, which a
+/// `u64` holds.
 const SLOTS: usize = 19;
 
 /// Bytes of text [`Avx2::usual`] loads at once: 32 from the number's start, and 32 from the
@@ -58,12 +58,12 @@ const FIRST: [u8; 64] = {
     bytes
 };
 
-/// 10¹⁸: the place of the digit before the point among [`Avx2::usual`]'s 19 when it is not 0.
-const TEN_TO_18: u64 = 1_000_000_000_000_000_000;
+/// 10¹⁹ (exact in an `f64`: 5¹⁹ is below 2⁵³): the place of the digit before the point
+/// among [`Avx2::usual`]'s 20.
+const TEN_TO_19: f64 = 1e19;
 
-/// 10⁻¹⁹ and 10⁻¹⁸, the nearest `f64`s: what [`Avx2::usual`]'s integer is scaled by, its
-/// place of ones 19 or 18 digits after the point.
-const TEN_TO_MINUS: [f64; 2] = [1e-19, 1e-18];
+/// 10⁻¹⁹, the nearest `f64`: what [`Avx2::usual`]'s digits are scaled by.
+const TEN_TO_MINUS_19: f64 = 1e-19;
 
 impl Avx2 {
     /// This processor's AVX2, BMI1 and BMI2, if it has them all.
@@ -73,22 +73,21 @@ impl Avx2 {
     }
 
     /// The number at `text[start]` when it has the form most clients write (a sign or not,
-    /// one digit, a point, 1 to 18 digits, or 19 after a `0`; no exponent) and its value
-    /// rounds surely, with the position after it and whether `, ` follows; `None` for every
-    /// other number. What it reads, it reads as [`super::number`] does: the same value, end
-    /// and comma.
+    /// one digit, a point, 1 to 19 digits, no exponent) and its value rounds surely, with
+    /// the position after it and whether `, ` follows; `None` for every other number. What
+    /// it reads, it reads as [`super::number`] does: the same value, end and comma.
     ///
     /// Its digits after the point are counted from a mask of the 32 bytes at the number's
     /// start, and read from the 32 at the first of them, those past the last set to zero: as
-    /// a 19-digit integer whatever their count (a digit missing is a trailing zero), so
-    /// there is no table to look up and the point's leading zeros need no care. After a `0`
-    /// that integer is the number's digits; after another digit, which leaves at most 18
-    /// after the point, a tenth of it (exact) follows that digit's 10¹⁸. Either way an
-    /// integer below 10¹⁹, exact in a `u64`; its `f64` (half a step off at most) times 10⁻¹⁹
-    /// or 10⁻¹⁸ (half a step off) is within two steps of the value, and rounding it to `f32`
-    /// is right unless it lies within [`super::MIDPOINT_MARGIN`] steps of a midpoint, which
-    /// [`round_surely_normal`] leaves to the other paths. The value is zero or at least
-    /// 10⁻¹⁹ and below 10: a normal `f32`.
+    /// a 19-digit integer whatever their count (a digit missing is a trailing zero), exact in
+    /// a `u64`, so there is no table to look up and the point's leading zeros need no care.
+    /// Its `f64` (half a step off at most), added to the digit before the point times 10¹⁹
+    /// (exact), times 10⁻¹⁹ (half a step off), each rounded once: within four steps of the
+    /// value. Rounding that to `f32` is right unless it lies within
+    /// [`super::MIDPOINT_MARGIN`] steps of a midpoint, which [`round_surely_normal`] leaves to
+    /// the other paths. No branch depends on the digits: the one before the point is `0` as
+    /// often as not in some tensors. The value is zero or at least 10⁻¹⁹ and below 10: a
+    /// normal `f32`.
     #[inline(always)]
     pub(super) fn usual(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
         let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
@@ -102,8 +101,7 @@ impl Avx2 {
             (block.first_chunk()?, block.get(point + 1..)?.first_chunk()?);
         let digits = self.digit_mask(head) >> (point + 1);
         let count = (!digits).trailing_zeros() as usize;
-        let after_zero = first == 0;
-        if count == 0 || count > SLOTS - usize::from(!after_zero) {
+        if count == 0 || count > SLOTS {
             return None;
         }
         let end = point + 1 + count;
@@ -116,12 +114,8 @@ impl Avx2 {
         let comma = after == u16::from_le_bytes(*b", ");
         let kept: &[u8; 32] = FIRST.get(32 - count..)?.first_chunk()?;
         let digits = self.nineteen_digits(window, kept);
-        let integer = if after_zero {
-            digits
-        } else {
-            u64::from(first) * TEN_TO_18 + digits / 10
-        };
-        let value = round_surely_normal(integer as f64 * TEN_TO_MINUS[usize::from(!after_zero)])?;
+        let near = (f64::from(first) * TEN_TO_19 + digits as f64) * TEN_TO_MINUS_19;
+        let value = round_surely_normal(near)?;
         Some((with_sign(value, negative), start + end, comma))
     }
 
