@@ -47,6 +47,19 @@ impl Reader for Avx2 {
     }
 }
 
+/// `[0, 32)` all ones and `[32, 64)` zero: from offset `32 - n`, the mask that keeps the
+/// first `n` bytes (`n` at most 32) of the 16 or 32 loaded from it.
+#[cfg(target_arch = "x86_64")]
+const KEEP_FIRST: [u8; 64] = {
+    let mut bytes = [0u8; 64];
+    let mut at = 0;
+    while at < 32 {
+        bytes[at] = 0xFF;
+        at += 1;
+    }
+    bytes
+};
+
 /// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
 const POWERS_OF_TEN: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -240,12 +253,7 @@ const SEEN_DIGITS: usize = 32;
 fn usual(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
     use sse2::Sixteen;
     let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
-    let negative = block[0] == b'-';
-    let point = 1 + usize::from(negative);
-    let first = block[point - 1].wrapping_sub(b'0');
-    if first >= 10 || block[point] != b'.' {
-        return None;
-    }
+    let (negative, point, first) = usual_start(block)?;
     // Digits after the point: the first byte that is not one ends them.
     let (near_values, near) = Sixteen::load(block, point + 1)?.digits();
     let (_, far) = Sixteen::load(block, point + 17)?.digits();
@@ -285,6 +293,18 @@ fn usual(text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
     // (a non-zero digit within 31 places) and below 10: a normal `f32`.
     let value = round_surely_normal(twice as f64 * half_power)?;
     Some((with_sign(value, negative), start + end, comma))
+}
+
+/// How a number of the usual form starts at `block[0]` (a sign or not, a digit, the point):
+/// whether it is negative, where its point is, and the digit before the point's value;
+/// `None` if it does not start so. For [`usual`] and [`Avx2::usual`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn usual_start(block: &[u8]) -> Option<(bool, usize, u8)> {
+    let negative = *block.first()? == b'-';
+    let point = 1 + usize::from(negative);
+    let first = block.get(point - 1)?.wrapping_sub(b'0');
+    (first < 10 && *block.get(point)? == b'.').then_some((negative, point, first))
 }
 
 /// `value` (not negative), negative if `negative`: its sign bit set without a branch, which

@@ -18,7 +18,7 @@ use std::arch::x86_64::{
 
 use bytemuck::cast;
 
-use super::{round_surely_normal, with_sign};
+use super::{KEEP_FIRST, round_surely_normal, usual_start, with_sign};
 
 /// Proof that this processor has AVX2, BMI1 and BMI2: made only by [`Avx2::detected`].
 #[derive(Debug, Clone, Copy)]
@@ -46,20 +46,8 @@ const PAIR_WEIGHTS: [i8; 32] = {
     weights
 };
 
-/// `[0, 32)` all ones and `[32, 64)` zero: from offset `32 - n`, the mask that keeps the
-/// first `n` bytes of 32.
-const FIRST: [u8; 64] = {
-    let mut bytes = [0u8; 64];
-    let mut at = 0;
-    while at < 32 {
-        bytes[at] = 0xFF;
-        at += 1;
-    }
-    bytes
-};
-
-/// 10¹⁹ (exact in an `f64`: 5¹⁹ is below 2⁵³): the place of the digit before the point
-/// among [`Avx2::usual`]'s 20.
+/// 10¹⁹ (exact in an `f64`: 5¹⁹ is below 2⁵³): the place of the digit before the point,
+/// in the units of [`Avx2::usual`]'s integer of the 19 after it.
 const TEN_TO_19: f64 = 1e19;
 
 /// 10⁻¹⁹, the nearest `f64`: what [`Avx2::usual`]'s digits are scaled by.
@@ -91,16 +79,11 @@ impl Avx2 {
     #[inline(always)]
     pub(super) fn usual(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
         let block: &[u8; BLOCK] = text.get(start..)?.first_chunk()?;
-        let negative = block[0] == b'-';
-        let point = 1 + usize::from(negative);
-        let first = block[point - 1].wrapping_sub(b'0');
-        if first >= 10 || block[point] != b'.' {
-            return None;
-        }
+        let (negative, point, first) = usual_start(block)?;
         let (head, window): (&[u8; 32], &[u8; 32]) =
             (block.first_chunk()?, block.get(point + 1..)?.first_chunk()?);
-        let digits = self.digit_mask(head) >> (point + 1);
-        let count = (!digits).trailing_zeros() as usize;
+        let digits_after_point = self.digit_mask(head) >> (point + 1);
+        let count = (!digits_after_point).trailing_zeros() as usize;
         if count == 0 || count > SLOTS {
             return None;
         }
@@ -112,7 +95,7 @@ impl Avx2 {
             return None;
         }
         let comma = after == u16::from_le_bytes(*b", ");
-        let kept: &[u8; 32] = FIRST.get(32 - count..)?.first_chunk()?;
+        let kept: &[u8; 32] = KEEP_FIRST.get(32 - count..)?.first_chunk()?;
         let digits = self.nineteen_digits(window, kept);
         let near = (f64::from(first) * TEN_TO_19 + digits as f64) * TEN_TO_MINUS_19;
         let value = round_surely_normal(near)?;

@@ -20,18 +20,6 @@ use std::arch::x86_64::{
 #[derive(Clone, Copy)]
 pub(super) struct Sixteen(__m128i);
 
-/// `[0, n)` all ones and `[n, 16)` zero, from offset `16 - n` (`n` from 0 to 16): the mask
-/// that keeps the first `n` bytes of 16.
-const FIRST: [u8; 32] = {
-    let mut bytes = [0u8; 32];
-    let mut at = 0;
-    while at < 16 {
-        bytes[at] = 0xFF;
-        at += 1;
-    }
-    bytes
-};
-
 impl Sixteen {
     /// The 16 bytes of `bytes` from `at`; `None` past its end.
     #[inline(always)]
@@ -62,7 +50,10 @@ impl Sixteen {
     /// These bytes with all but the first `kept` (at most 16; `None` past it) set to zero.
     #[inline(always)]
     pub(super) fn first(self, kept: usize) -> Option<Self> {
-        let mask = Self::load(&FIRST, 16usize.checked_sub(kept)?)?;
+        if kept > 16 {
+            return None;
+        }
+        let mask = Self::load(&super::KEEP_FIRST, 32 - kept)?;
         // SAFETY: as in `digits`.
         Some(Self(unsafe { _mm_and_si128(self.0, mask.0) }))
     }
