@@ -375,7 +375,7 @@ fn array_with(
             // writers put one space (`, `, taken with the comma) or none.
             let (value, next, comma) = match reader.number(text, at) {
                 Some(read) => read,
-                None => number_after_whitespace(reader, text, at)?,
+                None => number_after_whitespace(text, at)?,
             };
             data.push(value);
             // `, `, as Python and most writers separate numbers, seen as the number was read.
@@ -434,16 +434,15 @@ fn array_with(
     }
 }
 
-/// [`number`] after the whitespace at `at`, where a number was looked for and none started:
+/// The number after the whitespace at `at`, where a number was looked for and none started:
 /// apart from the usual path's, so that its code is not inlined twice into [`array`]'s loop.
+/// Read by [`Baseline`] whatever the processor has: this function is not compiled for AVX2,
+/// so [`super::number::Avx2`]'s steps could not be inlined into it, and calls to each would
+/// cost more than they save.
 #[cold]
 #[inline(never)]
-fn number_after_whitespace(
-    reader: impl Reader,
-    text: &[u8],
-    at: usize,
-) -> Option<(f32, usize, bool)> {
-    reader.number(text, skip_whitespace(text, at))
+fn number_after_whitespace(text: &[u8], at: usize) -> Option<(f32, usize, bool)> {
+    Baseline.number(text, skip_whitespace(text, at))
 }
 
 /// Checks that an axis of known length `axis` (0 = not yet known) closes with `count`

@@ -29,7 +29,7 @@ pub(in crate::tensor) struct Avx2(());
 const SLOTS: usize = 19;
 
 /// Bytes of text [`Avx2::usual`] loads at once: 32 from the number's start, and 32 from the
-/// first digit after its point (at most the third byte).
+/// first digit after its point (at most the fourth byte).
 const BLOCK: usize = 35;
 
 /// The weights of [`Avx2::nineteen_digits`]'s bytes: `10, 1` for each of the first nine
@@ -63,7 +63,7 @@ impl Avx2 {
     /// The number at `text[start]` when it has the form most clients write (a sign or not,
     /// one digit, a point, 1 to 19 digits, no exponent) and its value rounds surely, with
     /// the position after it and whether `, ` follows; `None` for every other number. What
-    /// it reads, it reads as [`super::number`] does: the same value, end and comma.
+    /// it reads, it reads to the value and end [`super::number`] does.
     ///
     /// Its digits after the point are counted from a mask of the 32 bytes at the number's
     /// start, and read from the 32 at the first of them, those past the last set to zero: as
@@ -74,7 +74,7 @@ impl Avx2 {
     /// value. Rounding that to `f32` is right unless it lies within
     /// [`super::MIDPOINT_MARGIN`] steps of a midpoint, which [`round_surely_normal`] leaves to
     /// the other paths. No branch depends on the digits: the one before the point is `0` as
-    /// often as not in some tensors. The value is zero or at least 10⁻¹⁹ and below 10: a
+    /// often as not in some tensors. The value is zero or at least 10⁻¹⁹ and at most 10: a
     /// normal `f32`.
     #[inline(always)]
     pub(super) fn usual(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
