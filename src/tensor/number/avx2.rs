@@ -10,10 +10,10 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256i, _mm_add_epi64, _mm_cvtsi128_si32, _mm_cvtsi128_si64, _mm_extract_epi64, _mm_mul_epu32,
-    _mm_set1_epi64x, _mm_srli_epi64, _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8,
-    _mm256_extracti128_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_min_epu8,
-    _mm256_movemask_epi8, _mm256_set1_epi8, _mm256_setr_epi16, _mm256_sub_epi8,
+    __m256i, _mm_add_epi64, _mm_cvtepi32_pd, _mm_cvtsd_f64, _mm_cvtsi128_si32, _mm_extract_epi64,
+    _mm_mul_epu32, _mm_set1_epi64x, _mm_srli_epi64, _mm256_and_si256, _mm256_castsi256_si128,
+    _mm256_cmpeq_epi8, _mm256_extracti128_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+    _mm256_min_epu8, _mm256_movemask_epi8, _mm256_set1_epi8, _mm256_setr_epi16, _mm256_sub_epi8,
 };
 
 use bytemuck::cast;
@@ -24,8 +24,8 @@ use super::{KEEP_FIRST, round_surely_normal, usual_start, with_sign};
 #[derive(Debug, Clone, Copy)]
 pub(in crate::tensor) struct Avx2(());
 
-/// Digits after the point [`Avx2::usual`] reads at most: as an integer, below 10¹⁹, which a
-/// `u64` holds.
+/// Digits after the point [`Avx2::usual`] reads at most: as an integer, below 10¹⁹, its
+/// first eight and last eleven digits each exact in an `f64`.
 const SLOTS: usize = 19;
 
 /// Bytes of text [`Avx2::usual`] loads at once: 32 from the number's start, and 32 from the
@@ -50,6 +50,10 @@ const PAIR_WEIGHTS: [i8; 32] = {
 /// in the units of [`Avx2::usual`]'s integer of the 19 after it.
 const TEN_TO_19: f64 = 1e19;
 
+/// 10¹¹ (exact in an `f64`): the place of the first eight of [`Avx2::nineteen_digits`]'s
+/// digits.
+const TEN_TO_11: f64 = 1e11;
+
 /// 10⁻¹⁹, the nearest `f64`: what [`Avx2::usual`]'s digits are scaled by.
 const TEN_TO_MINUS_19: f64 = 1e-19;
 
@@ -67,8 +71,8 @@ impl Avx2 {
     ///
     /// Its digits after the point are counted from a mask of the 32 bytes at the number's
     /// start, and read from the 32 at the first of them, those past the last set to zero: as
-    /// a 19-digit integer whatever their count (a digit missing is a trailing zero), exact in
-    /// a `u64`, so there is no table to look up and the point's leading zeros need no care.
+    /// a 19-digit integer whatever their count (a digit missing is a trailing zero), so there
+    /// is no table to look up and the point's leading zeros need no care.
     /// Its `f64` (half a step off at most), added to the digit before the point times 10¹⁹
     /// (exact), times 10⁻¹⁹ (half a step off), each rounded once: within four steps of the
     /// value. Rounding that to `f32` is right unless it lies within
@@ -97,7 +101,7 @@ impl Avx2 {
         let comma = after == u16::from_le_bytes(*b", ");
         let kept: &[u8; 32] = KEEP_FIRST.get(32 - count..)?.first_chunk()?;
         let digits = self.nineteen_digits(window, kept);
-        let near = (f64::from(first) * TEN_TO_19 + digits as f64) * TEN_TO_MINUS_19;
+        let near = (digits + f64::from(first) * TEN_TO_19) * TEN_TO_MINUS_19;
         let value = round_surely_normal(near)?;
         Some((with_sign(value, negative), start + end, comma))
     }
@@ -118,10 +122,15 @@ impl Avx2 {
 
     /// The first 19 bytes of `digits` (ASCII digits where `kept` is all ones; whatever
     /// elsewhere, as those bytes are set to zero) as a 19-digit integer, the first the most
-    /// significant: pairs, then fours, then eights, in the registers, and the last three
-    /// digits alone; the eights and the three put together in a `u64`.
+    /// significant, rounded to the nearest `f64` (once, as `as f64` rounds it): pairs, then
+    /// fours, then eights, in the registers, and the last three digits alone.
+    ///
+    /// The integer is the first eight's `f64` times 10¹¹ (exact: below 10⁸ · 5¹¹ · 2¹¹, and
+    /// 10⁸ · 5¹¹ is below 2⁵³) plus the last eleven digits' (exact: below 10¹¹), so their sum
+    /// rounds once. The first eight is converted in its register, and no `u64` (which AVX2
+    /// converts in five steps) is converted at all.
     #[inline(always)]
-    fn nineteen_digits(self, digits: &[u8; 32], kept: &[u8; 32]) -> u64 {
+    fn nineteen_digits(self, digits: &[u8; 32], kept: &[u8; 32]) -> f64 {
         // SAFETY: as in `digit_mask`.
         unsafe {
             let values = _mm256_and_si256(
@@ -146,10 +155,11 @@ impl Avx2 {
                 _mm_mul_epu32(low, _mm_set1_epi64x(10_000)),
                 _mm_srli_epi64(low, 32),
             );
-            let first_eight = _mm_cvtsi128_si64(eights) as u64;
-            let second_eight = _mm_extract_epi64(eights, 1) as u64;
-            let last_three = _mm_cvtsi128_si32(_mm256_extracti128_si256(fours, 1)) as u64;
-            first_eight * 100_000_000_000 + second_eight * 1000 + last_three
+            // The first eight (below 10⁸, so in its lane's low 32 bits) as an `f64`.
+            let first_eight = _mm_cvtsd_f64(_mm_cvtepi32_pd(eights));
+            let second_eight = _mm_extract_epi64(eights, 1);
+            let last_three = i64::from(_mm_cvtsi128_si32(_mm256_extracti128_si256(fours, 1)));
+            first_eight * TEN_TO_11 + (second_eight * 1000 + last_three) as f64
         }
     }
 }
