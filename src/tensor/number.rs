@@ -51,15 +51,24 @@ impl Reader for Avx2 {
 /// `[0, 32)` all ones and `[32, 64)` zero: from offset `32 - n`, the mask that keeps the
 /// first `n` bytes (`n` at most 32) of the 16 or 32 loaded from it.
 #[cfg(target_arch = "x86_64")]
-const KEEP_FIRST: [u8; 64] = {
+const KEEP_FIRST: [u8; 64] = keep_first(0xFF);
+
+/// [`KEEP_FIRST`] keeping only the low four bits of the first `n` bytes: an ASCII digit's
+/// value.
+#[cfg(target_arch = "x86_64")]
+const KEEP_FIRST_VALUES: [u8; 64] = keep_first(0x0F);
+
+/// `kept` in `[0, 32)` and zero in `[32, 64)`.
+#[cfg(target_arch = "x86_64")]
+const fn keep_first(kept: u8) -> [u8; 64] {
     let mut bytes = [0u8; 64];
     let mut at = 0;
     while at < 32 {
-        bytes[at] = 0xFF;
+        bytes[at] = kept;
         at += 1;
     }
     bytes
-};
+}
 
 /// Powers of ten `10^0 ..= 10^22` in `f64`: exact.
 const POWERS_OF_TEN: [f64; 23] = [

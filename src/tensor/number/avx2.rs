@@ -18,7 +18,7 @@ use std::arch::x86_64::{
 
 use bytemuck::cast;
 
-use super::{KEEP_FIRST, round_surely_normal, usual_start, with_sign};
+use super::{KEEP_FIRST_VALUES, round_surely_normal, usual_start, with_sign};
 
 /// Proof that this processor has AVX2, BMI1 and BMI2: made only by [`Avx2::detected`].
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +99,7 @@ impl Avx2 {
             return None;
         }
         let comma = after == u16::from_le_bytes(*b", ");
-        let kept: &[u8; 32] = KEEP_FIRST.get(32 - count..)?.first_chunk()?;
+        let kept: &[u8; 32] = KEEP_FIRST_VALUES.get(32 - count..)?.first_chunk()?;
         let digits = self.nineteen_digits(window, kept);
         let near = (digits + f64::from(first) * TEN_TO_19) * TEN_TO_MINUS_19;
         let value = round_surely_normal(near)?;
@@ -120,7 +120,7 @@ impl Avx2 {
         }
     }
 
-    /// The first 19 bytes of `digits` (ASCII digits where `kept` is all ones; whatever
+    /// The first 19 bytes of `digits` (ASCII digits where `kept` is `0x0F`; whatever
     /// elsewhere, as those bytes are set to zero) as a 19-digit integer, the first the most
     /// significant, rounded to the nearest `f64` (once, as `as f64` rounds it): pairs, then
     /// fours, then eights, in the registers, and the last three digits alone.
@@ -133,11 +133,9 @@ impl Avx2 {
     fn nineteen_digits(self, digits: &[u8; 32], kept: &[u8; 32]) -> f64 {
         // SAFETY: as in `digit_mask`.
         unsafe {
+            // An ASCII digit's low four bits are its value.
             let values = _mm256_and_si256(
-                _mm256_sub_epi8(
-                    cast::<[u8; 32], __m256i>(*digits),
-                    _mm256_set1_epi8(b'0' as i8),
-                ),
+                cast::<[u8; 32], __m256i>(*digits),
                 cast::<[u8; 32], __m256i>(*kept),
             );
             // Pairs `10a + b` of the first 18 digits (each from 0 to 99), the 19th alone,
