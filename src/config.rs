@@ -111,8 +111,9 @@ pub struct Config {
     /// `libopenblas0`) unless the processor has AVX-512 and OpenBLAS's kernels do not use it
     /// (faer's do, and multiply faster), and faer's built-in GEMM otherwise; `off` always
     /// faer; a path that OpenBLAS library, whatever its kernels (start-up fails if it does not
-    /// open). The start-up log says which and why. Where OpenBLAS does not know the processor
-    /// and runs narrower kernels, `OPENBLAS_CORETYPE=SkylakeX` has it use its 512-bit ones.
+    /// open). The start-up log says which and why. On an Intel processor newer than the
+    /// OpenBLAS, which then runs narrower kernels, `OPENBLAS_CORETYPE=SkylakeX` has it use
+    /// its 512-bit ones.
     /// OpenBLAS runs one thread per call; `--compute-threads` still sets the threads.
     #[arg(long, env = "SIMSERVE_BLAS", default_value = "auto")]
     pub blas: BlasChoice,

@@ -405,9 +405,10 @@ pub fn start(choice: &BlasChoice) -> Result<Products, BlasError> {
                 };
                 why_faer = format!(
                     "the processor has AVX-512, which OpenBLAS's {kernels} do not use and \
-                     faer's do (OPENBLAS_CORETYPE=SkylakeX has OpenBLAS use its 512-bit \
-                     kernels, which auto then keeps; --blas or SIMSERVE_BLAS with the \
-                     library's path uses it anyway): {}",
+                     faer's do (on an Intel processor newer than this OpenBLAS, \
+                     OPENBLAS_CORETYPE=SkylakeX has it use its 512-bit kernels, which auto \
+                     then keeps; --blas or SIMSERVE_BLAS with the library's path uses it \
+                     anyway): {}",
                     blas.description()
                 );
                 None

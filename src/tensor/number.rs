@@ -49,7 +49,7 @@ impl Reader for Avx2 {
 }
 
 /// `[0, 32)` all ones and `[32, 64)` zero: from offset `32 - n`, the mask that keeps the
-/// first `n` bytes (`n` at most 32) of the 16 or 32 loaded from it.
+/// first `n` bytes (`n` at most 32) of those loaded from it (16 by the SSE2 path).
 #[cfg(target_arch = "x86_64")]
 const KEEP_FIRST: [u8; 64] = keep_first(0xFF);
 

@@ -161,3 +161,62 @@ impl Avx2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 19-digit integers at the edges of `f64`'s steps: around `2^k` and `1.5 · 2^k` from
+    /// 2⁵³ (where steps start to exceed 1) up, where rounding ties and carries happen, and
+    /// the largest.
+    fn integers_at_the_edges_of_f64_steps() -> Vec<u64> {
+        let mut integers = vec![1, 9_999_999_999_999_999_999, (1 << 63) - 1, 1 << 63];
+        for k in 53..=63u32 {
+            for base in [1u64 << k, (1u64 << k) + (1u64 << (k - 1))] {
+                for offset in [
+                    0u64, 1, 2, 3, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4097,
+                ] {
+                    integers.extend([base.wrapping_sub(offset), base.wrapping_add(offset)]);
+                }
+            }
+        }
+        // And some spread over the whole range (xorshift, fixed seed).
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..10_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            integers.push(state % 10_000_000_000_000_000_000);
+        }
+        integers.retain(|&n| n < 10_000_000_000_000_000_000);
+        integers
+    }
+
+    #[test]
+    fn nineteen_digits_round_their_integer_to_f64_as_its_u64_conversion_does() {
+        let Some(avx2) = Avx2::detected() else {
+            panic!("this processor has no AVX2: the path cannot be tested here");
+        };
+        for integer in integers_at_the_edges_of_f64_steps() {
+            let text = format!("{integer:019}, -1.5, 0.25, 7.");
+            let Some(window) = text.as_bytes().first_chunk::<32>() else {
+                panic!("{text} is shorter than 32 bytes");
+            };
+            // Each count of digits: the integer's first `count` digits, zeros after them.
+            for count in [1, 8, 9, 11, 16, 18, 19] {
+                let kept: &[u8; 32] = KEEP_FIRST_VALUES[32 - count..]
+                    .first_chunk()
+                    .unwrap_or_else(|| panic!("no mask for {count}"));
+                let place = 10u64.pow(19 - count as u32);
+                let kept_integer = integer / place * place;
+                let read = avx2.nineteen_digits(window, kept);
+                assert_eq!(
+                    read.to_bits(),
+                    (kept_integer as f64).to_bits(),
+                    "{integer}, first {count} digits: {read} against {}",
+                    kept_integer as f64
+                );
+            }
+        }
+    }
+}
