@@ -13,6 +13,7 @@ pub mod fields;
 pub mod infer;
 pub mod kept;
 mod read_ahead;
+mod streaming;
 
 pub use kept::KeptBuffers;
 
@@ -247,7 +248,11 @@ impl Sink for Buffer {
             }
             buffer.reserve_exact(grown - buffer.len());
         }
-        buffer.extend_from_slice(data);
+        if buffer.capacity() >= streaming::STREAMED_BYTES {
+            streaming::append(buffer, data);
+        } else {
+            buffer.extend_from_slice(data);
+        }
         if self.recording {
             self.brackets.record(data);
             let held = buffer.capacity().saturating_add(self.brackets.held_bytes());
@@ -509,6 +514,30 @@ mod tests {
             .take_frame(Bytes::from_static(b" "), &mut reservation)
             .unwrap();
         assert_eq!(&buffer.into_bytes()[..], b"{\"a\"} ");
+    }
+
+    #[test]
+    fn a_large_body_streamed_into_its_buffer_is_the_bytes_sent_in_frames_of_any_size() {
+        let (admission, kept) = budget_and_kept(64 << 20, 0);
+        let mut reservation = admission.reservation();
+        let body: Vec<u8> = (0..3 * streaming::STREAMED_BYTES as u32 / 2)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        for declared in [Some(body.len()), None] {
+            let mut buffer = Buffer::new(declaring(declared), 64 << 20, &kept);
+            // Frames of uneven lengths, so that they start at every alignment.
+            let mut at = 0;
+            for length in [1, 7, 8192, 417_792, 33].into_iter().cycle() {
+                if at == body.len() {
+                    break;
+                }
+                let end = (at + length).min(body.len());
+                buffer.take(&body[at..end], &mut reservation).unwrap();
+                at = end;
+            }
+            assert!(buffer.bytes.capacity() >= streaming::STREAMED_BYTES);
+            assert!(buffer.into_bytes() == body, "declared {declared:?}");
+        }
     }
 
     #[test]
