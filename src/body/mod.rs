@@ -519,13 +519,16 @@ mod tests {
     #[test]
     fn a_large_body_streamed_into_its_buffer_is_the_bytes_sent_in_frames_of_any_size() {
         let (admission, kept) = budget_and_kept(64 << 20, 0);
-        let mut reservation = admission.reservation();
         let body: Vec<u8> = (0..3 * streaming::STREAMED_BYTES as u32 / 2)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();
         for declared in [Some(body.len()), None] {
+            let mut reservation = admission.reservation();
+            if declared.is_some() {
+                reservation.set(body.len()).unwrap();
+            }
             let mut buffer = Buffer::new(declaring(declared), 64 << 20, &kept);
-            // Frames of uneven lengths, so that they start at every alignment.
+            // Frames of uneven lengths, short and long, as a connection gives them.
             let mut at = 0;
             for length in [1, 7, 8192, 417_792, 33].into_iter().cycle() {
                 if at == body.len() {
@@ -533,6 +536,9 @@ mod tests {
                 }
                 let end = (at + length).min(body.len());
                 buffer.take(&body[at..end], &mut reservation).unwrap();
+                if declared.is_some() {
+                    assert_eq!(buffer.bytes.capacity(), body.len(), "sized once, streamed");
+                }
                 at = end;
             }
             assert!(buffer.bytes.capacity() >= streaming::STREAMED_BYTES);

@@ -2,29 +2,33 @@
 //! write whole lines of memory without first reading them into the cache.
 //!
 //! A large body is copied once, frame by frame, from hyper's read buffer into its own, and
-//! read again only after all of it has arrived, when its first megabytes have long left the
-//! cache. An ordinary copy reads every line of the destination into the cache before writing
-//! it, and evicts what was there; streaming stores skip that read. On the 31.7 MB JSON matrix
-//! request the copy's share of the server's samples in `perf` went from 6.9% (`memcpy`) to
-//! 4.3%, and `bench/ab.py` served 1.09x the requests (BENCHMARKS.md, "Large bodies copied
-//! with streaming stores").
+//! read again only after all of it has arrived, on the compute threads. Written with `memcpy`
+//! (glibc's, into a buffer not in the cache), that copy was 6.9% of the server's samples on
+//! the 31.7 MB JSON matrix request in `perf`; with streaming stores it was 4.3%, and
+//! `bench/ab.py` served 1.09x the requests, while 4 MB and 8 MB bodies were served at 1.03x
+//! and 1.00x (BENCHMARKS.md, "Large bodies copied with streaming stores").
 //!
-//! Use [`append`] for a buffer sized for a body of at least [`STREAMED_BYTES`]; a smaller
-//! body is parsed while it is still in the cache, and is appended with `extend_from_slice`.
-//! Streaming stores are part of x86-64's baseline (SSE2), so there is nothing to detect; on
-//! other processors [`append`] is `extend_from_slice`.
+//! Use [`append`] for a buffer of at least [`STREAMED_BYTES`]; a smaller body's buffer is
+//! filled with `extend_from_slice`. Streaming stores are part of x86-64's baseline (SSE2), so
+//! there is nothing to detect; on other processors [`append`] is `extend_from_slice`.
 #![allow(unsafe_code)]
 
-/// Bodies from which [`append`] is worth it: larger than a core's cache (1-2 MiB on the
-/// processors measured), so they are out of it by the time they are read.
+/// The capacity of a body's buffer from which [`append`] fills it: a body this large is
+/// mostly out of a core's own cache (1-2 MiB on the processors measured) by the time it is
+/// read. A buffer sized for its declared length may be an eighth larger than the body (a kept
+/// one), and one that grows by doubling reaches it at about half of it.
 pub const STREAMED_BYTES: usize = 2 << 20;
 
-/// Appends `data` to `buffer` (which grows if it must, as `extend_from_slice` would), all
-/// but the few bytes before the first 16-byte boundary and after the last with streaming
-/// stores, and orders them before any later store (so another thread that is handed the
-/// buffer sees them).
+/// Bytes of a line of memory: what streaming stores fill whole when they are this aligned.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+const LINE_BYTES: usize = 64;
+
+/// Appends `data` to `buffer` (which grows if it must, as with `extend_from_slice`; callers
+/// that account for the buffer's capacity reserve it first), all but the bytes before the
+/// first 64-byte boundary and after the last with streaming stores, and orders those before
+/// any later store, so that another thread handed the buffer sees them.
 pub fn append(buffer: &mut Vec<u8>, data: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
 
@@ -32,22 +36,25 @@ pub fn append(buffer: &mut Vec<u8>, data: &[u8]) {
         let len = buffer.len();
         let source = data.as_ptr();
         // SAFETY: `buffer` holds at least `len + data.len()` bytes (just reserved), so every
-        // pointer below stays within its allocation, and the bytes from `len` are spare
-        // capacity, which `data` (borrowed apart from `buffer`) cannot overlap. The streamed
-        // stores go to 16-byte aligned addresses (`head` aligns the first one). Every byte
-        // from `len` to `len + data.len()` is written before the length covers it. SSE2's
-        // loads, streaming stores and fence are in x86-64's baseline.
+        // pointer below stays within its allocation: the lines end at or before
+        // `data.len()`, and the last copy takes what is left. The bytes from `len` are spare
+        // capacity, which `data` (borrowed apart from `buffer`) cannot overlap. The streaming
+        // stores go to 16-byte aligned addresses (`head` aligns the first line to 64). Every
+        // byte from `len` to `len + data.len()` is written before the length covers it.
+        // SSE2's loads and streaming stores and SSE's fence are in x86-64's baseline.
         unsafe {
             let target = buffer.as_mut_ptr().add(len);
-            let head = target.align_offset(16).min(data.len());
+            let head = target.align_offset(LINE_BYTES).min(data.len());
             std::ptr::copy_nonoverlapping(source, target, head);
-            let lines = (data.len() - head) / 16;
+            let lines = (data.len() - head) / LINE_BYTES;
             for line in 0..lines {
-                let at = head + 16 * line;
-                let bytes = _mm_loadu_si128(source.add(at).cast::<__m128i>());
-                _mm_stream_si128(target.add(at).cast::<__m128i>(), bytes);
+                let at = head + LINE_BYTES * line;
+                for quarter in [0, 16, 32, 48] {
+                    let bytes = _mm_loadu_si128(source.add(at + quarter).cast::<__m128i>());
+                    _mm_stream_si128(target.add(at + quarter).cast::<__m128i>(), bytes);
+                }
             }
-            let streamed = head + 16 * lines;
+            let streamed = head + LINE_BYTES * lines;
             std::ptr::copy_nonoverlapping(
                 source.add(streamed),
                 target.add(streamed),
@@ -58,7 +65,7 @@ pub fn append(buffer: &mut Vec<u8>, data: &[u8]) {
             buffer.set_len(len + data.len());
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     buffer.extend_from_slice(data);
 }
 
@@ -66,21 +73,33 @@ pub fn append(buffer: &mut Vec<u8>, data: &[u8]) {
 mod tests {
     use super::*;
 
+    /// What the spare capacity is filled with before an append, to see any byte written past
+    /// the data.
+    const UNTOUCHED: u8 = 0xEE;
+
     #[test]
-    fn appended_bytes_are_the_data_at_every_alignment_and_length() {
-        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
-        for already in 0..40 {
-            for length in (0..70).chain([127, 128, 129, 255, 256, 257, 300]) {
-                let mut buffer: Vec<u8> = (0..already).map(|i| i as u8 ^ 0xA5).collect();
+    fn appended_bytes_are_the_data_at_every_alignment_and_length_and_nothing_past_them() {
+        let data: Vec<u8> = (0..400u32).map(|i| (i * 7 + 3) as u8).collect();
+        for already in 0..80 {
+            for length in (0..140).chain([191, 192, 193, 255, 256, 257, 300]) {
+                let mut buffer = vec![UNTOUCHED; already + length + 200];
+                buffer.truncate(0);
+                buffer.extend((0..already).map(|i| i as u8 ^ 0xA5));
                 let mut want = buffer.clone();
-                let piece = &data[already % 5..already % 5 + length.min(300 - already % 5)];
+                let from = already % 5;
+                let piece = &data[from..from + length];
                 append(&mut buffer, piece);
                 want.extend_from_slice(piece);
-                assert_eq!(
-                    buffer,
-                    want,
-                    "{already} bytes held, {} appended",
-                    piece.len()
+                assert_eq!(buffer, want, "{already} bytes held, {length} appended");
+                let past = buffer.spare_capacity_mut();
+                // SAFETY: the whole capacity was initialised to `UNTOUCHED` above.
+                let past: Vec<u8> = past
+                    .iter()
+                    .map(|byte| unsafe { byte.assume_init() })
+                    .collect();
+                assert!(
+                    past.iter().all(|&byte| byte == UNTOUCHED),
+                    "{already} bytes held, {length} appended: a byte written past them"
                 );
             }
         }
