@@ -4,9 +4,10 @@
 //! A large body is copied once, frame by frame, from hyper's read buffer into its own, and
 //! read again only after all of it has arrived, on the compute threads. Written with `memcpy`
 //! (glibc's, into a buffer not in the cache), that copy was 6.9% of the server's samples on
-//! the 31.7 MB JSON matrix request in `perf`; with streaming stores it was 4.3%, and
-//! `bench/ab.py` served 1.09x the requests, while 4 MB and 8 MB bodies were served at 1.03x
-//! and 1.00x (BENCHMARKS.md, "Large bodies copied with streaming stores").
+//! the 31.7 MB JSON matrix request in `perf`; with streaming stores it was 4.3%, and the
+//! request took 0.96x the server's CPU in alternated runs, while 4 MB and 8 MB bodies neither
+//! gained nor lost beyond the machine's noise (BENCHMARKS.md, "The latest run: large bodies
+//! copied with streaming stores").
 //!
 //! Use [`append`] for a buffer of at least [`STREAMED_BYTES`]; a smaller body's buffer is
 //! filled with `extend_from_slice`. Streaming stores are part of x86-64's baseline (SSE2), so
