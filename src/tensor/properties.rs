@@ -256,6 +256,82 @@ proptest! {
     }
 }
 
+/// A number of a long row in [`runs_of_numbers_read_as_each_number_alone_does`]: mostly the
+/// usual form (`-1.2345678`, one digit before the point), at times another form, a value
+/// near a midpoint written in the usual form, or text that is no JSON number.
+fn row_token(value: f32, kind: u8, nudge: u8) -> String {
+    match kind % 16 {
+        0 => printed(value, nudge % 4, 0),
+        1 => {
+            let wide = f64::from(value);
+            let next = f64::from(value.abs().next_up()).copysign(wide);
+            format!("{:.18}", (wide + next) / 2.0)
+        }
+        2 if nudge.is_multiple_of(8) => {
+            ["01", "1.", ".5", "+1", "1e", "-", "1.5e+"][usize::from(nudge / 8) % 7].into()
+        }
+        _ => format!("{:?}", f64::from(value)),
+    }
+}
+
+/// What separates two numbers of a long row: mostly `, `, at times other whitespace, or a
+/// separator that is no JSON.
+fn row_separator(kind: u8) -> &'static str {
+    match kind % 32 {
+        0 => ",",
+        1 => " , ",
+        2 => ",\n",
+        3 => ",  ",
+        4 if kind == 4 => ", ,",
+        _ => ", ",
+    }
+}
+
+proptest! {
+    #[test]
+    fn runs_of_numbers_read_as_each_number_alone_does(
+        (rows, elements) in (1usize..=3, 1usize..=48).prop_flat_map(|(rows, columns)| (
+            Just(rows),
+            prop::collection::vec(
+                (
+                    prop_oneof![4 => -10f32..10f32, 1 => (-1f32..1f32).prop_map(|x| x * 1e-3), 1 => value()],
+                    any::<u8>(),
+                    any::<u8>(),
+                    any::<u8>(),
+                ),
+                rows * columns,
+            ),
+        )),
+    ) {
+        let columns = elements.len() / rows;
+        let row_texts: Vec<String> = elements
+            .chunks(columns)
+            .map(|row| {
+                let mut text = String::from("[");
+                for (i, &(value, kind, nudge, separator)) in row.iter().enumerate() {
+                    if i > 0 {
+                        text.push_str(row_separator(separator));
+                    }
+                    text.push_str(&row_token(value, kind, nudge));
+                }
+                text.push(']');
+                text
+            })
+            .collect();
+        let text = format!("[{}]", row_texts.join(", "));
+        // Read by this processor's reader (in runs, where it has AVX2) and by the baseline's
+        // one number at a time, which must agree to the bit, as [`fast_read`] checks.
+        let fast = fast_read(&text);
+        let serde = serde_read(&text);
+        prop_assert_eq!(fast.is_some(), serde.is_ok(), "{} {:?}", text, serde);
+        if let Some(fast) = fast {
+            prop_assert_eq!(fast.shape(), &[rows, columns][..]);
+            let exact = exact_values(&text).ok_or_else(|| TestCaseError::fail("tokens"))?;
+            prop_assert!(same_bits(&fast.data, &exact), "{text}");
+        }
+    }
+}
+
 #[test]
 fn the_float32_limit_rounds_as_ieee_says() {
     // Half a step above f32::MAX rounds to even, which is infinity: refused.
