@@ -24,22 +24,6 @@ pub(super) use avx2::Avx2;
 pub(super) trait Reader: Copy {
     /// [`number`]'s value and end for the number at `text[start]`, and the hint of a `, `.
     fn number(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)>;
-
-    /// Bit `i` set where `text[start + i]` is a `,`, for the 64 bytes from `start`: where
-    /// the next numbers of a row end, so that the reader can start each before the one
-    /// before it is read ([`Reader::usual`]). `None` where there are fewer, or this reader
-    /// does not look ahead (the reader then reads each number after the one before).
-    #[inline(always)]
-    fn commas(self, _text: &[u8], _start: usize) -> Option<u64> {
-        None
-    }
-
-    /// [`Reader::number`]'s value and end when the number at `text[start]` has the usual form
-    /// and its fast path reads it, and the hint of a `, `; `None` for any other, valid or not.
-    #[inline(always)]
-    fn usual(self, _text: &[u8], _start: usize) -> Option<(f32, usize, bool)> {
-        None
-    }
 }
 
 /// [`number`], on any processor.
@@ -61,16 +45,6 @@ impl Reader for Avx2 {
             Some(read) => Some(read),
             None => number_apart(text, start),
         }
-    }
-
-    #[inline(always)]
-    fn commas(self, text: &[u8], start: usize) -> Option<u64> {
-        Some(self.comma_mask(text.get(start..)?.first_chunk()?))
-    }
-
-    #[inline(always)]
-    fn usual(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
-        Avx2::usual(self, text, start)
     }
 }
 

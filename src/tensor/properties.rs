@@ -256,7 +256,7 @@ proptest! {
     }
 }
 
-/// A number of a long row in [`runs_of_numbers_read_as_each_number_alone_does`]: mostly the
+/// A number of a long row in [`long_rows_read_as_serde_and_exact_rounding_say`]: mostly the
 /// usual form (`-1.2345678`, one digit before the point), at times another form, a value
 /// near a midpoint written in the usual form, or text that is no JSON number.
 fn row_token(value: f32, kind: u8, nudge: u8) -> String {
@@ -289,7 +289,7 @@ fn row_separator(kind: u8) -> &'static str {
 
 proptest! {
     #[test]
-    fn runs_of_numbers_read_as_each_number_alone_does(
+    fn long_rows_read_as_serde_and_exact_rounding_say(
         (rows, elements) in (1usize..=3, 1usize..=48).prop_flat_map(|(rows, columns)| (
             Just(rows),
             prop::collection::vec(
@@ -319,8 +319,9 @@ proptest! {
             })
             .collect();
         let text = format!("[{}]", row_texts.join(", "));
-        // Read by this processor's reader (in runs, where it has AVX2) and by the baseline's
-        // one number at a time, which must agree to the bit, as [`fast_read`] checks.
+        // Rows of numbers most of which AVX2's usual path reads, each `, ` seen with its
+        // number, ended by every other form and separator: read by this processor's reader
+        // and by the baseline's, which must agree to the bit, as [`fast_read`] checks.
         let fast = fast_read(&text);
         let serde = serde_read(&text);
         prop_assert_eq!(fast.is_some(), serde.is_ok(), "{} {:?}", text, serde);

@@ -17,13 +17,6 @@
 //! So the two paths agree on what they accept, except at one edge where this one is right:
 //! serde's `f64`-then-`f32` rounds twice, and a number within half an `f64` step of the
 //! `f32` overflow bound is refused there and read here as `f32::MAX`.
-//!
-//! Where the processor has AVX2, a row's numbers are read in runs: the `,` of the next 64
-//! bytes are found at once, and each number of the usual form that ends at the next of them
-//! with `, ` is taken, the next one read from after that `, `. Where each number starts is
-//! then known before the one before it is read, so that the readings overlap (0.88× of the
-//! reader's time on one thread, measured with `cargo bench --bench codec -- reader`); the
-//! row's last number, and any the run's reading leaves, are read one at a time.
 
 use std::ops::Range;
 
@@ -378,32 +371,6 @@ fn array_with(
         // An innermost row: numbers separated by `,` up to `]`.
         let row_start = data.len();
         loop {
-            // A run of numbers each followed by `, `, each found where a comma in the next 64
-            // bytes says the one before ends, not where its own reading ends: the numbers'
-            // readings do not wait for each other. A number that does not end at its comma
-            // (the row's last, before its `]`), or that the usual path does not read, ends the
-            // run, and is read as below.
-            if let Some(mut commas) = reader.commas(text, at) {
-                let base = at;
-                let mut ended = false;
-                while commas != 0 {
-                    let comma = base + commas.trailing_zeros() as usize;
-                    match reader.usual(text, at) {
-                        Some((value, end, true)) if end == comma => {
-                            data.push(value);
-                            at = comma + 2;
-                        }
-                        _ => {
-                            ended = true;
-                            break;
-                        }
-                    }
-                    commas &= commas - 1;
-                }
-                if !ended && at != base {
-                    continue;
-                }
-            }
             // Whitespace after a separator is looked for only where no number starts: most
             // writers put one space (`, `, taken with the comma) or none.
             let (value, next, comma) = match reader.number(text, at) {

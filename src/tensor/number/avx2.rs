@@ -106,32 +106,6 @@ impl Avx2 {
         Some((with_sign(value, negative), start + end, comma))
     }
 
-    /// Bit `i` set when `bytes[i]` is a `,`: where the numbers of a row end, for
-    /// [`super::Reader::commas`].
-    #[inline(always)]
-    pub(super) fn comma_mask(self, bytes: &[u8; 64]) -> u64 {
-        let (low, high) = bytes.split_at(32);
-        match (low.first_chunk(), high.first_chunk()) {
-            (Some(low), Some(high)) => {
-                u64::from(self.comma_half(low)) | u64::from(self.comma_half(high)) << 32
-            }
-            _ => 0,
-        }
-    }
-
-    /// [`Avx2::comma_mask`] of 32 bytes.
-    #[inline(always)]
-    fn comma_half(self, bytes: &[u8; 32]) -> u32 {
-        // SAFETY: as in `digit_mask`.
-        unsafe {
-            let commas = _mm256_cmpeq_epi8(
-                cast::<[u8; 32], __m256i>(*bytes),
-                _mm256_set1_epi8(b',' as i8),
-            );
-            _mm256_movemask_epi8(commas) as u32
-        }
-    }
-
     /// Bit `i` set when `bytes[i]` is an ASCII digit.
     #[inline(always)]
     fn digit_mask(self, bytes: &[u8; 32]) -> u32 {
