@@ -1,5 +1,6 @@
 //! One JSON number read from its text and rounded once, straight from its digits, to the
-//! nearest `f32`: what the tensor text reader ([`super::text`]) reads every value with.
+//! nearest `f32`: what the tensor text reader ([`super::text`]) reads every value with, one
+//! at a time or, where the processor can, several of the usual form at once.
 //!
 //! The whole JSON number grammar is held to (`01`, `+1`, `.5`, `1.`, `-`, `1e`, `NaN`,
 //! `Infinity` refused). Rounding is exact: a fast path for the usual numbers, and the
@@ -7,23 +8,44 @@
 //!
 //! The reader reads each number through a [`Reader`]: where the processor has AVX2, [`Avx2`]
 //! reads the usual form (`-0.12345699965953827`, up to 19 digits after the point) with it
-//! and leaves the rest to [`number`]; elsewhere [`Baseline`] is [`number`] alone.
+//! and leaves the rest to [`number`]; where it also has AVX-512 with VBMI2, [`Avx512`] first
+//! reads runs of up to four numbers of the usual form that each end at a `,` at once, and the
+//! rest as [`Avx2`] does; elsewhere [`Baseline`] is [`number`] alone.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx512::Avx512;
+
+/// Values a run ([`Reader::run`]) may write to a buffer past those it reads: it pushes a
+/// value for each of its lanes and cuts off those it did not read. A buffer sized for all of
+/// a tensor's values with this many to spare is never regrown by a run.
+pub(super) const RUN_SPARE_VALUES: usize = 3;
 
 /// How the tensor reader reads each number: with [`number`] alone ([`Baseline`]), or, where
 /// the processor has AVX2, its usual form first with AVX2 ([`Avx2`]; the reader's loop is then
-/// compiled for AVX2 too). Either gives every number the same value and end; whether `, `
+/// compiled for AVX2 too), and where it has AVX-512 with VBMI2 runs of them at once
+/// ([`Avx512`], [`Reader::run`]). Each gives every number the same value and end; whether `, `
 /// follows is a hint, as [`number`]'s is: `true` only where it does, but not always there.
 pub(super) trait Reader: Copy {
     /// [`number`]'s value and end for the number at `text[start]`, and the hint of a `, `.
     fn number(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)>;
+
+    /// A run of numbers at `text[start]`, each followed by a `,` (and a space or not), read
+    /// at once where the reader can ([`Avx512::run`]): their values pushed to `data`, and
+    /// the position after the last one's separator. `None`, pushing nothing, where it cannot
+    /// (every reader but [`Avx512`]); the numbers are then read one at a time.
+    #[inline(always)]
+    fn run(self, _text: &[u8], _start: usize, _data: &mut Vec<f32>) -> Option<usize> {
+        None
+    }
 }
 
 /// [`number`], on any processor.
@@ -45,6 +67,19 @@ impl Reader for Avx2 {
             Some(read) => Some(read),
             None => number_apart(text, start),
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Reader for Avx512 {
+    #[inline(always)]
+    fn number(self, text: &[u8], start: usize) -> Option<(f32, usize, bool)> {
+        self.avx2().number(text, start)
+    }
+
+    #[inline(always)]
+    fn run(self, text: &[u8], start: usize, data: &mut Vec<f32>) -> Option<usize> {
+        Avx512::run(self, text, start, data)
     }
 }
 

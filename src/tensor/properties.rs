@@ -160,9 +160,16 @@ fn fast_read(text: &str) -> Option<Tensor> {
     };
     assert_eq!(
         bits(text::read_at_by_baseline(followed.as_bytes(), start)),
-        bits(at_bracket),
+        bits(at_bracket.clone()),
         "{followed:?}"
     );
+    for (reader, read) in text::read_at_by_narrower_readers(followed.as_bytes(), start) {
+        assert_eq!(
+            bits(read),
+            bits(at_bracket.clone()),
+            "{reader}: {followed:?}"
+        );
+    }
     let (tensor, end) = spanned?;
     bytes[end..]
         .iter()

@@ -23,7 +23,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::Tensor;
-use super::number::{Baseline, Reader};
+use super::number::{Baseline, RUN_SPARE_VALUES, Reader};
 
 mod brackets;
 
@@ -167,6 +167,35 @@ pub(super) fn read_at_by_baseline(text: &[u8], start: usize) -> Option<(Tensor, 
     Some((Tensor { shape, data }, end))
 }
 
+/// [`read_at`] by each reader's loop this processor can run but the one [`array`] picks
+/// (AVX2's where it also has AVX-512's runs), named: for tests that hold them all to the
+/// baseline's, not only the widest.
+#[cfg(test)]
+pub(super) fn read_at_by_narrower_readers(
+    text: &[u8],
+    start: usize,
+) -> Vec<(&'static str, Option<(Tensor, usize)>)> {
+    let mut read = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(_), Some(avx2)) = (
+        super::number::Avx512::detected(),
+        super::number::Avx2::detected(),
+    ) {
+        let by_avx2 = opening(text, start).and_then(|(rank, _)| {
+            let mut shape = vec![0; rank];
+            let mut data = Vec::new();
+            #[allow(unsafe_code)]
+            // SAFETY: `avx2` was made only after the processor was found to have the features
+            // `array_avx2` is compiled for.
+            let end =
+                unsafe { array_avx2(avx2, text, start, &mut shape, &mut data, Rows::Uncounted) }?;
+            Some((Tensor { shape, data }, end))
+        });
+        read.push(("AVX2", by_avx2));
+    }
+    read
+}
+
 /// Reads the tensor of `span` as [`read`] does, cutting it at its outermost row boundaries
 /// into pieces read on the compute threads when it is at least [`PARALLEL_BYTES`] long. The
 /// first row is read alone first, to learn the rows' shape.
@@ -251,7 +280,7 @@ fn rows_after(
     let row_len: usize = row_shape.iter().product();
     let rows = piece.len() / row_bytes.max(1) + 1;
     let values = rows.saturating_add(rows / 4).saturating_mul(row_len);
-    let mut data = Vec::with_capacity(values.min(piece.len() / 2 + 1));
+    let mut data = Vec::with_capacity(values.min(piece.len() / 2 + 1) + RUN_SPARE_VALUES);
     let mut shape = row_shape.to_vec();
     let mut rows = 0;
     let mut at = skip_whitespace(text, piece.start);
@@ -292,8 +321,9 @@ enum Rows {
 /// what the text could hold).
 /// Returns the position past its `]`.
 ///
-/// Its numbers are read with AVX2 where the processor has it ([`array_avx2`]), else with the
-/// baseline's instructions: the same values either way.
+/// Its numbers are read in runs with AVX-512 where the processor has it with VBMI2
+/// ([`array_avx512`]), else with AVX2 where it has that ([`array_avx2`]), else with the
+/// baseline's instructions: the same values every way.
 fn array(
     text: &[u8],
     start: usize,
@@ -301,6 +331,13 @@ fn array(
     data: &mut Vec<f32>,
     rows: Rows,
 ) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx512) = super::number::Avx512::detected() {
+        #[allow(unsafe_code)]
+        // SAFETY: `avx512` was made only after the processor was found to have the features
+        // `array_avx512` is compiled for.
+        return unsafe { array_avx512(avx512, text, start, shape, data, rows) };
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(avx2) = super::number::Avx2::detected() {
         #[allow(unsafe_code)]
@@ -329,7 +366,35 @@ unsafe fn array_avx2(
     array_with(avx2, text, start, shape, data, rows)
 }
 
-/// [`array`], each number read by `reader`.
+/// [`array`]'s loop compiled for AVX-512 (with VBMI and VBMI2), AVX2, BMI1 and BMI2, its
+/// numbers read by `avx512`: runs of them at once, the others one at a time.
+///
+/// # Safety
+/// The processor must have those features, as holding an [`super::number::Avx512`] proves.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(
+    enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,avx2,bmi1,bmi2"
+)]
+unsafe fn array_avx512(
+    avx512: super::number::Avx512,
+    text: &[u8],
+    start: usize,
+    shape: &mut [usize],
+    data: &mut Vec<f32>,
+    rows: Rows,
+) -> Option<usize> {
+    array_with(avx512, text, start, shape, data, rows)
+}
+
+/// Numbers read one at a time where a run could not be read ([`Reader::run`]), that one
+/// included, before the next run is tried, so that text whose numbers are seldom of the
+/// usual form does not pay for a failed run at each of them. A row's start (a run always
+/// stops at the row's last number) tries again at once.
+const NUMBERS_BETWEEN_RUNS: usize = 8;
+
+/// [`array`], each number read by `reader`: in runs where it can ([`Reader::run`]), else one
+/// at a time.
 #[inline(always)]
 fn array_with(
     reader: impl Reader,
@@ -370,7 +435,17 @@ fn array_with(
     loop {
         // An innermost row: numbers separated by `,` up to `]`.
         let row_start = data.len();
+        let mut before_run = 0;
         loop {
+            if before_run == 0 {
+                if let Some(next) = reader.run(text, at, data) {
+                    at = next;
+                    continue;
+                }
+                before_run = NUMBERS_BETWEEN_RUNS - 1;
+            } else {
+                before_run -= 1;
+            }
             // Whitespace after a separator is looked for only where no number starts: most
             // writers put one space (`, `, taken with the comma) or none.
             let (value, next, comma) = match reader.number(text, at) {
@@ -395,10 +470,11 @@ fn array_with(
             && let Rows::Counted(rows) = rows
         {
             // The first row tells the length of every other: size the buffer once, within
-            // what the text could hold (two bytes per number at least).
+            // what the text could hold (two bytes per number at least), with the room a run
+            // of numbers may write past the last.
             let len = data.len();
             let wanted = rows.saturating_mul(len).min(text.len() / 2 + 1);
-            data.reserve(wanted.saturating_sub(len));
+            data.reserve(wanted.saturating_sub(len) + RUN_SPARE_VALUES);
         }
         let mut closed = data.len() - row_start;
         // Close levels while their arrays end; `level` is the innermost open one.
