@@ -47,74 +47,44 @@ const _: () = assert!(LANES - 1 == super::RUN_SPARE_VALUES);
 /// Bytes a block holds: one 512-bit register.
 const BLOCK: usize = 64;
 
-/// `i` in byte `i`: what the positions of a mask's bits are compressed from.
-const POSITIONS: [u8; BLOCK] = {
+/// A block's worth of bytes, each lane's `lane` plus `step` times the lane's index: the
+/// tables below.
+const fn by_lane(lane: [u8; 16], step: u8) -> [u8; BLOCK] {
     let mut bytes = [0u8; BLOCK];
     let mut at = 0;
     while at < BLOCK {
-        bytes[at] = at as u8;
+        bytes[at] = lane[at % 16] + step * (at / 16) as u8;
         at += 1;
     }
     bytes
-};
+}
+
+/// `0, 1, …, 15`.
+const PLACES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// `i` in byte `i`: what the positions of a mask's bits are compressed from.
+const POSITIONS: [u8; BLOCK] = by_lane(PLACES, 16);
 
 /// The lane of byte `i` (`i / 16`): the permute that copies byte `j` of a register into every
 /// byte of lane `j`.
-const LANE_OF_BYTE: [u8; BLOCK] = {
-    let mut bytes = [0u8; BLOCK];
-    let mut at = 0;
-    while at < BLOCK {
-        bytes[at] = (at / 16) as u8;
-        at += 1;
-    }
-    bytes
-};
+const LANE_OF_BYTE: [u8; BLOCK] = by_lane([0; 16], 1);
 
 /// Byte `i`'s place in its lane (`i % 16`).
-const PLACE_IN_LANE: [u8; BLOCK] = {
-    let mut bytes = [0u8; BLOCK];
-    let mut at = 0;
-    while at < BLOCK {
-        bytes[at] = (at % 16) as u8;
-        at += 1;
-    }
-    bytes
-};
+const PLACE_IN_LANE: [u8; BLOCK] = by_lane(PLACES, 0);
 
 /// Where the digit a lane's byte holds is, from the number's first digit: the first digit
 /// itself, then those after the point (`0, 2, 3, …, 16`).
-const DIGIT_OFFSETS: [u8; BLOCK] = {
-    let mut bytes = [0u8; BLOCK];
-    let mut at = 0;
-    while at < BLOCK {
-        let place = (at % 16) as u8;
-        bytes[at] = if place == 0 { 0 } else { place + 1 };
-        at += 1;
-    }
-    bytes
-};
+const DIGIT_OFFSETS: [u8; BLOCK] =
+    by_lane([0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], 0);
 
 /// Weights `10, 1` of each pair of digits: `10a + b` in each 16-bit part.
-const PAIR_WEIGHTS: [u8; BLOCK] = {
-    let mut bytes = [0u8; BLOCK];
-    let mut at = 0;
-    while at < BLOCK {
-        bytes[at] = if at % 2 == 0 { 10 } else { 1 };
-        at += 1;
-    }
-    bytes
-};
+const PAIR_WEIGHTS: [u8; BLOCK] =
+    by_lane([10, 1, 10, 1, 10, 1, 10, 1, 10, 1, 10, 1, 10, 1, 10, 1], 0);
 
-/// Weights `100, 1` of each pair of pairs: `100p + q` in each 32-bit part.
-const FOUR_WEIGHTS: [u16; BLOCK / 2] = {
-    let mut parts = [0u16; BLOCK / 2];
-    let mut at = 0;
-    while at < BLOCK / 2 {
-        parts[at] = if at % 2 == 0 { 100 } else { 1 };
-        at += 1;
-    }
-    parts
-};
+/// Weights `100, 1` of each pair of pairs: `100p + q` in each 32-bit part, as bytes (little
+/// endian).
+const FOUR_WEIGHTS: [u8; BLOCK] =
+    by_lane([100, 0, 1, 0, 100, 0, 1, 0, 100, 0, 1, 0, 100, 0, 1, 0], 0);
 
 /// Digits a lane holds: the one before the point and fifteen after it, read as one integer.
 const LANE_DIGITS: u8 = 16;
