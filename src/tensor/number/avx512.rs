@@ -289,7 +289,8 @@ struct Run {
     count: usize,
     /// Bit `j` set where value `j` did not round surely.
     unsure: u8,
-    /// Where each number starts in the block: bit `j`'s position is number `j`'s.
+    /// Where each number starts in the block: the position of its `j`-th set bit is number
+    /// `j`'s.
     starts: u64,
     /// The position in the block after the last number's separator.
     next: usize,
