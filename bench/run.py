@@ -14,7 +14,9 @@ simserve to the faster peer, each server's CPU time per request (its worker proc
 included) and the CPU wrk itself took, in cores, on the same machine. With `--rounds N` each
 scenario is run N times, the servers alternating within each round, and every column is the
 median over the rounds (the ratio is that of the medians); the requests/s of each round go to
-stderr. `--only TEXT` keeps the scenarios whose name holds TEXT.
+stderr. `--only TEXT` keeps the scenarios whose name holds TEXT. After the table it names the
+library simserve multiplies with: OpenBLAS where the host has it (Debian's `libopenblas0`, which
+the image ships), else faer; runs on a host without it do not measure what the image serves.
 Needs: cargo, python3, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
 """
 
@@ -124,6 +126,14 @@ def wait_ready(port):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"server on port {port} did not start")
+
+
+def products_library(port):
+    """The library simserve multiplies with (its `simserve_matrix_products_info` metric): OpenBLAS
+    where the host has it, else faer. Results depend on it, so the run says which."""
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found = re.search(r'simserve_matrix_products_info\{library="(\w+)"\}', metrics)
+    return found.group(1) if found else "unknown"
 
 
 def post(port, path, body):
@@ -283,6 +293,7 @@ def main():
     try:
         for _, port, _ in servers:
             wait_ready(port)
+        library = products_library(SIMSERVE_PORT)
         for i in chosen:
             name, path, concurrency, seconds, _ = SCENARIOS[i]
             body_file = os.path.join(work, f"{i}.json")
@@ -332,6 +343,7 @@ def main():
               f"| {s[1]:.1f} / {s[2]:.1f} | {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {failed} "
               f"| {s[5]:.2f} / {p[5]:.2f} | {s[6]:.2f} / {p[6]:.2f} |")
     print()
+    print(f"simserve's matrix products: {library}")
     print(kernel_line(python))
 
 
