@@ -15,8 +15,11 @@ included) and the CPU wrk itself took, in cores, on the same machine. With `--ro
 scenario is run N times, the servers alternating within each round, and every column is the
 median over the rounds (the ratio is that of the medians); the requests/s of each round go to
 stderr. `--only TEXT` keeps the scenarios whose name holds TEXT. After the table it names the
-library simserve multiplies with: OpenBLAS where the host has it (Debian's `libopenblas0`, which
-the image ships), else faer; runs on a host without it do not measure what the image serves.
+library simserve multiplies with, as its `simserve_matrix_products_info` metric says: what
+`SIMSERVE_BLAS` (taken from this script's environment; `auto` when unset) chose, OpenBLAS where
+the host has it (Debian's `libopenblas0`, which the image ships) and its kernels suit the
+processor, else faer. A run on a host without the library does not measure what the image
+serves.
 Needs: cargo, python3, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
 """
 
@@ -129,9 +132,12 @@ def wait_ready(port):
 
 
 def products_library(port):
-    """The library simserve multiplies with (its `simserve_matrix_products_info` metric): OpenBLAS
-    where the host has it, else faer. Results depend on it, so the run says which."""
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    """The library simserve multiplies with, from its `simserve_matrix_products_info` metric
+    (openblas or faer). Results depend on it, so the run says which."""
+    try:
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError as err:
+        return f"unknown ({err})"
     found = re.search(r'simserve_matrix_products_info\{library="(\w+)"\}', metrics)
     return found.group(1) if found else "unknown"
 

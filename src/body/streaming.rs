@@ -6,8 +6,8 @@
 //! (glibc's, into a buffer not in the cache), that copy was 6.9% of the server's samples on
 //! the 31.7 MB JSON matrix request in `perf`; with streaming stores it was 4.3%, and the
 //! request took 0.96x the server's CPU in alternated runs, while 4 MB and 8 MB bodies neither
-//! gained nor lost beyond the machine's noise (BENCHMARKS.md, "The latest run: large bodies
-//! copied with streaming stores").
+//! gained nor lost beyond the machine's noise (BENCHMARKS.md, "Large bodies copied with
+//! streaming stores").
 //!
 //! Use [`append`] for a buffer of at least [`STREAMED_BYTES`]; a smaller body's buffer is
 //! filled with `extend_from_slice`. Streaming stores are part of x86-64's baseline (SSE2), so

@@ -2,13 +2,14 @@
 //!
 //! On an Intel processor with AVX-512, whose kernels for it OpenBLAS ran (`SkylakeX`),
 //! OpenBLAS's `sgemm` ran the 1000×768×1000 product at 1.5× faer's rate per core
-//! (BENCHMARKS.md, "The matrix product"), and the product is the largest part of the CPU time
-//! of dense requests that bring binary or base64 tensors. Where the processor has AVX-512 and
-//! OpenBLAS does not use it (Debian 12's 0.3.21 predates OpenBLAS's AVX-512 kernels for AMD
-//! processors: it ran its 256-bit `Haswell` ones on an AMD EPYC with AVX-512), faer's 512-bit
-//! kernels ran it at 1.8× OpenBLAS's rate: `auto` then keeps faer ([`faer_is_faster`]). The
-//! library is not linked: it is opened at run time, so the binary builds and runs where it is
-//! missing, and is used only after it multiplied a small product exactly.
+//! (BENCHMARKS.md, "The matrix product: OpenBLAS when the host has it"), and the product is
+//! the largest part of the CPU time of dense requests that bring binary or base64 tensors.
+//! Where the processor has AVX-512 and OpenBLAS does not use it (Debian 12's 0.3.21 predates
+//! OpenBLAS's AVX-512 kernels for AMD processors: it ran its 256-bit `Haswell` ones on an AMD
+//! EPYC with AVX-512), faer's 512-bit kernels ran it at 1.8× OpenBLAS's rate: `auto` then
+//! keeps faer ([`faer_is_faster`]). The library is not linked: it is opened at run time, so
+//! the binary builds and runs where it is missing, and is used only after it multiplied a
+//! small product exactly.
 //!
 //! When to use what:
 //! - [`start`] once at start-up, with the operator's [`BlasChoice`]: `auto` (the default)
