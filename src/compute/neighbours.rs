@@ -16,8 +16,14 @@ use super::scorer::Scorer;
 use super::threads;
 use super::{Cancel, ComputeError, Metric, Ragged};
 
-/// Scores one tile holds (1 MiB of `f32`, so a tile stays in cache while it is scanned).
+/// Scores one tile holds (4 MiB of `f32`) when blocks go one after another, each tile's
+/// product on all the threads.
 const TILE: usize = 1 << 20;
+
+/// Scores one tile holds when blocks are spread over the threads (1 MiB of `f32`, in the
+/// shared cache between its product and its selection). Tiles are wide because each tile's
+/// product packs the block's rows again: the wider the tile, the fewer times they are packed.
+const SPREAD_TILE: usize = 1 << 18;
 
 /// Scores one tile holds when the columns are cut into shares (256 KiB of `f32`, so it
 /// stays in a core's own cache between its product and its selection).
@@ -374,10 +380,10 @@ fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
                 })
                 .collect()
         }),
-        // Blocks spread over the threads score small tiles, which stay in their core's
-        // cache between the product and the selection.
+        // Blocks spread over the threads score smaller tiles, which stay in cache between
+        // the product and the selection.
         width: (if cut.spread {
-            tile.min(COLUMN_TILE)
+            tile.min(SPREAD_TILE)
         } else {
             tile
         } / row_block)

@@ -24,20 +24,30 @@ pub(crate) const PARALLEL_WORK: usize = 1 << 21;
 /// (`examples/gemm_threads.rs`; BENCHMARKS.md, "Kernels against numpy").
 pub(crate) const SPLIT_WORK: usize = 1 << 32;
 
-/// Rows of a neighbour block at most when blocks are spread over threads: a block's scores
-/// tile (rows × columns, [`super::neighbours`]'s 1 MiB tile) then has at least 4096 columns,
-/// wide enough for the GEMM to run at full speed.
-const SPREAD_BLOCK_ROWS: usize = 64;
+/// Rows of a neighbour block at most when blocks are spread over threads. Blocks are tall
+/// because each tile's product packs both its sides again: every block packs all the
+/// columns it scores, so the fewer the blocks, the fewer times `b` is packed (with the
+/// spread tile, [`super::neighbours`]'s 1 MiB, a block of 256 rows has 1024 columns a tile).
+/// Blocks of at most 64 rows, four per thread, with 256 KiB tiles, as before, took
+/// 1.09–1.48× the CPU time at four shapes, from 500 × 64 against 50,000 (user-item) to
+/// 64 × 768 against 100,000 (`examples/kernel_rate.rs`; BENCHMARKS.md, "Taller neighbour
+/// blocks").
+const SPREAD_BLOCK_ROWS: usize = 256;
 
 /// Blocks are spread only when the rows would fill two blocks of this many per thread:
 /// fewer rows would make thin GEMMs that waste the kernel's register tile (8 rows at a
 /// time). Spread blocks themselves may then be thinner, to give each thread
-/// [`BLOCKS_PER_THREAD`].
+/// [`SPREAD_BLOCKS_PER_THREAD`].
 const MIN_SPREAD_BLOCK_ROWS: usize = 8;
 
-/// Blocks per thread aimed for when spreading, so that blocks that finish early (rows with
-/// many exclusions or few candidates over the threshold) leave no thread idle for long.
-const BLOCKS_PER_THREAD: usize = 4;
+/// Blocks per thread aimed for when spreading: two, so that a block that finishes early
+/// (rows with many exclusions or few candidates over the threshold) leaves the other thread
+/// a block to take, while blocks stay tall ([`SPREAD_BLOCK_ROWS`]).
+const SPREAD_BLOCKS_PER_THREAD: usize = 2;
+
+/// Shares per thread the columns are cut into when the rows are too few to spread, so that
+/// shares that finish early leave no thread idle for long.
+const COLUMN_SHARES_PER_THREAD: usize = 4;
 
 /// Rows of a neighbour block at most when blocks are not spread: the tile is then at least
 /// 4096 columns wide, and the selection's per-row state stays small.
@@ -92,22 +102,22 @@ pub(crate) struct NeighbourBlocks {
 
 /// Cuts a neighbour selection: blocks are spread over the threads when the work is worth it
 /// and the rows are enough for two blocks of [`MIN_SPREAD_BLOCK_ROWS`] per thread (the
-/// blocks then aim at [`BLOCKS_PER_THREAD`] per thread, up to [`SPREAD_BLOCK_ROWS`] rows
-/// each); otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another,
-/// each with its `cols` columns cut into [`BLOCKS_PER_THREAD`] shares per thread of at least
-/// [`MIN_SHARE_COLUMNS`] when the work is worth spreading.
+/// blocks then aim at [`SPREAD_BLOCKS_PER_THREAD`] per thread, up to [`SPREAD_BLOCK_ROWS`]
+/// rows each); otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after
+/// another, each with its `cols` columns cut into [`COLUMN_SHARES_PER_THREAD`] shares per
+/// thread of at least [`MIN_SHARE_COLUMNS`] when the work is worth spreading.
 pub(crate) fn neighbour_blocks(rows: usize, cols: usize, work: usize) -> NeighbourBlocks {
     let threads = threads();
     let worth_spreading = work >= PARALLEL_WORK && threads > 1;
     let block = if worth_spreading && rows >= 2 * threads * MIN_SPREAD_BLOCK_ROWS {
-        rows.div_ceil(threads * BLOCKS_PER_THREAD)
+        rows.div_ceil(threads * SPREAD_BLOCKS_PER_THREAD)
             .clamp(1, SPREAD_BLOCK_ROWS)
     } else {
         rows.clamp(1, SINGLE_BLOCK_ROWS)
     };
     let spread = worth_spreading && rows.div_ceil(block) >= threads;
     let column_shares = if worth_spreading && !spread {
-        (threads * BLOCKS_PER_THREAD)
+        (threads * COLUMN_SHARES_PER_THREAD)
             .min(cols / MIN_SHARE_COLUMNS)
             .max(1)
     } else {
@@ -161,14 +171,14 @@ mod tests {
     }
 
     #[test]
-    fn neighbour_rows_are_spread_in_blocks_of_at_most_sixty_four_rows() {
+    fn neighbour_rows_are_spread_in_two_blocks_per_thread_of_at_most_256_rows() {
         with_threads(2, || {
             let work = PARALLEL_WORK;
-            // Four blocks per thread, capped at 64 rows.
+            // Two blocks per thread, capped at 256 rows.
             assert_eq!(
                 neighbour_blocks(200, 100_000, work),
                 NeighbourBlocks {
-                    rows: 25,
+                    rows: 50,
                     spread: true,
                     column_shares: 1,
                 }
@@ -180,7 +190,7 @@ mod tests {
                 NeighbourBlocks {
                     rows: 31,
                     spread: false,
-                    column_shares: 2 * BLOCKS_PER_THREAD,
+                    column_shares: 2 * COLUMN_SHARES_PER_THREAD,
                 }
             );
             assert_eq!(
