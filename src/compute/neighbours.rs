@@ -20,9 +20,9 @@ use super::{Cancel, ComputeError, Metric, Ragged};
 /// product on all the threads.
 const TILE: usize = 1 << 20;
 
-/// Scores one tile holds when blocks are spread over the threads (1 MiB of `f32`, in the
-/// shared cache between its product and its selection). Tiles are wide because each tile's
-/// product packs the block's rows again: the wider the tile, the fewer times they are packed.
+/// Scores one tile holds when blocks are spread over the threads (1 MiB of `f32`). Tiles
+/// are wide because each tile's product packs the block's rows again: the wider the tile,
+/// the fewer times they are packed.
 const SPREAD_TILE: usize = 1 << 18;
 
 /// Scores one tile holds when the columns are cut into shares (256 KiB of `f32`, so it
@@ -380,8 +380,8 @@ fn nearest_in_tiles<'a, O: Into<Operand<'a>>>(
                 })
                 .collect()
         }),
-        // Blocks spread over the threads score smaller tiles, which stay in cache between
-        // the product and the selection.
+        // Blocks spread over the threads score smaller tiles ([`SPREAD_TILE`]) than blocks
+        // one after another ([`TILE`]).
         width: (if cut.spread {
             tile.min(SPREAD_TILE)
         } else {
@@ -640,6 +640,39 @@ mod tests {
             want.truncate(7);
             assert_eq!(got.indices.row(i), want, "row {i}");
         }
+    }
+
+    #[test]
+    fn blocks_spread_over_two_threads_select_across_tile_borders_like_the_dense_matrix() {
+        // Enough work and rows to spread: four blocks of 75 rows, each scored 13 columns a
+        // tile (of 1000 scores). Values repeat, so ties are broken by index across borders.
+        let (n, m, dim) = (300, 3000, 3);
+        let a = ndarray::Array2::from_shape_fn((n, dim), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
+        let b = ndarray::Array2::from_shape_fn((m, dim), |(i, j)| ((i * 5 + j) % 13) as f32);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let cut = threads::neighbour_blocks(n, m, n * m * dim);
+            assert!(cut.spread && cut.rows == 75, "{cut:?}");
+            for metric in [Metric::Cosine, Metric::Euclidean] {
+                let dense = matrix(a.view(), Some(b.view()), metric, &Cancel::new()).unwrap();
+                let sel = Selection {
+                    k: Some(7),
+                    ..all()
+                };
+                let got =
+                    nearest_in_tiles(a.view(), Some(b.view()), metric, &sel, &Cancel::new(), 1000)
+                        .unwrap();
+                for (i, row) in dense.rows().into_iter().enumerate() {
+                    let mut want: Vec<usize> = (0..m).collect();
+                    want.sort_by(|&x, &y| metric.nearest_first(row[x], row[y]).then(x.cmp(&y)));
+                    want.truncate(7);
+                    assert_eq!(got.indices.row(i), want, "{metric:?} row {i}");
+                }
+            }
+        });
     }
 
     #[test]
