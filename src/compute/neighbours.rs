@@ -614,6 +614,15 @@ mod tests {
         }
     }
 
+    /// Runs `f` on a pool of two threads, as the compute pool on two cores.
+    fn on_two_threads<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
     #[test]
     fn many_small_tiles_give_the_same_selection_as_the_dense_matrix() {
         // Values repeat, so there are many ties to break by index across tile borders.
@@ -649,11 +658,7 @@ mod tests {
         let (n, m, dim) = (300, 3000, 3);
         let a = ndarray::Array2::from_shape_fn((n, dim), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
         let b = ndarray::Array2::from_shape_fn((m, dim), |(i, j)| ((i * 5 + j) % 13) as f32);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_two_threads(|| {
             let cut = threads::neighbour_blocks(n, m, n * m * dim);
             assert!(cut.spread && cut.rows == 75, "{cut:?}");
             for metric in [Metric::Cosine, Metric::Euclidean] {
@@ -727,11 +732,7 @@ mod tests {
         let a =
             ndarray::Array2::from_shape_fn((n, dim), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
         let b = ndarray::Array2::from_shape_fn((m, dim), |(i, j)| ((i * 5 + j) % 13) as f32 - 6.0);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_two_threads(|| {
             let cut = threads::neighbour_blocks(n, m, n * m * dim);
             assert!(cut.column_shares > 1, "{cut:?}");
             let mut exclude = Ragged::new();
