@@ -29,9 +29,9 @@ pub(crate) const SPLIT_WORK: usize = 1 << 32;
 /// columns it scores, so the fewer the blocks, the fewer times `b` is packed (with the
 /// spread tile, [`super::neighbours`]'s 1 MiB, a block of 256 rows has 1024 columns a tile).
 /// The earlier settings (blocks of at most 64 rows, four per thread, 256 KiB tiles) took
-/// 1.09–1.48× these settings' CPU time at four shapes, from 500 × 64 against 50,000
-/// (user-item) to 64 × 768 against 100,000 (`examples/kernel_rate.rs`; BENCHMARKS.md,
-/// "Taller neighbour blocks").
+/// 1.09–1.48× the CPU time of blocks two a thread of up to 256 rows in 1 MiB tiles at four
+/// shapes, from 500 × 64 against 50,000 (user-item) to 64 × 768 against 100,000
+/// (`examples/kernel_rate.rs`; BENCHMARKS.md, "Taller neighbour blocks").
 const SPREAD_BLOCK_ROWS: usize = 256;
 
 /// Blocks are spread only when the rows would fill two blocks of this many per thread:
@@ -39,10 +39,12 @@ const SPREAD_BLOCK_ROWS: usize = 256;
 /// time). With [`SPREAD_BLOCKS_PER_THREAD`] at two, spread blocks are never thinner.
 const MIN_SPREAD_BLOCK_ROWS: usize = 8;
 
-/// Blocks per thread aimed for when spreading, at least: two, so that a block that
-/// finishes early (rows with many exclusions or few candidates over the threshold) leaves
-/// the other thread a block to take, while blocks stay tall ([`SPREAD_BLOCK_ROWS`]). More
-/// rows make more blocks, a multiple of the threads, all of about the same height.
+/// Blocks per thread aimed at when spreading, at least: two, so that a block that finishes
+/// early (rows with many exclusions or few candidates over the threshold) leaves another
+/// thread a block to take, while blocks stay tall ([`SPREAD_BLOCK_ROWS`]). More rows aim at
+/// more blocks, a multiple of the threads; a block's height is the rows over that aim,
+/// rounded up, so the last block may be shorter and the blocks a few fewer than aimed at
+/// (never fewer than the threads).
 const SPREAD_BLOCKS_PER_THREAD: usize = 2;
 
 /// Shares per thread the columns are cut into when the rows are too few to spread, so that
@@ -101,20 +103,21 @@ pub(crate) struct NeighbourBlocks {
 }
 
 /// Cuts a neighbour selection: blocks are spread over the threads when the work is worth it
-/// and the rows are enough for two blocks of [`MIN_SPREAD_BLOCK_ROWS`] per thread (the
-/// blocks then at least [`SPREAD_BLOCKS_PER_THREAD`] per thread, a multiple of the threads,
-/// of about the same height, at most [`SPREAD_BLOCK_ROWS`]); otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after
-/// another, each with its `cols` columns cut into [`COLUMN_SHARES_PER_THREAD`] shares per
-/// thread of at least [`MIN_SHARE_COLUMNS`] when the work is worth spreading.
+/// and the rows are enough for two blocks of [`MIN_SPREAD_BLOCK_ROWS`] per thread (their
+/// height is then the rows over a multiple of the threads, at least
+/// [`SPREAD_BLOCKS_PER_THREAD`] per thread, rounded up, at most [`SPREAD_BLOCK_ROWS`]);
+/// otherwise the rows go in blocks of up to [`SINGLE_BLOCK_ROWS`], one after another, each
+/// with its `cols` columns cut into [`COLUMN_SHARES_PER_THREAD`] shares per thread of at
+/// least [`MIN_SHARE_COLUMNS`] when the work is worth spreading.
 pub(crate) fn neighbour_blocks(rows: usize, cols: usize, work: usize) -> NeighbourBlocks {
     let threads = threads();
     let worth_spreading = work >= PARALLEL_WORK && threads > 1;
     let block = if worth_spreading && rows >= 2 * threads * MIN_SPREAD_BLOCK_ROWS {
-        let blocks = rows
+        let aimed_blocks = rows
             .div_ceil(SPREAD_BLOCK_ROWS)
             .next_multiple_of(threads)
             .max(threads * SPREAD_BLOCKS_PER_THREAD);
-        rows.div_ceil(blocks)
+        rows.div_ceil(aimed_blocks)
     } else {
         rows.clamp(1, SINGLE_BLOCK_ROWS)
     };
@@ -174,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn neighbour_rows_are_spread_in_even_blocks_two_or_more_per_thread_of_at_most_256_rows() {
+    fn neighbour_rows_are_spread_in_blocks_of_about_equal_height_up_to_256_rows() {
         with_threads(2, || {
             let work = PARALLEL_WORK;
             let spread = |rows| NeighbourBlocks {
@@ -185,9 +188,10 @@ mod tests {
             // Two blocks per thread while they fit in 256 rows.
             assert_eq!(neighbour_blocks(200, 100_000, work), spread(50));
             assert_eq!(neighbour_blocks(1024, 100_000, work), spread(256));
-            // Then more blocks, a multiple of the threads, of the same height: 1100 rows
-            // go in six blocks of at most 184, not four of 256 and one of 76.
+            // Then more blocks, a multiple of the threads, as tall as the rows allow: 1100
+            // rows go in six blocks of at most 184, not four of 256 and one of 76.
             assert_eq!(neighbour_blocks(1100, 100_000, work), spread(184));
+            // Never taller than 256 rows: 100,000 rows aim at 392 blocks and fill 391.
             assert_eq!(neighbour_blocks(100_000, 10, work), spread(256));
             // Fewer than two blocks of 8 rows per thread: one block, its columns in shares.
             assert_eq!(
@@ -203,6 +207,10 @@ mod tests {
                 1,
                 "too few columns to cut"
             );
+        });
+        with_threads(3, || {
+            // 1700 rows on three threads: nine blocks of at most 189 (on two, eight of 213).
+            assert_eq!(neighbour_blocks(1700, 100_000, PARALLEL_WORK).rows, 189);
         });
         with_threads(1, || {
             assert_eq!(neighbour_blocks(1, 1 << 20, usize::MAX).column_shares, 1);
