@@ -12,7 +12,7 @@
 //! - manhattan (and euclidean on vectors of a few dimensions): a direct vectorisable kernel.
 //!
 //! When `a` is compared with itself, each row's score against itself is computed exactly, so
-//! a non-zero row's self-cosine is 1.
+//! a row of norm 1e-6 or more (the floor) has a self-cosine of exactly 1.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -27,11 +27,12 @@ use super::reduce::{self, l1, sq_dist};
 use super::rows::Rows;
 use super::{ComputeError, Metric};
 
-/// `f64` values each operand of one euclidean sub-block may hold (4 MiB), and its products.
-const EUCLIDEAN_SCRATCH: usize = 1 << 19;
+/// `f64` values each operand of one sub-block of a product taken in `f64` may hold (4 MiB),
+/// and its products ([`Scorer::wide_products`]).
+const WIDE_SCRATCH: usize = 1 << 19;
 
-/// Columns of `b` a euclidean sub-block takes at most.
-const EUCLIDEAN_COLS: usize = 1024;
+/// Columns of `b` a sub-block of a product taken in `f64` takes at most.
+const WIDE_COLS: usize = 1024;
 
 /// `d²` below this share of `‖x‖² + ‖y‖²` is recomputed from the differences: there the
 /// expansion's cancellation error would exceed the accuracy contract.
@@ -191,11 +192,11 @@ impl<'a> Scorer<'a> {
         }
         match self.metric {
             Metric::Cosine => {
-                self.product(rows.clone(), cols.clone(), out, par);
+                self.product(rows.clone(), cols.clone(), out, par)?;
                 self.scale_and_clamp(rows.clone(), cols.clone(), out);
             }
             Metric::Dot => {
-                self.product(rows.clone(), cols.clone(), out, par);
+                self.product(rows.clone(), cols.clone(), out, par)?;
                 for (at, v) in out.iter_mut().enumerate() {
                     if !v.is_finite() {
                         let (i, j) = (r0 + at / width, c0 + at % width);
@@ -264,22 +265,42 @@ impl<'a> Scorer<'a> {
     }
 
     /// `out = a[rows] · b[cols]ᵀ` on the prepared rows: in `f32`, or for very long vectors
-    /// (where `f32` sums drift past the accuracy contract) in `f64`.
-    fn product(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32], par: Par) {
-        let (a, b) = (self.a.block(rows), self.gemm_b().block(cols));
+    /// (where `f32` sums drift past the accuracy contract) in `f64`, a sub-block at a time.
+    fn product(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        out: &mut [f32],
+        par: Par,
+    ) -> Result<(), ComputeError> {
         let dim = self.dim();
         if dim <= F32_PRODUCT_MAX_DIM {
+            let (a, b) = (self.a.block(rows), self.gemm_b().block(cols));
             a_bt(a, b, dim, out, par);
-        } else {
-            let mut wide = vec![0.0f64; out.len()];
-            a_bt(&upcast(a), &upcast(b), dim, &mut wide, par);
-            out.iter_mut().zip(wide).for_each(|(v, w)| *v = w as f32);
+            return Ok(());
         }
+        let width = cols.len();
+        let first = (rows.start, cols.start);
+        Self::wide_products(
+            &self.a,
+            self.gemm_b(),
+            rows,
+            cols,
+            par,
+            |i, sub_cols, dots| {
+                let at = (i - first.0) * width + (sub_cols.start - first.1);
+                let out_row = &mut out[at..at + sub_cols.len()];
+                out_row
+                    .iter_mut()
+                    .zip(dots)
+                    .for_each(|(v, &w)| *v = w as f32);
+                Ok(())
+            },
+        )
     }
 
-    /// Euclidean distances of `rows` against `cols` into `out`, a sub-block at a time: both
-    /// sides of a sub-block are widened to `f64` there, so the scratch stays under
-    /// [`EUCLIDEAN_SCRATCH`] values per operand whatever the sizes.
+    /// Euclidean distances of `rows` against `cols` into `out`, from products taken in `f64`
+    /// ([`Self::wide_products`]).
     fn euclidean(
         &self,
         rows: Range<usize>,
@@ -287,33 +308,54 @@ impl<'a> Scorer<'a> {
         out: &mut [f32],
         par: Par,
     ) -> Result<(), ComputeError> {
-        let dim = self.dim().max(1);
         let width = cols.len();
-        let col_step = (EUCLIDEAN_SCRATCH / dim).clamp(1, EUCLIDEAN_COLS);
-        let row_step = (EUCLIDEAN_SCRATCH / dim.max(col_step)).max(1);
+        let first = (rows.start, cols.start);
         let sq_b = self.sq_b.as_ref().unwrap_or(&self.sq_a);
         let (sq_a, sq_b): (&[f64], &[f64]) = (&self.sq_a, sq_b);
+        let (raw_a, raw_b) = (&self.raw_a, self.raw_b());
+        Self::wide_products(raw_a, raw_b, rows, cols, par, |i, sub_cols, dots| {
+            let at = (i - first.0) * width + (sub_cols.start - first.1);
+            let out_row = &mut out[at..at + sub_cols.len()];
+            for ((j, v), &dot) in sub_cols.zip(out_row).zip(dots) {
+                let scale = sq_a[i] + sq_b[j];
+                let mut d2 = scale - 2.0 * dot;
+                if d2 <= CANCELLATION * scale {
+                    d2 = sq_dist(raw_a.row(i), raw_b.row(j));
+                }
+                *v = narrow(d2.max(0.0).sqrt(), &[i, j])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `a[rows] · b[cols]ᵀ` in `f64`, a sub-block at a time: both sides of a sub-block are
+    /// widened to `f64` there, so the scratch stays under [`WIDE_SCRATCH`] values per operand
+    /// whatever the sizes (a table's rows, which the job's memory estimate does not count as
+    /// the request's, are never widened whole). `each` takes every row of a sub-block's
+    /// products: the row, the sub-block's columns, and the products.
+    fn wide_products(
+        a: &Rows,
+        b: &Rows,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        par: Par,
+        mut each: impl FnMut(usize, Range<usize>, &[f64]) -> Result<(), ComputeError>,
+    ) -> Result<(), ComputeError> {
+        let dim = a.dim().max(1);
+        let col_step = (WIDE_SCRATCH / dim).clamp(1, WIDE_COLS);
+        let row_step = (WIDE_SCRATCH / dim.max(col_step)).max(1);
         let mut dots = Vec::new();
         for c0 in cols.clone().step_by(col_step) {
             let sub_cols = c0..(c0 + col_step).min(cols.end);
-            let b = upcast(self.raw_b().block(sub_cols.clone()));
+            let wide_b = upcast(b.block(sub_cols.clone()));
             for r0 in rows.clone().step_by(row_step) {
                 let sub_rows = r0..(r0 + row_step).min(rows.end);
-                let a = upcast(self.raw_a.block(sub_rows.clone()));
+                let wide_a = upcast(a.block(sub_rows.clone()));
                 dots.clear();
                 dots.resize(sub_rows.len() * sub_cols.len(), 0.0f64);
-                a_bt(&a, &b, dim, &mut dots, par);
+                a_bt(&wide_a, &wide_b, dim, &mut dots, par);
                 for (i, dot_row) in sub_rows.zip(dots.chunks_exact(sub_cols.len())) {
-                    let at = (i - rows.start) * width + (sub_cols.start - cols.start);
-                    let out_row = &mut out[at..at + sub_cols.len()];
-                    for ((j, v), &dot) in sub_cols.clone().zip(out_row).zip(dot_row) {
-                        let scale = sq_a[i] + sq_b[j];
-                        let mut d2 = scale - 2.0 * dot;
-                        if d2 <= CANCELLATION * scale {
-                            d2 = sq_dist(self.raw_a.row(i), self.raw_b().row(j));
-                        }
-                        *v = narrow(d2.max(0.0).sqrt(), &[i, j])?;
-                    }
+                    each(i, sub_cols.clone(), dot_row)?;
                 }
             }
         }
@@ -401,6 +443,45 @@ mod tests {
             assert_eq!(scorer.scale_a.as_deref(), Some(&inverse[..]));
             assert!(scorer.scale_b.is_none(), "{huge}: normalised");
             assert_eq!(scorer.gemm_b().row(0), &[0.6, 0.8]);
+        }
+    }
+
+    #[test]
+    fn products_of_very_long_vectors_are_taken_in_f64_sub_blocks_that_tile_the_scores() {
+        // 70,000 dimensions: sub-blocks of 7 rows against 7 columns, so a tile of 9 rows
+        // against 13 columns from an offset crosses their borders both ways.
+        let dim = F32_PRODUCT_MAX_DIM + 4_464;
+        assert_eq!((WIDE_SCRATCH / dim, WIDE_SCRATCH / dim), (7, 7));
+        let values = |rows: usize, seed: usize| {
+            ndarray::Array2::from_shape_fn((rows, dim), |(i, k)| {
+                ((i * 7_919 + k * 104_729 + seed) % 1_009) as f32 / 1_009.0 - 0.5
+            })
+        };
+        let (a, b) = (values(12, 1), values(20, 2));
+        let exact = |x: ndarray::ArrayView1<f32>, y: ndarray::ArrayView1<f32>| {
+            let (mut xy, mut xx, mut yy, mut d2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+            for (&p, &q) in x.iter().zip(y) {
+                let (p, q) = (f64::from(p), f64::from(q));
+                (xy, xx, yy, d2) = (xy + p * q, xx + p * p, yy + q * q, d2 + (p - q) * (p - q));
+            }
+            [xy / (xx.sqrt() * yy.sqrt()), xy, d2.sqrt()]
+        };
+        let (rows, cols) = (2..11, 5..18);
+        for (which, metric) in [Metric::Cosine, Metric::Dot, Metric::Euclidean]
+            .into_iter()
+            .enumerate()
+        {
+            let scorer = Scorer::new(metric, a.view().into(), Some(b.view().into()));
+            let mut out = vec![f32::NAN; rows.len() * cols.len()];
+            scorer
+                .tile_into(rows.clone(), cols.clone(), Par::Seq, &mut out)
+                .unwrap();
+            for (at, &got) in out.iter().enumerate() {
+                let (i, j) = (rows.start + at / cols.len(), cols.start + at % cols.len());
+                let want = exact(a.row(i), b.row(j))[which];
+                let error = (f64::from(got) - want).abs() / want.abs().max(1.0);
+                assert!(error < 1e-6, "{metric:?} [{i}][{j}]: {got} against {want}");
+            }
         }
     }
 
