@@ -86,9 +86,10 @@ pub struct Config {
     #[arg(long, env = "SIMSERVE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
 
-    /// Bearer tokens accepted on the similarity routes and `/openapi.yaml`, comma-separated;
-    /// none means no authentication. `/healthz`, `/readyz`, `/metrics` and the try-it page
-    /// (`/`, `/assets/app.js`, `/assets/app.css`) stay open.
+    /// Bearer tokens accepted on every route but the open ones, comma-separated; none means
+    /// no authentication. `/healthz`, `/readyz`, `/metrics`, `/v2/health/live`,
+    /// `/v2/health/ready` and the try-it page (`/`, `/assets/app.js`, `/assets/app.css`) stay
+    /// open.
     #[arg(
         long,
         env = "SIMSERVE_API_KEYS",

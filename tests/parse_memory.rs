@@ -239,7 +239,7 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
         (
             "many chosen rows of a table, and an exclude id",
             format!(
-                r#"{{"users":[[1,2,3,4,5,6,7,8]],"items":{{"table":"items","rows":[{zeros}]}},"top_k":1,"exclude":[["sku-000"]]}}"#
+                r#"{{"users":[[1,2,3,4,5,6,7,8]],"items":{{"table":"items","rows":[{zeros},1]}},"top_k":1,"exclude":[["sku-001"]]}}"#
             ),
             Route::UserItem,
             true,
@@ -247,7 +247,7 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
         (
             "many item_ids, and an exclude id",
             format!(
-                r#"{{"users":[{one}],"items":[{rows}],"top_k":1,"item_ids":[{empty}],"exclude":[[""]]}}"#
+                r#"{{"users":[{one}],"items":[{rows},[1]],"top_k":1,"item_ids":[{empty},"x"],"exclude":[["x"]]}}"#
             ),
             Route::UserItem,
             true,

@@ -129,17 +129,25 @@ impl Operation for MatrixJob {
                     validate::output_size(&dims(width), max_output, "lower top_k")?;
                 }
                 let listed = b.as_ref().unwrap_or(&a);
+                let mut max_entries = max_output;
                 if let Some(ids) = listed.table().and_then(|t| t.ids()) {
-                    let width = k.map_or(m, |k| k.min(m));
                     let field = if b.is_some() { "b" } else { "a" };
-                    validate::id_budget(field, ids.longest(), sets * n, width, max_output)?;
+                    match k {
+                        Some(k) => {
+                            let width = k.min(m);
+                            validate::id_budget(field, ids.longest(), sets * n, width, max_output)?
+                        }
+                        None => {
+                            max_entries = validate::entries_listing_ids(ids.longest(), max_output)
+                        }
+                    }
                 }
                 Output::Neighbours(Selection {
                     k,
                     threshold,
                     exclude_self: req.exclude_self,
                     exclude: None,
-                    max_entries: max_output,
+                    max_entries,
                 })
             }
         };

@@ -103,7 +103,7 @@ fn exclude_indices(
         return Ok(lists);
     }
     // The listed items ordered by id, then by position: of equal ids the first listed comes
-    // first and is the one found. Sorted in place (a stable sort would take as much again).
+    // first. Sorted in place (a stable sort would take as much again).
     let listed: Option<(&Strings, Vec<usize>)> = item_ids.map(|ids| {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_unstable_by(|&x, &y| ids.get(x).cmp(ids.get(y)).then(x.cmp(&y)));
@@ -122,16 +122,17 @@ fn exclude_indices(
                 .saturating_sub(1);
             (user, entry - offsets[user])
         };
-        let row = match &listed {
+        let positions = match &listed {
             Some((ids, order)) => {
                 let first = order.partition_point(|&item| ids.get(item) < id);
-                order
-                    .get(first)
-                    .copied()
-                    .filter(|&item| ids.get(item) == id)
+                let holds = |item: &usize| ids.get(*item) == id;
+                order.get(first).copied().filter(holds).map(|item| {
+                    let second = order.get(first + 1).copied().filter(holds);
+                    (item, second)
+                })
             }
             None => match &finder {
-                Some(finder) => finder.row_of(id),
+                Some(finder) => finder.positions_of(id),
                 None => {
                     let (user, at) = place();
                     return Err(invalid(format!(
@@ -141,15 +142,31 @@ fn exclude_indices(
                 }
             },
         };
-        let Some(row) = row else {
-            let (user, at) = place();
+        let shown = || {
             let mut shown: String = id.chars().take(64).collect();
             if shown.len() < id.len() {
                 shown.push('…');
             }
-            return Err(invalid(format!(
-                "exclude[{user}][{at}]: no item has the id {shown:?}"
-            )));
+            shown
+        };
+        let row = match positions {
+            Some((row, None)) => row,
+            Some((first, Some(second))) => {
+                // Excluding one of them would leave the other to be recommended.
+                let (user, at) = place();
+                return Err(invalid(format!(
+                    "exclude[{user}][{at}]: the id {:?} is held by more than one item \
+                     (positions {first} and {second}); list each item once, or exclude each of its positions by index",
+                    shown()
+                )));
+            }
+            None => {
+                let (user, at) = place();
+                return Err(invalid(format!(
+                    "exclude[{user}][{at}]: no item has the id {:?}",
+                    shown()
+                )));
+            }
         };
         if let Some(value) = lists.values_mut().get_mut(entry) {
             *value = row;
@@ -226,18 +243,29 @@ impl Operation for UserItemJob {
             if let Some(lists) = &exclude_lists {
                 exclude(lists, u, i)?;
             }
-            let width = k.map_or(i, |k| k.min(i));
-            if let Some(ids) = &req.item_ids {
-                validate::id_budget("item_ids", ids.longest(), u, width, max_output)?;
-            }
-            if let Some(ids) = items.table().and_then(|t| t.ids()) {
-                validate::id_budget("items", ids.longest(), u, width, max_output)?;
+            let listed_ids = [
+                ("item_ids", req.item_ids.as_ref().map(Strings::longest)),
+                (
+                    "items",
+                    items.table().and_then(|t| t.ids()).map(|ids| ids.longest()),
+                ),
+            ];
+            let mut max_entries = max_output;
+            for (field, longest) in listed_ids {
+                let Some(longest) = longest else { continue };
+                match k {
+                    Some(k) => validate::id_budget(field, longest, u, k.min(i), max_output)?,
+                    None => {
+                        let most = validate::entries_listing_ids(longest, max_output);
+                        max_entries = max_entries.min(most);
+                    }
+                }
             }
             Output::Neighbours {
                 keep: Selection {
                     k,
                     threshold,
-                    max_entries: max_output,
+                    max_entries,
                     ..Selection::default()
                 },
                 exclude: exclude_lists,

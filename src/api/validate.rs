@@ -83,6 +83,14 @@ pub(super) fn output_size(dims: &[usize], limit: usize, hint: &str) -> Result<us
     }
 }
 
+/// The most entries a selection without `top_k` may hold when it lists ids of up to
+/// `longest` bytes: each entry's id counts one number for every 8 bytes, as [`id_budget`]
+/// counts them, so the listing stays within `limit`. Such a selection is not refused up front:
+/// it fails only if it holds more.
+pub(super) fn entries_listing_ids(longest: usize, limit: usize) -> usize {
+    limit / longest.div_ceil(8).max(1)
+}
+
 /// Refuses ids (of `field`, the longest `longest` bytes) whose listing, up to `width` for
 /// each of `rows` rows, could exceed the output limit, counting 8 bytes of id as one number.
 pub(super) fn id_budget(

@@ -43,14 +43,17 @@ pub struct Finder<'a> {
 }
 
 impl Finder<'_> {
-    /// The row with id `id`, if one has it (the first, for a row chosen more than once).
-    pub fn row_of(&self, id: &str) -> Option<usize> {
+    /// The positions whose row has id `id`: the first, and the second if the row was chosen
+    /// more than once (`None` if no position has it).
+    pub fn positions_of(&self, id: &str) -> Option<(usize, Option<usize>)> {
         let row = self.ids.row(id)?;
         match &self.chosen {
-            None => Some(row),
+            None => Some((row, None)),
             Some((rows, order)) => {
                 let first = order.partition_point(|&at| rows[at] < row);
-                order.get(first).copied().filter(|&at| rows[at] == row)
+                let holds = |at: &usize| rows[*at] == row;
+                let at = order.get(first).copied().filter(holds)?;
+                Some((at, order.get(first + 1).copied().filter(holds)))
             }
         }
     }

@@ -230,7 +230,7 @@ async fn the_selection_limit_message_suits_distances_too() {
     let got = app.post(PATH, &body).await;
     got.assert_problem(
         422,
-        "the selection holds more than 5 entries, the output limit; add top_k or make threshold stricter",
+        "the selection holds more than 5 entries, as many as the output limit allows (ids listed count a number for every 8 bytes of the longest); add top_k or make threshold stricter",
     );
 }
 

@@ -263,6 +263,75 @@ async fn neighbours_in_a_table_with_ids_list_the_ids_and_exclusions_may_name_the
 }
 
 #[tokio::test]
+async fn a_threshold_listing_a_tables_ids_is_limited_by_what_it_selects_not_refused_up_front() {
+    // 10 items against themselves could list 100 ids, over this limit of 50; a threshold
+    // that selects each row itself lists 10 (the zero row none) and is answered.
+    let (app, _) = app_with_tables(fixtures("good"), |c| c.max_output_elements = 50);
+    let got = app
+        .post(
+            "/similarity/matrix",
+            &json!({"a": {"table": "items"}, "threshold": 0.99}),
+        )
+        .await;
+    let body = got.ok();
+    let ids = body["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 10);
+    for (i, row) in ids.iter().enumerate() {
+        let listed: Vec<&str> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap())
+            .collect();
+        assert!(
+            listed.len() <= 1 && listed.iter().all(|&id| id == format!("sku-{i:03}")),
+            "{i}: {listed:?}"
+        );
+    }
+    // A threshold that selects every pair holds more than the limit allows.
+    let got = app
+        .post(
+            "/similarity/matrix",
+            &json!({"a": {"table": "items"}, "threshold": -1.0}),
+        )
+        .await;
+    got.assert_problem(422, "the selection holds more than 50 entries");
+}
+
+#[tokio::test]
+async fn excluding_by_id_a_row_chosen_twice_is_refused_rather_than_half_excluded() {
+    let app = good_app();
+    let got = app
+        .post(
+            "/similarity/user-item",
+            &json!({"users": {"table": "users", "rows": [0]},
+                    "items": {"table": "items", "rows": [1, 5, 2, 5]},
+                    "top_k": 1, "exclude": [["sku-005"]]}),
+        )
+        .await;
+    got.assert_problem(
+        422,
+        "exclude[0][0]: the id \"sku-005\" is held by more than one item (positions 1 and 3)",
+    );
+    let got = app
+        .post(
+            "/similarity/user-item",
+            &json!({"users": {"table": "users", "rows": [0]},
+                    "items": {"table": "items", "rows": [1, 5, 2]},
+                    "top_k": 3, "exclude": [["sku-005"]]}),
+        )
+        .await;
+    let mut listed: Vec<String> = got.ok()["items"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["sku-001", "sku-002"]);
+}
+
+#[tokio::test]
 async fn bad_references_are_422s_that_name_the_field() {
     let (app, _) = app_with_tables(fixtures("good"), |c| c.max_body_bytes = 4096);
     let items = json!({"table": "items"});

@@ -167,6 +167,48 @@ async fn long_item_ids_repeated_for_many_users_are_refused_before_any_work() {
 }
 
 #[tokio::test]
+async fn a_threshold_listing_item_ids_is_limited_by_what_it_selects_not_refused_up_front() {
+    // 200 users against 10 items could list 2,000 ids of 3 units (8 bytes each) each, over
+    // this limit; each user selects one item, 600 units, and is answered.
+    let app = crate::helpers::app_with(|c| c.max_output_elements = 1000);
+    let users: Vec<[f32; 1]> = vec![[1.0]; 200];
+    let mut items: Vec<[f32; 1]> = vec![[-1.0]; 10];
+    items[3] = [1.0];
+    let ids: Vec<String> = (0..10).map(|i| format!("{i:020}")).collect();
+    let body = json!({"users": users, "items": items, "threshold": 0.5, "item_ids": ids});
+    let got = app.post(PATH, &body).await;
+    let listed = got.ok()["items"].as_array().unwrap();
+    assert_eq!(listed.len(), 200);
+    assert!(
+        listed.iter().all(|row| row == &json!([ids[3]])),
+        "{:?}",
+        listed[0]
+    );
+    // Ids of 100 bytes (13 units) allow 76 entries, fewer than the 200 selected.
+    let long: Vec<String> = (0..10).map(|i| format!("{i:0100}")).collect();
+    let body = json!({"users": users, "items": items, "threshold": 0.5, "item_ids": long});
+    app.post(PATH, &body)
+        .await
+        .assert_problem(422, "the selection holds more than 76 entries");
+}
+
+#[tokio::test]
+async fn an_excluded_id_that_two_items_hold_is_refused_rather_than_half_excluded() {
+    let body = json!({"users": [[1.0, 0.0]], "items": [[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]],
+                      "top_k": 1, "item_ids": ["a", "b", "a"], "exclude": [["b", "a"]]});
+    app().post(PATH, &body).await.assert_problem(
+        422,
+        "exclude[0][1]: the id \"a\" is held by more than one item (positions 0 and 2); \
+         list each item once, or exclude each of its positions by index",
+    );
+    // By index, both positions go: the one item left is listed.
+    let body = json!({"users": [[1.0, 0.0]], "items": [[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]],
+                      "top_k": 1, "item_ids": ["a", "b", "a"], "exclude": [[0, 2]]});
+    let got = app().post(PATH, &body).await;
+    assert_eq!(got.ok()["items"], json!([["b"]]));
+}
+
+#[tokio::test]
 async fn item_ids_must_be_strings() {
     let got = app()
         .post(
