@@ -1,6 +1,7 @@
 //! faer's GEMM against OpenBLAS's on one thread, `a · bᵀ` at the shapes the service
 //! multiplies: whole dense results (1000 × 768 × 1000) and the tiles of top-k selection (64
-//! rows against 4096 columns) at several dimensions. Each shape alternates the two libraries
+//! rows against 4096 columns, and the spread blocks' tiles of 1 MiB: 125 rows against 2097
+//! columns, 250 against 1048) at several dimensions. Each shape alternates the two libraries
 //! three times; the middle round by their ratio is printed, with the range of the ratio.
 //! Says where `compute::gemm` should use OpenBLAS (`BLAS_MIN_DIM`).
 //!
@@ -18,10 +19,17 @@ use std::time::Instant;
 use faer::{Accum, MatMut, MatRef, Par};
 use simserve::compute::blas::{AUTO_NAMES, Blas};
 
-const SHAPES: [(usize, usize, usize); 9] = [
+const SHAPES: [(usize, usize, usize); 16] = [
     (64, 64, 4096),
     (256, 64, 4096),
     (500, 64, 50_000),
+    (125, 64, 2097),
+    (250, 64, 1048),
+    (125, 96, 2097),
+    (125, 128, 2097),
+    (125, 192, 2097),
+    (125, 256, 2097),
+    (125, 768, 2097),
     (64, 128, 4096),
     (64, 384, 4096),
     (64, 768, 4096),
