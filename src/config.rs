@@ -20,7 +20,8 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// Largest result a request may ask for, in numbers (dense matrix elements, or top-k and
-    /// threshold entries); larger results get 422.
+    /// threshold entries; where ids are listed, an entry counts one number for every 8 bytes
+    /// of the longest id); larger results get 422.
     #[arg(
         long,
         env = "SIMSERVE_MAX_OUTPUT_ELEMENTS",

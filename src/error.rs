@@ -175,8 +175,7 @@ impl From<ComputeError> for ApiError {
                 ApiError::Invalid(format!("{err}; scale the vectors down or use cosine"))
             }
             ComputeError::TooManyResults { limit } => ApiError::Invalid(format!(
-                "the selection holds more than {limit} entries, as many as the output limit allows \
-                 (ids listed count a number for every 8 bytes of the longest); \
+                "the selection holds more than {limit} entries, the output limit; \
                  add top_k or make threshold stricter"
             )),
             // The caller stopped waiting; this answer is only seen if it is still there.

@@ -24,16 +24,9 @@ pub fn parse(len: usize) -> usize {
     len.saturating_mul(PARSE_BYTES_PER_BODY_BYTE + 1)
 }
 
-/// Working memory of the kernels beyond their inputs and outputs, for each compute thread
-/// (the largest jobs use them all): its tiles of scores (up to 4 MiB), GEMM packing buffers,
-/// and the sub-blocks of products taken in `f64` (up to about 10 MiB; `compute::scorer`).
-const SCRATCH_PER_THREAD: usize = 16 << 20;
-
-/// [`SCRATCH_PER_THREAD`] for every thread of the compute pool (the global rayon pool, sized
-/// by `--compute-threads`).
-fn scratch() -> usize {
-    SCRATCH_PER_THREAD.saturating_mul(rayon::current_num_threads())
-}
+/// Working memory of the kernels beyond their inputs and outputs: per-thread tiles of
+/// scores and GEMM packing buffers, for the largest jobs.
+const SCRATCH: usize = 32 << 20;
 
 /// Bytes of a response per number: the `f32` result, plus its text with separators (at most
 /// [`float::TEXT_BYTES`], a comma and, in rows of one number, their brackets) in a buffer
@@ -55,7 +48,7 @@ pub fn job(inputs: usize, work: usize, numbers: usize, encoding: Encoding) -> us
     inputs
         .saturating_mul(4 + 8)
         .saturating_add(numbers.saturating_mul(per_number(encoding)))
-        .saturating_add(scratch().min(work.saturating_mul(4)))
+        .saturating_add(SCRATCH.min(work.saturating_mul(4)))
 }
 
 #[cfg(test)]
@@ -63,18 +56,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn estimates_grow_with_inputs_outputs_and_compute_threads_and_saturate() {
+    fn estimates_grow_with_inputs_and_outputs_and_saturate() {
         let small = job(10, 100, 10, Encoding::Json);
         assert!(small < 1024, "{small}");
-        assert!(job(10, 1 << 40, 10, Encoding::Json) >= scratch());
-        let on = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| job(10, 1 << 40, 10, Encoding::Json))
-        };
-        assert_eq!(on(4) - on(2), 2 * SCRATCH_PER_THREAD);
+        assert!(job(10, 1 << 40, 10, Encoding::Json) >= SCRATCH);
         assert!(job(1_000_000, 100, 10, Encoding::Json) > small + 4_000_000);
         assert!(
             job(10, 100, 1_000_000, Encoding::Json) > job(10, 100, 1_000_000, Encoding::Base64)

@@ -232,6 +232,7 @@ impl Operation for MatrixJob {
             Output::Neighbours(keep) => keep,
         };
         let mut sets: Vec<Neighbours> = Vec::with_capacity(a.sets());
+        let ids_listed = b.unwrap_or(a).has_ids();
         let mut left = keep.max_entries;
         for s in 0..a.sets() {
             let set_a = a.operand(s).ok_or_else(unready)?;
@@ -240,8 +241,11 @@ impl Operation for MatrixJob {
                 max_entries: left,
                 ..keep.clone()
             };
-            let found = compute::nearest(set_a, set_b, self.metric, &selection, cancel)
-                .map_err(|err| if self.batched { err.in_set(s) } else { err })?;
+            let found =
+                compute::nearest(set_a, set_b, self.metric, &selection, cancel).map_err(|err| {
+                    let err = if self.batched { err.in_set(s) } else { err };
+                    validate::too_many_entries(err, keep.max_entries, ids_listed)
+                })?;
             left -= found.indices.total();
             sets.push(found);
         }

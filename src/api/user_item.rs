@@ -410,13 +410,15 @@ impl Operation for UserItemJob {
             ..keep
         };
         let (u, i) = (users.operand(0), items.operand(0));
+        let ids_listed = item_ids.is_some() || self.items.has_ids();
         let found = compute::nearest(
             u.ok_or_else(unready)?,
             Some(i.ok_or_else(unready)?),
             metric,
             &selection,
             cancel,
-        )?;
+        )
+        .map_err(|err| validate::too_many_entries(err, selection.max_entries, ids_listed))?;
         // The items' ids go with the answer: `item_ids`, or those of their table.
         let ids: Option<Box<dyn IdLookup + Send>> = match item_ids {
             Some(ids) => Some(Box::new(ids)),

@@ -1,6 +1,7 @@
 //! Checks shared by the endpoints' conversions from request to job.
 
 use super::Context;
+use crate::compute::ComputeError;
 use crate::error::ApiError;
 use crate::tables::{Embeddings, Unresolved};
 use crate::tensor::Input;
@@ -89,6 +90,25 @@ pub(super) fn output_size(dims: &[usize], limit: usize, hint: &str) -> Result<us
 /// it fails only if it holds more.
 pub(super) fn entries_listing_ids(longest: usize, limit: usize) -> usize {
     limit / longest.div_ceil(8).max(1)
+}
+
+/// What a selection gets that held more entries than it may: `max_entries`, all its sets
+/// together, and whether ids listed with them counted against the output limit too
+/// ([`entries_listing_ids`]).
+pub(super) fn too_many_entries(err: ComputeError, max_entries: usize, ids: bool) -> ApiError {
+    let ComputeError::TooManyResults { .. } = err else {
+        return err.into();
+    };
+    let limit = if ids {
+        "as many as the output limit allows with their ids (a number for every 8 bytes of the \
+         longest)"
+    } else {
+        "the output limit"
+    };
+    invalid(format!(
+        "the selection holds more than {max_entries} entries, {limit}; add top_k or make \
+         threshold stricter"
+    ))
 }
 
 /// Refuses ids (of `field`, the longest `longest` bytes) whose listing, up to `width` for

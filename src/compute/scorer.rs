@@ -329,9 +329,9 @@ impl<'a> Scorer<'a> {
     }
 
     /// `a[rows] · b[cols]ᵀ` in `f64`, a sub-block at a time: both sides of a sub-block are
-    /// widened to `f64` there, so the scratch stays under [`WIDE_SCRATCH`] values per operand
-    /// whatever the sizes (a table's rows, which the job's memory estimate does not count as
-    /// the request's, are never widened whole). `each` takes every row of a sub-block's
+    /// widened to `f64` there, so each side's scratch holds at most [`WIDE_SCRATCH`] values
+    /// (or one row, where a row is longer) however many rows there are: a table's rows, which
+    /// the job's memory estimate does not count as the request's, are never widened whole. `each` takes every row of a sub-block's
     /// products: the row, the sub-block's columns, and the products.
     fn wide_products(
         a: &Rows,
@@ -448,10 +448,11 @@ mod tests {
 
     #[test]
     fn products_of_very_long_vectors_are_taken_in_f64_sub_blocks_that_tile_the_scores() {
-        // 70,000 dimensions: sub-blocks of 7 rows against 7 columns, so a tile of 9 rows
-        // against 13 columns from an offset crosses their borders both ways.
+        // 70,000 dimensions: sub-blocks of 7 rows against 7 columns (`WIDE_SCRATCH / dim`
+        // each way at this length), so a tile of 9 rows against 13 columns from an offset
+        // crosses their borders both ways.
         let dim = F32_PRODUCT_MAX_DIM + 4_464;
-        assert_eq!((WIDE_SCRATCH / dim, WIDE_SCRATCH / dim), (7, 7));
+        assert_eq!(WIDE_SCRATCH / dim, 7);
         let values = |rows: usize, seed: usize| {
             ndarray::Array2::from_shape_fn((rows, dim), |(i, k)| {
                 ((i * 7_919 + k * 104_729 + seed) % 1_009) as f32 / 1_009.0 - 0.5

@@ -230,7 +230,16 @@ async fn the_selection_limit_message_suits_distances_too() {
     let got = app.post(PATH, &body).await;
     got.assert_problem(
         422,
-        "the selection holds more than 5 entries, as many as the output limit allows (ids listed count a number for every 8 bytes of the longest); add top_k or make threshold stricter",
+        "the selection holds more than 5 entries, the output limit; add top_k or make threshold stricter",
+    );
+    // Sets share the limit, and the message gives all of it: the second set of nine
+    // entries is refused with three left of twelve.
+    let app = app_with(|c| c.max_output_elements = 12);
+    let body =
+        json!({"a": [[[1], [2], [3]], [[1], [2], [3]]], "threshold": 10.0, "metric": "euclidean"});
+    app.post(PATH, &body).await.assert_problem(
+        422,
+        "the selection holds more than 12 entries, the output limit; add top_k or make threshold stricter",
     );
 }
 

@@ -295,7 +295,12 @@ async fn a_threshold_listing_a_tables_ids_is_limited_by_what_it_selects_not_refu
             &json!({"a": {"table": "items"}, "threshold": -1.0}),
         )
         .await;
-    got.assert_problem(422, "the selection holds more than 50 entries");
+    got.assert_problem(
+        422,
+        "the selection holds more than 50 entries, as many as the output limit allows with \
+         their ids (a number for every 8 bytes of the longest); add top_k or make threshold \
+         stricter",
+    );
 }
 
 #[tokio::test]
