@@ -27,12 +27,25 @@ use super::reduce::{self, l1, sq_dist};
 use super::rows::Rows;
 use super::{ComputeError, Metric};
 
-/// `f64` values each operand of one sub-block of a product taken in `f64` may hold (4 MiB),
-/// and its products ([`Scorer::wide_products`]).
-const WIDE_SCRATCH: usize = 1 << 19;
+/// How [`Scorer::wide_products`] cuts a product taken in `f64` into sub-blocks.
+#[derive(Debug, Clone, Copy)]
+struct WideCut {
+    /// Values each side of a sub-block may hold once widened.
+    values: usize,
+    /// Columns of `b` a sub-block takes at most.
+    cols: usize,
+    /// Dimensions of longer vectors widened at a time, so that their sub-blocks stay wide
+    /// enough for the GEMM to run at its rate.
+    dims: usize,
+}
 
-/// Columns of `b` a sub-block of a product taken in `f64` takes at most.
-const WIDE_COLS: usize = 1024;
+/// The cut of every product taken in `f64`: 4 MiB a side, sub-blocks of 256 rows against 256
+/// columns for vectors of 2,048 dimensions or more.
+const WIDE: WideCut = WideCut {
+    values: 1 << 19,
+    cols: 1024,
+    dims: 2048,
+};
 
 /// `d²` below this share of `‖x‖² + ‖y‖²` is recomputed from the differences: there the
 /// expansion's cancellation error would exceed the accuracy contract.
@@ -287,6 +300,7 @@ impl<'a> Scorer<'a> {
             rows,
             cols,
             par,
+            WIDE,
             |i, sub_cols, dots| {
                 let at = (i - first.0) * width + (sub_cols.start - first.1);
                 let out_row = &mut out[at..at + sub_cols.len()];
@@ -313,7 +327,7 @@ impl<'a> Scorer<'a> {
         let sq_b = self.sq_b.as_ref().unwrap_or(&self.sq_a);
         let (sq_a, sq_b): (&[f64], &[f64]) = (&self.sq_a, sq_b);
         let (raw_a, raw_b) = (&self.raw_a, self.raw_b());
-        Self::wide_products(raw_a, raw_b, rows, cols, par, |i, sub_cols, dots| {
+        Self::wide_products(raw_a, raw_b, rows, cols, par, WIDE, |i, sub_cols, dots| {
             let at = (i - first.0) * width + (sub_cols.start - first.1);
             let out_row = &mut out[at..at + sub_cols.len()];
             for ((j, v), &dot) in sub_cols.zip(out_row).zip(dots) {
@@ -328,32 +342,51 @@ impl<'a> Scorer<'a> {
         })
     }
 
-    /// `a[rows] · b[cols]ᵀ` in `f64`, a sub-block at a time: both sides of a sub-block are
-    /// widened to `f64` there, so each side's scratch holds at most [`WIDE_SCRATCH`] values
-    /// (or one row, where a row is longer) however many rows there are: a table's rows, which
-    /// the job's memory estimate does not count as the request's, are never widened whole. `each` takes every row of a sub-block's
-    /// products: the row, the sub-block's columns, and the products.
+    /// `a[rows] · b[cols]ᵀ` in `f64`, a sub-block at a time as `cut` says: both sides of a
+    /// sub-block are widened to `f64` there, at most `cut.dims` dimensions at a time (longer
+    /// vectors' products are summed over their pieces), so each side's scratch holds at most
+    /// `cut.values` values however many rows and dimensions there are: a table's rows, which
+    /// the job's memory estimate does not count as the request's, are never widened whole.
+    /// `each` takes every row of a sub-block's products: the row, the sub-block's columns,
+    /// and the products.
     fn wide_products(
         a: &Rows,
         b: &Rows,
         rows: Range<usize>,
         cols: Range<usize>,
         par: Par,
+        cut: WideCut,
         mut each: impl FnMut(usize, Range<usize>, &[f64]) -> Result<(), ComputeError>,
     ) -> Result<(), ComputeError> {
-        let dim = a.dim().max(1);
-        let col_step = (WIDE_SCRATCH / dim).clamp(1, WIDE_COLS);
-        let row_step = (WIDE_SCRATCH / dim.max(col_step)).max(1);
-        let mut dots = Vec::new();
+        let dim = a.dim();
+        let piece = dim.clamp(1, cut.dims.max(1));
+        let col_step = (cut.values / piece).clamp(1, cut.cols.max(1));
+        let row_step = (cut.values / piece.max(col_step)).max(1);
+        let (mut dots, mut part) = (Vec::new(), Vec::new());
         for c0 in cols.clone().step_by(col_step) {
             let sub_cols = c0..(c0 + col_step).min(cols.end);
-            let wide_b = upcast(b.block(sub_cols.clone()));
+            // Vectors in one piece: `b`'s sub-block is widened once for all the rows.
+            let whole_b = (piece >= dim).then(|| upcast(b.block(sub_cols.clone())));
             for r0 in rows.clone().step_by(row_step) {
                 let sub_rows = r0..(r0 + row_step).min(rows.end);
-                let wide_a = upcast(a.block(sub_rows.clone()));
                 dots.clear();
                 dots.resize(sub_rows.len() * sub_cols.len(), 0.0f64);
-                a_bt(&wide_a, &wide_b, dim, &mut dots, par);
+                for d0 in (0..dim).step_by(piece) {
+                    let dims = d0..(d0 + piece).min(dim);
+                    let wide_a = widen(a, sub_rows.clone(), dims.clone());
+                    let wide_b = match &whole_b {
+                        Some(wide_b) => Cow::Borrowed(&wide_b[..]),
+                        None => Cow::Owned(widen(b, sub_cols.clone(), dims.clone())),
+                    };
+                    if d0 == 0 {
+                        a_bt(&wide_a, &wide_b, dims.len(), &mut dots, par);
+                    } else {
+                        part.clear();
+                        part.resize(dots.len(), 0.0f64);
+                        a_bt(&wide_a, &wide_b, dims.len(), &mut part, par);
+                        dots.iter_mut().zip(&part).for_each(|(sum, p)| *sum += p);
+                    }
+                }
                 for (i, dot_row) in sub_rows.zip(dots.chunks_exact(sub_cols.len())) {
                     each(i, sub_cols.clone(), dot_row)?;
                 }
@@ -361,6 +394,18 @@ impl<'a> Scorer<'a> {
         }
         Ok(())
     }
+}
+
+/// Dimensions `dims` of the rows `rows` of `side`, widened to `f64`, row after row.
+fn widen(side: &Rows, rows: Range<usize>, dims: Range<usize>) -> Vec<f64> {
+    if dims.len() == side.dim() {
+        return upcast(side.block(rows));
+    }
+    let mut wide = Vec::with_capacity(rows.len() * dims.len());
+    for i in rows {
+        wide.extend(side.row(i)[dims.clone()].iter().map(|&v| f64::from(v)));
+    }
+    wide
 }
 
 /// One row of [`Scorer::scale_and_clamp`]: each score times `row_scale` and its column's
@@ -446,32 +491,29 @@ mod tests {
         }
     }
 
+    /// `f64` products of `a`'s rows with `b`'s, summed in order.
+    fn exact_dots(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> [f64; 4] {
+        let (mut xy, mut xx, mut yy, mut d2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&p, &q) in a.iter().zip(b) {
+            let (p, q) = (f64::from(p), f64::from(q));
+            (xy, xx, yy, d2) = (xy + p * q, xx + p * p, yy + q * q, d2 + (p - q) * (p - q));
+        }
+        [xy, xx, yy, d2]
+    }
+
+    fn spread_values(rows: usize, dim: usize, seed: usize) -> ndarray::Array2<f32> {
+        ndarray::Array2::from_shape_fn((rows, dim), |(i, k)| {
+            ((i * 7_919 + k * 104_729 + seed) % 1_009) as f32 / 1_009.0 - 0.5
+        })
+    }
+
     #[test]
-    fn products_of_very_long_vectors_are_taken_in_f64_sub_blocks_that_tile_the_scores() {
-        // 70,000 dimensions: sub-blocks of 7 rows against 7 columns (`WIDE_SCRATCH / dim`
-        // each way at this length), so a tile of 9 rows against 13 columns from an offset
-        // crosses their borders both ways.
+    fn products_of_very_long_vectors_are_taken_in_f64_summed_over_pieces_of_their_dimensions() {
+        // 70,000 dimensions: 35 pieces of at most 2,048, the last of 368.
         let dim = F32_PRODUCT_MAX_DIM + 4_464;
-        assert_eq!(WIDE_SCRATCH / dim, 7);
-        let values = |rows: usize, seed: usize| {
-            ndarray::Array2::from_shape_fn((rows, dim), |(i, k)| {
-                ((i * 7_919 + k * 104_729 + seed) % 1_009) as f32 / 1_009.0 - 0.5
-            })
-        };
-        let (a, b) = (values(12, 1), values(20, 2));
-        let exact = |x: ndarray::ArrayView1<f32>, y: ndarray::ArrayView1<f32>| {
-            let (mut xy, mut xx, mut yy, mut d2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-            for (&p, &q) in x.iter().zip(y) {
-                let (p, q) = (f64::from(p), f64::from(q));
-                (xy, xx, yy, d2) = (xy + p * q, xx + p * p, yy + q * q, d2 + (p - q) * (p - q));
-            }
-            [xy / (xx.sqrt() * yy.sqrt()), xy, d2.sqrt()]
-        };
+        let (a, b) = (spread_values(12, dim, 1), spread_values(20, dim, 2));
         let (rows, cols) = (2..11, 5..18);
-        for (which, metric) in [Metric::Cosine, Metric::Dot, Metric::Euclidean]
-            .into_iter()
-            .enumerate()
-        {
+        for metric in [Metric::Cosine, Metric::Dot, Metric::Euclidean] {
             let scorer = Scorer::new(metric, a.view().into(), Some(b.view().into()));
             let mut out = vec![f32::NAN; rows.len() * cols.len()];
             scorer
@@ -479,11 +521,53 @@ mod tests {
                 .unwrap();
             for (at, &got) in out.iter().enumerate() {
                 let (i, j) = (rows.start + at / cols.len(), cols.start + at % cols.len());
-                let want = exact(a.row(i), b.row(j))[which];
+                let [xy, xx, yy, d2] = exact_dots(a.row(i), b.row(j));
+                let want = match metric {
+                    Metric::Cosine => xy / (xx.sqrt() * yy.sqrt()),
+                    Metric::Dot => xy,
+                    _ => d2.sqrt(),
+                };
                 let error = (f64::from(got) - want).abs() / want.abs().max(1.0);
                 assert!(error < 1e-6, "{metric:?} [{i}][{j}]: {got} against {want}");
             }
         }
+    }
+
+    #[test]
+    fn wide_products_cut_into_sub_blocks_and_pieces_give_every_product_once() {
+        // 30 values a side and pieces of 4 dimensions: sub-blocks of 7 rows against 3
+        // columns, so the range crosses row, column and piece borders.
+        let cut = WideCut {
+            values: 30,
+            cols: 3,
+            dims: 4,
+        };
+        let dim = 10;
+        let (a, b) = (spread_values(20, dim, 3), spread_values(16, dim, 4));
+        let (rows, cols) = (1..19, 2..15);
+        let mut seen = vec![0usize; rows.len() * cols.len()];
+        Scorer::wide_products(
+            &Rows::new(a.view()),
+            &Rows::new(b.view()),
+            rows.clone(),
+            cols.clone(),
+            Par::Seq,
+            cut,
+            |i, sub_cols, dots| {
+                assert!(sub_cols.len() <= 3 && dots.len() == sub_cols.len());
+                for (j, &dot) in sub_cols.zip(dots) {
+                    let want = exact_dots(a.row(i), b.row(j))[0];
+                    assert!(
+                        (dot - want).abs() < 1e-12,
+                        "[{i}][{j}]: {dot} against {want}"
+                    );
+                    seen[(i - rows.start) * cols.len() + (j - cols.start)] += 1;
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(seen.iter().all(|&times| times == 1), "{seen:?}");
     }
 
     #[test]
