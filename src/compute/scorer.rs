@@ -292,25 +292,14 @@ impl<'a> Scorer<'a> {
             a_bt(a, b, dim, out, par);
             return Ok(());
         }
-        let width = cols.len();
-        let first = (rows.start, cols.start);
-        Self::wide_products(
-            &self.a,
-            self.gemm_b(),
-            rows,
-            cols,
-            par,
-            WIDE,
-            |i, sub_cols, dots| {
-                let at = (i - first.0) * width + (sub_cols.start - first.1);
-                let out_row = &mut out[at..at + sub_cols.len()];
-                out_row
-                    .iter_mut()
-                    .zip(dots)
-                    .for_each(|(v, &w)| *v = w as f32);
-                Ok(())
-            },
-        )
+        let (a, b) = (&self.a, self.gemm_b());
+        Self::wide_products(a, b, rows, cols, par, WIDE, out, |_, _, dots, out_row| {
+            out_row
+                .iter_mut()
+                .zip(dots)
+                .for_each(|(v, &w)| *v = w as f32);
+            Ok(())
+        })
     }
 
     /// Euclidean distances of `rows` against `cols` into `out`, from products taken in `f64`
@@ -322,24 +311,29 @@ impl<'a> Scorer<'a> {
         out: &mut [f32],
         par: Par,
     ) -> Result<(), ComputeError> {
-        let width = cols.len();
-        let first = (rows.start, cols.start);
         let sq_b = self.sq_b.as_ref().unwrap_or(&self.sq_a);
         let (sq_a, sq_b): (&[f64], &[f64]) = (&self.sq_a, sq_b);
         let (raw_a, raw_b) = (&self.raw_a, self.raw_b());
-        Self::wide_products(raw_a, raw_b, rows, cols, par, WIDE, |i, sub_cols, dots| {
-            let at = (i - first.0) * width + (sub_cols.start - first.1);
-            let out_row = &mut out[at..at + sub_cols.len()];
-            for ((j, v), &dot) in sub_cols.zip(out_row).zip(dots) {
-                let scale = sq_a[i] + sq_b[j];
-                let mut d2 = scale - 2.0 * dot;
-                if d2 <= CANCELLATION * scale {
-                    d2 = sq_dist(raw_a.row(i), raw_b.row(j));
+        Self::wide_products(
+            raw_a,
+            raw_b,
+            rows,
+            cols,
+            par,
+            WIDE,
+            out,
+            |i, sub_cols, dots, out_row| {
+                for ((j, v), &dot) in sub_cols.zip(out_row).zip(dots) {
+                    let scale = sq_a[i] + sq_b[j];
+                    let mut d2 = scale - 2.0 * dot;
+                    if d2 <= CANCELLATION * scale {
+                        d2 = sq_dist(raw_a.row(i), raw_b.row(j));
+                    }
+                    *v = narrow(d2.max(0.0).sqrt(), &[i, j])?;
                 }
-                *v = narrow(d2.max(0.0).sqrt(), &[i, j])?;
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     /// `a[rows] · b[cols]ᵀ` in `f64`, a sub-block at a time as `cut` says: both sides of a
@@ -348,7 +342,9 @@ impl<'a> Scorer<'a> {
     /// `cut.values` values however many rows and dimensions there are: a table's rows, which
     /// the job's memory estimate does not count as the request's, are never widened whole.
     /// `each` takes every row of a sub-block's products: the row, the sub-block's columns,
-    /// and the products.
+    /// the products, and their place in `out` (which holds `rows.len() × cols.len()` values,
+    /// row-major).
+    #[allow(clippy::too_many_arguments)]
     fn wide_products(
         a: &Rows,
         b: &Rows,
@@ -356,8 +352,10 @@ impl<'a> Scorer<'a> {
         cols: Range<usize>,
         par: Par,
         cut: WideCut,
-        mut each: impl FnMut(usize, Range<usize>, &[f64]) -> Result<(), ComputeError>,
+        out: &mut [f32],
+        mut each: impl FnMut(usize, Range<usize>, &[f64], &mut [f32]) -> Result<(), ComputeError>,
     ) -> Result<(), ComputeError> {
+        let width = cols.len();
         let dim = a.dim();
         let piece = dim.clamp(1, cut.dims.max(1));
         let col_step = (cut.values / piece).clamp(1, cut.cols.max(1));
@@ -388,7 +386,9 @@ impl<'a> Scorer<'a> {
                     }
                 }
                 for (i, dot_row) in sub_rows.zip(dots.chunks_exact(sub_cols.len())) {
-                    each(i, sub_cols.clone(), dot_row)?;
+                    let at = (i - rows.start) * width + (sub_cols.start - cols.start);
+                    let out_row = &mut out[at..at + sub_cols.len()];
+                    each(i, sub_cols.clone(), dot_row, out_row)?;
                 }
             }
         }
@@ -545,7 +545,7 @@ mod tests {
         let dim = 10;
         let (a, b) = (spread_values(20, dim, 3), spread_values(16, dim, 4));
         let (rows, cols) = (1..19, 2..15);
-        let mut seen = vec![0usize; rows.len() * cols.len()];
+        let mut out = vec![0.0f32; rows.len() * cols.len()];
         Scorer::wide_products(
             &Rows::new(a.view()),
             &Rows::new(b.view()),
@@ -553,21 +553,26 @@ mod tests {
             cols.clone(),
             Par::Seq,
             cut,
-            |i, sub_cols, dots| {
+            &mut out,
+            |i, sub_cols, dots, out_row| {
                 assert!(sub_cols.len() <= 3 && dots.len() == sub_cols.len());
-                for (j, &dot) in sub_cols.zip(dots) {
+                for ((j, &dot), seen) in sub_cols.zip(dots).zip(out_row) {
                     let want = exact_dots(a.row(i), b.row(j))[0];
                     assert!(
                         (dot - want).abs() < 1e-12,
                         "[{i}][{j}]: {dot} against {want}"
                     );
-                    seen[(i - rows.start) * cols.len() + (j - cols.start)] += 1;
+                    // Each place is given once, to the product of its own row and column.
+                    *seen += (1 + i * 100 + j) as f32;
                 }
                 Ok(())
             },
         )
         .unwrap();
-        assert!(seen.iter().all(|&times| times == 1), "{seen:?}");
+        for (at, &seen) in out.iter().enumerate() {
+            let (i, j) = (rows.start + at / cols.len(), cols.start + at % cols.len());
+            assert_eq!(seen, (1 + i * 100 + j) as f32, "[{i}][{j}]");
+        }
     }
 
     #[test]
