@@ -39,13 +39,38 @@ struct WideCut {
     dims: usize,
 }
 
-/// The cut of every product taken in `f64`: 4 MiB a side, sub-blocks of 256 rows against 256
-/// columns for vectors of 2,048 dimensions or more.
+/// The cut of every product taken in `f64`: 4 MiB a side, sub-blocks of about 256 rows
+/// against 256 columns for vectors of over 2,048 dimensions, cut into equal pieces.
 const WIDE: WideCut = WideCut {
     values: 1 << 19,
     cols: 1024,
     dims: 2048,
 };
+const _: () = assert!(WIDE.dims <= WIDE.values && WIDE.cols <= WIDE.values);
+
+/// The steps of a [`WideCut`] for vectors of some dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Steps {
+    /// Dimensions widened at a time.
+    piece: usize,
+    /// Rows of `a` a sub-block takes.
+    rows: usize,
+    /// Columns of `b` a sub-block takes.
+    cols: usize,
+}
+
+impl WideCut {
+    /// How vectors of `dim` dimensions are cut: into the fewest pieces of at most `dims`
+    /// dimensions, of equal lengths (so that none is a sliver), and sub-blocks whose sides
+    /// hold at most `values` values of a piece each.
+    fn steps(self, dim: usize) -> Steps {
+        let pieces = dim.div_ceil(self.dims.max(1)).max(1);
+        let piece = dim.div_ceil(pieces).max(1);
+        let cols = (self.values / piece).clamp(1, self.cols.max(1));
+        let rows = (self.values / piece.max(cols)).max(1);
+        Steps { piece, rows, cols }
+    }
+}
 
 /// `d²` below this share of `‖x‖² + ‖y‖²` is recomputed from the differences: there the
 /// expansion's cancellation error would exceed the accuracy contract.
@@ -357,9 +382,11 @@ impl<'a> Scorer<'a> {
     ) -> Result<(), ComputeError> {
         let width = cols.len();
         let dim = a.dim();
-        let piece = dim.clamp(1, cut.dims.max(1));
-        let col_step = (cut.values / piece).clamp(1, cut.cols.max(1));
-        let row_step = (cut.values / piece.max(col_step)).max(1);
+        let Steps {
+            piece,
+            rows: row_step,
+            cols: col_step,
+        } = cut.steps(dim);
         let (mut dots, mut part) = (Vec::new(), Vec::new());
         for c0 in cols.clone().step_by(col_step) {
             let sub_cols = c0..(c0 + col_step).min(cols.end);
@@ -509,8 +536,9 @@ mod tests {
 
     #[test]
     fn products_of_very_long_vectors_are_taken_in_f64_summed_over_pieces_of_their_dimensions() {
-        // 70,000 dimensions: 35 pieces of at most 2,048, the last of 368.
+        // 70,000 dimensions: 35 pieces of 2,000.
         let dim = F32_PRODUCT_MAX_DIM + 4_464;
+        assert_eq!(WIDE.steps(dim).piece, 2_000);
         let (a, b) = (spread_values(12, dim, 1), spread_values(20, dim, 2));
         let (rows, cols) = (2..11, 5..18);
         for metric in [Metric::Cosine, Metric::Dot, Metric::Euclidean] {
@@ -535,44 +563,74 @@ mod tests {
 
     #[test]
     fn wide_products_cut_into_sub_blocks_and_pieces_give_every_product_once() {
-        // 30 values a side and pieces of 4 dimensions: sub-blocks of 7 rows against 3
-        // columns, so the range crosses row, column and piece borders.
+        // 30 values a side and pieces of at most 4 dimensions: sub-blocks of 7 rows against
+        // 3 columns, so the ranges cross row and column borders; 3 dimensions make one piece
+        // (`b` widened once a column block), 8 two whole pieces, 10 three pieces (4, 4, 2).
         let cut = WideCut {
             values: 30,
             cols: 3,
             dims: 4,
         };
-        let dim = 10;
-        let (a, b) = (spread_values(20, dim, 3), spread_values(16, dim, 4));
-        let (rows, cols) = (1..19, 2..15);
-        let mut out = vec![0.0f32; rows.len() * cols.len()];
-        Scorer::wide_products(
-            &Rows::new(a.view()),
-            &Rows::new(b.view()),
-            rows.clone(),
-            cols.clone(),
-            Par::Seq,
-            cut,
-            &mut out,
-            |i, sub_cols, dots, out_row| {
-                assert!(sub_cols.len() <= 3 && dots.len() == sub_cols.len());
-                for ((j, &dot), seen) in sub_cols.zip(dots).zip(out_row) {
-                    let want = exact_dots(a.row(i), b.row(j))[0];
-                    assert!(
-                        (dot - want).abs() < 1e-12,
-                        "[{i}][{j}]: {dot} against {want}"
-                    );
-                    // Each place is given once, to the product of its own row and column.
-                    *seen += (1 + i * 100 + j) as f32;
-                }
-                Ok(())
-            },
-        )
-        .unwrap();
-        for (at, &seen) in out.iter().enumerate() {
-            let (i, j) = (rows.start + at / cols.len(), cols.start + at % cols.len());
-            assert_eq!(seen, (1 + i * 100 + j) as f32, "[{i}][{j}]");
+        for dim in [3, 8, 10] {
+            let (a, b) = (spread_values(20, dim, 3), spread_values(16, dim, 4));
+            let (rows, cols) = (1..19, 2..15);
+            let mut out = vec![0.0f32; rows.len() * cols.len()];
+            Scorer::wide_products(
+                &Rows::new(a.view()),
+                &Rows::new(b.view()),
+                rows.clone(),
+                cols.clone(),
+                Par::Seq,
+                cut,
+                &mut out,
+                |i, sub_cols, dots, out_row| {
+                    assert!(sub_cols.len() <= 3, "{sub_cols:?}");
+                    for ((j, &dot), seen) in sub_cols.zip(dots).zip(out_row) {
+                        let want = exact_dots(a.row(i), b.row(j))[0];
+                        assert!(
+                            (dot - want).abs() < 1e-12,
+                            "{dim}: [{i}][{j}]: {dot} against {want}"
+                        );
+                        // Each place is given once, to the product of its own row and column.
+                        *seen += (1 + i * 100 + j) as f32;
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+            for (at, &seen) in out.iter().enumerate() {
+                let (i, j) = (rows.start + at / cols.len(), cols.start + at % cols.len());
+                assert_eq!(seen, (1 + i * 100 + j) as f32, "{dim}: [{i}][{j}]");
+            }
         }
+    }
+
+    #[test]
+    fn wide_sub_blocks_hold_at_most_their_budget_and_short_vectors_are_cut_as_before() {
+        for dim in [
+            0, 1, 8, 9, 511, 512, 768, 2_048, 2_049, 4_096, 70_000, 600_000,
+        ] {
+            let Steps { piece, rows, cols } = WIDE.steps(dim);
+            assert!(
+                piece <= WIDE.dims && rows * piece <= WIDE.values && cols * piece <= WIDE.values,
+                "{dim}"
+            );
+            assert!(cols <= WIDE.cols && rows >= 1 && cols >= 1, "{dim}");
+            // Pieces are equal but for rounding, so the last is no sliver.
+            assert!(
+                dim == 0 || piece * dim.div_ceil(piece) - dim < dim.div_ceil(piece),
+                "{dim}"
+            );
+            if (1..=WIDE.dims).contains(&dim) {
+                // One piece: the steps euclidean took before vectors were cut into pieces.
+                let old_cols = (WIDE.values / dim).clamp(1, WIDE.cols);
+                let old_rows = (WIDE.values / dim.max(old_cols)).max(1);
+                assert_eq!((piece, rows, cols), (dim, old_rows, old_cols), "{dim}");
+            } else if dim > WIDE.dims {
+                assert!(rows >= 256 && cols >= 256, "{dim}: {rows} x {cols}");
+            }
+        }
+        assert_eq!(WIDE.steps(2_049).piece, 1_025);
     }
 
     #[test]
