@@ -51,6 +51,13 @@ pub fn job(inputs: usize, work: usize, numbers: usize, encoding: Encoding) -> us
         .saturating_add(SCRATCH.min(work.saturating_mul(4)))
 }
 
+/// Bytes an answer listing `entries` ids takes for them besides [`job`]'s numbers, the
+/// longest id's JSON text `longest_text` bytes (`crate::tensor::json_text_bytes`): each id's
+/// text and comma, in a buffer that may have doubled while growing.
+pub fn listed_ids(entries: usize, longest_text: usize) -> usize {
+    entries.saturating_mul(longest_text.saturating_add(1).saturating_mul(2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +72,18 @@ mod tests {
             job(10, 100, 1_000_000, Encoding::Json) > job(10, 100, 1_000_000, Encoding::Base64)
         );
         assert_eq!(job(usize::MAX, 1, 1, Encoding::Json), usize::MAX);
+    }
+
+    #[test]
+    fn listed_ids_cover_their_texts_with_commas_twice_over() {
+        let ids = ["sku-1", "a\u{1}b", "\"q\""];
+        let text = serde_json::to_string(&ids).unwrap();
+        let longest = ids
+            .iter()
+            .map(|id| crate::tensor::json_text_bytes(id))
+            .max();
+        let reserved = listed_ids(ids.len(), longest.unwrap());
+        assert!(reserved >= 2 * text.len(), "{reserved} for {text}");
+        assert_eq!(listed_ids(usize::MAX, 3), usize::MAX);
     }
 }

@@ -14,7 +14,7 @@ use crate::answer::outcome::{Computed, Outcome};
 use crate::body::{TensorFields, fields};
 use crate::compute::{self, Cancel, Metric, Neighbours, Selection};
 use crate::error::ApiError;
-use crate::tables::Embeddings;
+use crate::tables::{Embeddings, Ids};
 use crate::tensor::Input;
 
 /// The request body; the Open Inference Protocol route builds it from its inputs and
@@ -190,20 +190,21 @@ impl Operation for MatrixJob {
         let (sets, n) = (self.a.sets(), self.a.rows());
         let m = self.b.as_ref().unwrap_or(&self.a).rows();
         let pairs = sets.saturating_mul(n).saturating_mul(m);
-        let numbers = match &self.output {
-            Output::Dense => pairs,
+        let (numbers, ids) = match &self.output {
+            Output::Dense => (pairs, 0),
             Output::Neighbours(keep) => {
-                let entries = keep.k.map_or(pairs, |k| sets * n * k.min(m));
-                // Ids listed from a table, counted in numbers of 8 bytes.
+                let entries = keep
+                    .k
+                    .map_or(pairs, |k| sets * n * k.min(m))
+                    .min(keep.max_entries);
+                // With the ids of a table's rows listed beside them.
                 let listed = self.b.as_ref().unwrap_or(&self.a);
-                let id_units = listed
-                    .table()
-                    .and_then(|t| t.ids())
-                    .map_or(0, |ids| ids.longest().div_ceil(8));
-                (2 + id_units).saturating_mul(entries.min(keep.max_entries))
+                let longest_text = listed.table().and_then(|t| t.ids()).map(Ids::longest_text);
+                let ids = longest_text.map_or(0, |text| estimate::listed_ids(entries, text));
+                (entries.saturating_mul(2), ids)
             }
         };
-        estimate::job(inputs, self.work(), numbers, self.encoding)
+        estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(ids)
     }
 
     fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {

@@ -16,7 +16,7 @@ use crate::body::TensorFields;
 use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
-use crate::tables::Embeddings;
+use crate::tables::{Embeddings, Ids};
 use crate::tensor::{Input, Strings};
 
 /// The request body; the Open Inference Protocol route builds it from its inputs and
@@ -325,22 +325,25 @@ impl Operation for UserItemJob {
             .held_values()
             .saturating_add(self.items.held_values());
         let (u, i) = (self.users.rows(), self.items.rows());
-        let numbers = match &self.output {
-            Output::Dense => u.saturating_mul(i),
-            Output::Pairs(pairs) => pairs.len(),
+        let (numbers, ids) = match &self.output {
+            Output::Dense => (u.saturating_mul(i), 0),
+            Output::Pairs(pairs) => (pairs.len(), 0),
             Output::Neighbours { keep, item_ids, .. } => {
-                let entries = keep.k.map_or(u.saturating_mul(i), |k| u * k.min(i));
-                // An id is held once per listing, counted in numbers of 8 bytes.
-                let longest = match item_ids {
-                    Some(ids) => Some(ids.longest()),
+                let entries = keep
+                    .k
+                    .map_or(u.saturating_mul(i), |k| u * k.min(i))
+                    .min(keep.max_entries);
+                // With the items' ids listed beside them: `item_ids`, or the table's.
+                let longest_text = match item_ids {
+                    Some(ids) => Some(ids.longest_text()),
                     None => self
                         .items
                         .table()
                         .and_then(|t| t.ids())
-                        .map(|ids| ids.longest()),
+                        .map(Ids::longest_text),
                 };
-                let id_units = longest.map_or(0, |longest| longest.div_ceil(8));
-                (2 + id_units).saturating_mul(entries.min(keep.max_entries))
+                let ids = longest_text.map_or(0, |text| estimate::listed_ids(entries, text));
+                (entries.saturating_mul(2), ids)
             }
         };
         // What the request holds besides its tensors: pairs, exclude lists and item ids.
@@ -361,7 +364,9 @@ impl Operation for UserItemJob {
                 lists.saturating_add(ids)
             }
         };
-        estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(extra)
+        estimate::job(inputs, self.work(), numbers, self.encoding)
+            .saturating_add(ids)
+            .saturating_add(extra)
     }
 
     fn run(mut self, cancel: &Cancel) -> Result<Outcome, ApiError> {

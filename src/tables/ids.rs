@@ -6,7 +6,7 @@
 
 use std::cmp::Ordering;
 
-use crate::tensor::Strings;
+use crate::tensor::{Strings, json_text_bytes};
 
 /// The ids of a table's rows, row for row, no two equal.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,8 @@ pub struct Ids {
     sorted: Vec<u32>,
     /// The longest id's length in bytes.
     longest: usize,
+    /// The longest id's JSON text in bytes ([`json_text_bytes`]).
+    longest_text: usize,
 }
 
 impl Ids {
@@ -54,6 +56,7 @@ impl Ids {
                 .push(id)
                 .map_err(|err| format!("line {}: ids of {err}", at + 1))?;
             ids.longest = ids.longest.max(id.len());
+            ids.longest_text = ids.longest_text.max(json_text_bytes(id));
         }
         if ids.ids.len() != rows {
             return Err(format!(
@@ -100,6 +103,11 @@ impl Ids {
         self.longest
     }
 
+    /// The longest id's JSON text in bytes, as an answer lists it.
+    pub fn longest_text(&self) -> usize {
+        self.longest_text
+    }
+
     /// Number of ids.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -129,6 +137,10 @@ mod tests {
         assert_eq!(ids.row("u3"), Some(0));
         assert_eq!(ids.row("nope"), None);
         assert_eq!(ids.id(7), "");
+        assert_eq!((ids.longest(), ids.longest_text()), (5, 7));
+        // A tab is written `\t` and a control character `\u0001` in an answer.
+        let odd = Ids::parse(b"a\tb\nsku-1\n\x01\x01\n", 3).unwrap();
+        assert_eq!((odd.longest(), odd.longest_text()), (5, 14));
         assert!(
             Ids::parse(b"a\nb", 2).is_ok(),
             "the last line end is optional"

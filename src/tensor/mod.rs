@@ -42,7 +42,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use json_kind::{kind, reject_kinds};
 
 pub use reference::{Pick, TableRef};
-pub use strings::{Strings, TooLong};
+pub use strings::{Strings, TooLong, json_text_bytes};
 
 pub use packed::BASE64;
 pub(crate) use packed::read_at as read_packed_at;

@@ -93,12 +93,33 @@ impl Strings {
         self.iter().map(str::len).max().unwrap_or(0)
     }
 
+    /// The longest string's JSON text in bytes ([`json_text_bytes`]).
+    pub fn longest_text(&self) -> usize {
+        self.iter().map(json_text_bytes).max().unwrap_or(0)
+    }
+
     /// Bytes its two buffers hold, by capacity.
     pub fn bytes(&self) -> usize {
         self.text
             .capacity()
             .saturating_add(self.ends.capacity().saturating_mul(size_of::<u32>()))
     }
+}
+
+/// Bytes of `string`'s JSON text as serde_json writes it: its quotes, `"` and `\` and the
+/// control characters with a short escape (`\n`, `\t`, …) two bytes each, the other
+/// control characters six (`\u0001`), every other byte as it is. For what an answer listing
+/// ids will take (`crate::admission::estimate::listed_ids`).
+pub fn json_text_bytes(string: &str) -> usize {
+    let escaped: usize = string
+        .bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..0x20 => 5,
+            _ => 0,
+        })
+        .sum();
+    string.len() + 2 + escaped
 }
 
 impl TryFrom<&[&str]> for Strings {
@@ -136,9 +157,27 @@ mod tests {
             ("", "é", "")
         );
         assert_eq!(strings.longest(), 5);
+        assert_eq!(strings.longest_text(), 7);
         assert_eq!(format!("{strings:?}"), r#"["u3", "", "sku-1", "é"]"#);
         assert!(Strings::new().is_empty());
         assert_eq!(Strings::new().get(0), "");
+    }
+
+    #[test]
+    fn a_strings_json_text_is_as_long_as_the_text_serde_json_writes() {
+        let mut every_byte: String = (0u8..0x80).map(char::from).collect();
+        every_byte.push_str("é\u{7f}\u{2028}😀");
+        for string in [
+            "",
+            "sku-1",
+            "a\"b\\c",
+            "\n\r\t\u{8}\u{c}",
+            "\u{0}\u{1f}",
+            &every_byte,
+        ] {
+            let written = serde_json::to_string(string).unwrap();
+            assert_eq!(json_text_bytes(string), written.len(), "{written}");
+        }
     }
 
     #[test]

@@ -193,6 +193,31 @@ async fn a_threshold_listing_item_ids_is_limited_by_what_it_selects_not_refused_
 }
 
 #[tokio::test]
+async fn listed_ids_are_charged_for_their_json_text_not_as_numbers() {
+    // 100 users each selecting all 1,000 items: 100,000 entries, each an index and a score
+    // (44 bytes each in the estimate) and an id. Ids of 8 plain bytes take 10 bytes of text
+    // and a comma, 22 with room to double, where a number for every 8 bytes charged 44: the
+    // job is about 11.4 MB, not 13.6, and fits a 12 MiB budget.
+    let users: Vec<[f32; 1]> = vec![[1.0]; 100];
+    let items: Vec<[f32; 1]> = vec![[1.0]; 1000];
+    let body = |ids: Vec<String>| json!({"users": users, "items": items, "threshold": 0.5, "item_ids": ids});
+    let plain: Vec<String> = (0..1000).map(|i| format!("item{i:04}")).collect();
+    let app = crate::helpers::app_with(|c| c.memory_budget_bytes = 12 << 20);
+    let got = app.post(PATH, &body(plain.clone())).await;
+    let listed = got.ok()["items"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 100);
+    assert!(listed.iter().all(|row| row == &json!(plain)));
+    // Ids of 8 bytes, four of them control characters written `\u0001`, take 30 bytes of
+    // text: about 15.4 MB, over this budget of 14.5 MB.
+    let escaped: Vec<String> = (0..1000)
+        .map(|i| format!("\u{1}\u{1}\u{1}\u{1}{i:04}"))
+        .collect();
+    let app = crate::helpers::app_with(|c| c.memory_budget_bytes = 14_500_000);
+    let got = app.post(PATH, &body(escaped)).await;
+    got.assert_problem(422, "this request needs about");
+}
+
+#[tokio::test]
 async fn an_excluded_id_that_two_items_hold_is_refused_rather_than_half_excluded() {
     let body = json!({"users": [[1.0, 0.0]], "items": [[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]],
                       "top_k": 1, "item_ids": ["a", "b", "a"], "exclude": [["b", "a"]]});
