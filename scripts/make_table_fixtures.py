@@ -128,8 +128,10 @@ def main():
         "holds 0 bytes of data, shape (1, 576460752303423488) of float64 needs "
         "4611686018427387904",
         {"t.npy": header_only("<f8", (1, 1 << 59))})
-    bad("byte-count-overflow", "the shape's byte count overflows",
+    bad("byte-count-overflow", "the shape (2, 4611686018427387904) is too large to hold",
         {"t.npy": header_only("<f2", (2, 1 << 62))})
+    bad("no-rows-huge-dim", "the shape (0, 9223372036854775808) is too large to hold",
+        {"t.npy": header_only("<f4", (0, 1 << 63))})
     bad("nan", "row 1, column 2: the value is NaN, infinite or outside the float32 range",
         {"t.npy": lambda p: np.save(p, np.where(np.arange(12).reshape(3, 4) == 6, np.nan, ok))})
     bad("f64-overflow", "row 0, column 0: the value is NaN, infinite or outside the float32 range",

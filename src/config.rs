@@ -30,7 +30,8 @@ pub struct Config {
     pub max_output_elements: usize,
 
     /// Longest time a request may take, from arrival to answer (e.g. `30s`, `500ms`); past
-    /// it the client gets 503 and the computation stops.
+    /// it the client gets 503 and the computation stops. `POST /tables/reload` answers when
+    /// its reload is done instead.
     #[arg(long, env = "SIMSERVE_REQUEST_TIMEOUT", value_parser = positive_duration, default_value = "30s")]
     pub request_timeout: Duration,
 

@@ -89,7 +89,7 @@ impl Metrics {
         let table_bytes = Family::<TableLabels, Gauge>::default();
         registry.register_with_unit(
             "table",
-            "Bytes each server-side table holds (values, mapped or converted, norms and ids); \
+            "Bytes each server-side table holds (values, norms and ids); \
              outside the memory budget",
             Unit::Bytes,
             table_bytes.clone(),

@@ -22,7 +22,7 @@ pub struct TableInfo {
     dtype: &'static str,
     /// The dtype of the file (`float64`, `float16` and `bfloat16` are converted at load).
     stored_dtype: &'static str,
-    /// Values read in place from the memory-mapped file, rather than converted.
+    /// Values used as the file stores them, rather than converted.
     in_place: bool,
     ids: bool,
     version: String,

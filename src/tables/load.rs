@@ -1,26 +1,27 @@
 //! Reading tables from files: `.npy` (through `ndarray-npy`) and `.safetensors` (through
-//! `safetensors`), memory-mapped with `memmap2`; `float32` little-endian C-order values are
-//! used in place, `float64`, `float16`, `bfloat16`, big-endian and Fortran-order ones are
-//! converted once to `float32`.
+//! `safetensors`), each read whole into memory ([`FileBytes`]: never mapped, so that a file
+//! changed in place cannot change or fault a table being read); `float32` little-endian
+//! C-order values are used where they lie, `float64`, `float16`, `bfloat16`, big-endian,
+//! Fortran-order and unaligned ones are converted once to `float32`.
 //!
 //! Every value must be a finite `float32` (after conversion); the norms are computed in the
 //! same pass, and the version is a SHA-256 of what the file holds for the table.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use half::{bf16, f16};
-use memmap2::Mmap;
 use ndarray::{Array2, ArrayView2, ShapeBuilder};
+use ndarray_npy::ReadNpyExt;
 use ndarray_npy::npy::header::{Header, Layout};
-use ndarray_npy::{ReadNpyExt, ViewNpyExt};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
 use super::ids::Ids;
-use super::table::{FileStamp, Table, Values};
+use super::table::{FileBytes, FileStamp, Table, Values};
 use crate::compute::Norms;
 
 /// Hex digits of the SHA-256 kept as a version (64 bits).
@@ -43,27 +44,43 @@ pub(super) fn table_name(raw: &str) -> String {
 /// The identity of the file at `path` (following symbolic links).
 pub(super) fn stamp(path: &Path) -> Result<FileStamp, String> {
     let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
+    Ok(stamp_of(&meta))
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> FileStamp {
     #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
     #[cfg(not(unix))]
     let inode = 0;
-    Ok(FileStamp {
+    FileStamp {
         len: meta.len(),
         modified: meta.modified().ok(),
         inode,
-    })
+    }
 }
 
-/// Maps `path` read-only.
-#[allow(unsafe_code)]
-fn map(path: &Path) -> Result<Arc<Mmap>, String> {
-    let file = File::open(path).map_err(|err| err.to_string())?;
-    // SAFETY: the mapping is read-only, and simserve never writes the file. Another process
-    // truncating or rewriting it in place while it is mapped would change what the table
-    // reads (or fault on truncation): the documented way to change a table is to write a
-    // new file and rename it into place, which leaves this mapping on the old file.
-    let map = unsafe { Mmap::map(&file) }.map_err(|err| err.to_string())?;
-    Ok(Arc::new(map))
+/// Reads the file at `path` whole, with the identity of the file read (the one opened,
+/// should `path` be renamed over meanwhile). A file that shrinks while it is read fails.
+fn read(path: &Path) -> Result<(Arc<FileBytes>, FileStamp), String> {
+    let mut file = File::open(path).map_err(|err| err.to_string())?;
+    let meta = file.metadata().map_err(|err| err.to_string())?;
+    let len = usize::try_from(meta.len()).map_err(|_| "the file is too large".to_owned())?;
+    let bytes = FileBytes::read(len, |bytes| file.read_exact(bytes))?;
+    Ok((Arc::new(bytes), stamp_of(&meta)))
+}
+
+/// Refuses a shape whose values, `size` bytes each, could not be held in memory (more than
+/// `isize::MAX` bytes, with an axis of 0 counted as 1, as `ndarray` counts them): checked
+/// before any reader sizes a buffer or an array from the header.
+fn holdable(rows: usize, dim: usize, size: usize) -> Result<usize, String> {
+    let bytes = rows
+        .max(1)
+        .checked_mul(dim.max(1))
+        .and_then(|n| n.checked_mul(size));
+    match bytes {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(rows * dim * size),
+        _ => Err(format!("the shape ({rows}, {dim}) is too large to hold")),
+    }
 }
 
 /// What one file yields for one table before norms, ids and version.
@@ -84,13 +101,13 @@ pub(super) type Loaded = Result<Table, (String, String)>;
 /// Reads the `.npy` file at `path` as the table `name` (ids from `ids`, if given).
 pub(super) fn npy(path: &Path, file_name: &str, name: &str, ids: Option<&Path>) -> Loaded {
     let fail = |reason: String| (name.to_owned(), reason);
-    let data_stamp = stamp(path).map_err(fail)?;
-    let map = map(path).map_err(fail)?;
-    let raw = npy_values(&map, file_name, name).map_err(fail)?;
-    finish(raw, &map, data_stamp, ids)
+    let (file, data_stamp) = read(path).map_err(fail)?;
+    let raw = npy_values(&file, file_name, name).map_err(fail)?;
+    finish(raw, file.bytes(), data_stamp, ids)
 }
 
-fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, String> {
+fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw, String> {
+    let map = file.bytes();
     if map.is_empty() {
         return Err("the file is empty".into());
     }
@@ -123,14 +140,9 @@ fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, Strin
             ));
         }
     };
-    let count = rows
-        .checked_mul(dim)
-        .ok_or_else(|| "the shape's element count overflows".to_owned())?;
-    let needed = count
-        .checked_mul(size)
-        .ok_or_else(|| "the shape's byte count overflows".to_owned())?;
     // Before anything is read or allocated from the header's shape: a header may claim any
     // shape, and a reader would size its buffer from it.
+    let needed = holdable(rows, dim, size)?;
     let held = map.len() - offset;
     if held != needed {
         return Err(format!(
@@ -140,18 +152,22 @@ fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, Strin
     let stored = offset..map.len();
     let values = match descr {
         "<f4" if !fortran && cfg!(target_endian = "little") => {
-            ArrayView2::<f32>::view_npy(map).map_err(|err| err.to_string())?;
-            Values::Mapped {
-                map: Arc::clone(map),
-                offset,
+            match file.floats(offset, rows * dim) {
+                Some(_) => Values::InFile {
+                    file: Arc::clone(file),
+                    offset,
+                },
+                // Data that does not start at a multiple of 4 bytes (numpy aligns it to 16
+                // or 64; other writers may not).
+                None => Values::Owned(little_endian_f32(&map[stored.clone()])),
             }
         }
         "<f4" | ">f4" => {
-            let array = Array2::<f32>::read_npy(&map[..]).map_err(|err| err.to_string())?;
+            let array = Array2::<f32>::read_npy(map).map_err(|err| err.to_string())?;
             Values::Owned(standard(array))
         }
         "<f8" | ">f8" => {
-            let array = Array2::<f64>::read_npy(&map[..]).map_err(|err| err.to_string())?;
+            let array = Array2::<f64>::read_npy(map).map_err(|err| err.to_string())?;
             Values::Owned(narrow(array.as_standard_layout().iter().copied(), dim)?)
         }
         _ => {
@@ -185,6 +201,14 @@ fn npy_values(map: &Arc<Mmap>, file_name: &str, name: &str) -> Result<Raw, Strin
         values,
         stored,
     })
+}
+
+/// Little-endian `float32` bytes as values.
+fn little_endian_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// The values of `array` row-major.
@@ -232,9 +256,9 @@ pub(super) fn safetensors(
     file_stem: &str,
     ids_for: impl Fn(&str) -> Option<std::path::PathBuf>,
 ) -> Result<FileTables, String> {
-    let data_stamp = stamp(path)?;
-    let map = map(path)?;
-    let tensors = SafeTensors::deserialize(&map)
+    let (file, data_stamp) = read(path)?;
+    let map = file.bytes();
+    let tensors = SafeTensors::deserialize(map)
         .map_err(|err| format!("not a readable .safetensors file: {err}"))?;
     let base = map.as_ptr() as usize;
     let (mut loaded, mut skipped) = (Vec::new(), Vec::new());
@@ -270,27 +294,29 @@ pub(super) fn safetensors(
         let bytes = view.data();
         let offset = bytes.as_ptr() as usize - base;
         let stored = offset..offset + bytes.len();
-        if bytes.len() != rows * dim * size {
-            loaded.push(Err((
-                name,
-                "the tensor's data does not match its shape".into(),
-            )));
-            continue;
+        match holdable(rows, dim, size) {
+            Ok(needed) if needed == bytes.len() => {}
+            Ok(_) => {
+                let reason = "the tensor's data does not match its shape".to_owned();
+                loaded.push(Err((name, reason)));
+                continue;
+            }
+            Err(reason) => {
+                loaded.push(Err((name, reason)));
+                continue;
+            }
         }
         let in_place = stored_dtype == "float32"
             && cfg!(target_endian = "little")
-            && bytemuck::try_cast_slice::<u8, f32>(bytes).is_ok();
+            && file.floats(offset, rows * dim).is_some();
         let values = if in_place {
-            Values::Mapped {
-                map: Arc::clone(&map),
+            Values::InFile {
+                file: Arc::clone(&file),
                 offset,
             }
         } else {
             let converted: Vec<f32> = match stored_dtype {
-                "float32" => bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
+                "float32" => little_endian_f32(bytes),
                 "float16" => bytes
                     .chunks_exact(2)
                     .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -324,13 +350,14 @@ pub(super) fn safetensors(
             stored,
         };
         let ids = ids_for(&name);
-        loaded.push(finish(raw, &map, data_stamp.clone(), ids.as_deref()));
+        loaded.push(finish(raw, map, data_stamp.clone(), ids.as_deref()));
     }
     Ok((loaded, skipped))
 }
 
-/// Checks the values, computes norms, reads the ids and hashes the content.
-fn finish(raw: Raw, map: &Mmap, data_stamp: FileStamp, ids_path: Option<&Path>) -> Loaded {
+/// Checks the values, computes norms, reads the ids and hashes the content (`map`: the
+/// file's bytes).
+fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) -> Loaded {
     let name = raw.name.clone();
     let fail = |reason: String| (name.clone(), reason);
     if raw.dim == 0 {
@@ -338,9 +365,8 @@ fn finish(raw: Raw, map: &Mmap, data_stamp: FileStamp, ids_path: Option<&Path>) 
     }
     let values: &[f32] = match &raw.values {
         Values::Owned(values) => values,
-        Values::Mapped { offset, .. } => map
-            .get(*offset..offset + raw.rows * raw.dim * 4)
-            .and_then(|bytes| bytemuck::try_cast_slice(bytes).ok())
+        Values::InFile { file, offset } => file
+            .floats(*offset, raw.rows * raw.dim)
             .ok_or_else(|| fail("the values are not aligned for float32".into()))?,
     };
     if let Some(at) = values.iter().position(|v| !v.is_finite()) {

@@ -7,8 +7,8 @@
 //!   good version serving).
 //! - A [`Catalog`] is immutable. A reload builds a new one and swaps it in; a request takes
 //!   the catalog (and so the `Arc`s of its tables) when it is parsed and keeps them until
-//!   its answer is written, so it never sees two versions, and a replaced table's mapping
-//!   is dropped only after its last reader is done.
+//!   its answer is written, so it never sees two versions, and a replaced table's values
+//!   are freed only after its last reader is done.
 //! - [`Embeddings`] is what an embedding field resolves to: rows sent inline, a whole table
 //!   read in place, or chosen rows of a table, gathered when the job runs.
 //!
@@ -17,6 +17,10 @@
 //! In names, characters other than `A–Z a–z 0–9 . _ -` become `_`. Files whose name starts
 //! with `.` are ignored, so a new version can be written under a hidden name and renamed
 //! into place.
+
+/// The route that reloads the tables (`POST`): it answers when the reload is done, however
+/// long that takes, since a reload runs to its end once begun (`crate::middleware::deadline`).
+pub const RELOAD_PATH: &str = "/tables/reload";
 
 mod embeddings;
 mod ids;
@@ -241,12 +245,7 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
     let mut add = |catalog: &mut Catalog, file: &str, loaded: load::Loaded| match loaded {
         Ok(table) => {
             let name = table.name.clone();
-            if let Some(other) = catalog.tables.get(&name) {
-                catalog.failures.push(Failure {
-                    file: file.to_owned(),
-                    table: Some(name.clone()),
-                    reason: format!("the table name {name:?} is also {}'s", other.source),
-                });
+            if name_taken(catalog, file, &name) {
                 return;
             }
             let unchanged = previous
@@ -272,33 +271,44 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
         }
     };
 
+    // The tables of files that did not change go in first, so that a new or changed file
+    // whose table would take one of their names is the one that fails.
+    let mut to_read: Vec<&DataFile> = Vec::new();
     for data in &files {
+        let file = data_file_name(data);
+        let path = dir.join(file);
+        let kept = match data {
+            DataFile::Npy { name, .. } => {
+                unchanged(previous, name, &path, ids_files.get(name)).map(|old| vec![old])
+            }
+            DataFile::Safetensors { .. } => unchanged_file(previous, file, &path, &ids_files),
+        };
+        let Some(kept) = kept else {
+            to_read.push(data);
+            continue;
+        };
+        for old in kept {
+            if !name_taken(&mut catalog, file, &old.name) {
+                catalog.tables.insert(old.name.clone(), old);
+            }
+        }
+    }
+    for data in to_read {
         match data {
             DataFile::Npy { file, name } => {
                 let path = dir.join(file);
-                let ids = ids_files.get(name);
-                if let Some(old) = unchanged(previous, name, &path, ids) {
-                    catalog.tables.insert(name.clone(), old);
-                    continue;
-                }
-                add(
-                    &mut catalog,
-                    file,
-                    load::npy(&path, file, name, ids.map(PathBuf::as_path)),
-                );
+                let ids = ids_files.get(name).map(PathBuf::as_path);
+                let loaded = unpanicked(file, || load::npy(&path, file, name, ids))
+                    .map_err(|reason| (name.clone(), reason))
+                    .and_then(|loaded| loaded);
+                add(&mut catalog, file, loaded);
             }
             DataFile::Safetensors { file, stem } => {
                 let path = dir.join(file);
-                if let Some(kept) = unchanged_file(previous, file, &path, &ids_files) {
-                    for old in kept {
-                        catalog.tables.insert(old.name.clone(), old);
-                    }
-                    let failed = previous.failures.iter().filter(|f| f.file == *file);
-                    catalog.failures.extend(failed.cloned());
-                    continue;
-                }
                 let ids_for = |name: &str| ids_files.get(name).cloned();
-                match load::safetensors(&path, file, stem, ids_for) {
+                let loaded = unpanicked(file, || load::safetensors(&path, file, stem, ids_for))
+                    .and_then(|loaded| loaded);
+                match loaded {
                     Ok((loaded, skipped)) => {
                         for (tensor, why) in skipped {
                             tracing::debug!(file, tensor, why, "tensor is not a table");
@@ -351,6 +361,36 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
     (catalog, reloaded)
 }
 
+/// Whether another file's table already has the name `name` in `catalog` (recorded as a
+/// failure of `file`'s table, which is then left out).
+fn name_taken(catalog: &mut Catalog, file: &str, name: &str) -> bool {
+    let Some(other) = catalog.tables.get(name) else {
+        return false;
+    };
+    let reason = format!("the table name {name:?} is also {}'s", other.source);
+    catalog.failures.push(Failure {
+        file: file.to_owned(),
+        table: Some(name.to_owned()),
+        reason,
+    });
+    true
+}
+
+/// What `read` gives, or, should a reader of the file panic (a defect of simserve or a
+/// library it reads with, never the file's fault), the failure of `file` rather than of the
+/// whole reload.
+fn unpanicked<T>(file: &str, read: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(file, panic = what, "reading a table file panicked");
+        format!("reading it failed unexpectedly: {what}")
+    })
+}
+
 fn data_file_name(file: &DataFile) -> &str {
     match file {
         DataFile::Npy { file, .. } | DataFile::Safetensors { file, .. } => file,
@@ -358,13 +398,17 @@ fn data_file_name(file: &DataFile) -> &str {
 }
 
 /// The previous tables of the `.safetensors` file `file` when neither it nor any of their
-/// ids files changed.
+/// ids files changed, and none of its tensors failed (a failed tensor's ids file may have
+/// been mended: such a file is read again).
 fn unchanged_file(
     previous: &Catalog,
     file: &str,
     path: &Path,
     ids_files: &BTreeMap<String, PathBuf>,
 ) -> Option<Vec<Arc<Table>>> {
+    if previous.failures.iter().any(|f| f.file == file) {
+        return None;
+    }
     let source = format!("{file}:");
     let old: Vec<&Arc<Table>> = previous
         .tables()
@@ -500,6 +544,119 @@ mod tests {
             );
             seen += 1;
         }
-        assert_eq!(seen, 14);
+        assert_eq!(seen, 15);
+    }
+
+    /// A fresh directory for one test, holding `files` copied from the good fixtures.
+    fn directory(test: &str, files: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("simserve-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in files {
+            std::fs::copy(fixtures("good").join(file), dir.join(file)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_changes_nothing_served_until_a_reload() {
+        let dir = directory("in-place", &["items.npy", "model.safetensors"]);
+        let tables = Tables::new(Some(dir.clone()));
+        tables.load().unwrap();
+        let catalog = tables.catalog();
+        let items = catalog.get("items").unwrap();
+        let emb = catalog.get("model.emb.weight").unwrap();
+        assert!(items.in_place() && emb.in_place());
+        let before = (
+            items.view().unwrap().to_owned(),
+            emb.view().unwrap().to_owned(),
+        );
+        // Truncated, then rewritten with other values: a mapped file would fault here.
+        for file in ["items.npy", "model.safetensors"] {
+            std::fs::write(dir.join(file), b"").unwrap();
+        }
+        assert_eq!(items.view().unwrap(), before.0);
+        assert_eq!(emb.view().unwrap(), before.1);
+        std::fs::write(dir.join("items.npy"), vec![7u8; 4096]).unwrap();
+        assert_eq!(items.view().unwrap(), before.0);
+        // The reload fails on both files and keeps serving what was loaded.
+        let reloaded = tables.reload();
+        assert!(reloaded.changed.is_empty(), "{reloaded:?}");
+        let after = tables.catalog();
+        assert!(Arc::ptr_eq(after.get("items").unwrap(), items));
+        assert!(after.last_error("items").is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_mended_ids_file_of_a_failed_safetensors_tensor_is_read_again() {
+        let dir = directory("mended-ids", &["model.safetensors"]);
+        std::fs::write(dir.join("model.half.ids.txt"), "a\nb\n").unwrap();
+        let tables = Tables::new(Some(dir.clone()));
+        assert!(tables.load().is_err(), "3 rows, 2 ids");
+        let reloaded = tables.reload();
+        assert!(tables.catalog().get("model.half").is_none(), "{reloaded:?}");
+        std::fs::write(dir.join("model.half.ids.txt"), "a\nb\nc\n").unwrap();
+        let reloaded = tables.reload();
+        assert_eq!(reloaded.changed, ["model.half"]);
+        let catalog = tables.catalog();
+        assert_eq!(
+            catalog.get("model.half").unwrap().ids().unwrap().row("c"),
+            Some(2)
+        );
+        assert!(catalog.failures().is_empty(), "{:?}", catalog.failures());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_file_whose_table_name_is_taken_on_reload_is_a_failure_not_a_silent_swap() {
+        let dir = directory("taken", &["users.npy"]);
+        std::fs::rename(dir.join("users.npy"), dir.join("a_b.npy")).unwrap();
+        let tables = Tables::new(Some(dir.clone()));
+        tables.load().unwrap();
+        let before = Arc::clone(tables.catalog().get("a_b").unwrap());
+        std::fs::copy(fixtures("good").join("items.npy"), dir.join("a b.npy")).unwrap();
+        tables.reload();
+        let catalog = tables.catalog();
+        let failure = catalog.last_error("a_b").unwrap();
+        assert!(
+            failure.reason.starts_with("the table name \"a_b\" is also"),
+            "{failure}"
+        );
+        assert_eq!(catalog.tables().count(), 1);
+        assert!(Arc::ptr_eq(catalog.get("a_b").unwrap(), &before));
+        assert_eq!(failure.file, "a b.npy");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn float32_data_that_does_not_start_at_a_multiple_of_4_bytes_is_converted() {
+        let dir = directory("unaligned", &[]);
+        // numpy pads the header to 64 bytes; another writer may not: data from byte 81.
+        let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_owned();
+        while (10 + header.len() + 1) != 81 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        npy.extend_from_slice(header.as_bytes());
+        let values = [1.5f32, -2.0, 0.25, 3.0, 0.0, -0.5];
+        npy.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(dir.join("t.npy"), npy).unwrap();
+        let tables = Tables::new(Some(dir.clone()));
+        tables.load().unwrap();
+        let catalog = tables.catalog();
+        let table = catalog.get("t").unwrap();
+        assert!(!table.in_place());
+        assert_eq!(table.view().unwrap().as_slice().unwrap(), values);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_panics_fails_its_file_and_not_the_reload() {
+        let got: Result<(), String> = unpanicked("t.npy", || panic!("a defect"));
+        assert_eq!(got, Err("reading it failed unexpectedly: a defect".into()));
+        assert_eq!(unpanicked("t.npy", || 3), Ok(3));
     }
 }

@@ -1,22 +1,69 @@
-//! [`Table`]: one loaded table: its `f32` values (memory-mapped in place, or converted once),
-//! the norms cosine and euclidean need, its ids, and what `GET /tables` says about it.
+//! [`Table`]: one loaded table: its `f32` values (where they lie in the file's bytes, or
+//! converted once), the norms cosine and euclidean need, its ids, and what `GET /tables`
+//! says about it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use memmap2::Mmap;
 use ndarray::ArrayView2;
 
 use super::ids::Ids;
 use crate::compute::{Norms, Operand};
 
+/// A data file's bytes, read whole into memory at load, in a buffer of `f32`s so that
+/// little-endian float32 values stored at a 4-aligned offset are used where they lie.
+///
+/// Read, not memory-mapped: a mapped file rewritten or truncated in place would change a
+/// table under the requests reading it, or fault (`SIGBUS`) the whole process.
+#[derive(Debug)]
+pub(super) struct FileBytes {
+    words: Vec<f32>,
+    len: usize,
+}
+
+impl FileBytes {
+    /// `len` bytes filled by `fill`, or why they could not be.
+    pub(super) fn read(
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> Result<Self, String> {
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(len.div_ceil(4))
+            .map_err(|_| format!("{len} bytes could not be allocated to read it"))?;
+        words.resize(len.div_ceil(4), 0.0f32);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        fill(bytes.get_mut(..len).unwrap_or_default()).map_err(|err| err.to_string())?;
+        Ok(FileBytes { words, len })
+    }
+
+    /// The file's bytes.
+    pub(super) fn bytes(&self) -> &[u8] {
+        let bytes: &[u8] = bytemuck::cast_slice(&self.words);
+        bytes.get(..self.len).unwrap_or(bytes)
+    }
+
+    /// The `count` floats stored from byte `offset`, if it is 4-aligned and they are in the
+    /// file.
+    pub(super) fn floats(&self, offset: usize, count: usize) -> Option<&[f32]> {
+        if !offset.is_multiple_of(4) {
+            return None;
+        }
+        let end = (offset / 4).checked_add(count)?;
+        if end.checked_mul(4)? > self.len {
+            return None;
+        }
+        self.words.get(offset / 4..end)
+    }
+}
+
 /// Where a table's values live.
 #[derive(Debug)]
 pub(super) enum Values {
-    /// Little-endian `float32` in a memory-mapped file, from byte `offset` (4-aligned):
-    /// read in place through the page cache, shared with every process mapping the file.
-    Mapped { map: Arc<Mmap>, offset: usize },
-    /// Converted once at load (another dtype, byte order or layout).
+    /// Little-endian `float32` where they lie in the file's bytes, from byte `offset`
+    /// (4-aligned); the tables of one `.safetensors` file share its bytes.
+    InFile { file: Arc<FileBytes>, offset: usize },
+    /// Converted once at load (another dtype, byte order, layout or alignment).
     Owned(Vec<f32>),
 }
 
@@ -74,10 +121,10 @@ impl Table {
         self.stored_dtype
     }
 
-    /// Whether the values are read in place from the mapped file (`float32`, little-endian,
-    /// C order), rather than converted at load.
+    /// Whether the values are used as the file stores them (`float32`, little-endian, C
+    /// order), rather than converted at load.
     pub fn in_place(&self) -> bool {
-        matches!(self.values, Values::Mapped { .. })
+        matches!(self.values, Values::InFile { .. })
     }
 
     /// The content hash: equal content (values, shape, stored dtype and ids) gives an equal
@@ -96,21 +143,18 @@ impl Table {
         self.ids.as_ref()
     }
 
-    /// Bytes the table holds: its values (mapped or owned), norms and ids.
+    /// Bytes the table holds: its values, norms and ids.
     pub fn bytes(&self) -> usize {
         self.rows * self.dim * 4 + self.norms.bytes() + self.ids.as_ref().map_or(0, Ids::bytes)
     }
 
-    /// The values, row-major (`None` only if the mapping no longer holds them, which the
+    /// The values, row-major (`None` only if the file's bytes do not hold them, which the
     /// load rules out).
     fn values(&self) -> Option<&[f32]> {
         let len = self.rows * self.dim;
         match &self.values {
             Values::Owned(values) => values.get(..len),
-            Values::Mapped { map, offset } => {
-                let bytes = map.get(*offset..offset + len * 4)?;
-                bytemuck::try_cast_slice(bytes).ok()
-            }
+            Values::InFile { file, offset } => file.floats(*offset, len),
         }
     }
 

@@ -436,6 +436,31 @@ async fn readiness_waits_for_the_tables_and_references_meanwhile_get_503() {
 }
 
 #[tokio::test]
+async fn a_reload_answers_when_done_however_short_the_request_timeout() {
+    // A table of 1,000,000 values (4 MB) to read, check and hash takes the reload longer
+    // than this timeout; the reload, which runs to its end once begun, still answers.
+    let dir = copy_of_good(&["users.npy"]);
+    let (app, _) = app_with_tables(dir.clone(), |c| {
+        c.request_timeout = std::time::Duration::from_millis(1)
+    });
+    let (rows, dim) = (1000, 1000);
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    npy.extend(std::iter::repeat_n(0.5f32.to_le_bytes(), rows * dim).flatten());
+    replace(&dir, "large.npy", &npy);
+    let reload = app.request(Method::POST, "/tables/reload").await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.json);
+    assert_eq!(reload.json["changed"], json!(["large"]));
+}
+
+#[tokio::test]
 async fn a_reload_swaps_changed_files_keeps_a_broken_ones_last_version_and_drops_removed_ones() {
     let dir = copy_of_good(&["users.npy", "items.npy", "items.ids.txt"]);
     let (app, _) = app_with_tables(dir.clone(), |_| {});
