@@ -12,7 +12,12 @@ use crate::compute::blas::BlasChoice;
 #[command(name = "simserve", version, about)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "SIMSERVE_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "SIMSERVE_ADDR",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
     pub addr: SocketAddr,
 
     /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -62,6 +67,12 @@ pub struct Config {
         default_value_t = 64 * 1024 * 1024
     )]
     pub kept_body_bytes: usize,
+
+    /// Connections served at once; past it, new ones wait in the listen backlog until one
+    /// closes. A request's head may take 64 KiB (431 past it), which a connection holds while
+    /// it arrives, outside the memory budget.
+    #[arg(long, env = "SIMSERVE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Longest wait for a request's headers, and for the next request on an idle connection;
     /// slower connections are closed.
@@ -216,6 +227,7 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert!(config.compute_permits >= 1);
         assert_eq!(config.max_queue, 4 * config.compute_permits as usize);
+        assert_eq!(config.max_connections, 1024);
         assert_eq!(config.memory_budget_bytes, 2 << 30);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
         assert_eq!(config.shutdown_delay, Duration::ZERO);
@@ -223,6 +235,11 @@ mod tests {
         assert!(config.command.is_none());
         let check = Config::try_parse_from(["simserve", "--addr", "127.0.0.1:9", "healthcheck"]);
         assert!(matches!(check.unwrap().command, Some(Command::Healthcheck)));
+        // The address may follow the command too.
+        let check = Config::try_parse_from(["simserve", "healthcheck", "--addr", "127.0.0.1:9"]);
+        let check = check.unwrap();
+        assert!(matches!(check.command, Some(Command::Healthcheck)));
+        assert_eq!(check.addr, "127.0.0.1:9".parse().unwrap());
     }
 
     #[test]

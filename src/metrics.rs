@@ -158,7 +158,8 @@ impl Metrics {
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
-            "Requests waiting for a compute permit",
+            "Requests admitted from their headers and not yet computing: receiving their body or \
+             waiting for a compute permit",
             queue_depth.clone(),
         );
         let computing = Gauge::default();

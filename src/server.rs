@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutStream;
 
@@ -37,6 +38,13 @@ use crate::state::AppState;
 /// How long to pause accepting after an accept error such as running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Bytes a request's head (its request line and headers) may take; past it, 431. It is
+/// checked as the head arrives, after each read (of up to as much again), so a connection
+/// sending one holds at most about twice this, outside the memory budget
+/// (`--max-connections` of them at most). hyper's own bound is its read buffer's, about
+/// 400 KiB, which stays for reading bodies.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
 /// A bound listener and the router it serves.
 pub struct Application {
     listener: TcpListener,
@@ -46,6 +54,7 @@ pub struct Application {
     write_timeout: Duration,
     shutdown_delay: Duration,
     shutdown_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Application {
@@ -61,6 +70,7 @@ impl Application {
             write_timeout: config.write_timeout,
             shutdown_delay: config.shutdown_delay,
             shutdown_timeout: config.shutdown_timeout,
+            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
         })
     }
 
@@ -116,6 +126,7 @@ impl Application {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
             .keep_alive(true);
         let graceful = GracefulShutdown::new();
         let server = Server {
@@ -124,6 +135,7 @@ impl Application {
             http: &http,
             graceful: &graceful,
             write_timeout: self.write_timeout,
+            connections: Arc::new(Semaphore::new(self.max_connections)),
         };
 
         let mut failure = None;
@@ -167,6 +179,8 @@ struct Server<'a> {
     http: &'a http1::Builder,
     graceful: &'a GracefulShutdown,
     write_timeout: Duration,
+    /// One permit per connection being served (`--max-connections`).
+    connections: Arc<Semaphore>,
 }
 
 impl Server<'_> {
@@ -174,6 +188,12 @@ impl Server<'_> {
     async fn accept_until(&self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
+            // At the limit, new connections wait in the backlog until one closes.
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.connections).acquire_owned() => permit,
+                () = &mut stop => return,
+            };
+            let Ok(permit) = permit else { return };
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
                 () = &mut stop => return,
@@ -191,6 +211,7 @@ impl Server<'_> {
                     let connection = self.http.serve_connection(io, service);
                     let connection = self.graceful.watch(connection);
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Err(err) = connection.await {
                             tracing::debug!(%err, "connection ended with an error");
                         }

@@ -86,14 +86,8 @@ pub(super) async fn receive<S: Sink>(
     let limit = state.limits.max_body_bytes;
     let mut place = match state.admission.enter(head.declared) {
         Ok(place) => place,
-        Err(refusal) => {
-            // While draining, the connection closes with the answer rather than linger.
-            if state.is_ready() {
-                let time = state.limits.body_timeout;
-                body::discard(incoming, &parts.headers, limit, time, &state.discard_pace);
-            }
-            return Err(state.metrics.refused(refusal));
-        }
+        // The body, unread, is discarded as it arrives (`body::Lingering`).
+        Err(refusal) => return Err(state.metrics.refused(refusal)),
     };
 
     let counter = parts.extensions.get::<BodyCounter>();

@@ -3,8 +3,10 @@
 //!
 //! Use [`check_headers`] before anything else, [`read`] to receive the bytes into the
 //! request's reservation (into a [`Buffer`], or another [`Sink`]), [`decode`] (off the
-//! runtime) to inflate and parse them, and
-//! [`discard`] when the request is refused from its headers (overload). [`parse`] reads
+//! runtime) to inflate and parse them. Every request's body is wrapped in a [`Lingering`]
+//! (`crate::middleware::observe`), so that one answered before it was read (refused from
+//! its headers, unauthorised, over a limit, to an unknown route) is discarded as it still
+//! arrives rather than reset. [`parse`] reads
 //! tensors sent as nested arrays ahead of serde ([`read_ahead`]). The order of these
 //! steps around admission is told in [`crate::admission`]. [`infer`] checks and decodes the
 //! bodies of the Open Inference Protocol instead of [`check_headers`] and [`decode`].
@@ -340,45 +342,87 @@ fn parse_recorded<T: TensorFields>(
     serde_json::from_slice(bytes).map_err(|err| ApiError::from_json(&err))
 }
 
-/// Drops the body of a request refused from its headers, reading and discarding what still
-/// arrives (at most `limit` bytes, for at most `time`, at the shared `pace`) so that the
-/// client reads the answer rather than a connection reset (a lingering close, as nginx
-/// does). A client that sent `Expect: 100-continue` has not sent the body and never will:
-/// nothing is read; nor when [`MAX_DISCARDS`] bodies are being discarded already.
-pub fn discard(
+/// A request's body that, dropped before its end (the request answered before its body was
+/// read), reads and discards what still arrives, for at most `time` and at the shared
+/// `pace`, so that the client reads the answer rather than a connection reset (a lingering
+/// close, as nginx does). A client that sent `Expect: 100-continue` has not sent the body
+/// and never will: nothing is read; nor when [`MAX_DISCARDS`] bodies are being discarded
+/// already, or while the server drains (its connections close with their answers).
+pub struct Lingering {
     body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-    time: Duration,
-    pace: &Arc<DiscardPace>,
-) {
-    let expects_continue = headers
-        .get(header::EXPECT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
-    if expects_continue {
-        return;
+    ended: bool,
+    linger: Option<(Duration, Arc<DiscardPace>)>,
+}
+
+impl Lingering {
+    /// `body`, discarded if dropped early while `linger` is `Some((time, pace))`, unless
+    /// `headers` say it will not be sent before an answer.
+    pub fn new(
+        body: Body,
+        headers: &HeaderMap,
+        linger: Option<(Duration, Arc<DiscardPace>)>,
+    ) -> Self {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
+        Lingering {
+            body,
+            ended: false,
+            linger: linger.filter(|_| !expects_continue),
+        }
     }
-    let Ok(slot) = Arc::clone(&pace.slots).try_acquire_owned() else {
-        return;
-    };
-    let pace = Arc::clone(pace);
-    tokio::spawn(async move {
-        let _slot = slot;
-        let drain = async {
-            let mut body = body;
-            let mut seen = 0usize;
-            while let Some(Ok(frame)) = body.frame().await {
-                let len = frame.data_ref().map_or(0, Bytes::len);
-                seen = seen.saturating_add(len);
-                if seen > limit {
-                    break;
-                }
-                pace.take(len).await;
-            }
+}
+
+impl http_body::Body for Lingering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        if self.ended || http_body::Body::is_end_stream(&self.body) {
+            return;
+        }
+        let Some((time, pace)) = self.linger.take() else {
+            return;
         };
-        let _ = tokio::time::timeout(time, drain).await;
-    });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(slot) = Arc::clone(&pace.slots).try_acquire_owned() else {
+            return;
+        };
+        let mut body = std::mem::take(&mut self.body);
+        runtime.spawn(async move {
+            let _slot = slot;
+            let drain = async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    pace.take(frame.data_ref().map_or(0, Bytes::len)).await;
+                }
+            };
+            let _ = tokio::time::timeout(time, drain).await;
+        });
+    }
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.

@@ -3,8 +3,10 @@
 //! answer comes before its request's body was read, responses say `Connection: close`, so
 //! that clients do not send again on a connection about to close.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -62,6 +64,15 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let _in_flight = state.metrics.start();
     let declared = body::declared_length(request.headers());
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
+    if declared.is_some_and(|n| n > 0) || chunked {
+        // While draining, a connection closes with its answer rather than linger.
+        let linger = state
+            .is_ready()
+            .then(|| (state.limits.body_timeout, Arc::clone(&state.discard_pace)));
+        let (parts, incoming) = request.into_parts();
+        let lingering = body::Lingering::new(incoming, &parts.headers, linger);
+        request = Request::from_parts(parts, Body::new(lingering));
+    }
     let mut response = next.run(request).instrument(span.clone()).await;
     // The connection will close when the server drains, or when the answer came before the
     // body was read (404, 415, 413, ...): say so, so that clients do not send on it again.

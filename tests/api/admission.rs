@@ -170,6 +170,88 @@ async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_its_whole_body_reads_any_answer_given_before_it_was_read() {
+    let (addr, _stop, _server) = start(|c| {
+        c.api_keys = vec!["k1".into()];
+        c.max_body_bytes = 1 << 20;
+    })
+    .await;
+    let key = "Authorization: Bearer k1\r\n";
+    let cases = [
+        (
+            "/similarity/pairwise",
+            "application/json",
+            "",
+            "HTTP/1.1 401",
+        ),
+        (
+            "/similarity/pairwise",
+            "application/json",
+            key,
+            "HTTP/1.1 413",
+        ),
+        ("/similarity/pairwise", "text/plain", key, "HTTP/1.1 415"),
+        ("/no-such-route", "application/json", key, "HTTP/1.1 404"),
+        ("/v2/models/matrix/infer", "text/plain", key, "HTTP/1.1 415"),
+    ];
+    for (path, content_type, auth, status) in cases {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: simserve\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\n\r\n",
+            32 << 20
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // As `http.client` and `requests` do: the whole body, and only then the answer.
+        let body = vec![b' '; 32 << 20];
+        tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
+            .await
+            .expect("the server keeps taking the body")
+            .unwrap_or_else(|err| panic!("{path} {status}: reset while sending the body: {err}"));
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+            .await
+            .expect("the answer arrives and the connection closes")
+            .expect("the connection closes cleanly");
+        assert!(answer.starts_with(status), "{path}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let (addr, _stop, _server) = start(|c| c.max_connections = 1).await;
+    let get = b"GET /healthz HTTP/1.1\r\nHost: simserve\r\n\r\n";
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(get).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = first.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    // Kept alive, the first connection holds the only slot: the second is not served.
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(get).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buffer)).await;
+    assert!(waited.is_err(), "served past the limit");
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buffer))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_request_head_of_200_kib_is_refused_with_431() {
+    let (addr, _stop, _server) = start(|_| {}).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let pad = "a".repeat(200 << 10);
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: simserve\r\nX-Pad: {pad}\r\n\r\n");
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+#[tokio::test]
 async fn a_large_body_buffer_is_kept_for_the_next_large_body_and_freed_when_unused() {
     const KEPT: &str = "simserve_kept_body_buffers_bytes";
     let (addr, _stop, _server) = start(|_| {}).await;
