@@ -195,7 +195,9 @@ impl Operation for MatrixJob {
             Output::Neighbours(keep) => {
                 let entries = keep
                     .k
-                    .map_or(pairs, |k| sets * n * k.min(m))
+                    .map_or(pairs, |k| {
+                        pairs.min(sets.saturating_mul(n).saturating_mul(k))
+                    })
                     .min(keep.max_entries);
                 // With the ids of a table's rows listed beside them.
                 let listed = self.b.as_ref().unwrap_or(&self.a);

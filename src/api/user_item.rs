@@ -331,7 +331,7 @@ impl Operation for UserItemJob {
             Output::Neighbours { keep, item_ids, .. } => {
                 let entries = keep
                     .k
-                    .map_or(u.saturating_mul(i), |k| u * k.min(i))
+                    .map_or(u.saturating_mul(i), |k| u.saturating_mul(k.min(i)))
                     .min(keep.max_entries);
                 // With the items' ids listed beside them: `item_ids`, or the table's.
                 let longest_text = match item_ids {

@@ -39,6 +39,11 @@ use crate::tensor::text;
 /// may then see a reset rather than the answer).
 const MAX_DISCARDS: usize = 1024;
 
+/// Bytes of a body answered before it was read that are discarded at least (more when
+/// `--max-body-bytes` is larger), so that a body refused for being over a small limit is
+/// still read to its end; past it the connection is closed.
+pub const MIN_LINGER_BYTES: usize = 64 << 20;
+
 /// Bytes per second that all discarded bodies together are read at, at most (1 GiB/s). A
 /// client whose body is refused is slowed to its share of
 /// this, so clients that retry at once cannot make the server (or the network) spend more on
@@ -343,25 +348,36 @@ fn parse_recorded<T: TensorFields>(
 }
 
 /// A request's body that, dropped before its end (the request answered before its body was
-/// read), reads and discards what still arrives, for at most `time` and at the shared
-/// `pace`, so that the client reads the answer rather than a connection reset (a lingering
-/// close, as nginx does). A client that sent `Expect: 100-continue` has not sent the body
-/// and never will: nothing is read; nor when [`MAX_DISCARDS`] bodies are being discarded
-/// already, or while the server drains (its connections close with their answers).
+/// read), reads and discards what still arrives, so that the client reads the answer rather
+/// than a connection reset (a lingering close, as nginx does): at the shared `pace`, at most
+/// [`Linger::bytes`], and no later than the body's own deadline (`--body-timeout` from its
+/// headers), so that a slow body answered 408 is not waited for again. A client that sent
+/// `Expect: 100-continue` and was answered before its body was asked for never sends it:
+/// nothing is read. Nor when [`MAX_DISCARDS`] bodies are being discarded already, or while
+/// the server drains (its connections close with their answers).
 pub struct Lingering {
     body: Body,
     ended: bool,
-    linger: Option<(Duration, Arc<DiscardPace>)>,
+    /// Whether the body was asked for (after which a client expecting `100 Continue` sends
+    /// it).
+    polled: bool,
+    expects_continue: bool,
+    linger: Option<Linger>,
+}
+
+/// How a [`Lingering`] body is discarded.
+pub struct Linger {
+    /// When the body's time is up.
+    pub until: tokio::time::Instant,
+    /// Bytes read at most.
+    pub bytes: usize,
+    /// The pace all discarded bodies share.
+    pub pace: Arc<DiscardPace>,
 }
 
 impl Lingering {
-    /// `body`, discarded if dropped early while `linger` is `Some((time, pace))`, unless
-    /// `headers` say it will not be sent before an answer.
-    pub fn new(
-        body: Body,
-        headers: &HeaderMap,
-        linger: Option<(Duration, Arc<DiscardPace>)>,
-    ) -> Self {
+    /// `body`, discarded as `linger` says if dropped early.
+    pub fn new(body: Body, headers: &HeaderMap, linger: Option<Linger>) -> Self {
         let expects_continue = headers
             .get(header::EXPECT)
             .and_then(|value| value.to_str().ok())
@@ -369,7 +385,9 @@ impl Lingering {
         Lingering {
             body,
             ended: false,
-            linger: linger.filter(|_| !expects_continue),
+            polled: false,
+            expects_continue,
+            linger,
         }
     }
 }
@@ -382,6 +400,7 @@ impl http_body::Body for Lingering {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.polled = true;
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let std::task::Poll::Ready(None | Some(Err(_))) = polled {
             self.ended = true;
@@ -400,10 +419,13 @@ impl http_body::Body for Lingering {
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        if self.ended || http_body::Body::is_end_stream(&self.body) {
+        if self.ended
+            || http_body::Body::is_end_stream(&self.body)
+            || (self.expects_continue && !self.polled)
+        {
             return;
         }
-        let Some((time, pace)) = self.linger.take() else {
+        let Some(Linger { until, bytes, pace }) = self.linger.take() else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -416,11 +438,17 @@ impl Drop for Lingering {
         runtime.spawn(async move {
             let _slot = slot;
             let drain = async {
+                let mut left = bytes;
                 while let Some(Ok(frame)) = body.frame().await {
-                    pace.take(frame.data_ref().map_or(0, Bytes::len)).await;
+                    let len = frame.data_ref().map_or(0, Bytes::len);
+                    let Some(rest) = left.checked_sub(len) else {
+                        break;
+                    };
+                    left = rest;
+                    pace.take(len).await;
                 }
             };
-            let _ = tokio::time::timeout(time, drain).await;
+            let _ = tokio::time::timeout_at(until, drain).await;
         });
     }
 }
@@ -480,6 +508,67 @@ mod tests {
         pace.take(1).await;
         let waited = start.elapsed().as_secs_f64();
         assert!((1.49..1.51).contains(&waited), "{waited}");
+    }
+
+    /// A body whose chunks are sent through the returned channel (one waits at most), in a
+    /// [`Lingering`] that lingers when `linger` says so, for a request with `headers`.
+    fn lingering_body(
+        headers: &HeaderMap,
+        linger: bool,
+    ) -> (Lingering, tokio::sync::mpsc::Sender<Bytes>) {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let chunk = receiver.recv().await?;
+            Some((Ok::<_, std::io::Error>(chunk), receiver))
+        });
+        let linger = linger.then(|| Linger {
+            until: tokio::time::Instant::now() + Duration::from_secs(5),
+            bytes: 1000,
+            pace: Arc::new(DiscardPace::default()),
+        });
+        (
+            Lingering::new(Body::from_stream(chunks), headers, linger),
+            sender,
+        )
+    }
+
+    /// Whether `sender`'s chunks are still taken: `chunks` of 100 bytes go through.
+    async fn taken(sender: &tokio::sync::mpsc::Sender<Bytes>, chunks: usize) -> bool {
+        for _ in 0..chunks {
+            let sent = sender.send(Bytes::from(vec![b' '; 100])).await;
+            if sent.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_unread_is_discarded_up_to_its_bytes_and_then_let_go() {
+        let (body, sender) = lingering_body(&HeaderMap::new(), true);
+        drop(body);
+        // 1000 bytes are read: ten chunks and the one waiting; then the body is dropped.
+        assert!(taken(&sender, 11).await);
+        assert!(!taken(&sender, 2).await);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_let_go_at_once_when_not_lingering_or_never_asked_of_a_client_expecting_100_continue()
+     {
+        let (body, sender) = lingering_body(&HeaderMap::new(), false);
+        drop(body);
+        assert!(!taken(&sender, 1).await);
+        let mut expecting = HeaderMap::new();
+        expecting.insert(header::EXPECT, "100-continue".parse().unwrap());
+        let (body, sender) = lingering_body(&expecting, true);
+        drop(body);
+        assert!(!taken(&sender, 1).await);
+        // Once asked for, its body comes, and is discarded when dropped early.
+        let (mut body, sender) = lingering_body(&expecting, true);
+        sender.send(Bytes::from_static(b"[")).await.unwrap();
+        assert!(body.frame().await.is_some());
+        drop(body);
+        assert!(taken(&sender, 3).await);
     }
 
     /// Any JSON object.

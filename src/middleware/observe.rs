@@ -66,9 +66,11 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     if declared.is_some_and(|n| n > 0) || chunked {
         // While draining, a connection closes with its answer rather than linger.
-        let linger = state
-            .is_ready()
-            .then(|| (state.limits.body_timeout, Arc::clone(&state.discard_pace)));
+        let linger = state.is_ready().then(|| body::Linger {
+            until: tokio::time::Instant::now() + state.limits.body_timeout,
+            bytes: state.limits.max_body_bytes.max(body::MIN_LINGER_BYTES),
+            pace: Arc::clone(&state.discard_pace),
+        });
         let (parts, incoming) = request.into_parts();
         let lingering = body::Lingering::new(incoming, &parts.headers, linger);
         request = Request::from_parts(parts, Body::new(lingering));

@@ -1,8 +1,10 @@
-//! Reading tables from files: `.npy` (through `ndarray-npy`) and `.safetensors` (through
-//! `safetensors`), each read whole into memory ([`FileBytes`]: never mapped, so that a file
-//! changed in place cannot change or fault a table being read); `float32` little-endian
-//! C-order values are used where they lie, `float64`, `float16`, `bfloat16`, big-endian,
-//! Fortran-order and unaligned ones are converted once to `float32`.
+//! Reading tables from files: `.npy` (its header through `ndarray-npy`) and `.safetensors`
+//! (through `safetensors`), each read whole into memory ([`FileBytes`]: never mapped, so
+//! that a file changed in place cannot change or fault a table being read). A `.npy` file's
+//! little-endian C-order `float32` values are used where they lie; a `.safetensors`
+//! tensor's are copied out of the file (which may hold much besides its tables); `float64`,
+//! `float16`, `bfloat16`, big-endian and Fortran-order values are converted once to
+//! `float32`, straight from the file's bytes.
 //!
 //! Every value must be a finite `float32` (after conversion); the norms are computed in the
 //! same pass, and the version is a SHA-256 of what the file holds for the table.
@@ -15,7 +17,6 @@ use std::time::SystemTime;
 
 use half::{bf16, f16};
 use ndarray::{Array2, ArrayView2, ShapeBuilder};
-use ndarray_npy::ReadNpyExt;
 use ndarray_npy::npy::header::{Header, Layout};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
@@ -62,10 +63,11 @@ fn stamp_of(meta: &std::fs::Metadata) -> FileStamp {
 /// Reads the file at `path` whole, with the identity of the file read (the one opened,
 /// should `path` be renamed over meanwhile). A file that shrinks while it is read fails.
 fn read(path: &Path) -> Result<(Arc<FileBytes>, FileStamp), String> {
-    let mut file = File::open(path).map_err(|err| err.to_string())?;
+    let file = File::open(path).map_err(|err| err.to_string())?;
     let meta = file.metadata().map_err(|err| err.to_string())?;
     let len = usize::try_from(meta.len()).map_err(|_| "the file is too large".to_owned())?;
-    let bytes = FileBytes::read(len, |bytes| file.read_exact(bytes))?;
+    // One byte more than the file had, should it have grown meanwhile.
+    let bytes = FileBytes::read(len, |bytes| file.take(len as u64 + 1).read_to_end(bytes))?;
     Ok((Arc::new(bytes), stamp_of(&meta)))
 }
 
@@ -91,6 +93,8 @@ struct Raw {
     rows: usize,
     dim: usize,
     values: Values,
+    /// Whether `values` are as the file stores them, rather than converted.
+    as_stored: bool,
     /// The bytes the version is computed from (the stored values).
     stored: std::ops::Range<usize>,
 }
@@ -162,36 +166,57 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
                 None => Values::Owned(little_endian_f32(&map[stored.clone()])),
             }
         }
-        "<f4" | ">f4" => {
-            let array = Array2::<f32>::read_npy(map).map_err(|err| err.to_string())?;
-            Values::Owned(standard(array))
-        }
-        "<f8" | ">f8" => {
-            let array = Array2::<f64>::read_npy(map).map_err(|err| err.to_string())?;
-            Values::Owned(narrow(array.as_standard_layout().iter().copied(), dim)?)
-        }
         _ => {
+            // Converted straight from the bytes: the file and the float32 values at once.
             let bytes = &map[stored.clone()];
             let big = descr.starts_with('>');
-            let halves = bytes.chunks_exact(2).map(|c| {
-                let pair = [c[0], c[1]];
-                if big {
-                    f16::from_be_bytes(pair)
-                } else {
-                    f16::from_le_bytes(pair)
-                }
-                .to_f32()
-            });
+            let values: Vec<f32> = match size {
+                4 => bytes
+                    .chunks_exact(4)
+                    .map(|c| {
+                        let four = [c[0], c[1], c[2], c[3]];
+                        if big {
+                            f32::from_be_bytes(four)
+                        } else {
+                            f32::from_le_bytes(four)
+                        }
+                    })
+                    .collect(),
+                8 => narrow(
+                    bytes.chunks_exact(8).map(|c| {
+                        let eight = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+                        if big {
+                            f64::from_be_bytes(eight)
+                        } else {
+                            f64::from_le_bytes(eight)
+                        }
+                    }),
+                    dim,
+                    fortran.then_some(rows),
+                )?,
+                _ => bytes
+                    .chunks_exact(2)
+                    .map(|c| {
+                        let pair = [c[0], c[1]];
+                        if big {
+                            f16::from_be_bytes(pair)
+                        } else {
+                            f16::from_le_bytes(pair)
+                        }
+                        .to_f32()
+                    })
+                    .collect(),
+            };
             let shape = if fortran {
                 (rows, dim).f()
             } else {
                 (rows, dim).into_shape_with_order()
             };
-            let array =
-                Array2::from_shape_vec(shape, halves.collect()).map_err(|err| err.to_string())?;
+            let array = Array2::from_shape_vec(shape, values).map_err(|err| err.to_string())?;
             Values::Owned(standard(array))
         }
     };
+    let as_stored = descr == "<f4" && !fortran;
     Ok(Raw {
         name: name.to_owned(),
         source: file_name.to_owned(),
@@ -199,6 +224,7 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
         rows,
         dim,
         values,
+        as_stored,
         stored,
     })
 }
@@ -220,17 +246,26 @@ fn standard(array: Array2<f32>) -> Vec<f32> {
     }
 }
 
-/// `f64` values narrowed to `f32`, refusing one outside its range (`dim` values per row).
-fn narrow(values: impl Iterator<Item = f64>, dim: usize) -> Result<Vec<f32>, String> {
+/// `f64` values narrowed to `f32`, refusing one outside its range (`dim` values per row;
+/// stored column by column when `fortran_rows` gives the rows, so that the refusal names
+/// the row and column the value has in the table).
+fn narrow(
+    values: impl Iterator<Item = f64>,
+    dim: usize,
+    fortran_rows: Option<usize>,
+) -> Result<Vec<f32>, String> {
     values
         .enumerate()
         .map(|(at, v)| {
             let narrowed = v as f32;
             if narrowed.is_finite() {
-                Ok(narrowed)
-            } else {
-                Err(not_finite(at, dim))
+                return Ok(narrowed);
             }
+            let at = match fortran_rows {
+                Some(rows) => (at % rows.max(1)) * dim + at / rows.max(1),
+                None => at,
+            };
+            Err(not_finite(at, dim))
         })
         .collect()
 }
@@ -306,15 +341,7 @@ pub(super) fn safetensors(
                 continue;
             }
         }
-        let in_place = stored_dtype == "float32"
-            && cfg!(target_endian = "little")
-            && file.floats(offset, rows * dim).is_some();
-        let values = if in_place {
-            Values::InFile {
-                file: Arc::clone(&file),
-                offset,
-            }
-        } else {
+        let values = {
             let converted: Vec<f32> = match stored_dtype {
                 "float32" => little_endian_f32(bytes),
                 "float16" => bytes
@@ -330,6 +357,7 @@ pub(super) fn safetensors(
                         f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
                     }),
                     dim,
+                    None,
                 ) {
                     Ok(values) => values,
                     Err(reason) => {
@@ -347,6 +375,7 @@ pub(super) fn safetensors(
             rows,
             dim,
             values,
+            as_stored: stored_dtype == "float32",
             stored,
         };
         let ids = ids_for(&name);
@@ -410,6 +439,7 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
         rows: raw.rows,
         dim: raw.dim,
         values: raw.values,
+        as_stored: raw.as_stored,
         norms,
         ids,
         version,

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use embeddings::{Embeddings, Resolve, Unresolved};
 pub use ids::Ids;
+use table::FileStamp;
 pub use table::Table;
 
 /// Why a file, or a table in it, could not be loaded.
@@ -61,6 +62,9 @@ impl std::fmt::Display for Failure {
 pub struct Catalog {
     tables: BTreeMap<String, Arc<Table>>,
     failures: Vec<Failure>,
+    /// For each table that failed, its ids file's identity then (`None`: it had none), so
+    /// that a reload reads its file again once the ids file is mended.
+    failed_ids: BTreeMap<String, Option<FileStamp>>,
     /// False until the first load has finished.
     loaded: bool,
 }
@@ -265,7 +269,11 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
                 table: Some(name.clone()),
                 reason,
             });
-            if let Some(old) = previous.get(&name) {
+            let ids = ids_files.get(&name).and_then(|path| load::stamp(path).ok());
+            catalog.failed_ids.insert(name.clone(), ids);
+            if let Some(old) = previous.get(&name)
+                && !name_taken(catalog, file, &name)
+            {
                 catalog.tables.insert(name, Arc::clone(old));
             }
         }
@@ -291,6 +299,15 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
             if !name_taken(&mut catalog, file, &old.name) {
                 catalog.tables.insert(old.name.clone(), old);
             }
+        }
+        // What failed in the file, unchanged, still fails.
+        for failure in previous.failures.iter().filter(|f| f.file == file) {
+            if let Some(name) = &failure.table
+                && let Some(ids) = previous.failed_ids.get(name)
+            {
+                catalog.failed_ids.insert(name.clone(), ids.clone());
+            }
+            catalog.failures.push(failure.clone());
         }
     }
     for data in to_read {
@@ -362,7 +379,8 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
 }
 
 /// Whether another file's table already has the name `name` in `catalog` (recorded as a
-/// failure of `file`'s table, which is then left out).
+/// failure of `file`, whose table is then left out; not of the table, whose own file is
+/// fine).
 fn name_taken(catalog: &mut Catalog, file: &str, name: &str) -> bool {
     let Some(other) = catalog.tables.get(name) else {
         return false;
@@ -370,7 +388,7 @@ fn name_taken(catalog: &mut Catalog, file: &str, name: &str) -> bool {
     let reason = format!("the table name {name:?} is also {}'s", other.source);
     catalog.failures.push(Failure {
         file: file.to_owned(),
-        table: Some(name.to_owned()),
+        table: None,
         reason,
     });
     true
@@ -385,7 +403,7 @@ fn unpanicked<T>(file: &str, read: impl FnOnce() -> T) -> Result<T, String> {
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+            .unwrap_or_else(|| "(no message)".into());
         tracing::error!(file, panic = what, "reading a table file panicked");
         format!("reading it failed unexpectedly: {what}")
     })
@@ -398,16 +416,21 @@ fn data_file_name(file: &DataFile) -> &str {
 }
 
 /// The previous tables of the `.safetensors` file `file` when neither it nor any of their
-/// ids files changed, and none of its tensors failed (a failed tensor's ids file may have
-/// been mended: such a file is read again).
+/// ids files changed, nor the ids file of a tensor of it that failed (which may have been
+/// mended).
 fn unchanged_file(
     previous: &Catalog,
     file: &str,
     path: &Path,
     ids_files: &BTreeMap<String, PathBuf>,
 ) -> Option<Vec<Arc<Table>>> {
-    if previous.failures.iter().any(|f| f.file == file) {
-        return None;
+    for failure in previous.failures.iter().filter(|f| f.file == file) {
+        let name = failure.table.as_ref()?;
+        let then = previous.failed_ids.get(name)?;
+        let now = ids_files.get(name).and_then(|path| load::stamp(path).ok());
+        if *then != now {
+            return None;
+        }
     }
     let source = format!("{file}:");
     let old: Vec<&Arc<Table>> = previous
@@ -618,19 +641,20 @@ mod tests {
         std::fs::copy(fixtures("good").join("items.npy"), dir.join("a b.npy")).unwrap();
         tables.reload();
         let catalog = tables.catalog();
-        let failure = catalog.last_error("a_b").unwrap();
+        assert_eq!(catalog.tables().count(), 1);
+        assert!(Arc::ptr_eq(catalog.get("a_b").unwrap(), &before));
+        assert!(catalog.last_error("a_b").is_none(), "its own file is fine");
+        let failure = &catalog.failures()[0];
+        assert_eq!(failure.file, "a b.npy");
         assert!(
             failure.reason.starts_with("the table name \"a_b\" is also"),
             "{failure}"
         );
-        assert_eq!(catalog.tables().count(), 1);
-        assert!(Arc::ptr_eq(catalog.get("a_b").unwrap(), &before));
-        assert_eq!(failure.file, "a b.npy");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn float32_data_that_does_not_start_at_a_multiple_of_4_bytes_is_converted() {
+    fn float32_data_that_does_not_start_at_a_multiple_of_4_bytes_is_read() {
         let dir = directory("unaligned", &[]);
         // numpy pads the header to 64 bytes; another writer may not: data from byte 81.
         let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_owned();
@@ -648,15 +672,19 @@ mod tests {
         tables.load().unwrap();
         let catalog = tables.catalog();
         let table = catalog.get("t").unwrap();
-        assert!(!table.in_place());
         assert_eq!(table.view().unwrap().as_slice().unwrap(), values);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn a_reader_that_panics_fails_its_file_and_not_the_reload() {
+    fn a_reader_that_panics_gives_a_failure_with_its_message_rather_than_unwinding() {
         let got: Result<(), String> = unpanicked("t.npy", || panic!("a defect"));
         assert_eq!(got, Err("reading it failed unexpectedly: a defect".into()));
+        let got: Result<(), String> = unpanicked("t.npy", || std::panic::panic_any(7));
+        assert_eq!(
+            got,
+            Err("reading it failed unexpectedly: (no message)".into())
+        );
         assert_eq!(unpanicked("t.npy", || 3), Ok(3));
     }
 }

@@ -10,60 +10,58 @@ use ndarray::ArrayView2;
 use super::ids::Ids;
 use crate::compute::{Norms, Operand};
 
-/// A data file's bytes, read whole into memory at load, in a buffer of `f32`s so that
-/// little-endian float32 values stored at a 4-aligned offset are used where they lie.
+/// A data file's bytes, read whole into memory at load. Little-endian float32 values stored
+/// at an offset that is 4-aligned in memory (numpy's 64-byte aligned data, in the
+/// allocator's 16-byte aligned buffer) are used where they lie.
 ///
 /// Read, not memory-mapped: a mapped file rewritten or truncated in place would change a
 /// table under the requests reading it, or fault (`SIGBUS`) the whole process.
 #[derive(Debug)]
-pub(super) struct FileBytes {
-    words: Vec<f32>,
-    len: usize,
-}
+pub(super) struct FileBytes(Vec<u8>);
 
 impl FileBytes {
-    /// `len` bytes filled by `fill`, or why they could not be.
+    /// The `len` bytes `read` appends to an empty buffer with room for them (a reader that
+    /// gives more or fewer, a file changed while read, fails).
     pub(super) fn read(
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+        read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<usize>,
     ) -> Result<Self, String> {
-        let mut words = Vec::new();
-        words
-            .try_reserve_exact(len.div_ceil(4))
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(len)
             .map_err(|_| format!("{len} bytes could not be allocated to read it"))?;
-        words.resize(len.div_ceil(4), 0.0f32);
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        fill(bytes.get_mut(..len).unwrap_or_default()).map_err(|err| err.to_string())?;
-        Ok(FileBytes { words, len })
+        read(&mut bytes).map_err(|err| err.to_string())?;
+        if bytes.len() != len {
+            return Err(format!(
+                "it changed while read: {} bytes where it had {len}",
+                bytes.len()
+            ));
+        }
+        Ok(FileBytes(bytes))
     }
 
     /// The file's bytes.
     pub(super) fn bytes(&self) -> &[u8] {
-        let bytes: &[u8] = bytemuck::cast_slice(&self.words);
-        bytes.get(..self.len).unwrap_or(bytes)
+        &self.0
     }
 
-    /// The `count` floats stored from byte `offset`, if it is 4-aligned and they are in the
-    /// file.
+    /// The `count` floats stored from byte `offset`, if they are in the file and aligned
+    /// for `f32` in memory.
     pub(super) fn floats(&self, offset: usize, count: usize) -> Option<&[f32]> {
-        if !offset.is_multiple_of(4) {
-            return None;
-        }
-        let end = (offset / 4).checked_add(count)?;
-        if end.checked_mul(4)? > self.len {
-            return None;
-        }
-        self.words.get(offset / 4..end)
+        let end = offset.checked_add(count.checked_mul(4)?)?;
+        bytemuck::try_cast_slice(self.0.get(offset..end)?).ok()
     }
 }
 
 /// Where a table's values live.
 #[derive(Debug)]
 pub(super) enum Values {
-    /// Little-endian `float32` where they lie in the file's bytes, from byte `offset`
-    /// (4-aligned); the tables of one `.safetensors` file share its bytes.
+    /// Little-endian `float32` where they lie in a `.npy` file's bytes, from byte `offset`
+    /// (aligned for `f32` in memory).
     InFile { file: Arc<FileBytes>, offset: usize },
-    /// Converted once at load (another dtype, byte order, layout or alignment).
+    /// Read into a buffer of their own at load: converted (another dtype, byte order, layout
+    /// or alignment), or a `.safetensors` tensor's, copied out of its file (which may hold
+    /// much else) so that only the tables stay in memory.
     Owned(Vec<f32>),
 }
 
@@ -87,6 +85,9 @@ pub struct Table {
     pub(super) rows: usize,
     pub(super) dim: usize,
     pub(super) values: Values,
+    /// Whether the values are as the file stores them (little-endian C-order float32),
+    /// rather than converted.
+    pub(super) as_stored: bool,
     pub(super) norms: Norms,
     pub(super) ids: Option<Ids>,
     pub(super) version: String,
@@ -124,7 +125,7 @@ impl Table {
     /// Whether the values are used as the file stores them (`float32`, little-endian, C
     /// order), rather than converted at load.
     pub fn in_place(&self) -> bool {
-        matches!(self.values, Values::InFile { .. })
+        self.as_stored
     }
 
     /// The content hash: equal content (values, shape, stored dtype and ids) gives an equal
