@@ -353,8 +353,8 @@ fn parse_recorded<T: TensorFields>(
 /// [`Linger::bytes`], and no later than the body's own deadline (`--body-timeout` from its
 /// headers), so that a slow body answered 408 is not waited for again. A client that sent
 /// `Expect: 100-continue` and was answered before its body was asked for never sends it:
-/// nothing is read. Nor when [`MAX_DISCARDS`] bodies are being discarded already, or while
-/// the server drains (its connections close with their answers).
+/// nothing is read. Nor when [`MAX_DISCARDS`] bodies are being discarded already, or for a
+/// request that arrived while the server drains (its connections close with their answers).
 pub struct Lingering {
     body: Body,
     ended: bool,
@@ -550,6 +550,16 @@ mod tests {
         // 1000 bytes are read: ten chunks and the one waiting; then the body is dropped.
         assert!(taken(&sender, 11).await);
         assert!(!taken(&sender, 2).await);
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_time_is_up_is_let_go_at_once() {
+        let (mut body, sender) = lingering_body(&HeaderMap::new(), true);
+        if let Some(linger) = &mut body.linger {
+            linger.until = tokio::time::Instant::now() - Duration::from_millis(1);
+        }
+        drop(body);
+        assert!(!taken(&sender, 3).await);
     }
 
     #[tokio::test]

@@ -447,3 +447,23 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
         stamps: (data_stamp, ids_stamp),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_float64_out_of_range_is_named_by_its_row_and_column_in_either_order() {
+        // 2 rows of 3: the value at row 1, column 0 is stored 4th in C order, 2nd column by
+        // column.
+        let c_order = [0.5, 1.0, 2.0, 1e300, 3.0, 4.0];
+        let fortran = [0.5, 1e300, 1.0, 3.0, 2.0, 4.0];
+        let named = "row 1, column 0: the value is NaN, infinite or outside the float32 range";
+        assert_eq!(narrow(c_order.into_iter(), 3, None), Err(named.into()));
+        assert_eq!(narrow(fortran.into_iter(), 3, Some(2)), Err(named.into()));
+        assert_eq!(
+            narrow([0.5, -2.0].into_iter(), 2, Some(1)),
+            Ok(vec![0.5, -2.0])
+        );
+    }
+}

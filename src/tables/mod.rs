@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use embeddings::{Embeddings, Resolve, Unresolved};
 pub use ids::Ids;
-use table::FileStamp;
 pub use table::Table;
 
 /// Why a file, or a table in it, could not be loaded.
@@ -62,9 +61,6 @@ impl std::fmt::Display for Failure {
 pub struct Catalog {
     tables: BTreeMap<String, Arc<Table>>,
     failures: Vec<Failure>,
-    /// For each table that failed, its ids file's identity then (`None`: it had none), so
-    /// that a reload reads its file again once the ids file is mended.
-    failed_ids: BTreeMap<String, Option<FileStamp>>,
     /// False until the first load has finished.
     loaded: bool,
 }
@@ -264,14 +260,17 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
             };
         }
         Err((name, reason)) => {
+            // Only this file's last good version of the table keeps serving, and the failure
+            // is the table's only when no other file's table has its name.
+            let others = |table: &Arc<Table>| !from_file(table, file);
+            let clash = previous.get(&name).is_some_and(others)
+                || catalog.tables.get(&name).is_some_and(others);
             catalog.failures.push(Failure {
                 file: file.to_owned(),
-                table: Some(name.clone()),
+                table: (!clash).then(|| name.clone()),
                 reason,
             });
-            let ids = ids_files.get(&name).and_then(|path| load::stamp(path).ok());
-            catalog.failed_ids.insert(name.clone(), ids);
-            if let Some(old) = previous.get(&name)
+            if let Some(old) = previous.get(&name).filter(|old| from_file(old, file))
                 && !name_taken(catalog, file, &name)
             {
                 catalog.tables.insert(name, Arc::clone(old));
@@ -299,15 +298,6 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
             if !name_taken(&mut catalog, file, &old.name) {
                 catalog.tables.insert(old.name.clone(), old);
             }
-        }
-        // What failed in the file, unchanged, still fails.
-        for failure in previous.failures.iter().filter(|f| f.file == file) {
-            if let Some(name) = &failure.table
-                && let Some(ids) = previous.failed_ids.get(name)
-            {
-                catalog.failed_ids.insert(name.clone(), ids.clone());
-            }
-            catalog.failures.push(failure.clone());
         }
     }
     for data in to_read {
@@ -341,9 +331,8 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
                             reason,
                         });
                         // Its tables keep their last good versions.
-                        let source = format!("{file}:");
                         for old in previous.tables() {
-                            if old.source.starts_with(&source) {
+                            if from_file(old, file) && !name_taken(&mut catalog, file, &old.name) {
                                 catalog.tables.insert(old.name.clone(), Arc::clone(old));
                                 catalog.failures.push(Failure {
                                     file: file.clone(),
@@ -376,6 +365,15 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
         .cloned()
         .collect();
     (catalog, reloaded)
+}
+
+/// Whether `table` was read from `file` (a `.npy` file, or a tensor of a `.safetensors`
+/// one).
+fn from_file(table: &Table, file: &str) -> bool {
+    table
+        .source
+        .strip_prefix(file)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
 }
 
 /// Whether another file's table already has the name `name` in `catalog` (recorded as a
@@ -416,21 +414,16 @@ fn data_file_name(file: &DataFile) -> &str {
 }
 
 /// The previous tables of the `.safetensors` file `file` when neither it nor any of their
-/// ids files changed, nor the ids file of a tensor of it that failed (which may have been
-/// mended).
+/// ids files changed, and nothing of it failed (what failed is read again at every reload,
+/// since what made it fail, an ids file, a passing read error, may have been mended).
 fn unchanged_file(
     previous: &Catalog,
     file: &str,
     path: &Path,
     ids_files: &BTreeMap<String, PathBuf>,
 ) -> Option<Vec<Arc<Table>>> {
-    for failure in previous.failures.iter().filter(|f| f.file == file) {
-        let name = failure.table.as_ref()?;
-        let then = previous.failed_ids.get(name)?;
-        let now = ids_files.get(name).and_then(|path| load::stamp(path).ok());
-        if *then != now {
-            return None;
-        }
+    if previous.failures.iter().any(|f| f.file == file) {
+        return None;
     }
     let source = format!("{file}:");
     let old: Vec<&Arc<Table>> = previous
@@ -590,6 +583,10 @@ mod tests {
         let items = catalog.get("items").unwrap();
         let emb = catalog.get("model.emb.weight").unwrap();
         assert!(items.in_place() && emb.in_place());
+        // The .npy table's values are where they lie in the file's bytes; the tensor's are
+        // copied out of its file.
+        assert!(matches!(items.values, table::Values::InFile { .. }));
+        assert!(matches!(emb.values, table::Values::Owned(_)));
         let before = (
             items.view().unwrap().to_owned(),
             emb.view().unwrap().to_owned(),
@@ -650,6 +647,20 @@ mod tests {
             failure.reason.starts_with("the table name \"a_b\" is also"),
             "{failure}"
         );
+        // A broken file of that name does not take the table's last good version for its
+        // own, nor blame the table; the table's own new version still comes in.
+        std::fs::write(dir.join("a b.npy"), b"not a table").unwrap();
+        std::fs::copy(fixtures("good").join("items.npy"), dir.join("a_b.npy")).unwrap();
+        let reloaded = tables.reload();
+        assert_eq!(reloaded.changed, ["a_b"]);
+        let catalog = tables.catalog();
+        assert_eq!(catalog.get("a_b").unwrap().rows(), 10);
+        assert!(
+            catalog.last_error("a_b").is_none(),
+            "{:?}",
+            catalog.failures()
+        );
+        assert_eq!(catalog.failures()[0].file, "a b.npy");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

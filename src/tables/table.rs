@@ -21,7 +21,7 @@ pub(super) struct FileBytes(Vec<u8>);
 
 impl FileBytes {
     /// The `len` bytes `read` appends to an empty buffer with room for them (a reader that
-    /// gives more or fewer, a file changed while read, fails).
+    /// gives more or fewer, a file whose length changed while read, fails).
     pub(super) fn read(
         len: usize,
         read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<usize>,
