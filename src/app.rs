@@ -37,7 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(service::metrics))
         .route("/openapi.yaml", get(service::openapi))
         .route("/tables", get(tables::list))
-        .route(crate::tables::RELOAD_PATH, post(tables::reload))
+        .route(deadline::RELOAD_PATH, post(tables::reload))
         .route("/tables/{name}", get(tables::one))
         .route(PairwiseJob::PATH, post(operate::<PairwiseJob>))
         .route(MatrixJob::PATH, post(operate::<MatrixJob>))

@@ -18,10 +18,6 @@
 //! with `.` are ignored, so a new version can be written under a hidden name and renamed
 //! into place.
 
-/// The route that reloads the tables (`POST`): it answers when the reload is done, however
-/// long that takes, since a reload runs to its end once begun (`crate::middleware::deadline`).
-pub const RELOAD_PATH: &str = "/tables/reload";
-
 mod embeddings;
 mod ids;
 mod load;
