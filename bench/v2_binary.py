@@ -20,11 +20,16 @@ rounds on the same server: the same GEMM without the cosine's own passes (both s
 norms, scaling and clamping the scores), so its CPU per request against the cosine's bounds
 what computing the norms elsewhere (as the inputs arrive, say) could save.
 
+With `--json`, the same request in JSON both ways runs in the same rounds too: the native route
+with nested arrays of numbers in and out (`json.dumps(x.tolist())`), and the `/v2` route with each
+input's `data` flat, as `tritonclient` and KServe's client write it with `binary_data=False`,
+its matrix answered as JSON `data` (with `--against`, the other build answers it as well).
+
 With `--faer`, a second simserve started with `SIMSERVE_BLAS=off` (faer's GEMM in place of
 OpenBLAS) answers the binary request in the same rounds too; with `--against BINARY`, another
 simserve build (an earlier commit's, say) does.
 
-Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--dot] [--faer]
+Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--dot] [--json] [--faer]
      [--against BINARY]
 """
 
@@ -90,12 +95,17 @@ def bodies(scratch):
 
     v2, head_length = v2_body(None)
     dot, dot_head_length = v2_body({"metric": "dot"})
+    native_json = json.dumps({"a": a.tolist(), "b": b.tolist()}).encode()
+    v2_json = json.dumps({"inputs": [
+        {"name": n, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+        for n, x in (("a", a), ("b", b))]}).encode()
     files = {}
-    for name, body in (("native", native), ("v2", v2), ("dot", dot)):
+    for name, body in (("native", native), ("v2", v2), ("dot", dot),
+                       ("native_json", native_json), ("v2_json", v2_json)):
         files[name] = os.path.join(scratch, name)
         Path(files[name]).write_bytes(body)
     products = a.astype("f8") @ b.astype("f8").T
-    return files, native, v2, head_length, (dot, dot_head_length, products)
+    return files, native, v2, head_length, (dot, dot_head_length, products), (native_json, v2_json)
 
 
 def v2_matrix(v2, head_length, port):
@@ -113,6 +123,16 @@ def same_answer(native, v2, head_length):
     want = np.frombuffer(base64.b64decode(answer["data"]), "<f4").reshape(answer["shape"])
     assert np.array_equal(v2_matrix(v2, head_length, PORT), want), "the two routes disagree"
     return want
+
+
+def json_matrices(native_json, v2_json, port):
+    """The matrix the native route answers `native_json` with and the one the /v2 route
+    answers `v2_json` with, both as JSON numbers."""
+    _, body = post("/similarity/matrix", native_json, {"content-type": "application/json"}, port)
+    native = np.array(json.loads(body)["matrix"], dtype="<f4")
+    _, body = post("/v2/models/matrix/infer", v2_json, {"content-type": "application/json"}, port)
+    output = json.loads(body)["outputs"][0]
+    return native, np.array(output["data"], dtype="<f4").reshape(output["shape"])
 
 
 def peer(port, blas):
@@ -167,6 +187,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--peer", action="store_true")
     parser.add_argument("--dot", action="store_true", help="also metric dot, in the same rounds")
+    parser.add_argument("--json", action="store_true", help="also JSON both ways, in the same rounds")
     parser.add_argument("--faer", action="store_true")
     parser.add_argument("--against", type=Path, help="another simserve build, in the same rounds")
     args = parser.parse_args()
@@ -174,7 +195,8 @@ def main():
         parser.error("--rounds must be at least 1")
     binary = REPO / "target" / "release" / "simserve"
     with tempfile.TemporaryDirectory() as scratch:
-        files, native, v2, head_length, (dot, dot_head_length, products) = bodies(scratch)
+        files, native, v2, head_length, (dot, dot_head_length, products), (native_json, v2_json) = \
+            bodies(scratch)
         lua = os.path.join(scratch, "post.lua")
         Path(lua).write_text(LUA)
         server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
@@ -191,14 +213,22 @@ def main():
             wait_healthy(f"http://127.0.0.1:{PORT}")
             want = same_answer(native, v2, head_length)
             runs = {"native": [], "v2": [], "dot": [], "faer": [], "against": [],
+                    "native_json": [], "v2_json": [], "against_json": [],
                     **{label: [] for label, _ in PEER_BLAS}}
             if args.dot:
                 got = v2_matrix(dot, dot_head_length, PORT)
                 assert np.allclose(got, products, rtol=1e-4, atol=1e-3), "dot disagrees with numpy"
+            if args.json:
+                by_native, by_v2 = json_matrices(native_json, v2_json, PORT)
+                assert np.array_equal(by_native, want), "the native JSON answer disagrees"
+                assert np.array_equal(by_v2, want), "the v2 JSON answer disagrees"
             if against:
                 wait_healthy(f"http://127.0.0.1:{AGAINST_PORT}")
                 theirs = v2_matrix(v2, head_length, AGAINST_PORT)
                 assert np.allclose(theirs, want, atol=1e-5), "the other build disagrees"
+                if args.json:
+                    _, theirs = json_matrices(native_json, v2_json, AGAINST_PORT)
+                    assert np.allclose(theirs, want, atol=1e-5), "the other build's JSON disagrees"
             if faer:
                 wait_healthy(f"http://127.0.0.1:{FAER_PORT}")
                 theirs = v2_matrix(v2, head_length, FAER_PORT)
@@ -213,6 +243,17 @@ def main():
                 runs["v2"].append(rate(server, "/v2/models/matrix/infer", files["v2"],
                                        "application/octet-stream", str(head_length),
                                        args.seconds, lua))
+                if args.json:
+                    runs["native_json"].append(rate(server, "/similarity/matrix",
+                                                    files["native_json"], "application/json",
+                                                    "", args.seconds, lua))
+                    runs["v2_json"].append(rate(server, "/v2/models/matrix/infer",
+                                                files["v2_json"], "application/json", "",
+                                                args.seconds, lua))
+                    if against:
+                        runs["against_json"].append(rate(against, "/v2/models/matrix/infer",
+                                                         files["v2_json"], "application/json",
+                                                         "", args.seconds, lua, AGAINST_PORT))
                 if args.dot:
                     runs["dot"].append(rate(server, "/v2/models/matrix/infer", files["dot"],
                                             "application/octet-stream", str(dot_head_length),
@@ -254,6 +295,9 @@ def main():
                         ("dot", "simserve POST /v2/models/matrix/infer, binary, metric dot"),
                         ("faer", "simserve POST /v2/models/matrix/infer, binary, SIMSERVE_BLAS=off"),
                         ("against", "--against build POST /v2/models/matrix/infer, binary"),
+                        ("native_json", "simserve POST /similarity/matrix, JSON numbers"),
+                        ("v2_json", "simserve POST /v2/models/matrix/infer, JSON data"),
+                        ("against_json", "--against build POST /v2/models/matrix/infer, JSON data"),
                         *((label, f"Python peer POST /v2/models/matrix/infer, binary, {label}")
                           for label, _ in PEER_BLAS)):
         if runs[name]:
@@ -263,6 +307,14 @@ def main():
                   f"| {wrk[name]:.2f} | {idle[name]:.2f} | {peak[name]:.0f} |")
     print(f"simserve binary v2 / simserve base64 JSON: {rps['v2'] / rps['native']:.2f}x requests/s, "
           f"{cpu['native'] / cpu['v2']:.2f}x less CPU per request (medians)")
+    if runs["v2_json"]:
+        print(f"simserve v2 JSON / simserve native JSON: "
+              f"{rps['v2_json'] / rps['native_json']:.2f}x requests/s, "
+              f"{cpu['native_json'] / cpu['v2_json']:.2f}x less CPU per request (medians)")
+    if runs["against_json"]:
+        print(f"this build / --against build on v2 JSON: "
+              f"{rps['v2_json'] / rps['against_json']:.2f}x requests/s, "
+              f"{cpu['against_json'] / cpu['v2_json']:.2f}x less CPU per request (medians)")
     if runs["dot"]:
         print(f"cosine / dot on binary v2: {rps['v2'] / rps['dot']:.2f}x requests/s, "
               f"{cpu['v2'] - cpu['dot']:.1f} CPU ms per request more (medians)")

@@ -128,14 +128,21 @@ fn native<O: Operation>(body: &[u8], context: &Context) -> Result<(), String> {
 
 /// Decodes `body` as an inference request for `M` and checks it into a job.
 fn v2<M: Model>(body: &[u8], context: &Context) -> Result<(), String> {
-    body::infer::decode(None, body, usize::MAX, None, M::SIGNATURE)
-        .and_then(|decoded| {
-            let mut parts = Parts::new(decoded.inputs, decoded.parameters);
-            let (request, _) = M::request(&mut parts, Encoding::Json)?;
-            M::parse(request, context)
-        })
-        .map(drop)
-        .map_err(|err| err.to_string())
+    body::infer::decode(
+        None,
+        body,
+        &Default::default(),
+        usize::MAX,
+        None,
+        M::SIGNATURE,
+    )
+    .and_then(|decoded| {
+        let mut parts = Parts::new(decoded.inputs, decoded.parameters);
+        let (request, _) = M::request(&mut parts, Encoding::Json)?;
+        M::parse(request, context)
+    })
+    .map(drop)
+    .map_err(|err| err.to_string())
 }
 
 #[test]

@@ -16,6 +16,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use ndarray::ArrayD;
 
+use super::json::{self, Written};
 use super::outcome::{Computed, Outcome};
 use super::{Answer, Piece};
 use crate::error::ApiError;
@@ -203,15 +204,15 @@ pub fn encode(
     binary: bool,
 ) -> Result<Answer, ApiError> {
     let (json, parts) = encode_parts(model, id, &outcome, wanted, binary)?;
-    let json_length = json.len();
     if parts.is_empty() {
-        return Ok(Answer::json(vec![json]));
+        return Ok(Answer::json(json));
     }
+    let json_length = json.iter().map(Vec::len).sum();
     let mut dense = match outcome.result {
         Computed::Dense { values, .. } => Some(values),
         Computed::Neighbours { .. } => None,
     };
-    let mut pieces = vec![Piece::Bytes(json)];
+    let mut pieces: Vec<Piece> = json.into_iter().map(Piece::Bytes).collect();
     for part in parts {
         match part {
             Part::Bytes(bytes) => pieces.push(Piece::Bytes(bytes)),
@@ -235,15 +236,20 @@ enum Part {
     Dense,
 }
 
-/// The JSON of the answer and the parts of its binary data, in order (none when every
-/// output is JSON).
+/// The JSON of the answer, in the pieces to send one after another, and the parts of its
+/// binary data, in order (none when every output is JSON).
+///
+/// The JSON is written a part at a time (the fields before `outputs` by serde, each output's
+/// fields before its `data` by serde, then the `data`), so that a float output's `data` is
+/// written by the native answers' writer ([`json::write_nested`]: the text serde writes,
+/// formatted in pieces on the compute threads when it is large, and sent as those pieces).
 fn encode_parts(
     model: &str,
     id: Option<&str>,
     outcome: &Outcome,
     wanted: Option<&[Wanted]>,
     binary: bool,
-) -> Result<(Vec<u8>, Vec<Part>), ApiError> {
+) -> Result<(Vec<Vec<u8>>, Vec<Part>), ApiError> {
     let mut given = given(outcome)?;
     let chosen: Vec<(Given, bool)> = match wanted {
         None => given.into_iter().map(|g| (g, binary)).collect(),
@@ -265,27 +271,44 @@ fn encode_parts(
             chosen
         }
     };
-    let outputs: Vec<Output> = chosen
-        .iter()
-        .map(|(given, binary)| Output {
+    let mut out = Written::default();
+    let head = Head {
+        model_name: model,
+        model_version: MODEL_VERSION,
+        id,
+        parameters: Parameters(outcome),
+    };
+    json::write(&mut out.text, &head)?;
+    // `{…}` becomes `{…,"outputs":[`.
+    out.text.pop();
+    out.text.extend_from_slice(b",\"outputs\":[");
+    for (at, (given, binary)) in chosen.iter().enumerate() {
+        if at > 0 {
+            out.text.push(b',');
+        }
+        let output = Output {
             name: given.name,
             datatype: given.data.datatype(),
             shape: &given.shape,
             parameters: binary.then(|| BinarySize {
                 binary_data_size: given.data.byte_size(),
             }),
-            data: (!binary).then_some(&given.data),
-        })
-        .collect();
-    let response = Response {
-        model_name: model,
-        model_version: MODEL_VERSION,
-        id,
-        parameters: Parameters(outcome),
-        outputs,
-    };
-    let json = serde_json::to_vec(&response)
-        .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))?;
+        };
+        json::write(&mut out.text, &output)?;
+        if *binary {
+            continue;
+        }
+        // `{…}` becomes `{…,"data":[…]}`.
+        out.text.pop();
+        out.text.extend_from_slice(b",\"data\":");
+        match &given.data {
+            Data::Floats(values) => json::write_nested(&mut out, &[values.len()], values),
+            Data::OwnedFloats(values) => json::write_nested(&mut out, &[values.len()], values),
+            data => json::write(&mut out.text, data)?,
+        }
+        out.text.push(b'}');
+    }
+    out.text.extend_from_slice(b"]}");
     let is_bytes =
         |(given, binary): &&(Given, bool)| *binary && !matches!(given.data, Data::Floats(_));
     let in_bytes = chosen
@@ -309,7 +332,7 @@ fn encode_parts(
     if !bytes.is_empty() {
         parts.push(Part::Bytes(bytes));
     }
-    Ok((json, parts))
+    Ok((out.pieces(), parts))
 }
 
 /// The values of `array`, row-major: its own buffer when it holds exactly them in that
@@ -328,14 +351,14 @@ fn into_vec(array: ArrayD<f32>) -> Vec<f32> {
     values.split_off(start)
 }
 
+/// The response's fields before its `outputs`.
 #[derive(Serialize)]
-struct Response<'a> {
+struct Head<'a> {
     model_name: &'a str,
     model_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     parameters: Parameters<'a>,
-    outputs: Vec<Output<'a>>,
 }
 
 /// The response's parameters: `metric`, and `table.NAME` with the version of each table
@@ -354,6 +377,7 @@ impl Serialize for Parameters<'_> {
     }
 }
 
+/// An output's fields before its `data` (which a binary output does not have).
 #[derive(Serialize)]
 struct Output<'a> {
     name: &'a str,
@@ -361,8 +385,6 @@ struct Output<'a> {
     shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<BinarySize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a Data<'a>>,
 }
 
 #[derive(Serialize)]

@@ -184,9 +184,10 @@ pub fn dense<D: Dimension>(
 /// A body being written in pieces: those done, and the text being appended to, which
 /// follows them.
 #[derive(Default)]
-struct Written {
+pub(super) struct Written {
     done: Vec<Vec<u8>>,
-    text: Vec<u8>,
+    /// The text being appended to.
+    pub(super) text: Vec<u8>,
 }
 
 impl Written {
@@ -197,7 +198,7 @@ impl Written {
     }
 
     /// The body's pieces, in order; none empty.
-    fn pieces(mut self) -> Vec<Vec<u8>> {
+    pub(super) fn pieces(mut self) -> Vec<Vec<u8>> {
         self.done.push(self.text);
         self.done.retain(|piece| !piece.is_empty());
         self.done
@@ -222,7 +223,7 @@ const PIECES_PER_THREAD: usize = 4;
 /// Appends `data` (row-major, of `shape`) to `out` as nested arrays: the text serde writes,
 /// formatted in pieces of whole rows on the compute threads when the tensor is large, and
 /// sent as those pieces.
-fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
+pub(super) fn write_nested(out: &mut Written, shape: &[usize], data: &[f32]) {
     let rows = shape.first().copied().unwrap_or(0);
     let threads = rayon::current_num_threads();
     let stride = data.len().checked_div(rows).unwrap_or(0);
@@ -379,7 +380,7 @@ fn append_base64(out: &mut Vec<u8>, data: &[f32]) -> Result<(), String> {
 }
 
 /// Appends `value` as JSON to `out`.
-fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
+pub(super) fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ApiError> {
     serde_json::to_writer(out, value)
         .map_err(|err| ApiError::Internal(format!("could not encode the response: {err}")))
 }

@@ -190,7 +190,7 @@ fn find<T: TensorFields>(
 /// The position after the JSON value at `body[at]`, found by its delimiters alone (what is
 /// inside is serde's to check): strings to their unescaped `"`, arrays and objects to their
 /// closing bracket, anything else to the next delimiter.
-fn skip_value(body: &[u8], mut at: usize) -> Option<usize> {
+pub(in crate::body) fn skip_value(body: &[u8], mut at: usize) -> Option<usize> {
     let mut depth = 0usize;
     loop {
         match *body.get(at)? {

@@ -96,6 +96,11 @@ impl Tensor {
         &self.data
     }
 
+    /// The values, row-major, as their own buffer.
+    pub fn into_values(self) -> Vec<f32> {
+        self.data
+    }
+
     /// The number of axes.
     pub fn rank(&self) -> usize {
         self.shape.len()

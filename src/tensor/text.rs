@@ -149,6 +149,22 @@ pub fn read_at(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
     Some((Tensor { shape, data }, end))
 }
 
+/// Reads `text` when it is exactly one tensor, its `[` first and its `]` last: from its
+/// start on this thread ([`read_at`]) when it is under [`PARALLEL_BYTES`], else its span
+/// found first and the tensor read by [`read_parallel`]. `None` as [`read`], or when
+/// anything follows the tensor.
+pub fn read_whole(text: &[u8]) -> Option<Tensor> {
+    if text.len() < PARALLEL_BYTES {
+        let (tensor, end) = read_at(text, 0)?;
+        return (end == text.len()).then_some(tensor);
+    }
+    let span = span(text, 0)?;
+    if span.range.end != text.len() {
+        return None;
+    }
+    read_parallel(text, &span)
+}
+
 /// [`read_at`] with the baseline's reader whatever the processor has: for tests that hold
 /// the reader of this processor to it.
 #[cfg(test)]

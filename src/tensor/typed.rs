@@ -186,9 +186,31 @@ fn strings(
     Ok(out)
 }
 
+/// An `FP32` tensor's JSON `data` read by the tensor text reader ([`super::text`]), when
+/// `text` is exactly an array of JSON numbers, flat or nested rectangularly (its nesting not
+/// checked against the shape, as [`JsonData`] does not check it), holding `count` finite
+/// values: each rounded once, straight from its digits, to the nearest `f32`, where
+/// [`JsonData`] reads it as an `f64` first. `None` for anything else (ragged nesting, another
+/// count, a value that is not a number or not a finite `f32`), which [`JsonData`] then
+/// reads, naming what is wrong.
+pub fn read_fp32_text(text: &[u8], count: usize) -> Option<Vec<f32>> {
+    let tensor = super::text::read_whole(text)?;
+    (tensor.values().len() == count).then(|| tensor.into_values())
+}
+
+/// [`read_fp32_text`] for the array of `span` in `text` (found by [`super::text::span`] or
+/// [`super::text::span_recorded`]), read on the compute threads when it is large.
+pub fn read_fp32_spanned(text: &[u8], span: &super::text::Span, count: usize) -> Option<Vec<f32>> {
+    let tensor = super::text::read_parallel(text, span)?;
+    (tensor.values().len() == count).then(|| tensor.into_values())
+}
+
 /// Decodes a tensor's JSON `data`: an array, flat or nested (nesting is not checked
 /// against the shape, only the number of elements), of exactly as many elements as `shape`
-/// holds, each of `datatype`'s kind (a number, an integer, a string).
+/// holds, each of `datatype`'s kind (a number, an integer, a string). A number is read as
+/// an `f64`, then rounded to `datatype` (to `f16` or `bf16` for those, as their binary form
+/// holds it) and held as an `f32`; for `FP32` data, [`read_fp32_text`] rounds once and is
+/// faster.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonData<'a> {
     field: &'a str,
@@ -234,6 +256,7 @@ impl<'de> DeserializeSeed<'de> for JsonData<'_> {
         };
         let mut sink = Sink {
             field: self.field,
+            narrow: narrowing(self.datatype),
             count,
             seen: 0,
             values: &mut values,
@@ -249,9 +272,21 @@ impl<'de> DeserializeSeed<'de> for JsonData<'_> {
     }
 }
 
+/// For a datatype narrower than `f32`, how its JSON number, read as an `f64`, is rounded to
+/// its precision and range before it is held as an `f32`, as its binary form would be.
+fn narrowing(datatype: Datatype) -> Option<fn(f64) -> f32> {
+    match datatype {
+        Datatype::Fp16 => Some(|v| f16::from_f64(v).to_f32()),
+        Datatype::Bf16 => Some(|v| bf16::from_f64(v).to_f32()),
+        _ => None,
+    }
+}
+
 /// Where decoded elements go, at most `count` of them.
 struct Sink<'s> {
     field: &'s str,
+    /// For `FP16` and `BF16`, how a number is rounded to the datatype ([`narrowing`]).
+    narrow: Option<fn(f64) -> f32>,
     count: usize,
     seen: usize,
     values: &'s mut Values,
@@ -269,11 +304,11 @@ impl Sink<'_> {
         }
         let expected = match (&mut *self.values, element) {
             (Values::Floats(out), Element::Number(v)) => {
-                out.push(v as f32);
+                out.push(self.narrow.map_or(v as f32, |narrow| narrow(v)));
                 None
             }
             (Values::Floats(out), Element::Integer(v)) => {
-                out.push(v as f32);
+                out.push(self.narrow.map_or(v as f32, |narrow| narrow(v as f64)));
                 None
             }
             (Values::Ints(out), Element::Integer(v)) => {

@@ -327,6 +327,27 @@ async fn pairwise_in_json_and_in_binary_equals_the_native_route() {
 }
 
 #[tokio::test]
+async fn a_large_json_request_is_answered_as_the_native_route_answers_it() {
+    // 3 MB of JSON (its data arrays cut out before serde reads it, and each read on the
+    // compute threads), and a 400 × 400 matrix of JSON numbers written in pieces.
+    let app = app();
+    let (a, b) = (rows(400, 192, 3), rows(400, 192, 4));
+    let native = app
+        .post(
+            "/similarity/matrix",
+            &json!({"a": nested(&a, 192), "b": nested(&b, 192)}),
+        )
+        .await;
+    let want = floats(&native.ok()["matrix"]);
+    let body = json!({"inputs": [
+        input("a", &[400, 192], "FP32", json!(a)), input("b", &[400, 192], "FP32", nested(&b, 192))]});
+    assert!(body.to_string().len() > 2 << 20);
+    let got = infer(&app, "matrix", &body, &[]).await;
+    assert_eq!(got.status, 200, "{}", got.json);
+    assert_eq!(got.floats("matrix"), want);
+}
+
+#[tokio::test]
 async fn a_matrix_in_binary_equals_the_native_route_dense_and_top_k() {
     let app = app();
     let (a, b) = (rows(6, 4, 3), rows(4, 4, 4));

@@ -196,7 +196,7 @@ async fn serve<M: Model>(
             .await?
         }
         None => {
-            let buffer = Buffer::new(head, limit, &state.kept_bodies);
+            let buffer = Buffer::recording_brackets(head, limit, &state.kept_bodies);
             let received = receive(&parts, incoming, head, state, buffer).await?;
             let Received {
                 body,
@@ -204,10 +204,16 @@ async fn serve<M: Model>(
                 inflated,
             } = received;
             reserve_fields(&mut admitted, state)?;
-            let bytes = body.into_bytes();
+            let (bytes, brackets) = body.into_bytes_and_brackets();
             cpu::run(inflated, move || {
-                let decoded =
-                    body_infer::decode(head.coding, &bytes, limit, json_length, M::SIGNATURE);
+                let decoded = body_infer::decode(
+                    head.coding,
+                    &bytes,
+                    &brackets,
+                    limit,
+                    json_length,
+                    M::SIGNATURE,
+                );
                 (decoded.and_then(prepare::<M>), admitted)
             })
             .await?

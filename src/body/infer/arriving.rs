@@ -117,7 +117,7 @@ impl Arriving {
         let before = reservation.bytes();
         reservation
             .grow(estimate::parse(self.json.len()).saturating_add(estimate::INFER_FIELDS))?;
-        let Ok(plan) = plan(&self.json, self.names) else {
+        let Ok(plan) = plan(&self.json, self.names, None) else {
             return reservation.set(before);
         };
         let room = self.declared.saturating_sub(self.json_length);
@@ -173,7 +173,7 @@ impl Arriving {
             return Err(past_the_end(self.json_length, self.received));
         }
         let binary_len = self.received - self.json_length;
-        let plan = plan(&self.json, self.names)?;
+        let plan = plan(&self.json, self.names, None)?;
         let mut slots = self.slots.iter_mut();
         walk(plan, binary_len, true, |_, _| match slots.next() {
             Some(slot) => std::mem::replace(&mut slot.fill, Fill::Dropped).taken(slot.finite),
@@ -364,8 +364,12 @@ mod tests {
 
     /// `body` decoded as it arrives in frames cut at `cuts`, declaring `declared` bytes.
     fn arriving(body: &[u8], json_length: usize, declared: usize, cuts: &[usize]) -> String {
-        let mut got = fed(body, json_length, declared, cuts).finish();
-        // Floats decoded as they arrived were checked: known finite only when they are.
+        described(fed(body, json_length, declared, cuts).finish())
+    }
+
+    /// A decoded request as text, inputs known finite checked to be so, and then not told
+    /// apart from the others (one way may know what the other checks later).
+    fn described(mut got: Result<InferRequest, ApiError>) -> String {
         for input in got.iter_mut().flat_map(|request| request.inputs.iter_mut()) {
             if input.finite {
                 assert!(
@@ -387,10 +391,14 @@ mod tests {
 
     /// `body` decoded whole.
     fn whole(body: &[u8], json_length: usize) -> String {
-        format!(
-            "{:?}",
-            decode(None, body, usize::MAX, Some(json_length), NAMES)
-        )
+        described(decode(
+            None,
+            body,
+            &Default::default(),
+            usize::MAX,
+            Some(json_length),
+            NAMES,
+        ))
     }
 
     /// An input of the JSON: its name, datatype, shape and either its binary size or its

@@ -9,7 +9,11 @@
 //! is read into one buffer ([`super::Buffer`]); [`decode`] inflates it if it was
 //! compressed, then decodes each input from its slice of that buffer (or from its JSON
 //! `data`) into the one buffer of its values ([`crate::tensor::typed`]). Both give the same
-//! answers and errors.
+//! answers and errors. An `FP32` input's JSON `data` is read by the tensor text reader (on
+//! the compute threads when it is large), each number rounded once to `f32`
+//! ([`typed::read_fp32_text`]); other JSON `data`, and any the reader refuses, by serde,
+//! whose errors name what is wrong. A large request's `data` arrays are cut out of its JSON
+//! before serde reads the rest ([`cut`]), with the same answers and errors.
 //!
 //! Errors: broken framing (the header length past the body, binary data that does not add
 //! up) is 400, like malformed JSON; well-formed requests that break the rules (an unknown
@@ -17,6 +21,7 @@
 
 use axum::http::{HeaderMap, header};
 mod arriving;
+mod cut;
 
 pub use arriving::{Arriving, MAX_JSON};
 
@@ -33,6 +38,7 @@ use crate::admission::estimate;
 use crate::answer::INFERENCE_HEADER_CONTENT_LENGTH;
 use crate::coding::{self, Coding};
 use crate::error::ApiError;
+use crate::tensor::text::{self, Recorded, Span};
 use crate::tensor::typed::{self, Datatype, JsonData, Values};
 
 /// The most axes an input may have.
@@ -154,18 +160,20 @@ pub fn check_headers(
 
 /// Inflates `bytes` (when `coding` says so, up to `limit`) and decodes the inference request
 /// they hold for a model with `names`; `json_length` is `Inference-Header-Content-Length`.
-/// CPU work, to run off the runtime when large.
+/// `brackets`, recorded as the body arrived ([`super::Buffer::recording_brackets`]), serve
+/// only when the record holds all of `bytes`. CPU work, to run off the runtime when large.
 pub fn decode(
     coding: Option<Coding>,
     bytes: &[u8],
+    brackets: &text::Brackets,
     limit: usize,
     json_length: Option<usize>,
     names: Signature,
 ) -> Result<InferRequest, ApiError> {
     match coding {
         Some(coding) => coding::inflate(coding, bytes, limit)
-            .and_then(|body| decode_body(&body, json_length, names)),
-        None => decode_body(bytes, json_length, names),
+            .and_then(|body| decode_body(&body, None, json_length, names)),
+        None => decode_body(bytes, brackets.recorded(bytes.len()), json_length, names),
     }
 }
 
@@ -222,20 +230,44 @@ pub fn shown(name: &str) -> String {
     crate::echo::shown(name, 64)
 }
 
+/// Decodes the inference request `body` holds; `brackets`, the record of all its brackets
+/// when there is one, finds its JSON `data` arrays without a pass over them.
 fn decode_body(
     body: &[u8],
+    brackets: Option<Recorded<'_>>,
     json_length: Option<usize>,
     names: Signature,
+) -> Result<InferRequest, ApiError> {
+    decode_cutting_from(body, brackets, json_length, names, cut::CUT_FROM_BYTES)
+}
+
+/// [`decode_body`], the JSON's `data` arrays cut out first ([`cut`]) when it holds at least
+/// `cut_from` bytes. The answer and errors are the same whether they are cut or not.
+fn decode_cutting_from(
+    body: &[u8],
+    brackets: Option<Recorded<'_>>,
+    json_length: Option<usize>,
+    names: Signature,
+    cut_from: usize,
 ) -> Result<InferRequest, ApiError> {
     let had_length = json_length.is_some();
     let json_length = json_length.unwrap_or(body.len());
     let (json, binary) = split(body, json_length)?;
-    walk(
-        plan(json, names)?,
-        binary.len(),
-        had_length,
-        |offset, size| Taken::Bytes(Cow::Borrowed(&binary[offset..offset + size])),
-    )
+    let take = |offset, size| Taken::Bytes(Cow::Borrowed(&binary[offset..offset + size]));
+    if json.len() >= cut_from
+        && let Some(cut) = cut::cut(json, brackets)
+    {
+        // Kept only when every cut array is an input's data and the request decodes; else
+        // serde reads the JSON as sent, and its answer or error is the request's.
+        let decoded = plan(&cut.json, names, Some(&cut))
+            .ok()
+            .filter(|plan| plan.cuts_taken == cut.len())
+            .and_then(|plan| walk(plan, binary.len(), had_length, take).ok());
+        if let Some(request) = decoded {
+            return Ok(request);
+        }
+    }
+    walk(plan(json, names, None)?, binary.len(), had_length, take)
 }
 
 /// The JSON of a body and its binary data, `json_length` bytes of JSON first: 400 when the
@@ -267,6 +299,8 @@ struct Plan<'a> {
     outputs: Option<&'a RawValue>,
     /// The model's outputs, which `outputs` may name.
     model_outputs: &'static [Spec],
+    /// How many inputs' data was taken from the arrays cut out of the JSON.
+    cuts_taken: usize,
 }
 
 /// An input, as the JSON gives it.
@@ -278,12 +312,38 @@ struct Planned<'a> {
 }
 
 /// Where an input's values are.
-#[derive(Clone, Copy)]
 enum Source<'a> {
     /// In the binary data, this many bytes: the next after the binary inputs before it.
     Binary(usize),
     /// In the JSON, as `data`.
-    Json(&'a RawValue),
+    Json(DataText<'a>),
+}
+
+/// The text of an input's JSON `data`.
+enum DataText<'a> {
+    /// Its own text, as serde borrowed it.
+    Alone(&'a [u8]),
+    /// An array cut out of the JSON ([`cut`]): the JSON, and the array's span in it.
+    Cut(&'a [u8], Span),
+}
+
+impl<'a> DataText<'a> {
+    /// The data's text.
+    fn text(&self) -> &'a [u8] {
+        match self {
+            DataText::Alone(text) => text,
+            DataText::Cut(json, span) => &json[span.range.clone()],
+        }
+    }
+
+    /// Its values read by the tensor text reader when it is `FP32` data the reader takes, of
+    /// `count` values ([`typed::read_fp32_text`]); `None` otherwise.
+    fn read_fp32(&self, count: usize) -> Option<Vec<f32>> {
+        match self {
+            DataText::Alone(text) => typed::read_fp32_text(text, count),
+            DataText::Cut(json, span) => typed::read_fp32_spanned(json, span, count),
+        }
+    }
 }
 
 /// A binary input's bytes, or its values decoded as they arrived.
@@ -299,8 +359,13 @@ enum Taken<'b> {
 }
 
 /// Reads the request's JSON, `json`, and checks its inputs against the model's `names`, up
-/// to the first that is wrong.
-fn plan(json: &[u8], names: Signature) -> Result<Plan<'_>, ApiError> {
+/// to the first that is wrong. With `cut`, `json` is [`cut::Cut::json`], and an input whose
+/// data is a cut's place takes the array cut out there.
+fn plan<'a>(
+    json: &'a [u8],
+    names: Signature,
+    cut: Option<&cut::Cut<'a>>,
+) -> Result<Plan<'a>, ApiError> {
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(ApiError::MalformedJson(
@@ -324,8 +389,18 @@ fn plan(json: &[u8], names: Signature) -> Result<Plan<'_>, ApiError> {
     };
     let mut inputs: Vec<Planned> = Vec::with_capacity(head.inputs.len());
     let mut wrong = None;
+    let mut cuts_taken = 0;
     for (at, input) in head.inputs.into_iter().enumerate() {
-        match planned(at, input, &inputs, names) {
+        let data = input
+            .data
+            .map(|data| match cut.and_then(|cut| cut.original(data.get())) {
+                Some((json, span)) => {
+                    cuts_taken += 1;
+                    DataText::Cut(json, span.clone())
+                }
+                None => DataText::Alone(data.get().as_bytes()),
+            });
+        match planned(at, input, data, &inputs, names) {
             Ok(input) => inputs.push(input),
             Err(err) => {
                 wrong = Some(err);
@@ -340,13 +415,16 @@ fn plan(json: &[u8], names: Signature) -> Result<Plan<'_>, ApiError> {
         wrong,
         outputs: head.outputs,
         model_outputs: names.outputs,
+        cuts_taken,
     })
 }
 
-/// The input at `at`, after those `seen`, checked as far as its JSON goes.
+/// The input at `at`, after those `seen`, checked as far as its JSON goes; `data` is the
+/// text of its `data`.
 fn planned<'a>(
     at: usize,
     input: InputHead<'a>,
+    data: Option<DataText<'a>>,
     seen: &[Planned],
     names: Signature,
 ) -> Result<Planned<'a>, ApiError> {
@@ -386,7 +464,7 @@ fn planned<'a>(
         .map(|parameters| field_value(format_args!("{name}.parameters"), parameters))
         .transpose()?;
     let size = binary_size(name, parameters.as_ref())?;
-    let source = match (size, input.data) {
+    let source = match (size, data) {
         (Some(_), Some(_)) => {
             return Err(invalid(format!(
                 "{name}: give data or binary_data_size, not both"
@@ -463,10 +541,25 @@ fn walk<'b>(
                 }
             }
             Source::Json(data) => {
-                let mut de = serde_json::Deserializer::from_str(data.get());
-                JsonData::new(name, datatype, &shape, data.get().len())
-                    .deserialize(&mut de)
-                    .map_err(|err| ApiError::from_json(&err))?
+                let read = (datatype == Datatype::Fp32)
+                    .then(|| typed::element_count(&shape))
+                    .flatten()
+                    .and_then(|count| data.read_fp32(count));
+                match read {
+                    Some(values) => {
+                        finite = true;
+                        Values::Floats(values)
+                    }
+                    None => {
+                        // Exactly one value: a cut array's span is checked here.
+                        let text = data.text();
+                        let mut de = serde_json::Deserializer::from_slice(text);
+                        JsonData::new(name, datatype, &shape, text.len())
+                            .deserialize(&mut de)
+                            .and_then(|values| de.end().map(|()| values))
+                            .map_err(|err| ApiError::from_json(&err))?
+                    }
+                }
             }
         };
         inputs.push(InferInput {
@@ -657,6 +750,143 @@ mod tests {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
+    /// Decimals that read as an `f64` first and then rounded to `f32` come out one unit in
+    /// the last place off: just past the midpoint between two `f32`s by less than half an
+    /// `f64` step (so the `f64` is the midpoint, which then rounds to even, the wrong way half
+    /// the time), and one such shortest `f32` text.
+    fn rounded_twice_wrong() -> Vec<String> {
+        let mut texts = vec!["7.038531e-26".to_owned()];
+        for step in 0..64u32 {
+            let below = f32::from_bits(1.0f32.to_bits() + step * 40_503);
+            let above = f32::from_bits(below.to_bits() + 1);
+            let midpoint = (f64::from(below) + f64::from(above)) / 2.0;
+            // Exact: a value in [1, 2) with 25 bits of fraction has 25 decimal places.
+            texts.push(format!("{midpoint:.30}1"));
+            texts.push(format!("-{midpoint:.30}1"));
+        }
+        texts
+    }
+
+    #[test]
+    fn fp32_json_data_is_rounded_once_to_the_nearest_float32_in_small_and_large_bodies() {
+        let texts = rounded_twice_wrong();
+        let want: Vec<f32> = texts.iter().map(|t| t.parse::<f32>().unwrap()).collect();
+        let twice: Vec<f32> = texts
+            .iter()
+            .map(|t| t.parse::<f64>().unwrap() as f32)
+            .collect();
+        let wrong = want.iter().zip(&twice).filter(|(w, t)| w != t).count();
+        assert!(
+            wrong > 32,
+            "only {wrong} of the texts round wrong through f64"
+        );
+        // One row of them; then enough rows for the JSON to be cut and read in parallel.
+        let dim = texts.len();
+        let row = format!("[{}]", texts.join(", "));
+        for rows in [1, 2 << 10] {
+            let data = vec![row.as_str(); rows].join(",\n");
+            let json = format!(
+                r#"{{"inputs": [{{"name": "a", "shape": [{rows}, {dim}], "datatype": "FP32", "data": [{data}]}}]}}"#
+            );
+            assert_eq!(json.len() >= text::PARALLEL_BYTES, rows > 1);
+            let got = decode(
+                None,
+                json.as_bytes(),
+                &text::Brackets::default(),
+                usize::MAX,
+                None,
+                NAMES,
+            )
+            .unwrap();
+            let want = Values::Floats(want.repeat(rows));
+            assert!(got.inputs[0].values == want, "{rows} rows");
+            assert!(got.inputs[0].finite);
+        }
+    }
+
+    #[test]
+    fn half_precision_json_data_is_rounded_to_its_datatype() {
+        // numpy: np.float16(0.1) == 0.0999755859375 == 1638 / 2^14; ml_dtypes' bfloat16(0.1)
+        // == 0.10009765625 == 205 / 2^11.
+        for (datatype, want) in [("FP16", 1638.0 / 16384.0), ("BF16", 205.0 / 2048.0)] {
+            let json = format!(
+                r#"{{"inputs": [{{"name": "a", "shape": [2], "datatype": "{datatype}", "data": [0.1, 1]}}]}}"#
+            );
+            let got = decode(
+                None,
+                json.as_bytes(),
+                &text::Brackets::default(),
+                usize::MAX,
+                None,
+                NAMES,
+            )
+            .unwrap();
+            assert_eq!(
+                got.inputs[0].values,
+                Values::Floats(vec![want, 1.0]),
+                "{datatype}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_decode_the_same_with_their_data_cut_out_or_not() {
+        let json = r#"{"id": "7", "inputs": [
+            {"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1.5, -2], [3e-1, 4]]},
+            {"name": "b", "data": [0.25, 1], "shape": [2], "datatype": "FP16"}],
+            "parameters": {"metric": "dot", "data": [1]}}"#;
+        let with_binary = r#"{"inputs": [
+            {"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+            {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [[3, 4]]}]}"#;
+        // Brackets in strings, which the cut's spans do not tell from the others: the walk
+        // takes `["x]` for the first `data` and goes on to `}]}` as the end of the JSON.
+        let strings = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "BYTES", "data": ["x]}]}", "["]},
+            {"name": "b", "shape": [1], "datatype": "FP32", "data": [1]}], "id": "]"}"#;
+        // The request decoded: its data not cut, cut (its spans found by a pass over the
+        // text), and cut with the spans found from the record of its brackets.
+        let decoded = |body: &[u8], length: Option<usize>| {
+            let mut brackets = text::Brackets::default();
+            brackets.record(body);
+            let recorded = brackets.recorded(body.len());
+            assert!(recorded.is_some());
+            let whole = format!(
+                "{:?}",
+                decode_cutting_from(body, None, length, NAMES, usize::MAX)
+            );
+            for brackets in [None, recorded] {
+                let cut = decode_cutting_from(body, brackets, length, NAMES, 0);
+                let cut = format!("{cut:?}");
+                assert_eq!(cut, whole, "{}", String::from_utf8_lossy(body));
+            }
+            whole
+        };
+        let two = f32s(&[1.0, 2.0]);
+        let mut compared = 0;
+        for (json, binary) in [(json, &[][..]), (with_binary, &two), (strings, &[])] {
+            let json = json.as_bytes();
+            assert!(cut::cut(json, None).is_some());
+            // The JSON followed by the binary data, with its length when there is any.
+            let sent = |json: &[u8]| {
+                let length = (!binary.is_empty()).then_some(json.len());
+                decoded(&[json, binary].concat(), length)
+            };
+            let whole = sent(json);
+            assert!(whole.starts_with("Ok("), "{whole}");
+            // Each with one byte of the JSON taken out or made a `]`, `"`, `,` or `[`.
+            for at in 0..json.len() {
+                let mut shorter = json.to_vec();
+                shorter.remove(at);
+                compared += usize::from(sent(&shorter).starts_with("Ok("));
+                for byte in *b"]\",[" {
+                    let mut changed = json.to_vec();
+                    changed[at] = byte;
+                    compared += usize::from(sent(&changed).starts_with("Ok("));
+                }
+            }
+        }
+        assert!(compared > 10, "only {compared} changed bodies decoded");
+    }
+
     #[test]
     fn binary_inputs_are_cut_from_the_body_in_order() {
         let json = r#"{"inputs": [
@@ -664,7 +894,15 @@ mod tests {
             {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [[3, 4]]}],
             "outputs": [{"name": "scores", "parameters": {"binary_data": true}}], "id": "7"}"#;
         let (bytes, length) = body(json, &[&f32s(&[1.0, 2.0])]);
-        let got = decode(None, &bytes, 1 << 20, Some(length), NAMES).unwrap();
+        let got = decode(
+            None,
+            &bytes,
+            &text::Brackets::default(),
+            1 << 20,
+            Some(length),
+            NAMES,
+        )
+        .unwrap();
         assert_eq!(got.id.as_deref(), Some("7"));
         assert_eq!(got.inputs[0].values, Values::Floats(vec![1.0, 2.0]));
         assert_eq!(got.inputs[1].values, Values::Floats(vec![3.0, 4.0]));
@@ -687,14 +925,29 @@ mod tests {
             Err(ApiError::Invalid(detail)) => (422, detail),
             other => panic!("{other:?}"),
         };
-        let (code, detail) = status(decode(None, &bytes, 1 << 20, Some(bytes.len() + 1), NAMES));
+        let (code, detail) = status(decode(
+            None,
+            &bytes,
+            &text::Brackets::default(),
+            1 << 20,
+            Some(bytes.len() + 1),
+            NAMES,
+        ));
         assert_eq!(code, 400);
         assert!(detail.contains("past the end of the body"), "{detail}");
-        let (code, detail) = status(decode(None, &bytes, 1 << 20, None, NAMES));
+        let (code, detail) = status(decode(
+            None,
+            &bytes,
+            &text::Brackets::default(),
+            1 << 20,
+            None,
+            NAMES,
+        ));
         assert_eq!(code, 400, "{detail}");
         let (code, detail) = status(decode(
             None,
             &bytes[..bytes.len() - 1],
+            &text::Brackets::default(),
             1 << 20,
             Some(length),
             NAMES,
@@ -706,7 +959,14 @@ mod tests {
         );
         let mut long = bytes.clone();
         long.push(0);
-        let (code, detail) = status(decode(None, &long, 1 << 20, Some(length), NAMES));
+        let (code, detail) = status(decode(
+            None,
+            &long,
+            &text::Brackets::default(),
+            1 << 20,
+            Some(length),
+            NAMES,
+        ));
         assert_eq!(code, 400);
         assert!(detail.contains("1 bytes after the JSON"), "{detail}");
         for (json, want) in [
@@ -736,7 +996,14 @@ mod tests {
             ),
             (r#"{"inputs": [], "extra": 1}"#, "unknown field `extra`"),
         ] {
-            let (code, detail) = status(decode(None, json.as_bytes(), 1 << 20, None, NAMES));
+            let (code, detail) = status(decode(
+                None,
+                json.as_bytes(),
+                &text::Brackets::default(),
+                1 << 20,
+                None,
+                NAMES,
+            ));
             assert_eq!(code, 422, "{json}: {detail}");
             assert!(detail.starts_with(want), "{json}: {detail}");
         }
@@ -772,7 +1039,14 @@ mod tests {
                 "a.parameters: takes".to_owned(),
             ),
         ] {
-            match decode(None, json.as_bytes(), 1 << 20, None, NAMES) {
+            match decode(
+                None,
+                json.as_bytes(),
+                &text::Brackets::default(),
+                1 << 20,
+                None,
+                NAMES,
+            ) {
                 Err(ApiError::Invalid(detail)) => assert!(detail.starts_with(&want), "{detail}"),
                 other => panic!("{want}: {other:?}"),
             }
@@ -783,7 +1057,15 @@ mod tests {
         let json = format!(
             r#"{{"inputs": [{{"name": "a", "shape": [{count}], "datatype": "FP32", "data": [{data}]}}]}}"#
         );
-        let got = decode(None, json.as_bytes(), 1 << 20, None, NAMES).unwrap();
+        let got = decode(
+            None,
+            json.as_bytes(),
+            &text::Brackets::default(),
+            1 << 20,
+            None,
+            NAMES,
+        )
+        .unwrap();
         assert_eq!(got.inputs[0].values, Values::Floats(vec![0.5; count]));
     }
 }

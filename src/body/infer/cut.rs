@@ -1,0 +1,259 @@
+//! The `data` arrays of a large inference request's inputs cut out of its JSON before serde
+//! reads it ([`cut`]), so that serde does not walk every digit of them only to hand their text
+//! back: what is left (names, shapes, parameters, outputs) is small.
+//!
+//! The walk follows the JSON just far enough to find each input's `data` (in the top-level
+//! object's `inputs`, an array of objects). A `data` array is spanned by its brackets alone
+//! (from the record of the body's brackets made as it arrived, when there is one, else
+//! [`text::span`]) and replaced by `[]` in a copy of the JSON, which serde then reads; an
+//! input whose `data` serde finds at a cut's `[]` takes the original array there
+//! ([`Cut::original`]). Anything else is left in the copy, for serde.
+//!
+//! Only a request this path decodes whole is answered from it (`super::decode_body`): any
+//! error sends the JSON as sent to serde, whose error is then the answer. A cut array serde
+//! has not yet checked is checked as it is decoded, by the tensor text reader or by serde on
+//! its text, each of which takes only text that is exactly one JSON array. So a span that
+//! brackets within a string made wrong is refused there: a JSON value's text is the only one
+//! that starts where it does and is a whole value.
+
+use crate::body::read_ahead::skip_value;
+use crate::tensor::text::{self, Recorded, Span, skip_whitespace as whitespace};
+
+/// Bytes of JSON from which its `data` arrays are cut out before serde reads it: below it,
+/// serde's walk over them costs less than the copy.
+pub const CUT_FROM_BYTES: usize = 64 << 10;
+
+/// A request's JSON with its inputs' `data` arrays cut out.
+#[derive(Debug)]
+pub struct Cut<'a> {
+    /// The JSON with `[]` in place of each cut array: what serde reads.
+    pub json: Vec<u8>,
+    /// Each cut, in order: where its `[]` is in [`Cut::json`], and the array's span in the
+    /// original.
+    cuts: Vec<(usize, Span)>,
+    /// The original JSON.
+    original: &'a [u8],
+}
+
+impl<'a> Cut<'a> {
+    /// How many arrays were cut.
+    pub fn len(&self) -> usize {
+        self.cuts.len()
+    }
+
+    /// The original array of the value `data` (a slice of [`Cut::json`], as serde gives a
+    /// borrowed value) when it is a cut's `[]`, found by where it lies in the copy: the
+    /// original JSON, and the array's span in it.
+    pub fn original(&self, data: &str) -> Option<(&'a [u8], &Span)> {
+        let offset = data
+            .as_ptr()
+            .addr()
+            .checked_sub(self.json.as_ptr().addr())?;
+        let at = self
+            .cuts
+            .binary_search_by_key(&offset, |&(at, _)| at)
+            .ok()?;
+        (data == "[]").then_some((self.original, &self.cuts[at].1))
+    }
+}
+
+/// `json` with its inputs' `data` arrays cut out, `None` when there is none to cut or the walk
+/// cannot follow the JSON (it is not an object, a key has an escape, it ends early);
+/// `brackets`, the record of the brackets of a text `json` begins, spans the arrays.
+pub fn cut<'a>(json: &'a [u8], brackets: Option<Recorded<'_>>) -> Option<Cut<'a>> {
+    let mut arrays: Vec<Span> = Vec::new();
+    let mut at = whitespace(json, 0);
+    if json.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = whitespace(json, at + 1);
+    if json.get(at) != Some(&b'}') {
+        loop {
+            let key;
+            (key, at) = key_at(json, at)?;
+            at = match (key, json.get(at)) {
+                (b"inputs", Some(b'[')) => inputs(json, at, brackets, &mut arrays)?,
+                _ => skip_value(json, at)?,
+            };
+            at = whitespace(json, at);
+            match json.get(at) {
+                Some(b',') => at = whitespace(json, at + 1),
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+    }
+    if arrays.is_empty() {
+        return None;
+    }
+    let kept = json.len() - arrays.iter().map(|span| span.range.len()).sum::<usize>();
+    let mut copy = Vec::with_capacity(kept + 2 * arrays.len());
+    let mut cuts = Vec::with_capacity(arrays.len());
+    let mut from = 0;
+    for span in arrays {
+        copy.extend_from_slice(&json[from..span.range.start]);
+        from = span.range.end;
+        cuts.push((copy.len(), span));
+        copy.extend_from_slice(b"[]");
+    }
+    copy.extend_from_slice(&json[from..]);
+    Some(Cut {
+        json: copy,
+        cuts,
+        original: json,
+    })
+}
+
+/// The key whose `"` is at `json[at]`, and the position of its value: `None` unless it is a
+/// key without escapes followed by `:`.
+fn key_at(json: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    if json.get(at) != Some(&b'"') {
+        return None;
+    }
+    let start = at + 1;
+    let end = start + memchr::memchr2(b'"', b'\\', json.get(start..)?)?;
+    if json[end] == b'\\' {
+        return None;
+    }
+    let colon = whitespace(json, end + 1);
+    if json.get(colon) != Some(&b':') {
+        return None;
+    }
+    Some((&json[start..end], whitespace(json, colon + 1)))
+}
+
+/// Walks the `inputs` array whose `[` is at `json[at]`, adding the spans of its objects'
+/// `data` arrays to `arrays`; the position after it.
+fn inputs(
+    json: &[u8],
+    at: usize,
+    brackets: Option<Recorded<'_>>,
+    arrays: &mut Vec<Span>,
+) -> Option<usize> {
+    let mut at = whitespace(json, at + 1);
+    if json.get(at) == Some(&b']') {
+        return Some(at + 1);
+    }
+    loop {
+        at = match json.get(at) {
+            Some(b'{') => input(json, at, brackets, arrays)?,
+            _ => skip_value(json, at)?,
+        };
+        at = whitespace(json, at);
+        match json.get(at) {
+            Some(b',') => at = whitespace(json, at + 1),
+            Some(b']') => return Some(at + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Walks the input object whose `{` is at `json[at]`, adding the span of its `data` array to
+/// `arrays` when it is one the tensor reader could take (of rank at most
+/// [`crate::tensor::MAX_RANK`]); the position after it.
+fn input(
+    json: &[u8],
+    at: usize,
+    brackets: Option<Recorded<'_>>,
+    arrays: &mut Vec<Span>,
+) -> Option<usize> {
+    let mut at = whitespace(json, at + 1);
+    if json.get(at) == Some(&b'}') {
+        return Some(at + 1);
+    }
+    loop {
+        let key;
+        (key, at) = key_at(json, at)?;
+        let array = match (key, json.get(at)) {
+            (b"data", Some(b'[')) => match brackets {
+                Some(brackets) => text::span_recorded(json, at, brackets),
+                None => text::span(json, at),
+            },
+            _ => None,
+        };
+        at = match array {
+            Some(span) => {
+                let end = span.range.end;
+                arrays.push(span);
+                end
+            }
+            None => skip_value(json, at)?,
+        };
+        at = whitespace(json, at);
+        match json.get(at) {
+            Some(b',') => at = whitespace(json, at + 1),
+            Some(b'}') => return Some(at + 1),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of the original array at the place of `data` in the copy.
+    fn original<'a>(cut: &Cut<'a>, data: &str) -> Option<&'a [u8]> {
+        cut.original(data)
+            .map(|(json, span)| &json[span.range.clone()])
+    }
+
+    #[test]
+    fn each_inputs_data_array_is_cut_and_found_again_by_where_serde_sees_it() {
+        let json = br#"{"id": "x", "inputs": [
+            {"name": "a", "data": [[1, 2], [3, 4]], "shape": [2, 2]},
+            {"data": ["u1", "u2"], "name": "ids"},
+            {"name": "b", "parameters": {"data": [5]}, "data" : [ 6 ,7]}],
+            "parameters": {"data": [8]}}"#;
+        let mut recorded = text::Brackets::default();
+        recorded.record(json);
+        for brackets in [None, recorded.recorded(json.len())] {
+            let cut = cut(json, brackets).unwrap();
+            let copy = std::str::from_utf8(&cut.json).unwrap();
+            assert_eq!(
+                copy,
+                r#"{"id": "x", "inputs": [
+            {"name": "a", "data": [], "shape": [2, 2]},
+            {"data": [], "name": "ids"},
+            {"name": "b", "parameters": {"data": [5]}, "data" : []}],
+            "parameters": {"data": [8]}}"#
+            );
+            assert_eq!(cut.len(), 3);
+            let value: serde_json::Value = serde_json::from_str(copy).unwrap();
+            assert_eq!(value["inputs"][0]["data"], serde_json::json!([]));
+            // What serde borrows for each `data`, looked up by where it lies.
+            let places: Vec<&str> = copy
+                .match_indices("[]")
+                .map(|(at, _)| &copy[at..at + 2])
+                .collect();
+            assert_eq!(original(&cut, places[0]), Some(&b"[[1, 2], [3, 4]]"[..]));
+            assert_eq!(original(&cut, places[1]), Some(&br#"["u1", "u2"]"#[..]));
+            assert_eq!(original(&cut, places[2]), Some(&b"[ 6 ,7]"[..]));
+            // The same text elsewhere is not a cut.
+            let elsewhere = String::from("[]");
+            assert_eq!(original(&cut, &elsewhere), None);
+            assert_eq!(
+                original(&cut, &copy[copy.find("[5]").unwrap()..][..3]),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn json_the_walk_cannot_follow_or_with_nothing_to_cut_is_left_whole() {
+        for json in [
+            &br#"[1, 2]"#[..],
+            br#"{"inputs": [{"name": "a", "shape": [1], "binary_data_size": 4}]}"#,
+            br#"{"inputs": [{"d\u0061ta": [1]}]}"#,
+            br#"{"inputs": [{"data": [1]"#,
+            br#"{"inputs": [{"data": [[[[1]]]]}]}"#,
+            br#"{"inputs": 5, "data": [1]}"#,
+        ] {
+            assert!(
+                cut(json, None).is_none(),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
+}
