@@ -143,6 +143,20 @@ def test_pairwise_equals_the_native_route(
     np.testing.assert_array_equal(got.as_numpy("scores"), np.array(want["scores"], np.float32))
 
 
+def test_a_large_json_request_equals_the_native_route_and_numpy(
+        client: triton.InferenceServerClient, address: str) -> None:
+    # About 4 MB of JSON data each way: the inputs' data arrays are cut out of the request's
+    # JSON before the rest is parsed, and the answer's matrix is written in pieces.
+    a, b = rows(400, 256, 7), rows(300, 256, 8)
+    got = infer(client, "matrix", [tensor("a", a, False), tensor("b", b, False)],
+                ["matrix"], False).as_numpy("matrix")
+    want = native(address, "matrix", {"a": a.tolist(), "b": b.tolist()})
+    np.testing.assert_array_equal(got, np.array(want["matrix"], np.float32))
+    x = a.astype(np.float64) / np.linalg.norm(a.astype(np.float64), axis=1, keepdims=True)
+    y = b.astype(np.float64) / np.linalg.norm(b.astype(np.float64), axis=1, keepdims=True)
+    np.testing.assert_allclose(got, x @ y.T, rtol=0, atol=2e-5)
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_matrix_equals_the_native_route(
         client: triton.InferenceServerClient, address: str, binary: bool) -> None:
