@@ -328,20 +328,22 @@ async fn pairwise_in_json_and_in_binary_equals_the_native_route() {
 
 #[tokio::test]
 async fn a_large_json_request_is_answered_as_the_native_route_answers_it() {
-    // 3 MB of JSON (its data arrays cut out before serde reads it, and each read on the
-    // compute threads), and a 400 × 400 matrix of JSON numbers written in pieces.
+    // Two inputs of over 1 MiB of JSON each, one flat and one nested (their data arrays cut
+    // out before serde reads the request, and read together on the compute threads), and a
+    // 400 × 400 matrix of JSON numbers written in pieces.
     let app = app();
-    let (a, b) = (rows(400, 192, 3), rows(400, 192, 4));
+    let (a, b) = (rows(400, 512, 3), rows(400, 512, 4));
     let native = app
         .post(
             "/similarity/matrix",
-            &json!({"a": nested(&a, 192), "b": nested(&b, 192)}),
+            &json!({"a": nested(&a, 512), "b": nested(&b, 512)}),
         )
         .await;
     let want = floats(&native.ok()["matrix"]);
+    let (a, b) = (json!(a), nested(&b, 512));
+    assert!(a.to_string().len() > 1 << 20 && b.to_string().len() > 1 << 20);
     let body = json!({"inputs": [
-        input("a", &[400, 192], "FP32", json!(a)), input("b", &[400, 192], "FP32", nested(&b, 192))]});
-    assert!(body.to_string().len() > 2 << 20);
+        input("a", &[400, 512], "FP32", a), input("b", &[400, 512], "FP32", b)]});
     let got = infer(&app, "matrix", &body, &[]).await;
     assert_eq!(got.status, 200, "{}", got.json);
     assert_eq!(got.floats("matrix"), want);

@@ -28,6 +28,7 @@ pub use arriving::{Arriving, MAX_JSON};
 use std::borrow::Cow;
 use std::fmt;
 
+use rayon::prelude::*;
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 use serde_json::value::RawValue;
@@ -486,6 +487,40 @@ fn planned<'a>(
     })
 }
 
+/// The values of an input's JSON `data` when it is `FP32` data of its shape that the tensor
+/// text reader takes ([`DataText::read_fp32`]); `None` otherwise.
+fn read_fp32(datatype: Datatype, shape: &[usize], data: &DataText) -> Option<Vec<f32>> {
+    if datatype != Datatype::Fp32 {
+        return None;
+    }
+    data.read_fp32(typed::element_count(shape)?)
+}
+
+/// When two or more of `inputs` are `FP32` JSON `data` of at least [`text::PARALLEL_BYTES`],
+/// those read together on the compute threads, by input: so that inputs given flat (which
+/// are not cut into pieces) are read at once rather than one after the other. `None` for
+/// each input not read here (and one the reader refused), left to the walk.
+fn read_large_fp32_together(inputs: &[Planned]) -> Vec<Option<Vec<f32>>> {
+    let large = |input: &Planned| match &input.source {
+        Source::Json(data) => {
+            input.datatype == Datatype::Fp32 && data.text().len() >= text::PARALLEL_BYTES
+        }
+        Source::Binary(_) => false,
+    };
+    let together = inputs.iter().filter(|input| large(input)).count() >= 2
+        && rayon::current_num_threads() >= 2;
+    if !together {
+        return inputs.iter().map(|_| None).collect();
+    }
+    inputs
+        .par_iter()
+        .map(|input| match &input.source {
+            Source::Json(data) if large(input) => read_fp32(input.datatype, &input.shape, data),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Decodes the inputs of `plan`, in order, from their JSON or their binary data
 /// (`binary_len` bytes, `take(offset, size)` giving an input's); `had_length`: whether the
 /// request gave `Inference-Header-Content-Length`.
@@ -497,12 +532,16 @@ fn walk<'b>(
 ) -> Result<InferRequest, ApiError> {
     let mut inputs: Vec<InferInput> = Vec::with_capacity(plan.inputs.len());
     let mut offset = 0;
-    for Planned {
-        name,
-        datatype,
-        shape,
-        source,
-    } in plan.inputs
+    let read_ahead = read_large_fp32_together(&plan.inputs);
+    for (
+        Planned {
+            name,
+            datatype,
+            shape,
+            source,
+        },
+        read_ahead,
+    ) in plan.inputs.into_iter().zip(read_ahead)
     {
         let mut finite = false;
         let values = match source {
@@ -541,10 +580,7 @@ fn walk<'b>(
                 }
             }
             Source::Json(data) => {
-                let read = (datatype == Datatype::Fp32)
-                    .then(|| typed::element_count(&shape))
-                    .flatten()
-                    .and_then(|count| data.read_fp32(count));
+                let read = read_ahead.or_else(|| read_fp32(datatype, &shape, &data));
                 match read {
                     Some(values) => {
                         finite = true;
