@@ -256,7 +256,7 @@ impl<'de> DeserializeSeed<'de> for JsonData<'_> {
         };
         let mut sink = Sink {
             field: self.field,
-            narrow: narrowing(self.datatype),
+            datatype: self.datatype,
             count,
             seen: 0,
             values: &mut values,
@@ -272,21 +272,11 @@ impl<'de> DeserializeSeed<'de> for JsonData<'_> {
     }
 }
 
-/// For a datatype narrower than `f32`, how its JSON number, read as an `f64`, is rounded to
-/// its precision and range before it is held as an `f32`, as its binary form would be.
-fn narrowing(datatype: Datatype) -> Option<fn(f64) -> f32> {
-    match datatype {
-        Datatype::Fp16 => Some(|v| f16::from_f64(v).to_f32()),
-        Datatype::Bf16 => Some(|v| bf16::from_f64(v).to_f32()),
-        _ => None,
-    }
-}
-
 /// Where decoded elements go, at most `count` of them.
 struct Sink<'s> {
     field: &'s str,
-    /// For `FP16` and `BF16`, how a number is rounded to the datatype ([`narrowing`]).
-    narrow: Option<fn(f64) -> f32>,
+    /// The data's datatype: a number is rounded to it ([`narrowed`]).
+    datatype: Datatype,
     count: usize,
     seen: usize,
     values: &'s mut Values,
@@ -304,11 +294,11 @@ impl Sink<'_> {
         }
         let expected = match (&mut *self.values, element) {
             (Values::Floats(out), Element::Number(v)) => {
-                out.push(self.narrow.map_or(v as f32, |narrow| narrow(v)));
+                out.push(narrowed(self.field, self.datatype, at, v)?.unwrap_or(v as f32));
                 None
             }
             (Values::Floats(out), Element::Integer(v)) => {
-                out.push(self.narrow.map_or(v as f32, |narrow| narrow(v as f64)));
+                out.push(narrowed(self.field, self.datatype, at, v as f64)?.unwrap_or(v as f32));
                 None
             }
             (Values::Ints(out), Element::Integer(v)) => {
@@ -333,6 +323,29 @@ impl Sink<'_> {
         self.seen += 1;
         Ok(())
     }
+}
+
+/// The number `v` at `at` in the data of `field`, read as an `f64`, rounded to `datatype` when
+/// it is narrower than `f32` (`FP16`, `BF16`), as its binary form would hold it; `None` for
+/// other datatypes. Refused, naming the datatype, when rounding takes it past its range.
+fn narrowed<E: de::Error>(
+    field: &str,
+    datatype: Datatype,
+    at: usize,
+    v: f64,
+) -> Result<Option<f32>, E> {
+    let held = match datatype {
+        Datatype::Fp16 => f16::from_f64(v).to_f32(),
+        Datatype::Bf16 => bf16::from_f64(v).to_f32(),
+        _ => return Ok(None),
+    };
+    if held.is_infinite() && v.is_finite() {
+        return Err(E::custom(format_args!(
+            "{field}.data[{at}]: {v} is outside the {} range",
+            datatype.name()
+        )));
+    }
+    Ok(Some(held))
 }
 
 /// One JSON element of tensor data.

@@ -7,7 +7,9 @@
 //! (from the record of the body's brackets made as it arrived, when there is one, else
 //! [`text::span`]) and replaced by `[]` in a copy of the JSON, which serde then reads; an
 //! input whose `data` serde finds at a cut's `[]` takes the original array there
-//! ([`Cut::original`]). Anything else is left in the copy, for serde.
+//! ([`Cut::original`]). Anything else is left in the copy, for serde. The walk is linear in the
+//! JSON: it gives up at the first `data` array whose span cannot be found, as a span is looked
+//! for to the end of the text, and past [`MAX_CUTS`] arrays.
 //!
 //! Only a request this path decodes whole is answered from it (`super::decode_body`): any
 //! error sends the JSON as sent to serde, whose error is then the answer. A cut array serde
@@ -22,6 +24,14 @@ use crate::tensor::text::{self, Recorded, Span, skip_whitespace as whitespace};
 /// Bytes of JSON from which its `data` arrays are cut out before serde reads it: below it,
 /// serde's walk over them costs less than the copy.
 pub const CUT_FROM_BYTES: usize = 64 << 10;
+
+/// The shortest `data` array cut out: serde reads shorter ones as fast as they are spanned,
+/// and a cut is held (its span and place) until the request is decoded.
+pub const MIN_CUT_BYTES: usize = 256;
+
+/// The most arrays cut out of one request: more than any model's inputs, whose requests are
+/// refused; the walk gives up past it, and serde finds what is wrong.
+const MAX_CUTS: usize = 16;
 
 /// A request's JSON with its inputs' `data` arrays cut out.
 #[derive(Debug)]
@@ -149,8 +159,9 @@ fn inputs(
 }
 
 /// Walks the input object whose `{` is at `json[at]`, adding the span of its `data` array to
-/// `arrays` when it is one the tensor reader could take (of rank at most
-/// [`crate::tensor::MAX_RANK`]); the position after it.
+/// `arrays` when it is at least [`MIN_CUT_BYTES`] long; the position after it. `None` when the
+/// array's span cannot be found (it does not close, or its rank is past the tensor reader's,
+/// [`crate::tensor::MAX_RANK`]) or it would be the cut past [`MAX_CUTS`].
 fn input(
     json: &[u8],
     at: usize,
@@ -164,20 +175,25 @@ fn input(
     loop {
         let key;
         (key, at) = key_at(json, at)?;
-        let array = match (key, json.get(at)) {
-            (b"data", Some(b'[')) => match brackets {
-                Some(brackets) => text::span_recorded(json, at, brackets),
-                None => text::span(json, at),
-            },
-            _ => None,
-        };
-        at = match array {
-            Some(span) => {
+        at = match (key, json.get(at)) {
+            (b"data", Some(b'[')) => {
+                // A span that cannot be found (brackets in a string that never close, a rank
+                // past the reader's) ends the walk: each is looked for to the end of the text,
+                // so going on could look that far once per input.
+                let span = match brackets {
+                    Some(brackets) => text::span_recorded(json, at, brackets),
+                    None => text::span(json, at),
+                }?;
                 let end = span.range.end;
-                arrays.push(span);
+                if span.range.len() >= MIN_CUT_BYTES {
+                    if arrays.len() == MAX_CUTS {
+                        return None;
+                    }
+                    arrays.push(span);
+                }
                 end
             }
-            None => skip_value(json, at)?,
+            _ => skip_value(json, at)?,
         };
         at = whitespace(json, at);
         match json.get(at) {
@@ -199,12 +215,22 @@ mod tests {
     }
 
     #[test]
-    fn each_inputs_data_array_is_cut_and_found_again_by_where_serde_sees_it() {
-        let json = br#"{"id": "x", "inputs": [
-            {"name": "a", "data": [[1, 2], [3, 4]], "shape": [2, 2]},
-            {"data": ["u1", "u2"], "name": "ids"},
-            {"name": "b", "parameters": {"data": [5]}, "data" : [ 6 ,7]}],
-            "parameters": {"data": [8]}}"#;
+    fn each_inputs_long_data_array_is_cut_and_found_again_by_where_serde_sees_it() {
+        let pad = " ".repeat(MIN_CUT_BYTES);
+        let (a, ids, b) = (
+            format!("[[1, 2], [3, 4]{pad}]"),
+            format!(r#"["u1", "u2"{pad}]"#),
+            format!("[ 6 ,7{pad}]"),
+        );
+        let json = format!(
+            r#"{{"id": "x", "inputs": [
+            {{"name": "a", "data": {a}, "shape": [2, 2]}},
+            {{"data": {ids}, "name": "ids"}},
+            {{"name": "s", "data": [1, 2]}},
+            {{"name": "b", "parameters": {{"data": [5]}}, "data" : {b}}}],
+            "parameters": {{"data": [8{pad}]}}}}"#
+        );
+        let json = json.as_bytes();
         let mut recorded = text::Brackets::default();
         recorded.record(json);
         for brackets in [None, recorded.recorded(json.len())] {
@@ -212,11 +238,14 @@ mod tests {
             let copy = std::str::from_utf8(&cut.json).unwrap();
             assert_eq!(
                 copy,
-                r#"{"id": "x", "inputs": [
-            {"name": "a", "data": [], "shape": [2, 2]},
-            {"data": [], "name": "ids"},
-            {"name": "b", "parameters": {"data": [5]}, "data" : []}],
-            "parameters": {"data": [8]}}"#
+                format!(
+                    r#"{{"id": "x", "inputs": [
+            {{"name": "a", "data": [], "shape": [2, 2]}},
+            {{"data": [], "name": "ids"}},
+            {{"name": "s", "data": [1, 2]}},
+            {{"name": "b", "parameters": {{"data": [5]}}, "data" : []}}],
+            "parameters": {{"data": [8{pad}]}}}}"#
+                )
             );
             assert_eq!(cut.len(), 3);
             let value: serde_json::Value = serde_json::from_str(copy).unwrap();
@@ -226,14 +255,14 @@ mod tests {
                 .match_indices("[]")
                 .map(|(at, _)| &copy[at..at + 2])
                 .collect();
-            assert_eq!(original(&cut, places[0]), Some(&b"[[1, 2], [3, 4]]"[..]));
-            assert_eq!(original(&cut, places[1]), Some(&br#"["u1", "u2"]"#[..]));
-            assert_eq!(original(&cut, places[2]), Some(&b"[ 6 ,7]"[..]));
+            assert_eq!(original(&cut, places[0]), Some(a.as_bytes()));
+            assert_eq!(original(&cut, places[1]), Some(ids.as_bytes()));
+            assert_eq!(original(&cut, places[2]), Some(b.as_bytes()));
             // The same text elsewhere is not a cut.
             let elsewhere = String::from("[]");
             assert_eq!(original(&cut, &elsewhere), None);
             assert_eq!(
-                original(&cut, &copy[copy.find("[5]").unwrap()..][..3]),
+                original(&cut, &copy[copy.find("[1, 2]").unwrap()..][..6]),
                 None
             );
         }
@@ -241,19 +270,27 @@ mod tests {
 
     #[test]
     fn json_the_walk_cannot_follow_or_with_nothing_to_cut_is_left_whole() {
+        let long = format!("[{}]", vec!["1"; MIN_CUT_BYTES].join(","));
+        let many = vec![format!(r#"{{"data": {long}}}"#); MAX_CUTS + 1].join(",");
         for json in [
-            &br#"[1, 2]"#[..],
-            br#"{"inputs": [{"name": "a", "shape": [1], "binary_data_size": 4}]}"#,
-            br#"{"inputs": [{"d\u0061ta": [1]}]}"#,
-            br#"{"inputs": [{"data": [1]"#,
-            br#"{"inputs": [{"data": [[[[1]]]]}]}"#,
-            br#"{"inputs": 5, "data": [1]}"#,
+            "[1, 2]".to_owned(),
+            r#"{"inputs": [{"name": "a", "shape": [1], "binary_data_size": 4}]}"#.to_owned(),
+            format!(r#"{{"inputs": [{{"d\u0061ta": {long}}}]}}"#),
+            format!(r#"{{"inputs": [{{"data": {long}"#),
+            format!(r#"{{"inputs": [{{"data": [[[{long}]]]}}]}}"#),
+            format!(r#"{{"inputs": 5, "data": {long}}}"#),
+            format!(r#"{{"inputs": [{many}]}}"#),
+            // A span that does not close ends the walk, before the long array after it (going
+            // on would look for each such span to the end of the text: once per input).
+            format!(r#"{{"inputs": [{{"data": ["["]}}, {{"data": {long}}}]}}"#),
         ] {
-            assert!(
-                cut(json, None).is_none(),
-                "{}",
-                String::from_utf8_lossy(json)
-            );
+            let mut recorded = text::Brackets::default();
+            recorded.record(json.as_bytes());
+            for brackets in [None, recorded.recorded(json.len())] {
+                assert!(cut(json.as_bytes(), brackets).is_none(), "{json}");
+            }
         }
+        let fewer = vec![format!(r#"{{"data": {long}}}"#); MAX_CUTS].join(",");
+        assert!(cut(format!(r#"{{"inputs": [{fewer}]}}"#).as_bytes(), None).is_some());
     }
 }

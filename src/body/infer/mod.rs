@@ -863,21 +863,48 @@ mod tests {
                 "{datatype}"
             );
         }
+        // 65520 rounds past float16's largest value, 65504; bfloat16 reaches float32's.
+        let past =
+            r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP16", "data": [1, 65520]}]}"#;
+        let decoded = |json: &str| {
+            decode(
+                None,
+                json.as_bytes(),
+                &text::Brackets::default(),
+                usize::MAX,
+                None,
+                NAMES,
+            )
+        };
+        assert_eq!(
+            decoded(past).unwrap_err().to_string(),
+            "a.data[1]: 65520 is outside the FP16 range"
+        );
+        let within = decoded(&past.replace("FP16", "BF16")).unwrap();
+        assert_eq!(within.inputs[0].values, Values::Floats(vec![1.0, 65536.0]));
     }
 
     #[test]
     fn bodies_decode_the_same_with_their_data_cut_out_or_not() {
-        let json = r#"{"id": "7", "inputs": [
-            {"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1.5, -2], [3e-1, 4]]},
-            {"name": "b", "data": [0.25, 1], "shape": [2], "datatype": "FP16"}],
-            "parameters": {"metric": "dot", "data": [1]}}"#;
-        let with_binary = r#"{"inputs": [
-            {"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
-            {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [[3, 4]]}]}"#;
+        // Each `data` array long enough to be cut out.
+        let pad = " ".repeat(cut::MIN_CUT_BYTES);
+        let json = format!(
+            r#"{{"id": "7", "inputs": [
+            {{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1.5, -2], [3e-1, 4]{pad}]}},
+            {{"name": "b", "data": [0.25, 1{pad}], "shape": [2], "datatype": "FP16"}}],
+            "parameters": {{"metric": "dot", "data": [1]}}}}"#
+        );
+        let with_binary = format!(
+            r#"{{"inputs": [
+            {{"name": "a", "shape": [2], "datatype": "FP32", "parameters": {{"binary_data_size": 8}}}},
+            {{"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [[3, 4]{pad}]}}]}}"#
+        );
         // Brackets in strings, which the cut's spans do not tell from the others: the walk
-        // takes `["x]` for the first `data` and goes on to `}]}` as the end of the JSON.
-        let strings = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "BYTES", "data": ["x]}]}", "["]},
-            {"name": "b", "shape": [1], "datatype": "FP32", "data": [1]}], "id": "]"}"#;
+        // takes `["x…]` for the first `data` and goes on to `}]}` as the end of the JSON.
+        let strings = format!(
+            r#"{{"inputs": [{{"name": "a", "shape": [2], "datatype": "BYTES", "data": ["x{pad}]}}]}}", "["]}},
+            {{"name": "b", "shape": [1], "datatype": "FP32", "data": [1]}}], "id": "]"}}"#
+        );
         // The request decoded: its data not cut, cut (its spans found by a pass over the
         // text), and cut with the spans found from the record of its brackets.
         let decoded = |body: &[u8], length: Option<usize>| {
@@ -898,7 +925,7 @@ mod tests {
         };
         let two = f32s(&[1.0, 2.0]);
         let mut compared = 0;
-        for (json, binary) in [(json, &[][..]), (with_binary, &two), (strings, &[])] {
+        for (json, binary) in [(&json, &[][..]), (&with_binary, &two), (&strings, &[])] {
             let json = json.as_bytes();
             assert!(cut::cut(json, None).is_some());
             // The JSON followed by the binary data, with its length when there is any.
