@@ -3,7 +3,7 @@ the same request: a 1000 x 768 matrix against a 1000 x 768 matrix (cosine), floa
 the 1000 x 1000 float32 matrix out.
 
 Starts the release build (`cargo build --release` first) with its defaults, checks that both
-routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2, 15 s,
+routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2 unless `--connections`, 15 s,
 `--rounds` times each) and prints requests/s per run, their medians, each server's CPU time
 per request, the cores it kept busy (requests/s x CPU per request), the cores wrk itself took
 on the same machine, the cores the machine left idle (/proc/stat), each server's peak RSS
@@ -29,8 +29,10 @@ With `--faer`, a second simserve started with `SIMSERVE_BLAS=off` (faer's GEMM i
 OpenBLAS) answers the binary request in the same rounds too; with `--against BINARY`, another
 simserve build (an earlier commit's, say) does.
 
+`--connections N` runs wrk with N connections (and threads) rather than 2.
+
 Run: python3 bench/v2_binary.py [--rounds 3] [--seconds 15] [--peer] [--dot] [--json] [--faer]
-     [--against BINARY]
+     [--against BINARY] [--connections 2]
 """
 
 import argparse
@@ -156,6 +158,9 @@ def idle_and_total():
     return ticks[3] + ticks[4], sum(ticks)
 
 
+CONNECTIONS = 2
+
+
 def rate(server, path, body_file, content_type, header_length, seconds, lua, port=PORT):
     """Requests/s of `server` (a process) under wrk, its CPU ms per request, its peak RSS
     in MB during the run, the cores wrk itself took (on the same machine, so what wrk
@@ -167,7 +172,7 @@ def rate(server, path, body_file, content_type, header_length, seconds, lua, por
     cpu = cpu_seconds(server.pid)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     idle_before, total_before = idle_and_total()
-    out = subprocess.run(["wrk", "-t2", "-c2", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
+    out = subprocess.run(["wrk", f"-t{CONNECTIONS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "60s", "-s", lua,
                           f"http://127.0.0.1:{port}{path}"],
                          env=env, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(server.pid) - cpu
@@ -188,11 +193,16 @@ def main():
     parser.add_argument("--peer", action="store_true")
     parser.add_argument("--dot", action="store_true", help="also metric dot, in the same rounds")
     parser.add_argument("--json", action="store_true", help="also JSON both ways, in the same rounds")
+    parser.add_argument("--connections", type=int, default=2, help="wrk's connections (and threads)")
     parser.add_argument("--faer", action="store_true")
     parser.add_argument("--against", type=Path, help="another simserve build, in the same rounds")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
+    global CONNECTIONS
+    CONNECTIONS = args.connections
     binary = REPO / "target" / "release" / "simserve"
     with tempfile.TemporaryDirectory() as scratch:
         files, native, v2, head_length, (dot, dot_head_length, products), (native_json, v2_json) = \
