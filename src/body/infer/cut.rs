@@ -85,11 +85,9 @@ pub fn cut<'a>(json: &'a [u8], brackets: Option<Recorded<'_>>) -> Option<Cut<'a>
                 (b"inputs", Some(b'[')) => inputs(json, at, brackets, &mut arrays)?,
                 _ => skip_value(json, at)?,
             };
-            at = whitespace(json, at);
-            match json.get(at) {
-                Some(b',') => at = whitespace(json, at + 1),
-                Some(b'}') => break,
-                _ => return None,
+            match after_value(json, at, b'}')? {
+                After::Next(next) => at = next,
+                After::Closed(_) => break,
             }
         }
     }
@@ -112,6 +110,25 @@ pub fn cut<'a>(json: &'a [u8], brackets: Option<Recorded<'_>>) -> Option<Cut<'a>
         cuts,
         original: json,
     })
+}
+
+/// What follows a value of an array or object.
+enum After {
+    /// A `,`: the position of the next element.
+    Next(usize),
+    /// Its closing bracket: the position after it.
+    Closed(usize),
+}
+
+/// What follows the value that ends at `at` in an array or object closed by `close`: `None`
+/// when it is neither a `,` nor `close`.
+fn after_value(json: &[u8], at: usize, close: u8) -> Option<After> {
+    let at = whitespace(json, at);
+    match *json.get(at)? {
+        b',' => Some(After::Next(whitespace(json, at + 1))),
+        byte if byte == close => Some(After::Closed(at + 1)),
+        _ => None,
+    }
 }
 
 /// The key whose `"` is at `json[at]`, and the position of its value: `None` unless it is a
@@ -149,11 +166,9 @@ fn inputs(
             Some(b'{') => input(json, at, brackets, arrays)?,
             _ => skip_value(json, at)?,
         };
-        at = whitespace(json, at);
-        match json.get(at) {
-            Some(b',') => at = whitespace(json, at + 1),
-            Some(b']') => return Some(at + 1),
-            _ => return None,
+        match after_value(json, at, b']')? {
+            After::Next(next) => at = next,
+            After::Closed(end) => return Some(end),
         }
     }
 }
@@ -195,11 +210,9 @@ fn input(
             }
             _ => skip_value(json, at)?,
         };
-        at = whitespace(json, at);
-        match json.get(at) {
-            Some(b',') => at = whitespace(json, at + 1),
-            Some(b'}') => return Some(at + 1),
-            _ => return None,
+        match after_value(json, at, b'}')? {
+            After::Next(next) => at = next,
+            After::Closed(end) => return Some(end),
         }
     }
 }

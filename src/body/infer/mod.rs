@@ -786,6 +786,12 @@ mod tests {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
+    /// `json` decoded as a whole body without binary data.
+    fn decoded(json: &str) -> Result<InferRequest, ApiError> {
+        let brackets = text::Brackets::default();
+        decode(None, json.as_bytes(), &brackets, usize::MAX, None, NAMES)
+    }
+
     /// Decimals that read as an `f64` first and then rounded to `f32` come out one unit in
     /// the last place off: just past the midpoint between two `f32`s by less than half an
     /// `f64` step (so the `f64` is the midpoint, which then rounds to even, the wrong way half
@@ -825,15 +831,7 @@ mod tests {
                 r#"{{"inputs": [{{"name": "a", "shape": [{rows}, {dim}], "datatype": "FP32", "data": [{data}]}}]}}"#
             );
             assert_eq!(json.len() >= text::PARALLEL_BYTES, rows > 1);
-            let got = decode(
-                None,
-                json.as_bytes(),
-                &text::Brackets::default(),
-                usize::MAX,
-                None,
-                NAMES,
-            )
-            .unwrap();
+            let got = decoded(&json).unwrap();
             let want = Values::Floats(want.repeat(rows));
             assert!(got.inputs[0].values == want, "{rows} rows");
             assert!(got.inputs[0].finite);
@@ -848,15 +846,7 @@ mod tests {
             let json = format!(
                 r#"{{"inputs": [{{"name": "a", "shape": [2], "datatype": "{datatype}", "data": [0.1, 1]}}]}}"#
             );
-            let got = decode(
-                None,
-                json.as_bytes(),
-                &text::Brackets::default(),
-                usize::MAX,
-                None,
-                NAMES,
-            )
-            .unwrap();
+            let got = decoded(&json).unwrap();
             assert_eq!(
                 got.inputs[0].values,
                 Values::Floats(vec![want, 1.0]),
@@ -866,16 +856,6 @@ mod tests {
         // 65520 rounds past float16's largest value, 65504; bfloat16 reaches float32's.
         let past =
             r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP16", "data": [1, 65520]}]}"#;
-        let decoded = |json: &str| {
-            decode(
-                None,
-                json.as_bytes(),
-                &text::Brackets::default(),
-                usize::MAX,
-                None,
-                NAMES,
-            )
-        };
         assert_eq!(
             decoded(past).unwrap_err().to_string(),
             "a.data[1]: 65520 is outside the FP16 range"
@@ -1059,14 +1039,7 @@ mod tests {
             ),
             (r#"{"inputs": [], "extra": 1}"#, "unknown field `extra`"),
         ] {
-            let (code, detail) = status(decode(
-                None,
-                json.as_bytes(),
-                &text::Brackets::default(),
-                1 << 20,
-                None,
-                NAMES,
-            ));
+            let (code, detail) = status(decoded(json));
             assert_eq!(code, 422, "{json}: {detail}");
             assert!(detail.starts_with(want), "{json}: {detail}");
         }
@@ -1102,14 +1075,7 @@ mod tests {
                 "a.parameters: takes".to_owned(),
             ),
         ] {
-            match decode(
-                None,
-                json.as_bytes(),
-                &text::Brackets::default(),
-                1 << 20,
-                None,
-                NAMES,
-            ) {
+            match decoded(&json) {
                 Err(ApiError::Invalid(detail)) => assert!(detail.starts_with(&want), "{detail}"),
                 other => panic!("{want}: {other:?}"),
             }
@@ -1120,15 +1086,7 @@ mod tests {
         let json = format!(
             r#"{{"inputs": [{{"name": "a", "shape": [{count}], "datatype": "FP32", "data": [{data}]}}]}}"#
         );
-        let got = decode(
-            None,
-            json.as_bytes(),
-            &text::Brackets::default(),
-            1 << 20,
-            None,
-            NAMES,
-        )
-        .unwrap();
+        let got = decoded(&json).unwrap();
         assert_eq!(got.inputs[0].values, Values::Floats(vec![0.5; count]));
     }
 }
