@@ -137,20 +137,8 @@ fn find<T: TensorFields>(
         return Some(found);
     }
     loop {
-        if body.get(at) != Some(&b'"') {
-            return None;
-        }
-        let key_start = at + 1;
-        let key_end = key_start + memchr::memchr2(b'"', b'\\', body.get(key_start..)?)?;
-        if body[key_end] == b'\\' {
-            return None;
-        }
-        let key = &body[key_start..key_end];
-        at = whitespace(body, key_end + 1);
-        if body.get(at) != Some(&b':') {
-            return None;
-        }
-        at = whitespace(body, at + 1);
+        let key;
+        (key, at) = key_at(body, at)?;
         let field = T::TENSORS.iter().find(|field| field.as_bytes() == key);
         if field.is_some_and(|field| found.iter().any(|f: &Found| f.field() == *field)) {
             return None;
@@ -185,6 +173,24 @@ fn find<T: TensorFields>(
             _ => return None,
         }
     }
+}
+
+/// The key whose `"` is at `json[at]`, and the position of its value: `None` unless it is a
+/// key without escapes followed by `:`.
+pub(in crate::body) fn key_at(json: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    if json.get(at) != Some(&b'"') {
+        return None;
+    }
+    let start = at + 1;
+    let end = start + memchr::memchr2(b'"', b'\\', json.get(start..)?)?;
+    if json[end] == b'\\' {
+        return None;
+    }
+    let colon = whitespace(json, end + 1);
+    if json.get(colon) != Some(&b':') {
+        return None;
+    }
+    Some((&json[start..end], whitespace(json, colon + 1)))
 }
 
 /// The position after the JSON value at `body[at]`, found by its delimiters alone (what is

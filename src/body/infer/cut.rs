@@ -18,7 +18,7 @@
 //! brackets within a string made wrong is refused there: a JSON value's text is the only one
 //! that starts where it does and is a whole value.
 
-use crate::body::read_ahead::skip_value;
+use crate::body::read_ahead::{key_at, skip_value};
 use crate::tensor::text::{self, Recorded, Span, skip_whitespace as whitespace};
 
 /// Bytes of JSON from which its `data` arrays are cut out before serde reads it: below it,
@@ -129,24 +129,6 @@ fn after_value(json: &[u8], at: usize, close: u8) -> Option<After> {
         byte if byte == close => Some(After::Closed(at + 1)),
         _ => None,
     }
-}
-
-/// The key whose `"` is at `json[at]`, and the position of its value: `None` unless it is a
-/// key without escapes followed by `:`.
-fn key_at(json: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    if json.get(at) != Some(&b'"') {
-        return None;
-    }
-    let start = at + 1;
-    let end = start + memchr::memchr2(b'"', b'\\', json.get(start..)?)?;
-    if json[end] == b'\\' {
-        return None;
-    }
-    let colon = whitespace(json, end + 1);
-    if json.get(colon) != Some(&b':') {
-        return None;
-    }
-    Some((&json[start..end], whitespace(json, colon + 1)))
 }
 
 /// Walks the `inputs` array whose `[` is at `json[at]`, adding the spans of its objects'
