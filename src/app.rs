@@ -1,6 +1,8 @@
 //! The router: every route, and the middleware stack around them. A new similarity
 //! operation is one line in [`routes`]: `.route(O::PATH, post(operate::<O>))`; the Open
 //! Inference Protocol routes (`/v2…`) serve the operations as models ([`crate::api::v2`]).
+//! [`admin_routes`] are what `--admin-addr` serves: the probes and metrics, behind the same
+//! stack.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +30,10 @@ use crate::state::AppState;
 
 /// The routes, without middleware.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    probes()
         .route(page::INDEX_PATH, get(page::index))
         .route(page::SCRIPT_PATH, get(page::script))
         .route(page::STYLE_PATH, get(page::style))
-        .route("/healthz", get(service::healthz))
-        .route("/readyz", get(service::readyz))
-        .route("/metrics", get(service::metrics))
         .route("/openapi.yaml", get(service::openapi))
         .route("/tables", get(tables::list))
         .route(deadline::RELOAD_PATH, post(tables::reload))
@@ -43,8 +42,6 @@ pub fn routes() -> Router<AppState> {
         .route(MatrixJob::PATH, post(operate::<MatrixJob>))
         .route(UserItemJob::PATH, post(operate::<UserItemJob>))
         .route("/v2", get(v2::server_metadata))
-        .route("/v2/health/live", get(v2::live))
-        .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{model}", get(v2::model_metadata))
         .route(
             "/v2/models/{model}/versions/{version}",
@@ -62,6 +59,23 @@ pub fn routes() -> Router<AppState> {
         )
         .fallback(service::not_found)
         .method_not_allowed_fallback(service::method_not_allowed)
+}
+
+/// What `--admin-addr` serves, without middleware: the probes and metrics only.
+pub fn admin_routes() -> Router<AppState> {
+    probes()
+        .fallback(service::not_found)
+        .method_not_allowed_fallback(service::method_not_allowed)
+}
+
+/// The probes and metrics, which both addresses serve.
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(service::healthz))
+        .route("/readyz", get(service::readyz))
+        .route("/metrics", get(service::metrics))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
 }
 
 /// `routes` behind the middleware stack, sharing `state`.

@@ -20,6 +20,13 @@ pub struct Config {
     )]
     pub addr: SocketAddr,
 
+    /// A second address serving only the probes and metrics (`/healthz`, `/readyz`,
+    /// `/metrics`, `/v2/health/live`, `/v2/health/ready`) on connections of their own,
+    /// outside `--max-connections`, so that probes and scrapes are answered however many
+    /// clients hold the main address; none by default (the main address serves them too).
+    #[arg(long, env = "SIMSERVE_ADMIN_ADDR", global = true)]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "SIMSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -155,8 +162,8 @@ pub struct Config {
 /// Subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Exit 0 if the server at `--addr` answers `GET /healthz` with 200 within 2 s, else 1
-    /// (for container health checks).
+    /// Exit 0 if the server at `--admin-addr` (or, without one, `--addr`) answers
+    /// `GET /healthz` with 200 within 2 s, else 1 (for container health checks).
     Healthcheck,
 }
 
@@ -240,6 +247,13 @@ mod tests {
         let check = check.unwrap();
         assert!(matches!(check.command, Some(Command::Healthcheck)));
         assert_eq!(check.addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(config.admin_addr, None);
+        let check =
+            Config::try_parse_from(["simserve", "healthcheck", "--admin-addr", "[::]:9090"]);
+        assert_eq!(
+            check.unwrap().admin_addr,
+            Some("[::]:9090".parse().unwrap())
+        );
     }
 
     #[test]

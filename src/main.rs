@@ -16,7 +16,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let config = Config::parse();
     if let Some(Command::Healthcheck) = config.command {
-        return match healthcheck::probe(config.addr, Duration::from_secs(2)) {
+        let addr = config.admin_addr.unwrap_or(config.addr);
+        return match healthcheck::probe(addr, Duration::from_secs(2)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("simserve healthcheck: {err}");

@@ -6,6 +6,12 @@
 //! `--shutdown-delay` (0 by default), then closes; requests in flight finish, bounded by
 //! `--shutdown-timeout`; then [`Application::run_until_stopped`] returns.
 //!
+//! With `--admin-addr`, a second listener serves the probes and metrics
+//! ([`crate::app::admin_routes`]) on up to [`ADMIN_MAX_CONNECTIONS`] connections of its own,
+//! so that a kubelet or a scraper is answered even while `--max-connections` clients hold
+//! the main address. It keeps serving through the drain (`/readyz` says 503 there too) and
+//! closes when [`Application::run_until`] returns.
+//!
 //! Tables (`--tables`) are loaded off the runtime once the listener is up: `/healthz`
 //! answers meanwhile, `/readyz` says 503 until they are in, and a table that fails to load
 //! stops the server with an error naming the file. SIGHUP reads the directory again.
@@ -45,10 +51,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// 400 KiB, which stays for reading bodies.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
+/// Connections the `--admin-addr` listener serves at once: probes and scrapes, a few at a
+/// time; past it they wait in its backlog.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// How long the `--admin-addr` listener's open connections may take to close once the
+/// server has stopped.
+const ADMIN_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A bound listener and the router it serves.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// The `--admin-addr` listener and what it serves, when there is one.
+    admin: Option<(TcpListener, Router)>,
     state: AppState,
     header_timeout: Duration,
     write_timeout: Duration,
@@ -58,13 +74,27 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `config.addr` (port 0 picks a free port).
+    /// Binds `config.addr`, and `config.admin_addr` if given (port 0 picks a free port).
     pub async fn build(config: &Config) -> io::Result<Self> {
         let listener = TcpListener::bind(config.addr).await?;
+        let admin_listener = match config.admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot bind --admin-addr {addr}: {err}"),
+                )
+            })?),
+            None => None,
+        };
         let state = AppState::new(config);
+        let admin = admin_listener.map(|listener| {
+            let router = app::with_layers(app::admin_routes(), state.clone(), config);
+            (listener, router)
+        });
         Ok(Application {
             listener,
             router: app::with_layers(app::routes(), state.clone(), config),
+            admin,
             state,
             header_timeout: config.header_timeout,
             write_timeout: config.write_timeout,
@@ -84,14 +114,38 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// The `--admin-addr` address actually bound, when there is one.
+    pub fn admin_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.admin
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr())
+    }
+
     /// Serves until SIGINT or SIGTERM, then drains.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         self.run_until(shutdown_signal()).await
     }
 
     /// Serves until `stop` resolves, then drains. Fails when the tables fail to load.
-    pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> io::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "simserve listening");
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        // Dropped when this returns, which stops the admin listener.
+        let (_admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some((listener, router)) = self.admin.take() {
+            tracing::info!(addr = %listener.local_addr()?, "probes and metrics also served on the admin address");
+            tokio::spawn(serve_admin(
+                listener,
+                router,
+                http.clone(),
+                self.write_timeout,
+                admin_stopped,
+            ));
+        }
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
         let state = self.state.clone();
         // Listening from the start: a SIGHUP's default action would end the process.
@@ -123,11 +177,6 @@ impl Application {
                 Err(_) => std::future::pending().await,
             }
         };
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout)
-            .max_header_size(MAX_HEAD_BYTES)
-            .keep_alive(true);
         let graceful = GracefulShutdown::new();
         let server = Server {
             listener: &self.listener,
@@ -224,6 +273,33 @@ impl Server<'_> {
             }
         }
     }
+}
+
+/// Serves the admin listener until `stop` resolves (or its sender is dropped), then closes
+/// it and gives its open connections [`ADMIN_CLOSE_TIMEOUT`] to finish.
+async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    http: http1::Builder,
+    write_timeout: Duration,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let server = Server {
+        listener: &listener,
+        router: &router,
+        http: &http,
+        graceful: &graceful,
+        write_timeout,
+        connections: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+    };
+    server
+        .accept_until(async {
+            let _ = stop.await;
+        })
+        .await;
+    drop(listener);
+    let _ = tokio::time::timeout(ADMIN_CLOSE_TIMEOUT, graceful.shutdown()).await;
 }
 
 /// SIGHUP, listened for (`None` where there is no such signal, or it cannot be had).

@@ -49,13 +49,26 @@ fn container() -> (Value, Config) {
 }
 
 #[test]
-fn the_deployment_sets_only_real_flags_and_probes_real_routes_on_the_served_port() {
+fn the_deployment_sets_only_real_flags_and_probes_real_routes_on_the_admin_port() {
     let (container, config) = container();
-    let port = &container["ports"][0];
-    assert_eq!(port["name"], "http");
+    let port = |name: &str| {
+        let ports = container["ports"].as_array().unwrap();
+        let port = ports.iter().find(|p| p["name"] == name);
+        port.and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no port {name}"))
+    };
+    assert_eq!(port("http"), u64::from(config.addr.port()));
+    let admin = config
+        .admin_addr
+        .expect("the deployment sets an admin address");
+    assert_eq!(port("admin"), u64::from(admin.port()));
+    let annotations =
+        &yaml("deploy/kubernetes/deployment.yaml")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], admin.port().to_string());
     assert_eq!(
-        port["containerPort"].as_u64(),
-        Some(u64::from(config.addr.port()))
+        status_of_admin_get(&config, "/metrics"),
+        200,
+        "prometheus.io/path"
     );
     for (probe, path) in [
         ("startupProbe", "/healthz"),
@@ -64,21 +77,25 @@ fn the_deployment_sets_only_real_flags_and_probes_real_routes_on_the_served_port
     ] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
-        assert_eq!(get["port"], "http", "{probe}");
-        assert_eq!(status_of_get(&config, path), 200, "{probe}: GET {path}");
+        assert_eq!(get["port"], "admin", "{probe}");
+        assert_eq!(
+            status_of_admin_get(&config, path),
+            200,
+            "{probe}: GET {path}"
+        );
     }
 }
 
-/// The status simserve answers `GET path` with.
-fn status_of_get(config: &Config, path: &str) -> u16 {
+/// The status simserve's `--admin-addr` answers `GET path` with.
+fn status_of_admin_get(config: &Config, path: &str) -> u16 {
     use tower::ServiceExt;
     let request = axum::http::Request::get(path)
         .body(axum::body::Body::empty())
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let response = runtime
-        .block_on(simserve::router(config).oneshot(request))
-        .unwrap();
+    let state = simserve::state::AppState::new(config);
+    let admin = simserve::app::with_layers(simserve::app::admin_routes(), state, config);
+    let response = runtime.block_on(admin.oneshot(request)).unwrap();
     response.status().as_u16()
 }
 

@@ -35,14 +35,50 @@ pub async fn start_with_state(
 ) {
     let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
     change(&mut config);
-    let app = Application::build(&config).await.unwrap();
-    let addr = app.local_addr().unwrap();
-    let state = app.state().clone();
+    let (app, stop, server) = run(&config).await;
+    (app.addr, stop, server, app.state)
+}
+
+/// A server started by [`start_with_admin`]: its addresses and shared state.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// The `--admin-addr` address, when there is one.
+    pub admin: Option<SocketAddr>,
+    pub state: AppState,
+}
+
+/// [`start`] with `--admin-addr` on a free loopback port.
+pub async fn start_with_admin(
+    change: impl FnOnce(&mut Config),
+) -> (
+    Started,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let mut config = Config::with_addr("127.0.0.1:0".parse().unwrap());
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    change(&mut config);
+    run(&config).await
+}
+
+async fn run(
+    config: &Config,
+) -> (
+    Started,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let app = Application::build(config).await.unwrap();
+    let started = Started {
+        addr: app.local_addr().unwrap(),
+        admin: app.admin_addr().map(Result::unwrap),
+        state: app.state().clone(),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    (addr, stop, server, state)
+    (started, stop, server)
 }
 
 /// The value of the sample `name` on the server's `/metrics` (see [`metric_value`]).

@@ -1,6 +1,6 @@
 //! Serving over real sockets: keep-alive across a bad request, slow and idle connections
-//! closed, clients that stop reading cut off, and the drain on shutdown (overload is
-//! `admission.rs`'s).
+//! closed, clients that stop reading cut off, the drain on shutdown, and the admin address's
+//! probes (overload is `admission.rs`'s).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{SMALL_PAIRWISE_BODY, spawn_binary};
-use crate::live::{gauge, start, start_with_state, until_gauge};
+use crate::live::{gauge, start, start_with_admin, start_with_state, until_gauge};
 
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
@@ -248,6 +248,139 @@ async fn the_healthcheck_subcommand_exits_zero_only_while_the_server_answers() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     let down = tokio::task::spawn_blocking(check).await.unwrap();
+    assert_eq!(down.code(), Some(1));
+}
+
+/// Sends `GET path` on a new connection to `addr` and returns the status, or `None` if no
+/// answer comes within 300 ms.
+async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let response = client.get(format!("http://{addr}{path}")).send().await;
+    response.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn the_admin_address_answers_probes_while_max_connections_clients_hold_the_main_one() {
+    let (server, _stop, _task) = start_with_admin(|c| c.max_connections = 1).await;
+    let admin = server.admin.unwrap();
+    // One kept-alive connection holds the main address's only slot.
+    let mut holder = TcpStream::connect(server.addr).await.unwrap();
+    holder
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: simserve\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = holder.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    assert_eq!(
+        get_status(server.addr, "/healthz").await,
+        None,
+        "served past the limit"
+    );
+
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+    ] {
+        assert_eq!(get_status(admin, path).await, Some(200), "{path}");
+    }
+    // More probes at once than the main address's limit, each on its own connection.
+    let probes: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(get_status(admin, "/readyz")))
+        .collect();
+    for probe in probes {
+        assert_eq!(probe.await.unwrap(), Some(200));
+    }
+    assert_eq!(gauge(admin, "simserve_http_requests_in_flight").await, 1.0);
+}
+
+#[tokio::test]
+async fn the_admin_address_serves_only_probes_and_says_not_ready_through_the_drain() {
+    let (server, stop, task) =
+        start_with_admin(|c| c.shutdown_delay = Duration::from_millis(500)).await;
+    let admin = server.admin.unwrap();
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        ("POST", "/similarity/pairwise"),
+        ("GET", "/"),
+        ("GET", "/openapi.yaml"),
+        ("GET", "/tables"),
+        ("POST", "/tables/reload"),
+    ] {
+        let response = client
+            .request(method.parse().unwrap(), format!("http://{admin}{path}"))
+            .header("content-type", "application/json")
+            .body(SMALL_PAIRWISE_BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    // The main address still serves everything, the probes included.
+    assert_eq!(get_status(server.addr, "/readyz").await, Some(200));
+
+    let in_flight = half_sent_request(server.addr).await;
+    until_gauge(admin, "simserve_http_requests_in_flight", |n| n >= 2.0).await;
+    stop.send(()).unwrap();
+    assert_eq!(get_status(admin, "/readyz").await, Some(503));
+    assert_eq!(get_status(admin, "/v2/health/ready").await, Some(503));
+    assert_eq!(get_status(admin, "/healthz").await, Some(200));
+    let response = finish_request(in_flight).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the server stops once drained")
+        .unwrap()
+        .unwrap();
+    // The admin listener closes with the server, and lets its state go.
+    let state = std::sync::Arc::downgrade(&server.state.kept_bodies);
+    drop(server.state);
+    crate::helpers::wait_until(Duration::from_secs(5), "the admin listener closes", || {
+        std::net::TcpStream::connect(admin).is_err() && state.strong_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_probes_the_admin_address_when_given_one() {
+    let (server, stop, task) = start_with_admin(|_| {}).await;
+    let admin = server.admin.unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = free.local_addr().unwrap();
+    drop(free);
+    let check = move |addr: SocketAddr| {
+        Command::new(env!("CARGO_BIN_EXE_simserve"))
+            .args(["healthcheck", "--addr", &addr.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    // Only the admin address is asked: the main one may be anything.
+    let up = tokio::task::spawn_blocking(move || check(nobody))
+        .await
+        .unwrap();
+    assert!(up.success(), "{up}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let addr = server.addr;
+    crate::helpers::wait_until(Duration::from_secs(5), "the admin listener closes", || {
+        std::net::TcpStream::connect(admin).is_err()
+    })
+    .await;
+    let down = tokio::task::spawn_blocking(move || check(addr))
+        .await
+        .unwrap();
     assert_eq!(down.code(), Some(1));
 }
 
