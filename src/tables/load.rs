@@ -8,6 +8,10 @@
 //!
 //! Every value must be a finite `float32` (after conversion); the norms are computed in the
 //! same pass, and the version is a SHA-256 of what the file holds for the table.
+//!
+//! Before a file is read, and before values are converted or an ids file read, the bytes
+//! they take are checked against the memory left ([`super::memory`]): too large a file
+//! fails with the reason instead of getting the process killed.
 
 use std::fs::File;
 use std::io::Read;
@@ -22,6 +26,7 @@ use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
 use super::ids::Ids;
+use super::memory::room_for;
 use super::table::{FileBytes, FileStamp, Table, Values};
 use crate::compute::Norms;
 
@@ -66,6 +71,7 @@ fn read(path: &Path) -> Result<(Arc<FileBytes>, FileStamp), String> {
     let file = File::open(path).map_err(|err| err.to_string())?;
     let meta = file.metadata().map_err(|err| err.to_string())?;
     let len = usize::try_from(meta.len()).map_err(|_| "the file is too large".to_owned())?;
+    room_for(len, "reading it whole")?;
     // One byte more than the file had, should it have grown meanwhile.
     let bytes = FileBytes::read(len, |bytes| file.take(len as u64 + 1).read_to_end(bytes))?;
     Ok((Arc::new(bytes), stamp_of(&meta)))
@@ -154,6 +160,12 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
         ));
     }
     let stored = offset..map.len();
+    let converted = !(descr == "<f4" && !fortran && file.floats(offset, rows * dim).is_some());
+    if converted {
+        // A Fortran-order array is converted, then copied into row order.
+        let copies = if fortran { 2 } else { 1 };
+        room_for(rows * dim * 4 * copies, "its values as float32")?;
+    }
     let values = match descr {
         "<f4" if !fortran && cfg!(target_endian = "little") => {
             match file.floats(offset, rows * dim) {
@@ -341,6 +353,10 @@ pub(super) fn safetensors(
                 continue;
             }
         }
+        if let Err(reason) = room_for(rows * dim * 4, "its values as float32") {
+            loaded.push(Err((name, reason)));
+            continue;
+        }
         let values = {
             let converted: Vec<f32> = match stored_dtype {
                 "float32" => little_endian_f32(bytes),
@@ -416,6 +432,8 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
                 fail(format!("{}: {reason}", file.unwrap_or_default()))
             };
             let ids_stamp = stamp(path).map_err(ids_fail)?;
+            let len = usize::try_from(ids_stamp.len).unwrap_or(usize::MAX);
+            room_for(len, "reading it whole").map_err(ids_fail)?;
             let bytes = std::fs::read(path).map_err(|err| ids_fail(err.to_string()))?;
             let ids = Ids::parse(&bytes, raw.rows).map_err(ids_fail)?;
             hash.update(b"ids");

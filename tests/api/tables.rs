@@ -529,6 +529,79 @@ async fn a_reload_swaps_changed_files_keeps_a_broken_ones_last_version_and_drops
         .assert_problem(422, "a.table: there is no table \"items\"");
 }
 
+/// Replaces `dir/name` with a sparse file of 4 TiB (far more than any test machine's
+/// memory) that starts with `head`.
+fn replace_with_4_tib(dir: &Path, name: &str, head: &[u8]) -> u64 {
+    const LEN: u64 = 1 << 42;
+    let hidden = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&hidden, head).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&hidden)
+        .unwrap()
+        .set_len(LEN)
+        .unwrap();
+    std::fs::rename(hidden, dir.join(name)).unwrap();
+    LEN
+}
+
+#[tokio::test]
+async fn a_file_larger_than_the_memory_left_is_refused_unread_and_the_last_version_serves() {
+    let dir = copy_of_good(&["users.npy", "items.npy", "items.ids.txt"]);
+    let (app, _) = app_with_tables(dir.clone(), |_| {});
+    let before = versions(&app).await;
+    // A real header for (2^30, 1024) float32, whose data the sparse file then holds.
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824, 1024), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = format!("{header:<117}\n");
+    npy.extend_from_slice(&u16::try_from(padded.len()).unwrap().to_le_bytes());
+    npy.extend_from_slice(padded.as_bytes());
+    let len = replace_with_4_tib(&dir, "users.npy", &npy);
+    replace_with_4_tib(&dir, "items.ids.txt", b"sku-1\n");
+
+    let reload = app.request(Method::POST, "/tables/reload").await;
+    let mut files: Vec<&str> = reload.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["file"].as_str().unwrap())
+        .collect();
+    files.sort_unstable();
+    assert_eq!(files, ["items.npy", "users.npy"], "{}", reload.json);
+    for (table, prefix) in [
+        (
+            "users",
+            format!("reading it whole takes {len} bytes, more than the "),
+        ),
+        (
+            "items",
+            format!("items.ids.txt: reading it whole takes {len} bytes, more than the "),
+        ),
+    ] {
+        let kept = app
+            .request(Method::GET, &format!("/tables/{table}"))
+            .await
+            .json;
+        assert_eq!(kept["version"], before[table], "{table}");
+        let reason = kept["last_error"].as_str().unwrap();
+        assert!(reason.starts_with(&prefix), "{reason}");
+        assert!(
+            reason.ends_with(
+                " bytes of memory left (the container's limit or the host's available memory)"
+            ),
+            "{reason}"
+        );
+    }
+    let answer = app
+        .post(
+            "/similarity/user-item",
+            &json!({"users": {"table": "users"}, "items": {"table": "items"}, "top_k": 1}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json);
+    assert_eq!(answer.json["tables"]["users"], before["users"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_running_across_reloads_never_see_two_versions() {
     let dir = copy_of_good(&[]);
