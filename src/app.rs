@@ -1,8 +1,8 @@
 //! The router: every route, and the middleware stack around them. A new similarity
 //! operation is one line in [`routes`]: `.route(O::PATH, post(operate::<O>))`; the Open
 //! Inference Protocol routes (`/v2…`) serve the operations as models ([`crate::api::v2`]).
-//! [`admin_routes`] are what `--admin-addr` serves: the probes and metrics, behind the same
-//! stack.
+//! [`admin`] is what `--admin-addr` serves: the probes and metrics, behind the same stack
+//! but for authentication, which none of them needs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +62,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// What `--admin-addr` serves, without middleware: the probes and metrics only.
-pub fn admin_routes() -> Router<AppState> {
+fn admin_routes() -> Router<AppState> {
     probes()
         .fallback(service::not_found)
         .method_not_allowed_fallback(service::method_not_allowed)
@@ -84,6 +84,24 @@ fn probes() -> Router<AppState> {
 /// service rather than one per layer, and a request clones one stack, not a chain of boxes.
 pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -> Router {
     let keys = Arc::new(ApiKeys::new(&config.api_keys));
+    stack(routes, state, config, Some(keys))
+}
+
+/// What `--admin-addr` serves: the probes and metrics behind the stack, without
+/// authentication (they are open on the main address too), so that any other path is 404
+/// whatever the token.
+pub fn admin(state: AppState, config: &Config) -> Router {
+    stack(admin_routes(), state, config, None)
+}
+
+/// `routes` behind the middleware stack, checking tokens against `keys` if given.
+fn stack(
+    routes: Router<AppState>,
+    state: AppState,
+    config: &Config,
+    keys: Option<Arc<ApiKeys>>,
+) -> Router {
+    let auth = keys.map(|keys| from_fn_with_state(keys, auth::layer));
     let stack = ServiceBuilder::new()
         // Outermost first: the request id is set before anything answers; the deadline,
         // innermost, covers the handler, and auth answers before it.
@@ -95,7 +113,7 @@ pub fn with_layers(routes: Router<AppState>, state: AppState, config: &Config) -
         .layer(from_fn_with_state(state.clone(), observe::layer))
         .layer(from_fn(oip::layer))
         .layer(CatchPanicLayer::custom(panic::response))
-        .layer(from_fn_with_state(keys, auth::layer))
+        .option_layer(auth)
         .layer(from_fn_with_state(state.clone(), deadline::layer));
     routes.layer(stack).with_state(state)
 }

@@ -72,7 +72,7 @@ async fn serve(config: &Config) -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(%err, addr = %config.addr, "simserve stopped with an error");
+            tracing::error!(%err, "simserve stopped with an error");
             ExitCode::FAILURE
         }
     }

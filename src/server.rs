@@ -7,10 +7,13 @@
 //! `--shutdown-timeout`; then [`Application::run_until_stopped`] returns.
 //!
 //! With `--admin-addr`, a second listener serves the probes and metrics
-//! ([`crate::app::admin_routes`]) on up to [`ADMIN_MAX_CONNECTIONS`] connections of its own,
-//! so that a kubelet or a scraper is answered even while `--max-connections` clients hold
-//! the main address. It keeps serving through the drain (`/readyz` says 503 there too) and
-//! closes when [`Application::run_until`] returns.
+//! ([`crate::app::admin`]) on up to [`ADMIN_MAX_CONNECTIONS`] connections of its own, so
+//! that a kubelet or a scraper is answered even while `--max-connections` clients hold the
+//! main address. Its connections serve one request each, whose head must arrive within
+//! [`ADMIN_TIMEOUT`], and are closed [`ADMIN_CONNECTION_LIFETIME`] after they open
+//! whatever is still arriving, so that idle or slow clients cannot hold its slots for long. It keeps serving through the
+//! drain (`/readyz` says 503 there too) and is closed before [`Application::run_until`]
+//! returns.
 //!
 //! Tables (`--tables`) are loaded off the runtime once the listener is up: `/healthz`
 //! answers meanwhile, `/readyz` says 503 until they are in, and a table that fails to load
@@ -51,9 +54,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// 400 KiB, which stays for reading bodies.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
-/// Connections the `--admin-addr` listener serves at once: probes and scrapes, a few at a
-/// time; past it they wait in its backlog.
-pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+/// Connections the `--admin-addr` listener serves at once; past it they wait in its backlog
+/// (each is held for [`ADMIN_TIMEOUT`] at most).
+pub const ADMIN_MAX_CONNECTIONS: usize = 128;
+
+/// On the `--admin-addr` listener: the longest wait for a request's head, and for a client
+/// to read its answer. Probes and scrapes send their request at once and read a few KiB.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest an `--admin-addr` connection stays open: its one request's head, answer and
+/// whatever body a client sends after it (which is never read) included.
+pub const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(2);
+
+/// Bytes a request head may take on the `--admin-addr` listener; past it, 431.
+const ADMIN_MAX_HEAD_BYTES: usize = 16 << 10;
 
 /// How long the `--admin-addr` listener's open connections may take to close once the
 /// server has stopped.
@@ -76,21 +90,13 @@ pub struct Application {
 impl Application {
     /// Binds `config.addr`, and `config.admin_addr` if given (port 0 picks a free port).
     pub async fn build(config: &Config) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.addr).await?;
+        let listener = bind("--addr", config.addr).await?;
         let admin_listener = match config.admin_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
-                io::Error::new(
-                    err.kind(),
-                    format!("cannot bind --admin-addr {addr}: {err}"),
-                )
-            })?),
+            Some(addr) => Some(bind("--admin-addr", addr).await?),
             None => None,
         };
         let state = AppState::new(config);
-        let admin = admin_listener.map(|listener| {
-            let router = app::with_layers(app::admin_routes(), state.clone(), config);
-            (listener, router)
-        });
+        let admin = admin_listener.map(|listener| (listener, app::admin(state.clone(), config)));
         Ok(Application {
             listener,
             router: app::with_layers(app::routes(), state.clone(), config),
@@ -115,10 +121,11 @@ impl Application {
     }
 
     /// The `--admin-addr` address actually bound, when there is one.
-    pub fn admin_addr(&self) -> Option<io::Result<SocketAddr>> {
+    pub fn admin_addr(&self) -> io::Result<Option<SocketAddr>> {
         self.admin
             .as_ref()
             .map(|(listener, _)| listener.local_addr())
+            .transpose()
     }
 
     /// Serves until SIGINT or SIGTERM, then drains.
@@ -128,24 +135,37 @@ impl Application {
 
     /// Serves until `stop` resolves, then drains. Fails when the tables fail to load.
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> io::Result<()> {
+        let admin = match self.admin.take() {
+            Some((listener, router)) => {
+                tracing::info!(
+                    addr = %listener.local_addr()?,
+                    "probes and metrics also served on the admin address"
+                );
+                let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(serve_admin(listener, router, admin_stopped));
+                Some((stop_admin, task))
+            }
+            None => None,
+        };
+        let served = self.serve_until(stop).await;
+        if let Some((stop_admin, task)) = admin {
+            drop(stop_admin);
+            // It closes its connections within ADMIN_CLOSE_TIMEOUT.
+            if let Err(err) = task.await {
+                tracing::error!(%err, "the admin listener failed");
+            }
+        }
+        served
+    }
+
+    /// [`Application::run_until`] on the main address.
+    async fn serve_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "simserve listening");
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
             .max_header_size(MAX_HEAD_BYTES)
             .keep_alive(true);
-        // Dropped when this returns, which stops the admin listener.
-        let (_admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        if let Some((listener, router)) = self.admin.take() {
-            tracing::info!(addr = %listener.local_addr()?, "probes and metrics also served on the admin address");
-            tokio::spawn(serve_admin(
-                listener,
-                router,
-                http.clone(),
-                self.write_timeout,
-                admin_stopped,
-            ));
-        }
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
         let state = self.state.clone();
         // Listening from the start: a SIGHUP's default action would end the process.
@@ -185,6 +205,7 @@ impl Application {
             graceful: &graceful,
             write_timeout: self.write_timeout,
             connections: Arc::new(Semaphore::new(self.max_connections)),
+            lifetime: None,
         };
 
         let mut failure = None;
@@ -230,6 +251,8 @@ struct Server<'a> {
     write_timeout: Duration,
     /// One permit per connection being served (`--max-connections`).
     connections: Arc<Semaphore>,
+    /// The longest a connection may stay open, if bounded.
+    lifetime: Option<Duration>,
 }
 
 impl Server<'_> {
@@ -259,9 +282,19 @@ impl Server<'_> {
                     let io = TokioIo::new(Box::pin(stream));
                     let connection = self.http.serve_connection(io, service);
                     let connection = self.graceful.watch(connection);
+                    let lifetime = self.lifetime;
                     tokio::spawn(async move {
                         let _permit = permit;
-                        if let Err(err) = connection.await {
+                        let ended = match lifetime {
+                            Some(lifetime) => {
+                                match tokio::time::timeout(lifetime, connection).await {
+                                    Ok(ended) => ended,
+                                    Err(_) => return,
+                                }
+                            }
+                            None => connection.await,
+                        };
+                        if let Err(err) = ended {
                             tracing::debug!(%err, "connection ended with an error");
                         }
                     });
@@ -275,23 +308,35 @@ impl Server<'_> {
     }
 }
 
+/// Binds `addr`, the value of `flag`; an error names both.
+async fn bind(flag: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot bind {flag} {addr}: {err}")))
+}
+
 /// Serves the admin listener until `stop` resolves (or its sender is dropped), then closes
 /// it and gives its open connections [`ADMIN_CLOSE_TIMEOUT`] to finish.
 async fn serve_admin(
     listener: TcpListener,
     router: Router,
-    http: http1::Builder,
-    write_timeout: Duration,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let mut http = http1::Builder::new();
+    // One request a connection, with no idle keep-alive.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_TIMEOUT)
+        .max_header_size(ADMIN_MAX_HEAD_BYTES)
+        .keep_alive(false);
     let graceful = GracefulShutdown::new();
     let server = Server {
         listener: &listener,
         router: &router,
         http: &http,
         graceful: &graceful,
-        write_timeout,
+        write_timeout: ADMIN_TIMEOUT,
         connections: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+        lifetime: Some(ADMIN_CONNECTION_LIFETIME),
     };
     server
         .accept_until(async {

@@ -94,7 +94,7 @@ fn status_of_admin_get(config: &Config, path: &str) -> u16 {
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let state = simserve::state::AppState::new(config);
-    let admin = simserve::app::with_layers(simserve::app::admin_routes(), state, config);
+    let admin = simserve::app::admin(state, config);
     let response = runtime.block_on(admin.oneshot(request)).unwrap();
     response.status().as_u16()
 }

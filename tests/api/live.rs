@@ -71,7 +71,7 @@ async fn run(
     let app = Application::build(config).await.unwrap();
     let started = Started {
         addr: app.local_addr().unwrap(),
-        admin: app.admin_addr().map(Result::unwrap),
+        admin: app.admin_addr().unwrap(),
         state: app.state().clone(),
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -352,6 +352,65 @@ async fn the_admin_address_serves_only_probes_and_says_not_ready_through_the_dra
 }
 
 #[tokio::test]
+async fn with_api_keys_the_admin_address_still_serves_only_its_open_probes() {
+    let (server, _stop, _task) = start_with_admin(|c| c.api_keys = vec!["secret".to_owned()]).await;
+    let admin = server.admin.unwrap();
+    let client = reqwest::Client::new();
+    for token in [None, Some("secret"), Some("wrong")] {
+        for (path, status) in [("/readyz", 200), ("/metrics", 200), ("/tables", 404)] {
+            let mut request = client.get(format!("http://{admin}{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), status, "{path} with {token:?}");
+        }
+    }
+    // On the main address the same token is still asked for.
+    let tables = client.get(format!("http://{}/tables", server.addr)).send();
+    assert_eq!(tables.await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn idle_or_slow_clients_cannot_keep_the_admin_address_from_answering() {
+    let (server, _stop, _task) = start_with_admin(|_| {}).await;
+    let admin = server.admin.unwrap();
+    // More idle connections than the admin address serves at once, sending nothing ...
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(admin).await.unwrap());
+    }
+    // ... and one announcing a large body it sends slowly.
+    let mut slow = TcpStream::connect(admin).await.unwrap();
+    slow.write_all(
+        b"POST /healthz HTTP/1.1\r\nHost: simserve\r\nContent-Length: 100000000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    // The probe waits behind them for about a second (ADMIN_TIMEOUT), not for
+    // --header-timeout (10 s); the slow body is cut off after ADMIN_CONNECTION_LIFETIME,
+    // not --body-timeout (15 s).
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .expect("the probe is answered");
+    assert_eq!(probe.status(), 200);
+    // The slow body's request is refused, and its connection closed before the body is in.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    drop(idle);
+}
+
+#[tokio::test]
 async fn the_healthcheck_subcommand_probes_the_admin_address_when_given_one() {
     let (server, stop, task) = start_with_admin(|_| {}).await;
     let admin = server.admin.unwrap();
