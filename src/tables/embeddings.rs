@@ -237,13 +237,18 @@ impl<'a> Resolve<'a> {
 
     fn reference(&self, field: &str, reference: TableRef) -> Result<Embeddings, Unresolved> {
         let invalid = |detail: String| Err(Unresolved::Invalid(detail));
-        let TableRef { table: name, pick } = reference;
+        let TableRef {
+            table: name,
+            pick,
+            spelled,
+        } = reference;
         let Some(table) = self.catalog.get(&name) else {
             if !self.catalog.is_loaded() {
                 return Err(Unresolved::Loading);
             }
             return invalid(format!(
-                "{field}.table: there is no table {} (GET /tables lists them)",
+                "{}: there is no table {} (GET /tables lists them)",
+                spelled.table(field),
                 shown(&name)
             ));
         };
@@ -258,7 +263,8 @@ impl<'a> Resolve<'a> {
                 if let Some((at, &row)) = rows.iter().enumerate().find(|&(_, &r)| r >= table.rows())
                 {
                     return invalid(format!(
-                        "{field}.rows[{at}]: row {row} is out of range for table {label} of {} rows",
+                        "{}[{at}]: row {row} is out of range for table {label} of {} rows",
+                        spelled.list(field, "rows"),
                         table.rows()
                     ));
                 }
@@ -267,7 +273,8 @@ impl<'a> Resolve<'a> {
             Pick::Ids(ids) => {
                 let Some(known) = table.ids() else {
                     return invalid(format!(
-                        "{field}.ids: table {label} has no ids (they come from {}.ids.txt)",
+                        "{}: table {label} has no ids (they come from {}.ids.txt)",
+                        spelled.list(field, "ids"),
                         table.name()
                     ));
                 };
@@ -277,7 +284,8 @@ impl<'a> Resolve<'a> {
                         Some(row) => rows.push(row),
                         None => {
                             return invalid(format!(
-                                "{field}.ids[{at}]: table {label} has no row with the id {}",
+                                "{}[{at}]: table {label} has no row with the id {}",
+                                spelled.list(field, "ids"),
                                 shown_id(id)
                             ));
                         }
@@ -290,8 +298,9 @@ impl<'a> Resolve<'a> {
         let values = rows.len().saturating_mul(table.dim());
         if values > self.max_values {
             return invalid(format!(
-                "{field}.{key}: chooses {} rows of {} values, {values} values in all, more than \
+                "{}: chooses {} rows of {} values, {values} values in all, more than \
                  the {} a request may gather (--max-body-bytes / 4); choose fewer",
+                spelled.list(field, key),
                 rows.len(),
                 table.dim(),
                 self.max_values

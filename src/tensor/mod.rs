@@ -41,7 +41,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use json_kind::{kind, reject_kinds};
 
-pub use reference::{Pick, TableRef};
+pub use reference::{Pick, Spelling, TableRef};
 pub use strings::{Strings, TooLong, json_text_bytes};
 
 pub use packed::BASE64;
@@ -360,7 +360,7 @@ mod test_support {
 #[cfg(test)]
 mod tests {
     use super::test_support::{decode, read};
-    use super::{Input, Pick, TableRef};
+    use super::{Input, Pick, Spelling, TableRef};
 
     #[test]
     fn a_value_that_is_not_finite_is_named_by_its_index_in_any_block() {
@@ -391,6 +391,7 @@ mod tests {
             Ok(Input::Table(TableRef {
                 table: table.into(),
                 pick,
+                spelled: Spelling::Object,
             }))
         };
         assert_eq!(

@@ -26,7 +26,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use super::MAX_RANK;
 use super::json_kind::{kind, reject_kinds};
-use super::reference::{Pick, TableRef};
+use super::reference::{Pick, Spelling, TableRef};
 use super::text::skip_whitespace;
 use super::{Input, Tensor, TensorSeed};
 use crate::tensor::Strings;
@@ -149,7 +149,11 @@ pub(super) fn decode<'de, A: MapAccess<'de>>(
             (None, Some(ids)) => Pick::Ids(ids),
             (None, None) => Pick::All,
         };
-        return Ok(Input::Table(TableRef { table, pick }));
+        return Ok(Input::Table(TableRef {
+            table,
+            pick,
+            spelled: Spelling::Object,
+        }));
     }
     let missing =
         |name| de::Error::custom(format_args!("{field}: tensor object has no \"{name}\""));

@@ -11,6 +11,37 @@ pub struct TableRef {
     pub table: String,
     /// Which of its rows, in this order.
     pub pick: Pick,
+    /// How the request spelled it, which errors follow.
+    pub spelled: Spelling,
+}
+
+/// How a request spells a table reference, so that an error names what the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// `{"table": NAME, "rows": […]}` in the field (the native routes): `a.table`,
+    /// `a.rows[1]`, `a.ids[0]`.
+    Object,
+    /// The parameter `NAME_table` and the input's data (the Open Inference Protocol):
+    /// `a_table`, `a.data[1]`.
+    Parameter,
+}
+
+impl Spelling {
+    /// What names the table of the field `field`.
+    pub fn table(self, field: &str) -> String {
+        match self {
+            Spelling::Object => format!("{field}.table"),
+            Spelling::Parameter => format!("{field}_table"),
+        }
+    }
+
+    /// What lists the rows (`key`: `rows` or `ids`) of the field `field`.
+    pub fn list(self, field: &str, key: &str) -> String {
+        match self {
+            Spelling::Object => format!("{field}.{key}"),
+            Spelling::Parameter => format!("{field}.data"),
+        }
+    }
 }
 
 /// Which rows of a table a reference takes.

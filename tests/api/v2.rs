@@ -944,5 +944,30 @@ async fn a_request_parameter_makes_an_input_rows_of_a_server_side_table() {
                        "parameters": {"users_table": "nope"}});
     infer(&app, "user-item", &wrong, &[])
         .await
-        .assert_error(422, "users.table: there is no table \"nope\"");
+        .assert_error(422, "users_table: there is no table \"nope\"");
+    // Errors name the parameter and the input's data, as the client sent them.
+    let rows = state.tables.catalog().get("users").unwrap().rows();
+    for (inputs, error) in [
+        (
+            json!([input("users", &[2], "INT64", json!([0, rows]))]),
+            format!("users.data[1]: row {rows} is out of range for table \"users\" of {rows} rows"),
+        ),
+        (
+            json!([input("users", &[1], "BYTES", json!(["u1"]))]),
+            "users.data: table \"users\" has no ids (they come from users.ids.txt)".to_owned(),
+        ),
+        (
+            json!([
+                input("users", &[1], "INT64", json!([0])),
+                input("items", &[2], "BYTES", json!(["sku-001", "nope"]))
+            ]),
+            "items.data[1]: table \"items\" has no row with the id \"nope\"".to_owned(),
+        ),
+    ] {
+        let body = json!({"inputs": inputs,
+            "parameters": {"users_table": "users", "items_table": "items", "top_k": 1}});
+        infer(&app, "user-item", &body, &[])
+            .await
+            .assert_error(422, &error);
+    }
 }

@@ -24,7 +24,7 @@ use crate::body::infer::{InferInput, Signature, Spec, shown};
 use crate::compute::{Metric, Ragged};
 use crate::error::ApiError;
 use crate::tensor::typed::Values;
-use crate::tensor::{Input, Pick, TableRef, Tensor, position};
+use crate::tensor::{Input, Pick, Spelling, TableRef, Tensor, position};
 
 /// An operation served as a model.
 pub trait Model: Operation {
@@ -137,6 +137,7 @@ impl Parts {
             return Ok(Some(Input::Table(TableRef {
                 table,
                 pick: Pick::All,
+                spelled: Spelling::Parameter,
             })));
         };
         if input.shape.len() != 1 {
@@ -164,7 +165,11 @@ impl Parts {
                 "{name}: lists no rows; leave the input out for every row of {key}"
             )));
         }
-        Ok(Some(Input::Table(TableRef { table, pick })))
+        Ok(Some(Input::Table(TableRef {
+            table,
+            pick,
+            spelled: Spelling::Parameter,
+        })))
     }
 
     /// Takes the INT64 input `name`: its shape and its values as indices.
