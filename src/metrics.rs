@@ -48,6 +48,12 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// Labels that name a listener: `main` (`--addr`) or `admin` (`--admin-addr`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
 /// Labels of a refused request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -75,6 +81,7 @@ pub struct Metrics {
     bytes_in: Family<RouteLabels, Counter>,
     bytes_out: Family<RouteLabels, Counter>,
     in_flight: Gauge,
+    connections: Family<ListenerLabels, Gauge>,
     queue_depth: Gauge,
     computing: Gauge,
     reserved: Gauge,
@@ -155,6 +162,13 @@ impl Metrics {
             "Requests being handled",
             in_flight.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections",
+            "Connections open, by listener: main (--addr, at most --max-connections) or admin \
+             (--admin-addr)",
+            connections.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -210,6 +224,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             in_flight,
+            connections,
             queue_depth,
             computing,
             reserved,
@@ -277,6 +292,17 @@ impl Metrics {
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.inc();
         InFlight(Arc::clone(self))
+    }
+
+    /// A connection opened on `listener` (`main` or `admin`); it counts until the guard
+    /// drops.
+    pub fn connection_opened(&self, listener: &'static str) -> OpenConnection {
+        let gauge = self
+            .connections
+            .get_or_create(&ListenerLabels { listener })
+            .clone();
+        gauge.inc();
+        OpenConnection(gauge)
     }
 
     /// The OpenMetrics text of every metric, with gauges read now.
@@ -354,6 +380,16 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts one open connection until dropped ([`Metrics::connection_opened`]).
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +403,7 @@ mod tests {
         ));
         let _held = admission.reservation();
         let guard = metrics.start();
+        let connection = metrics.connection_opened("admin");
         metrics.request_done(&Finished {
             method: "POST",
             route: "/similarity/matrix".to_owned(),
@@ -386,6 +423,7 @@ mod tests {
             "simserve_http_request_body_bytes_total{route=\"/similarity/matrix\"} 10",
             "simserve_http_response_body_bytes_total{route=\"/similarity/matrix\"} 20",
             "simserve_http_requests_in_flight 1",
+            "simserve_connections{listener=\"admin\"} 1",
             "simserve_queue_depth 0",
             "simserve_compute_permits_in_use 0",
             "simserve_memory_reserved_bytes 0",
@@ -394,12 +432,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        drop(guard);
-        assert!(
-            metrics
-                .render()
-                .unwrap()
-                .contains("simserve_http_requests_in_flight 0")
-        );
+        drop((guard, connection));
+        let text = metrics.render().unwrap();
+        assert!(text.contains("simserve_http_requests_in_flight 0"));
+        assert!(text.contains("simserve_connections{listener=\"admin\"} 0"));
     }
 }

@@ -42,6 +42,7 @@ use tokio_io_timeout::TimeoutStream;
 use crate::app;
 use crate::body::KeptBuffers;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// How long to pause accepting after an accept error such as running out of descriptors.
@@ -142,7 +143,8 @@ impl Application {
                     "probes and metrics also served on the admin address"
                 );
                 let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(serve_admin(listener, router, admin_stopped));
+                let metrics = Arc::clone(&self.state.metrics);
+                let task = tokio::spawn(serve_admin(listener, router, metrics, admin_stopped));
                 Some((stop_admin, task))
             }
             None => None,
@@ -206,6 +208,8 @@ impl Application {
             write_timeout: self.write_timeout,
             connections: Arc::new(Semaphore::new(self.max_connections)),
             lifetime: None,
+            name: "main",
+            metrics: Arc::clone(&self.state.metrics),
         };
 
         let mut failure = None;
@@ -253,6 +257,9 @@ struct Server<'a> {
     connections: Arc<Semaphore>,
     /// The longest a connection may stay open, if bounded.
     lifetime: Option<Duration>,
+    /// The listener's label in `simserve_connections`.
+    name: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Server<'_> {
@@ -283,8 +290,9 @@ impl Server<'_> {
                     let connection = self.http.serve_connection(io, service);
                     let connection = self.graceful.watch(connection);
                     let lifetime = self.lifetime;
+                    let open = self.metrics.connection_opened(self.name);
                     tokio::spawn(async move {
-                        let _permit = permit;
+                        let _counted = (permit, open);
                         let ended = match lifetime {
                             Some(lifetime) => {
                                 match tokio::time::timeout(lifetime, connection).await {
@@ -320,6 +328,7 @@ async fn bind(flag: &str, addr: SocketAddr) -> io::Result<TcpListener> {
 async fn serve_admin(
     listener: TcpListener,
     router: Router,
+    metrics: Arc<Metrics>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut http = http1::Builder::new();
@@ -337,6 +346,8 @@ async fn serve_admin(
         write_timeout: ADMIN_TIMEOUT,
         connections: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
         lifetime: Some(ADMIN_CONNECTION_LIFETIME),
+        name: "admin",
+        metrics,
     };
     server
         .accept_until(async {

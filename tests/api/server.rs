@@ -298,6 +298,15 @@ async fn the_admin_address_answers_probes_while_max_connections_clients_hold_the
         assert_eq!(probe.await.unwrap(), Some(200));
     }
     assert_eq!(gauge(admin, "simserve_http_requests_in_flight").await, 1.0);
+    // The main address's one connection, and the admin address's own, this one.
+    let main = "simserve_connections{listener=\"main\"}";
+    assert_eq!(gauge(admin, main).await, 1.0);
+    assert_eq!(
+        gauge(admin, "simserve_connections{listener=\"admin\"}").await,
+        1.0
+    );
+    drop(holder);
+    until_gauge(admin, main, |n| n == 0.0).await;
 }
 
 #[tokio::test]
