@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use half::{bf16, f16};
-use ndarray::{Array2, ArrayView2, ShapeBuilder};
+use ndarray::ArrayView2;
 use ndarray_npy::npy::header::{Header, Layout};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
@@ -160,24 +160,21 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
         ));
     }
     let stored = offset..map.len();
-    let converted = !(descr == "<f4" && !fortran && file.floats(offset, rows * dim).is_some());
-    if converted {
+    let little_c_order = descr == "<f4" && !fortran && cfg!(target_endian = "little");
+    // Data that does not start at a multiple of 4 bytes (numpy aligns it to 16 or 64; other
+    // writers may not) is copied.
+    let in_place = little_c_order && file.floats(offset, rows * dim).is_some();
+    if !in_place {
         // A Fortran-order array is converted, then copied into row order.
         let copies = if fortran { 2 } else { 1 };
         room_for(rows * dim * 4 * copies, "its values as float32")?;
     }
     let values = match descr {
-        "<f4" if !fortran && cfg!(target_endian = "little") => {
-            match file.floats(offset, rows * dim) {
-                Some(_) => Values::InFile {
-                    file: Arc::clone(file),
-                    offset,
-                },
-                // Data that does not start at a multiple of 4 bytes (numpy aligns it to 16
-                // or 64; other writers may not).
-                None => Values::Owned(little_endian_f32(&map[stored.clone()])),
-            }
-        }
+        _ if in_place => Values::InFile {
+            file: Arc::clone(file),
+            offset,
+        },
+        _ if little_c_order => Values::Owned(little_endian_f32(&map[stored.clone()])),
         _ => {
             // Converted straight from the bytes: the file and the float32 values at once.
             let bytes = &map[stored.clone()];
@@ -219,13 +216,11 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
                     })
                     .collect(),
             };
-            let shape = if fortran {
-                (rows, dim).f()
+            Values::Owned(if fortran {
+                row_order(&values, rows, dim)
             } else {
-                (rows, dim).into_shape_with_order()
-            };
-            let array = Array2::from_shape_vec(shape, values).map_err(|err| err.to_string())?;
-            Values::Owned(standard(array))
+                values
+            })
         }
     };
     let as_stored = descr == "<f4" && !fortran;
@@ -249,13 +244,13 @@ fn little_endian_f32(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The values of `array` row-major.
-fn standard(array: Array2<f32>) -> Vec<f32> {
-    if array.is_standard_layout() {
-        array.into_raw_vec_and_offset().0
-    } else {
-        array.as_standard_layout().iter().copied().collect()
+/// The `rows` × `dim` values stored column by column (`fortran`), row by row.
+fn row_order(by_column: &[f32], rows: usize, dim: usize) -> Vec<f32> {
+    let mut by_row = Vec::with_capacity(by_column.len());
+    for row in 0..rows {
+        by_row.extend((0..dim).map(|column| by_column[column * rows + row]));
     }
+    by_row
 }
 
 /// `f64` values narrowed to `f32`, refusing one outside its range (`dim` values per row;
@@ -417,6 +412,23 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
     if let Some(at) = values.iter().position(|v| !v.is_finite()) {
         return Err(fail(not_finite(at, raw.dim)));
     }
+    // The norms, 12 bytes a row; the ids, their file read whole, a copy of its text and 8
+    // bytes a row.
+    let ids_len = match ids_path.map(std::fs::metadata) {
+        Some(Ok(meta)) => usize::try_from(meta.len()).unwrap_or(usize::MAX),
+        _ => 0,
+    };
+    let ids_bytes = match ids_path {
+        Some(_) => ids_len
+            .saturating_mul(2)
+            .saturating_add(raw.rows.saturating_mul(8)),
+        None => 0,
+    };
+    room_for(
+        raw.rows.saturating_mul(12).saturating_add(ids_bytes),
+        "its norms and ids",
+    )
+    .map_err(fail)?;
     let view =
         ArrayView2::from_shape((raw.rows, raw.dim), values).map_err(|err| fail(err.to_string()))?;
     let norms = Norms::of(view);
@@ -431,13 +443,10 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
                 let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
                 fail(format!("{}: {reason}", file.unwrap_or_default()))
             };
-            let ids_stamp = stamp(path).map_err(ids_fail)?;
-            let len = usize::try_from(ids_stamp.len).unwrap_or(usize::MAX);
-            room_for(len, "reading it whole").map_err(ids_fail)?;
-            let bytes = std::fs::read(path).map_err(|err| ids_fail(err.to_string()))?;
-            let ids = Ids::parse(&bytes, raw.rows).map_err(ids_fail)?;
+            let (file, ids_stamp) = read(path).map_err(ids_fail)?;
+            let ids = Ids::parse(file.bytes(), raw.rows).map_err(ids_fail)?;
             hash.update(b"ids");
-            hash.update(&bytes);
+            hash.update(file.bytes());
             (Some(ids), Some(ids_stamp))
         }
         None => (None, None),
@@ -468,7 +477,97 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
 
 #[cfg(test)]
 mod tests {
+    use super::super::memory::HEADROOM;
+    use super::super::memory::tests::with_left;
     use super::*;
+
+    /// A `.npy` file's bytes: `descr` values of `shape`, stored as `data`.
+    fn npy_bytes(descr: &str, fortran: bool, shape: (usize, usize), data: &[u8]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        let dict = format!(
+            "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({}, {}), }}",
+            shape.0, shape.1
+        );
+        let padded = format!("{dict:<117}\n");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&u16::try_from(padded.len()).unwrap().to_le_bytes());
+        bytes.extend_from_slice(padded.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    fn file(bytes: &[u8]) -> Arc<FileBytes> {
+        let len = bytes.len();
+        Arc::new(
+            FileBytes::read(len, |buffer| {
+                std::io::Read::read_to_end(&mut &bytes[..], buffer)
+            })
+            .unwrap(),
+        )
+    }
+
+    fn owned(raw: &Raw) -> &[f32] {
+        match &raw.values {
+            Values::Owned(values) => values,
+            Values::InFile { .. } => panic!("not converted"),
+        }
+    }
+
+    #[test]
+    fn values_are_converted_only_into_the_memory_left_and_fortran_order_comes_out_by_row() {
+        // (2, 3): rows [1, 2, 3] and [4, 5, 6], stored column by column as float32 and as
+        // float64 row by row.
+        let by_column: Vec<u8> = [1f32, 4., 2., 5., 3., 6.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let fortran = file(&npy_bytes("<f4", true, (2, 3), &by_column));
+        let wide: Vec<u8> = [1f64, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let float64 = file(&npy_bytes("<f8", false, (2, 3), &wide));
+        // Six float32 values: 24 bytes, twice that for the copy into row order.
+        for (file, needed) in [(&fortran, 48), (&float64, 24)] {
+            let refused = with_left(HEADROOM + needed - 1, || npy_values(file, "t.npy", "t"));
+            let reason = refused.err().unwrap();
+            assert!(
+                reason.starts_with(&format!(
+                    "its values as float32: {needed} bytes of memory needed"
+                )),
+                "{reason}"
+            );
+            let raw = with_left(HEADROOM + needed, || npy_values(file, "t.npy", "t")).unwrap();
+            assert_eq!(owned(&raw), [1., 2., 3., 4., 5., 6.]);
+        }
+    }
+
+    #[test]
+    fn norms_and_ids_are_counted_before_they_are_made() {
+        let dir = std::env::temp_dir().join(format!("simserve-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let values: Vec<u8> = (0..100)
+            .flat_map(|i| (i as f32 + 1.0).to_le_bytes())
+            .collect();
+        let (path, ids) = (dir.join("t.npy"), dir.join("t.ids.txt"));
+        std::fs::write(&path, npy_bytes("<f4", false, (100, 1), &values)).unwrap();
+        let text: String = (0..100).map(|i| format!("id-{i}\n")).collect();
+        std::fs::write(&ids, &text).unwrap();
+        // The file (528 bytes) fits; 100 norms (1,200 bytes) and ids (twice the text, and
+        // 800 bytes) do not.
+        let loaded = with_left(HEADROOM + 1000, || npy(&path, "t.npy", "t", Some(&ids)));
+        let (_, reason) = loaded.err().unwrap();
+        let needed = 1200 + 2 * text.len() + 800;
+        assert!(
+            reason.starts_with(&format!("its norms and ids: {needed} bytes (")),
+            "{reason}"
+        );
+        let loaded = with_left(HEADROOM + needed as u64, || {
+            npy(&path, "t.npy", "t", Some(&ids))
+        });
+        assert_eq!(loaded.unwrap().rows, 100);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn a_float64_out_of_range_is_named_by_its_row_and_column_in_either_order() {

@@ -16,13 +16,13 @@
 //! `FILE.safetensors` is the table `FILE.T`; `NAME.ids.txt` holds the ids of table `NAME`.
 //! In names, characters other than `A–Z a–z 0–9 . _ -` become `_`. Files whose name starts
 //! with `.` are ignored, so a new version can be written under a hidden name and renamed
-//! into place. A file too large for the memory left ([`memory`]) is refused before it is
+//! into place. A file too large for the memory left (`memory.rs`) is refused before it is
 //! read.
 
 mod embeddings;
 mod ids;
 mod load;
-pub mod memory;
+mod memory;
 mod table;
 
 use std::collections::BTreeMap;
