@@ -9,9 +9,9 @@
 //! Every value must be a finite `float32` (after conversion); the norms are computed in the
 //! same pass, and the version is a SHA-256 of what the file holds for the table.
 //!
-//! Before a file is read, and before values are converted or an ids file read, the bytes
-//! they take are checked against the memory left ([`super::memory`]): too large a file
-//! fails with the reason instead of getting the process killed.
+//! Before a file is read, before its values are converted, and before the norms and ids are
+//! made, the bytes they take are checked against the memory left ([`super::memory`]): too
+//! large a file fails with the reason instead of getting the process killed.
 
 use std::fs::File;
 use std::io::Read;
@@ -169,59 +169,59 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
         let copies = if fortran { 2 } else { 1 };
         room_for(rows * dim * 4 * copies, "its values as float32")?;
     }
-    let values = match descr {
-        _ if in_place => Values::InFile {
+    let values = if in_place {
+        Values::InFile {
             file: Arc::clone(file),
             offset,
-        },
-        _ if little_c_order => Values::Owned(little_endian_f32(&map[stored.clone()])),
-        _ => {
-            // Converted straight from the bytes: the file and the float32 values at once.
-            let bytes = &map[stored.clone()];
-            let big = descr.starts_with('>');
-            let values: Vec<f32> = match size {
-                4 => bytes
-                    .chunks_exact(4)
-                    .map(|c| {
-                        let four = [c[0], c[1], c[2], c[3]];
-                        if big {
-                            f32::from_be_bytes(four)
-                        } else {
-                            f32::from_le_bytes(four)
-                        }
-                    })
-                    .collect(),
-                8 => narrow(
-                    bytes.chunks_exact(8).map(|c| {
-                        let eight = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
-                        if big {
-                            f64::from_be_bytes(eight)
-                        } else {
-                            f64::from_le_bytes(eight)
-                        }
-                    }),
-                    dim,
-                    fortran.then_some(rows),
-                )?,
-                _ => bytes
-                    .chunks_exact(2)
-                    .map(|c| {
-                        let pair = [c[0], c[1]];
-                        if big {
-                            f16::from_be_bytes(pair)
-                        } else {
-                            f16::from_le_bytes(pair)
-                        }
-                        .to_f32()
-                    })
-                    .collect(),
-            };
-            Values::Owned(if fortran {
-                row_order(&values, rows, dim)
-            } else {
-                values
-            })
         }
+    } else if little_c_order {
+        Values::Owned(little_endian_f32(&map[stored.clone()]))
+    } else {
+        // Converted straight from the bytes: the file and the float32 values at once.
+        let bytes = &map[stored.clone()];
+        let big = descr.starts_with('>');
+        let values: Vec<f32> = match size {
+            4 => bytes
+                .chunks_exact(4)
+                .map(|c| {
+                    let four = [c[0], c[1], c[2], c[3]];
+                    if big {
+                        f32::from_be_bytes(four)
+                    } else {
+                        f32::from_le_bytes(four)
+                    }
+                })
+                .collect(),
+            8 => narrow(
+                bytes.chunks_exact(8).map(|c| {
+                    let eight = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+                    if big {
+                        f64::from_be_bytes(eight)
+                    } else {
+                        f64::from_le_bytes(eight)
+                    }
+                }),
+                dim,
+                fortran.then_some(rows),
+            )?,
+            _ => bytes
+                .chunks_exact(2)
+                .map(|c| {
+                    let pair = [c[0], c[1]];
+                    if big {
+                        f16::from_be_bytes(pair)
+                    } else {
+                        f16::from_le_bytes(pair)
+                    }
+                    .to_f32()
+                })
+                .collect(),
+        };
+        Values::Owned(if fortran {
+            row_order(&values, rows, dim)
+        } else {
+            values
+        })
     };
     let as_stored = descr == "<f4" && !fortran;
     Ok(Raw {
