@@ -5,6 +5,7 @@
 //! Usage: `kernel_rate METRIC N DIM M [REPEATS] [TOP_K]`, e.g. `kernel_rate cosine 1000 768
 //! 1000 7`, or `kernel_rate cosine 500 64 50000 15 20` for user-item's top-k.
 //! `SIMSERVE_BLAS` chooses the matrix product's library as for the server (`off`: faer).
+//! The timed repeats follow half a second of untimed ones ([`WARM_UP`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,11 +14,14 @@
     missing_docs
 )]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ndarray::Array2;
 use simserve::compute::blas::{self, BlasChoice};
 use simserve::compute::{Cancel, Metric, Selection, matrix, nearest};
+
+/// How long the kernel runs untimed before it is measured.
+const WARM_UP: Duration = Duration::from_millis(500);
 
 fn main() {
     let choice: BlasChoice = std::env::var("SIMSERVE_BLAS")
@@ -67,7 +71,14 @@ fn main() {
         }
         start.elapsed().as_secs_f64()
     };
+    // Untimed runs first, for at least WARM_UP: a new pool's two threads can take turns on
+    // one core for the first hundred milliseconds or so, until the kernel spreads them
+    // (BENCHMARKS.md, "A run on an AMD EPYC whose OpenBLAS runs its 512-bit kernels").
+    let warm = Instant::now();
     run();
+    while warm.elapsed() < WARM_UP {
+        run();
+    }
     let mut seconds: Vec<f64> = (0..repeats).map(|_| run()).collect();
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
