@@ -150,7 +150,9 @@ def measure(binary, env, body, lua, seconds, cpus, work):
                            f"-o {perf_data} -- sleep {RECORD_SECONDS}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rps, _, _, failed, done, _ = run.load(PORT, "/similarity/matrix", body, 2, seconds, lua)
-        record.wait()
+        if record.wait():
+            raise SystemExit("perf sched record failed: run as root, or with "
+                             "kernel.perf_event_paranoid <= 1")
         spent = run.cpu_seconds(server.pid) - cpu
         delta = [b - a for a, b in zip(ticks, machine_ticks())]
     finally:
