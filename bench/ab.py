@@ -25,10 +25,7 @@ PORT = 18093
 
 
 def serve(binary):
-    proc = subprocess.Popen(
-        [binary, "--addr", f"127.0.0.1:{PORT}", "--max-body-bytes", "700000000",
-         "--memory-budget-bytes", "12000000000", "--request-timeout", "120s",
-         "--max-queue", "128", "--log", "warn"])
+    proc = subprocess.Popen(run.simserve_command(binary, PORT))
     run.wait_ready(PORT)
     return proc
 

@@ -324,9 +324,7 @@ def main():
     with open(lua_file, "w") as f:
         f.write(run.LUA)
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--addr", f"127.0.0.1:{port}", "--max-body-bytes", "700000000",
-         "--memory-budget-bytes", "12000000000", "--request-timeout", "120s", "--log", "warn"])
+    process = subprocess.Popen(run.simserve_command(binary, port))
     try:
         wait_healthy(f"http://127.0.0.1:{port}", seconds=30)
         with open(body_file, "rb") as f:

@@ -121,6 +121,14 @@ def peer_env(blas):
     return {**clean_env(), **blas}
 
 
+def simserve_command(binary, port):
+    """The command the bench scripts start simserve with: room for the largest request
+    (the 414 MB top-k body), a queue for 64 connections, time for the slowest request."""
+    return [binary, "--addr", f"127.0.0.1:{port}", "--max-body-bytes", "700000000",
+            "--memory-budget-bytes", "12000000000", "--request-timeout", "120s",
+            "--max-queue", "128", "--log", "warn"]
+
+
 def wait_ready(port):
     for _ in range(300):
         try:
@@ -288,9 +296,7 @@ def main():
         f.write(LUA)
 
     simserve = subprocess.Popen(
-        [os.path.join(ROOT, "target", "release", "simserve"), "--addr", f"127.0.0.1:{SIMSERVE_PORT}",
-         "--max-body-bytes", "700000000", "--memory-budget-bytes", "12000000000",
-         "--request-timeout", "120s", "--max-queue", "128", "--log", "warn"])
+        simserve_command(os.path.join(ROOT, "target", "release", "simserve"), SIMSERVE_PORT))
     peers = [(label, PEER_PORT + at, subprocess.Popen(
         [os.path.join(VENV, "bin", "uvicorn"), "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
          "--workers", "2", "--port", str(PEER_PORT + at), "--log-level", "warning", "--no-access-log"],

@@ -136,10 +136,7 @@ def idle_causes(perf_data):
 
 
 def measure(binary, env, body, lua, seconds, cpus, work):
-    server = subprocess.Popen(
-        [binary, "--addr", f"127.0.0.1:{PORT}", "--max-body-bytes", "700000000",
-         "--memory-budget-bytes", "12000000000", "--request-timeout", "120s",
-         "--max-queue", "128", "--log", "warn"], env={**run.clean_env(), **env})
+    server = subprocess.Popen(run.simserve_command(binary, PORT), env={**run.clean_env(), **env})
     try:
         run.wait_ready(PORT)
         run.load(PORT, "/similarity/matrix", body, 2, WARM_SECONDS, lua)
