@@ -282,9 +282,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1, help="rounds per scenario, servers alternating")
     parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
+    parser.add_argument("--warm", type=int, default=0, metavar="SECONDS",
+                        help="load each server this long, unmeasured, before a scenario's rounds")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.warm < 0:
+        parser.error("--warm must be at least 0")
     chosen = [i for i, scenario in enumerate(SCENARIOS) if args.only in scenario[0]]
     if not chosen:
         sys.exit(f"no scenario's name holds {args.only!r}")
@@ -316,6 +320,9 @@ def main():
             for label, port, _ in peers:
                 if not same_answer(ours, post(port, path, body)):
                     sys.exit(f"{name}: simserve and the peer ({label}) disagree")
+            if args.warm:
+                for label, port, _ in servers:
+                    load(port, path, body_file, concurrency, args.warm, lua_file)
             rounds = {label: [] for label, _, _ in servers}
             for _ in range(args.rounds):
                 for label, port, proc in servers:
@@ -326,8 +333,10 @@ def main():
                                                                 lua_file)
                     cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
                     rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds))
-                print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s" for label, runs in rounds.items()),
-                      file=sys.stderr)
+                faster = max(runs[-1][0] for label, runs in rounds.items() if label != "simserve")
+                print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s ({runs[-1][5]:.1f} ms CPU each)"
+                                                for label, runs in rounds.items())
+                      + f" ({rounds['simserve'][-1][0] / max(faster, 1e-9):.2f}x the faster peer)", file=sys.stderr)
             # Medians of every column but non-2xx answers, which are summed over the rounds.
             result = {label: tuple(sum(column) if at == 4 else statistics.median(column)
                                    for at, column in enumerate(zip(*runs)))
