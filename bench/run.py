@@ -333,10 +333,11 @@ def main():
                                                                 lua_file)
                     cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
                     rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds))
-                faster = max(runs[-1][0] for label, runs in rounds.items() if label != "simserve")
+                faster_peer_rps = max(runs[-1][0] for label, runs in rounds.items() if label != "simserve")
+                ratio = rounds["simserve"][-1][0] / max(faster_peer_rps, 1e-9)
                 print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s ({runs[-1][5]:.1f} ms CPU each)"
                                                 for label, runs in rounds.items())
-                      + f" ({rounds['simserve'][-1][0] / max(faster, 1e-9):.2f}x the faster peer)", file=sys.stderr)
+                      + f" ({ratio:.2f}x the faster peer)", file=sys.stderr)
             # Medians of every column but non-2xx answers, which are summed over the rounds.
             result = {label: tuple(sum(column) if at == 4 else statistics.median(column)
                                    for at, column in enumerate(zip(*runs)))
