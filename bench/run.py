@@ -335,7 +335,7 @@ def main():
                     rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds))
                 faster_peer_rps = max(runs[-1][0] for label, runs in rounds.items() if label != "simserve")
                 ratio = rounds["simserve"][-1][0] / max(faster_peer_rps, 1e-9)
-                print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s ({runs[-1][5]:.1f} ms CPU each)"
+                print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s ({runs[-1][5]:.2f} ms CPU each)"
                                                 for label, runs in rounds.items())
                       + f" ({ratio:.2f}x the faster peer)", file=sys.stderr)
             # Medians of every column but non-2xx answers, which are summed over the rounds.
