@@ -2,19 +2,27 @@
 //! requests (or `/healthz`).
 //!
 //! Which to use:
-//! - [`run`] for work that cannot be cancelled (inflating and parsing a body): in place when
-//!   it is tiny, else on tokio's blocking pool;
+//! - [`run`] for a request's work that cannot be cancelled (inflating and parsing a body): in
+//!   place when it is tiny, else on the compute pool ([`on_compute_pool`]);
 //! - [`run_cancellable`] for a computation that checks a [`Cancel`] flag: as [`run`], and the
 //!   flag is raised if the caller stops waiting (deadline passed, client gone);
-//! - [`spawn_blocking`] underlies both: always on the blocking pool, carrying the caller's
-//!   tracing span; a panic in the job becomes a 500.
+//! - [`on_compute_pool`] underlies both: a job on one of the compute pool's threads (rayon's
+//!   global pool), carrying the caller's tracing span; its own parallel parts (a tensor read
+//!   in pieces, a product in shares, an answer formatted in pieces) are then the pool's work,
+//!   shared with the other threads by stealing, with no thread handing them over and waiting;
+//!   a panic in the job becomes a 500;
+//! - [`spawn_blocking`] for work outside requests that may block on files (loading tables):
+//!   on tokio's blocking pool, with the span; a panic becomes a 500.
 //!
-//! Threads that parse, compute and encode (the blocking pool's, the compute pool's through
+//! Threads that parse, compute and encode (the compute pool's, the blocking pool's, through
 //! [`lower_priority`]) run at a lower OS priority ([`COMPUTE_NICENESS`]) than the async
 //! runtime's, so that under full load the runtime still answers probes, refuses overload from
-//! the headers and moves bytes at once, while computations take the CPU it leaves.
+//! the headers and moves bytes at once, while computations take the CPU it leaves. How many
+//! requests compute at once is the admission's to bound (`--compute-permits`), not the
+//! pool's: jobs past its threads wait their turn in it.
 
 use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 
 use tracing::Span;
 
@@ -68,7 +76,38 @@ where
     .map_err(|err| ApiError::Internal(format!("blocking task failed: {err}")))
 }
 
-/// Runs `job` in place when `work` is below [`INLINE_WORK`], else through [`spawn_blocking`].
+/// Runs `job` on one of the compute pool's threads inside the current span; a panic in it
+/// becomes a 500. When the caller stops waiting, the job still runs to its end (or to its
+/// next [`Cancel`] check) and its result is dropped.
+///
+/// Compared with a job on the blocking pool that hands its parallel parts to the compute
+/// pool and waits: 1.02-1.09x the large JSON matrix requests at two connections (medians of
+/// three sets of alternated runs), with less of the machine idle (BENCHMARKS.md, "Where the
+/// idle at two connections goes").
+pub async fn on_compute_pool<F, R>(job: F) -> Result<R, ApiError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = Span::current();
+    let (done, result) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        lower_priority();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| span.in_scope(job)));
+        // The caller may have stopped waiting: the result is then dropped here.
+        let _ = done.send(outcome);
+    });
+    match result.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(ApiError::Internal("a compute job panicked".into())),
+        Err(_) => Err(ApiError::Internal(
+            "a compute job ended without a result".into(),
+        )),
+    }
+}
+
+/// Runs `job` in place when `work` is below [`INLINE_WORK`], else through
+/// [`on_compute_pool`].
 pub async fn run<F, R>(work: usize, job: F) -> Result<R, ApiError>
 where
     F: FnOnce() -> R + Send + 'static,
@@ -77,7 +116,7 @@ where
     if work < INLINE_WORK {
         Ok(job())
     } else {
-        spawn_blocking(job).await
+        on_compute_pool(job).await
     }
 }
 
@@ -120,6 +159,31 @@ mod tests {
         assert_eq!(after, here, "the runtime's thread keeps its priority");
     }
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn request_jobs_run_on_the_compute_pool_at_the_lower_priority() {
+        let here = rustix::process::getpriority_process(None).unwrap();
+        let (pool_thread, niceness) = run(usize::MAX, || {
+            (
+                rayon::current_thread_index(),
+                rustix::process::getpriority_process(None),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            pool_thread.is_some(),
+            "the job ran outside the compute pool"
+        );
+        // At least lowered: the pool's threads may have been started by a lowered thread.
+        assert!(niceness.unwrap() >= (here + COMPUTE_NICENESS).min(19));
+        let tiny = run(0, rayon::current_thread_index).await.unwrap();
+        assert_eq!(
+            tiny, None,
+            "a tiny job runs in place, on the caller's thread"
+        );
+    }
+
     #[tokio::test]
     async fn offloaded_jobs_return_their_value() {
         assert_eq!(spawn_blocking(|| 6 * 7).await.unwrap(), 42);
@@ -149,5 +213,9 @@ mod tests {
     async fn a_panicking_job_is_an_internal_error() {
         let got = spawn_blocking(|| -> u8 { panic!("boom") }).await;
         assert!(matches!(got, Err(ApiError::Internal(_))));
+        let got = run(usize::MAX, || -> u8 { panic!("boom") }).await;
+        assert!(matches!(got, Err(ApiError::Internal(_))));
+        // The pool's thread survives the panic and takes the next job.
+        assert_eq!(run(usize::MAX, || 3).await.unwrap(), 3);
     }
 }
