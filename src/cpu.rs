@@ -9,17 +9,22 @@
 //! - [`on_compute_pool`] underlies both: a job on one of the compute pool's threads (rayon's
 //!   global pool), carrying the caller's tracing span; its own parallel parts (a tensor read
 //!   in pieces, a product in shares, an answer formatted in pieces) are then the pool's work,
-//!   shared with the other threads by stealing, with no thread handing them over and waiting;
-//!   a panic in the job becomes a 500;
-//! - [`spawn_blocking`] for work outside requests that may block on files (loading tables):
-//!   on tokio's blocking pool, with the span; a panic becomes a 500.
+//!   taken by the other threads when they are free, with no other thread handing them over
+//!   and sleeping until they are done; a panic in the job becomes a 500;
+//! - [`spawn_blocking`] for work that may block on files (loading and reloading tables): on
+//!   tokio's blocking pool, with the span; a panic becomes a 500.
 //!
 //! Threads that parse, compute and encode (the compute pool's, the blocking pool's, through
 //! [`lower_priority`]) run at a lower OS priority ([`COMPUTE_NICENESS`]) than the async
 //! runtime's, so that under full load the runtime still answers probes, refuses overload from
-//! the headers and moves bytes at once, while computations take the CPU it leaves. How many
-//! requests compute at once is the admission's to bound (`--compute-permits`), not the
-//! pool's: jobs past its threads wait their turn in it.
+//! the headers and moves bytes at once, while computations take the CPU it leaves.
+//!
+//! How many requests compute at once is the admission's to bound (`--compute-permits`, the
+//! CPUs by default), not the pool's. A job waits in the pool's queue for a thread, but a
+//! thread waiting for a part of its job that another thread took may start a queued job
+//! meanwhile (rayon's waits do other work), and returns to its own when that one ends: a
+//! large request can then finish as late as the other one did. Jobs on the pool must not
+//! block on anything but the pool's work (no locks held across parallel parts, no files).
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
@@ -77,8 +82,9 @@ where
 }
 
 /// Runs `job` on one of the compute pool's threads inside the current span; a panic in it
-/// becomes a 500. When the caller stops waiting, the job still runs to its end (or to its
-/// next [`Cancel`] check) and its result is dropped.
+/// becomes a 500. When the caller stops waiting, a job still queued is dropped unrun; one
+/// already running goes on to its end (or to its next [`Cancel`] check) and its result is
+/// dropped.
 ///
 /// Compared with a job on the blocking pool that hands its parallel parts to the compute
 /// pool and waits: 1.02-1.09x the large JSON matrix requests at two connections (medians of
@@ -92,6 +98,11 @@ where
     let span = Span::current();
     let (done, result) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
+        if done.is_closed() {
+            // The caller stopped waiting while the job was queued: dropping the job releases
+            // what it holds (its permit and reservation) without running it.
+            return;
+        }
         lower_priority();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| span.in_scope(job)));
         // The caller may have stopped waiting: the result is then dropped here.
@@ -192,21 +203,68 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_whose_caller_stops_waiting_is_cancelled() {
+    async fn a_running_job_whose_caller_stops_waiting_is_cancelled() {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
         let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        let job = run_cancellable(usize::MAX, move |cancel: &Cancel| {
+        let mut job = Box::pin(run_cancellable(usize::MAX, move |cancel: &Cancel| {
+            let _ = started_tx.send(());
             let start = std::time::Instant::now();
             while !cancel.is_cancelled() && start.elapsed().as_secs() < 10 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let _ = seen_tx.send(cancel.is_cancelled());
-        });
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), job).await;
-        assert!(waited.is_err(), "the job ran past the timeout");
+        }));
+        // Polled until the job runs (a queued one would be dropped unrun, as tested below).
+        tokio::select! {
+            _ = &mut job => panic!("the job ended before its caller stopped waiting"),
+            started = started => started.unwrap(),
+        }
+        drop(job);
         let seen = tokio::task::spawn_blocking(move || seen_rx.recv())
             .await
             .unwrap();
         assert_eq!(seen, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_queued_job_whose_caller_stopped_waiting_is_dropped_unrun() {
+        use std::sync::mpsc::{Sender, channel};
+        use std::sync::{Arc, Barrier, Mutex};
+        use std::time::Duration;
+
+        // Every thread of the pool held until `release` is dropped.
+        let threads = rayon::current_num_threads();
+        let all_held = Arc::new(Barrier::new(threads + 1));
+        let (release, released) = channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        for _ in 0..threads {
+            let (all_held, released) = (all_held.clone(), released.clone());
+            rayon::spawn(move || {
+                all_held.wait();
+                let _ = released.lock().map(|released| released.recv());
+            });
+        }
+        all_held.wait();
+
+        /// Sends whether its job ran when the job is dropped, run or not.
+        struct Report(Sender<bool>, bool);
+        impl Drop for Report {
+            fn drop(&mut self) {
+                let _ = self.0.send(self.1);
+            }
+        }
+        let (reported, report) = channel();
+        let report_run = Report(reported, false);
+        let job = move || {
+            // Moved whole: a closure using only the field would copy the flag out of it.
+            let mut report_run = report_run;
+            report_run.1 = true;
+        };
+        let waited = tokio::time::timeout(Duration::from_millis(20), run(usize::MAX, job)).await;
+        assert!(waited.is_err(), "the job ran while the pool was held");
+        drop(release);
+        let ran = report.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(!ran, "a job whose caller had stopped waiting ran");
     }
 
     #[tokio::test]

@@ -30,6 +30,9 @@ fn main() -> ExitCode {
     if let Err(err) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .start_handler(|_| simserve::cpu::lower_priority())
+        // Jobs catch their own panics (`cpu::on_compute_pool`); one escaping them anyway is
+        // logged rather than aborting the process, rayon's default.
+        .panic_handler(|_| tracing::error!("a panic escaped a compute job"))
         .build_global()
     {
         tracing::warn!(%err, "cannot size the compute thread pool");
@@ -55,13 +58,14 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(serve(&config));
-    // Computations still running were cancelled when their requests were dropped; they stop
-    // at their next block, and exit does not wait longer than this for them.
+    // Every request was answered or dropped by now. Computations of dropped requests may
+    // still run on the compute pool, cancelled; they have nothing left to do and end with the
+    // process. Table loads on the blocking pool get at most this long.
     runtime.shutdown_timeout(EXIT_GRACE);
     code
 }
 
-/// The longest exit waits for cancelled computations to stop.
+/// The longest exit waits for table loads on the blocking pool to end.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 async fn serve(config: &Config) -> ExitCode {

@@ -233,6 +233,10 @@ thread_local! {
 /// `tensors` waiting for the [`TensorSeed`]s of their fields, which take them where the
 /// body's text holds `{}`; returns its result and whether every tensor was taken. Nothing
 /// waits once it returns, whatever `parse` did.
+///
+/// `parse` must not wait on the compute pool's work (rayon's parallel iterators, `join`):
+/// a thread waiting there may run another request's job meanwhile, whose own `read_ahead`
+/// on this thread would take this one's tensors.
 pub fn read_ahead<R>(tensors: Vec<(&'static str, Tensor)>, parse: impl FnOnce() -> R) -> (R, bool) {
     /// Clears what is left, even when `parse` unwinds.
     struct Clear;

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Latency of mid-sized requests served beside large ones, two builds in one run.
+
+    python3 bench/mixed.py OLD_BINARY NEW_BINARY [--runs 4] [--seconds 10]
+
+For judging a change in how requests share the compute threads (the tails it may move),
+where `bench/ab.py` judges requests/s of one kind at a time. Writes bench/run.py's request
+files (with its venv's numpy), then for each run starts each build in turn (the order
+alternating between runs) with bench/run.py's flags and drives it with two wrk processes at
+once: the JSON matrix (1000x768 against 1000x768, 31.7 MB) at two connections, and beside it,
+from a second in, the pairwise 256x384 request (4 MB) at two more. Prints each one's
+requests/s and latency percentiles per run, then the medians of each build.
+Needs: wrk (`apt-get install wrk`), and bench/run.py's venv (created by running it once).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (bench/run.py: scenarios, flags, request files)
+
+PORT = 18096
+WARM_SECONDS = 3
+PERCENTILES = ("50", "90", "99")
+
+
+def scenario(name_part):
+    """The index and path of the first of bench/run.py's scenarios whose name holds
+    `name_part` (its request file is `INDEX.json`)."""
+    at, row = next((i, s) for i, s in enumerate(run.SCENARIOS) if name_part in s[0])
+    return at, row[1]
+
+
+def wrk(body, path, connections, seconds, lua):
+    return subprocess.Popen(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "120s",
+         "-s", lua, f"http://127.0.0.1:{PORT}{path}"],
+        env={**os.environ, "BODY_FILE": body}, stdout=subprocess.PIPE, text=True)
+
+
+def result(out):
+    """Requests/s and the latency percentiles (ms) of a wrk report."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = {p: run.to_ms(re.search(rf"\s{p}%\s+(\S+)", out).group(1)) for p in PERCENTILES}
+    return rps, latency
+
+
+def measure(binary, large, mid, lua, seconds):
+    server = subprocess.Popen(run.simserve_command(binary, PORT), env=run.clean_env())
+    try:
+        run.wait_ready(PORT)
+        wrk(large[1], large[0], 2, WARM_SECONDS, lua).communicate()
+        beside = wrk(large[1], large[0], 2, seconds + 2, lua)
+        time.sleep(1)
+        measured = wrk(mid[1], mid[0], 2, seconds, lua)
+        return result(beside.communicate()[0]), result(measured.communicate()[0])
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def line(label, large, mid):
+    def part(name, r):
+        rps, latency = r
+        return f"{name} {rps:.1f} req/s, " + ", ".join(f"p{p} {latency[p]:.1f}" for p in PERCENTILES) + " ms"
+    return f"{label}: " + part("JSON matrix", large) + "; " + part("pairwise 256x384", mid)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="simserve-mixed-")
+    python = os.path.join(run.VENV, "bin", "python")
+    subprocess.run([python, os.path.join(run.ROOT, "bench", "run.py"), "--write-requests", work],
+                   check=True)
+    lua = os.path.join(work, "post.lua")
+    with open(lua, "w") as f:
+        f.write(run.LUA)
+    (large_at, large_path), (mid_at, mid_path) = scenario("JSON"), scenario("256x384")
+    large = (large_path, os.path.join(work, f"{large_at}.json"))
+    mid = (mid_path, os.path.join(work, f"{mid_at}.json"))
+    builds = [("old", args.old), ("new", args.new)]
+    results = {label: [] for label, _ in builds}
+    for n in range(args.runs):
+        for label, binary in builds if n % 2 == 0 else builds[::-1]:
+            r = measure(binary, large, mid, lua, args.seconds)
+            results[label].append(r)
+            print(line(f"run {n + 1}, {label}", *r), flush=True)
+    print()
+    for label, _ in builds:
+        medians = []
+        for which in (0, 1):
+            rs = [r[which] for r in results[label]]
+            medians.append((statistics.median(rps for rps, _ in rs),
+                            {p: statistics.median(lat[p] for _, lat in rs) for p in PERCENTILES}))
+        print(line(f"{label}, medians of {args.runs}", *medians))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
