@@ -13,10 +13,10 @@ Needs: wrk (`apt-get install wrk`), and bench/run.py's venv (created by running 
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: scenarios, flags, wrk driver)
@@ -40,13 +40,7 @@ def main():
                         help="leave out scenarios whose name contains this (default: the 414 MB one)")
     parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="simserve-ab-")
-    python = os.path.join(run.VENV, "bin", "python")
-    subprocess.run([python, os.path.join(run.ROOT, "bench", "run.py"), "--write-requests", work],
-                   check=True)
-    lua = os.path.join(work, "post.lua")
-    with open(lua, "w") as f:
-        f.write(run.LUA)
+    work, lua = run.request_files("simserve-ab-")
     scenarios = [(i, s) for i, s in enumerate(run.SCENARIOS) if args.skip not in s[0] and args.only in s[0]]
     rates = {(name, build): [] for _, (name, *_rest) in scenarios for build in ("old", "new")}
     for round_ in range(args.rounds):
@@ -64,6 +58,7 @@ def main():
                     proc.wait()
                 rates[(name, label)].append(rps)
                 print(f"round {round_ + 1}: {name}: {label} {rps:.1f} req/s", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     print("\n| scenario | old req/s | new req/s | new / old | rounds (old; new) |")
     print("|---|---:|---:|---:|---|")
     for _, (name, *_rest) in scenarios:

@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,13 +79,7 @@ def main():
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="simserve-mixed-")
-    python = os.path.join(run.VENV, "bin", "python")
-    subprocess.run([python, os.path.join(run.ROOT, "bench", "run.py"), "--write-requests", work],
-                   check=True)
-    lua = os.path.join(work, "post.lua")
-    with open(lua, "w") as f:
-        f.write(run.LUA)
+    work, lua = run.request_files("simserve-mixed-")
     (large_at, large_path), (mid_at, mid_path) = scenario("JSON"), scenario("256x384")
     large = (large_path, os.path.join(work, f"{large_at}.json"))
     mid = (mid_path, os.path.join(work, f"{mid_at}.json"))

@@ -210,6 +210,19 @@ f:close()
 """
 
 
+def request_files(prefix):
+    """A new temporary folder holding the scenarios' request files (`INDEX.json`, written by
+    `bench/run.py --write-requests` with the venv's numpy) and wrk's `post.lua`: the folder
+    and the script's path. The caller removes the folder."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    subprocess.run([os.path.join(VENV, "bin", "python"), os.path.join(ROOT, "bench", "run.py"),
+                    "--write-requests", work], check=True)
+    lua = os.path.join(work, "post.lua")
+    with open(lua, "w") as f:
+        f.write(LUA)
+    return work, lua
+
+
 def to_ms(value):
     number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]

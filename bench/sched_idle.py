@@ -31,7 +31,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -196,14 +195,8 @@ def main():
         label, _, binary = first.partition("=")
         variants.append((label, binary, dict(s.split("=", 1) for s in settings)))
     cpus = os.cpu_count() or 1
-    work = tempfile.mkdtemp(prefix="simserve-idle-")
-    python = os.path.join(run.VENV, "bin", "python")
-    subprocess.run([python, os.path.join(run.ROOT, "bench", "run.py"), "--write-requests", work],
-                   check=True)
+    work, lua = run.request_files("simserve-idle-")
     body = os.path.join(work, f"{next(i for i, s in enumerate(run.SCENARIOS) if 'JSON' in s[0])}.json")
-    lua = os.path.join(work, "post.lua")
-    with open(lua, "w") as f:
-        f.write(run.LUA)
     results = collections.defaultdict(list)
     for n in range(args.runs):
         order = variants if n % 2 == 0 else variants[::-1]
