@@ -40,25 +40,27 @@ def main():
                         help="leave out scenarios whose name contains this (default: the 414 MB one)")
     parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
     args = parser.parse_args()
-    work, lua = run.request_files("simserve-ab-")
     scenarios = [(i, s) for i, s in enumerate(run.SCENARIOS) if args.skip not in s[0] and args.only in s[0]]
     rates = {(name, build): [] for _, (name, *_rest) in scenarios for build in ("old", "new")}
-    for round_ in range(args.rounds):
-        builds = [("old", args.old), ("new", args.new)]
-        if round_ % 2:
-            builds.reverse()
-        for i, (name, path, concurrency, _seconds, _build) in scenarios:
-            for label, binary in builds:
-                proc = serve(binary)
-                try:
-                    body = os.path.join(work, f"{i}.json")
-                    rps = run.load(PORT, path, body, concurrency, args.seconds, lua)[0]
-                finally:
-                    proc.terminate()
-                    proc.wait()
-                rates[(name, label)].append(rps)
-                print(f"round {round_ + 1}: {name}: {label} {rps:.1f} req/s", flush=True)
-    shutil.rmtree(work, ignore_errors=True)
+    work, lua = run.request_files("simserve-ab-")
+    try:
+        for round_ in range(args.rounds):
+            builds = [("old", args.old), ("new", args.new)]
+            if round_ % 2:
+                builds.reverse()
+            for i, (name, path, concurrency, _seconds, _build) in scenarios:
+                for label, binary in builds:
+                    proc = serve(binary)
+                    try:
+                        body = os.path.join(work, f"{i}.json")
+                        rps = run.load(PORT, path, body, concurrency, args.seconds, lua)[0]
+                    finally:
+                        proc.terminate()
+                        proc.wait()
+                    rates[(name, label)].append(rps)
+                    print(f"round {round_ + 1}: {name}: {label} {rps:.1f} req/s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print("\n| scenario | old req/s | new req/s | new / old | rounds (old; new) |")
     print("|---|---:|---:|---:|---|")
     for _, (name, *_rest) in scenarios:

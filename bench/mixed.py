@@ -80,25 +80,27 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
     work, lua = run.request_files("simserve-mixed-")
-    (large_at, large_path), (mid_at, mid_path) = scenario("JSON"), scenario("256x384")
-    large = (large_path, os.path.join(work, f"{large_at}.json"))
-    mid = (mid_path, os.path.join(work, f"{mid_at}.json"))
-    builds = [("old", args.old), ("new", args.new)]
-    results = {label: [] for label, _ in builds}
-    for n in range(args.runs):
-        for label, binary in builds if n % 2 == 0 else builds[::-1]:
-            r = measure(binary, large, mid, lua, args.seconds)
-            results[label].append(r)
-            print(line(f"run {n + 1}, {label}", *r), flush=True)
-    print()
-    for label, _ in builds:
-        medians = []
-        for which in (0, 1):
-            rs = [r[which] for r in results[label]]
-            medians.append((statistics.median(rps for rps, _ in rs),
-                            {p: statistics.median(lat[p] for _, lat in rs) for p in PERCENTILES}))
-        print(line(f"{label}, medians of {args.runs}", *medians))
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        (large_at, large_path), (mid_at, mid_path) = scenario("JSON"), scenario("256x384")
+        large = (large_path, os.path.join(work, f"{large_at}.json"))
+        mid = (mid_path, os.path.join(work, f"{mid_at}.json"))
+        builds = [("old", args.old), ("new", args.new)]
+        results = {label: [] for label, _ in builds}
+        for n in range(args.runs):
+            for label, binary in builds if n % 2 == 0 else builds[::-1]:
+                r = measure(binary, large, mid, lua, args.seconds)
+                results[label].append(r)
+                print(line(f"run {n + 1}, {label}", *r), flush=True)
+        print()
+        for label, _ in builds:
+            medians = []
+            for which in (0, 1):
+                rs = [r[which] for r in results[label]]
+                medians.append((statistics.median(rps for rps, _ in rs),
+                                {p: statistics.median(lat[p] for _, lat in rs) for p in PERCENTILES}))
+            print(line(f"{label}, medians of {args.runs}", *medians))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
