@@ -172,3 +172,20 @@ async fn more_scores_than_the_output_limit_are_refused() {
         "the result would hold 3 numbers, more than the limit of 2",
     );
 }
+
+#[tokio::test]
+async fn numbers_are_rounded_once_whether_or_not_the_keys_carry_escapes() {
+    // 1 + 2^-24 + 2^-77 lies above the midpoint between 1 and the next float32, so it is
+    // 1 + 2^-23; rounded first to the nearest float64 (the midpoint), then to float32, it
+    // would be 1.
+    let above_midpoint = "1.00000005960464477539063";
+    let app = app();
+    for (a, metric) in [("a", "metric"), ("\\u0061", "\\u006detric")] {
+        let body =
+            format!(r#"{{"{a}": [[{above_midpoint}]], "b": [[0]], "{metric}": "manhattan"}}"#);
+        let got = app
+            .post_raw(PATH, Some("application/json"), body.into_bytes())
+            .await;
+        assert_eq!(floats(&got.ok()["scores"]).1, [1.0 + f32::EPSILON], "{a}");
+    }
+}

@@ -68,7 +68,7 @@ impl<'a> Cut<'a> {
 }
 
 /// `json` with its inputs' `data` arrays cut out, `None` when there is none to cut or the walk
-/// cannot follow the JSON (it is not an object, a key has an escape, it ends early);
+/// cannot follow the JSON (it is not an object, a key serde would refuse, it ends early);
 /// `brackets`, the record of the brackets of a text `json` begins, spans the arrays.
 pub fn cut<'a>(json: &'a [u8], brackets: Option<Recorded<'_>>) -> Option<Cut<'a>> {
     let mut arrays: Vec<Span> = Vec::new();
@@ -81,7 +81,7 @@ pub fn cut<'a>(json: &'a [u8], brackets: Option<Recorded<'_>>) -> Option<Cut<'a>
         loop {
             let key;
             (key, at) = key_at(json, at)?;
-            at = match (key, json.get(at)) {
+            at = match (&*key, json.get(at)) {
                 (b"inputs", Some(b'[')) => inputs(json, at, brackets, &mut arrays)?,
                 _ => skip_value(json, at)?,
             };
@@ -172,7 +172,7 @@ fn input(
     loop {
         let key;
         (key, at) = key_at(json, at)?;
-        at = match (key, json.get(at)) {
+        at = match (&*key, json.get(at)) {
             (b"data", Some(b'[')) => {
                 // A span that cannot be found (brackets in a string that never close, a rank
                 // past the reader's) ends the walk: each is looked for to the end of the text,
@@ -264,13 +264,27 @@ mod tests {
     }
 
     #[test]
+    fn keys_with_escapes_are_the_keys_serde_decodes_them_to() {
+        let long = format!("[{}]", vec!["1"; MIN_CUT_BYTES].join(","));
+        let json = format!(r#"{{"in\u0070uts": [{{"d\u0061ta": {long}}}]}}"#);
+        let copy = cut(json.as_bytes(), None).expect("cut");
+        assert_eq!(
+            std::str::from_utf8(&copy.json).unwrap(),
+            r#"{"in\u0070uts": [{"d\u0061ta": []}]}"#
+        );
+        assert_eq!(copy.len(), 1);
+        // An escape serde refuses (a lone surrogate) leaves the text whole, for serde to refuse.
+        let json = format!(r#"{{"\ud800": 1, "inputs": [{{"data": {long}}}]}}"#);
+        assert!(cut(json.as_bytes(), None).is_none());
+    }
+
+    #[test]
     fn json_the_walk_cannot_follow_or_with_nothing_to_cut_is_left_whole() {
         let long = format!("[{}]", vec!["1"; MIN_CUT_BYTES].join(","));
         let many = vec![format!(r#"{{"data": {long}}}"#); MAX_CUTS + 1].join(",");
         for json in [
             "[1, 2]".to_owned(),
             r#"{"inputs": [{"name": "a", "shape": [1], "binary_data_size": 4}]}"#.to_owned(),
-            format!(r#"{{"inputs": [{{"d\u0061ta": {long}}}]}}"#),
             format!(r#"{{"inputs": [{{"data": {long}"#),
             format!(r#"{{"inputs": [{{"data": [[[{long}]]]}}]}}"#),
             format!(r#"{{"inputs": 5, "data": {long}}}"#),
