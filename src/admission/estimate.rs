@@ -4,6 +4,7 @@
 //! underestimate costs the process.
 
 use crate::answer::{Encoding, float};
+use crate::compute::Neighbours;
 
 /// Parsing and checking a body hold it and what it decodes to together: at most this many
 /// bytes per body byte besides the body itself. The most is about 9: index lists, where
@@ -49,6 +50,18 @@ pub fn job(inputs: usize, work: usize, numbers: usize, encoding: Encoding) -> us
         .saturating_mul(4 + 8)
         .saturating_add(numbers.saturating_mul(per_number(encoding)))
         .saturating_add(SCRATCH.min(work.saturating_mul(4)))
+}
+
+/// Bytes a result of neighbours ([`Neighbours`], one per set) holds besides its entries
+/// ([`job`]'s numbers), for `sets` sets of `rows` rows each: per set, its lists and the
+/// smallest buffers they allocate (four elements each), and per row, both lists' offsets in
+/// buffers that may have doubled. Sets of one row and one entry hold about this much each,
+/// several times their numbers (`tests/job_memory.rs`).
+pub fn neighbour_lists(sets: usize, rows: usize) -> usize {
+    const PER_SET: usize = size_of::<Neighbours>() + 4 * 4 * size_of::<usize>();
+    const PER_ROW: usize = 2 * 2 * size_of::<usize>();
+    sets.saturating_mul(PER_SET)
+        .saturating_add(sets.saturating_mul(rows).saturating_mul(PER_ROW))
 }
 
 /// Bytes an answer listing `entries` ids takes for them besides [`job`]'s numbers, the

@@ -203,7 +203,8 @@ impl Operation for MatrixJob {
                 let listed = self.b.as_ref().unwrap_or(&self.a);
                 let longest_text = listed.table().and_then(|t| t.ids()).map(Ids::longest_text);
                 let ids = longest_text.map_or(0, |text| estimate::listed_ids(entries, text));
-                (entries.saturating_mul(2), ids)
+                let lists = estimate::neighbour_lists(sets, n);
+                (entries.saturating_mul(2), ids.saturating_add(lists))
             }
         };
         estimate::job(inputs, self.work(), numbers, self.encoding).saturating_add(ids)

@@ -343,7 +343,8 @@ impl Operation for UserItemJob {
                         .map(Ids::longest_text),
                 };
                 let ids = longest_text.map_or(0, |text| estimate::listed_ids(entries, text));
-                (entries.saturating_mul(2), ids)
+                let lists = estimate::neighbour_lists(1, u);
+                (entries.saturating_mul(2), ids.saturating_add(lists))
             }
         };
         // What the request holds besides its tensors: pairs, exclude lists and item ids.

@@ -1,0 +1,174 @@
+//! A job, from the request it is checked from to its answer's text, holds at most what
+//! admission reserves for it ([`Operation::estimate`]), whatever its shape.
+//!
+//! A counting allocator measures the bytes the job holds once checked (its inputs and its
+//! own fields) and the most allocated at once beyond them while it runs and its answer is
+//! written as JSON. The requests are built to cost the most besides their numbers: many
+//! small sets, rows or pairs, each with lists and buffers of its own.
+//!
+//! Buffers count at their capacity. This is its own test binary: the allocator counts every
+//! thread, and this one test is all that runs in it.
+
+// A global allocator is unsafe to implement; this one only counts what `System` does.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use clap::Parser;
+use simserve::answer::json;
+use simserve::api::matrix::MatrixJob;
+use simserve::api::pairwise::PairwiseJob;
+use simserve::api::user_item::UserItemJob;
+use simserve::api::{Context, Operation};
+use simserve::compute::Cancel;
+use simserve::state::AppState;
+use simserve::tables::Resolve;
+use simserve::{Config, body};
+
+/// The system allocator, counting the bytes allocated now and the most since [`peak_of`]
+/// began.
+struct Counting;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn held(more: usize) {
+    let now = HELD.fetch_add(more, Ordering::Relaxed) + more;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call goes to `System` with its arguments unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        held(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        held(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if new_size >= layout.size() {
+            held(new_size - layout.size());
+        } else {
+            HELD.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The most bytes allocated at once while `work` runs, beyond those allocated before.
+fn peak_of(work: impl FnOnce()) -> usize {
+    let before = HELD.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    work();
+    PEAK.load(Ordering::Relaxed).saturating_sub(before)
+}
+
+/// `count` copies of `element`, comma-separated.
+fn many(element: &str, count: usize) -> String {
+    vec![element; count].join(",")
+}
+
+/// Sets, rows or pairs per request: one past a doubling, where a growing buffer holds the
+/// most per element.
+const N: usize = (1 << 12) + 1;
+
+/// Parses `body` and checks it into a job of `O`, runs it and writes its answer as JSON: the
+/// job's estimate, the bytes it held once checked (its inputs among them), and the most
+/// allocated beyond them as it ran and answered.
+fn measure<O: Operation>(body: &str, context: &Context) -> (usize, usize, usize) {
+    let before = HELD.load(Ordering::Relaxed);
+    let request = body::parse::<O::Request>(body.as_bytes()).expect("the body parses");
+    let job = O::parse(request, context).expect("the request makes a job");
+    let checked = HELD.load(Ordering::Relaxed).saturating_sub(before);
+    let estimate = job.estimate();
+    let ran = peak_of(|| {
+        let outcome = job.run(&Cancel::new()).expect("the job runs");
+        let answer = json::encode(&outcome).expect("the answer is written");
+        assert!(!answer.is_empty());
+    });
+    (estimate, checked, ran)
+}
+
+#[test]
+fn running_and_answering_a_job_never_hold_more_than_admission_reserves_for_it() {
+    let config = Config::parse_from(["simserve"]);
+    let state = AppState::new(&config);
+    let catalog = state.tables.catalog();
+    let context = Context {
+        limits: &state.limits,
+        tables: Resolve::new(&catalog, usize::MAX),
+    };
+    let sets = many("[[1]]", N);
+    let rows = many("[1]", N);
+    let two_rows = many("[[1],[2]]", N);
+    // (what the job is made of, its route, the body)
+    let cases: [(&str, fn(&str, &Context) -> (usize, usize, usize), String); 8] = [
+        (
+            "sets of one row, top 1",
+            measure::<MatrixJob>,
+            format!(r#"{{"a":[{sets}],"top_k":1}}"#),
+        ),
+        (
+            "sets of two rows, top 1 excluding self",
+            measure::<MatrixJob>,
+            format!(r#"{{"a":[{two_rows}],"top_k":1,"exclude_self":true}}"#),
+        ),
+        (
+            "sets of one row, above a threshold",
+            measure::<MatrixJob>,
+            format!(r#"{{"a":[{sets}],"threshold":0}}"#),
+        ),
+        (
+            "sets of one row against sets of one row, dense",
+            measure::<MatrixJob>,
+            format!(r#"{{"a":[{sets}],"b":[{sets}]}}"#),
+        ),
+        (
+            "rows of one number, top 1",
+            measure::<MatrixJob>,
+            format!(r#"{{"a":[{rows}],"top_k":1}}"#),
+        ),
+        (
+            "users of one number, top 1 of one item",
+            measure::<UserItemJob>,
+            format!(r#"{{"users":[{rows}],"items":[[1]],"top_k":1}}"#),
+        ),
+        (
+            "users of one number, each excluding the item",
+            measure::<UserItemJob>,
+            format!(
+                r#"{{"users":[{rows}],"items":[[1],[2]],"top_k":1,"exclude":[{}]}}"#,
+                many("[0]", N)
+            ),
+        ),
+        (
+            "pairs of one number",
+            measure::<PairwiseJob>,
+            format!(r#"{{"a":[{rows}],"b":[{rows}]}}"#),
+        ),
+    ];
+    let mut over = Vec::new();
+    for (what, measure, body) in cases {
+        let (estimate, checked, ran) = measure(&body, &context);
+        let held = checked + ran;
+        println!("{what}: holds {held} ({checked} checked, {ran} running), estimate {estimate}");
+        if held > estimate {
+            over.push(format!("{what}: held {held} bytes, estimate {estimate}"));
+        }
+    }
+    assert!(over.is_empty(), "{over:#?}");
+}
