@@ -144,7 +144,11 @@ impl<'de> Visitor<'de> for Level<'_> {
             count += 1;
             let known = if depth > 0 { state.shape[depth] } else { 0 };
             if known != 0 && count > known {
-                return Err(state.error(depth, format_args!("row has more than {known} values")));
+                let message = match state.rank == Some(depth + 1) {
+                    true => format_args!("row has more than {known} values"),
+                    false => format_args!("has more than {known} rows"),
+                };
+                return Err(state.error(depth, message));
             }
         }
         state.path.pop();
@@ -156,10 +160,12 @@ impl<'de> Visitor<'de> for Level<'_> {
             if known == 0 {
                 state.shape[depth] = count;
             } else if known != count {
-                return Err(state.error(
-                    depth,
-                    format_args!("row has {count} values, expected {known}"),
-                ));
+                // A row of numbers, or a set of rows (as the Python client words it).
+                let message = match state.rank == Some(depth + 1) {
+                    true => format_args!("row has {count} values, expected {known}"),
+                    false => format_args!("has {count} rows, expected {known}"),
+                };
+                return Err(state.error(depth, message));
             }
         }
         Ok(count)
@@ -223,6 +229,19 @@ mod tests {
         );
         let err = decode("[[1, 2], [3, 4, 5]]", &[2]).unwrap_err();
         assert!(err.starts_with("a[1]: row has more than 2 values"), "{err}");
+    }
+
+    #[test]
+    fn a_set_of_another_number_of_rows_is_named_by_its_rows() {
+        let err = decode("[[[1, 0], [1, 1]], [[1, 0]]]", &[2, 3]).unwrap_err();
+        assert!(err.starts_with("a[1]: has 1 rows, expected 2"), "{err}");
+        let err = decode("[[[1, 0]], [[1, 0], [1, 1]]]", &[2, 3]).unwrap_err();
+        assert!(err.starts_with("a[1]: has more than 1 rows"), "{err}");
+        let err = decode("[[[1, 0]], [[1]]]", &[2, 3]).unwrap_err();
+        assert!(
+            err.starts_with("a[1][0]: row has 1 values, expected 2"),
+            "{err}"
+        );
     }
 
     #[test]
