@@ -43,7 +43,7 @@ use crate::tables::Resolve;
 
 /// Multiply-adds a lookup of [`Operation::lookups`] counts as, for [`cpu::run`]: a step of a
 /// sort or of a binary search over strings.
-const LOOKUP_WORK: usize = 64;
+pub(crate) const LOOKUP_WORK: usize = 64;
 
 /// What checking a request into a job may consult: the limits, and the tables served when
 /// the request arrived (table references are resolved against them).
@@ -67,8 +67,8 @@ pub trait Operation: Sized + Send + 'static {
     fn parse(request: Self::Request, context: &Context) -> Result<Self, ApiError>;
 
     /// Ids and rows [`Operation::parse`] looks up or orders (rows picked from tables,
-    /// exclude ids and the ids they are found among): past a few thousand, the check runs
-    /// off the runtime.
+    /// exclude ids and the ids they are found among), and index entries it checks one by one
+    /// (counted as lookups, erring high): past a few thousand, the check runs off the runtime.
     fn lookups(_request: &Self::Request) -> usize {
         0
     }

@@ -296,7 +296,10 @@ impl Operation for UserItemJob {
             0 => 0,
             _ => request.item_ids.as_ref().map_or(0, Strings::len) + request.items.rows_picked(),
         };
-        request.users.rows_picked() + request.items.rows_picked() + ids + among
+        // Index entries are checked against the users' and items' counts.
+        let entries = request.exclude.as_ref().map_or(0, |e| e.lists.total())
+            + request.pairs.as_ref().map_or(0, Ragged::total);
+        request.users.rows_picked() + request.items.rows_picked() + ids + among + entries
     }
 
     fn record_size(&self, span: &tracing::Span) {
@@ -441,5 +444,37 @@ impl Operation for UserItemJob {
                 ids: ids.map(|ids| (IdsField::Items, ids)),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LOOKUP_WORK;
+    use crate::cpu::INLINE_WORK;
+
+    /// The work `compute` gives [`crate::cpu::run`] for checking `body` into a job.
+    fn check_work(body: &str) -> usize {
+        let request: UserItemRequest = serde_json::from_str(body).unwrap();
+        UserItemJob::lookups(&request) * LOOKUP_WORK
+    }
+
+    #[test]
+    fn long_index_lists_are_checked_off_the_runtime_and_short_ones_in_place() {
+        let indices = |n: usize| vec!["0"; n].join(",");
+        let long = 1 << 12;
+        let exclude = format!(
+            r#"{{"users": [[1]], "items": [[1]], "top_k": 1, "exclude": [[{}]]}}"#,
+            indices(long)
+        );
+        let pairs = format!(
+            r#"{{"users": [[1]], "items": [[1]], "pairs": [{}]}}"#,
+            vec!["[0, 0]"; long / 2].join(",")
+        );
+        for body in [exclude, pairs] {
+            assert!(check_work(&body) >= INLINE_WORK, "{}", &body[..80]);
+        }
+        let short = r#"{"users": [[1]], "items": [[1]], "top_k": 1, "exclude": [[0, 0]]}"#;
+        assert!(check_work(short) < INLINE_WORK);
     }
 }
