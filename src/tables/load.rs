@@ -12,10 +12,15 @@
 //! Before a file is read, before its values are converted, and before the norms and ids are
 //! made, the bytes they take are checked against the memory left ([`super::memory`]): too
 //! large a file fails with the reason instead of getting the process killed.
+//!
+//! A file is opened only if it is a regular file, and without waiting ([`open`]): a FIFO or
+//! device put in a table's place fails that table rather than hanging the reload. A `.npy`
+//! header's length is checked before the header is read ([`npy_header_end`]).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,7 +31,7 @@ use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
 use super::ids::Ids;
-use super::memory::room_for;
+use super::memory::Room;
 use super::table::{FileBytes, FileStamp, Table, Values};
 use crate::compute::Norms;
 
@@ -66,15 +71,63 @@ fn stamp_of(meta: &std::fs::Metadata) -> FileStamp {
 }
 
 /// Reads the file at `path` whole, with the identity of the file read (the one opened,
-/// should `path` be renamed over meanwhile). A file that shrinks while it is read fails.
-fn read(path: &Path) -> Result<(Arc<FileBytes>, FileStamp), String> {
-    let file = File::open(path).map_err(|err| err.to_string())?;
+/// should `path` be renamed over meanwhile). A file that shrinks while it is read fails; so
+/// does anything but a regular file (followed through symbolic links), checked before it is
+/// opened and again on what was opened, should it have been swapped meanwhile: a FIFO, a
+/// device such as `/dev/zero` or a directory gives no bytes to read, or endless ones.
+fn read(path: &Path, room: &mut Room) -> Result<(Arc<FileBytes>, FileStamp), String> {
+    regular(&std::fs::metadata(path).map_err(|err| err.to_string())?)?;
+    let file = open(path)?;
     let meta = file.metadata().map_err(|err| err.to_string())?;
+    regular(&meta)?;
     let len = usize::try_from(meta.len()).map_err(|_| "the file is too large".to_owned())?;
-    room_for(len, "reading it whole")?;
+    room.take(len, "reading it whole")?;
     // One byte more than the file had, should it have grown meanwhile.
     let bytes = FileBytes::read(len, |bytes| file.take(len as u64 + 1).read_to_end(bytes))?;
     Ok((Arc::new(bytes), stamp_of(&meta)))
+}
+
+/// Opens `path` for reading without waiting: opening a FIFO that has no writer (or some
+/// devices) would otherwise block until one comes, hanging the reload and so every reload
+/// after it, refused while one runs. With `O_NONBLOCK` such an open returns at once, and
+/// [`regular`] then refuses the file; reads of a regular file do not heed the flag.
+fn open(path: &Path) -> Result<File, String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed());
+    }
+    options.open(path).map_err(|err| err.to_string())
+}
+
+/// Refuses anything but a regular file, saying what it is.
+fn regular(meta: &std::fs::Metadata) -> Result<(), String> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_char_device() || kind.is_block_device() {
+                "a device"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "not a file"
+            }
+        }
+        #[cfg(not(unix))]
+        "not a file"
+    };
+    Err(format!("not a regular file ({what})"))
 }
 
 /// Refuses a shape whose values, `size` bytes each, could not be held in memory (more than
@@ -94,6 +147,8 @@ fn holdable(rows: usize, dim: usize, size: usize) -> Result<usize, String> {
 /// What one file yields for one table before norms, ids and version.
 struct Raw {
     name: String,
+    /// The file's name in the directory.
+    file: String,
     source: String,
     stored_dtype: &'static str,
     rows: usize,
@@ -111,20 +166,67 @@ pub(super) type Loaded = Result<Table, (String, String)>;
 /// Reads the `.npy` file at `path` as the table `name` (ids from `ids`, if given).
 pub(super) fn npy(path: &Path, file_name: &str, name: &str, ids: Option<&Path>) -> Loaded {
     let fail = |reason: String| (name.to_owned(), reason);
-    let (file, data_stamp) = read(path).map_err(fail)?;
-    let raw = npy_values(&file, file_name, name).map_err(fail)?;
-    finish(raw, file.bytes(), data_stamp, ids)
+    let mut room = Room::now();
+    let (file, data_stamp) = read(path, &mut room).map_err(fail)?;
+    let raw = npy_values(&file, file_name, name, &mut room).map_err(fail)?;
+    finish(raw, file.bytes(), data_stamp, ids, &mut room)
 }
 
-fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw, String> {
+/// The longest `.npy` header read, in bytes. numpy's own `np.load` refuses longer ones by
+/// default (`max_header_size`, 10,000 since numpy 1.24, for the same reason: a header is
+/// parsed whole, and a long one costs memory and time out of proportion to the file), and
+/// the header of a 2-D float array takes about 128 (numpy pads it to a multiple of 64).
+pub(super) const MAX_NPY_HEADER: usize = 10_000;
+
+/// Where the header of the `.npy` file `map` ends (its data begins), from the magic string,
+/// the version and the header length, checked before the header itself is read: a length
+/// field may claim up to 4 GiB, and a reader would allocate that much.
+fn npy_header_end(map: &[u8]) -> Result<usize, String> {
+    let unreadable = |why: String| format!("not a readable .npy file: {why}");
+    let rest = map
+        .strip_prefix(b"\x93NUMPY")
+        .ok_or_else(|| unreadable("it does not start with the .npy magic string".into()))?;
+    let (preamble, len) = match *rest {
+        [1, _, a, b, ..] => (10, usize::from(u16::from_le_bytes([a, b]))),
+        [2 | 3, _, a, b, c, d, ..] => {
+            let len = u32::from_le_bytes([a, b, c, d]);
+            (12, usize::try_from(len).unwrap_or(usize::MAX))
+        }
+        [major, minor, ..] if !matches!(major, 1..=3) => {
+            return Err(unreadable(format!(
+                "format version {major}.{minor}, not 1, 2 or 3"
+            )));
+        }
+        _ => return Err(unreadable("it ends within its preamble".into())),
+    };
+    if len > MAX_NPY_HEADER {
+        return Err(unreadable(format!(
+            "its header is {len} bytes, more than the {MAX_NPY_HEADER} read (numpy's own limit)"
+        )));
+    }
+    let end = preamble + len;
+    if end > map.len() {
+        return Err(unreadable(format!(
+            "its header is {len} bytes, and the file ends {} bytes after its preamble",
+            map.len() - preamble.min(map.len())
+        )));
+    }
+    Ok(end)
+}
+
+fn npy_values(
+    file: &Arc<FileBytes>,
+    file_name: &str,
+    name: &str,
+    room: &mut Room,
+) -> Result<Raw, String> {
     let map = file.bytes();
     if map.is_empty() {
         return Err("the file is empty".into());
     }
-    let mut rest: &[u8] = map;
-    let header =
-        Header::from_reader(&mut rest).map_err(|err| format!("not a readable .npy file: {err}"))?;
-    let offset = map.len() - rest.len();
+    let offset = npy_header_end(map)?;
+    let header = Header::from_reader(&mut &map[..offset])
+        .map_err(|err| format!("not a readable .npy file: {err}"))?;
     let descr = header
         .type_descriptor
         .as_string()
@@ -143,10 +245,15 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
     let fortran = header.layout == Layout::Fortran;
     let (rows, dim) = match header.shape[..] {
         [rows, dim] => (rows, dim),
-        _ => {
+        ref shape if shape.len() <= 8 => {
             return Err(format!(
-                "expected a 2-D array (rows × dim), found shape {:?}",
-                header.shape
+                "expected a 2-D array (rows × dim), found shape {shape:?}"
+            ));
+        }
+        ref shape => {
+            return Err(format!(
+                "expected a 2-D array (rows × dim), found {} dimensions",
+                shape.len()
             ));
         }
     };
@@ -167,7 +274,7 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
     if !in_place {
         // A Fortran-order array is converted, then copied into row order.
         let copies = if fortran { 2 } else { 1 };
-        room_for(rows * dim * 4 * copies, "its values as float32")?;
+        room.take(rows * dim * 4 * copies, "its values as float32")?;
     }
     let values = if in_place {
         Values::InFile {
@@ -226,6 +333,7 @@ fn npy_values(file: &Arc<FileBytes>, file_name: &str, name: &str) -> Result<Raw,
     let as_stored = descr == "<f4" && !fortran;
     Ok(Raw {
         name: name.to_owned(),
+        file: file_name.to_owned(),
         source: file_name.to_owned(),
         stored_dtype,
         rows,
@@ -290,21 +398,24 @@ fn not_finite(at: usize, dim: usize) -> String {
 pub(super) type FileTables = (Vec<Loaded>, Vec<(String, String)>);
 
 /// Reads every 2-D float tensor of the `.safetensors` file at `path` as a table named
-/// `FILE.TENSOR` (ids from `ids_for(name)`). Tensors of another rank or dtype are not
-/// tables; they are returned as skipped, with the reason.
+/// `FILE.TENSOR` (ids from `ids_for(name)`, which may say why the table cannot have them).
+/// Tensors of another rank or dtype are not tables; they are returned as skipped, with the
+/// reason.
 pub(super) fn safetensors(
     path: &Path,
     file_name: &str,
     file_stem: &str,
-    ids_for: impl Fn(&str) -> Option<std::path::PathBuf>,
+    ids_for: impl Fn(&str) -> Result<Option<PathBuf>, String>,
 ) -> Result<FileTables, String> {
-    let (file, data_stamp) = read(path)?;
+    let mut room = Room::now();
+    let (file, data_stamp) = read(path, &mut room)?;
     let map = file.bytes();
     let tensors = SafeTensors::deserialize(map)
         .map_err(|err| format!("not a readable .safetensors file: {err}"))?;
     let base = map.as_ptr() as usize;
     let (mut loaded, mut skipped) = (Vec::new(), Vec::new());
-    let mut named: Vec<(String, String)> = Vec::new();
+    // The tensor that made each table name.
+    let mut named: HashMap<String, &str> = HashMap::new();
     for (tensor, view) in tensors.iter() {
         let name = table_name(&format!("{file_stem}.{tensor}"));
         let (rows, dim) = match view.shape() {
@@ -325,14 +436,21 @@ pub(super) fn safetensors(
                 continue;
             }
         };
-        if let Some((_, earlier)) = named.iter().find(|(n, _)| *n == name) {
+        if let Some(earlier) = named.get(&name) {
             loaded.push(Err((
                 name.clone(),
                 format!("tensors {earlier:?} and {tensor:?} both make the table name {name:?}"),
             )));
             continue;
         }
-        named.push((name.clone(), tensor.to_owned()));
+        named.insert(name.clone(), tensor);
+        let ids = match ids_for(&name) {
+            Ok(ids) => ids,
+            Err(reason) => {
+                loaded.push(Err((name, reason)));
+                continue;
+            }
+        };
         let bytes = view.data();
         let offset = bytes.as_ptr() as usize - base;
         let stored = offset..offset + bytes.len();
@@ -348,7 +466,7 @@ pub(super) fn safetensors(
                 continue;
             }
         }
-        if let Err(reason) = room_for(rows * dim * 4, "its values as float32") {
+        if let Err(reason) = room.take(rows * dim * 4, "its values as float32") {
             loaded.push(Err((name, reason)));
             continue;
         }
@@ -381,6 +499,7 @@ pub(super) fn safetensors(
         };
         let raw = Raw {
             name: name.clone(),
+            file: file_name.to_owned(),
             source: format!("{file_name}:{tensor}"),
             stored_dtype,
             rows,
@@ -389,15 +508,21 @@ pub(super) fn safetensors(
             as_stored: stored_dtype == "float32",
             stored,
         };
-        let ids = ids_for(&name);
-        loaded.push(finish(raw, map, data_stamp.clone(), ids.as_deref()));
+        let finished = finish(raw, map, data_stamp.clone(), ids.as_deref(), &mut room);
+        loaded.push(finished);
     }
     Ok((loaded, skipped))
 }
 
 /// Checks the values, computes norms, reads the ids and hashes the content (`map`: the
 /// file's bytes).
-fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) -> Loaded {
+fn finish(
+    raw: Raw,
+    map: &[u8],
+    data_stamp: FileStamp,
+    ids_path: Option<&Path>,
+    room: &mut Room,
+) -> Loaded {
     let name = raw.name.clone();
     let fail = |reason: String| (name.clone(), reason);
     if raw.dim == 0 {
@@ -424,7 +549,7 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
             .saturating_add(raw.rows.saturating_mul(8)),
         None => 0,
     };
-    room_for(
+    room.take(
         raw.rows.saturating_mul(12).saturating_add(ids_bytes),
         "its norms and ids",
     )
@@ -443,7 +568,9 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
                 let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
                 fail(format!("{}: {reason}", file.unwrap_or_default()))
             };
-            let (file, ids_stamp) = read(path).map_err(ids_fail)?;
+            // The read counts the file's text itself (it may have grown since).
+            room.give_back(ids_len);
+            let (file, ids_stamp) = read(path, room).map_err(ids_fail)?;
             let ids = Ids::parse(file.bytes(), raw.rows).map_err(ids_fail)?;
             hash.update(b"ids");
             hash.update(file.bytes());
@@ -461,6 +588,7 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
         .collect();
     Ok(Table {
         name: raw.name,
+        file: raw.file,
         source: raw.source,
         stored_dtype: raw.stored_dtype,
         rows: raw.rows,
@@ -476,7 +604,7 @@ fn finish(raw: Raw, map: &[u8], data_stamp: FileStamp, ids_path: Option<&Path>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::memory::HEADROOM;
     use super::super::memory::tests::with_left;
     use super::*;
@@ -529,7 +657,9 @@ mod tests {
         let float64 = file(&npy_bytes("<f8", false, (2, 3), &wide));
         // Six float32 values: 24 bytes, twice that for the copy into row order.
         for (file, needed) in [(&fortran, 48), (&float64, 24)] {
-            let refused = with_left(HEADROOM + needed - 1, || npy_values(file, "t.npy", "t"));
+            let refused = with_left(HEADROOM + needed - 1, || {
+                npy_values(file, "t.npy", "t", &mut Room::now())
+            });
             let reason = refused.err().unwrap();
             assert!(
                 reason.starts_with(&format!(
@@ -537,7 +667,10 @@ mod tests {
                 )),
                 "{reason}"
             );
-            let raw = with_left(HEADROOM + needed, || npy_values(file, "t.npy", "t")).unwrap();
+            let raw = with_left(HEADROOM + needed, || {
+                npy_values(file, "t.npy", "t", &mut Room::now())
+            })
+            .unwrap();
             assert_eq!(owned(&raw), [1., 2., 3., 4., 5., 6.]);
         }
     }
@@ -554,7 +687,7 @@ mod tests {
         let text: String = (0..100).map(|i| format!("id-{i}\n")).collect();
         std::fs::write(&ids, &text).unwrap();
         // The file (528 bytes) fits; 100 norms (1,200 bytes) and ids (twice the text, and
-        // 800 bytes) do not.
+        // 800 bytes) do not in what the file leaves.
         let loaded = with_left(HEADROOM + 1000, || npy(&path, "t.npy", "t", Some(&ids)));
         let (_, reason) = loaded.err().unwrap();
         let needed = 1200 + 2 * text.len() + 800;
@@ -562,7 +695,7 @@ mod tests {
             reason.starts_with(&format!("its norms and ids: {needed} bytes (")),
             "{reason}"
         );
-        let loaded = with_left(HEADROOM + needed as u64, || {
+        let loaded = with_left(HEADROOM + 528 + needed as u64, || {
             npy(&path, "t.npy", "t", Some(&ids))
         });
         assert_eq!(loaded.unwrap().rows, 100);
@@ -582,5 +715,100 @@ mod tests {
             narrow([0.5, -2.0].into_iter(), 2, Some(1)),
             Ok(vec![0.5, -2.0])
         );
+    }
+
+    /// Makes a FIFO at `path` (no writer opens it).
+    pub(in crate::tables) fn make_fifo(path: &Path) {
+        use rustix::fs::{CWD, Mode};
+        rustix::fs::mkfifoat(CWD, path, Mode::RUSR | Mode::WUSR).unwrap();
+    }
+
+    /// A `.npy` preamble of format `major`.0 claiming a header of `len` bytes.
+    fn preamble(major: u8, len: u32) -> Vec<u8> {
+        let mut bytes = b"\x93NUMPY".to_vec();
+        bytes.extend_from_slice(&[major, 0]);
+        match major {
+            1 => bytes.extend_from_slice(&u16::try_from(len).unwrap().to_le_bytes()),
+            _ => bytes.extend_from_slice(&len.to_le_bytes()),
+        }
+        bytes
+    }
+
+    #[test]
+    fn an_npy_header_longer_than_the_file_or_the_cap_is_refused_before_it_is_read() {
+        // 132 bytes that claim a header of almost 4 GiB: a reader would allocate it all.
+        let mut huge = preamble(2, 0xffff_fff0);
+        huge.resize(132, b' ');
+        let reason = npy_values(&file(&huge), "t.npy", "t", &mut Room::now()).err();
+        assert_eq!(
+            reason.unwrap(),
+            "not a readable .npy file: its header is 4294967280 bytes, more than the 10000 \
+             read (numpy's own limit)"
+        );
+        // Within the cap, but past the end of the file.
+        let mut short = preamble(1, 5000);
+        short.resize(1000, b' ');
+        let reason = npy_values(&file(&short), "t.npy", "t", &mut Room::now()).err();
+        assert_eq!(
+            reason.unwrap(),
+            "not a readable .npy file: its header is 5000 bytes, and the file ends 990 bytes \
+             after its preamble"
+        );
+        // A well-formed header one byte longer than the cap (numpy's `np.load` refuses it
+        // too), and one at the cap, which is read.
+        for (len, refused) in [(MAX_NPY_HEADER + 1, true), (MAX_NPY_HEADER, false)] {
+            let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), }";
+            let header = format!("{dict:<width$}\n", width = len - 1);
+            let mut bytes = preamble(3, u32::try_from(len).unwrap());
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&1f32.to_le_bytes());
+            let got = npy_values(&file(&bytes), "t.npy", "t", &mut Room::now());
+            assert_eq!(got.is_err(), refused, "{len}");
+        }
+        let reason = npy_values(&file(b"\x93NUMPY\x04\x00"), "t.npy", "t", &mut Room::now());
+        assert_eq!(
+            reason.err().unwrap(),
+            "not a readable .npy file: format version 4.0, not 1, 2 or 3"
+        );
+    }
+
+    #[test]
+    fn a_shape_of_many_dimensions_is_counted_not_quoted() {
+        let shape = vec!["1"; 2000].join(", ");
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
+        let header = format!("{dict}\n");
+        let mut bytes = preamble(1, u32::try_from(header.len()).unwrap());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&1f32.to_le_bytes());
+        let reason = npy_values(&file(&bytes), "t.npy", "t", &mut Room::now()).err();
+        assert_eq!(
+            reason.unwrap(),
+            "expected a 2-D array (rows × dim), found 2000 dimensions"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_opened_without_waiting_for_a_writer_and_refused_as_no_regular_file() {
+        let dir = std::env::temp_dir().join(format!("simserve-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("t.npy");
+        make_fifo(&fifo);
+        // Opened on a thread, so that a blocking open fails this test instead of hanging the
+        // suite (no writer will ever come).
+        let (sent, opened) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || sent.send(open(&path).map(|_| ())));
+        let opened = opened.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(opened, Ok(Ok(())), "the open waited for a writer");
+        for (path, what) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a device"),
+            (dir.as_path(), "a directory"),
+        ] {
+            let refused = read(path, &mut Room::now()).err();
+            assert_eq!(refused, Some(format!("not a regular file ({what})")));
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

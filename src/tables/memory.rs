@@ -16,21 +16,47 @@ use std::path::Path;
 /// (requests being served, buffers, the allocator's slack).
 pub(super) const HEADROOM: u64 = 64 << 20;
 
-/// Refuses `bytes` more for `what` (`reading it whole`, `its values as float32`, …) if they
-/// and [`HEADROOM`] are more than the memory left.
-pub(super) fn room_for(bytes: usize, what: &str) -> Result<(), String> {
-    let Some(left) = left() else { return Ok(()) };
-    let bytes = bytes as u64;
-    if bytes.saturating_add(HEADROOM) <= left.bytes {
-        return Ok(());
+/// The memory left for one file's load: read once when the load begins ([`Room::now`]), less
+/// what the load has taken since. Reading `/proc` and the control group files costs far more
+/// than a check (about 175 µs), so a `.safetensors` file of 40,000 tensors reads them once,
+/// not once per tensor; and what its earlier tensors took counts against the later ones.
+#[derive(Debug)]
+pub(super) struct Room {
+    left: Option<Left>,
+}
+
+impl Room {
+    /// What is left now (nothing is refused where it cannot be known).
+    pub(super) fn now() -> Self {
+        Room { left: left() }
     }
-    Err(format!(
-        "{what}: {} of memory needed, and {} left ({}; {} of it kept for serving)",
-        size(bytes),
-        size(left.bytes),
-        left.bound,
-        size(HEADROOM)
-    ))
+
+    /// Refuses `bytes` more for `what` (`reading it whole`, `its values as float32`, …) if
+    /// they and [`HEADROOM`] are more than what is left; else counts them as taken.
+    pub(super) fn take(&mut self, bytes: usize, what: &str) -> Result<(), String> {
+        let Some(left) = &mut self.left else {
+            return Ok(());
+        };
+        let bytes = bytes as u64;
+        if bytes.saturating_add(HEADROOM) <= left.bytes {
+            left.bytes -= bytes;
+            return Ok(());
+        }
+        Err(format!(
+            "{what}: {} of memory needed, and {} left ({}; {} of it kept for serving)",
+            size(bytes),
+            size(left.bytes),
+            left.bound,
+            size(HEADROOM)
+        ))
+    }
+
+    /// Counts `bytes` taken earlier as left again: for a step that counts them itself.
+    pub(super) fn give_back(&mut self, bytes: usize) {
+        if let Some(left) = &mut self.left {
+            left.bytes = left.bytes.saturating_add(bytes as u64);
+        }
+    }
 }
 
 /// `bytes` in bytes and, past a KiB, in the largest binary unit it reaches.
@@ -309,7 +335,7 @@ pub(super) mod tests {
     #[test]
     fn a_refusal_says_the_sizes_and_what_bounds_them() {
         let refused = with_left(HEADROOM + (3 << 30), || {
-            room_for((3 << 30) + 1, "reading it whole")
+            Room::now().take((3 << 30) + 1, "reading it whole")
         });
         assert_eq!(
             refused.unwrap_err(),
@@ -318,10 +344,22 @@ pub(super) mod tests {
              serving)"
         );
         let fits = with_left(HEADROOM + (3 << 30), || {
-            room_for(3 << 30, "reading it whole")
+            Room::now().take(3 << 30, "reading it whole")
         });
         assert_eq!(fits, Ok(()));
         assert_eq!(size(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn what_a_load_took_is_no_longer_left_for_its_next_step() {
+        let mut room = with_left(HEADROOM + 1000, Room::now);
+        assert_eq!(room.take(600, "reading it whole"), Ok(()));
+        let refused = room.take(401, "its values as float32").unwrap_err();
+        assert!(
+            refused.starts_with("its values as float32: 401 bytes of memory needed, and 67109264"),
+            "{refused}"
+        );
+        assert_eq!(room.take(400, "its values as float32"), Ok(()));
     }
 
     #[cfg(target_os = "linux")]

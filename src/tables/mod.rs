@@ -18,14 +18,24 @@
 //! with `.` are ignored, so a new version can be written under a hidden name and renamed
 //! into place. A file too large for the memory left (`memory.rs`) is refused before it is
 //! read.
+//!
+//! Whatever the directory holds fails no more than its own table: a file named as a table's
+//! or ids file that cannot be read (not a regular file, a dangling or looping link, no
+//! permission), two ids files for one table, or a tensor that no longer is a table, is a
+//! failure of that file or table, whose last good version keeps serving; a directory that
+//! cannot be listed to its end fails the whole reload, and every table keeps serving. Each
+//! failure's reason is cut to [`MAX_REASON_BYTES`].
 
 mod embeddings;
+#[cfg(test)]
+mod hostile;
 mod ids;
+mod listing;
 mod load;
 mod memory;
 mod table;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -33,6 +43,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 pub use embeddings::{Embeddings, Resolve, Unresolved};
 pub use ids::Ids;
 pub use table::Table;
+
+use listing::{DataFile, IdsFiles, list};
 
 /// Why a file, or a table in it, could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +66,37 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// The longest reason a failure keeps, in bytes: far more than any reason simserve writes
+/// itself needs (a memory refusal, among the longest, takes about 250), and little enough
+/// that a failure quoting what a hostile file holds (a library's parse error may quote its
+/// whole header) cannot make every `GET /tables` answer and log line as large as the file.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason`, cut to [`MAX_REASON_BYTES`] (at a character boundary, saying how long it was).
+fn cut(mut reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let whole = reason.len();
+    let mut end = MAX_REASON_BYTES - 64;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason.push_str(&format!("… (cut: {whole} bytes in all)"));
+    reason
+}
+
 /// The tables served at one moment, and the failures of the load that made them.
 #[derive(Debug, Default)]
 pub struct Catalog {
     tables: BTreeMap<String, Arc<Table>>,
     failures: Vec<Failure>,
+    /// Where in `failures` each table's first failure is, so that listing every table with
+    /// its last error takes one look-up per table, not a search of every failure.
+    table_failures: HashMap<String, usize>,
+    /// The files with a failure.
+    failed_files: HashSet<String>,
     /// False until the first load has finished.
     loaded: bool,
 }
@@ -82,9 +120,29 @@ impl Catalog {
 
     /// Why the last reload of table `name` failed, if it did.
     pub fn last_error(&self, name: &str) -> Option<&Failure> {
-        self.failures
-            .iter()
-            .find(|f| f.table.as_deref() == Some(name))
+        self.failures.get(*self.table_failures.get(name)?)
+    }
+
+    /// Records that `file`, or its table `table`, failed, for `reason` (cut to
+    /// [`MAX_REASON_BYTES`]): the one way failures are stored.
+    fn fail(&mut self, file: &str, table: Option<String>, reason: String) {
+        if let Some(table) = &table {
+            let at = self.failures.len();
+            self.table_failures.entry(table.clone()).or_insert(at);
+        }
+        if !self.failed_files.contains(file) {
+            self.failed_files.insert(file.to_owned());
+        }
+        self.failures.push(Failure {
+            file: file.to_owned(),
+            table,
+            reason: cut(reason),
+        });
+    }
+
+    /// Whether `file`, or one of its tables, failed.
+    fn failed(&self, file: &str) -> bool {
+        self.failed_files.contains(file)
     }
 
     /// Whether the first load has finished.
@@ -198,47 +256,24 @@ impl Tables {
     }
 }
 
-/// A data file found in the directory.
-enum DataFile {
-    Npy { file: String, name: String },
-    Safetensors { file: String, stem: String },
-}
-
 /// Reads `dir` into a new catalog, keeping from `previous` the tables whose files did not
 /// change, and those whose new version failed to load.
 fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
     let mut catalog = Catalog::default();
     let mut reloaded = Reloaded::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            catalog.failures.push(Failure {
-                file: dir.display().to_string(),
-                table: None,
-                reason: err.to_string(),
-            });
+    let (files, ids_files) = match list(dir) {
+        Ok(listed) => listed,
+        Err(reason) => {
+            catalog.fail(&dir.display().to_string(), None, reason);
             catalog.tables = previous.tables.clone();
             return (catalog, reloaded);
         }
     };
-    let mut files: Vec<DataFile> = Vec::new();
-    let mut ids_files: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if file.starts_with('.') || !entry.path().is_file() {
-            continue;
-        }
-        if let Some(name) = file.strip_suffix(".ids.txt") {
-            ids_files.insert(load::table_name(name), entry.path());
-        } else if let Some(name) = file.strip_suffix(".npy") {
-            let name = load::table_name(name);
-            files.push(DataFile::Npy { file, name });
-        } else if let Some(stem) = file.strip_suffix(".safetensors") {
-            let stem = stem.to_owned();
-            files.push(DataFile::Safetensors { file, stem });
-        }
+    // The previous tables, by their file.
+    let mut previous_of: HashMap<&str, Vec<&Arc<Table>>> = HashMap::new();
+    for table in previous.tables() {
+        previous_of.entry(&table.file).or_default().push(table);
     }
-    files.sort_by(|x, y| data_file_name(x).cmp(data_file_name(y)));
 
     let mut add = |catalog: &mut Catalog, file: &str, loaded: load::Loaded| match loaded {
         Ok(table) => {
@@ -260,15 +295,11 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
         Err((name, reason)) => {
             // Only this file's last good version of the table keeps serving, and the failure
             // is the table's only when no other file's table has its name.
-            let others = |table: &Arc<Table>| !from_file(table, file);
+            let others = |table: &Arc<Table>| table.file != file;
             let clash = previous.get(&name).is_some_and(others)
                 || catalog.tables.get(&name).is_some_and(others);
-            catalog.failures.push(Failure {
-                file: file.to_owned(),
-                table: (!clash).then(|| name.clone()),
-                reason,
-            });
-            if let Some(old) = previous.get(&name).filter(|old| from_file(old, file))
+            catalog.fail(file, (!clash).then(|| name.clone()), reason);
+            if let Some(old) = previous.get(&name).filter(|old| old.file == file)
                 && !name_taken(catalog, file, &name)
             {
                 catalog.tables.insert(name, Arc::clone(old));
@@ -280,13 +311,15 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
     // whose table would take one of their names is the one that fails.
     let mut to_read: Vec<&DataFile> = Vec::new();
     for data in &files {
-        let file = data_file_name(data);
-        let path = dir.join(file);
+        let file = data.file();
+        let old = previous_of.get(file).map(Vec::as_slice).unwrap_or_default();
         let kept = match data {
-            DataFile::Npy { name, .. } => {
-                unchanged(previous, name, &path, ids_files.get(name)).map(|old| vec![old])
+            DataFile::Npy { name, path, .. } => {
+                unchanged(previous, name, path, ids_files.of(name)).map(|old| vec![old])
             }
-            DataFile::Safetensors { .. } => unchanged_file(previous, file, &path, &ids_files),
+            DataFile::Safetensors { path, .. } => {
+                unchanged_file(previous, file, old, path, &ids_files)
+            }
         };
         let Some(kept) = kept else {
             to_read.push(data);
@@ -299,46 +332,66 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
         }
     }
     for data in to_read {
+        let path = data.path();
         match data {
-            DataFile::Npy { file, name } => {
-                let path = dir.join(file);
-                let ids = ids_files.get(name).map(PathBuf::as_path);
-                let loaded = unpanicked(file, || load::npy(&path, file, name, ids))
-                    .map_err(|reason| (name.clone(), reason))
-                    .and_then(|loaded| loaded);
+            DataFile::Npy { file, name, .. } => {
+                let loaded = match ids_files.of(name) {
+                    Err(reason) => Err((name.clone(), reason)),
+                    Ok(ids) => unpanicked(file, || load::npy(path, file, name, ids))
+                        .map_err(|reason| (name.clone(), reason))
+                        .and_then(|loaded| loaded),
+                };
                 add(&mut catalog, file, loaded);
             }
-            DataFile::Safetensors { file, stem } => {
-                let path = dir.join(file);
-                let ids_for = |name: &str| ids_files.get(name).cloned();
-                let loaded = unpanicked(file, || load::safetensors(&path, file, stem, ids_for))
+            DataFile::Safetensors { file, stem, .. } => {
+                let ids_for = |name: &str| ids_files.of(name).map(|ids| ids.map(Path::to_owned));
+                let loaded = unpanicked(file, || load::safetensors(path, file, stem, ids_for))
                     .and_then(|loaded| loaded);
+                let old = previous_of.get(file.as_str()).map(Vec::as_slice);
                 match loaded {
                     Ok((loaded, skipped)) => {
-                        for (tensor, why) in skipped {
-                            tracing::debug!(file, tensor, why, "tensor is not a table");
-                        }
                         for one in loaded {
                             add(&mut catalog, file, one);
                         }
+                        for (tensor, why) in skipped {
+                            // A tensor that was a table and is rewritten as something else
+                            // (another dtype or rank) is more likely a bad export than a
+                            // table meant to go: its last good version keeps serving, as a
+                            // `.npy` file's would. Tensors that never were tables (biases,
+                            // say) are no one's concern.
+                            let source = format!("{file}:{tensor}");
+                            let name = load::table_name(&format!("{stem}.{tensor}"));
+                            let was = previous.get(&name).filter(|table| table.source == source);
+                            match was {
+                                Some(table) => {
+                                    tracing::warn!(
+                                        file,
+                                        tensor,
+                                        why,
+                                        "a tensor that was a table no longer is one; its last \
+                                         good version serves"
+                                    );
+                                    let reason = format!(
+                                        "the tensor {tensor:?} is no longer a table ({why}); \
+                                         serving the last good version"
+                                    );
+                                    add(&mut catalog, file, Err((table.name.clone(), reason)));
+                                }
+                                None => tracing::debug!(file, tensor, why, "tensor is not a table"),
+                            }
+                        }
                     }
                     Err(reason) => {
-                        catalog.failures.push(Failure {
-                            file: file.clone(),
-                            table: None,
-                            reason,
-                        });
+                        catalog.fail(file, None, reason);
                         // Its tables keep their last good versions.
-                        for old in previous.tables() {
-                            if from_file(old, file) && !name_taken(&mut catalog, file, &old.name) {
+                        for old in old.unwrap_or_default() {
+                            if !name_taken(&mut catalog, file, &old.name) {
                                 catalog.tables.insert(old.name.clone(), Arc::clone(old));
-                                catalog.failures.push(Failure {
-                                    file: file.clone(),
-                                    table: Some(old.name.clone()),
-                                    reason: "its file failed to load; serving the last good \
-                                             version"
-                                        .into(),
-                                });
+                                catalog.fail(
+                                    file,
+                                    Some(old.name.clone()),
+                                    "its file failed to load; serving the last good version".into(),
+                                );
                             }
                         }
                     }
@@ -346,13 +399,8 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
             }
         }
     }
-    for name in ids_files.keys() {
-        if !catalog.tables.contains_key(name)
-            && !catalog
-                .failures
-                .iter()
-                .any(|f| f.table.as_deref() == Some(name))
-        {
+    for name in ids_files.tables() {
+        if !catalog.tables.contains_key(name) && catalog.last_error(name).is_none() {
             tracing::warn!(table = name, "an ids file has no table");
         }
     }
@@ -365,15 +413,6 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
     (catalog, reloaded)
 }
 
-/// Whether `table` was read from `file` (a `.npy` file, or a tensor of a `.safetensors`
-/// one).
-fn from_file(table: &Table, file: &str) -> bool {
-    table
-        .source
-        .strip_prefix(file)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
-}
-
 /// Whether another file's table already has the name `name` in `catalog` (recorded as a
 /// failure of `file`, whose table is then left out; not of the table, whose own file is
 /// fine).
@@ -382,11 +421,7 @@ fn name_taken(catalog: &mut Catalog, file: &str, name: &str) -> bool {
         return false;
     };
     let reason = format!("the table name {name:?} is also {}'s", other.source);
-    catalog.failures.push(Failure {
-        file: file.to_owned(),
-        table: None,
-        reason,
-    });
+    catalog.fail(file, None, reason);
     true
 }
 
@@ -405,35 +440,22 @@ fn unpanicked<T>(file: &str, read: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-fn data_file_name(file: &DataFile) -> &str {
-    match file {
-        DataFile::Npy { file, .. } | DataFile::Safetensors { file, .. } => file,
-    }
-}
-
-/// The previous tables of the `.safetensors` file `file` when neither it nor any of their
-/// ids files changed, and nothing of it failed (what failed is read again at every reload,
-/// since what made it fail, an ids file, a passing read error, may have been mended).
+/// The previous tables `old` of the `.safetensors` file `file` when neither it nor any of
+/// their ids files changed, and nothing of it failed (what failed is read again at every
+/// reload, since what made it fail, an ids file, a passing read error, may have been mended).
 fn unchanged_file(
     previous: &Catalog,
     file: &str,
+    old: &[&Arc<Table>],
     path: &Path,
-    ids_files: &BTreeMap<String, PathBuf>,
+    ids_files: &IdsFiles,
 ) -> Option<Vec<Arc<Table>>> {
-    if previous.failures.iter().any(|f| f.file == file) {
-        return None;
-    }
-    let source = format!("{file}:");
-    let old: Vec<&Arc<Table>> = previous
-        .tables()
-        .filter(|t| t.source.starts_with(&source))
-        .collect();
-    if old.is_empty() {
+    if previous.failed(file) || old.is_empty() {
         return None;
     }
     let data = load::stamp(path).ok()?;
-    for table in &old {
-        let ids = match ids_files.get(&table.name) {
+    for table in old {
+        let ids = match ids_files.of(&table.name).ok()? {
             Some(path) => Some(load::stamp(path).ok()?),
             None => None,
         };
@@ -441,20 +463,20 @@ fn unchanged_file(
             return None;
         }
     }
-    Some(old.into_iter().cloned().collect())
+    Some(old.iter().copied().cloned().collect())
 }
 
 /// The previous version of table `name` when neither its data file nor its ids file
-/// changed (same size, modification time and inode).
+/// changed (same size, modification time and inode), and it has one ids file at most.
 fn unchanged(
     previous: &Catalog,
     name: &str,
     path: &Path,
-    ids: Option<&PathBuf>,
+    ids: Result<Option<&Path>, String>,
 ) -> Option<Arc<Table>> {
     let old = previous.get(name)?;
     let data = load::stamp(path).ok()?;
-    let ids = match ids {
+    let ids = match ids.ok()? {
         Some(path) => Some(load::stamp(path).ok()?),
         None => None,
     };

@@ -78,6 +78,8 @@ pub(super) struct FileStamp {
 #[derive(Debug)]
 pub struct Table {
     pub(super) name: String,
+    /// The name of the file it came from, in the directory.
+    pub(super) file: String,
     /// The file (and for safetensors the tensor) it came from.
     pub(super) source: String,
     /// The dtype stored in the file (`float32`, `float64`, `float16`, `bfloat16`).

@@ -529,6 +529,45 @@ async fn a_reload_swaps_changed_files_keeps_a_broken_ones_last_version_and_drops
         .assert_problem(422, "a.table: there is no table \"items\"");
 }
 
+#[tokio::test]
+async fn a_fifo_or_a_dangling_ids_link_fails_its_table_in_the_reload_answer_and_the_listing() {
+    let dir = copy_of_good(&["users.npy", "items.npy", "items.ids.txt"]);
+    let (app, _) = app_with_tables(dir.clone(), |_| {});
+    let before = versions(&app).await;
+    std::fs::remove_file(dir.join("users.npy")).unwrap();
+    rustix::fs::mkfifoat(rustix::fs::CWD, dir.join("users.npy"), 0o600.into()).unwrap();
+    std::fs::remove_file(dir.join("items.ids.txt")).unwrap();
+    std::os::unix::fs::symlink("gone.txt", dir.join("items.ids.txt")).unwrap();
+
+    let reload = app.request(Method::POST, "/tables/reload").await;
+    assert_eq!(reload.status, StatusCode::OK);
+    assert_eq!(reload.json["changed"], json!([]), "{}", reload.json);
+    assert_eq!(reload.json["removed"], json!([]), "{}", reload.json);
+    let errors = reload.json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{}", reload.json);
+    let listing = app.request(Method::GET, "/tables").await.json;
+    assert_eq!(listing["errors"], reload.json["errors"]);
+    assert_eq!(versions(&app).await, before);
+    for (table, reason) in [
+        ("users", "not a regular file (a FIFO)"),
+        ("items", "items.ids.txt: No such file or directory"),
+    ] {
+        let kept = app
+            .request(Method::GET, &format!("/tables/{table}"))
+            .await
+            .json;
+        let last_error = kept["last_error"].as_str().unwrap();
+        assert!(last_error.starts_with(reason), "{table}: {last_error}");
+    }
+    let items = app.request(Method::GET, "/tables/items").await.json;
+    assert_eq!(items["ids"], true);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "simserve_table_reloads_total{result=\"error\"}"),
+        1.0
+    );
+}
+
 /// Replaces `dir/name` with a sparse file of 4 TiB (far more than any test machine's
 /// memory) that starts with `head`.
 fn replace_with_4_tib(dir: &Path, name: &str, head: &[u8]) -> u64 {
