@@ -22,8 +22,36 @@ fn contiguous(row: ArrayView1<'_, f32>) -> Cow<'_, [f32]> {
     }
 }
 
-/// Pairs scored between checks for cancellation.
+/// Pairs scored between checks for cancellation, at most.
 const PAIR_CHUNK: usize = 1 << 14;
+
+/// Multiply-adds (or, for manhattan, subtract-adds) done between checks for cancellation
+/// when scores are worked out pair by pair: about 2-50 ms of one thread, by metric, so a
+/// computation whose deadline passed or whose client left stops about that soon, however
+/// long its vectors.
+const DIRECT_CHECK_WORK: usize = 1 << 26;
+
+/// Multiply-adds between checks when scores come from the matrix product, which runs about
+/// ten times as fast: a few milliseconds of one thread. A thread's share of the 1000×768 by
+/// 1000×768 product (3.8e8 at two threads) stays one product, which packs `b` once.
+const PRODUCT_CHECK_WORK: usize = 1 << 29;
+
+/// Pairs of `dim`-dimensional vectors scored between checks for cancellation.
+fn pairs_per_check(dim: usize) -> usize {
+    (DIRECT_CHECK_WORK / dim.max(1)).clamp(1, PAIR_CHUNK)
+}
+
+/// Rows of a dense result of `cols` columns of `dim`-dimensional vectors scored between
+/// checks for cancellation, through the product (`multiplied`) or pair by pair.
+fn rows_per_check(cols: usize, dim: usize, multiplied: bool) -> usize {
+    let work = if multiplied {
+        PRODUCT_CHECK_WORK
+    } else {
+        DIRECT_CHECK_WORK
+    };
+    let per_row = cols.max(1).saturating_mul(dim.max(1));
+    (DENSE_BLOCK / cols.max(1)).min(work / per_row).max(1)
+}
 
 /// Scores `count` pairs given by `pair(p) -> (row of a, row of b)`, in parallel when large.
 fn scores_of(
@@ -41,9 +69,10 @@ fn scores_of(
     };
     let parallel = threads::pairs_in_parallel(count.saturating_mul(a.ncols()));
     let mut scores = vec![0.0f32; count];
-    for (c, chunk) in scores.chunks_mut(PAIR_CHUNK).enumerate() {
+    let per_check = pairs_per_check(a.ncols());
+    for (c, chunk) in scores.chunks_mut(per_check).enumerate() {
         cancel.check()?;
-        let first = c * PAIR_CHUNK;
+        let first = c * per_check;
         let fill = |(offset, slot): (usize, &mut f32)| {
             *slot = one(first + offset)?;
             Ok::<_, ComputeError>(())
@@ -113,7 +142,7 @@ pub(crate) fn matrix_splitting_from<'a, O: Into<Operand<'a>>>(
     Ok(out)
 }
 
-/// Scores a dense result holds per block of rows between checks for cancellation.
+/// Scores a dense result holds per block of rows between checks for cancellation, at most.
 const DENSE_BLOCK: usize = 1 << 22;
 
 /// Writes every score of `scorer` into `out` (row-major; `None` if the buffer is not).
@@ -149,7 +178,7 @@ fn fill_rows(
     cancel: &Cancel,
 ) -> Result<(), ComputeError> {
     let m = scorer.cols().max(1);
-    let rows_per_block = (DENSE_BLOCK / m).max(1);
+    let rows_per_block = rows_per_check(m, scorer.dim(), scorer.multiplies());
     let mut start = first;
     for chunk in out.chunks_mut(rows_per_block * m) {
         cancel.check()?;
@@ -186,6 +215,23 @@ pub fn matrices(
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn the_work_between_checks_for_cancellation_is_bounded_however_long_the_vectors() {
+        for dim in [1, 7, 768, 3000, 70_000, 2_000_000] {
+            let pairs = pairs_per_check(dim);
+            assert!(pairs == 1 || pairs * dim <= DIRECT_CHECK_WORK, "{dim}");
+            for cols in [1, 1000, 4096, 1 << 20] {
+                for (multiplied, work) in [(true, PRODUCT_CHECK_WORK), (false, DIRECT_CHECK_WORK)] {
+                    let rows = rows_per_check(cols, dim, multiplied);
+                    assert!(rows == 1 || rows * cols * dim <= work, "{cols} x {dim}");
+                    assert!(rows == 1 || rows * cols <= DENSE_BLOCK, "{cols} x {dim}");
+                }
+            }
+        }
+        // A thread's share of the 1000x768 by 1000x768 product is one block.
+        assert!(rows_per_check(1000, 768, true) >= 500);
+    }
 
     #[test]
     fn a_single_row_is_compared_with_every_row_of_the_other_side() {

@@ -206,6 +206,15 @@ impl<'a> Scorer<'a> {
         self.raw_a.dim()
     }
 
+    /// Whether scores come from the matrix product (else pair by pair).
+    pub(crate) fn multiplies(&self) -> bool {
+        match self.metric {
+            Metric::Cosine | Metric::Dot => true,
+            Metric::Euclidean => self.dim() > SHORT_VECTORS,
+            Metric::Manhattan => false,
+        }
+    }
+
     fn raw_b(&self) -> &Rows<'a> {
         self.raw_b.as_ref().unwrap_or(&self.raw_a)
     }
