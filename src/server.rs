@@ -107,7 +107,9 @@ impl Application {
             write_timeout: config.write_timeout,
             shutdown_delay: config.shutdown_delay,
             shutdown_timeout: config.shutdown_timeout,
-            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            max_connections: connections_within_open_files(
+                usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            ),
         })
     }
 
@@ -316,6 +318,55 @@ impl Server<'_> {
     }
 }
 
+/// Open files kept for other than the main address's connections: the admin address's
+/// connections ([`ADMIN_MAX_CONNECTIONS`]), the listeners, table files being read, and the
+/// runtime's and libraries' own.
+const RESERVED_FILES: u64 = ADMIN_MAX_CONNECTIONS as u64 + 128;
+
+/// Raises the process's soft limit on open files to its hard limit, and returns how many
+/// connections the main address may serve: `max_connections`, or fewer (logged) when even
+/// the raised limit leaves no room for them beside [`RESERVED_FILES`]. Containers often start
+/// with a soft limit of 1024: the default 1024 connections would use it up, and every
+/// accept would fail then, the admin address's probes' too.
+fn connections_within_open_files(max_connections: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut open_files = limit.current;
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => open_files = limit.maximum,
+            Err(err) => tracing::debug!(%err, "the open-files limit stays as it is"),
+        }
+    }
+    let allowed = connections_allowed(max_connections, open_files);
+    if allowed < max_connections {
+        tracing::warn!(
+            max_connections,
+            allowed,
+            open_files,
+            "the open-files limit leaves room for fewer connections than --max-connections; \
+             serving at most `allowed` (raise the limit, e.g. `ulimit -n`, to serve more)"
+        );
+    }
+    allowed
+}
+
+/// `max_connections`, or what `open_files` (`None`: no limit) leaves beside
+/// [`RESERVED_FILES`] when that is less (at least one).
+fn connections_allowed(max_connections: usize, open_files: Option<u64>) -> usize {
+    match open_files {
+        None => max_connections,
+        Some(limit) => {
+            let room = usize::try_from(limit.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+            max_connections.min(room.max(1))
+        }
+    }
+}
+
 /// Binds `addr`, the value of `flag`; an error names both.
 async fn bind(flag: &str, addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -452,5 +503,21 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_only_where_the_open_files_limit_leaves_no_room_for_them() {
+        assert_eq!(connections_allowed(1024, None), 1024);
+        assert_eq!(connections_allowed(1024, Some(1 << 20)), 1024);
+        let limit = 1024 + RESERVED_FILES;
+        assert_eq!(connections_allowed(1024, Some(limit)), 1024);
+        assert_eq!(connections_allowed(1024, Some(limit - 1)), 1023);
+        assert_eq!(connections_allowed(1024, Some(1024)), 1024 - 256);
+        assert_eq!(connections_allowed(1024, Some(10)), 1);
     }
 }

@@ -500,3 +500,60 @@ async fn a_log_nobody_reads_never_stalls_requests_and_its_dropped_lines_are_coun
     }
     assert!(gauge(addr, "simserve_log_lines_dropped_total").await > 0.0);
 }
+
+#[tokio::test]
+async fn under_a_low_open_files_limit_the_admin_address_still_answers_however_many_clients_come() {
+    use std::io::BufRead;
+    // Soft and hard limits of 320 open files: the default 1024 connections would use them
+    // all, and every accept would fail, the admin address's too.
+    let command = format!(
+        "ulimit -n 320 && exec {} --addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --log-format json",
+        env!("CARGO_BIN_EXE_simserve")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &command])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let server = crate::helpers::Process(child);
+    let (mut addr, mut admin, mut capped) = (None, None, None);
+    while addr.is_none() || admin.is_none() {
+        let line = lines
+            .next()
+            .expect("the server logs its addresses")
+            .unwrap();
+        let log: Value = serde_json::from_str(&line).unwrap_or_default();
+        let fields = &log["fields"];
+        let parsed = || fields["addr"].as_str().unwrap().parse::<SocketAddr>().ok();
+        match fields["message"].as_str().unwrap_or_default() {
+            "simserve listening" => addr = parsed(),
+            "probes and metrics also served on the admin address" => admin = parsed(),
+            message if message.starts_with("the open-files limit leaves room") => {
+                capped = fields["allowed"].as_u64();
+            }
+            _ => {}
+        }
+    }
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    // 320 less the files kept for the admin address and the rest.
+    assert_eq!(capped, Some(320 - 256));
+    let (addr, admin) = (addr.unwrap(), admin.unwrap());
+    // Connecting at once, as many clients would: those past the listen queue wait on their
+    // own.
+    let clients: Vec<_> = (0..400)
+        .map(|_| tokio::spawn(TcpStream::connect(addr)))
+        .collect();
+    until_gauge(admin, "simserve_connections{listener=\"main\"}", |n| {
+        n == 64.0
+    })
+    .await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get_status(admin, path).await, Some(200), "{path}");
+    }
+    for client in clients {
+        client.abort();
+    }
+    drop(server);
+    log.join().unwrap();
+}
