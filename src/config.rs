@@ -77,7 +77,8 @@ pub struct Config {
 
     /// Connections served at once; past it, new ones wait in the listen backlog until one
     /// closes. A request's head may take 64 KiB (431 past it), which a connection holds while
-    /// it arrives, outside the memory budget.
+    /// it arrives, outside the memory budget. Fewer (with a warning) where the open-files
+    /// limit, raised to its hard limit at start, leaves no room for them beside 256 others.
     #[arg(long, env = "SIMSERVE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 

@@ -356,12 +356,13 @@ fn connections_within_open_files(max_connections: usize) -> usize {
 }
 
 /// `max_connections`, or what `open_files` (`None`: no limit) leaves beside
-/// [`RESERVED_FILES`] when that is less (at least one).
+/// [`RESERVED_FILES`] when that is less; under a limit too low for those, half of it.
 fn connections_allowed(max_connections: usize, open_files: Option<u64>) -> usize {
     match open_files {
         None => max_connections,
         Some(limit) => {
-            let room = usize::try_from(limit.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+            let reserved = RESERVED_FILES.min(limit / 2);
+            let room = usize::try_from(limit - reserved).unwrap_or(usize::MAX);
             max_connections.min(room.max(1))
         }
     }
@@ -518,6 +519,9 @@ mod tests {
         assert_eq!(connections_allowed(1024, Some(limit)), 1024);
         assert_eq!(connections_allowed(1024, Some(limit - 1)), 1023);
         assert_eq!(connections_allowed(1024, Some(1024)), 1024 - 256);
-        assert_eq!(connections_allowed(1024, Some(10)), 1);
+        // Too low a limit for the files kept besides: half of it.
+        assert_eq!(connections_allowed(1024, Some(256)), 128);
+        assert_eq!(connections_allowed(1024, Some(10)), 5);
+        assert_eq!(connections_allowed(1024, Some(1)), 1);
     }
 }
