@@ -1,7 +1,8 @@
 //! Tests: what the tables directory may hold besides good tables (a FIFO, a looping or
 //! dangling link, a device, several ids files for one table, a name that is not UTF-8, a
-//! file whose failure quotes much of it, a tensor rewritten as no table): each fails no
-//! more than its own table, whose last good version keeps serving, and says why briefly.
+//! file whose failure quotes much of it, a tensor rewritten as no table, a directory that
+//! cannot be listed for a while): each fails no more than its own table, whose last good
+//! version keeps serving, and says why briefly.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -285,5 +286,33 @@ fn a_tensor_that_was_a_table_and_is_rewritten_as_no_table_keeps_its_last_version
     let reloaded = reload(&tables);
     assert_eq!(reloaded.removed, ["m.emb"]);
     assert!(reloaded.failures.is_empty(), "{reloaded:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_directory_that_cannot_be_listed_keeps_what_had_failed_failed_for_the_next_reload() {
+    let dir = directory("unlisted", &[]);
+    let floats =
+        |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let path = dir.join("m.safetensors");
+    let good = ("good", "F32", &[1usize, 2][..], floats(&[1.0, 0.0]));
+    std::fs::write(&path, safetensors_bytes(&[good.clone()])).unwrap();
+    let tables = Arc::new(Tables::new(Some(dir.clone())));
+    assert_eq!(tables.load(), Ok(1));
+    // A tensor that fails beside one that loads: the file is a failed one.
+    let bad = ("bad", "F32", &[1usize, 2][..], floats(&[f32::NAN, 0.0]));
+    std::fs::write(&path, safetensors_bytes(&[good, bad])).unwrap();
+    let failed = reload(&tables);
+    assert_eq!(failed.failures.len(), 1, "{failed:?}");
+    // The directory gone for a reload, then back with the same file.
+    let away = dir.with_extension("away");
+    std::fs::rename(&dir, &away).unwrap();
+    let unlisted = reload(&tables);
+    assert_eq!(unlisted.failures.len(), 2, "{unlisted:?}");
+    assert_eq!(unlisted.failures[0], failed.failures[0]);
+    std::fs::rename(&away, &dir).unwrap();
+    let back = reload(&tables);
+    assert_eq!(back.failures, failed.failures, "{back:?}");
+    assert!(tables.catalog().get("m.good").is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }

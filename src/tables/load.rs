@@ -399,6 +399,11 @@ fn not_finite(at: usize, dim: usize) -> String {
 /// that are not tables, with the reason.
 pub(super) type FileTables = (Vec<Loaded>, Vec<(String, String)>);
 
+/// Bytes held per byte of a `.safetensors` header while its tensors are read: the crate's
+/// index of them (each one's name, dtype, shape and offsets) and, for each, a table or a
+/// skipped entry; erring high, since a header may list millions of tensors.
+const SAFETENSORS_HEADER_BYTES_HELD: usize = 8;
+
 /// Reads every 2-D float tensor of the `.safetensors` file at `path` as a table named
 /// `FILE.TENSOR` (ids from `ids_for(name)`, which may say why the table cannot have them).
 /// Tensors of another rank or dtype are not tables; they are returned as skipped, with the
@@ -412,6 +417,16 @@ pub(super) fn safetensors(
     let mut room = Room::now();
     let (file, data_stamp) = read(path, &mut room)?;
     let map = file.bytes();
+    // The header's JSON (up to 100 MB, as the crate reads it) becomes the crate's index of
+    // tensors, then a table or a skipped entry each: checked before it is parsed.
+    let header = map
+        .first_chunk::<8>()
+        .map_or(0, |len| u64::from_le_bytes(*len));
+    let header = usize::try_from(header).unwrap_or(usize::MAX).min(map.len());
+    room.take(
+        header.saturating_mul(SAFETENSORS_HEADER_BYTES_HELD),
+        "its header's tensors",
+    )?;
     let tensors = SafeTensors::deserialize(map)
         .map_err(|err| format!("not a readable .safetensors file: {err}"))?;
     let base = map.as_ptr() as usize;
@@ -492,6 +507,8 @@ pub(super) fn safetensors(
                 ) {
                     Ok(values) => values,
                     Err(reason) => {
+                        // The values were not kept.
+                        room.give_back(rows * dim * 4);
                         loaded.push(Err((name, reason)));
                         continue;
                     }
@@ -511,6 +528,10 @@ pub(super) fn safetensors(
             stored,
         };
         let finished = finish(raw, map, data_stamp.clone(), ids.as_deref(), &mut room);
+        if finished.is_err() {
+            // Nor were its values, norms or ids kept: what they took is free for the next.
+            room.give_back(rows * dim * 4);
+        }
         loaded.push(finished);
     }
     Ok((loaded, skipped))
@@ -576,6 +597,8 @@ fn finish(
             let ids = Ids::parse(file.bytes(), raw.rows).map_err(ids_fail)?;
             hash.update(b"ids");
             hash.update(file.bytes());
+            // The file's text goes now; the ids keep their copy of it.
+            room.give_back(file.bytes().len());
             (Some(ids), Some(ids_stamp))
         }
         None => (None, None),
@@ -675,6 +698,32 @@ pub(super) mod tests {
             .unwrap();
             assert_eq!(owned(&raw), [1., 2., 3., 4., 5., 6.]);
         }
+    }
+
+    #[test]
+    fn a_safetensors_header_is_counted_before_its_tensors_are_read() {
+        let dir = std::env::temp_dir().join(format!("simserve-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Many tensors of no rows: each a table, and nothing else to count.
+        let entries: Vec<String> = (0..1000)
+            .map(|i| format!(r#""t{i}":{{"dtype":"F32","shape":[0,2],"data_offsets":[0,0]}}"#))
+            .collect();
+        let header = format!("{{{}}}", entries.join(","));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        let path = dir.join("m.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        let needed = (bytes.len() + header.len() * SAFETENSORS_HEADER_BYTES_HELD) as u64;
+        let read = |left| {
+            with_left(left, || {
+                safetensors(&path, "m.safetensors", "m", |_| Ok(None))
+            })
+        };
+        let reason = read(HEADROOM + needed - 1).err().unwrap();
+        assert!(reason.starts_with("its header's tensors: "), "{reason}");
+        let (loaded, skipped) = read(HEADROOM + needed).unwrap();
+        assert_eq!((loaded.len(), skipped.len()), (1000, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -264,6 +264,12 @@ fn read_dir(dir: &Path, previous: &Catalog) -> (Catalog, Reloaded) {
     let (files, ids_files) = match list(dir) {
         Ok(listed) => listed,
         Err(reason) => {
+            // Nothing is known of the files: every table serves on, and what had failed
+            // stays failed, so that the next reload does not keep a failed file's tables as
+            // unchanged.
+            for failure in previous.failures() {
+                catalog.fail(&failure.file, failure.table.clone(), failure.reason.clone());
+            }
             catalog.fail(&dir.display().to_string(), None, reason);
             catalog.tables = previous.tables.clone();
             return (catalog, reloaded);
