@@ -296,7 +296,7 @@ fn a_directory_that_cannot_be_listed_keeps_what_had_failed_failed_for_the_next_r
         |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
     let path = dir.join("m.safetensors");
     let good = ("good", "F32", &[1usize, 2][..], floats(&[1.0, 0.0]));
-    std::fs::write(&path, safetensors_bytes(&[good.clone()])).unwrap();
+    std::fs::write(&path, safetensors_bytes(std::slice::from_ref(&good))).unwrap();
     let tables = Arc::new(Tables::new(Some(dir.clone())));
     assert_eq!(tables.load(), Ok(1));
     // A tensor that fails beside one that loads: the file is a failed one.
