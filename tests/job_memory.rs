@@ -9,12 +9,6 @@
 //! Buffers count at their capacity. This is its own test binary: the allocator counts every
 //! thread, and this one test is all that runs in it.
 
-// A global allocator is unsafe to implement; this one only counts what `System` does.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use clap::Parser;
 use simserve::answer::json;
 use simserve::api::matrix::MatrixJob;
@@ -26,56 +20,11 @@ use simserve::state::AppState;
 use simserve::tables::Resolve;
 use simserve::{Config, body};
 
-/// The system allocator, counting the bytes allocated now and the most since [`peak_of`]
-/// began.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn held(more: usize) {
-    let now = HELD.fetch_add(more, Ordering::Relaxed) + more;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes to `System` with its arguments unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        held(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        held(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let moved = unsafe { System.realloc(ptr, layout, new_size) };
-        if new_size >= layout.size() {
-            held(new_size - layout.size());
-        } else {
-            HELD.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        moved
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// The most bytes allocated at once while `work` runs, beyond those allocated before.
-fn peak_of(work: impl FnOnce()) -> usize {
-    let before = HELD.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    work();
-    PEAK.load(Ordering::Relaxed).saturating_sub(before)
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// `count` copies of `element`, comma-separated.
 fn many(element: &str, count: usize) -> String {
@@ -101,13 +50,13 @@ type Measure = fn(&str, &Context) -> Result<Sizes, String>;
 
 /// Parses `body` and checks it into a job of `O`, runs it and writes its answer as JSON.
 fn measure<O: Operation>(body: &str, context: &Context) -> Result<Sizes, String> {
-    let before = HELD.load(Ordering::Relaxed);
+    let before = counting::held_now();
     let request = body::parse::<O::Request>(body.as_bytes()).map_err(|err| err.to_string())?;
     let job = O::parse(request, context).map_err(|err| err.to_string())?;
-    let checked = HELD.load(Ordering::Relaxed).saturating_sub(before);
+    let checked = counting::held_now().saturating_sub(before);
     let estimate = job.estimate();
     let mut answered = Ok(());
-    let ran = peak_of(|| {
+    let ran = counting::peak_of(|| {
         answered = job
             .run(&Cancel::new())
             .and_then(|outcome| json::encode(&outcome))

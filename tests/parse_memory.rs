@@ -12,12 +12,7 @@
 //! of the new one are touched, no more. This is its own test binary: the allocator counts
 //! every thread, and this one test is all that runs in it.
 
-// A global allocator is unsafe to implement; this one only counts what `System` does.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser;
 use simserve::admission::Admission;
@@ -35,56 +30,11 @@ use simserve::tables::Resolve;
 use simserve::tensor;
 use simserve::{Config, body};
 
-/// The system allocator, counting the bytes allocated now and the most since [`peak_of`]
-/// began.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn held(more: usize) {
-    let now = HELD.fetch_add(more, Ordering::Relaxed) + more;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes to `System` with its arguments unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        held(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        held(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let moved = unsafe { System.realloc(ptr, layout, new_size) };
-        if new_size >= layout.size() {
-            held(new_size - layout.size());
-        } else {
-            HELD.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        moved
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// The most bytes allocated at once while `work` runs, beyond those allocated before.
-fn peak_of(work: impl FnOnce()) -> usize {
-    let before = HELD.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    work();
-    PEAK.load(Ordering::Relaxed).saturating_sub(before)
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// `count` copies of `element`, comma-separated.
 fn many(element: &str, count: usize) -> String {
@@ -407,7 +357,7 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
     for (what, body, route, makes_a_job) in cases {
         let body = body.into_bytes();
         let mut made = Ok(());
-        let peak = peak_of(|| {
+        let peak = counting::peak_of(|| {
             made = match route {
                 Route::UserItem => native::<UserItemJob>(&body, &context),
                 Route::Matrix => native::<MatrixJob>(&body, &context),
@@ -456,7 +406,7 @@ fn parsing_and_checking_a_body_never_hold_more_than_admission_reserves_for_it() 
     let mut place = admission.enter(Some(bytes.len())).unwrap();
     let mut arriving = Arriving::for_body(head, Some(json.len()), MatrixJob::SIGNATURE).unwrap();
     let mut took = Ok(());
-    let peak = peak_of(|| took = arriving.take(&bytes, place.reservation()));
+    let peak = counting::peak_of(|| took = arriving.take(&bytes, place.reservation()));
     assert!(took.is_ok());
     let reserved = estimate::parse(json.len()) + estimate::INFER_FIELDS;
     eprintln!(
