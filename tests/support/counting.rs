@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Buffers count at the sizes asked for, which they may not have touched yet (not what the
-//! allocator rounds them up to: jemalloc, in the release binary, holds small sizes in
-//! classes of up to a quarter more); a buffer regrown counts at its new size from then on. The counters are the process's: a binary
+//! allocator rounds them up to: jemalloc, in the release binary, holds each in a size
+//! class, up to twice a tiny size and at most a quarter more past 64 bytes); a buffer
+//! regrown counts at its new size from then on. The counters are the process's: a binary
 //! using it runs one test, so that no other thread allocates meanwhile.
 
 // A global allocator is unsafe to implement; this one only counts what `System` does.
