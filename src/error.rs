@@ -15,6 +15,13 @@ use crate::request_id;
 /// The longest `detail` sent to a client; longer texts are cut so input is never echoed in bulk.
 const MAX_DETAIL_CHARS: usize = 300;
 
+/// 499 Client Closed Request: not a standard status, but the one proxies and dashboards
+/// know for a request whose client left before it could be answered.
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,6 +64,10 @@ pub enum ApiError {
     /// No valid bearer token was given while `--api-keys` is set (401).
     #[error("this route needs an Authorization: Bearer token listed in the server's API keys")]
     Unauthorized,
+    /// The client closed the connection before its body had arrived (499, as nginx counts
+    /// it: no one reads the answer, and the metrics and log tell it from a malformed body).
+    #[error("the client closed the connection before the request body had arrived")]
+    ClientClosed,
     /// The body did not arrive within `--body-timeout` (408).
     #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
     BodyTimeout(std::time::Duration),
@@ -120,6 +131,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ClientClosed => CLIENT_CLOSED_REQUEST,
             ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded(_)
             | ApiError::Draining
@@ -146,6 +158,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
             ApiError::Unauthorized => "urn:simserve:problem:unauthorized",
             ApiError::BodyTimeout(_) => "urn:simserve:problem:body-timeout",
+            ApiError::ClientClosed => "urn:simserve:problem:client-closed-request",
             ApiError::UnsupportedEncoding => "urn:simserve:problem:unsupported-encoding",
             ApiError::Overloaded(_) => "urn:simserve:problem:overloaded",
             ApiError::Draining => "urn:simserve:problem:draining",
@@ -205,7 +218,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let problem = Problem {
             kind: self.kind(),
-            title: status.canonical_reason().unwrap_or("Error"),
+            title: status.canonical_reason().unwrap_or(match status.as_u16() {
+                499 => "Client Closed Request",
+                _ => "Error",
+            }),
             status: status.as_u16(),
             detail: self.detail(),
             request_id: request_id::current(),

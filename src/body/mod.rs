@@ -271,6 +271,32 @@ impl Sink for Buffer {
     }
 }
 
+/// Whether reading a body failed because its connection ended before the body did (the
+/// client went away: hyper reads an early end of the stream, or a reset), rather than
+/// because of what was sent.
+fn client_closed(err: &axum::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            );
+        }
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled())
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Reads the whole (possibly compressed) body into `sink`, refusing it past `limit`, and
 /// gives its length.
 pub async fn read(
@@ -283,8 +309,10 @@ pub async fn read(
 ) -> Result<usize, ApiError> {
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|err| ApiError::MalformedJson(format!("could not read the body: {err}")))?;
+        let frame = frame.map_err(|err| match client_closed(&err) {
+            true => ApiError::ClientClosed,
+            false => ApiError::MalformedJson(format!("could not read the body: {err}")),
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{SMALL_PAIRWISE_BODY, spawn_binary};
-use crate::live::{gauge, start, start_with_admin, start_with_state, until_gauge};
+use crate::live::{gauge, metrics_text, start, start_with_admin, start_with_state, until_gauge};
 
 /// Sends the head and the first half of a pairwise request, leaving it in flight.
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
@@ -557,4 +557,39 @@ async fn under_a_low_open_files_limit_the_admin_address_still_answers_however_ma
     }
     drop(server);
     log.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_its_body_has_arrived_is_counted_as_499_not_400() {
+    let (addr, _stop, _server) = start(|_| {}).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\n\
+              Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"a\": [[1",
+        )
+        .await
+        .unwrap();
+    // Its head has been read: the request is in flight, waiting for the body.
+    until_gauge(addr, "simserve_http_requests_in_flight", |n| n >= 2.0).await;
+    drop(stream);
+    let closed =
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"499\"}";
+    until_gauge(addr, closed, |n| n == 1.0).await;
+    let malformed =
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"400\"}";
+    assert!(!metrics_text(addr).await.contains(malformed));
+    // A malformed body is still a 400.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\n\
+              Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    until_gauge(addr, malformed, |n| n == 1.0).await;
 }
