@@ -325,9 +325,9 @@ const RESERVED_FILES: u64 = ADMIN_MAX_CONNECTIONS as u64 + 128;
 
 /// Raises the process's soft limit on open files to its hard limit, and returns how many
 /// connections the main address may serve: `max_connections`, or fewer (logged) when even
-/// the raised limit leaves no room for them beside [`RESERVED_FILES`]. Containers often start
-/// with a soft limit of 1024: the default 1024 connections would use it up, and every
-/// accept would fail then, the admin address's probes' too.
+/// the raised limit leaves no room for them beside [`RESERVED_FILES`]. Under a soft limit of
+/// 1024, the default 1024 connections would use it up, and every accept would fail then,
+/// the admin address's probes' too.
 fn connections_within_open_files(max_connections: usize) -> usize {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);

@@ -29,9 +29,11 @@ const PAIR_CHUNK: usize = 1 << 14;
 /// when scores are worked out pair by pair: tens of milliseconds at most (manhattan, the
 /// slowest, scored 2.3e9 a second in `cargo run --release --example kernel_rate manhattan
 /// 256 3000 256`), so a computation whose deadline passed or whose client left stops about
-/// that soon, however long its vectors. Scores from the matrix product are checked every [`DENSE_BLOCK`]
-/// scores, as a product cut thinner would read `b` once more for each cut: its blocks run
-/// about ten times as fast, and the 1000×768 by 1000×768 product stays one.
+/// that soon, however long its vectors. Scores from the matrix product are checked every
+/// [`DENSE_BLOCK`] scores, as a product cut thinner would read `b` once more for each cut:
+/// it runs several times as fast (euclidean's product 28.6 GFLOP/s against manhattan's 4.6
+/// in the same `kernel_rate` run, 256 3000 256), and the 1000×768 by 1000×768 product stays
+/// one block.
 const DIRECT_CHECK_WORK: usize = 1 << 26;
 
 /// Pairs of `dim`-dimensional vectors scored between checks for cancellation: at least one
