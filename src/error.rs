@@ -115,6 +115,60 @@ impl ApiError {
         }
     }
 
+    /// [`ApiError::from_json`] for an error in the JSON of one `field`: JSON nested more than
+    /// serde_json's 128 levels is well-formed, so it is a 422 naming the field.
+    pub fn from_json_in(field: impl std::fmt::Display, err: &serde_json::Error) -> Self {
+        if nested_too_deep(err) {
+            return ApiError::Invalid(format!("{field}: {NESTED_TOO_DEEP_DETAIL}"));
+        }
+        ApiError::from_json(err)
+    }
+
+    /// [`ApiError::from_json`] for an error found at a path of the JSON (as
+    /// `serde_path_to_error` tracks it), which a 422's message then starts with
+    /// (`inputs[0]: missing field `shape``); an unknown field's message names the object it is
+    /// in. JSON nested more than serde_json's 128 levels is well-formed, so it is a 422 too,
+    /// naming the field it is in.
+    pub fn from_json_at(err: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        use serde_path_to_error::Segment;
+        let inner = err.inner();
+        let too_deep = nested_too_deep(inner);
+        let message = match ApiError::from_json(inner) {
+            _ if too_deep => NESTED_TOO_DEEP_DETAIL.to_owned(),
+            ApiError::Invalid(message) => message,
+            other => return other,
+        };
+        let mut segments: Vec<&Segment> = err.path().iter().collect();
+        if too_deep {
+            // Where the nesting starts: the field, not each level of it.
+            let field = segments
+                .iter()
+                .rposition(|segment| matches!(segment, Segment::Map { .. }));
+            segments.truncate(field.map_or(0, |at| at + 1));
+        } else if message.starts_with("unknown field") {
+            segments.pop();
+        }
+        let mut path = String::new();
+        for segment in segments {
+            match segment {
+                Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    // A field's name, or `?` for a key a client made up that is not plain.
+                    let plain = crate::echo::shown(key, 64).starts_with('"');
+                    path.push_str(if plain { key } else { "?" });
+                }
+                Segment::Unknown => path.push_str(if path.is_empty() { "?" } else { ".?" }),
+            }
+        }
+        ApiError::Invalid(match path.as_str() {
+            "" => message,
+            path => format!("{path}: {message}"),
+        })
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
@@ -198,6 +252,16 @@ impl From<ComputeError> for ApiError {
     }
 }
 
+/// Whether serde_json refused `err`'s JSON for being nested deeper than it reads (a syntax
+/// error to serde_json, which its message alone tells).
+fn nested_too_deep(err: &serde_json::Error) -> bool {
+    err.classify() == serde_json::error::Category::Syntax
+        && err.to_string().starts_with("recursion limit exceeded")
+}
+
+/// What a 422 says of JSON nested deeper than serde_json reads.
+const NESTED_TOO_DEEP_DETAIL: &str = "nested more than 128 levels deep";
+
 /// Seconds a refused client should wait before retrying.
 const RETRY_AFTER_SECONDS: &str = "1";
 
@@ -265,6 +329,72 @@ mod tests {
     fn internal_causes_stay_out_of_the_detail() {
         let err = ApiError::Internal("secret path /etc".into());
         assert!(!err.detail().contains("secret"));
+    }
+
+    /// `T` read from `json` with its path tracked, as [`ApiError::from_json_at`] takes it.
+    fn error_at<T: serde::de::DeserializeOwned + std::fmt::Debug>(json: &str) -> ApiError {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let err = serde_path_to_error::deserialize::<_, T>(&mut de).unwrap_err();
+        ApiError::from_json_at(&err)
+    }
+
+    #[test]
+    fn data_errors_found_at_a_path_name_it_and_those_at_the_top_do_not() {
+        let ApiError::Invalid(message) =
+            error_at::<std::collections::BTreeMap<String, Vec<u8>>>(r#"{"inputs": [1, "x"]}"#)
+        else {
+            panic!("a data error is Invalid");
+        };
+        assert_eq!(
+            message,
+            "inputs[1]: invalid type: string \"x\", expected u8"
+        );
+        let ApiError::Invalid(message) = error_at::<Vec<u8>>(r#"{"a": 1}"#) else {
+            panic!("a data error is Invalid");
+        };
+        assert_eq!(message, "invalid type: map, expected a sequence");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Input {
+        name: String,
+    }
+
+    #[test]
+    fn an_unknown_fields_message_names_the_object_it_is_in() {
+        let ApiError::Invalid(message) =
+            error_at::<Vec<Input>>(r#"[{"name": "a"}, {"name": "b", "bogus": 1}]"#)
+        else {
+            panic!("a data error is Invalid");
+        };
+        assert_eq!(message, "[1]: unknown field `bogus`, expected `name`");
+    }
+
+    #[test]
+    fn json_nested_too_deep_is_422_naming_where_and_broken_json_stays_400() {
+        let deep = format!(
+            r#"{{"parameters": {}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let ApiError::Invalid(message) =
+            error_at::<std::collections::BTreeMap<String, serde_json::Value>>(&deep)
+        else {
+            panic!("JSON nested too deep is Invalid");
+        };
+        assert_eq!(message, "parameters: nested more than 128 levels deep");
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let err = serde_json::from_str::<serde_json::Value>(&deep).unwrap_err();
+        let ApiError::Invalid(message) = ApiError::from_json_in("a.data", &err) else {
+            panic!("JSON nested too deep is Invalid");
+        };
+        assert_eq!(message, "a.data: nested more than 128 levels deep");
+        assert!(matches!(
+            error_at::<Vec<u8>>("[1,"),
+            ApiError::MalformedJson(_)
+        ));
     }
 
     #[test]

@@ -189,7 +189,7 @@ const _: () = assert!(2 * 2 * 128 * MAX_FIELD_JSON <= estimate::INFER_FIELDS);
 /// The request's JSON, as read before its inputs are decoded: its fields' JSON borrowed,
 /// then read one by one ([`field_value`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an inference request object")]
 struct Head<'a> {
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
@@ -207,7 +207,10 @@ struct Head<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an input: an object with name, shape, datatype and data or parameters"
+)]
 struct InputHead<'a> {
     #[serde(borrow)]
     name: &'a RawValue,
@@ -373,7 +376,10 @@ fn plan<'a>(
             "the inference request must be a JSON object".to_owned(),
         ));
     }
-    let head: Head = serde_json::from_slice(json).map_err(|err| ApiError::from_json(&err))?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let head: Head =
+        serde_path_to_error::deserialize(&mut de).map_err(|err| ApiError::from_json_at(&err))?;
+    de.end().map_err(|err| ApiError::from_json(&err))?;
     let id = match head.id.map(|id| field_value("id", id)).transpose()? {
         None => None,
         Some(Value::String(id)) => Some(id),
@@ -593,7 +599,7 @@ fn walk<'b>(
                         JsonData::new(name, datatype, &shape, text.len())
                             .deserialize(&mut de)
                             .and_then(|values| de.end().map(|()| values))
-                            .map_err(|err| ApiError::from_json(&err))?
+                            .map_err(|err| ApiError::from_json_in(format!("{name}.data"), &err))?
                     }
                 }
             }
@@ -638,7 +644,7 @@ fn field_value(field: impl fmt::Display, json: &RawValue) -> Result<Value, ApiEr
             text.len()
         )));
     }
-    serde_json::from_str(text).map_err(|err| ApiError::from_json(&err))
+    serde_json::from_str(text).map_err(|err| ApiError::from_json_in(field, &err))
 }
 
 /// An input's `shape`: at most [`MAX_RANK`] non-negative integers.
@@ -1088,5 +1094,57 @@ mod tests {
         );
         let got = decoded(&json).unwrap();
         assert_eq!(got.inputs[0].values, Values::Floats(vec![0.5; count]));
+    }
+
+    #[test]
+    fn requests_whose_parts_have_the_wrong_json_type_get_422s_that_name_where() {
+        let input = r#"{"name": "a", "shape": [2], "datatype": "FP32", "data": [1, 2]}"#;
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for (json, want) in [
+            (
+                r#"{"inputs": {"a": 1}}"#.to_owned(),
+                "inputs: invalid type: map, expected a sequence",
+            ),
+            (
+                r#"{"inputs": [[1]]}"#.to_owned(),
+                "inputs[0]: invalid length 1, expected an input",
+            ),
+            (
+                format!(r#"{{"inputs": [{input}, 1]}}"#),
+                "inputs[1]: invalid type: integer `1`, expected an input",
+            ),
+            (
+                r#"{"inputs": [{"name": "a"}]}"#.to_owned(),
+                "inputs[0]: missing field `shape`",
+            ),
+            (
+                format!(r#"{{"inputs": [{input}], "model_name": 5}}"#),
+                "model_name: invalid type: integer `5`, expected a string",
+            ),
+            (
+                format!(r#"{{"inputs": [{input}, {{"bogus": 1}}]}}"#),
+                "inputs[1]: unknown field `bogus`",
+            ),
+            (
+                format!(r#"{{"inputs": [{input}], "bogus": 1}}"#),
+                "unknown field `bogus`",
+            ),
+            (r#"{}"#.to_owned(), "missing field `inputs`"),
+            (
+                format!(r#"{{"inputs": [{input}], "parameters": {{"x": {deep}}}}}"#),
+                "parameters: nested more than 128 levels deep",
+            ),
+            (
+                format!(
+                    r#"{{"inputs": [{{"name": "a", "shape": [1], "datatype": "FP32", "data": {deep}}}]}}"#
+                ),
+                "a.data: nested more than 128 levels deep",
+            ),
+        ] {
+            match decoded(&json) {
+                Err(ApiError::Invalid(detail)) => assert!(detail.starts_with(want), "{detail}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
     }
 }
