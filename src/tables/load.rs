@@ -52,6 +52,11 @@ pub(super) fn table_name(raw: &str) -> String {
         .collect()
 }
 
+/// The longest table name, in bytes: a file name's longest on most file systems, so only a
+/// `.safetensors` tensor's name can make a longer one (a header may hold a name of many
+/// megabytes, which would then be in every `GET /tables`, log line and reload answer).
+pub(super) const MAX_TABLE_NAME: usize = 255;
+
 /// The identity of the file at `path` (following symbolic links).
 pub(super) fn stamp(path: &Path) -> Result<FileStamp, String> {
     let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
@@ -83,7 +88,8 @@ fn read(path: &Path, room: &mut Room) -> Result<(Arc<FileBytes>, FileStamp), Str
     let len = usize::try_from(meta.len()).map_err(|_| "the file is too large".to_owned())?;
     room.take(len, "reading it whole")?;
     // One byte more than the file had, should it have grown meanwhile.
-    let bytes = FileBytes::read(len, |bytes| file.take(len as u64 + 1).read_to_end(bytes))?;
+    let bytes = FileBytes::read(len, |bytes| file.take(len as u64 + 1).read_to_end(bytes))
+        .inspect_err(|_| room.give_back(len))?;
     Ok((Arc::new(bytes), stamp_of(&meta)))
 }
 
@@ -453,6 +459,15 @@ pub(super) fn safetensors(
                 continue;
             }
         };
+        if name.len() > MAX_TABLE_NAME {
+            let reason = format!(
+                "the tensor's table name takes {} bytes, more than the {MAX_TABLE_NAME} a name may",
+                name.len()
+            );
+            // Named by its start (the name is ASCII by now), as it is served nowhere.
+            loaded.push(Err((name[..MAX_TABLE_NAME].to_owned(), reason)));
+            continue;
+        }
         if let Some(earlier) = named.get(&name) {
             loaded.push(Err((
                 name.clone(),
@@ -572,13 +587,13 @@ fn finish(
             .saturating_add(raw.rows.saturating_mul(8)),
         None => 0,
     };
-    room.take(
-        raw.rows.saturating_mul(12).saturating_add(ids_bytes),
-        "its norms and ids",
-    )
-    .map_err(fail)?;
-    let view =
-        ArrayView2::from_shape((raw.rows, raw.dim), values).map_err(|err| fail(err.to_string()))?;
+    let taken = raw.rows.saturating_mul(12).saturating_add(ids_bytes);
+    room.take(taken, "its norms and ids").map_err(fail)?;
+    // Should the table fail from here, none of it is kept: what it took is free again.
+    let Ok(view) = ArrayView2::from_shape((raw.rows, raw.dim), values) else {
+        room.give_back(taken);
+        return Err(fail("its values do not fill its shape".into()));
+    };
     let norms = Norms::of(view);
 
     let mut hash = Sha256::new();
@@ -587,19 +602,16 @@ fn finish(
     hash.update(map.get(raw.stored.clone()).unwrap_or_default());
     let (ids, ids_stamp) = match ids_path {
         Some(path) => {
-            let ids_fail = |reason: String| {
-                let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
-                fail(format!("{}: {reason}", file.unwrap_or_default()))
-            };
             // The read counts the file's text itself (it may have grown since).
             room.give_back(ids_len);
-            let (file, ids_stamp) = read(path, room).map_err(ids_fail)?;
-            let ids = Ids::parse(file.bytes(), raw.rows).map_err(ids_fail)?;
-            hash.update(b"ids");
-            hash.update(file.bytes());
-            // The file's text goes now; the ids keep their copy of it.
-            room.give_back(file.bytes().len());
-            (Some(ids), Some(ids_stamp))
+            match read_ids(path, raw.rows, room, &mut hash) {
+                Ok((ids, stamp)) => (Some(ids), Some(stamp)),
+                Err(reason) => {
+                    room.give_back(taken.saturating_sub(ids_len));
+                    let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+                    return Err(fail(format!("{}: {reason}", file.unwrap_or_default())));
+                }
+            }
         }
         None => (None, None),
     };
@@ -626,6 +638,24 @@ fn finish(
         loaded_at: SystemTime::now(),
         stamps: (data_stamp, ids_stamp),
     })
+}
+
+/// Reads the ids file at `path` for a table of `rows`, adding its text to `hash`. Its text is
+/// counted in `room` while it is read and parsed, and given back after (the ids keep their
+/// own copy of it, which the caller counted).
+fn read_ids(
+    path: &Path,
+    rows: usize,
+    room: &mut Room,
+    hash: &mut Sha256,
+) -> Result<(Ids, FileStamp), String> {
+    let (file, stamp) = read(path, room)?;
+    let parsed = Ids::parse(file.bytes(), rows);
+    room.give_back(file.bytes().len());
+    let ids = parsed?;
+    hash.update(b"ids");
+    hash.update(file.bytes());
+    Ok((ids, stamp))
 }
 
 #[cfg(test)]
@@ -751,6 +781,81 @@ pub(super) mod tests {
         });
         assert_eq!(loaded.unwrap().rows, 100);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_tensor_whose_table_name_would_be_longer_than_255_bytes_fails_by_its_names_start() {
+        let dir = std::env::temp_dir().join(format!("simserve-long-name-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // "m." and the tensor's name: 255 bytes is a table, 256 is not.
+        let (fits, long) = ("x".repeat(253), "y".repeat(254));
+        let header = format!(
+            r#"{{"{fits}":{{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}},"{long}":{{"dtype":"F32","shape":[1,1],"data_offsets":[4,8]}}}}"#
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0, 0, 128, 63, 0, 0, 128, 63]);
+        let path = dir.join("m.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        let (loaded, _) = safetensors(&path, "m.safetensors", "m", |_| Ok(None)).unwrap();
+        let mut names: Vec<(String, Option<String>)> = loaded
+            .into_iter()
+            .map(|table| match table {
+                Ok(table) => (table.name, None),
+                Err((name, reason)) => (name, Some(reason)),
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names[0], (format!("m.{fits}"), None));
+        assert_eq!(
+            names[1],
+            (
+                format!("m.{}", &long[..253]),
+                Some(
+                    "the tensor's table name takes 256 bytes, more than the 255 a name may"
+                        .to_owned()
+                )
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_a_failed_tables_norms_and_ids_took_is_free_for_the_next_table_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("simserve-give-back-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Three tensors of 100 rows, whose ids file (shared) holds one id too few.
+        let values: Vec<u8> = (0..100)
+            .flat_map(|i| (i as f32 + 1.0).to_le_bytes())
+            .collect();
+        let entries: Vec<String> = (0..3)
+            .map(|i| {
+                let (from, to) = (i * 400, i * 400 + 400);
+                format!(r#""t{i}":{{"dtype":"F32","shape":[100,1],"data_offsets":[{from},{to}]}}"#)
+            })
+            .collect();
+        let header = format!("{{{}}}", entries.join(","));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(values.repeat(3));
+        let (path, ids) = (dir.join("m.safetensors"), dir.join("t.ids.txt"));
+        std::fs::write(&path, &bytes).unwrap();
+        let text: String = (0..99).map(|i| format!("id-{i}\n")).collect();
+        std::fs::write(&ids, &text).unwrap();
+        // Room for the file, its header, and one table's values, norms and ids at a time.
+        let one_table = 400 + 1200 + 2 * text.len() + 800;
+        let left = HEADROOM
+            + (bytes.len() + header.len() * SAFETENSORS_HEADER_BYTES_HELD + one_table) as u64;
+        let (loaded, _) = with_left(left, || {
+            safetensors(&path, "m.safetensors", "m", |_| Ok(Some(ids.clone())))
+        })
+        .unwrap();
+        assert_eq!(loaded.len(), 3);
+        for table in loaded {
+            let (_, reason) = table.err().unwrap();
+            assert!(reason.starts_with("t.ids.txt: "), "{reason}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
