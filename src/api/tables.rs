@@ -5,6 +5,8 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::cpu;
@@ -78,19 +80,40 @@ pub struct Listing {
     errors: Vec<FailureInfo>,
 }
 
-/// Serves `GET /tables`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Listing>, ApiError> {
+/// Serves `GET /tables`. The listing is built and written on the blocking pool: a
+/// `.safetensors` file of 40,000 tensors makes a 9.5 MB listing, which took 56-59 ms to
+/// fetch from a release build on the loopback, most of it building and writing that would
+/// otherwise hold a runtime thread (and the requests it serves).
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.tables_loaded() {
         return Err(ApiError::TablesLoading);
     }
     let catalog = state.tables.catalog();
-    Ok(Json(Listing {
-        tables: catalog
-            .tables()
-            .map(|table| TableInfo::of(table, &catalog))
-            .collect(),
-        errors: catalog.failures().iter().map(FailureInfo::from).collect(),
-    }))
+    cpu::spawn_blocking(move || {
+        json_response(&Listing {
+            tables: catalog
+                .tables()
+                .map(|table| TableInfo::of(table, &catalog))
+                .collect(),
+            errors: catalog.failures().iter().map(FailureInfo::from).collect(),
+        })
+    })
+    .await?
+}
+
+/// `value` as an `application/json` response, written where the caller runs (unlike
+/// [`Json`], which writes it as the response is made, on the runtime).
+fn json_response(value: &impl Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value)
+        .map_err(|err| ApiError::Internal(format!("writing JSON: {err}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// Serves `GET /tables/{name}`. A name that is not UTF-8 once decoded names no table.
@@ -122,25 +145,28 @@ pub struct ReloadAnswer {
     errors: Vec<FailureInfo>,
 }
 
-/// Serves `POST /tables/reload`.
-pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadAnswer>, ApiError> {
+/// Serves `POST /tables/reload`; its answer, which may name every table, is written on the
+/// blocking pool too.
+pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.tables_loaded() {
         return Err(ApiError::TablesLoading);
     }
-    let reloaded = cpu::spawn_blocking(move || state.try_reload_tables()).await?;
-    let Some(Reloaded {
-        changed,
-        removed,
-        failures,
-    }) = reloaded
-    else {
-        return Err(ApiError::Overloaded(
-            "a table reload is already running; retry when it has finished".into(),
-        ));
-    };
-    Ok(Json(ReloadAnswer {
-        changed,
-        removed,
-        errors: failures.iter().map(FailureInfo::from).collect(),
-    }))
+    cpu::spawn_blocking(move || {
+        let Some(Reloaded {
+            changed,
+            removed,
+            failures,
+        }) = state.try_reload_tables()
+        else {
+            return Err(ApiError::Overloaded(
+                "a table reload is already running; retry when it has finished".into(),
+            ));
+        };
+        json_response(&ReloadAnswer {
+            changed,
+            removed,
+            errors: failures.iter().map(FailureInfo::from).collect(),
+        })
+    })
+    .await?
 }
