@@ -103,25 +103,29 @@ impl ApiError {
     pub fn from_json(err: &serde_json::Error) -> Self {
         use serde_json::error::Category;
         match err.classify() {
-            Category::Data => {
-                let text = err.to_string();
-                let suffix = format!(" at line {} column {}", err.line(), err.column());
-                let message = text.strip_suffix(&suffix).unwrap_or(&text);
-                ApiError::Invalid(message.to_owned())
-            }
+            Category::Data => ApiError::Invalid(without_position(err)),
             Category::Syntax | Category::Eof | Category::Io => {
                 ApiError::MalformedJson(format!("malformed JSON: {err}"))
             }
         }
     }
 
-    /// [`ApiError::from_json`] for an error in the JSON of one `field`: JSON nested more than
-    /// serde_json's 128 levels is well-formed, so it is a 422 naming the field.
+    /// [`ApiError::from_json`] for an error in the JSON of one `field`, read apart from the
+    /// rest of the body: a syntax error names the field, not a line and column, which would
+    /// count from the field's start. JSON nested more than serde_json's 128 levels is
+    /// well-formed, so it is a 422 naming the field.
     pub fn from_json_in(field: impl std::fmt::Display, err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
         if nested_too_deep(err) {
             return ApiError::Invalid(format!("{field}: {NESTED_TOO_DEEP_DETAIL}"));
         }
-        ApiError::from_json(err)
+        match err.classify() {
+            Category::Syntax | Category::Eof => ApiError::MalformedJson(format!(
+                "{field}: malformed JSON: {}",
+                without_position(err)
+            )),
+            Category::Data | Category::Io => ApiError::from_json(err),
+        }
     }
 
     /// [`ApiError::from_json`] for an error found at a path of the JSON (as
@@ -250,6 +254,13 @@ impl From<ComputeError> for ApiError {
             ComputeError::Internal(_) => ApiError::Internal(err.to_string()),
         }
     }
+}
+
+/// `err`'s message without the ` at line L column C` serde_json ends it with.
+fn without_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
 }
 
 /// Whether serde_json refused `err`'s JSON for being nested deeper than it reads (a syntax
@@ -391,6 +402,11 @@ mod tests {
             panic!("JSON nested too deep is Invalid");
         };
         assert_eq!(message, "a.data: nested more than 128 levels deep");
+        let err = serde_json::from_str::<serde_json::Value>("[1, 1e999]").unwrap_err();
+        let ApiError::MalformedJson(message) = ApiError::from_json_in("a.data", &err) else {
+            panic!("a number out of range is malformed JSON");
+        };
+        assert_eq!(message, "a.data: malformed JSON: number out of range");
         assert!(matches!(
             error_at::<Vec<u8>>("[1,"),
             ApiError::MalformedJson(_)

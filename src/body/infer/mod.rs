@@ -271,7 +271,29 @@ fn decode_cutting_from(
             return Ok(request);
         }
     }
-    walk(plan(json, names, None)?, binary.len(), had_length, take)
+    let plan = plan(json, names, None).map_err(|err| match err {
+        ApiError::MalformedJson(_) if !had_length => bytes_after_json(json).unwrap_or(err),
+        err => err,
+    })?;
+    walk(plan, binary.len(), had_length, take)
+}
+
+/// The error of a body sent without `Inference-Header-Content-Length` that holds bytes after
+/// one whole JSON value (binary data, most likely), if it does.
+fn bytes_after_json(body: &[u8]) -> Option<ApiError> {
+    let mut values =
+        serde_json::Deserializer::from_slice(body).into_iter::<serde::de::IgnoredAny>();
+    values.next()?.ok()?;
+    let after = body.len() - values.byte_offset();
+    let trailing = body[values.byte_offset()..]
+        .iter()
+        .any(|b| !b.is_ascii_whitespace());
+    trailing.then(|| {
+        ApiError::MalformedJson(format!(
+            "the body holds {after} bytes after its JSON; send Inference-Header-Content-Length \
+             with binary data"
+        ))
+    })
 }
 
 /// The JSON of a body and its binary data, `json_length` bytes of JSON first: 400 when the
@@ -1145,6 +1167,39 @@ mod tests {
                 Err(ApiError::Invalid(detail)) => assert!(detail.starts_with(want), "{detail}"),
                 other => panic!("{want}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn binary_data_sent_without_its_json_length_is_named_in_the_error() {
+        let json = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#;
+        let (bytes, _) = body(json, &[&f32s(&[1.0, 2.0])]);
+        let brackets = text::Brackets::default();
+        match decode(None, &bytes, &brackets, usize::MAX, None, NAMES) {
+            Err(ApiError::MalformedJson(detail)) => assert_eq!(
+                detail,
+                "the body holds 8 bytes after its JSON; send Inference-Header-Content-Length \
+                 with binary data"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // JSON that is broken itself keeps serde's error.
+        match decoded(r#"{"inputs": ["#) {
+            Err(ApiError::MalformedJson(detail)) => {
+                assert!(detail.starts_with("malformed JSON: "), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_in_data_names_the_input_and_no_position() {
+        let json = r#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [[1, 1e999]]}]}"#;
+        match decoded(json) {
+            Err(ApiError::MalformedJson(detail)) => {
+                assert_eq!(detail, "a.data: malformed JSON: number out of range")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
