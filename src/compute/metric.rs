@@ -49,12 +49,14 @@ impl Metric {
         matches!(self, Metric::Cosine | Metric::Dot)
     }
 
-    /// Orders two scores nearest first: `Less` when `x` is nearer than `y`.
+    /// Orders two scores nearest first: `Less` when `x` is nearer than `y`. `0` and `-0`
+    /// are equal (so equal scores are listed by lower index, whatever their zeros' signs);
+    /// NaN, which no score is, is ordered as `f32::total_cmp` orders it.
     pub fn nearest_first(self, x: f32, y: f32) -> Ordering {
         if self.is_similarity() {
-            y.total_cmp(&x)
+            score_order(y, x)
         } else {
-            x.total_cmp(&y)
+            score_order(x, y)
         }
     }
 
@@ -65,6 +67,15 @@ impl Metric {
         } else {
             score <= threshold
         }
+    }
+}
+
+/// Scores in ascending order, `0` and `-0` equal: [`f32::total_cmp`] but for that.
+pub fn score_order(x: f32, y: f32) -> Ordering {
+    if x == y {
+        Ordering::Equal
+    } else {
+        x.total_cmp(&y)
     }
 }
 
@@ -87,6 +98,8 @@ mod tests {
         assert_eq!(Metric::Dot.nearest_first(-1.0, 2.0), Ordering::Greater);
         assert_eq!(Metric::Euclidean.nearest_first(0.1, 0.9), Ordering::Less);
         assert_eq!(Metric::Manhattan.nearest_first(3.0, 2.0), Ordering::Greater);
+        assert_eq!(Metric::Dot.nearest_first(0.0, -0.0), Ordering::Equal);
+        assert_eq!(Metric::Euclidean.nearest_first(-0.0, 0.0), Ordering::Equal);
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Run<'_, '_> {
                     // with `exclude_self`).
                     let similarity = self.metric.is_similarity();
                     let nearer = |x: f32, y: f32| {
-                        let order = x.total_cmp(&y);
+                        let order = super::metric::score_order(x, y);
                         if similarity {
                             order.is_gt()
                         } else {
@@ -464,6 +464,40 @@ mod tests {
     }
 
     #[test]
+    fn zero_and_negative_zero_scores_tie_and_are_listed_by_lower_index() {
+        // Dot products of a zero vector (a cold-start user): zeros, some of them -0.
+        let a = array![[0.0f32, 0.0], [1.0, 0.0]];
+        let b = array![[1.0f32, 1.0], [-1.0, -1.0], [2.0, 0.5], [-3.0, -0.1]];
+        let sel = Selection {
+            k: Some(4),
+            ..all()
+        };
+        let got = nearest(a.view(), Some(b.view()), Metric::Dot, &sel, &Cancel::new()).unwrap();
+        let scores = got.scores.to_vecs()[0].clone();
+        assert!(scores.iter().all(|s| *s == 0.0), "{scores:?}");
+        assert!(
+            scores.iter().any(|s| s.is_sign_negative()),
+            "some scores are -0, as the test needs: {scores:?}"
+        );
+        for k in [1, 2, 4] {
+            let sel = Selection {
+                k: Some(k),
+                ..all()
+            };
+            let got = nearest(a.view(), Some(b.view()), Metric::Dot, &sel, &Cancel::new());
+            let want: Vec<usize> = (0..k).collect();
+            assert_eq!(got.unwrap().indices.to_vecs()[0], want, "top {k}");
+        }
+        // With a threshold (every score passes 0), the same order.
+        let sel = Selection {
+            threshold: Some(-0.0),
+            ..all()
+        };
+        let got = nearest(a.view(), Some(b.view()), Metric::Dot, &sel, &Cancel::new());
+        assert_eq!(got.unwrap().indices.to_vecs()[0], vec![0, 1, 2, 3]);
+    }
+
+    #[test]
     fn distances_list_the_smallest_first() {
         let a = array![[0.0f32]];
         let b = array![[3.0f32], [-1.0], [2.0]];
@@ -494,7 +528,7 @@ mod tests {
         let dense = matrix(a.view(), None, Metric::Cosine, &Cancel::new()).unwrap();
         for (i, row) in dense.rows().into_iter().enumerate() {
             let mut want: Vec<usize> = (0..3).filter(|&j| row[j] >= 0.3).collect();
-            want.sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
+            want.sort_by(|&x, &y| row[y].partial_cmp(&row[x]).unwrap().then(x.cmp(&y)));
             assert_eq!(got.indices.row(i), want);
         }
     }
@@ -645,7 +679,7 @@ mod tests {
         let dense = matrix(a.view(), Some(b.view()), Metric::Euclidean, &Cancel::new()).unwrap();
         for (i, row) in dense.rows().into_iter().enumerate() {
             let mut want: Vec<usize> = (0..3000).collect();
-            want.sort_by(|&x, &y| row[x].total_cmp(&row[y]).then(x.cmp(&y)));
+            want.sort_by(|&x, &y| row[x].partial_cmp(&row[y]).unwrap().then(x.cmp(&y)));
             want.truncate(7);
             assert_eq!(got.indices.row(i), want, "row {i}");
         }
