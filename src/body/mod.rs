@@ -44,6 +44,20 @@ const MAX_DISCARDS: usize = 1024;
 /// still read to its end; past it the connection is closed.
 pub const MIN_LINGER_BYTES: usize = 64 << 20;
 
+/// Bytes of a refused body that declared its length discarded at most, when its declared
+/// length is more than [`MIN_LINGER_BYTES`] and `--max-body-bytes` (1 GiB): such a body is
+/// read to its end, so that a client that sends it whole before it reads (as `httpx` does)
+/// gets its 413 rather than a reset, however far over the limit it is, up to this.
+pub const MAX_LINGER_BYTES: usize = 1 << 30;
+
+/// Bytes of a body, declared `declared` bytes long, discarded at most when it is answered
+/// before it is read, with `--max-body-bytes` of `limit`: at least [`MIN_LINGER_BYTES`] and
+/// `limit`, and up to [`MAX_LINGER_BYTES`] its whole declared length.
+pub fn linger_bytes(declared: Option<usize>, limit: usize) -> usize {
+    let declared = declared.unwrap_or(0).min(MAX_LINGER_BYTES);
+    limit.max(MIN_LINGER_BYTES).max(declared)
+}
+
 /// Bytes per second that all discarded bodies together are read at, at most (1 GiB/s). A
 /// client whose body is refused is slowed to its share of
 /// this, so clients that retry at once cannot make the server (or the network) spend more on
@@ -505,6 +519,15 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    #[test]
+    fn a_refused_body_is_discarded_to_its_declared_length_up_to_a_gib() {
+        let limit = 1 << 20;
+        assert_eq!(linger_bytes(None, limit), MIN_LINGER_BYTES);
+        assert_eq!(linger_bytes(Some(100 << 20), limit), 100 << 20);
+        assert_eq!(linger_bytes(Some(5 << 30), limit), MAX_LINGER_BYTES);
+        assert_eq!(linger_bytes(Some(10), 128 << 20), 128 << 20);
+    }
 
     #[test]
     fn json_content_types_are_recognised_with_parameters_and_any_case() {

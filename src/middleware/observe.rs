@@ -68,7 +68,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         // While draining, a connection closes with its answer rather than linger.
         let linger = state.is_ready().then(|| body::Linger {
             until: tokio::time::Instant::now() + state.limits.body_timeout,
-            bytes: state.limits.max_body_bytes.max(body::MIN_LINGER_BYTES),
+            bytes: body::linger_bytes(declared, state.limits.max_body_bytes),
             pace: Arc::clone(&state.discard_pace),
         });
         let (parts, incoming) = request.into_parts();

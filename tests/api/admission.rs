@@ -170,6 +170,33 @@ async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_a_body_far_over_the_limit_whole_reads_its_413() {
+    let (addr, _stop, _server) = start(|c| c.max_body_bytes = 1 << 20).await;
+    // Past the 64 MiB every refused body is read to, and 80 times the limit.
+    let len = simserve::body::MIN_LINGER_BYTES + (16 << 20);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let body = vec![b' '; len];
+    tokio::time::timeout(Duration::from_secs(30), stream.write_all(&body))
+        .await
+        .expect("the server keeps taking the body")
+        .expect("the connection is not reset while the body is sent");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer arrives and the connection closes")
+        .expect("the connection closes cleanly");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("larger than the limit of 1048576 bytes"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_sends_its_whole_body_reads_any_answer_given_before_it_was_read() {
     let (addr, _stop, _server) = start(|c| {
         c.api_keys = vec!["k1".into()];
