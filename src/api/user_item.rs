@@ -17,7 +17,7 @@ use crate::body::fields::{self, Exclude};
 use crate::compute::{self, Cancel, Metric, Ragged, Selection};
 use crate::error::ApiError;
 use crate::tables::{Embeddings, Ids};
-use crate::tensor::{Input, Strings};
+use crate::tensor::{Input, Spelling, Strings};
 
 /// The request body; the Open Inference Protocol route builds it from its inputs and
 /// parameters ([`super::v2`]).
@@ -98,7 +98,7 @@ fn exclude_indices(
     items: &Embeddings,
     item_ids: Option<&Strings>,
 ) -> Result<Ragged<usize>, ApiError> {
-    let Exclude { mut lists, ids } = exclude;
+    let Exclude { mut lists, ids, .. } = exclude;
     if ids.is_empty() {
         return Ok(lists);
     }
@@ -175,22 +175,51 @@ fn exclude_indices(
     Ok(lists)
 }
 
-/// Checks `exclude`: one list per user, every index an item.
-fn exclude(lists: &Ragged<usize>, u: usize, i: usize) -> Result<(), ApiError> {
+/// Checks `exclude`, given as `spelled`: one list per user, every index an item.
+fn exclude(lists: &Ragged<usize>, spelled: Spelling, u: usize, i: usize) -> Result<(), ApiError> {
     if lists.len() != u {
-        return Err(invalid(format!(
-            "exclude: has {} lists, expected one per user ({u})",
-            lists.len()
-        )));
+        return Err(invalid(match spelled {
+            Spelling::Object => format!(
+                "exclude: has {} lists, expected one per user ({u})",
+                lists.len()
+            ),
+            Spelling::Parameter => format!(
+                "exclude_offsets: has {} entries, expected one per user and one more ({})",
+                lists.len() + 1,
+                u + 1
+            ),
+        }));
     }
     for (user, list) in lists.rows().enumerate() {
         if let Some((at, item)) = list.iter().enumerate().find(|&(_, &item)| item >= i) {
+            let entry = match spelled {
+                Spelling::Object => format!("exclude[{user}][{at}]"),
+                Spelling::Parameter => {
+                    let start = lists.offsets().get(user).copied().unwrap_or(0);
+                    format!("exclude[{}]", start + at)
+                }
+            };
             return Err(invalid(format!(
-                "exclude[{user}][{at}]: item index {item} is out of range for {i} items"
+                "{entry}: item index {item} is out of range for {i} items"
             )));
         }
     }
     Ok(())
+}
+
+/// The options of `given` (name, whether given) that were given, for an error: `exclude`,
+/// `exclude and item_ids`, `top_k, threshold and exclude`.
+fn named(given: &[(&str, bool)]) -> String {
+    let names: Vec<&str> = given
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(name, _)| *name)
+        .collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// `POST /similarity/user-item`.
@@ -208,10 +237,16 @@ impl Operation for UserItemJob {
         let neighbours = k.is_some() || threshold.is_some();
 
         let output = if let Some(lists) = req.pairs {
-            if neighbours || req.exclude.is_some() || req.item_ids.is_some() {
-                return Err(invalid(
-                    "pairs: cannot be combined with top_k, threshold, exclude or item_ids",
-                ));
+            let others = named(&[
+                ("top_k", k.is_some()),
+                ("threshold", threshold.is_some()),
+                ("exclude", req.exclude.is_some()),
+                ("item_ids", req.item_ids.is_some()),
+            ]);
+            if !others.is_empty() {
+                return Err(invalid(format!(
+                    "pairs: cannot be combined with {others}; pairs are scored, not ranked"
+                )));
             }
             validate::output_size(&[lists.len()], max_output, "send fewer pairs")?;
             pairs(&lists, u, i)?;
@@ -236,12 +271,13 @@ impl Operation for UserItemJob {
             if let Some(k) = k {
                 validate::output_size(&[u, k.min(i)], max_output, "lower top_k")?;
             }
+            let spelled = req.exclude.as_ref().map(|e| e.spelled);
             let exclude_lists = req
                 .exclude
                 .map(|lists| exclude_indices(lists, &items, req.item_ids.as_ref()))
                 .transpose()?;
-            if let Some(lists) = &exclude_lists {
-                exclude(lists, u, i)?;
+            if let (Some(lists), Some(spelled)) = (&exclude_lists, spelled) {
+                exclude(lists, spelled, u, i)?;
             }
             let listed_ids = [
                 ("item_ids", req.item_ids.as_ref().map(Strings::longest)),
@@ -272,10 +308,20 @@ impl Operation for UserItemJob {
                 item_ids: req.item_ids,
             }
         } else {
-            if req.exclude.is_some() || req.item_ids.is_some() {
-                return Err(invalid(
-                    "exclude and item_ids: apply only with top_k or threshold",
-                ));
+            let given = [
+                ("exclude", req.exclude.is_some()),
+                ("item_ids", req.item_ids.is_some()),
+            ];
+            if given.iter().any(|(_, given)| *given) {
+                let verb = if given.iter().all(|(_, given)| *given) {
+                    "apply"
+                } else {
+                    "applies"
+                };
+                return Err(invalid(format!(
+                    "{}: {verb} only with top_k or threshold",
+                    named(&given)
+                )));
             }
             validate::output_size(&[u, i], max_output, "ask for top_k or threshold instead")?;
             Output::Dense

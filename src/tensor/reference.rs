@@ -16,10 +16,11 @@ pub struct TableRef {
 }
 
 /// How a request spells a table reference, so that an error names what the client sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Spelling {
     /// `{"table": NAME, "rows": […]}` in the field (the native routes): `a.table`,
     /// `a.rows[1]`, `a.ids[0]`.
+    #[default]
     Object,
     /// The parameter `NAME_table` and the input's data (the Open Inference Protocol):
     /// `a_table`, `a.data[1]`.

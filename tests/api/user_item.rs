@@ -136,9 +136,28 @@ async fn options_that_do_not_go_together_are_refused() {
     let got = app
         .post(PATH, &with(json!({"exclude": [[], [], []]})))
         .await;
+    got.assert_problem(422, "exclude: applies only with top_k or threshold");
+    let got = app.post(PATH, &with(json!({"item_ids": ["x", "y"]}))).await;
+    got.assert_problem(422, "item_ids: applies only with top_k or threshold");
+    let got = app
+        .post(
+            PATH,
+            &with(json!({"exclude": [[], [], []], "item_ids": ["x", "y"]})),
+        )
+        .await;
     got.assert_problem(
         422,
         "exclude and item_ids: apply only with top_k or threshold",
+    );
+    let got = app
+        .post(
+            PATH,
+            &with(json!({"pairs": [[0, 0]], "threshold": 0.5, "exclude": [[], [], []]})),
+        )
+        .await;
+    got.assert_problem(
+        422,
+        "pairs: cannot be combined with threshold and exclude; pairs are scored, not ranked",
     );
 }
 

@@ -768,6 +768,49 @@ async fn bad_inputs_each_get_the_right_status_and_the_native_text() {
             "exclude_offsets: missing",
         ),
         (
+            "user-item",
+            json!({"inputs": [input("users", &[2, 2], "FP32", json!([1, 0, 0, 1])),
+            input("items", &[3, 2], "FP32", json!([1, 0, 0, 1, 1, 1])),
+            input("exclude", &[4], "INT64", json!([0, 1, 2, 9])),
+            input("exclude_offsets", &[3], "INT64", json!([0, 1, 4]))],
+            "parameters": {"top_k": 1}}),
+            vec![],
+            422,
+            "exclude[3]: item index 9 is out of range for 3 items",
+        ),
+        (
+            "user-item",
+            json!({"inputs": [input("users", &[2, 2], "FP32", json!([1, 0, 0, 1])),
+            input("items", &[3, 2], "FP32", json!([1, 0, 0, 1, 1, 1])),
+            input("exclude", &[2], "INT64", json!([0, 1])),
+            input("exclude_offsets", &[4], "INT64", json!([0, 1, 2, 2]))],
+            "parameters": {"top_k": 1}}),
+            vec![],
+            422,
+            "exclude_offsets: has 4 entries, expected one per user and one more (3)",
+        ),
+        (
+            "user-item",
+            json!({"inputs": [input("users", &[2, 2], "FP32", json!([1, 0, 0, 1])),
+            input("items", &[3, 2], "FP32", json!([1, 0, 0, 1, 1, 1])),
+            input("exclude", &[1], "INT64", json!([0])),
+            input("exclude_offsets", &[3], "INT64", json!([0, 1, 1]))]}),
+            vec![],
+            422,
+            "exclude: applies only with top_k or threshold",
+        ),
+        (
+            "user-item",
+            json!({"inputs": [input("users", &[2, 2], "FP32", json!([1, 0, 0, 1])),
+            input("items", &[3, 2], "FP32", json!([1, 0, 0, 1, 1, 1])),
+            input("exclude", &[2, 1], "INT64", json!([0, 1])),
+            input("exclude_offsets", &[3], "INT64", json!([0, 1, 2]))],
+            "parameters": {"top_k": 1}}),
+            vec![],
+            422,
+            "exclude: expected a tensor of rank 1, found rank 2",
+        ),
+        (
             "nope",
             json!({"inputs": []}),
             vec![],
@@ -923,9 +966,10 @@ async fn a_request_parameter_makes_an_input_rows_of_a_server_side_table() {
     assert_eq!(listed, ids);
     let no_ids = json!({"inputs": [input("a", &[2, 2], "FP32", json!([1, 0, 0, 1]))],
         "parameters": {"top_k": 1}, "outputs": [{"name": "ids"}]});
+    // Refused before anything is computed: rows sent as a tensor have no ids.
     infer(&app, "matrix", &no_ids, &[]).await.assert_error(
         422,
-        "outputs: this request gives indices, scores, offsets, not ids",
+        "outputs[0]: this request gives indices, scores, offsets, not ids",
     );
 
     let native = app

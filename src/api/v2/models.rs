@@ -62,6 +62,17 @@ const fn ints(name: &'static str, shape: &'static [i64]) -> Spec {
 /// The outputs of a top-k / threshold result (`ids` when the listed rows have ids).
 const NEIGHBOURS: &[&str] = &["indices", "scores", "offsets", "ids"];
 
+/// The outputs of a top-k / threshold result whose listed rows are `listed`: `ids` only
+/// where they come from a table (which may have ids; whether it has is known once the
+/// tables are read), so that asking for `ids` of rows sent as tensors is refused before
+/// the scores are computed.
+fn neighbours(listed: &Input) -> &'static [&'static str] {
+    match listed {
+        Input::Table(_) => NEIGHBOURS,
+        Input::Tensor(_) => &NEIGHBOURS[..3],
+    }
+}
+
 /// The outputs of neighbours, in metadata.
 const NEIGHBOUR_SPECS: [Spec; 4] = [
     ints("indices", &[-1, -1]),
@@ -302,7 +313,7 @@ impl Model for MatrixJob {
         };
         let gives: &'static [&'static str] =
             if request.top_k.is_some() || request.threshold.is_some() {
-                NEIGHBOURS
+                neighbours(request.b.as_ref().unwrap_or(&request.a))
             } else {
                 &["matrix"]
             };
@@ -371,7 +382,7 @@ impl Model for UserItemJob {
         let gives: &'static [&'static str] = if request.pairs.is_some() {
             &["scores"]
         } else if request.top_k.is_some() || request.threshold.is_some() {
-            NEIGHBOURS
+            neighbours(&request.items)
         } else {
             &["matrix"]
         };
@@ -390,7 +401,20 @@ fn exclude(values: Option<Indices>, offsets: Option<Indices>) -> Result<Option<E
             ));
         }
         (None, Some(_)) => return Err(invalid("exclude: missing; exclude_offsets goes with it")),
-        (Some((_, values)), Some((_, offsets))) => (values, offsets),
+        (Some((values_shape, values)), Some((offsets_shape, offsets))) => {
+            for (name, shape) in [
+                ("exclude", values_shape),
+                ("exclude_offsets", offsets_shape),
+            ] {
+                if shape.len() != 1 {
+                    return Err(invalid(format!(
+                        "{name}: expected a tensor of rank 1, found rank {}",
+                        shape.len()
+                    )));
+                }
+            }
+            (values, offsets)
+        }
     };
     if offsets.first() != Some(&0) {
         return Err(invalid("exclude_offsets[0]: expected 0"));
@@ -414,5 +438,6 @@ fn exclude(values: Option<Indices>, offsets: Option<Indices>) -> Result<Option<E
     Ok(Some(Exclude {
         lists,
         ids: Default::default(),
+        spelled: Spelling::Parameter,
     }))
 }

@@ -8,8 +8,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Unexpected, Visi
 
 use super::options::{Scalar, ScalarVisitor};
 use crate::compute::Ragged;
-use crate::tensor::Strings;
 use crate::tensor::json_kind::{kind, reject_kinds};
+use crate::tensor::{Spelling, Strings};
 
 /// Decodes `item_ids`: an array of strings.
 pub fn item_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Strings, D::Error> {
@@ -83,6 +83,10 @@ pub struct Exclude {
     pub lists: Ragged<usize>,
     /// The entries given as ids, in order.
     pub ids: ExcludedIds,
+    /// How the request gives the lists, so that an error names an entry as the client
+    /// sent it: [`Spelling::Object`] for nested lists (`exclude[1][2]`),
+    /// [`Spelling::Parameter`] for flat values and offsets (`exclude[7]`).
+    pub spelled: Spelling,
 }
 
 /// The entries of `exclude` given as ids: the ids, in order, and which entries they are.
@@ -138,7 +142,11 @@ pub fn exclude_lists<'de, D: Deserializer<'de>>(d: D) -> Result<Exclude, D::Erro
         field: "exclude",
         ids: Some(&mut ids),
     })?;
-    Ok(Exclude { lists, ids })
+    Ok(Exclude {
+        lists,
+        ids,
+        spelled: Spelling::Object,
+    })
 }
 
 /// Lists of non-negative integer indices (and, where `ids` is given, ids), read into one
