@@ -867,6 +867,41 @@ async fn bad_inputs_each_get_the_right_status_and_the_native_text() {
 }
 
 #[tokio::test]
+async fn tritonclients_timeout_bounds_the_computation_and_its_priority_is_taken() {
+    let app = app();
+    // Taken as tritonclient sends them, with nothing else changed: 0 is no timeout.
+    let small = json!({"inputs": [input("a", &[2, 2], "FP32", json!([1, 0, 0, 1]))],
+                       "parameters": {"timeout": 0, "priority": 3}});
+    let got = infer(&app, "matrix", &small, &[]).await;
+    assert_eq!(got.status, 200, "{}", got.json);
+    // A millisecond, for 2.3 billion steps of pair-by-pair scoring.
+    let (n, dim) = (3000, 256);
+    let head = json!({"inputs": [binary_input("a", &[n, dim], "FP32", n * dim * 4)],
+                      "parameters": {"timeout": 1000, "metric": "manhattan", "top_k": 1}});
+    let got = infer(&app, "matrix", &head, &le_f32(&rows(n, dim, 3))).await;
+    got.assert_error(
+        503,
+        "the request did not finish within 1ms; its computation was stopped",
+    );
+    for (parameters, want) in [
+        (
+            json!({"timeout": -1}),
+            "timeout: expected a non-negative integer, found -1",
+        ),
+        (
+            json!({"priority": "high"}),
+            "priority: expected a non-negative integer, found a string",
+        ),
+    ] {
+        let mut body = small.clone();
+        body["parameters"] = parameters;
+        infer(&app, "matrix", &body, &[])
+            .await
+            .assert_error(422, want);
+    }
+}
+
+#[tokio::test]
 async fn admission_compression_and_metrics_apply_as_on_the_native_routes() {
     let (app, state) = app_and_state(one_permit(0));
     let body = json!({"inputs": [input("a", &[2, 2], "FP32", json!([1, 0, 0, 1]))]});

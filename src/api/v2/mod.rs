@@ -16,12 +16,14 @@
 
 pub mod models;
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::admitted_body::{Received, receive};
 use super::compute;
@@ -224,10 +226,34 @@ async fn serve<M: Model>(
         wanted,
         binary,
         id,
+        timeout,
     } = prepared?;
     let encode =
         move |outcome| infer::encode(M::NAME, id.as_deref(), outcome, wanted.as_deref(), binary);
-    compute::<M>(state, route, request, admitted, encode).await
+    let computed = compute::<M>(state, route, request, admitted, encode);
+    match timeout {
+        // Dropped when it runs out: the job is cancelled and its permit and memory freed,
+        // as when `--request-timeout` runs out.
+        Some(timeout) => tokio::time::timeout(timeout, computed)
+            .await
+            .map_err(|_| ApiError::Timeout(timeout))?,
+        None => computed.await,
+    }
+}
+
+/// Reads the request parameters Triton reserves that `tritonclient` sends from its own
+/// arguments: `timeout` (microseconds, 0 for none), which bounds the computation as
+/// `--request-timeout` bounds the whole request, and `priority`, taken and ignored (requests
+/// are admitted in the order they come).
+fn triton_options(parameters: &mut Map<String, Value>) -> Result<Option<Duration>, ApiError> {
+    if let Some(priority) = parameters.remove("priority") {
+        fields::count(&priority, "priority").map_err(|err| ApiError::from_json(&err))?;
+    }
+    let Some(timeout) = parameters.remove("timeout") else {
+        return Ok(None);
+    };
+    let micros = fields::count(&timeout, "timeout").map_err(|err| ApiError::from_json(&err))?;
+    Ok((micros > 0).then(|| Duration::from_micros(micros)))
 }
 
 /// Reserves what reading the request's JSON fields may hold besides its data
@@ -247,12 +273,15 @@ struct Prepared<M: Model> {
     /// `binary_data_output`: the default for outputs not asked for by name.
     binary: bool,
     id: Option<String>,
+    /// The request's `timeout` parameter, when given and not 0.
+    timeout: Option<Duration>,
 }
 
 /// Makes `decoded` into `M`'s request: its parameters read, its inputs taken and checked,
 /// the outputs it asks for checked against those the request gives.
 fn prepare<M: Model>(decoded: InferRequest) -> Result<Prepared<M>, ApiError> {
     let mut parameters = decoded.parameters;
+    let timeout = triton_options(&mut parameters)?;
     let binary = match parameters.remove("binary_data_output") {
         None => false,
         Some(value) => {
@@ -297,5 +326,6 @@ fn prepare<M: Model>(decoded: InferRequest) -> Result<Prepared<M>, ApiError> {
         wanted,
         binary,
         id: decoded.id,
+        timeout,
     })
 }

@@ -16,7 +16,7 @@ use std::num::NonZeroUsize;
 use serde::de::{DeserializeSeed, Deserializer};
 
 pub use lists::{Exclude, exclude_lists, item_ids, pair_indices};
-pub use options::{encoding, exclude_self, flag, metric, threshold, top_k};
+pub use options::{count, encoding, exclude_self, flag, metric, threshold, top_k};
 
 use crate::compute::Ragged;
 use crate::tensor::Strings;

@@ -160,6 +160,15 @@ pub fn exclude_self<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     flag(d, "exclude_self")
 }
 
+/// Decodes a non-negative integer option named `field` (an Open Inference Protocol
+/// request's `timeout` or `priority`).
+pub fn count<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<u64, D::Error> {
+    scalar(d, field, "a non-negative integer", |value| match *value {
+        Scalar::Unsigned(v) => Some(v),
+        _ => None,
+    })
+}
+
 /// Decodes the boolean option `field`.
 pub fn flag<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<bool, D::Error> {
     scalar(d, field, "true or false", |value| match *value {
