@@ -107,6 +107,7 @@ fn stack(
         // innermost, covers the handler, and auth answers before it.
         .layer(from_fn(request_id::layer))
         .option_layer(cors(&config.cors_origins))
+        .layer(from_fn(coding::ignore_unmet_accept_encoding))
         .layer(coding::layer())
         // Bodies are read, inflated and limited by the operations' extractor (`body`).
         .layer(DefaultBodyLimit::disable())

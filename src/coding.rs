@@ -103,9 +103,12 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Coding> {
         for item in value.split(',') {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or_default().trim();
+            // `q` is case-insensitive (RFC 9110's weight is `;` `q=` in ABNF, whose
+            // literals are).
             let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(quality)
+                .filter_map(|p| p.trim().split_once('='))
+                .filter(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
+                .find_map(|(_, value)| quality(value.trim()))
                 .unwrap_or(1000);
             if name == "*" {
                 wildcard = Some(q);
@@ -226,6 +229,23 @@ pub fn compress_answer<P: AsRef<[u8]> + From<Vec<u8>>>(
     }
 }
 
+/// Drops an `Accept-Encoding` that accepts none of the codings simserve has, so that the
+/// answer is sent as it is. Such a header may also refuse `identity` (`identity;q=0`,
+/// `*;q=0`); RFC 9110 (12.5.3) lets a server then send the answer without a coding rather
+/// than 406, which `tower_http`'s compression would send with the answer's own body and
+/// headers (and the metrics and log would count as the answer's status).
+pub async fn ignore_unmet_accept_encoding(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.headers().contains_key(header::ACCEPT_ENCODING)
+        && negotiate(request.headers()).is_none()
+    {
+        request.headers_mut().remove(header::ACCEPT_ENCODING);
+    }
+    next.run(request).await
+}
+
 /// The compression layer for the routes that are not similarity operations (their answers
 /// are small, so compressing them on the runtime costs little).
 pub fn layer() -> CompressionLayer {
@@ -257,6 +277,9 @@ mod tests {
         assert_eq!(with("*"), Some(Coding::Zstd));
         assert_eq!(with("zstd;q=0, *;q=0.3"), Some(Coding::Gzip));
         assert_eq!(with("gzip;q=nonsense"), Some(Coding::Gzip));
+        assert_eq!(with("gzip;Q=0"), None);
+        assert_eq!(with("zstd;Q=0, gzip;q=0.5"), Some(Coding::Gzip));
+        assert_eq!(with("zstd; q = 0 , gzip"), Some(Coding::Gzip));
     }
 
     #[test]

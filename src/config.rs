@@ -28,7 +28,7 @@ pub struct Config {
     pub admin_addr: Option<SocketAddr>,
 
     /// Largest request body accepted, in bytes; larger bodies get 413.
-    #[arg(long, env = "SIMSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "SIMSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = positive_count)]
     pub max_body_bytes: usize,
 
     /// Largest result a request may ask for, in numbers (dense matrix elements, or top-k and
@@ -37,7 +37,8 @@ pub struct Config {
     #[arg(
         long,
         env = "SIMSERVE_MAX_OUTPUT_ELEMENTS",
-        default_value_t = 16_777_216
+        default_value_t = 16_777_216,
+        value_parser = positive_count
     )]
     pub max_output_elements: usize,
 
@@ -61,7 +62,8 @@ pub struct Config {
     #[arg(
         long,
         env = "SIMSERVE_MEMORY_BUDGET_BYTES",
-        default_value_t = 2 * 1024 * 1024 * 1024
+        default_value_t = 2 * 1024 * 1024 * 1024,
+        value_parser = positive_count
     )]
     pub memory_budget_bytes: usize,
 
@@ -99,12 +101,12 @@ pub struct Config {
 
     /// After SIGTERM or SIGINT, how long in-flight requests may take to finish before the
     /// process exits anyway.
-    #[arg(long, env = "SIMSERVE_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SIMSERVE_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
     /// After SIGTERM or SIGINT, how long to keep accepting requests while `/readyz` answers
     /// 503, so that load balancers stop sending first (a built-in pre-stop pause).
-    #[arg(long, env = "SIMSERVE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SIMSERVE_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
     pub shutdown_delay: Duration,
 
     /// Bearer tokens accepted on every route but the open ones, comma-separated; none means
@@ -115,7 +117,8 @@ pub struct Config {
         long,
         env = "SIMSERVE_API_KEYS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = ApiKey
     )]
     pub api_keys: Vec<String>,
 
@@ -124,9 +127,9 @@ pub struct Config {
     #[arg(long, env = "SIMSERVE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub cors_origins: Vec<String>,
 
-    /// Threads that computations share (the rayon pool); default: the CPUs available. Set it
-    /// to the container's CPU limit.
-    #[arg(long, env = "SIMSERVE_COMPUTE_THREADS", default_value_t = available_cpus(), value_parser = clap::value_parser!(u32).range(1..))]
+    /// Threads that computations share (the rayon pool, at most 4096); default: the CPUs
+    /// available. Set it to the container's CPU limit.
+    #[arg(long, env = "SIMSERVE_COMPUTE_THREADS", default_value_t = available_cpus(), value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub compute_threads: u32,
 
     /// The library for matrix products: `auto` uses OpenBLAS when the host has it (Debian:
@@ -152,7 +155,7 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `simserve=debug,tower_http=info`.
-    #[arg(long, env = "SIMSERVE_LOG", default_value = "info")]
+    #[arg(long, env = "SIMSERVE_LOG", default_value = "info", value_parser = log_filter)]
     pub log: String,
 
     /// What to do; serving is the default.
@@ -177,32 +180,120 @@ pub enum LogFormat {
     Json,
 }
 
-/// A duration above zero, such as `30s` or `500ms`.
-fn positive_duration(text: &str) -> Result<Duration, String> {
+/// The longest duration a flag takes (a year): deadlines are instants this far ahead, and
+/// one past the clock's range would panic every request that computes it.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A duration of at most [`MAX_DURATION`], such as `25s` or `0s`.
+fn duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err("must be longer than 0".to_owned()),
+        Ok(d) if d > MAX_DURATION => Err("must be at most a year".to_owned()),
         Ok(d) => Ok(d),
         Err(err) => Err(err.to_string()),
     }
 }
 
-/// `*`, or an origin such as `https://app.example.com` (scheme, host, optional port).
+/// A duration above zero, such as `30s` or `500ms`, of at most [`MAX_DURATION`].
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err("must be longer than 0".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// A count above zero (a limit of 0 would refuse every request).
+fn positive_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (a limit of 0 would refuse every request)".to_owned()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Reads an API key: visible ASCII (what an `Authorization: Bearer` header can carry), not
+/// blank. An empty or blank entry (an unset secret expanded into the variable) is refused
+/// rather than read as "no authentication". Its errors never repeat the key.
+#[derive(Debug, Clone, Copy)]
+struct ApiKey;
+
+impl clap::builder::TypedValueParser for ApiKey {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refuse = |why: &str| {
+            let message = format!("error: --api-keys (SIMSERVE_API_KEYS): {why}\n");
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
+        };
+        let key = value.to_str().unwrap_or("\u{fffd}").trim();
+        if key.is_empty() {
+            return Err(refuse(
+                "an API key is empty; leave the flag and the variable out to run without \
+                 authentication",
+            ));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(refuse(
+                "an API key holds a character other than visible ASCII, which a bearer token \
+                 cannot carry",
+            ));
+        }
+        Ok(key.to_owned())
+    }
+}
+
+/// A log filter in `tracing` syntax, checked.
+fn log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|err| format!("not a log filter: {err}"))
+}
+
+/// `*`, or an origin as browsers send it in `Origin`: `http` or `https`, `://`, a host in
+/// lower case (a name, an IPv4 address or a bracketed IPv6 one) and an optional port, such
+/// as `https://app.example.com` or `http://localhost:3000`.
 fn origin(text: &str) -> Result<String, String> {
     let text = text.trim();
-    let valid = text == "*"
-        || text.split_once("://").is_some_and(|(scheme, rest)| {
-            matches!(scheme, "http" | "https")
-                && !rest.is_empty()
-                && !rest.contains('/')
-                && rest.bytes().all(|b| b.is_ascii_graphic())
-        });
-    if valid {
+    if text == "*" || is_origin(text) {
         Ok(text.to_owned())
     } else {
         Err(format!(
-            "{text:?} is not an origin; expected * or scheme://host[:port], e.g. https://app.example.com"
+            "{text:?} is not an origin; expected * or scheme://host[:port] in lower case, \
+             e.g. https://app.example.com"
         ))
     }
+}
+
+/// Whether `text` is an origin as [`origin`] takes it.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|port| port > 0)
+    });
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+                && !host.starts_with(['.', '-'])
+                && !host.ends_with(['.', '-'])
+        }
+    };
+    matches!(scheme, "http" | "https") && host_ok && port_ok
 }
 
 /// The CPUs this process may use (1 if unknown).
@@ -288,6 +379,34 @@ mod tests {
                 "{flag}"
             );
         }
+        // Past a year, a deadline could pass the clock's range.
+        for flag in [
+            "--request-timeout",
+            "--header-timeout",
+            "--body-timeout",
+            "--write-timeout",
+            "--shutdown-timeout",
+            "--shutdown-delay",
+        ] {
+            let parsed = Config::try_parse_from(["simserve", flag, "500000000000y"]);
+            assert!(parsed.is_err(), "{flag}");
+            assert!(Config::try_parse_from(["simserve", flag, "365days"]).is_ok());
+        }
+        // A limit of 0 would refuse every request.
+        for flag in [
+            "--max-body-bytes",
+            "--max-output-elements",
+            "--memory-budget-bytes",
+        ] {
+            assert!(
+                Config::try_parse_from(["simserve", flag, "0"]).is_err(),
+                "{flag}"
+            );
+        }
+        assert!(Config::try_parse_from(["simserve", "--compute-threads", "4097"]).is_err());
+        assert!(Config::try_parse_from(["simserve", "--log", "simserve=[[bad"]).is_err());
+        let filtered = Config::try_parse_from(["simserve", "--log", "simserve=debug,info"]);
+        assert_eq!(filtered.unwrap().log, "simserve=debug,info");
     }
 
     #[test]
@@ -302,10 +421,45 @@ mod tests {
         .unwrap();
         assert_eq!(config.api_keys, ["k1", "k2"]);
         assert_eq!(config.cors_origins.len(), 2);
-        for bad in ["a.example", "https://a.example/path", "ftp://x", "https://"] {
+        for bad in [
+            "a.example",
+            "https://a.example/path",
+            "ftp://x",
+            "https://",
+            "https://App.Example.com",
+            "https://b.example?x",
+            "https://c.example:99999",
+            "https://c.example:0",
+            "https://c.example:",
+            "http://*",
+            "https://user@a.example",
+            "https://[::1",
+        ] {
             let parsed = Config::try_parse_from(["simserve", "--cors-origins", bad]);
             assert!(parsed.is_err(), "{bad}");
         }
+        for good in [
+            "*",
+            "http://[::1]:8080",
+            "http://127.0.0.1:3000",
+            "https://a-b.example",
+        ] {
+            let parsed = Config::try_parse_from(["simserve", "--cors-origins", good]);
+            assert_eq!(parsed.unwrap().cors_origins, [good]);
+        }
+        // A blank key (an empty secret expanded) is refused, not read as no authentication.
+        for bad in [" ", "k1,", ",", "k1, ,k2", "ключ", "a b"] {
+            let parsed = Config::try_parse_from(["simserve", "--api-keys", bad]);
+            assert!(parsed.is_err(), "{bad:?}");
+        }
+        let secret = Config::try_parse_from(["simserve", "--api-keys", "k1,secret ключ"]);
+        let error = secret.unwrap_err().to_string();
+        assert!(
+            error.contains("visible ASCII") && !error.contains("secret"),
+            "{error}"
+        );
+        let spaced = Config::try_parse_from(["simserve", "--api-keys", " k1 , k2 "]);
+        assert_eq!(spaced.unwrap().api_keys, ["k1", "k2"]);
     }
 
     #[test]

@@ -227,6 +227,35 @@ async fn responses_are_gzip_or_zstd_compressed_when_asked() {
 }
 
 #[tokio::test]
+async fn an_accept_encoding_that_refuses_every_coding_simserve_has_gets_the_answer_as_it_is() {
+    let app = app();
+    let a: Vec<[f32; 3]> = (0..256).map(|i| [1.0, i as f32, 3.0]).collect();
+    let body = json!({"a": a, "b": a}).to_string();
+    let plain = app
+        .post(PAIRWISE, &serde_json::from_str(&body).unwrap())
+        .await;
+    for accept in ["identity;q=0", "*;q=0", "br, identity;q=0", "gzip;Q=0"] {
+        let request = post(PAIRWISE)
+            .header(header::ACCEPT_ENCODING, accept)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let got = app.send(request).await;
+        assert_eq!(got.status, StatusCode::OK, "{accept}");
+        assert!(
+            !got.headers.contains_key(header::CONTENT_ENCODING),
+            "{accept}"
+        );
+        assert_eq!(got.json, plain.json, "{accept}");
+        let request = Request::get("/healthz")
+            .header(header::ACCEPT_ENCODING, accept)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.raw(request).await;
+        assert_eq!(response.status(), StatusCode::OK, "{accept}");
+    }
+}
+
+#[tokio::test]
 async fn gzip_and_zstd_request_bodies_are_decoded() {
     let app = app();
     let body = small_body().to_string();
