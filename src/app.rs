@@ -106,12 +106,13 @@ fn stack(
         // Outermost first: the request id is set before anything answers; the deadline,
         // innermost, covers the handler, and auth answers before it.
         .layer(from_fn(request_id::layer))
-        .option_layer(cors(&config.cors_origins))
         .layer(from_fn(coding::ignore_unmet_accept_encoding))
         .layer(coding::layer())
         // Bodies are read, inflated and limited by the operations' extractor (`body`).
         .layer(DefaultBodyLimit::disable())
         .layer(from_fn_with_state(state.clone(), observe::layer))
+        // Inside `observe`, so that preflights are logged and counted as every request is.
+        .option_layer(cors(&config.cors_origins))
         .layer(from_fn(oip::layer))
         .layer(CatchPanicLayer::custom(panic::response))
         .option_layer(auth)

@@ -536,6 +536,12 @@ async fn cors_is_off_by_default_and_answers_listed_origins_when_configured() {
             .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
             .is_none()
     );
+    // Preflights are counted (and logged) as every request is.
+    let counted = metric_value(
+        &on.metrics().await,
+        "simserve_http_requests_total{method=\"OPTIONS\",route=\"/similarity/pairwise\",status=\"200\"}",
+    );
+    assert_eq!(counted, 2.0);
 }
 
 #[tokio::test]
