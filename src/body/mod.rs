@@ -311,6 +311,22 @@ fn client_closed(err: &axum::Error) -> bool {
     false
 }
 
+/// `err` and its causes, `: `-separated without repeats: hyper's "error reading a body from
+/// connection" alone does not say that a chunk's size was not hexadecimal.
+fn causes(err: &axum::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(err) = cause {
+        let more = err.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = err.source();
+    }
+    text
+}
+
 /// Reads the whole (possibly compressed) body into `sink`, refusing it past `limit`, and
 /// gives its length.
 pub async fn read(
@@ -325,7 +341,7 @@ pub async fn read(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| match client_closed(&err) {
             true => ApiError::ClientClosed,
-            false => ApiError::MalformedJson(format!("could not read the body: {err}")),
+            false => ApiError::MalformedJson(format!("could not read the body: {}", causes(&err))),
         })?;
         let Ok(data) = frame.into_data() else {
             continue;

@@ -170,6 +170,21 @@ async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
 }
 
 #[tokio::test]
+async fn a_broken_chunk_is_a_400_that_says_what_is_wrong_with_it() {
+    let (addr, _stop, _server) = start(|_| {}).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer arrives and the connection closes")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Invalid chunk size line"), "{answer}");
+}
+
+#[tokio::test]
 async fn a_client_that_sends_a_body_far_over_the_limit_whole_reads_its_413() {
     let (addr, _stop, _server) = start(|c| c.max_body_bytes = 1 << 20).await;
     // Past the 64 MiB every refused body is read to, and 80 times the limit.
