@@ -15,10 +15,12 @@ from servers import HeldRequest, Server
 
 from simserve_client import (
     AsyncClient,
+    ClientClosedError,
     Neighbours,
     OverloadedError,
     ProblemError,
     SimserveConnectionError,
+    SimserveError,
 )
 
 
@@ -115,3 +117,17 @@ async def test_overloaded_after_retries_then_a_retry_succeeds(saturable: Server)
         )
     np.testing.assert_array_equal(got, np.eye(2, dtype=np.float32))
     assert busy == 200
+
+
+async def test_refusals_and_a_closed_client(server: Server) -> None:
+    async with AsyncClient(server.url) as client:
+        with pytest.raises(ValueError, match=r"^threshold: expected a finite number"):
+            await client.matrix([[1.0]], threshold=float("inf"))
+        with pytest.raises(ValueError, match=r"^pairs\[0\]\[1\]: expected an integer"):
+            await client.user_item([[1.0]], [[1.0]], pairs=[[0, 0.5]])
+        with pytest.raises(ValueError, match=r"^a: cannot send an array of dtype complex"):
+            await client.matrix(np.ones((1, 2), dtype=np.complex64))
+    with pytest.raises(ClientClosedError):
+        await client.matrix([[1.0]])
+    with pytest.raises(SimserveError, match="closed"):
+        await client.tables()

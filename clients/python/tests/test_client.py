@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 import socket
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,12 +19,15 @@ from servers import HeldRequest, Server
 
 from simserve_client import (
     Client,
+    ClientClosedError,
     Metric,
     Neighbours,
     OverloadedError,
     ProblemError,
     SimserveConnectionError,
+    SimserveError,
 )
+from simserve_client.errors import OVERLOADED
 
 METRICS: list[Metric] = ["cosine", "dot", "euclidean", "manhattan"]
 
@@ -347,3 +353,122 @@ def test_gateway_answers_that_are_not_problem_json() -> None:
     assert type(bad_gateway) is ProblemError and bad_gateway.status == 502
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after("soon") is None
+
+
+# arguments refused before sending
+
+
+def test_indices_that_are_not_integers_are_refused_before_sending(
+    server: Server, client: Client
+) -> None:
+    answered = 'simserve_http_requests_total{method="POST",route="/similarity/user-item"'
+    before = sum(server.metric(f'{answered},status="{s}"}}') for s in (200, 422))
+    users, items = normal(2, 4, seed=60), normal(3, 4, seed=61)
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"pairs": [[0.7, 0]]}, r"^pairs\[0\]\[0\]: expected an integer, found 0.7 \(float\)"),
+        ({"pairs": [[0, 1], [1, 2.0]]}, r"^pairs\[1\]\[1\]: expected an integer, found 2.0"),
+        ({"pairs": [[True, 0]]}, r"^pairs\[0\]\[0\]: expected an integer, found True"),
+        ({"pairs": np.array([[0.0, 1.0]])}, r"^pairs\[0\]\[0\]: expected an integer"),
+        ({"pairs": ["01"]}, r"^pairs\[0\]: expected a list, found the string '01'"),
+        ({"top_k": 2.9}, r"^top_k: expected an integer, found 2.9"),
+        ({"top_k": True}, r"^top_k: expected an integer, found True"),
+        ({"top_k": np.float32(2)}, r"^top_k: expected an integer"),
+        ({"top_k": 2, "exclude": [[0.5], []]}, r"^exclude\[0\]\[0\]: expected an integer"),
+        ({"top_k": 2, "exclude": [[], [np.True_]]}, r"^exclude\[1\]\[0\]: expected an integer"),
+        ({"top_k": 2, "exclude": ["i3", []]}, r"^exclude\[0\]: expected a list, found the str"),
+        ({"threshold": float("nan")}, r"^threshold: expected a finite number, found nan"),
+        ({"threshold": float("inf")}, r"^threshold: expected a finite number, found inf"),
+        ({"threshold": np.float64("-inf")}, r"^threshold: expected a finite number"),
+        ({"threshold": "0.5"}, r"^threshold: expected a number, found '0.5'"),
+        ({"threshold": True}, r"^threshold: expected a number, found True"),
+    ]
+    for arguments, message in refused:
+        with pytest.raises(ValueError, match=message):
+            client.user_item(users, items, **arguments)
+    fractional: Any = 2.9  # what the annotations refuse, as code without them might pass
+    with pytest.raises(ValueError, match=r"^top_k: expected an integer, found 2.9"):
+        client.matrix(users, top_k=fractional)
+    with pytest.raises(ValueError, match=r"^threshold: expected a finite number, found nan"):
+        client.matrix(users, threshold=float("nan"))
+    assert sum(server.metric(f'{answered},status="{s}"}}') for s in (200, 422)) == before
+    # Python and numpy integers are taken.
+    pairs = np.array([[0, 2], [1, 0]], dtype=np.int32)
+    got = client.user_item(users, items, pairs=[(np.int64(0), 2), [1, np.uint8(0)]])
+    np.testing.assert_array_equal(got, client.user_item(users, items, pairs=pairs))
+    ref.assert_pairwise(got, "cosine", users[[0, 1]], items[[2, 0]])
+    exclude: list[Any] = [np.array([1], dtype=np.int16), (np.int64(0), 2)]
+    recs = client.user_item(users, items, top_k=np.int64(2), exclude=exclude)
+    want = ref.neighbours("cosine", users, items, top_k=2, exclude=[[1], [0, 2]])
+    ref.assert_neighbours(recs.indices, recs.scores, want, "cosine", users, items)
+    assert sum(server.metric(f'{answered},status="{s}"}}') for s in (200, 422)) == before + 3
+
+
+def test_arrays_that_are_not_real_numbers_are_refused_naming_the_argument(
+    client: Client,
+) -> None:
+    with pytest.raises(ValueError, match=r"^a: cannot send an array of dtype complex128"):
+        client.matrix(np.ones((2, 2), dtype=complex))
+    with pytest.raises(ValueError, match=r"^b: cannot send an array of dtype <U1"):
+        client.pairwise([[1.0]], [["x"]])
+    with pytest.raises(ValueError, match=r"^pairs: cannot send an array of dtype"):
+        client.pairwise(pairs=np.array([[[1, 2], [3, 4]]], dtype="datetime64[s]"))
+
+
+def test_a_closed_client_raises_its_own_error(server: Server) -> None:
+    closed = Client(server.url)
+    closed.close()
+    with pytest.raises(ClientClosedError, match="closed") as caught:
+        closed.matrix([[1.0]])
+    assert isinstance(caught.value, SimserveError) and isinstance(caught.value, RuntimeError)
+    with Client(server.url) as client:
+        client.tables()
+    with pytest.raises(ClientClosedError):
+        client.tables()
+
+
+# errors pickle, so they cross process boundaries
+
+
+def test_every_error_pickles_with_its_fields() -> None:
+    errors: list[SimserveError] = [
+        SimserveError("unexpected 200 answer"),
+        SimserveConnectionError("POST http://x/similarity/matrix failed: ReadTimeout"),
+        ClientClosedError("GET /tables: the client is closed"),
+        ProblemError(422, "urn:simserve:problem:invalid-request", "Unprocessable", "a[1]", "r1"),
+        ProblemError(502, "about:blank", "Bad Gateway", "upstream gone", None),
+        OverloadedError(503, OVERLOADED, "Service Unavailable", "queue full", "r2", 1.0),
+        OverloadedError(503, "about:blank", "Service Unavailable", "", None, None),
+    ]
+    for error in errors:
+        vars(error)["note"] = "attributes set later travel too"
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert copy.args == error.args and str(copy) == str(error)
+        assert vars(copy) == vars(error), type(error).__name__
+    overloaded = pickle.loads(pickle.dumps(errors[-2]))
+    assert isinstance(overloaded, OverloadedError)
+    assert (overloaded.status, overloaded.type, overloaded.detail) == (
+        503,
+        OVERLOADED,
+        "queue full",
+    )
+    assert (overloaded.request_id, overloaded.retry_after) == ("r2", 1.0)
+
+
+def invalid_matrix_in_a_worker(url: str) -> None:
+    """Run in another process: a request the server refuses with 422."""
+    with Client(url) as client:
+        client.matrix([[1.0, 0.0], [float("nan"), 1.0]])
+
+
+def test_an_error_raised_in_a_worker_process_reaches_the_caller(server: Server) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool,
+        pytest.raises(ProblemError) as caught,
+    ):
+        pool.submit(invalid_matrix_in_a_worker, server.url).result(timeout=60)
+    problem = caught.value
+    assert type(problem) is ProblemError and problem.status == 422
+    assert problem.type == "urn:simserve:problem:invalid-request"
+    assert problem.detail.startswith("a[1][0]: ") and problem.request_id

@@ -1,4 +1,5 @@
-"""The README's examples run against real servers, and print what the README shows."""
+"""The README's examples run against real servers, print what the README shows, and pass
+``mypy --strict``."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mypy import api as mypy
 from servers import Server
 
 from simserve_client import Client
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+PYPROJECT = README.parent / "pyproject.toml"
 
 
 def blocks() -> list[str]:
@@ -98,3 +101,19 @@ def test_readme_tables_example_runs_against_a_tables_server(
     assert len(recs.ids) == 1 and len(recs.ids[0]) == 10
     assert set(recs.ids[0]) <= set(item_ids)
     assert recs.tables == versions
+
+
+def test_readme_examples_type_check_under_mypy_strict(tmp_path: Path) -> None:
+    """Every example, in order in one module (as the first sets up what the later use),
+    type-checks with the package's own mypy settings and ``--strict``."""
+    module = tmp_path / "readme_examples.py"
+    module.write_text("\n".join(blocks()))
+    cache = tmp_path / "mypy-cache"  # never in the repository
+    flags = ["--strict", "--config-file", str(PYPROJECT), "--cache-dir", str(cache)]
+    out, err, status = mypy.run([*flags, str(module)])
+    assert status == 0, out + err
+    assert "Success: no issues found in 1 source file" in out
+    # and the check is real: an example that misuses the API fails it
+    module.write_text("\n".join(blocks()) + "\nclient.matrix([[1.0]], top_k=2).ids.upper()\n")
+    out, _, status = mypy.run([*flags, str(module)])
+    assert status == 1 and '"upper"' in out, out

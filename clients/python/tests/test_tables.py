@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,3 +111,70 @@ async def test_async_tables(tables_server: Server) -> None:
         ref.assert_neighbours(got.indices, got.scores, want, "cosine", USERS[:3], ITEMS)
         assert got.ids == [[ITEM_IDS[i] for i in row] for row in want]
         assert got.tables == {"items": (await client.table("items")).version}
+
+
+def test_matrix_neighbours_carry_the_ids_of_their_rows(tclient: Client) -> None:
+    a = ITEMS[[0, 1]]
+    got = tclient.matrix(Table("items", rows=[0, 1]), Table("items"), top_k=3)
+    want = ref.neighbours("cosine", a, ITEMS, top_k=3)
+    ref.assert_neighbours(got.indices, got.scores, want, "cosine", a, ITEMS)
+    assert got.ids == [[ITEM_IDS[i] for i in row] for row in want]
+    chosen = [4, 5, 6]  # a against itself: the ids of the chosen rows
+    itself = tclient.matrix(Table("items", rows=chosen), top_k=2, exclude_self=True)
+    want = ref.neighbours("cosine", ITEMS[chosen], ITEMS[chosen], top_k=2, exclude=[[0], [1], [2]])
+    ref.assert_neighbours(
+        itself.indices, itself.scores, want, "cosine", ITEMS[chosen], ITEMS[chosen]
+    )
+    assert itself.ids == [[ITEM_IDS[chosen[i]] for i in row] for row in want]
+    near = tclient.matrix(Table("items", rows=[0, 1]), Table("items"), threshold=0.3)
+    want = ref.neighbours("cosine", a, ITEMS, threshold=0.3)
+    assert near.ragged, "the data should give rows of differing length"
+    ref.assert_neighbours(near.indices, near.scores, want, "cosine", a, ITEMS)
+    assert near.ids == [[ITEM_IDS[i] for i in row] for row in want]
+    # Rows without ids (users, inline arrays) list none.
+    assert tclient.matrix(Table("items", rows=[0]), USERS, top_k=2).ids is None
+    assert tclient.matrix(Table("users", rows=[0]), Table("users"), top_k=2).ids is None
+
+
+async def test_async_matrix_neighbours_carry_ids(tables_server: Server) -> None:
+    async with AsyncClient(tables_server.url) as client:
+        got = await client.matrix(ITEMS[:2], Table("items"), top_k=2)
+    want = ref.neighbours("cosine", ITEMS[:2], ITEMS, top_k=2)
+    assert got.ids == [[ITEM_IDS[i] for i in row] for row in want]
+
+
+def test_exclude_items_by_id(tclient: Client) -> None:
+    users = Table("users", rows=[0, 1])
+    by_id = tclient.user_item(users, Table("items"), top_k=3, exclude=[["i3", "i7"], ["i0"]])
+    by_index = tclient.user_item(users, Table("items"), top_k=3, exclude=[[3, 7], [0]])
+    want = ref.neighbours("cosine", USERS[:2], ITEMS, top_k=3, exclude=[[3, 7], [0]])
+    ref.assert_neighbours(by_id.indices, by_id.scores, want, "cosine", USERS[:2], ITEMS)
+    assert by_id.ids == by_index.ids == [[ITEM_IDS[i] for i in row] for row in want]
+    # ids and indices mix, numpy strings too; what the server refuses is a problem
+    mixed = tclient.user_item(
+        Table("users", rows=[0]), Table("items"), top_k=3, exclude=[[np.str_("i3"), 7]]
+    )
+    assert mixed.ids == by_index.ids[:1]
+    nearest = ref.neighbours("cosine", USERS[[0]], ITEMS, top_k=1)[0][0]
+    only = tclient.user_item(
+        Table("users", rows=[0]), Table("items"), top_k=1, exclude=[[ITEM_IDS[nearest]]]
+    )
+    assert only.ids is not None and only.ids[0][0] != ITEM_IDS[nearest]
+    with pytest.raises(ProblemError, match=r"exclude\[0\]\[0\]") as caught:
+        tclient.user_item(Table("users", rows=[0]), Table("items"), top_k=3, exclude=[["zz"]])
+    assert caught.value.status == 422
+    # inline items with item_ids: ids name them too
+    recs = tclient.user_item(
+        USERS[:1], ITEMS[:4], top_k=4, exclude=[["b"]], item_ids=["a", "b", "c", "d"]
+    )
+    assert recs.ids is not None and sorted(recs.ids[0]) == ["a", "c", "d"]
+
+
+def test_table_rows_must_be_integers() -> None:
+    refused: list[tuple[Any, str]] = [([1.7], "1.7"), ([0, True], "True"), (np.ones(1), "np")]
+    for rows, found in refused:
+        with pytest.raises(
+            ValueError, match=rf"^Table rows\[\d\]: expected an integer, found {found}"
+        ):
+            Table("items", rows=rows)
+    assert Table("items", rows=np.array([3, 7], dtype=np.int32)).rows == (3, 7)

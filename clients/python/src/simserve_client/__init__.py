@@ -12,7 +12,13 @@ server API (openapi.yaml ``info.version``) this package speaks.
 from ._version import SERVER_API_VERSION, __version__
 from .async_client import AsyncClient
 from .client import Client
-from .errors import OverloadedError, ProblemError, SimserveConnectionError, SimserveError
+from .errors import (
+    ClientClosedError,
+    OverloadedError,
+    ProblemError,
+    SimserveConnectionError,
+    SimserveError,
+)
 from .models import ArrayInput, Metric, Neighbours, Table, TableInfo
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "ArrayInput",
     "AsyncClient",
     "Client",
+    "ClientClosedError",
     "Metric",
     "Neighbours",
     "OverloadedError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,17 @@ import numpy as np
 
 from ._version import __version__
 from .errors import SimserveError, problem_from_response
-from .models import ArrayInput, FloatArray, IndexArray, Metric, Neighbours, Table, TableInfo
+from .models import (
+    ArrayInput,
+    FloatArray,
+    IndexArray,
+    Metric,
+    Neighbours,
+    Table,
+    TableInfo,
+    as_index,
+    as_index_or_id,
+)
 
 T = TypeVar("T")
 
@@ -58,7 +69,7 @@ def as_float32(value: Any, field: str) -> FloatArray:
     if array.dtype == object:
         raise ValueError(f"{ragged_detail(value, field)} (arrays must be rectangular)")
     if array.dtype.kind not in "biuf" and not np.can_cast(array.dtype, np.float32, "same_kind"):
-        raise TypeError(f"{field}: cannot send an array of dtype {array.dtype} as float32")
+        raise ValueError(f"{field}: cannot send an array of dtype {array.dtype} as float32")
     # Values beyond float32 become infinities, which the server refuses naming the index.
     with np.errstate(over="ignore"):
         return np.ascontiguousarray(array, dtype=np.float32)
@@ -87,9 +98,55 @@ def _is_sequence(value: Any) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
-def index_lists(rows: Iterable[Iterable[Any]]) -> list[list[int]]:
-    """Index pairs or exclusion lists (lists, tuples or integer arrays) as lists of ints."""
-    return [[int(i) for i in row] for row in rows]
+def index_pairs(pairs: Iterable[Iterable[Any]]) -> list[list[int]]:
+    """`pairs` (lists, tuples or integer arrays) as lists of ints; anything but a Python or
+    numpy integer raises ValueError naming it (``pairs[0][1]: expected an integer, ...``)."""
+    return [
+        [as_index(i, f"pairs[{r}][{c}]") for c, i in enumerate(_row(row, f"pairs[{r}]"))]
+        for r, row in enumerate(_row(pairs, "pairs"))
+    ]
+
+
+def exclusions(exclude: Iterable[Iterable[Any]]) -> list[list[int | str]]:
+    """`exclude`: per user, item indices (Python or numpy integers) or item ids (strings)."""
+    return [
+        [as_index_or_id(i, f"exclude[{r}][{c}]") for c, i in enumerate(_row(row, f"exclude[{r}]"))]
+        for r, row in enumerate(_row(exclude, "exclude"))
+    ]
+
+
+def _row(value: Any, where: str) -> Iterable[Any]:
+    """A list argument or one of its rows: not a string, which would iterate as characters."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{where}: expected a list, found the string {value!r}")
+    if not isinstance(value, Iterable):
+        raise ValueError(f"{where}: expected a list, found {value!r} ({type(value).__name__})")
+    return value
+
+
+def top_k_field(top_k: Any) -> int | None:
+    """`top_k` as sent: None, or a Python or numpy integer (``2.9`` is refused, not cut)."""
+    return None if top_k is None else as_index(top_k, "top_k")
+
+
+def threshold_field(threshold: Any) -> float | None:
+    """`threshold` as sent: None, or a finite real number (not a bool or a string)."""
+    if threshold is None:
+        return None
+    if not isinstance(threshold, (bool, np.bool_, str, bytes)):
+        try:
+            value = float(threshold)
+        except OverflowError:  # an int past the float range
+            value = math.inf
+        except (TypeError, ValueError):
+            pass
+        else:
+            if math.isfinite(value):
+                return value
+            raise ValueError(f"threshold: expected a finite number, found {threshold!r}")
+    raise ValueError(
+        f"threshold: expected a number, found {threshold!r} ({type(threshold).__name__})"
+    )
 
 
 def json_body(fields: dict[str, Any]) -> bytes:
@@ -132,11 +189,11 @@ def matrix_call(
         "a": encode_tensor(a, "a"),
         "b": None if b is None else encode_tensor(b, "b"),
         "metric": metric,
-        "top_k": None if top_k is None else int(top_k),
-        "threshold": None if threshold is None else float(threshold),
+        "top_k": top_k_field(top_k),
+        "threshold": threshold_field(threshold),
         "exclude_self": True if exclude_self else None,
     }
-    return Call("POST", "/similarity/matrix", json_body(fields), read_result)
+    return Call("POST", "/similarity/matrix", json_body(fields), read_matrix_result)
 
 
 def user_item_call(
@@ -154,13 +211,13 @@ def user_item_call(
         "users": encode_tensor(users, "users"),
         "items": encode_tensor(items, "items"),
         "metric": metric,
-        "pairs": None if pairs is None else index_lists(pairs),
-        "top_k": None if top_k is None else int(top_k),
-        "threshold": None if threshold is None else float(threshold),
-        "exclude": None if exclude is None else index_lists(exclude),
+        "pairs": None if pairs is None else index_pairs(pairs),
+        "top_k": top_k_field(top_k),
+        "threshold": threshold_field(threshold),
+        "exclude": None if exclude is None else exclusions(exclude),
         "item_ids": None if item_ids is None else [str(i) for i in item_ids],
     }
-    return Call("POST", "/similarity/user-item", json_body(fields), read_result)
+    return Call("POST", "/similarity/user-item", json_body(fields), read_user_item_result)
 
 
 def tables_call() -> Call[list[TableInfo]]:
@@ -192,15 +249,100 @@ def failure(call: Call[Any], base_url: str, err: Exception) -> str:
     return f"{call.method} {base_url.rstrip('/')}{call.path} failed: {what}"
 
 
-def retry_delay(attempt: int, retry_after: float | None) -> float:
+def closed(call: Call[Any]) -> str:
+    """The message of a ClientClosedError."""
+    return f"{call.method} {call.path}: the client is closed"
+
+
+# Retries.
+
+MAX_RETRY_WAIT = 30.0
+"""The clients' default `max_retry_wait`, in seconds."""
+
+
+def check_retry_settings(retries: int, max_retry_wait: float) -> None:
+    """Refuses a negative `retries`, and a `max_retry_wait` that is not a finite number of
+    seconds, 0 or more."""
+    if retries < 0:
+        raise ValueError("retries must be 0 or more")
+    try:
+        cap = float(max_retry_wait)
+    except (TypeError, ValueError):
+        cap = math.nan
+    if isinstance(max_retry_wait, bool) or not 0.0 <= cap < math.inf:
+        raise ValueError(
+            f"max_retry_wait must be a finite number of seconds, 0 or more, "
+            f"found {max_retry_wait!r}"
+        )
+
+
+def retry_delay(
+    attempt: int, retry_after: float | None, cap: float = MAX_RETRY_WAIT
+) -> float | None:
     """Seconds to wait before retry number `attempt` (0 for the first): exponential backoff
     from 0.25 s, never shorter than the server's Retry-After, plus up to 10 % jitter so that
-    clients refused together do not come back together."""
-    delay = max(0.25 * 2.0**attempt, retry_after or 0.0)
-    return delay * (1.0 + 0.1 * random.random())
+    clients refused together do not come back together; never longer than `cap`. None when
+    the server's Retry-After alone is longer than `cap`: the error is raised at once."""
+    if retry_after is not None and retry_after > cap:
+        return None
+    backoff = 0.25 * 2.0 ** min(attempt, 16)
+    delay = max(backoff, retry_after or 0.0) * (1.0 + 0.1 * random.random())
+    return min(delay, cap)
+
+
+@dataclass
+class ConnectionWatch:
+    """What httpx's ``trace`` extension tells of one request: whether it opened a new
+    connection, and whether the head of an answer arrived. Together with the error they
+    tell a kept-alive connection that the server closed just as the request went out."""
+
+    opened: bool = False
+    answered: bool = False
+
+    def extensions(self) -> dict[str, Any]:
+        """The request extensions for the blocking client."""
+        return {"trace": self.event}
+
+    def async_extensions(self) -> dict[str, Any]:
+        """The request extensions for the asyncio client (its trace callback is awaited)."""
+        return {"trace": self.async_event}
+
+    def event(self, name: str, info: dict[str, Any]) -> None:
+        """The trace callback: httpcore's event names, e.g. ``connection.connect_tcp.started``
+        or ``http11.receive_response_headers.complete``."""
+        if name.startswith("connection.connect_"):
+            self.opened = True
+        elif name.endswith("receive_response_headers.complete"):
+            self.answered = True
+
+    async def async_event(self, name: str, info: dict[str, Any]) -> None:
+        """`event`, awaitable."""
+        self.event(name, info)
+
+    def closed_before_answer(self, err: httpx.TransportError) -> bool:
+        """Whether `err` is a reused keep-alive connection found closed by the server before
+        any answer came: worth one retry on a fresh connection, since no request has side
+        effects. A new connection that fails, a timeout, or an answer cut short is not."""
+        if self.opened or self.answered:
+            return False
+        if isinstance(err, httpx.RemoteProtocolError):
+            # httpcore's words for end of stream before a response's head
+            return "without sending a response" in str(err)
+        return isinstance(err, (httpx.ReadError, httpx.WriteError))
 
 
 # Answers.
+
+UNREADABLE = (
+    AttributeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    RecursionError,
+    TypeError,
+    ValueError,
+)
+"""What reading an answer that is not what the API says may raise."""
 
 
 def read_answer(call: Call[T], response: httpx.Response) -> T:
@@ -210,63 +352,153 @@ def read_answer(call: Call[T], response: httpx.Response) -> T:
         raise problem_from_response(response)
     try:
         return call.read(json.loads(response.content))
-    except (KeyError, TypeError, ValueError) as err:
+    except UNREADABLE as err:
         raise SimserveError(
             f"unexpected {response.status_code} answer to {call.method} {call.path}: "
             f"{type(err).__name__}: {err}; body starts {response.text[:200]!r}"
         ) from err
 
 
+def unreadable(call: Call[Any], err: httpx.RequestError) -> SimserveError:
+    """The error for an answer httpx could not decode (a bad ``content-encoding``)."""
+    return SimserveError(f"unreadable answer to {call.method} {call.path}: {err}")
+
+
+def _object(body: Any, what: str = "the answer") -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise TypeError(f"{what}: expected a JSON object, found {type(body).__name__}")
+    return body
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value
+    ):
+        raise ValueError(f"shape: expected a list of sizes, found {value!r}")
+    return tuple(value)
+
+
 def decode_floats(value: Any) -> FloatArray:
     """A float tensor of an answer: a base64 tensor object, or (tolerated) JSON numbers."""
     if isinstance(value, dict):
         if value.get("dtype") != "float32":
-            raise SimserveError(f"unexpected tensor dtype in answer: {value.get('dtype')!r}")
-        raw = base64.b64decode(value["data"])
-        shape = tuple(int(n) for n in value["shape"])
+            raise ValueError(f"unexpected tensor dtype in answer: {value.get('dtype')!r}")
+        data = value["data"]
+        if not isinstance(data, str):
+            raise TypeError(f"tensor data: expected base64 text, found {type(data).__name__}")
+        raw = base64.b64decode(data, validate=True)
+        shape = _shape(value["shape"])
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
-    array: FloatArray = np.asarray(value, dtype=np.float32)
+    if not isinstance(value, list):
+        raise TypeError(f"expected numbers or a tensor object, found {type(value).__name__}")
+    numbers = np.asarray(value)
+    if numbers.size and numbers.dtype.kind not in "iuf":
+        raise TypeError(f"expected numbers, found an array of {numbers.dtype}")
+    with np.errstate(over="ignore"):
+        array: FloatArray = numbers.astype(np.float32)
     return array
+
+
+def _indices(value: Any) -> IndexArray:
+    """Indices of an answer: nested lists of non-negative ints."""
+    if not isinstance(value, list):
+        raise TypeError(f"indices: expected a list, found {type(value).__name__}")
+    numbers = np.asarray(value)
+    if numbers.size and numbers.dtype.kind not in "iu":
+        raise TypeError(f"indices: expected integers, found an array of {numbers.dtype}")
+    indices: IndexArray = numbers.astype(np.int64)
+    if numbers.size and indices.min() < 0:
+        raise ValueError("indices: found a negative index")
+    return indices
 
 
 def read_scores(body: Any) -> FloatArray:
     """``{"scores": ...}``: one score per pair."""
-    return decode_floats(body["scores"])
+    return decode_floats(_object(body)["scores"])
 
 
-def read_result(body: Any) -> FloatArray | Neighbours:
-    """A matrix (or pair scores) as an array; top-k / threshold answers as `Neighbours`."""
+def read_result(body: Any, ids_field: str) -> FloatArray | Neighbours:
+    """A matrix (or pair scores) as an array; top-k / threshold answers as `Neighbours`,
+    with their ids from `ids_field`."""
+    body = _object(body)
     if "indices" in body:
-        return read_neighbours(body)
+        return read_neighbours(body, ids_field)
     if "matrix" in body:
         return decode_floats(body["matrix"])
     return read_scores(body)
 
 
-def read_neighbours(body: Any) -> Neighbours:
-    """``indices`` and ``scores`` (and ``items`` ids): arrays when the answer has a
-    ``shape``, else lists with one array per row."""
-    ids = body.get("items")
-    tables = {str(k): str(v) for k, v in body.get("tables", {}).items()}
+def read_matrix_result(body: Any) -> FloatArray | Neighbours:
+    """An answer of ``/similarity/matrix``: neighbours list their rows' ids in ``ids``."""
+    return read_result(body, "ids")
+
+
+def read_user_item_result(body: Any) -> FloatArray | Neighbours:
+    """An answer of ``/similarity/user-item``: neighbours list their items' ids in ``items``."""
+    return read_result(body, "items")
+
+
+def read_neighbours(body: Any, ids_field: str = "items") -> Neighbours:
+    """``indices`` and ``scores`` (and ids, from `ids_field`: ``items`` for user-item,
+    ``ids`` for matrix): arrays when the answer has a ``shape``, else lists with one array
+    per row (per set, lists of those)."""
+    body = _object(body)
+    indices: Any
+    scores: Any
     if "shape" in body:
-        shape = body["shape"]
-        indices: Any = np.asarray(body["indices"], dtype=np.int64).reshape(shape)
-        scores: Any = decode_floats(body["scores"]).reshape(shape)
+        shape = _shape(body["shape"])
+        indices = _indices(body["indices"]).reshape(shape)
+        scores = decode_floats(body["scores"]).reshape(shape)
     else:
-        indices, scores = _ragged(body["indices"], body["scores"])
-    return Neighbours(indices, scores, ids, str(body.get("metric", "cosine")), tables)
+        indices, scores = _ragged(body["indices"], body["scores"], depth=0)
+    listed = body.get(ids_field)
+    ids = None if listed is None else _ids(listed, indices, ids_field)
+    metric = body.get("metric", "cosine")
+    if not isinstance(metric, str):
+        raise TypeError(f"metric: expected a string, found {type(metric).__name__}")
+    return Neighbours(indices, scores, ids, metric, _table_versions(body))
 
 
-def _ragged(indices: Any, scores: Any) -> tuple[Any, Any]:
+def _ragged(indices: Any, scores: Any, depth: int) -> tuple[Any, Any]:
     """Pairs up nested index lists with their scores down to one row each. A row is a list
-    of ints (possibly empty); its scores a base64 tensor or a list of numbers."""
-    if not indices or not isinstance(indices[0], list):
-        row: IndexArray = np.asarray(indices, dtype=np.int64)
+    of ints (possibly empty); its scores a base64 tensor or a list of numbers. Rows may be
+    grouped in sets, no deeper."""
+    if not isinstance(indices, list):
+        raise TypeError(f"indices: expected a list, found {type(indices).__name__}")
+    if depth == 2 or not indices or not isinstance(indices[0], list):
+        row = _indices(indices)
+        if row.ndim != 1:
+            raise ValueError("indices: nested deeper than sets of rows")
         return row, decode_floats(scores).reshape(row.shape)
-    rows = [_ragged(i, s) for i, s in zip(indices, scores, strict=True)]
+    if not isinstance(scores, list):
+        raise TypeError(f"scores: expected a list, found {type(scores).__name__}")
+    rows = [_ragged(i, s, depth + 1) for i, s in zip(indices, scores, strict=True)]
     return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _ids(value: Any, layout: Any, where: str) -> Any:
+    """The ids of an answer, checked to be laid out like its indices (`layout`: an array
+    or nested lists of 1-D arrays): one list of strings per row."""
+    if not isinstance(value, list) or len(value) != len(layout):
+        raise ValueError(f"{where}: not laid out like indices")
+    if isinstance(layout, np.ndarray) and layout.ndim == 1:
+        if not all(isinstance(i, str) for i in value):
+            raise TypeError(f"{where}: expected strings")
+        return list(value)
+    return [_ids(v, layout[n], f"{where}[{n}]") for n, v in enumerate(value)]
+
+
+def _table_versions(body: dict[str, Any]) -> dict[str, str]:
+    """``tables``: the version of each table an answer read."""
+    tables = _object(body.get("tables", {}), "tables")
+    if not all(isinstance(version, str) for version in tables.values()):
+        raise TypeError("tables: expected a version string per table")
+    return dict(tables)
 
 
 def read_tables(body: Any) -> list[TableInfo]:
     """``{"tables": [...]}`` of ``GET /tables``."""
-    return [TableInfo.from_json(entry) for entry in body["tables"]]
+    entries = _object(body)["tables"]
+    if not isinstance(entries, list):
+        raise TypeError(f"tables: expected a list, found {type(entries).__name__}")
+    return [TableInfo.from_json(entry) for entry in entries]

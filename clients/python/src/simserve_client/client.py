@@ -10,8 +10,17 @@ from typing import Any, TypeVar, overload
 import httpx
 
 from . import _wire
-from .errors import OverloadedError, SimserveConnectionError
-from .models import ArrayInput, FloatArray, Metric, Neighbours, TableInfo
+from .errors import ClientClosedError, OverloadedError, SimserveConnectionError
+from .models import (
+    ArrayInput,
+    DenseNeighbours,
+    DenseUserItemNeighbours,
+    FloatArray,
+    Metric,
+    Neighbours,
+    TableInfo,
+    UserItemNeighbours,
+)
 
 T = TypeVar("T")
 
@@ -19,15 +28,21 @@ T = TypeVar("T")
 class Client:
     """A simserve client over one pool of keep-alive connections (blocking).
 
-    ``Client("http://localhost:8080", api_key=None, timeout=30.0, retries=2)``: `api_key` is
-    sent as a bearer token (for a server run with ``--api-keys``); `timeout` bounds connecting,
-    sending and each wait for answer bytes, in seconds; `retries` is how many times a request
-    refused for overload (503) is sent again, waiting at least the answer's ``Retry-After``.
+    ``Client("http://localhost:8080", api_key=None, timeout=30.0, retries=2,
+    max_retry_wait=30.0)``: `api_key` is sent as a bearer token (for a server run with
+    ``--api-keys``); `timeout` bounds connecting, sending and each wait for answer bytes, in
+    seconds; `retries` is how many times a request refused for overload (503) is sent again,
+    waiting at least the answer's ``Retry-After`` but never more than `max_retry_wait`
+    seconds (when the server asks for longer, its `OverloadedError` is raised at once).
+    A request whose kept-alive connection the server closed just as it went out, before any
+    answer, is sent once more on a new connection, whatever `retries` says.
 
     Arrays go out as base64 float32 whatever their dtype (nested lists too), and come back as
     float32 numpy arrays. Error answers raise `ProblemError` (`OverloadedError` for overload
     once retries are used up); an unreachable or silent server raises
-    `SimserveConnectionError`. Use it as a context manager, or call `close()`.
+    `SimserveConnectionError`, an answer that cannot be read `SimserveError`, and a call
+    after `close()` `ClientClosedError`. Arguments refused before sending raise ValueError.
+    Use it as a context manager, or call `close()`.
     """
 
     def __init__(
@@ -36,14 +51,18 @@ class Client:
         api_key: str | None = None,
         timeout: float = 30.0,
         retries: int = 2,
+        max_retry_wait: float = _wire.MAX_RETRY_WAIT,
     ) -> None:
-        if retries < 0:
-            raise ValueError("retries must be 0 or more")
+        _wire.check_retry_settings(retries, max_retry_wait)
         self.base_url = base_url
         self.retries = retries
-        self._http = httpx.Client(
-            base_url=base_url, headers=_wire.headers(api_key), timeout=timeout
-        )
+        self.max_retry_wait = max_retry_wait
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
+            "headers": _wire.headers(api_key),
+            "timeout": timeout,
+        }
+        self._http = httpx.Client(**self._options)
 
     def __enter__(self) -> Client:
         return self
@@ -96,6 +115,18 @@ class Client:
         *,
         metric: Metric = "cosine",
         top_k: int,
+        threshold: None = None,
+        exclude_self: bool = False,
+    ) -> DenseNeighbours: ...
+
+    @overload
+    def matrix(
+        self,
+        a: ArrayInput,
+        b: ArrayInput | None = None,
+        *,
+        metric: Metric = "cosine",
+        top_k: int,
         threshold: float | None = None,
         exclude_self: bool = False,
     ) -> Neighbours: ...
@@ -127,7 +158,8 @@ class Client:
         2-D input ``(n, dim)`` gives an ``(n, m)`` float32 matrix; 3-D input ``(sets, n, dim)``
         holds independent sets and gives ``(sets, n, m)``. With `top_k` and/or `threshold`,
         returns `Neighbours` per row instead (nearest first; `threshold` keeps similarities
-        >= it, distances <= it); `exclude_self` leaves row i out of its own list.
+        >= it, distances <= it); `exclude_self` leaves row i out of its own list. When `b`
+        (or `a` against itself) comes from a table with ids, the neighbours carry their `ids`.
         """
         return self._call(_wire.matrix_call(a, b, metric, top_k, threshold, exclude_self))
 
@@ -153,11 +185,25 @@ class Client:
         *,
         pairs: None = None,
         top_k: int,
+        threshold: None = None,
+        exclude: None = None,
+        item_ids: Sequence[str] | None = None,
+        metric: Metric = "cosine",
+    ) -> DenseUserItemNeighbours: ...
+
+    @overload
+    def user_item(
+        self,
+        users: ArrayInput,
+        items: ArrayInput,
+        *,
+        pairs: None = None,
+        top_k: int,
         threshold: float | None = None,
         exclude: Iterable[Iterable[Any]] | None = None,
         item_ids: Sequence[str] | None = None,
         metric: Metric = "cosine",
-    ) -> Neighbours: ...
+    ) -> UserItemNeighbours: ...
 
     @overload
     def user_item(
@@ -171,7 +217,7 @@ class Client:
         exclude: Iterable[Iterable[Any]] | None = None,
         item_ids: Sequence[str] | None = None,
         metric: Metric = "cosine",
-    ) -> Neighbours: ...
+    ) -> UserItemNeighbours: ...
 
     def user_item(
         self,
@@ -189,8 +235,10 @@ class Client:
 
         With `pairs` (``[user_index, item_index]`` rows): one score per pair. With `top_k`
         and/or `threshold`: `Neighbours`, the nearest items per user, leaving out each user's
-        `exclude` list (one list of item indices per user), with `ids` from `item_ids` (or
-        from an items table with ids). With neither: the ``(u, i)`` matrix.
+        `exclude` list (one list per user of item indices, or of item ids where the items
+        have ids), with `ids` from `item_ids` (or from an items table with ids). With neither:
+        the ``(u, i)`` matrix. Indices and `top_k` must be integers (Python or numpy) and
+        `threshold` a finite number, or ValueError names the one at fault.
         """
         return self._call(
             _wire.user_item_call(users, items, pairs, top_k, threshold, exclude, item_ids, metric)
@@ -207,16 +255,45 @@ class Client:
     def _call(self, call: _wire.Call[T]) -> T:
         attempt = 0
         while True:
-            try:
-                response = self._http.request(
-                    call.method, call.path, content=call.body, headers=_wire.request_headers(call)
-                )
-            except httpx.TransportError as err:
-                raise SimserveConnectionError(_wire.failure(call, self.base_url, err)) from err
+            response = self._send(call)
             try:
                 return _wire.read_answer(call, response)
             except OverloadedError as err:
                 if attempt >= self.retries:
                     raise
-                time.sleep(_wire.retry_delay(attempt, err.retry_after))
+                delay = _wire.retry_delay(attempt, err.retry_after, self.max_retry_wait)
+                if delay is None:  # the server asks for a longer wait than max_retry_wait
+                    raise
+                time.sleep(delay)
                 attempt += 1
+
+    def _send(self, call: _wire.Call[T]) -> httpx.Response:
+        """Sends `call` once; and once more, on a new connection, when the kept-alive
+        connection it went out on turns out closed by the server before any answer."""
+        if self._http.is_closed:
+            raise ClientClosedError(_wire.closed(call))
+        watch = _wire.ConnectionWatch()
+        try:
+            return self._request(self._http, call, watch.extensions())
+        except httpx.TransportError as err:
+            if not watch.closed_before_answer(err):
+                raise SimserveConnectionError(_wire.failure(call, self.base_url, err)) from err
+        with httpx.Client(**self._options) as fresh:
+            try:
+                return self._request(fresh, call, {})
+            except httpx.TransportError as err:
+                raise SimserveConnectionError(_wire.failure(call, self.base_url, err)) from err
+
+    def _request(
+        self, http: httpx.Client, call: _wire.Call[T], extensions: dict[str, Any]
+    ) -> httpx.Response:
+        try:
+            return http.request(
+                call.method,
+                call.path,
+                content=call.body,
+                headers=_wire.request_headers(call),
+                extensions=extensions,
+            )
+        except httpx.DecodingError as err:  # a body that its content-encoding does not fit
+            raise _wire.unreadable(call, err) from err

@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
+from datetime import timezone
 from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 OVERLOADED = "urn:simserve:problem:overloaded"
 """The problem `type` of a 503 sent because the server's queue or memory budget is full."""
 
 
 class SimserveError(Exception):
-    """Base class of every error this package raises about a request."""
+    """Base class of every error this package raises about a request.
+
+    Every one pickles with all its attributes (so it crosses process boundaries, say out of
+    a ``ProcessPoolExecutor`` worker); the chained ``__cause__`` does not travel, as with
+    any exception.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from `args` and the attributes, not by calling __init__ again: the
+        # subclasses' constructors take fields, while `args` holds the message.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[SimserveError], args: tuple[Any, ...]) -> SimserveError:
+    """Unpickles a `SimserveError`; pickle then restores its attributes (``__setstate__``)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class ProblemError(SimserveError):
@@ -41,8 +64,10 @@ class ProblemError(SimserveError):
 class OverloadedError(ProblemError):
     """503: every compute permit is busy and the queue is full, or memory is taken.
 
-    `retry_after` is the server's ``Retry-After`` in seconds (None when absent). The clients
-    retry these themselves (`retries`); this is raised once those retries are used up.
+    `retry_after` is the server's ``Retry-After`` in seconds (None when absent or not a
+    finite, non-negative number of seconds or an HTTP date). The clients retry these
+    themselves (`retries`); this is raised once those retries are used up, or at once when
+    the server asks for a longer wait than the client's `max_retry_wait`.
     """
 
     def __init__(
@@ -65,21 +90,29 @@ class SimserveConnectionError(SimserveError):
     """
 
 
+class ClientClosedError(SimserveError, RuntimeError):
+    """The client was used after `close()` (or after its ``with`` block). Also a
+    RuntimeError, which is what using a closed client raised before."""
+
+
 def problem_from_response(response: httpx.Response) -> ProblemError:
-    """The exception for an error answer (status 4xx or 5xx)."""
+    """The exception for an error answer (status 4xx or 5xx). Never raises: a problem
+    document with fields of the wrong type falls back on the answer's own status and reason."""
     fallback_id = response.headers.get("x-request-id")
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict) and "application/problem+json" in response.headers.get(
         "content-type", ""
     ):
-        status = int(body.get("status", response.status_code))
-        kind = str(body.get("type", "about:blank"))
-        title = str(body.get("title", response.reason_phrase))
-        detail = str(body.get("detail", ""))
-        request_id = str(body["request_id"]) if "request_id" in body else fallback_id
+        status = body.get("status")
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            status = response.status_code
+        kind = _text(body.get("type"), "about:blank")
+        title = _text(body.get("title"), response.reason_phrase)
+        detail = _text(body.get("detail"), "")
+        request_id = _text(body.get("request_id"), fallback_id)
     else:
         status = response.status_code
         kind = "about:blank"
@@ -94,15 +127,31 @@ def problem_from_response(response: httpx.Response) -> ProblemError:
     return ProblemError(status, kind, title, detail, request_id)
 
 
+def _text(value: Any, missing: T) -> str | T:
+    """A problem field as text: `missing` when absent or null, else ``str(value)``."""
+    return missing if value is None else str(value)
+
+
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds: delay-seconds or an HTTP date; None when absent or bad."""
+    """``Retry-After`` in seconds: delay-seconds (digits, a fraction tolerated) or an HTTP
+    date (0 once past); None when absent or anything else, such as ``inf``, ``nan``, ``-1``
+    or a number too large for a float."""
     if value is None:
         return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, with no zone said
+        when = when.replace(tzinfo=timezone.utc)
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
         return None
