@@ -226,7 +226,7 @@ impl clap::builder::TypedValueParser for ApiKey {
         value: &std::ffi::OsStr,
     ) -> Result<String, clap::Error> {
         let refuse = |why: &str| {
-            let message = format!("error: --api-keys (SIMSERVE_API_KEYS): {why}\n");
+            let message = format!("--api-keys (SIMSERVE_API_KEYS): {why}\n");
             clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
         };
         let key = value.to_str().unwrap_or("\u{fffd}").trim();

@@ -5,10 +5,11 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::coding::{self, Coding};
 use crate::cpu;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -84,36 +85,50 @@ pub struct Listing {
 /// `.safetensors` file of 40,000 tensors makes a 9.5 MB listing, which took 56-59 ms to
 /// fetch from a release build on the loopback, most of it building and writing that would
 /// otherwise hold a runtime thread (and the requests it serves).
-pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if !state.tables_loaded() {
         return Err(ApiError::TablesLoading);
     }
     let catalog = state.tables.catalog();
+    let coding = coding::negotiate(&headers);
     cpu::spawn_blocking(move || {
-        json_response(&Listing {
+        let listing = Listing {
             tables: catalog
                 .tables()
                 .map(|table| TableInfo::of(table, &catalog))
                 .collect(),
             errors: catalog.failures().iter().map(FailureInfo::from).collect(),
-        })
+        };
+        json_response(&listing, coding)
     })
     .await?
 }
 
-/// `value` as an `application/json` response, written where the caller runs (unlike
-/// [`Json`], which writes it as the response is made, on the runtime).
-fn json_response(value: &impl Serialize) -> Result<Response, ApiError> {
+/// `value` as an `application/json` response, written and compressed as `coding` says
+/// (when worth it) where the caller runs: unlike [`Json`] and the compression layer, which
+/// would write and compress it on the runtime.
+fn json_response(value: &impl Serialize, coding: Option<Coding>) -> Result<Response, ApiError> {
     let body = serde_json::to_vec(value)
         .map_err(|err| ApiError::Internal(format!("writing JSON: {err}")))?;
-    Ok((
+    let (coding, mut pieces) = coding::compress_answer(coding, vec![body])?;
+    let body = pieces.pop().unwrap_or_default();
+    let mut response = (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
         body,
     )
-        .into_response())
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(coding) = coding {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.token()),
+        );
+    }
+    Ok(response)
 }
 
 /// Serves `GET /tables/{name}`. A name that is not UTF-8 once decoded names no table.
@@ -147,10 +162,14 @@ pub struct ReloadAnswer {
 
 /// Serves `POST /tables/reload`; its answer, which may name every table, is written on the
 /// blocking pool too.
-pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if !state.tables_loaded() {
         return Err(ApiError::TablesLoading);
     }
+    let coding = coding::negotiate(&headers);
     cpu::spawn_blocking(move || {
         let Some(Reloaded {
             changed,
@@ -162,11 +181,12 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
                 "a table reload is already running; retry when it has finished".into(),
             ));
         };
-        json_response(&ReloadAnswer {
+        let answer = ReloadAnswer {
             changed,
             removed,
             errors: failures.iter().map(FailureInfo::from).collect(),
-        })
+        };
+        json_response(&answer, coding)
     })
     .await?
 }

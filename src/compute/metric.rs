@@ -70,13 +70,11 @@ impl Metric {
     }
 }
 
-/// Scores in ascending order, `0` and `-0` equal: [`f32::total_cmp`] but for that.
+/// Scores in ascending order, `0` and `-0` equal: [`f32::total_cmp`] but for that, and as
+/// branch-free (adding `0.0` makes `-0` `+0` and leaves every other value as it is).
+#[inline]
 pub fn score_order(x: f32, y: f32) -> Ordering {
-    if x == y {
-        Ordering::Equal
-    } else {
-        x.total_cmp(&y)
-    }
+    (x + 0.0).total_cmp(&(y + 0.0))
 }
 
 #[cfg(test)]

@@ -464,8 +464,10 @@ pub(super) fn safetensors(
                 "the tensor's table name takes {} bytes, more than the {MAX_TABLE_NAME} a name may",
                 name.len()
             );
-            // Named by its start (the name is ASCII by now), as it is served nowhere.
-            loaded.push(Err((name[..MAX_TABLE_NAME].to_owned(), reason)));
+            // Named by its start (the name is ASCII by now) and `…`, which no table name
+            // holds, so that the failure is no other table's: 255 bytes in all.
+            let start = &name[..MAX_TABLE_NAME - '…'.len_utf8()];
+            loaded.push(Err((format!("{start}…"), reason)));
             continue;
         }
         if let Some(earlier) = named.get(&name) {
@@ -784,7 +786,8 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_tensor_whose_table_name_would_be_longer_than_255_bytes_fails_by_its_names_start() {
+    fn a_tensor_whose_table_name_would_be_longer_than_255_bytes_fails_by_its_names_start_and_an_ellipsis()
+     {
         let dir = std::env::temp_dir().join(format!("simserve-long-name-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // "m." and the tensor's name: 255 bytes is a table, 256 is not.
@@ -810,7 +813,7 @@ pub(super) mod tests {
         assert_eq!(
             names[1],
             (
-                format!("m.{}", &long[..253]),
+                format!("m.{}…", &long[..250]),
                 Some(
                     "the tensor's table name takes 256 bytes, more than the 255 a name may"
                         .to_owned()

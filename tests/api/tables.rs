@@ -129,6 +129,22 @@ async fn tables_are_listed_with_shape_stored_dtype_layout_ids_and_version() {
     app.request(Method::GET, "/tables/%FF")
         .await
         .assert_problem(404, "no resource at this path");
+    // Compressed, when asked, where it is written (off the runtime).
+    let request = axum::http::Request::get("/tables")
+        .header(axum::http::header::ACCEPT_ENCODING, "zstd")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.raw(request).await;
+    assert_eq!(
+        response.headers()[axum::http::header::CONTENT_ENCODING],
+        "zstd"
+    );
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let inflated: Value = serde_json::from_slice(&zstd::decode_all(&bytes[..]).unwrap()).unwrap();
+    assert_eq!(inflated, got.json);
 }
 
 #[tokio::test]

@@ -234,16 +234,18 @@ async fn serve<M: Model>(
     match timeout {
         // Dropped when it runs out: the job is cancelled and its permit and memory freed,
         // as when `--request-timeout` runs out.
-        Some(timeout) => tokio::time::timeout(timeout, computed)
-            .await
-            .map_err(|_| ApiError::Timeout(timeout))?,
+        Some(timeout) => tokio::time::timeout(timeout, computed).await.map_err(|_| {
+            state.metrics.rejected("deadline");
+            ApiError::Timeout(timeout)
+        })?,
         None => computed.await,
     }
 }
 
 /// Reads the request parameters Triton reserves that `tritonclient` sends from its own
-/// arguments: `timeout` (microseconds, 0 for none), which bounds the computation as
-/// `--request-timeout` bounds the whole request, and `priority`, taken and ignored (requests
+/// arguments: `timeout` (microseconds, 0 for none), which bounds what follows the body's
+/// decoding (waiting for a permit, computing, encoding) as `--request-timeout` bounds the
+/// whole request, counted as its deadline is, and `priority`, taken and ignored (requests
 /// are admitted in the order they come).
 fn triton_options(parameters: &mut Map<String, Value>) -> Result<Option<Duration>, ApiError> {
     if let Some(priority) = parameters.remove("priority") {
