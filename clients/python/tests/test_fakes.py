@@ -1,6 +1,7 @@
 """Both clients against a scripted fake server (tests/fakes.py), for what the real simserve
-never does: kept-alive connections closed just as a request arrives, hostile Retry-After
-values, answers that are not what the API says, batched neighbours with ids."""
+never does: kept-alive connections closed just as a request arrives (or a second later),
+hostile Retry-After values, answers that are not what the API says, batched neighbours
+with ids."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from simserve_client import (
     SimserveConnectionError,
     SimserveError,
 )
+from simserve_client._wire import STALE_CONNECTION_WINDOW, ConnectionWatch
 from simserve_client.errors import OVERLOADED, parse_retry_after
 
 SCORES = {"metric": "dot", "shape": [1], "scores": [1.0]}
@@ -66,16 +68,29 @@ def within(seconds: float, call: Callable[[], Any]) -> Any:
 
 
 # A kept-alive connection closed by the server just as the next request goes out: the
-# fake reads the request, then closes without a byte of answer (FIN or reset).
+# fake reads the request, then closes without a byte of answer (FIN or reset). Closed a
+# second later instead, the request must not be sent again: the server may have worked on it.
 
 
-def closes_first_connection_at_its_second_request(how: Reply) -> Callable[[Request], Reply]:
+def closes_first_connection_at_its_second_request(
+    how: Reply, after: float = 0.0
+) -> Callable[[Request], Reply]:
+    """Answers every request but the second on the first connection, which it reads, then
+    closes unanswered `after` seconds later."""
+
     def reply(request: Request) -> Reply:
         if (request.connection, request.number) == (1, 2):
+            time.sleep(after)
             return how
         return scores(float(request.connection))
 
     return reply
+
+
+LATE = 1.0
+"""How long after reading a request the fake closes its connection when that must not be
+taken for the keep-alive race: 10 times the window in which it is."""
+assert LATE >= 10 * STALE_CONNECTION_WINDOW
 
 
 @pytest.mark.parametrize("how", [CLOSE, RESET])
@@ -98,6 +113,96 @@ async def test_async_a_closed_kept_alive_connection_is_retried_once(how: Reply) 
             assert (await client.pairwise([[1.0]], [[1.0]])).tolist() == [1.0]
             assert (await client.pairwise([[1.0]], [[1.0]])).tolist() == [2.0]
     assert [(r.connection, r.number) for r in fake.requests] == [(1, 1), (1, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("how", [CLOSE, RESET])
+def test_a_kept_alive_connection_closed_long_after_the_request_is_not_retried(
+    how: Reply,
+) -> None:
+    """The server read the request and may have worked on it (killed, shut down, a proxy
+    cutting a long request): sending it again would double the work and the wait."""
+    with (
+        FakeServer(closes_first_connection_at_its_second_request(how, after=LATE)) as fake,
+        Client(fake.url, retries=2) as client,
+    ):
+        assert client.pairwise([[1.0]], [[1.0]]).tolist() == [1.0]
+        begun = time.monotonic()
+        with pytest.raises(SimserveConnectionError) as caught:
+            client.pairwise([[1.0]], [[1.0]])
+        assert time.monotonic() - begun >= LATE
+    assert isinstance(caught.value.__cause__, (httpx.RemoteProtocolError, httpx.ReadError))
+    assert [(r.connection, r.number) for r in fake.requests] == [(1, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("how", [CLOSE, RESET])
+async def test_async_a_kept_alive_connection_closed_long_after_is_not_retried(
+    how: Reply,
+) -> None:
+    with FakeServer(closes_first_connection_at_its_second_request(how, after=LATE)) as fake:
+        async with AsyncClient(fake.url, retries=2) as client:
+            assert (await client.pairwise([[1.0]], [[1.0]])).tolist() == [1.0]
+            with pytest.raises(SimserveConnectionError):
+                await client.pairwise([[1.0]], [[1.0]])
+    assert [(r.connection, r.number) for r in fake.requests] == [(1, 1), (1, 2)]
+
+
+def test_retry_stale_connection_false_sends_a_request_once() -> None:
+    with (
+        FakeServer(closes_first_connection_at_its_second_request(CLOSE)) as fake,
+        Client(fake.url, retry_stale_connection=False) as client,
+    ):
+        assert client.pairwise([[1.0]], [[1.0]]).tolist() == [1.0]
+        with pytest.raises(SimserveConnectionError, match="RemoteProtocolError"):
+            client.pairwise([[1.0]], [[1.0]])
+        assert client.pairwise([[1.0]], [[1.0]]).tolist() == [2.0]  # on a new connection
+    assert [(r.connection, r.number) for r in fake.requests] == [(1, 1), (1, 2), (2, 1)]
+
+
+async def test_async_retry_stale_connection_false_sends_a_request_once() -> None:
+    with FakeServer(closes_first_connection_at_its_second_request(CLOSE)) as fake:
+        async with AsyncClient(fake.url, retry_stale_connection=False) as client:
+            assert (await client.pairwise([[1.0]], [[1.0]])).tolist() == [1.0]
+            with pytest.raises(SimserveConnectionError, match="RemoteProtocolError"):
+                await client.pairwise([[1.0]], [[1.0]])
+    assert [(r.connection, r.number) for r in fake.requests] == [(1, 1), (1, 2)]
+
+
+def test_when_a_failure_counts_as_the_keep_alive_race() -> None:
+    """`ConnectionWatch` fed httpcore's trace events (the names of httpcore's http11.py)."""
+    lost = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    def watch(*events: str) -> ConnectionWatch:
+        watched = ConnectionWatch()
+        for name in events:
+            watched.event(name, {})
+        return watched
+
+    sending = ("http11.send_request_headers.started", "http11.send_request_headers.complete")
+    sent = (*sending, "http11.send_request_body.started", "http11.send_request_body.complete")
+    failed = (
+        "http11.receive_response_headers.started",
+        "http11.receive_response_headers.failed",
+    )
+    # failing while the request is sent (httpcore then still waits for an answer), or just
+    # after it was sent, on a reused connection
+    assert watch(*sending, "http11.send_request_body.failed", *failed).closed_before_answer(
+        httpx.ReadError("reset")
+    )
+    assert watch(*sent, *failed).closed_before_answer(lost)
+    assert watch(*sent).closed_before_answer(httpx.WriteError("broken pipe"))
+    # not: long after it was sent, on a new connection, after an answer's head, a timeout
+    late = watch(*sent, *failed)
+    assert late.sent_at is not None and late.failed_at is not None
+    late.sent_at -= 10 * STALE_CONNECTION_WINDOW
+    assert not late.closed_before_answer(lost)
+    late.failed_at = None  # failed just now, as far as it knows
+    assert not late.closed_before_answer(lost)
+    assert not watch("connection.connect_tcp.started", *sent, *failed).closed_before_answer(lost)
+    assert not watch(*sent, "http11.receive_response_headers.complete").closed_before_answer(
+        httpx.ReadError("cut short")
+    )
+    assert not watch(*sent, *failed).closed_before_answer(httpx.ReadTimeout("slow"))
+    assert not watch(*sent, *failed).closed_before_answer(httpx.RemoteProtocolError("bad"))
 
 
 def only_first_request_answered(request: Request) -> Reply:

@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -290,14 +291,26 @@ def retry_delay(
     return min(delay, cap)
 
 
+STALE_CONNECTION_WINDOW = 0.1
+"""Seconds after a request was fully sent within which a reused keep-alive connection that
+fails before any answer is taken for one the server had closed as the request went out
+(the keep-alive race), so the request is sent again. A later failure means the server may
+have received the request and worked on it: sending it again would double that work."""
+
+
 @dataclass
 class ConnectionWatch:
     """What httpx's ``trace`` extension tells of one request: whether it opened a new
-    connection, and whether the head of an answer arrived. Together with the error they
-    tell a kept-alive connection that the server closed just as the request went out."""
+    connection, when the request was fully sent, when waiting for the answer failed, and
+    whether the head of an answer arrived. Together with the error they tell a kept-alive
+    connection that the server closed just as the request went out."""
 
     opened: bool = False
     answered: bool = False
+    sent_at: float | None = None
+    """`time.monotonic()` when httpcore reported the request body fully sent."""
+    failed_at: float | None = None
+    """`time.monotonic()` when httpcore reported waiting for the answer's head failed."""
 
     def extensions(self) -> dict[str, Any]:
         """The request extensions for the blocking client."""
@@ -308,23 +321,35 @@ class ConnectionWatch:
         return {"trace": self.async_event}
 
     def event(self, name: str, info: dict[str, Any]) -> None:
-        """The trace callback: httpcore's event names, e.g. ``connection.connect_tcp.started``
-        or ``http11.receive_response_headers.complete``."""
+        """The trace callback: httpcore's event names, ``connection.connect_tcp.started``,
+        ``http11.send_request_body.complete``, ``http11.receive_response_headers.failed``..."""
         if name.startswith("connection.connect_"):
             self.opened = True
-        elif name.endswith("receive_response_headers.complete"):
+        elif name.endswith(".send_request_body.complete"):
+            self.sent_at = time.monotonic()
+        elif name.endswith(".receive_response_headers.complete"):
             self.answered = True
+        elif name.endswith(".receive_response_headers.failed") and self.failed_at is None:
+            self.failed_at = time.monotonic()
 
     async def async_event(self, name: str, info: dict[str, Any]) -> None:
         """`event`, awaitable."""
         self.event(name, info)
 
-    def closed_before_answer(self, err: httpx.TransportError) -> bool:
+    def closed_before_answer(
+        self, err: httpx.TransportError, window: float = STALE_CONNECTION_WINDOW
+    ) -> bool:
         """Whether `err` is a reused keep-alive connection found closed by the server before
-        any answer came: worth one retry on a fresh connection, since no request has side
-        effects. A new connection that fails, a timeout, or an answer cut short is not."""
+        any answer, while the request was being sent or within `window` seconds after:
+        worth one retry on a fresh connection, since the server cannot have worked on the
+        request (and no request has side effects). A new connection that fails, a timeout,
+        an answer cut short, or a connection that failed later than `window` is not."""
         if self.opened or self.answered:
             return False
+        if self.sent_at is not None:
+            failed_at = time.monotonic() if self.failed_at is None else self.failed_at
+            if failed_at - self.sent_at > window:
+                return False
         if isinstance(err, httpx.RemoteProtocolError):
             # httpcore's words for end of stream before a response's head
             return "without sending a response" in str(err)

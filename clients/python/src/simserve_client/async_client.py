@@ -29,11 +29,13 @@ class AsyncClient:
     """A simserve client for asyncio: `Client`'s constructor and methods, awaited.
 
     ``AsyncClient("http://localhost:8080", api_key=None, timeout=30.0, retries=2,
-    max_retry_wait=30.0)``; requests may run concurrently (``asyncio.gather``) over its pool
-    of keep-alive connections. Retries after overload wait with ``asyncio.sleep``, never
-    longer than `max_retry_wait`; a request whose kept-alive connection the server closed
-    just as it went out is sent once more on a new connection, as with `Client`. Use it as
-    ``async with AsyncClient(...) as client:``, or await `aclose()`.
+    max_retry_wait=30.0, retry_stale_connection=True)``; requests may run concurrently
+    (``asyncio.gather``) over its pool of keep-alive connections. Retries after overload wait
+    with ``asyncio.sleep``, never longer than `max_retry_wait`; a request whose reused
+    kept-alive connection failed while it was being sent or within 0.1 s after, before any
+    answer, is sent once more on a new connection, as with `Client` (unless
+    `retry_stale_connection` is False). Use it as ``async with AsyncClient(...) as client:``,
+    or await `aclose()`.
     """
 
     def __init__(
@@ -43,11 +45,13 @@ class AsyncClient:
         timeout: float = 30.0,
         retries: int = 2,
         max_retry_wait: float = _wire.MAX_RETRY_WAIT,
+        retry_stale_connection: bool = True,
     ) -> None:
         _wire.check_retry_settings(retries, max_retry_wait)
         self.base_url = base_url
         self.retries = retries
         self.max_retry_wait = max_retry_wait
+        self.retry_stale_connection = retry_stale_connection
         self._options: dict[str, Any] = {
             "base_url": base_url,
             "headers": _wire.headers(api_key),
@@ -260,14 +264,16 @@ class AsyncClient:
 
     async def _send(self, call: _wire.Call[T]) -> httpx.Response:
         """Sends `call` once; and once more, on a new connection, when the kept-alive
-        connection it went out on turns out closed by the server before any answer."""
+        connection it went out on turns out closed by the server before any answer, while
+        sending or just after (`_wire.ConnectionWatch.closed_before_answer`), unless
+        `retry_stale_connection` is False."""
         if self._http.is_closed:
             raise ClientClosedError(_wire.closed(call))
         watch = _wire.ConnectionWatch()
         try:
             return await self._request(self._http, call, watch.async_extensions())
         except httpx.TransportError as err:
-            if not watch.closed_before_answer(err):
+            if not (self.retry_stale_connection and watch.closed_before_answer(err)):
                 raise SimserveConnectionError(_wire.failure(call, self.base_url, err)) from err
         async with httpx.AsyncClient(**self._options) as fresh:
             try:

@@ -29,13 +29,16 @@ class Client:
     """A simserve client over one pool of keep-alive connections (blocking).
 
     ``Client("http://localhost:8080", api_key=None, timeout=30.0, retries=2,
-    max_retry_wait=30.0)``: `api_key` is sent as a bearer token (for a server run with
-    ``--api-keys``); `timeout` bounds connecting, sending and each wait for answer bytes, in
-    seconds; `retries` is how many times a request refused for overload (503) is sent again,
-    waiting at least the answer's ``Retry-After`` but never more than `max_retry_wait`
-    seconds (when the server asks for longer, its `OverloadedError` is raised at once).
-    A request whose kept-alive connection the server closed just as it went out, before any
-    answer, is sent once more on a new connection, whatever `retries` says.
+    max_retry_wait=30.0, retry_stale_connection=True)``: `api_key` is sent as a bearer token
+    (for a server run with ``--api-keys``); `timeout` bounds connecting, sending and each wait
+    for answer bytes, in seconds; `retries` is how many times a request refused for overload
+    (503) is sent again, waiting at least the answer's ``Retry-After`` but never more than
+    `max_retry_wait` seconds (when the server asks for longer, its `OverloadedError` is
+    raised at once). A request that went out on a reused kept-alive connection which failed
+    while the request was being sent, or within 0.1 s after it was fully sent
+    (`_wire.STALE_CONNECTION_WINDOW`), before any answer, is sent once more on a new
+    connection, whatever `retries` says (the race of a server closing an idle connection
+    just as a request goes out); `retry_stale_connection=False` turns that off.
 
     Arrays go out as base64 float32 whatever their dtype (nested lists too), and come back as
     float32 numpy arrays. Error answers raise `ProblemError` (`OverloadedError` for overload
@@ -52,11 +55,13 @@ class Client:
         timeout: float = 30.0,
         retries: int = 2,
         max_retry_wait: float = _wire.MAX_RETRY_WAIT,
+        retry_stale_connection: bool = True,
     ) -> None:
         _wire.check_retry_settings(retries, max_retry_wait)
         self.base_url = base_url
         self.retries = retries
         self.max_retry_wait = max_retry_wait
+        self.retry_stale_connection = retry_stale_connection
         self._options: dict[str, Any] = {
             "base_url": base_url,
             "headers": _wire.headers(api_key),
@@ -269,14 +274,16 @@ class Client:
 
     def _send(self, call: _wire.Call[T]) -> httpx.Response:
         """Sends `call` once; and once more, on a new connection, when the kept-alive
-        connection it went out on turns out closed by the server before any answer."""
+        connection it went out on turns out closed by the server before any answer, while
+        sending or just after (`_wire.ConnectionWatch.closed_before_answer`), unless
+        `retry_stale_connection` is False."""
         if self._http.is_closed:
             raise ClientClosedError(_wire.closed(call))
         watch = _wire.ConnectionWatch()
         try:
             return self._request(self._http, call, watch.extensions())
         except httpx.TransportError as err:
-            if not watch.closed_before_answer(err):
+            if not (self.retry_stale_connection and watch.closed_before_answer(err)):
                 raise SimserveConnectionError(_wire.failure(call, self.base_url, err)) from err
         with httpx.Client(**self._options) as fresh:
             try:

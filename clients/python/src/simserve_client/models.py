@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import sys
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,13 +14,16 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
+elif sys.version_info >= (3, 13):
+    from typing import TypeVar  # takes `default` (PEP 696)
 else:
 
     def TypeVar(
         name: str, *, bound: Any = None, covariant: bool = False, default: Any = None
     ) -> Any:
-        """`typing.TypeVar` without `default` (PEP 696), which only type checkers read and
-        Python takes from 3.13 on: this keeps the package's dependencies numpy and httpx."""
+        """`typing.TypeVar` before Python 3.13, which takes no `default` (PEP 696):
+        `Neighbours` fills in its parameters' defaults itself. This keeps the package's
+        dependencies numpy and httpx (no typing_extensions at run time)."""
         return typing.TypeVar(name, bound=bound, covariant=covariant)
 
 
@@ -38,6 +42,8 @@ AnyIds: TypeAlias = IdRows | list[IdRows]
 IndicesT = TypeVar("IndicesT", bound=AnyIndices, default=AnyIndices, covariant=True)
 ScoresT = TypeVar("ScoresT", bound=AnyScores, default=AnyScores, covariant=True)
 IdsT = TypeVar("IdsT", bound=AnyIds, default=AnyIds, covariant=True)
+_DEFAULTS = (AnyIndices, AnyScores, AnyIds)
+"""The defaults of `Neighbours`' type parameters, in order."""
 
 
 def as_index(value: Any, where: str) -> int:
@@ -132,6 +138,16 @@ class Neighbours(Generic[IndicesT, ScoresT, IdsT]):
     ids: IdsT | None = None
     metric: str = "cosine"
     tables: dict[str, str] = field(default_factory=dict)
+
+    if not TYPE_CHECKING and sys.version_info < (3, 13):
+
+        def __class_getitem__(cls, params):
+            """``Neighbours[IndexArray, FloatArray]`` at run time before Python 3.13, whose
+            `typing` does not apply type parameters' defaults: fills in the missing ones, so
+            the subscript means there what it means to type checkers and to Python 3.13."""
+            if not isinstance(params, tuple):
+                params = (params,)
+            return super().__class_getitem__(params + _DEFAULTS[len(params) :])
 
     @property
     def ragged(self) -> bool:
