@@ -293,7 +293,10 @@ def test_an_example_computes_a_heatmap_whose_pixels_and_hover_match_the_api(
     assert listed[0].endswith("(itself)")
     # The keyboard: arrows move the read-out, Enter lists the row.
     canvas = by_id(driver, "heatmap")
-    canvas.send_keys(Keys.ESCAPE, Keys.ARROW_RIGHT, Keys.ARROW_DOWN, Keys.ARROW_DOWN)
+    canvas.send_keys(Keys.ESCAPE, Keys.ARROW_DOWN)  # the first arrow shows the first cell
+    found = CELL.search(by_id(driver, "hover").text)
+    assert found and (found[1], found[3]) == ("0", "0"), found
+    canvas.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_DOWN, Keys.ARROW_DOWN)
     found = CELL.search(by_id(driver, "hover").text)
     assert found and (found[1], found[3]) == ("2", "1")
     canvas.send_keys(Keys.ENTER)
@@ -537,9 +540,16 @@ def test_with_api_keys_the_page_loads_and_sends_the_key_typed_into_it(
     load_example(driver, "Nearest neighbours")
     compute(driver)
     assert "401" in by_id(driver, "error").text
-    driver.find_element(By.ID, "key").send_keys(API_KEY)
+    # The key field is marked invalid, with a message tied to it.
+    key = driver.find_element(By.ID, "key")
+    assert key.get_attribute("aria-invalid") == "true"
+    assert "key-error" in key.get_attribute("aria-describedby").split()
+    assert "API key" in driver.find_element(By.ID, "key-error").text
+    key.send_keys(API_KEY)
     compute(driver)
     assert not by_id(driver, "error").is_displayed()
+    assert key.get_attribute("aria-invalid") is None
+    assert driver.find_element(By.ID, "key-error").text == ""
     command = curl_command(driver)
     assert "$SIMSERVE_API_KEY" in command and API_KEY not in command
     answer = auth_server.post("similarity/matrix", curl_body(driver), key=API_KEY)
@@ -548,3 +558,260 @@ def test_with_api_keys_the_page_loads_and_sends_the_key_typed_into_it(
     assert driver.execute_script("return localStorage.length + sessionStorage.length") == 0
     assert API_KEY not in driver.current_url
     assert console_errors(driver, "401") == []
+
+
+def test_a_fractional_set_number_draws_one_whole_set_and_the_field_shows_it(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    load_example(driver, "A matrix per set: the article's (5, 10, 128)")
+    compute(driver)
+    matrix = np.array(server.post("similarity/matrix", curl_body(driver))["matrix"], np.float32)
+    field = driver.find_element(By.ID, "set")
+    field.send_keys(Keys.CONTROL, "a", Keys.NULL, "2.5", Keys.TAB)
+    shown = field.get_attribute("value")
+    assert shown in ("2", "3"), shown
+    check_heatmap(driver, matrix[int(shown) - 1], hover_cells=3)
+    assert by_id(driver, "hover").text.startswith(f"set {shown}: ")
+    # Top-k lists over sets: a fraction picks one whole set too, not none.
+    set_text(by_id(driver, "input-a"), "[[[1, 2], [3, 4]], [[1, 0], [0, 1]], [[1, 1], [2, 0]]]")
+    set_text(by_id(driver, "input-b"), "")
+    set_text(by_id(driver, "top-k"), "1")
+    compute(driver)
+    answer = server.post("similarity/matrix", curl_body(driver))
+    assert answer["shape"] == [3, 2, 1]
+    field.send_keys(Keys.CONTROL, "a", Keys.NULL, "1.5", Keys.TAB)
+    shown = field.get_attribute("value")
+    assert shown in ("1", "2"), shown
+    table = by_id(driver, "table")
+    assert f"(set {shown})" in table.find_element(By.TAG_NAME, "caption").text
+    rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    got = [
+        [int(c.get_attribute("data-index")) for c in r.find_elements(By.TAG_NAME, "td")]
+        for r in rows
+    ]
+    assert got == answer["indices"][int(shown) - 1]
+    assert console_errors(driver) == []
+
+
+def test_a_top_k_answer_of_130000_rows_is_shown_and_a_failure_to_show_is_not_blamed_on_the_request(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    Select(by_id(driver, "operation")).select_by_value("user-item")
+    driver.execute_script(
+        "document.getElementById('input-a').value ="
+        " JSON.stringify(Array.from({length: 130000}, (_, i) => [1 + (i % 3)]))"
+    )
+    set_text(by_id(driver, "input-b"), "[[1], [2]]")
+    set_text(by_id(driver, "top-k"), "1")
+    compute(driver)
+    assert not by_id(driver, "error").is_displayed(), by_id(driver, "error").text
+    assert "(130000, 1)" in by_id(driver, "summary").text
+    rows = driver.find_elements(By.CSS_SELECTOR, '[data-testid="table"] tbody tr')
+    assert len(rows) == 200
+    assert "first 200 of 130000 rows" in by_id(driver, "table").text
+    first = rows[0].find_elements(By.TAG_NAME, "td")
+    assert [int(td.get_attribute("data-index")) for td in first] == [0]
+    # Whatever fails while showing an answer the server gave: said so, with its status.
+    driver.execute_script("window.drawTable = () => { throw new Error('drawing failed'); }")
+    load_example(driver, "Nearest neighbours")
+    compute(driver)
+    error = by_id(driver, "error").text
+    assert "No answer" not in error and "request failed" not in error, error
+    assert "answered 200" in error and "drawing failed" in error, error
+    assert re.search(r"request id: [0-9a-f-]{36}", error), error
+    assert console_errors(driver) == []
+
+
+def wcag_contrast(one: tuple[int, ...], two: tuple[int, ...]) -> float:
+    """The WCAG 2 contrast ratio of two sRGB colours."""
+
+    def luminance(rgb: tuple[int, ...]) -> float:
+        srgb = [c / 255 for c in rgb]
+        lin = [s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4 for s in srgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(one), luminance(two)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def hex_rgb(text: str) -> tuple[int, ...]:
+    return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))
+
+
+# Records the heatmap's fillText calls (text, colour, position, width), then calls through.
+RECORD_LABELS = """window.labels = [];
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, x, y) {
+  if (this.canvas.id === 'heatmap') {
+    window.labels.push([String(text), this.fillStyle, x, y, this.measureText(text).width]);
+  }
+  return fillText.apply(this, arguments);
+};"""
+
+
+def cell_labels(driver: webdriver.Chrome) -> dict[tuple[int, int], tuple[str, str, float]]:
+    """The value text drawn in each cell (r, c): text, colour and width in pixels."""
+    data = dataset(driver, "heatmap")
+    cw, ch, x0, y0 = (int(data[k]) for k in ("cellW", "cellH", "x0", "y0"))
+    found = {}
+    for text, colour, x, y, width in driver.execute_script("return window.labels"):
+        if x >= x0 and y >= y0:  # not a row or column name
+            found[(int((y - y0) // ch), int((x - x0) // cw))] = (text, colour, width)
+    driver.execute_script("window.labels = []")
+    return found
+
+
+def test_cell_text_is_black_or_white_at_4_5_to_1_on_every_colour_of_both_scales(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    # The cells drawn: 100 values across each scale, each cell's text on its pixels.
+    driver.execute_script(RECORD_LABELS)
+    Select(by_id(driver, "operation")).select_by_value("matrix")
+    cases = [
+        ("euclidean", [[i] for i in range(10)], [[-10 * j] for j in range(10)]),
+        ("dot", [[i, 1] for i in range(10)], [[1, 10 * j - 49.5] for j in range(10)]),
+    ]
+    for metric, a, b in cases:
+        Select(by_id(driver, "metric")).select_by_value(metric)
+        driver.execute_script(
+            "document.getElementById('input-a').value = arguments[0];"
+            "document.getElementById('input-b').value = arguments[1];",
+            json.dumps(a),
+            json.dumps(b),
+        )
+        compute(driver)
+        data = dataset(driver, "heatmap")
+        cw, ch, x0, y0 = (int(data[k]) for k in ("cellW", "cellH", "x0", "y0"))
+        labels = cell_labels(driver)
+        assert len(labels) == 100, (metric, len(labels))
+        cells = sorted(labels)
+        backgrounds = pixels(driver, [(x0 + c * cw + 1, y0 + r * ch + 1) for r, c in cells])
+        for cell, background in zip(cells, backgrounds, strict=True):
+            text, colour, _ = labels[cell]
+            ratio = wcag_contrast(background, hex_rgb(colour))
+            assert ratio >= 4.5, (metric, cell, text, background, colour, ratio)
+    # And the scale functions, 256 colours each: the text colour the page picks for each.
+    samples = driver.execute_script(
+        "return ['diverging', 'sequential'].flatMap((kind) => Array.from({length: 256},"
+        " (_, i) => { const rgb = colour(kind, i / 255); return [kind, rgb, textOn(rgb)]; }))"
+    )
+    assert len(samples) == 512
+    for kind, rgb, text in samples:
+        assert text in ("#000", "#fff"), text
+        ink = (0, 0, 0) if text == "#000" else (255, 255, 255)
+        assert wcag_contrast(tuple(rgb), ink) >= 4.5, (kind, rgb, text)
+    assert console_errors(driver) == []
+
+
+def test_cell_labels_keep_three_significant_digits_at_any_magnitude_and_fit_their_cell(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    driver.execute_script(RECORD_LABELS)
+    Select(by_id(driver, "operation")).select_by_value("matrix")
+    Select(by_id(driver, "metric")).select_by_value("dot")
+    set_text(by_id(driver, "input-b"), "")
+    for a in (
+        [[0.01, 0.02], [-0.03, 0.04], [0.05, -0.01]],
+        [[300, 400], [-500, 200], [123, -456]],
+        [[1e-4, 3e-4], [-2e-4, 5e-5], [7e-4, -1e-4]],
+    ):
+        set_text(by_id(driver, "input-a"), json.dumps(a))
+        compute(driver)
+        matrix = server.post("similarity/matrix", curl_body(driver))["matrix"]
+        cw = int(dataset(driver, "heatmap")["cellW"])
+        labels = cell_labels(driver)
+        assert len(labels) == 9, labels
+        for (r, c), (text, _, width) in labels.items():
+            want = matrix[r][c]
+            assert len(text) <= 8 and width <= cw - 2, (text, width, cw)
+            assert math.isclose(float(text), want, rel_tol=0.006), (r, c, text, want)
+    assert console_errors(driver) == []
+
+
+def test_unreadable_numbers_are_refused_beside_their_field_and_nothing_is_sent(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    Select(by_id(driver, "operation")).select_by_value("matrix")
+    set_text(by_id(driver, "input-a"), "[[1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6]]")
+    set_text(by_id(driver, "input-b"), "")
+    sent = (
+        "return performance.getEntriesByType('resource')"
+        ".filter((e) => /similarity/.test(e.name)).length"
+    )
+
+    def refused(slot: str, start: str) -> None:
+        before = driver.execute_script(sent)
+        compute(driver)
+        error = by_id(driver, "error")
+        assert error.is_displayed() and error.text.startswith("Not sent"), error.text
+        beside = driver.find_element(By.ID, f"{slot}-error").text
+        assert beside.startswith(start), beside
+        field = driver.find_element(By.ID, f"input-{slot}" if slot in ("a", "b") else slot)
+        assert field.get_attribute("aria-invalid") == "true"
+        assert driver.execute_script(sent) == before
+        assert not driver.find_element(By.ID, "curl-box").is_displayed()
+
+    for slot, typed in (("top-k", "2e"), ("threshold", "--1")):
+        for other in ("top-k", "threshold"):
+            driver.find_element(By.ID, other).clear()
+        field = driver.find_element(By.ID, slot)
+        field.send_keys(typed)
+        assert driver.execute_script("return arguments[0].validity.badInput", field), typed
+        refused(slot, f"{slot.replace('-', '_')}: not a number")
+        field.clear()
+    # JSON numbers beyond a double's range: Infinity, which JSON.stringify would send as null.
+    set_text(by_id(driver, "input-a"), "[[1e400, 1], [1, 1]]")
+    refused("a", "a[0][0]: not a finite number")
+    set_text(by_id(driver, "input-a"), "[[1, 2]]")
+    set_text(by_id(driver, "input-b"), "[[3, 4], [1, -1e999]]")
+    refused("b", "b[1][1]: not a finite number")
+    # Fixed, the same form computes.
+    set_text(by_id(driver, "input-b"), "[[3, 4], [1, -1]]")
+    compute(driver)
+    assert not by_id(driver, "error").is_displayed()
+    assert curl_body(driver)["b"] == [[3, 4], [1, -1]]
+    assert console_errors(driver) == []
+
+
+def test_threshold_captions_say_at_least_for_similarities_and_at_most_for_distances(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    Select(by_id(driver, "operation")).select_by_value("matrix")
+    set_text(by_id(driver, "input-a"), "[[1, 0], [0.6, 0.8], [0, 1]]")
+    set_text(by_id(driver, "input-b"), "")
+    set_text(by_id(driver, "threshold"), "0.5")
+    for metric, words in (
+        ("cosine", "scoring at least 0.5 (the threshold)"),
+        ("euclidean", "at a distance of at most 0.5 (the threshold)"),
+    ):
+        Select(by_id(driver, "metric")).select_by_value(metric)
+        compute(driver)
+        caption = by_id(driver, "table").find_element(By.TAG_NAME, "caption").text
+        assert words in caption, caption
+    assert console_errors(driver) == []
+
+
+def test_the_keyboard_keeps_its_focus_on_compute_and_the_focus_ring_contrasts(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    open_page(driver, server)
+    driver.execute_script("document.getElementById('summary').textContent = ''")
+    by_id(driver, "compute").send_keys(Keys.ENTER)
+    WebDriverWait(driver, 20).until(
+        lambda d: (
+            "ms" in d.find_element(By.ID, "summary").text
+            and d.find_element(By.ID, "compute").get_attribute("aria-disabled") is None
+        )
+    )
+    assert driver.execute_script("return document.activeElement.id") == "compute"
+    # The focus ring (keyboard focus) reaches 3:1 against the page's white.
+    ring = by_id(driver, "compute").value_of_css_property("outline-color")
+    rgb = tuple(int(v) for v in re.findall(r"\d+", ring)[:3])
+    assert wcag_contrast(rgb, (255, 255, 255)) >= 3, ring
+    assert console_errors(driver) == []

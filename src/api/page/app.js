@@ -57,6 +57,42 @@ function scaleFor(metric, values) {
 
 const rgbAt = (scale, v) => colour(scale.kind, (v - scale.lo) / (scale.hi - scale.lo));
 const css = (rgb) => `rgb(${rgb.join(',')})`;
+
+/** WCAG 2 relative luminance of an sRGB colour (channels 0 to 255). */
+function luminance(rgb) {
+  const [r, g, b] = rgb.map((c) => {
+    const s = c / 255;
+    return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+/**
+ * The text colour on a background `rgb`: black or white, whichever has the higher WCAG
+ * contrast ratio. One of the two always reaches at least 4.58:1 (the worst case, where
+ * both are equal, is √21).
+ */
+function textOn(rgb) {
+  const l = luminance(rgb);
+  return (l + 0.05) / 0.05 >= 1.05 / (l + 0.05) ? '#000' : '#fff';
+}
+
+/**
+ * A cell's value in a few characters: three significant digits, in exponent form (`2.5e5`,
+ * `-1.2e-5`) when plain digits would be long, `0` when it is 0 at the scale's size
+ * (below a millionth of its largest value: rounding noise). The hover gives every digit.
+ */
+function short(v, scale, digits = 3) {
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  if (a === 0 || a < 1e-6 * Math.max(Math.abs(scale.lo), Math.abs(scale.hi))) return '0';
+  if (a >= 1e-3 && a < 1e4) {
+    const plain = Number(v.toPrecision(digits));
+    return a >= 10 ** digits ? String(Math.round(v)) : String(plain);
+  }
+  const [mantissa, exponent] = v.toExponential(digits - 1).split('e');
+  return `${Number(mantissa)}e${Number(exponent)}`;
+}
 const similarity = (metric) => metric === 'cosine' || metric === 'dot';
 
 /** The shortest text that reads back as the same float32. */
@@ -201,11 +237,49 @@ function jsonOf(id, name, slot, required) {
     if (required) throw new FieldError(slot, `${name}: required`);
     return undefined;
   }
+  let value;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new FieldError(slot, `${name}: not valid JSON (${err.message})`);
   }
+  const where = nonFinite(value, name);
+  if (where) throw new FieldError(slot, `${where}: not a finite number (beyond ±1.8e308, it reads as Infinity)`);
+  return value;
+}
+
+/** The path (`a[0][1]`, `a.shape[0]`) of the first number in `value` that is not finite. */
+function nonFinite(value, name) {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : name;
+  if (!value || typeof value !== 'object') return null;
+  // A stack, not recursion: deeply nested JSON must not overflow the call stack. Children
+  // are pushed last first, so the first one found is the first in the text.
+  const stack = [[value, name]];
+  while (stack.length) {
+    const [v, path] = stack.pop();
+    if (typeof v === 'number') return path;
+    const keys = Array.isArray(v) ? null : Object.keys(v);
+    for (let i = (keys ?? v).length - 1; i >= 0; i--) {
+      const child = keys ? v[keys[i]] : v[i];
+      const pending = typeof child === 'number' ? !Number.isFinite(child) : child && typeof child === 'object';
+      if (pending) stack.push([child, keys ? `${path}.${keys[i]}` : `${path}[${i}]`]);
+    }
+  }
+  return null;
+}
+
+/**
+ * The number in the number field `id`, `undefined` when empty. Text the browser cannot read
+ * as a number (`2e`: validity.badInput, with an empty value) is refused, not taken as empty.
+ */
+function numberOf(id, name) {
+  const field = $(id);
+  if (field.validity.badInput) throw new FieldError(id, `${name}: not a number`);
+  const text = field.value.trim();
+  if (!text) return undefined;
+  const v = Number(text);
+  if (!Number.isFinite(v)) throw new FieldError(id, `${name}: not a finite number`);
+  return v;
 }
 
 /** Names of the rows a table reference picks by id, if it does. */
@@ -226,10 +300,10 @@ function build() {
   if (b !== undefined) body[bn] = b;
   body.metric = $('metric').value;
   if (op !== 'pairwise') {
-    const k = $('top-k').value.trim();
-    const t = $('threshold').value.trim();
-    if (k) body.top_k = Number(k);
-    if (t) body.threshold = Number(t);
+    const k = numberOf('top-k', 'top_k');
+    const t = numberOf('threshold', 'threshold');
+    if (k !== undefined) body.top_k = k;
+    if (t !== undefined) body.threshold = t;
   }
   if (op === 'matrix' && $('exclude-self').checked) body.exclude_self = true;
   if (op === 'user-item') {
@@ -371,11 +445,13 @@ function showError(problem, slot, requestId) {
   if (requestId) box.append(el('p', { className: 'rid', textContent: `request id: ${requestId}` }));
   box.hidden = false;
   if (slot) fieldError(slot, problem.detail);
-  if (problem.status === 401) control('key').classList.add('invalid');
+  if (problem.status === 401) {
+    fieldError('key', $('key').value.trim() ? 'this key was refused' : 'enter the API key this server asks for');
+  }
 }
 
 // ---- Sending.
-const view = { result: null, set: 0, cursor: null, row: null };
+const view = { result: null, set: 0, cursor: null, row: null, busy: false };
 
 function showCurl(request) {
   const quote = (s) => `'${s.replaceAll("'", "'\\''")}'`;
@@ -391,6 +467,7 @@ function showCurl(request) {
 
 async function compute(event) {
   event.preventDefault();
+  if (view.busy) return;
   clearErrors();
   let request;
   try {
@@ -403,24 +480,31 @@ async function compute(event) {
   }
   view.request = request;
   showCurl(request);
-  $('compute').disabled = true;
-  $('busy').textContent = 'computing…';
+  busy(true);
   const started = performance.now();
+  let answer;
+  let text;
   try {
-    const answer = await fetch(request.path, {
+    answer = await fetch(request.path, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...auth() },
       body: request.text,
     });
-    const text = await answer.text();
-    const ms = Math.round(performance.now() - started);
-    const requestId = answer.headers.get('x-request-id');
-    let body = null;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = null;
-    }
+    text = await answer.text();
+  } catch (err) {
+    busy(false);
+    showError({ title: 'No answer', detail: `the request failed: ${err.message}` }, null, null);
+    return;
+  }
+  const ms = Math.round(performance.now() - started);
+  const requestId = answer.headers.get('x-request-id');
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = null;
+  }
+  try {
     if (!answer.ok || !body) {
       const problem = body ?? { status: answer.status, title: answer.statusText, detail: text.slice(0, 300) };
       showError(problem, slotOf(problem.detail, request.op), body?.request_id ?? requestId);
@@ -428,11 +512,26 @@ async function compute(event) {
     }
     show(request, body, text, ms, requestId);
   } catch (err) {
-    showError({ title: 'No answer', detail: `the request failed: ${err.message}` }, null, null);
+    // The server answered; the page failed to show it. Say so, not that the request failed.
+    showError({
+      title: 'Not shown',
+      detail: `the server answered ${answer.status}, but this page could not show the answer (${err.message}); download it with the curl command below`,
+    }, null, requestId);
   } finally {
-    $('compute').disabled = false;
-    $('busy').textContent = '';
+    busy(false);
   }
+}
+
+/**
+ * Marks a request in flight. The button is not `disabled` (that would drop the keyboard
+ * focus to the page's start): it is aria-disabled, and compute() ignores it meanwhile.
+ */
+function busy(on) {
+  view.busy = on;
+  const button = $('compute');
+  if (on) button.setAttribute('aria-disabled', 'true');
+  else button.removeAttribute('aria-disabled');
+  $('busy').textContent = on ? 'computing…' : '';
 }
 
 // ---- Answers, read into flat float32 arrays.
@@ -604,10 +703,12 @@ function drawHeatmap() {
     context.textAlign = 'center';
     context.textBaseline = 'middle';
     for (let i = 0; i < means.length; i++) {
-      const [red, green, blue] = rgbAt(scale, means[i]);
-      context.fillStyle = 0.3 * red + 0.59 * green + 0.11 * blue > 140 ? '#000' : '#fff';
-      context.fillText(means[i].toFixed(2), x0 + ((i % cols) + 0.5) * cellW,
-        y0 + (Math.floor(i / cols) + 0.5) * cellH);
+      // The shortest form that fits the cell (with 2 pixels each side), else no text.
+      let label = short(means[i], scale);
+      if (context.measureText(label).width > cellW - 4) label = short(means[i], scale, 2);
+      if (context.measureText(label).width > cellW - 4) continue;
+      context.fillStyle = textOn(rgbAt(scale, means[i]));
+      context.fillText(label, x0 + ((i % cols) + 0.5) * cellW, y0 + (Math.floor(i / cols) + 0.5) * cellH);
     }
   }
   canvas.setAttribute('aria-label', `heatmap of ${n} × ${m} ${metric} scores; arrow keys move, Enter lists a row's nearest`);
@@ -778,11 +879,16 @@ const TABLE_ROWS = 200;
 function drawTable() {
   const { sets, scale, request, body } = view.result;
   const rows = sets[view.set];
-  const width = Math.max(0, ...rows.map((row) => row.index.length));
+  // A loop, not Math.max(...rows): spreading 100,000s of rows overflows the call stack.
+  let width = 0;
+  for (const row of rows) width = Math.max(width, row.index.length);
   const what = request.op === 'user-item' ? 'items of each user' : 'rows nearest to each row';
-  const how = request.body.top_k ? `the top ${request.body.top_k}` : 'above the threshold: the';
+  const { top_k: k, threshold: t } = request.body;
+  // What passes a threshold: a similarity at least t, a distance at most t.
+  const within = similarity(view.result.metric) ? 'scoring at least' : 'at a distance of at most';
+  const bound = t === undefined ? '' : `, ${within} ${t} (the threshold)`;
   const table = el('table', {}, el('caption', {
-    textContent: `${how} ${what}, nearest first${sets.length > 1 ? ` (set ${view.set + 1})` : ''}`,
+    textContent: `${k ? `the top ${k}` : 'the'} ${what}${bound}, nearest first${sets.length > 1 ? ` (set ${view.set + 1})` : ''}`,
   }));
   const head = el('tr', {}, el('th', { scope: 'col', textContent: request.op === 'user-item' ? 'user' : 'row' }));
   for (let k = 0; k < width; k++) head.append(el('th', { scope: 'col', textContent: `#${k + 1}` }));
@@ -843,9 +949,10 @@ function saveNpy(indices) {
 }
 
 // ---- Wiring.
+/** Shows set `to` (from 0): a whole number, clamped to the sets there are. */
 function moveSet(to) {
   if (!view.result) return;
-  view.set = clamp(to || 0, 0, view.result.count - 1);
+  view.set = clamp(Number.isFinite(to) ? Math.round(to) : 0, 0, view.result.count - 1);
   view.row = null;
   view.cursor = null;
   redraw();
@@ -857,7 +964,10 @@ function keys(event) {
   const cols = d.kind === 'bars' ? Math.ceil(d.count / d.step) : Math.ceil(d.cols / d.stepC);
   const at = view.cursor ?? { r: 0, c: 0 };
   const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
-  if (moves[event.key]) {
+  if (moves[event.key] && !view.cursor) {
+    // The first arrow key shows the first cell; the next ones move from there.
+    point({ r: 0, c: 0 });
+  } else if (moves[event.key]) {
     const [dr, dc] = moves[event.key];
     point({ r: clamp(at.r + dr, 0, rows - 1), c: clamp(at.c + dc, 0, cols - 1) });
   } else if (event.key === 'Enter' || event.key === ' ') {
@@ -919,7 +1029,12 @@ function start() {
     if (cell) listRow(cell.r);
   });
   canvas.addEventListener('keydown', keys);
-  $('set').addEventListener('change', () => moveSet(Number($('set').value) - 1));
+  // The field holds the set drawn: a fraction (2.5) is rounded, text the browser cannot read
+  // (badInput, an empty value) goes back to the set shown.
+  $('set').addEventListener('change', () => {
+    const field = $('set');
+    moveSet(field.validity.badInput || field.value === '' ? view.set : Number(field.value) - 1);
+  });
   $('set-prev').addEventListener('click', () => moveSet(view.set - 1));
   $('set-next').addEventListener('click', () => moveSet(view.set + 1));
   $('save-json').addEventListener('click', () => save(`simserve-${view.result.request.op}.json`, view.result.text, 'application/json'));
