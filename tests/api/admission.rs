@@ -106,6 +106,25 @@ async fn saturated() -> (
     (addr, stop, take_a_permit(&state).await)
 }
 
+/// Sends `head` and then a body of `len` spaces whole, as `http.client` and `requests` do
+/// (the whole body, and only then the answer), and reads the answer to the connection's
+/// close; panics if the connection is reset while the body is sent.
+async fn send_whole_then_read(addr: SocketAddr, head: &str, len: usize) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let body = vec![b' '; len];
+    tokio::time::timeout(Duration::from_secs(30), stream.write_all(&body))
+        .await
+        .expect("the server keeps taking the body")
+        .unwrap_or_else(|err| panic!("reset while sending the body: {err}\n{head}"));
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer arrives and the connection closes")
+        .expect("the connection closes cleanly");
+    answer
+}
+
 /// The head of a 32 MiB pairwise request, with `extra` header lines.
 fn large_head(extra: &str) -> String {
     format!(
@@ -144,19 +163,7 @@ async fn a_client_expecting_100_continue_is_refused_before_it_sends_the_body() {
 #[tokio::test]
 async fn a_client_that_sends_its_whole_body_reads_the_503_instead_of_a_reset() {
     let (addr, _stop, _busy) = saturated().await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(large_head("").as_bytes()).await.unwrap();
-    // As `http.client` and `requests` do: the whole body, and only then the answer.
-    let body = vec![b' '; 32 << 20];
-    tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
-        .await
-        .expect("the server keeps taking the body")
-        .expect("the connection is not reset while the body is sent");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
-        .await
-        .expect("the answer arrives and the connection closes")
-        .expect("the connection closes cleanly");
+    let answer = send_whole_then_read(addr, &large_head(""), 32 << 20).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("every compute slot is busy"), "{answer}");
     assert_eq!(gauge(addr, "simserve_memory_reserved_bytes").await, 0.0);
@@ -189,21 +196,10 @@ async fn a_client_that_sends_a_body_far_over_the_limit_whole_reads_its_413() {
     let (addr, _stop, _server) = start(|c| c.max_body_bytes = 1 << 20).await;
     // Past the 64 MiB every refused body is read to, and 80 times the limit.
     let len = simserve::body::MIN_LINGER_BYTES + (16 << 20);
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let body = vec![b' '; len];
-    tokio::time::timeout(Duration::from_secs(30), stream.write_all(&body))
-        .await
-        .expect("the server keeps taking the body")
-        .expect("the connection is not reset while the body is sent");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
-        .await
-        .expect("the answer arrives and the connection closes")
-        .expect("the connection closes cleanly");
+    let answer = send_whole_then_read(addr, &head, len).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
         answer.contains("larger than the limit of 1048576 bytes"),
@@ -237,23 +233,11 @@ async fn a_client_that_sends_its_whole_body_reads_any_answer_given_before_it_was
         ("/v2/models/matrix/infer", "text/plain", key, "HTTP/1.1 415"),
     ];
     for (path, content_type, auth, status) in cases {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: simserve\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\n\r\n",
             32 << 20
         );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        // As `http.client` and `requests` do: the whole body, and only then the answer.
-        let body = vec![b' '; 32 << 20];
-        tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
-            .await
-            .expect("the server keeps taking the body")
-            .unwrap_or_else(|err| panic!("{path} {status}: reset while sending the body: {err}"));
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
-            .await
-            .expect("the answer arrives and the connection closes")
-            .expect("the connection closes cleanly");
+        let answer = send_whole_then_read(addr, &head, 32 << 20).await;
         assert!(answer.starts_with(status), "{path}: {answer}");
     }
 }
