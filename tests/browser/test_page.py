@@ -17,10 +17,12 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from conftest import API_KEY, REPO, Server
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
@@ -814,4 +816,151 @@ def test_the_keyboard_keeps_its_focus_on_compute_and_the_focus_ring_contrasts(
     ring = by_id(driver, "compute").value_of_css_property("outline-color")
     rgb = tuple(int(v) for v in re.findall(r"\d+", ring)[:3])
     assert wcag_contrast(rgb, (255, 255, 255)) >= 3, ring
+    assert console_errors(driver) == []
+
+
+@pytest.fixture(scope="module")
+def id_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`nums` (3 x 4, ids 42, 7, 100: numbers) and `wide` (3 x 4, ids wider than the margin)."""
+    path = tmp_path_factory.mktemp("id-tables")
+    rng = np.random.default_rng(7)
+    np.save(path / "nums.npy", rng.standard_normal((3, 4)).astype(np.float32))
+    (path / "nums.ids.txt").write_text("42\n7\n100\n")
+    np.save(path / "wide.npy", rng.standard_normal((3, 4)).astype(np.float32))
+    (path / "wide.ids.txt").write_text("\U0001f642" * 9 + "\n東京都千代田区丸の内一丁目\nu1\n")
+    running = Server("--tables", str(path))
+    yield running
+    running.stop()
+
+
+def use_table(driver: webdriver.Chrome, table: str, rows: str, read_as: str) -> None:
+    WebDriverWait(driver, 10).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#side-a .pick").is_displayed()
+    )
+    Select(driver.find_element(By.ID, "table-a")).select_by_value(table)
+    set_text(driver.find_element(By.ID, "rows-a"), rows)
+    Select(driver.find_element(By.ID, "as-a")).select_by_value(read_as)
+    driver.find_element(By.ID, "use-a").click()
+
+
+def test_numeric_ids_are_picked_as_ids_when_asked_and_as_rows_by_default(
+    driver: webdriver.Chrome, id_server: Server
+) -> None:
+    open_page(driver, id_server)
+    Select(by_id(driver, "operation")).select_by_value("matrix")
+    set_text(by_id(driver, "input-b"), "")
+    use_table(driver, "nums", "42, 7", "ids")
+    assert json.loads(by_id(driver, "input-a").get_attribute("value")) == {
+        "table": "nums",
+        "ids": ["42", "7"],
+    }
+    compute(driver)
+    assert not by_id(driver, "error").is_displayed(), by_id(driver, "error").text
+    body = curl_body(driver)
+    assert body["a"] == {"table": "nums", "ids": ["42", "7"]}
+    answer = id_server.post("similarity/matrix", body)
+    assert run_curl(driver) == answer
+    check_heatmap(driver, np.array(answer["matrix"], dtype=np.float32), names=["42", "7"])
+    # Auto: all digits are rows, as before.
+    use_table(driver, "nums", "2 0", "")
+    assert json.loads(by_id(driver, "input-a").get_attribute("value")) == {
+        "table": "nums",
+        "rows": [2, 0],
+    }
+    # As rows, an entry that is no row number is refused beside the field; a is unchanged.
+    use_table(driver, "nums", "42, x", "rows")
+    field = driver.find_element(By.ID, "rows-a")
+    assert field.get_attribute("aria-invalid") == "true"
+    assert "whole numbers" in driver.find_element(By.ID, "a-error").text
+    assert json.loads(by_id(driver, "input-a").get_attribute("value"))["rows"] == [2, 0]
+    use_table(driver, "nums", "100", "ids")
+    assert field.get_attribute("aria-invalid") is None
+    assert driver.find_element(By.ID, "a-error").text == ""
+    assert console_errors(driver) == []
+
+
+def test_a_key_outside_visible_ascii_is_refused_beside_the_key_field_and_not_sent(
+    driver: webdriver.Chrome, auth_server: Server
+) -> None:
+    open_page(driver, auth_server)
+    load_example(driver, "Nearest neighbours")
+    sent = (
+        "return performance.getEntriesByType('resource')"
+        ".filter((e) => /similarity/.test(e.name)).length"
+    )
+    key = driver.find_element(By.ID, "key")
+    for typed in ("k€y", "page test"):
+        set_text(key, typed)
+        before = driver.execute_script(sent)
+        compute(driver)
+        error = by_id(driver, "error")
+        assert error.is_displayed() and error.text.startswith("Not sent"), error.text
+        assert "ASCII" in error.text and "ISO-8859-1" not in error.text, error.text
+        assert key.get_attribute("aria-invalid") == "true"
+        assert "ASCII" in driver.find_element(By.ID, "key-error").text
+        assert driver.execute_script(sent) == before
+        assert not driver.find_element(By.ID, "curl-box").is_displayed()
+    set_text(key, API_KEY)
+    compute(driver)
+    assert not by_id(driver, "error").is_displayed()
+    assert key.get_attribute("aria-invalid") is None
+    # Only the page's look-up of the tables, before the key, is refused.
+    assert console_errors(driver, "401") == []
+
+
+def test_at_320_pixels_the_page_needs_no_sideways_scrolling(
+    driver: webdriver.Chrome, server: Server
+) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 320, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        open_page(driver, server)
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#side-a .pick").is_displayed()
+        )
+        widths = "return [document.documentElement.scrollWidth, window.innerWidth]"
+        scroll, inner = driver.execute_script(widths)
+        assert inner == 320 and scroll <= inner, (scroll, inner)
+        load_example(driver, "Nearest neighbours")
+        compute(driver)
+        scroll, inner = driver.execute_script(widths)
+        assert scroll <= inner, (scroll, inner)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert console_errors(driver) == []
+
+
+def test_row_labels_are_shortened_with_an_ellipsis_to_fit_the_margin(
+    driver: webdriver.Chrome, id_server: Server
+) -> None:
+    open_page(driver, id_server)
+    Select(by_id(driver, "operation")).select_by_value("matrix")
+    set_text(by_id(driver, "input-b"), "")
+    ids = ["\U0001f642" * 9, "東京都千代田区丸の内一丁目", "u1"]
+    # (Set by script: chromedriver cannot type characters beyond the BMP.)
+    driver.execute_script(
+        "document.getElementById('input-a').value = JSON.stringify(arguments[0])",
+        {"table": "wide", "ids": ids},
+    )
+    # Every right-aligned text drawn on the heatmap: the row labels, with their widths.
+    driver.execute_script(
+        "const seen = window.rowLabels = [];"
+        "const fill = CanvasRenderingContext2D.prototype.fillText;"
+        "CanvasRenderingContext2D.prototype.fillText = function (text, x, y) {"
+        "  if (this.canvas.id === 'heatmap' && this.textAlign === 'right')"
+        "    seen.push([text, x, this.measureText(text).width]);"
+        "  return fill.apply(this, arguments); };"
+    )
+    compute(driver)
+    assert not by_id(driver, "error").is_displayed(), by_id(driver, "error").text
+    x0 = int(dataset(driver, "heatmap")["x0"])
+    labels = driver.execute_script("return window.rowLabels")
+    assert len(labels) == 3 and labels[2][0] == "u1", labels
+    for (text, x, width), name in zip(labels, ids, strict=True):
+        assert x <= x0 and x - width >= 0, (text, x, width)
+        if text != name:
+            assert text.endswith("…") and name.startswith(text[:-1]) and len(text) > 1, text
+    assert labels[1][0] != ids[1], labels
     assert console_errors(driver) == []

@@ -385,6 +385,7 @@ async function readFile(file, side) {
 // ---- Server-side tables.
 const auth = () => {
   const key = $('key').value.trim();
+  if (/[^!-~]/.test(key)) throw new FieldError('key', 'API key: visible ASCII characters only (! to ~)');
   return key ? { authorization: `Bearer ${key}` } : {};
 };
 
@@ -408,9 +409,15 @@ async function loadTables() {
 
 function useTable(side) {
   const ref = { table: $(`table-${side}`).value };
-  const items = $(`rows-${side}`).value.split(/[\s,]+/).filter((s) => s && s !== 'all');
-  if (items.length && items.every((s) => /^\d+$/.test(s))) ref.rows = items.map(Number);
-  else if (items.length) ref.ids = items;
+  const field = $(`rows-${side}`);
+  const items = field.value.split(/[\s,]+/).filter((s) => s && s !== 'all');
+  const digits = items.every((s) => /^\d+$/.test(s));
+  const as = $(`as-${side}`).value || (digits ? 'rows' : 'ids');
+  const bad = as === 'rows' && !digits;
+  $(`${side}-error`).textContent = bad ? 'rows: whole numbers only, or choose "as ids"' : '';
+  if (bad) field.setAttribute('aria-invalid', 'true'); else field.removeAttribute('aria-invalid');
+  if (bad) return;
+  if (items.length) ref[as] = as === 'rows' ? items.map(Number) : items;
   $(`input-${side}`).value = JSON.stringify(ref);
 }
 
@@ -472,6 +479,7 @@ async function compute(event) {
   let request;
   try {
     request = build();
+    auth();
   } catch (err) {
     if (!(err instanceof FieldError)) throw err;
     $('curl-box').hidden = true;
@@ -692,7 +700,7 @@ function drawHeatmap() {
     context.textBaseline = 'middle';
     context.textAlign = 'right';
     for (let r = 0; r < rows; r++) {
-      context.fillText(nameOf(request.rows, r, 9), x0 - 4, y0 + (r + 0.5) * cellH);
+      context.fillText(fit(context, nameOf(request.rows, r), x0 - 6), x0 - 4, y0 + (r + 0.5) * cellH);
     }
     context.textAlign = 'center';
     for (let c = 0; c < cols; c++) {
@@ -726,10 +734,16 @@ function blockMean(values, m, r0, r1, c0, c1) {
 }
 
 /** The name of row `i` (cut to `width` characters), or its index. */
-function nameOf(names, i, width = Infinity) {
-  const name = names?.[i];
-  if (name === undefined) return String(i);
-  return name.length > width ? `${name.slice(0, width - 1)}…` : name;
+function nameOf(names, i) {
+  return names?.[i] ?? String(i);
+}
+
+/** `text`, cut to whole code points and an ellipsis until it measures at most `width` px. */
+function fit(context, text, width) {
+  const chars = [...text];
+  if (context.measureText(text).width <= width) return text;
+  while (chars.length && context.measureText(`${chars.join('')}…`).width > width) chars.pop();
+  return `${chars.join('')}…`;
 }
 
 function drawBars() {
