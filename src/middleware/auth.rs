@@ -15,9 +15,9 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 
 /// Paths open without a token: what probes and scrapers call (the v2 health routes too),
-/// and the try-it page with its two files (`api::page`: static text; the API calls it makes
-/// send the key typed into it).
-const OPEN_PATHS: [&str; 8] = [
+/// the try-it page with its two files (`api::page`: static text; the API calls it makes
+/// send the key typed into it) and the API contract the page links to (static text too).
+const OPEN_PATHS: [&str; 9] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -26,6 +26,7 @@ const OPEN_PATHS: [&str; 8] = [
     "/",
     "/assets/app.js",
     "/assets/app.css",
+    "/openapi.yaml",
 ];
 
 /// The accepted keys; empty means authentication is off.

@@ -110,9 +110,10 @@ async fn with_api_keys_the_similarity_routes_need_a_listed_bearer_token() {
     for auth in ["Bearer k-one", "bearer k-two"] {
         app.send(with_auth(Some(auth))).await.ok();
     }
-    let spec = app.request(Method::GET, "/openapi.yaml").await;
-    assert_eq!(spec.status, StatusCode::UNAUTHORIZED);
-    for open in ["/healthz", "/readyz", "/metrics"] {
+    let tables = app.request(Method::GET, "/tables").await;
+    assert_eq!(tables.status, StatusCode::UNAUTHORIZED);
+    // The probes, and the page with the contract it links to: static text, no key needed.
+    for open in ["/healthz", "/readyz", "/metrics", "/", "/openapi.yaml"] {
         let got = app.request(Method::GET, open).await;
         assert_eq!(got.status, StatusCode::OK, "{open}");
     }
