@@ -12,6 +12,7 @@
 use std::io::{Read, Write};
 
 use axum::http::{HeaderMap, header};
+use tower_http::compression::predicate::{And, DefaultPredicate, Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 use crate::error::ApiError;
@@ -247,9 +248,13 @@ pub async fn ignore_unmet_accept_encoding(
 }
 
 /// The compression layer for the routes that are not similarity operations (their answers
-/// are small, so compressing them on the runtime costs little).
-pub fn layer() -> CompressionLayer {
-    CompressionLayer::new().quality(CompressionLevel::Fastest)
+/// are small, so compressing them on the runtime costs little). Like [`compress_answer`], it
+/// leaves answers under [`MIN_BYTES`] as they are: gzip would make them larger, and a small
+/// similarity answer, left alone there, would be compressed here, out of the metrics' sight.
+pub fn layer() -> CompressionLayer<And<DefaultPredicate, SizeAbove>> {
+    CompressionLayer::new()
+        .quality(CompressionLevel::Fastest)
+        .compress_when(DefaultPredicate::new().and(SizeAbove::new(MIN_BYTES as u64)))
 }
 
 #[cfg(test)]

@@ -246,8 +246,22 @@ impl clap::builder::TypedValueParser for ApiKey {
     }
 }
 
-/// A log filter in `tracing` syntax, checked.
+/// A log filter in `tracing` syntax, checked. A directive without `=` must be a level:
+/// `tracing` would read a misspelt one (`warning`) as a target's name and log nothing else.
 fn log_filter(text: &str) -> Result<String, String> {
+    let levels = "error, warn, info, debug, trace or off";
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=')
+            && directive
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+        {
+            return Err(format!(
+                "{directive:?} is not a level ({levels}); \
+                 give a target's level as TARGET=LEVEL, e.g. simserve=debug"
+            ));
+        }
+    }
     tracing_subscriber::EnvFilter::try_new(text)
         .map(|_| text.to_owned())
         .map_err(|err| format!("not a log filter: {err}"))
@@ -405,6 +419,17 @@ mod tests {
         }
         assert!(Config::try_parse_from(["simserve", "--compute-threads", "4097"]).is_err());
         assert!(Config::try_parse_from(["simserve", "--log", "simserve=[[bad"]).is_err());
+        for misspelt in ["warning", "inf", "simserve=debug,warning"] {
+            let refused = Config::try_parse_from(["simserve", "--log", misspelt]);
+            let message = refused.unwrap_err().to_string();
+            assert!(message.contains("is not a level"), "{misspelt}: {message}");
+        }
+        for level in ["INFO", "warn", "off", "3"] {
+            assert!(
+                Config::try_parse_from(["simserve", "--log", level]).is_ok(),
+                "{level}"
+            );
+        }
         let filtered = Config::try_parse_from(["simserve", "--log", "simserve=debug,info"]);
         assert_eq!(filtered.unwrap().log, "simserve=debug,info");
     }

@@ -60,6 +60,58 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Why a request was refused: the `reason` of `simserve_rejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Every permit busy and the wait queue full.
+    QueueFull,
+    /// The memory budget taken by other requests for now.
+    MemoryBusy,
+    /// More memory than the whole budget.
+    MemoryTooLarge,
+    /// `--request-timeout` (or an inference request's `timeout`) passed.
+    Deadline,
+    /// The body did not arrive within `--body-timeout`.
+    BodyTimeout,
+}
+
+impl Rejection {
+    /// Every reason, each counted from 0 so that the first refusal is an increase.
+    pub const ALL: [Rejection; 5] = [
+        Rejection::QueueFull,
+        Rejection::MemoryBusy,
+        Rejection::MemoryTooLarge,
+        Rejection::Deadline,
+        Rejection::BodyTimeout,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::QueueFull => "queue_full",
+            Rejection::MemoryBusy => "memory_busy",
+            Rejection::MemoryTooLarge => "memory_too_large",
+            Rejection::Deadline => "deadline",
+            Rejection::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::QueueFull => Rejection::QueueFull,
+            Refusal::MemoryBusy { .. } => Rejection::MemoryBusy,
+            Refusal::MemoryTooLarge { .. } => Rejection::MemoryTooLarge,
+        }
+    }
+}
+
+/// A table reload's `result` label.
+fn reload_result(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
+}
+
 /// Latency buckets from 0.5 ms to about 33 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
@@ -82,6 +134,10 @@ pub struct Metrics {
     bytes_out: Family<RouteLabels, Counter>,
     in_flight: Gauge,
     connections: Family<ListenerLabels, Gauge>,
+    malformed_heads: Family<ListenerLabels, Counter>,
+    /// Held while a render clears, refills and encodes the table gauges, so that a scrape
+    /// at the same time never sees them cleared.
+    rendering: std::sync::Mutex<()>,
     queue_depth: Gauge,
     computing: Gauge,
     reserved: Gauge,
@@ -142,6 +198,17 @@ impl Metrics {
             "Requests refused by admission control or deadlines, by reason",
             rejections.clone(),
         );
+        // Every series from 0, so that `increase()` sees the first refusal and failed reload.
+        for rejection in Rejection::ALL {
+            drop(rejections.get_or_create(&ReasonLabels {
+                reason: rejection.label(),
+            }));
+        }
+        for ok in [true, false] {
+            drop(table_reloads.get_or_create(&ResultLabels {
+                result: reload_result(ok),
+            }));
+        }
         let bytes_in = Family::<RouteLabels, Counter>::default();
         registry.register_with_unit(
             "http_request_body",
@@ -169,6 +236,14 @@ impl Metrics {
              (--admin-addr)",
             connections.clone(),
         );
+        let malformed_heads = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "http_malformed_requests",
+            "Requests whose head could not be parsed (a bad request line or header, or a head \
+             too large), answered 400 or 431 before any route, by listener",
+            malformed_heads.clone(),
+        );
+        drop(malformed_heads.get_or_create(&ListenerLabels { listener: "main" }));
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -225,6 +300,8 @@ impl Metrics {
             bytes_out,
             in_flight,
             connections,
+            malformed_heads,
+            rendering: std::sync::Mutex::new(()),
             queue_depth,
             computing,
             reserved,
@@ -268,23 +345,26 @@ impl Metrics {
     }
 
     /// Counts a refusal.
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, rejection: Rejection) {
         self.rejections
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ReasonLabels {
+                reason: rejection.label(),
+            })
             .inc();
     }
 
     /// Counts admission's `refusal` and turns it into the client's answer.
     pub fn refused(&self, refusal: Refusal) -> ApiError {
-        self.rejected(refusal.reason());
+        self.rejected(Rejection::from(refusal));
         ApiError::from(refusal)
     }
 
     /// Counts a table reload: `ok`, or `error` when a file failed to load.
     pub fn table_reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
         self.table_reloads
-            .get_or_create(&ResultLabels { result })
+            .get_or_create(&ResultLabels {
+                result: reload_result(ok),
+            })
             .inc();
     }
 
@@ -305,9 +385,20 @@ impl Metrics {
         OpenConnection(gauge)
     }
 
+    /// A request head on `listener` that could not be parsed; the HTTP layer answered it.
+    pub fn malformed_head(&self, listener: &'static str) {
+        self.malformed_heads
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
     /// The OpenMetrics text of every metric, with gauges read now.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let _rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.queue_depth.set(as_gauge(self.admission.waiting()));
         self.table_bytes.clear();
         self.table_rows.clear();
@@ -395,6 +486,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_rejection_reason_and_reload_result_is_counted_from_zero_before_the_first() {
+        let admission = Admission::new(2, 4, 1024);
+        let metrics = Metrics::new(admission, Arc::new(crate::tables::Tables::new(None)));
+        let text = metrics.render().unwrap();
+        for reason in [
+            "queue_full",
+            "memory_busy",
+            "memory_too_large",
+            "deadline",
+            "body_timeout",
+        ] {
+            let line = format!("simserve_rejections_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+        for result in ["ok", "error"] {
+            let line = format!("simserve_table_reloads_total{{result=\"{result}\"}} 0");
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn rendered_text_holds_every_family_with_its_labels() {
         let admission = Admission::new(2, 4, 1024);
         let metrics = Arc::new(Metrics::new(
@@ -413,7 +525,7 @@ mod tests {
             bytes_out: 20,
         });
         metrics.computed("/similarity/matrix", Duration::from_millis(1));
-        metrics.rejected("queue_full");
+        metrics.rejected(Rejection::QueueFull);
         let text = metrics.render().unwrap();
         for line in [
             "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"200\"} 1",

@@ -293,6 +293,7 @@ impl Server<'_> {
                     let connection = self.graceful.watch(connection);
                     let lifetime = self.lifetime;
                     let open = self.metrics.connection_opened(self.name);
+                    let (metrics, name) = (Arc::clone(&self.metrics), self.name);
                     tokio::spawn(async move {
                         let _counted = (permit, open);
                         let ended = match lifetime {
@@ -305,6 +306,10 @@ impl Server<'_> {
                             None => connection.await,
                         };
                         if let Err(err) = ended {
+                            // hyper answered a head it could not parse (400, 431) itself.
+                            if err.is_parse() {
+                                metrics.malformed_head(name);
+                            }
                             tracing::debug!(%err, "connection ended with an error");
                         }
                     });

@@ -60,17 +60,6 @@ pub enum Refusal {
     },
 }
 
-impl Refusal {
-    /// The `reason` label of the rejection metric.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::QueueFull => "queue_full",
-            Refusal::MemoryBusy { .. } => "memory_busy",
-            Refusal::MemoryTooLarge { .. } => "memory_too_large",
-        }
-    }
-}
-
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {

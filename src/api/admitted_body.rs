@@ -12,7 +12,7 @@ use crate::body::{self, BodyHead, Buffer, Sink, TensorFields};
 use crate::coding;
 use crate::cpu;
 use crate::error::ApiError;
-use crate::metrics::BodyCounter;
+use crate::metrics::{BodyCounter, Rejection};
 use crate::state::AppState;
 
 /// A request admitted to compute, with its body decoded into `T`.
@@ -101,7 +101,7 @@ pub(super) async fn receive<S: Sink>(
     );
     let timeout = state.limits.body_timeout;
     let length = tokio::time::timeout(timeout, read).await.map_err(|_| {
-        state.metrics.rejected("body_timeout");
+        state.metrics.rejected(Rejection::BodyTimeout);
         ApiError::BodyTimeout(timeout)
     })??;
 

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+use crate::metrics::Rejection;
 use crate::state::AppState;
 
 /// The route that reloads the tables (`POST`, `crate::api::tables::reload`): it answers
@@ -25,7 +26,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            state.metrics.rejected("deadline");
+            state.metrics.rejected(Rejection::Deadline);
             ApiError::Timeout(limit).into_response()
         }
     }

@@ -1,5 +1,7 @@
 //! One log line and one set of metrics per request: method, route, status, latency, body
-//! sizes and request id. Payloads are never logged. While the server drains, and when an
+//! sizes and request id. Payloads are never logged. A request dropped before its answer was
+//! ready (its client closed the connection while it waited or computed, or the shutdown
+//! timeout passed) is logged and counted too, under 499, as nginx counts a client that left. While the server drains, and when an
 //! answer comes before its request's body was read, responses say `Connection: close`, so
 //! that clients do not send again on a connection about to close.
 
@@ -15,7 +17,7 @@ use http_body::Body as _;
 use tracing::Instrument;
 
 use crate::body;
-use crate::metrics::{BodyCounter, Finished};
+use crate::metrics::{BodyCounter, Finished, Metrics};
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
@@ -45,7 +47,85 @@ fn method_label(method: &Method) -> &'static str {
     .map_or("other", |known| known.as_str())
 }
 
-/// Middleware: logs and counts the request once its response is ready.
+/// The status a request dropped before its answer is counted and logged with: 499, Client
+/// Closed Request, as for a client that left before its body had arrived.
+const DROPPED_STATUS: u16 = 499;
+
+/// A request's log line and metrics, written once: when its response is ready
+/// ([`Outcome::answered`]), or, if its future is dropped before that, on drop as
+/// [`DROPPED_STATUS`], so that requests abandoned while waiting or computing (the slow ones)
+/// still reach the latency histogram, the counters and the log.
+struct Outcome {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    route: String,
+    start: Instant,
+    counter: BodyCounter,
+    span: tracing::Span,
+    written: bool,
+}
+
+impl Outcome {
+    /// Writes the log line and metrics for a response with `status` and `bytes_out`.
+    fn answered(&mut self, status: StatusCode, bytes_out: u64) {
+        self.write(status, bytes_out, false);
+    }
+
+    /// Writes the log line and metrics; `dropped` when no answer was made.
+    fn write(&mut self, status: StatusCode, bytes_out: u64, dropped: bool) {
+        self.written = true;
+        let done = Finished {
+            method: self.method,
+            route: std::mem::take(&mut self.route),
+            status: status.as_u16(),
+            latency: self.start.elapsed(),
+            bytes_in: self.counter.get(),
+            bytes_out,
+        };
+        self.metrics.request_done(&done);
+        let latency_ms = done.latency.as_secs_f64() * 1e3;
+        let (bytes_in, bytes_out) = (done.bytes_in, done.bytes_out);
+        self.span.in_scope(|| {
+            if dropped {
+                tracing::info!(
+                    status = DROPPED_STATUS,
+                    latency_ms,
+                    bytes_in,
+                    bytes_out,
+                    "request dropped: the connection closed before its answer was ready"
+                );
+            } else if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                tracing::error!(
+                    status = done.status,
+                    latency_ms,
+                    bytes_in,
+                    bytes_out,
+                    "request failed"
+                );
+            } else {
+                tracing::info!(
+                    status = done.status,
+                    latency_ms,
+                    bytes_in,
+                    bytes_out,
+                    "request"
+                );
+            }
+        });
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.written {
+            let dropped = StatusCode::from_u16(DROPPED_STATUS).unwrap_or(StatusCode::BAD_REQUEST);
+            self.write(dropped, 0, true);
+        }
+    }
+}
+
+/// Middleware: logs and counts the request once its response is ready, or once it is dropped
+/// unanswered.
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(request.method());
@@ -62,6 +142,15 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         route
     );
     let _in_flight = state.metrics.start();
+    let mut outcome = Outcome {
+        metrics: Arc::clone(&state.metrics),
+        method,
+        route,
+        start,
+        counter: counter.clone(),
+        span: span.clone(),
+        written: false,
+    };
     let declared = body::declared_length(request.headers());
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     if declared.is_some_and(|n| n > 0) || chunked {
@@ -75,7 +164,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         let lingering = body::Lingering::new(incoming, &parts.headers, linger);
         request = Request::from_parts(parts, Body::new(lingering));
     }
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span).await;
     // The connection will close when the server drains, or when the answer came before the
     // body was read (404, 415, 413, ...): say so, so that clients do not send on it again.
     let unread =
@@ -85,37 +174,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-
-    let done = Finished {
-        method,
-        route,
-        status: response.status().as_u16(),
-        latency: start.elapsed(),
-        bytes_in: counter.get(),
-        bytes_out: response.body().size_hint().exact().unwrap_or(0),
-    };
-    state.metrics.request_done(&done);
-    span.in_scope(|| {
-        let latency_ms = done.latency.as_secs_f64() * 1e3;
-        if response.status().is_server_error()
-            && response.status() != StatusCode::SERVICE_UNAVAILABLE
-        {
-            tracing::error!(
-                status = done.status,
-                latency_ms,
-                bytes_in = done.bytes_in,
-                bytes_out = done.bytes_out,
-                "request failed"
-            );
-        } else {
-            tracing::info!(
-                status = done.status,
-                latency_ms,
-                bytes_in = done.bytes_in,
-                bytes_out = done.bytes_out,
-                "request"
-            );
-        }
-    });
+    let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+    outcome.answered(response.status(), bytes_out);
     response
 }

@@ -364,3 +364,40 @@ async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
     let got = app.post(MATRIX, &json!({"a": [[1, 0]]})).await;
     assert_eq!(got.ok()["matrix"], json!([[1.0]]));
 }
+
+#[tokio::test]
+async fn a_request_dropped_while_it_computes_is_counted_and_timed_as_499() {
+    let (app, state) = app_and_state(|_| {});
+    let app = Arc::new(app);
+    // As in the deadline test above: long enough to be computing when its client leaves.
+    let (rows, dim) = (20_000, 64);
+    let values: Vec<f32> = (0..rows * dim)
+        .map(|k| ((k / dim * 31 + k % dim * 7) % 97) as f32)
+        .collect();
+    let heavy = json!({"a": b64_f32(&[rows, dim], &values), "metric": "euclidean", "top_k": 1});
+    let request = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.post(MATRIX, &heavy).await })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the heavy request computes",
+        || state.admission.computing() == 1,
+    )
+    .await;
+    // What hyper does when the client closes the connection: the request's future is dropped.
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    let text = app.metrics().await;
+    let dropped =
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"499\"}";
+    assert_eq!(metric_value(&text, dropped), 1.0, "{text}");
+    let timed = "simserve_http_request_duration_seconds_count{route=\"/similarity/matrix\"}";
+    assert_eq!(metric_value(&text, timed), 1.0, "{text}");
+    wait_until(
+        Duration::from_secs(10),
+        "the dropped request gives back its permit",
+        || state.admission.computing() == 0 && state.admission.reserved() == 0,
+    )
+    .await;
+}

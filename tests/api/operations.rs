@@ -228,6 +228,41 @@ async fn responses_are_gzip_or_zstd_compressed_when_asked() {
 }
 
 #[tokio::test]
+async fn answers_under_a_kilobyte_are_sent_uncompressed_and_counted_as_sent() {
+    let app = app();
+    for (path, body) in [
+        (PAIRWISE, Some(small_body().to_string())),
+        ("/healthz", None),
+    ] {
+        let request = match &body {
+            Some(body) => post(path).body(Body::from(body.clone())),
+            None => Request::get(path).body(Body::empty()),
+        };
+        let request = {
+            let mut request = request.unwrap();
+            let gzip = header::HeaderValue::from_static("gzip");
+            request.headers_mut().insert(header::ACCEPT_ENCODING, gzip);
+            request
+        };
+        let response = app.raw(request).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(
+            !response.headers().contains_key(header::CONTENT_ENCODING),
+            "{path}: {:?}",
+            response.headers()
+        );
+        let sent = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(sent.len() < 1024, "{path}");
+        if path == PAIRWISE {
+            let counted = app
+                .metric("simserve_http_response_body_bytes_total{route=\"/similarity/pairwise\"}")
+                .await;
+            assert_eq!(counted, sent.len() as f64);
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_accept_encoding_that_refuses_every_coding_simserve_has_gets_the_answer_as_it_is() {
     let app = app();
     let a: Vec<[f32; 3]> = (0..256).map(|i| [1.0, i as f32, 3.0]).collect();

@@ -593,3 +593,26 @@ async fn a_client_that_leaves_before_its_body_has_arrived_is_counted_as_499_not_
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     until_gauge(addr, malformed, |n| n == 1.0).await;
 }
+
+#[tokio::test]
+async fn heads_the_http_layer_cannot_parse_are_answered_and_counted() {
+    let (addr, _stop, _server) = start(|_| {}).await;
+    let counted = "simserve_http_malformed_requests_total{listener=\"main\"}";
+    assert_eq!(gauge(addr, counted).await, 0.0);
+    let too_large = format!(
+        "GET /healthz HTTP/1.1\r\nHost: simserve\r\nX-Pad: {}\r\n\r\n",
+        "x".repeat(200_000)
+    );
+    for (head, status) in [("GARBAGE\r\n\r\n".to_owned(), "400"), (too_large, "431")] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // The server may close before it has read all of a head too large.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+    }
+    until_gauge(addr, counted, |n| n == 2.0).await;
+}

@@ -39,6 +39,7 @@ use crate::body::fields;
 use crate::body::infer::{self as body_infer, Arriving, InferRequest, Spec};
 use crate::cpu;
 use crate::error::ApiError;
+use crate::metrics::Rejection;
 use crate::state::AppState;
 use models::{Model, Parts};
 
@@ -235,7 +236,7 @@ async fn serve<M: Model>(
         // Dropped when it runs out: the job is cancelled and its permit and memory freed,
         // as when `--request-timeout` runs out.
         Some(timeout) => tokio::time::timeout(timeout, computed).await.map_err(|_| {
-            state.metrics.rejected("deadline");
+            state.metrics.rejected(Rejection::Deadline);
             ApiError::Timeout(timeout)
         })?,
         None => computed.await,
