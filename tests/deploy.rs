@@ -118,6 +118,13 @@ fn the_deployment_sizes_compute_to_the_cpu_limit_and_outlasts_the_drain() {
             .unwrap(),
     );
     assert!(grace > pause + config.shutdown_delay + config.shutdown_timeout);
+    // A request admitted just before SIGTERM has its whole deadline to finish in the drain.
+    assert!(config.shutdown_timeout > config.request_timeout);
+    // The autoscaler owns the replica count; a count in the Deployment would reset it.
+    let hpa = yaml("deploy/kubernetes/hpa.yaml");
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    let deployment = yaml("deploy/kubernetes/deployment.yaml");
+    assert!(deployment["spec"].get("replicas").is_none());
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
@@ -134,6 +141,14 @@ fn gateways_allow_the_body_limit_and_wait_longer_than_the_request_timeout() {
     assert_eq!(backend["port"], service["spec"]["ports"][0]["port"]);
     let timeouts = &route["spec"]["rules"][0]["timeouts"];
     assert!(seconds(timeouts["backendRequest"].as_str().unwrap()) > config.request_timeout);
+    // The API's routes are published, and the tables only to GET (not POST /tables/reload).
+    let matches = route["spec"]["rules"][0]["matches"].as_array().unwrap();
+    let published = |prefix: &str| matches.iter().find(|m| m["path"]["value"] == prefix);
+    for prefix in ["/similarity/", "/v2"] {
+        assert!(published(prefix).is_some(), "{prefix}");
+    }
+    assert_eq!(published("/tables").unwrap()["method"], "GET");
+    assert_eq!(route["spec"]["rules"].as_array().unwrap().len(), 1);
 
     let ingress = yaml("deploy/kubernetes/ingress.yaml");
     let annotations = &ingress["metadata"]["annotations"];
@@ -149,6 +164,10 @@ fn gateways_allow_the_body_limit_and_wait_longer_than_the_request_timeout() {
     );
     let read: u64 = annotation("proxy-read-timeout").parse().unwrap();
     assert!(Duration::from_secs(read) > config.request_timeout);
+    // A retry's budget ends before the deadline, so a request that ran into it is not run
+    // again on another replica.
+    let retry: u64 = annotation("proxy-next-upstream-timeout").parse().unwrap();
+    assert!(Duration::from_secs(retry) < config.request_timeout);
 
     let nginx = text("deploy/nginx/simserve.conf");
     let default = Config::with_addr("0.0.0.0:8080".parse().unwrap());
