@@ -158,9 +158,10 @@ fn gateways_allow_the_body_limit_and_wait_longer_than_the_request_timeout() {
             .unwrap()
             .to_owned()
     };
+    // 1 MiB above --max-body-bytes, so that simserve's own 413 reaches the client.
     assert_eq!(
         annotation("proxy-body-size"),
-        format!("{}m", config.max_body_bytes >> 20)
+        format!("{}m", (config.max_body_bytes >> 20) + 1)
     );
     let read: u64 = annotation("proxy-read-timeout").parse().unwrap();
     assert!(Duration::from_secs(read) > config.request_timeout);
@@ -171,10 +172,15 @@ fn gateways_allow_the_body_limit_and_wait_longer_than_the_request_timeout() {
 
     let nginx = text("deploy/nginx/simserve.conf");
     let default = Config::with_addr("0.0.0.0:8080".parse().unwrap());
-    assert!(nginx.contains(&format!(
-        "client_max_body_size {}m;",
-        default.max_body_bytes >> 20
-    )));
+    // Just above --max-body-bytes, so that simserve's own 413 (problem+json) reaches the
+    // client; at most 1 MiB above.
+    let body = nginx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client_max_body_size "))
+        .unwrap();
+    let body: usize = body.trim_end_matches(";").trim_end_matches('m').parse().unwrap();
+    assert!(body << 20 > default.max_body_bytes);
+    assert!(body << 20 <= default.max_body_bytes + (1 << 20));
     let read = nginx
         .lines()
         .find_map(|l| l.trim().strip_prefix("proxy_read_timeout "))
