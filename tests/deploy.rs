@@ -178,7 +178,11 @@ fn gateways_allow_the_body_limit_and_wait_longer_than_the_request_timeout() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("client_max_body_size "))
         .unwrap();
-    let body: usize = body.trim_end_matches(";").trim_end_matches('m').parse().unwrap();
+    let body: usize = body
+        .trim_end_matches(';')
+        .trim_end_matches('m')
+        .parse()
+        .unwrap();
     assert!(body << 20 > default.max_body_bytes);
     assert!(body << 20 <= default.max_body_bytes + (1 << 20));
     let read = nginx

@@ -222,6 +222,37 @@ fn npy_header_end(map: &[u8]) -> Result<usize, String> {
     Ok(end)
 }
 
+/// The deepest a `.npy` header's brackets may nest. numpy writes a dict holding a tuple (2);
+/// structured dtypes, refused anyway, take a level or two more. The header's parser takes
+/// twice as long for each level of nested lists or dicts (a 208-byte header nesting 40 lists
+/// would take days), so deeper headers are refused before it runs.
+const MAX_NPY_HEADER_DEPTH: usize = 4;
+
+/// How deep the brackets (`[`, `(`, `{`) of the `.npy` header `header` nest, outside its
+/// quoted strings.
+fn npy_header_depth(header: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut quote, mut escaped) = (None, false);
+    for &byte in header {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if byte == b'\\' => escaped = true,
+            Some(open) if byte == open => quote = None,
+            Some(_) => {}
+            None => match byte {
+                b'\'' | b'"' => quote = Some(byte),
+                b'[' | b'(' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
+}
+
 fn npy_values(
     file: &Arc<FileBytes>,
     file_name: &str,
@@ -233,6 +264,13 @@ fn npy_values(
         return Err("the file is empty".into());
     }
     let offset = npy_header_end(map)?;
+    let depth = npy_header_depth(&map[..offset]);
+    if depth > MAX_NPY_HEADER_DEPTH {
+        return Err(format!(
+            "not a readable .npy file: its header nests brackets {depth} deep, more than \
+             {MAX_NPY_HEADER_DEPTH} (numpy writes 2)"
+        ));
+    }
     let header = Header::from_reader(&mut &map[..offset])
         .map_err(|err| format!("not a readable .npy file: {err}"))?;
     let descr = header
@@ -891,6 +929,35 @@ pub(super) mod tests {
             _ => bytes.extend_from_slice(&len.to_le_bytes()),
         }
         bytes
+    }
+
+    #[test]
+    fn an_npy_header_nesting_deeper_than_numpy_writes_is_refused_before_it_is_parsed() {
+        // 40 nested lists in an extra key, a 146-byte header: its parser would take days.
+        let deep = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'x': {}{} }}",
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        let mut bytes = preamble(1, 0);
+        let padded = format!("{deep}\n");
+        bytes[8..10].copy_from_slice(&u16::try_from(padded.len()).unwrap().to_le_bytes());
+        bytes.extend_from_slice(padded.as_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        let reason = npy_values(&file(&bytes), "t.npy", "t", &mut Room::now()).err();
+        assert_eq!(
+            reason.unwrap(),
+            "not a readable .npy file: its header nests brackets 41 deep, more than 4 \
+             (numpy writes 2)"
+        );
+        // Brackets inside strings do not count; numpy's own header is 2 deep.
+        assert_eq!(
+            npy_header_depth(b"{'descr': '[[[[[[(', 'shape': (1, 2), }"),
+            2
+        );
+        assert_eq!(npy_header_depth(br#"{"a\"((((": ((1,),)}"#), 3);
+        let numpy = npy_bytes("<f4", false, (1, 1), &1f32.to_le_bytes());
+        assert!(npy_values(&file(&numpy), "t.npy", "t", &mut Room::now()).is_ok());
     }
 
     #[test]
