@@ -33,9 +33,14 @@ fn value() -> impl Strategy<Value = f32> {
 /// `repr` of it as a float (the shortest `f64` text), `%.17g`, an upper-case exponent with
 /// a `+`, all its decimals, or a string of many digits within a hair of the midpoint
 /// between it and the next `f32` (either side, or on it), where rounding twice goes wrong.
+/// Or a text near it that tests the edges: an integer (on or beside the midpoint above 2^24,
+/// `-0`), a number that rounds to zero or past the largest `f32`, or an exponent with many
+/// digits.
 fn printed(value: f32, form: u8, nudge: u8) -> String {
     let wide = f64::from(value);
-    match form % 6 {
+    match form % 8 {
+        6 => integer(wide, nudge),
+        7 => beyond(value, nudge),
         0 => format!("{value:?}"),
         1 => format!("{wide:?}"),
         2 => format!("{wide:.16e}"),
@@ -66,6 +71,41 @@ fn printed(value: f32, form: u8, nudge: u8) -> String {
                     let lowered = lower_last_digit(trimmed);
                     format!("{lowered}9999e{exponent}")
                 }
+            }
+        }
+    }
+}
+
+/// `wide` as an integer: the midpoint between it and the next `f32` when that is an integer
+/// (from 2^24), on it or one either side, such as `16777217`; else `wide` truncated (`-0`
+/// for the zeros and small negative values).
+fn integer(wide: f64, nudge: u8) -> String {
+    let next = f64::from((wide as f32).abs().next_up()).copysign(wide);
+    let midpoint = (wide + next) / 2.0;
+    if (16_777_216.0..1e38).contains(&wide.abs()) && midpoint.fract() == 0.0 {
+        let beside = [0.0, 1.0, -1.0][usize::from(nudge % 3)];
+        format!("{:.0}", midpoint + beside)
+    } else {
+        format!("{:.0}", wide.trunc())
+    }
+}
+
+/// A number near the edges of `f32`, signed as `value`: one that rounds to zero (`1e-46`,
+/// or 2^-150 exactly, the midpoint below the least subnormal, which ties to even: zero),
+/// one past the largest `f32` (`3.4028236e38`, infinite: not a value), or `value` with an
+/// exponent of many digits.
+fn beyond(value: f32, nudge: u8) -> String {
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    match nudge % 4 {
+        0 => format!("{sign}{}e-{}", 1 + nudge % 9, 46 + u32::from(nudge)),
+        1 => format!("{sign}{:.120e}", 2f64.powi(-150)),
+        2 => format!("{sign}3.4028236e38"),
+        _ => {
+            let text = format!("{value:e}");
+            let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+            match exponent.strip_prefix('-') {
+                Some(magnitude) => format!("{mantissa}e-0000000000000000000000{magnitude}"),
+                None => format!("{mantissa}E00000000000000000000000{exponent}"),
             }
         }
     }

@@ -739,20 +739,25 @@ mod tests {
         assert_eq!(span_recorded(b"[[1]]  ", 0, other), None);
     }
 
-    proptest::proptest! {
-        #[test]
-        fn any_text_cut_anywhere_gives_the_spans_found_in_it(
-            text in proptest::collection::vec(
-                proptest::sample::select(b"[[]],1 \"".to_vec()), 0..200),
-            cuts in proptest::collection::vec(0usize..1000, 0..6),
-        ) {
-            let record = recorded_in_pieces(&text, &cuts);
-            let brackets = record.recorded(text.len());
-            proptest::prop_assert!(brackets.is_some());
-            let brackets = brackets.unwrap();
-            for start in 0..text.len() {
-                let recorded = span_recorded(&text, start, brackets);
-                proptest::prop_assert_eq!(recorded, span(&text, start));
+    /// Run with more cases by `PROPTEST_CASES=3000 cargo test properties` (CI does).
+    mod properties {
+        use super::*;
+
+        proptest::proptest! {
+            #[test]
+            fn any_text_cut_anywhere_gives_the_spans_found_in_it(
+                text in proptest::collection::vec(
+                    proptest::sample::select(b"[[]],1 \"".to_vec()), 0..200),
+                cuts in proptest::collection::vec(0usize..1000, 0..6),
+            ) {
+                let record = recorded_in_pieces(&text, &cuts);
+                let brackets = record.recorded(text.len());
+                proptest::prop_assert!(brackets.is_some());
+                let brackets = brackets.unwrap();
+                for start in 0..text.len() {
+                    let recorded = span_recorded(&text, start, brackets);
+                    proptest::prop_assert_eq!(recorded, span(&text, start));
+                }
             }
         }
     }

@@ -417,60 +417,65 @@ mod tests {
         )
     }
 
-    proptest! {
-        #[test]
-        fn a_body_decoded_as_it_arrives_is_what_it_is_decoded_whole(
-            inputs in prop::collection::vec(input(), 0..4),
-            fitted in any::<bool>(),
-            binary in prop::collection::vec(any::<u8>(), 0..200),
-            cuts in prop::collection::vec(0usize..400, 0..12),
-            json_cut in 0usize..6,
-            short in prop::sample::select(vec![0usize, 0, 0, 1, 5]),
-        ) {
-            let mut inputs = inputs;
-            let mut binary = binary;
-            if fitted {
-                // Inputs of the model, each once, sizes that fit their shapes, and the
-                // binary data they add up to (strings well-formed).
-                inputs.truncate(3);
-                let mut data = Vec::new();
-                for (input, name) in inputs.iter_mut().zip(["a", "b", "c"]) {
-                    input["name"] = json!(name);
-                    if input["parameters"].is_object() {
-                        let count: usize = input["shape"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|n| n.as_u64().unwrap() as usize)
-                            .product();
-                        let own = match input["datatype"].as_str().unwrap() {
-                            "FP16" | "BF16" => vec![7; 2 * count],
-                            "FP32" => vec![7; 4 * count],
-                            "BYTES" => strings(count),
-                            _ => vec![7; 8 * count],
-                        };
-                        input["parameters"]["binary_data_size"] = json!(own.len());
-                        data.extend(own);
+    /// Run with more cases by `PROPTEST_CASES=3000 cargo test properties` (CI does).
+    mod properties {
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn a_body_decoded_as_it_arrives_is_what_it_is_decoded_whole(
+                inputs in prop::collection::vec(input(), 0..4),
+                fitted in any::<bool>(),
+                binary in prop::collection::vec(any::<u8>(), 0..200),
+                cuts in prop::collection::vec(0usize..400, 0..12),
+                json_cut in 0usize..6,
+                short in prop::sample::select(vec![0usize, 0, 0, 1, 5]),
+            ) {
+                let mut inputs = inputs;
+                let mut binary = binary;
+                if fitted {
+                    // Inputs of the model, each once, sizes that fit their shapes, and the
+                    // binary data they add up to (strings well-formed).
+                    inputs.truncate(3);
+                    let mut data = Vec::new();
+                    for (input, name) in inputs.iter_mut().zip(["a", "b", "c"]) {
+                        input["name"] = json!(name);
+                        if input["parameters"].is_object() {
+                            let count: usize = input["shape"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|n| n.as_u64().unwrap() as usize)
+                                .product();
+                            let own = match input["datatype"].as_str().unwrap() {
+                                "FP16" | "BF16" => vec![7; 2 * count],
+                                "FP32" => vec![7; 4 * count],
+                                "BYTES" => strings(count),
+                                _ => vec![7; 8 * count],
+                            };
+                            input["parameters"]["binary_data_size"] = json!(own.len());
+                            data.extend(own);
+                        }
                     }
+                    data.truncate(data.len().saturating_sub(short));
+                    binary = data;
                 }
-                data.truncate(data.len().saturating_sub(short));
-                binary = data;
+                let mut body = json!({"inputs": inputs, "id": "x",
+                                      "outputs": [{"name": "scores"}]})
+                    .to_string()
+                    .into_bytes();
+                // Sometimes a JSON cut short, or longer than its length says.
+                let json_length = match json_cut {
+                    0 => body.len() / 2,
+                    1 => body.len() + 3,
+                    _ => body.len(),
+                };
+                body.extend_from_slice(&binary);
+                let mut cuts = cuts;
+                cuts.sort_unstable();
+                let got = arriving(&body, json_length, body.len(), &cuts);
+                prop_assert_eq!(got, whole(&body, json_length));
             }
-            let mut body = json!({"inputs": inputs, "id": "x",
-                                  "outputs": [{"name": "scores"}]})
-                .to_string()
-                .into_bytes();
-            // Sometimes a JSON cut short, or longer than its length says.
-            let json_length = match json_cut {
-                0 => body.len() / 2,
-                1 => body.len() + 3,
-                _ => body.len(),
-            };
-            body.extend_from_slice(&binary);
-            let mut cuts = cuts;
-            cuts.sort_unstable();
-            let got = arriving(&body, json_length, body.len(), &cuts);
-            prop_assert_eq!(got, whole(&body, json_length));
         }
     }
 
