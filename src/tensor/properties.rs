@@ -1,7 +1,9 @@
 //! Properties of the tensor text reader ([`super::text`]) against independent references:
 //! serde_json (through the serde path, [`super::nested`]) for what is a tensor and its shape,
 //! and the standard library's correctly rounded `f32` parser for every value. And of the
-//! base64 object reader ([`super::read_packed_at`]) against the serde path ([`super::packed`]).
+//! base64 object reader ([`super::read_packed_at`]) against the serde path ([`super::packed`]),
+//! and of `/v2` FP32 `data` read by the text reader against its serde path
+//! ([`super::typed::JsonData`]).
 //!
 //! `PROPTEST_CASES=3000 cargo test properties` runs more cases (CI does).
 
@@ -497,4 +499,88 @@ proptest! {
             ),
         }
     }
+}
+
+/// What `/v2`'s serde path ([`super::typed::JsonData`]) reads from `text` as an `FP32`
+/// tensor's `data` of `shape`: its values, or its error.
+fn v2_serde_read(text: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    use super::typed::{Datatype, JsonData, Values};
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = JsonData::new("a", Datatype::Fp32, shape, text.len())
+        .deserialize(&mut de)
+        .and_then(|values| de.end().map(|()| values))
+        .map_err(|err| err.to_string())?;
+    match read {
+        Values::Floats(values) => Ok(values),
+        other => Err(format!("not floats: {other:?}")),
+    }
+}
+
+/// A shape of rank 1 to 3, axes 1 to 5 long, with a value, form and nudge per element.
+fn data_case() -> impl Strategy<Value = (Vec<usize>, Vec<(f32, u8, u8)>, u64)> {
+    prop::collection::vec(1usize..=5, 1..=3).prop_flat_map(|shape| {
+        let len: usize = shape.iter().product();
+        (
+            Just(shape),
+            prop::collection::vec((value(), any::<u8>(), any::<u8>()), len),
+            any::<u64>(),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn v2_fp32_data_read_by_the_text_reader_is_what_serde_takes_rounded_once(
+        (shape, elements, seed) in data_case(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<prop::sample::Index>()), 0..3),
+        flat in any::<bool>(),
+    ) {
+        let tokens: Vec<String> = elements
+            .iter()
+            .map(|&(value, form, nudge)| printed(value, form, nudge))
+            .collect();
+        // `/v2` data may be flat whatever the shape, or nested as it.
+        let written = if flat { vec![tokens.len()] } else { shape.clone() };
+        let mut text = write(&written, &tokens, seed).into_bytes();
+        const BYTES: &[u8] = b"[],-+.eE019 x\"\n";
+        for (at, kind, byte) in edits {
+            let at = at.index(text.len() + 1);
+            let byte = *byte.get(BYTES);
+            match kind {
+                0 if at < text.len() => {
+                    text.remove(at);
+                }
+                1 if at < text.len() => text[at] = byte,
+                _ => text.insert(at, byte),
+            }
+        }
+        let text = String::from_utf8(text).unwrap();
+        let count: usize = shape.iter().product();
+        let fast = super::typed::read_fp32_text(text.trim().as_bytes(), count);
+        let serde = v2_serde_read(&text, &shape);
+        match fast {
+            // What the reader takes, serde takes too, with as many values, each the token's
+            // correctly rounded f32 (serde's within one step: it rounds twice).
+            Some(fast) => {
+                let serde = serde.map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
+                prop_assert_eq!(fast.len(), serde.len());
+                let exact = exact_values(&text).ok_or_else(|| TestCaseError::fail("tokens"))?;
+                prop_assert!(same_bits(&fast, &exact), "{text}");
+                for (s, f) in serde.iter().zip(&fast) {
+                    prop_assert!(s == f || s.to_bits().abs_diff(f.to_bits()) <= 1, "{s} {f}");
+                }
+            }
+            // Unedited, rectangular data of finite numbers is always the reader's.
+            None => prop_assert!(
+                edits_made(&text, &written, &tokens, seed)
+                    || tokens.iter().any(|t| !t.parse::<f32>().is_ok_and(f32::is_finite)),
+                "refused {text}"
+            ),
+        }
+    }
+}
+
+/// Whether `text` is other than the unedited writing of `tokens` in `shape`.
+fn edits_made(text: &str, shape: &[usize], tokens: &[String], seed: u64) -> bool {
+    text != write(shape, tokens, seed)
 }
