@@ -760,5 +760,78 @@ mod tests {
                 }
             }
         }
+
+        /// A tensor text of `rows` outer rows (rank 2: `columns` numbers; rank 3: two such
+        /// rows), padded with spaces after each outer comma to [`PARALLEL_BYTES`] in all, so
+        /// that [`read_parallel`] cuts it into pieces; and where each row's text starts.
+        fn large(rank: usize, rows: usize, columns: usize, seed: u32) -> (Vec<u8>, Vec<usize>) {
+            let number = |k: usize| {
+                let bits = (seed as usize ^ k.wrapping_mul(0x9e37_79b9)) as u32;
+                let value = f32::from_bits(bits & 0xbfff_ffff);
+                if value.is_finite() {
+                    format!("{value:?}")
+                } else {
+                    format!("{k}")
+                }
+            };
+            let inner = |row: usize| {
+                let numbers: Vec<String> = (0..columns).map(|j| number(row * 31 + j)).collect();
+                format!("[{}]", numbers.join(","))
+            };
+            let pad = " ".repeat(PARALLEL_BYTES / (rows - 1) + 1);
+            let (mut text, mut starts) = (b"[".to_vec(), Vec::new());
+            for row in 0..rows {
+                if row > 0 {
+                    text.push(b',');
+                    text.extend_from_slice(pad.as_bytes());
+                }
+                starts.push(text.len());
+                let written = match rank {
+                    2 => inner(row),
+                    _ => format!("[{},{}]", inner(2 * row), inner(2 * row + 1)),
+                };
+                text.extend_from_slice(written.as_bytes());
+            }
+            text.push(b']');
+            (text, starts)
+        }
+
+        proptest::proptest! {
+            // Each case reads a megabyte three times: fewer cases than the others.
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+            #[test]
+            fn a_large_tensor_read_in_pieces_is_its_one_read_edited_anywhere_near_a_row(
+                rank in 2usize..=3,
+                rows in 2usize..120,
+                columns in 1usize..6,
+                seed in proptest::prelude::any::<u32>(),
+                edits in proptest::collection::vec(
+                    (proptest::prelude::any::<proptest::sample::Index>(), 0usize..24, 0u8..3,
+                     proptest::sample::select(b"[],-.e1 x".to_vec())),
+                    0..3),
+            ) {
+                let (mut text, starts) = large(rank, rows, columns, seed);
+                proptest::prop_assert!(text.len() >= PARALLEL_BYTES);
+                for (row, offset, kind, byte) in edits {
+                    // Around the start of a row: its brackets, the comma and padding before.
+                    let at = (starts[row.index(starts.len())] + offset)
+                        .saturating_sub(4)
+                        .min(text.len() - 1);
+                    match kind {
+                        0 => {
+                            text.remove(at);
+                        }
+                        1 => text[at] = byte,
+                        _ => text.insert(at, byte),
+                    }
+                }
+                let Some(found) = span(&text, 0) else {
+                    return Ok(());
+                };
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+                let pieces = pool.install(|| read_parallel(&text, &found));
+                proptest::prop_assert_eq!(pieces, read(&text, &found));
+            }
+        }
     }
 }
