@@ -246,12 +246,18 @@ impl clap::builder::TypedValueParser for ApiKey {
     }
 }
 
-/// A log filter in `tracing` syntax, checked. A directive without `=` must be a level:
-/// `tracing` would read a misspelt one (`warning`) as a target's name and log nothing else.
+/// A log filter in `tracing` syntax, checked. A directive that is a bare word (no `=`, no
+/// span in `[…]`) must be a level: `tracing` would read a misspelt one (`warning`) as a
+/// target's name and log nothing else.
 fn log_filter(text: &str) -> Result<String, String> {
     let levels = "error, warn, info, debug, trace or off";
+    let bare = |directive: &str| {
+        directive
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c))
+    };
     for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        if !directive.contains('=')
+        if bare(directive)
             && directive
                 .parse::<tracing_subscriber::filter::LevelFilter>()
                 .is_err()
@@ -424,7 +430,15 @@ mod tests {
             let message = refused.unwrap_err().to_string();
             assert!(message.contains("is not a level"), "{misspelt}: {message}");
         }
-        for level in ["INFO", "warn", "off", "3"] {
+        for level in [
+            "INFO",
+            "warn",
+            "off",
+            "3",
+            "[request]",
+            "simserve[request]=debug",
+            "info,hyper=off",
+        ] {
             assert!(
                 Config::try_parse_from(["simserve", "--log", level]).is_ok(),
                 "{level}"

@@ -243,7 +243,6 @@ impl Metrics {
              too large), answered 400 or 431 before any route, by listener",
             malformed_heads.clone(),
         );
-        drop(malformed_heads.get_or_create(&ListenerLabels { listener: "main" }));
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -383,6 +382,16 @@ impl Metrics {
             .clone();
         gauge.inc();
         OpenConnection(gauge)
+    }
+
+    /// `listener` (`main` or `admin`) serves: its series start at 0, so that `increase()`
+    /// sees its first malformed head.
+    pub fn listening(&self, listener: &'static str) {
+        drop(
+            self.malformed_heads
+                .get_or_create(&ListenerLabels { listener }),
+        );
+        drop(self.connections.get_or_create(&ListenerLabels { listener }));
     }
 
     /// A request head on `listener` that could not be parsed; the HTTP layer answered it.

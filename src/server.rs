@@ -239,10 +239,13 @@ impl Application {
         tracing::info!("listener closed; waiting for requests in flight");
         match tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained; exiting"),
-            Err(_) => tracing::warn!(
-                timeout = ?self.shutdown_timeout,
-                "shutdown timeout passed; closing the connections left"
-            ),
+            Err(_) => {
+                self.state.start_cutting();
+                tracing::warn!(
+                    timeout = ?self.shutdown_timeout,
+                    "shutdown timeout passed; closing the connections left"
+                );
+            }
         }
         Ok(())
     }
@@ -267,6 +270,7 @@ struct Server<'a> {
 impl Server<'_> {
     /// Accepts and serves connections until `stop` resolves.
     async fn accept_until(&self, stop: impl Future<Output = ()>) {
+        self.metrics.listening(self.name);
         tokio::pin!(stop);
         loop {
             // At the limit, new connections wait in the backlog until one closes.

@@ -47,6 +47,8 @@ pub struct Shared {
     pub kept_bodies: Arc<KeptBuffers>,
     /// Cleared when shutdown starts; `/readyz` reports it.
     ready: AtomicBool,
+    /// Set when the shutdown timeout has passed and the connections left are being closed.
+    cutting: AtomicBool,
 }
 
 impl Deref for AppState {
@@ -80,6 +82,7 @@ impl AppState {
             tables,
             discard_pace: Arc::default(),
             ready: AtomicBool::new(true),
+            cutting: AtomicBool::new(false),
         }))
     }
 
@@ -126,5 +129,16 @@ impl AppState {
     /// Marks the server as shutting down: `/readyz` answers 503 from now on.
     pub fn start_draining(&self) {
         self.ready.store(false, Ordering::Release);
+    }
+
+    /// Marks that the shutdown timeout has passed: requests dropped from now on were cut by
+    /// the server, not left by their clients.
+    pub fn start_cutting(&self) {
+        self.cutting.store(true, Ordering::Release);
+    }
+
+    /// Whether the shutdown timeout has passed ([`AppState::start_cutting`]).
+    pub fn is_cutting(&self) -> bool {
+        self.cutting.load(Ordering::Acquire)
     }
 }

@@ -1,7 +1,8 @@
 //! One log line and one set of metrics per request: method, route, status, latency, body
 //! sizes and request id. Payloads are never logged. A request dropped before its answer was
-//! ready (its client closed the connection while it waited or computed, or the shutdown
-//! timeout passed) is logged and counted too, under 499, as nginx counts a client that left. While the server drains, and when an
+//! ready is logged and counted too: under 499 when its client closed the connection while it
+//! waited or computed (as nginx counts a client that left), under 503 with a warning when the
+//! shutdown timeout passed and the server closed it. While the server drains, and when an
 //! answer comes before its request's body was read, responses say `Connection: close`, so
 //! that clients do not send again on a connection about to close.
 
@@ -17,7 +18,7 @@ use http_body::Body as _;
 use tracing::Instrument;
 
 use crate::body;
-use crate::metrics::{BodyCounter, Finished, Metrics};
+use crate::metrics::{BodyCounter, Finished};
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
@@ -47,16 +48,27 @@ fn method_label(method: &Method) -> &'static str {
     .map_or("other", |known| known.as_str())
 }
 
-/// The status a request dropped before its answer is counted and logged with: 499, Client
-/// Closed Request, as for a client that left before its body had arrived.
-const DROPPED_STATUS: u16 = 499;
+/// The status a request whose client left before its answer is counted and logged with:
+/// 499, Client Closed Request, as for a client that left before its body had arrived.
+const CLIENT_LEFT_STATUS: u16 = 499;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Its response is ready.
+    Answered,
+    /// Dropped unanswered: its client closed the connection.
+    ClientLeft,
+    /// Dropped unanswered: the shutdown timeout passed and the server closed the connection.
+    Cut,
+}
 
 /// A request's log line and metrics, written once: when its response is ready
-/// ([`Outcome::answered`]), or, if its future is dropped before that, on drop as
-/// [`DROPPED_STATUS`], so that requests abandoned while waiting or computing (the slow ones)
-/// still reach the latency histogram, the counters and the log.
+/// ([`Outcome::answered`]), or, if its future is dropped before that, on drop, so that
+/// requests abandoned while waiting or computing (the slow ones) still reach the latency
+/// histogram, the counters and the log.
 struct Outcome {
-    metrics: Arc<Metrics>,
+    state: AppState,
     method: &'static str,
     route: String,
     start: Instant,
@@ -68,11 +80,11 @@ struct Outcome {
 impl Outcome {
     /// Writes the log line and metrics for a response with `status` and `bytes_out`.
     fn answered(&mut self, status: StatusCode, bytes_out: u64) {
-        self.write(status, bytes_out, false);
+        self.write(status, bytes_out, Ending::Answered);
     }
 
-    /// Writes the log line and metrics; `dropped` when no answer was made.
-    fn write(&mut self, status: StatusCode, bytes_out: u64, dropped: bool) {
+    /// Writes the log line and metrics.
+    fn write(&mut self, status: StatusCode, bytes_out: u64, ending: Ending) {
         self.written = true;
         let done = Finished {
             method: self.method,
@@ -82,17 +94,25 @@ impl Outcome {
             bytes_in: self.counter.get(),
             bytes_out,
         };
-        self.metrics.request_done(&done);
+        self.state.metrics.request_done(&done);
         let latency_ms = done.latency.as_secs_f64() * 1e3;
         let (bytes_in, bytes_out) = (done.bytes_in, done.bytes_out);
         self.span.in_scope(|| {
-            if dropped {
+            if ending == Ending::ClientLeft {
                 tracing::info!(
-                    status = DROPPED_STATUS,
+                    status = done.status,
                     latency_ms,
                     bytes_in,
                     bytes_out,
-                    "request dropped: the connection closed before its answer was ready"
+                    "request dropped: the client closed the connection before its answer was ready"
+                );
+            } else if ending == Ending::Cut {
+                tracing::warn!(
+                    status = done.status,
+                    latency_ms,
+                    bytes_in,
+                    bytes_out,
+                    "request cut: the shutdown timeout passed before its answer was ready"
                 );
             } else if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(
@@ -118,8 +138,13 @@ impl Outcome {
 impl Drop for Outcome {
     fn drop(&mut self) {
         if !self.written {
-            let dropped = StatusCode::from_u16(DROPPED_STATUS).unwrap_or(StatusCode::BAD_REQUEST);
-            self.write(dropped, 0, true);
+            let (status, ending) = if self.state.is_cutting() {
+                (StatusCode::SERVICE_UNAVAILABLE, Ending::Cut)
+            } else {
+                let left = StatusCode::from_u16(CLIENT_LEFT_STATUS);
+                (left.unwrap_or(StatusCode::BAD_REQUEST), Ending::ClientLeft)
+            };
+            self.write(status, 0, ending);
         }
     }
 }
@@ -143,7 +168,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     );
     let _in_flight = state.metrics.start();
     let mut outcome = Outcome {
-        metrics: Arc::clone(&state.metrics),
+        state: state.clone(),
         method,
         route,
         start,

@@ -15,7 +15,7 @@
 //!
 //! A file is opened only if it is a regular file, and without waiting ([`open`]): a FIFO or
 //! device put in a table's place fails that table rather than hanging the reload. A `.npy`
-//! header's length is checked before the header is read ([`npy_header_end`]).
+//! header's length is checked before the header is read ([`npy_header`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -186,10 +186,10 @@ pub(super) fn npy(path: &Path, file_name: &str, name: &str, ids: Option<&Path>) 
 /// the header of a 2-D float array takes about 128 (numpy pads it to a multiple of 64).
 pub(super) const MAX_NPY_HEADER: usize = 10_000;
 
-/// Where the header of the `.npy` file `map` ends (its data begins), from the magic string,
-/// the version and the header length, checked before the header itself is read: a length
-/// field may claim up to 4 GiB, and a reader would allocate that much.
-fn npy_header_end(map: &[u8]) -> Result<usize, String> {
+/// Where the header of the `.npy` file `map` starts and ends (its data begins), from the
+/// magic string, the version and the header length, checked before the header itself is
+/// read: a length field may claim up to 4 GiB, and a reader would allocate that much.
+fn npy_header(map: &[u8]) -> Result<std::ops::Range<usize>, String> {
     let unreadable = |why: String| format!("not a readable .npy file: {why}");
     let rest = map
         .strip_prefix(b"\x93NUMPY")
@@ -219,7 +219,7 @@ fn npy_header_end(map: &[u8]) -> Result<usize, String> {
             map.len() - preamble.min(map.len())
         )));
     }
-    Ok(end)
+    Ok(preamble..end)
 }
 
 /// The deepest a `.npy` header's brackets may nest. numpy writes a dict holding a tuple (2);
@@ -263,8 +263,10 @@ fn npy_values(
     if map.is_empty() {
         return Err("the file is empty".into());
     }
-    let offset = npy_header_end(map)?;
-    let depth = npy_header_depth(&map[..offset]);
+    let header = npy_header(map)?;
+    let offset = header.end;
+    // The header's text only: the preamble's length bytes may be a quote (0x22, 0x27).
+    let depth = npy_header_depth(&map[header]);
     if depth > MAX_NPY_HEADER_DEPTH {
         return Err(format!(
             "not a readable .npy file: its header nests brackets {depth} deep, more than \
@@ -956,6 +958,15 @@ pub(super) mod tests {
             2
         );
         assert_eq!(npy_header_depth(br#"{"a\"((((": ((1,),)}"#), 3);
+        // Padded to 290 bytes, whose length's low byte is a quote (0x22): it is not read as
+        // one.
+        let quoted = format!("{deep:<289}\n");
+        let mut bytes = preamble(1, u32::try_from(quoted.len()).unwrap());
+        bytes.extend_from_slice(quoted.as_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        assert_eq!(bytes[8], b'"');
+        let reason = npy_values(&file(&bytes), "t.npy", "t", &mut Room::now()).err();
+        assert!(reason.unwrap().contains("nests brackets 41 deep"));
         let numpy = npy_bytes("<f4", false, (1, 1), &1f32.to_le_bytes());
         assert!(npy_values(&file(&numpy), "t.npy", "t", &mut Room::now()).is_ok());
     }

@@ -366,7 +366,7 @@ async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
 }
 
 #[tokio::test]
-async fn a_request_dropped_while_it_computes_is_counted_and_timed_as_499() {
+async fn a_request_dropped_while_it_computes_is_counted_as_499_or_503_once_the_server_cuts() {
     let (app, state) = app_and_state(|_| {});
     let app = Arc::new(app);
     // As in the deadline test above: long enough to be computing when its client leaves.
@@ -376,7 +376,7 @@ async fn a_request_dropped_while_it_computes_is_counted_and_timed_as_499() {
         .collect();
     let heavy = json!({"a": b64_f32(&[rows, dim], &values), "metric": "euclidean", "top_k": 1});
     let request = {
-        let app = Arc::clone(&app);
+        let (app, heavy) = (Arc::clone(&app), heavy.clone());
         tokio::spawn(async move { app.post(MATRIX, &heavy).await })
     };
     wait_until(
@@ -400,4 +400,24 @@ async fn a_request_dropped_while_it_computes_is_counted_and_timed_as_499() {
         || state.admission.computing() == 0 && state.admission.reserved() == 0,
     )
     .await;
+
+    // Once the shutdown timeout has passed, a request dropped is the server's doing: 503.
+    state.start_cutting();
+    let request = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.post(MATRIX, &heavy).await })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the second heavy request computes",
+        || state.admission.computing() == 1,
+    )
+    .await;
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    let text = app.metrics().await;
+    let cut =
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"503\"}";
+    assert_eq!(metric_value(&text, cut), 1.0, "{text}");
+    assert_eq!(metric_value(&text, dropped), 1.0, "{text}");
 }

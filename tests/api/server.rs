@@ -596,9 +596,13 @@ async fn a_client_that_leaves_before_its_body_has_arrived_is_counted_as_499_not_
 
 #[tokio::test]
 async fn heads_the_http_layer_cannot_parse_are_answered_and_counted() {
-    let (addr, _stop, _server) = start(|_| {}).await;
+    let (server, _stop, _task) = start_with_admin(|_| {}).await;
+    let addr = server.addr;
     let counted = "simserve_http_malformed_requests_total{listener=\"main\"}";
     assert_eq!(gauge(addr, counted).await, 0.0);
+    // Each listener's series from 0, so that the first malformed head is an increase.
+    let admin = "simserve_http_malformed_requests_total{listener=\"admin\"}";
+    assert_eq!(gauge(addr, admin).await, 0.0);
     let too_large = format!(
         "GET /healthz HTTP/1.1\r\nHost: simserve\r\nX-Pad: {}\r\n\r\n",
         "x".repeat(200_000)
