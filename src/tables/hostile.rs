@@ -290,6 +290,33 @@ fn a_tensor_that_was_a_table_and_is_rewritten_as_no_table_keeps_its_last_version
 }
 
 #[test]
+fn two_tensors_that_make_one_table_name_fail_alike_at_every_load() {
+    let dir = directory("clash", &[]);
+    let floats =
+        |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    // "x y" and "x_y" both make the table m.x_y.
+    let spaced = ("x y", "F32", &[1usize, 2][..], floats(&[1.0, 2.0]));
+    let underscored = ("x_y", "F32", &[1usize, 2][..], floats(&[3.0, 4.0]));
+    std::fs::write(
+        dir.join("m.safetensors"),
+        safetensors_bytes(&[underscored, spaced]),
+    )
+    .unwrap();
+    // The file's index is a hash map, in another order at each parse; its tensors are taken
+    // in name order, so every load says the same: load it many times.
+    for _ in 0..16 {
+        let tables = Tables::new(Some(dir.clone()));
+        let failures = tables.load().unwrap_err();
+        let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["tensors \"x y\" and \"x_y\" both make the table name \"m.x_y\""]
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_directory_that_cannot_be_listed_keeps_what_had_failed_failed_for_the_next_reload() {
     let dir = directory("unlisted", &[]);
     let floats =

@@ -228,26 +228,20 @@ fn npy_header(map: &[u8]) -> Result<std::ops::Range<usize>, String> {
 /// would take days), so deeper headers are refused before it runs.
 const MAX_NPY_HEADER_DEPTH: usize = 4;
 
-/// How deep the brackets (`[`, `(`, `{`) of the `.npy` header `header` nest, outside its
-/// quoted strings.
+/// How deep the brackets (`[`, `(`, `{`) of the `.npy` header `header` nest, counting those
+/// in its strings too: never less than the parser's depth, however strings are escaped
+/// (`\N{…}` runs to its `}`), and numpy writes no brackets in the strings of the dtypes
+/// simserve reads.
 fn npy_header_depth(header: &[u8]) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut quote, mut escaped) = (None, false);
     for &byte in header {
-        match quote {
-            Some(_) if escaped => escaped = false,
-            Some(_) if byte == b'\\' => escaped = true,
-            Some(open) if byte == open => quote = None,
-            Some(_) => {}
-            None => match byte {
-                b'\'' | b'"' => quote = Some(byte),
-                b'[' | b'(' | b'{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                b']' | b')' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+        match byte {
+            b'[' | b'(' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     deepest
@@ -479,7 +473,11 @@ pub(super) fn safetensors(
     let (mut loaded, mut skipped) = (Vec::new(), Vec::new());
     // The tensor that made each table name.
     let mut named: HashMap<String, &str> = HashMap::new();
-    for (tensor, view) in tensors.iter() {
+    // In name order: the crate's index is a hash map, whose order changes from one parse to
+    // the next, and of two tensors that make the same table name the first is served.
+    let mut views: Vec<_> = tensors.iter().collect();
+    views.sort_unstable_by_key(|(name, _)| *name);
+    for (tensor, view) in views {
         let name = table_name(&format!("{file_stem}.{tensor}"));
         let (rows, dim) = match view.shape() {
             &[rows, dim] => (rows, dim),
@@ -952,12 +950,15 @@ pub(super) mod tests {
             "not a readable .npy file: its header nests brackets 41 deep, more than 4 \
              (numpy writes 2)"
         );
-        // Brackets inside strings do not count; numpy's own header is 2 deep.
-        assert_eq!(
-            npy_header_depth(b"{'descr': '[[[[[[(', 'shape': (1, 2), }"),
-            2
+        // Brackets in strings count too, whatever hides them from a scan for quotes (an
+        // escape the parser reads as running on, `\N{'}`); numpy's own header is 2 deep.
+        let escaped = format!(
+            "{{'s': '\\N{{'}}', 'x': {}{}}}",
+            "[".repeat(40),
+            "]".repeat(40)
         );
-        assert_eq!(npy_header_depth(br#"{"a\"((((": ((1,),)}"#), 3);
+        assert_eq!(npy_header_depth(escaped.as_bytes()), 41);
+        assert_eq!(npy_header_depth(b"{'descr': '<f4', 'shape': (1, 2), }"), 2);
         // Padded to 290 bytes, whose length's low byte is a quote (0x22): it is not read as
         // one.
         let quoted = format!("{deep:<289}\n");
