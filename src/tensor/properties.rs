@@ -228,13 +228,41 @@ fn exact_values(text: &str) -> Option<Vec<f32>> {
         .collect()
 }
 
+/// One edit of a text: where, what (0 removes a byte, 1 replaces it, else one is inserted)
+/// and the byte, from those that change a tensor's meaning.
+type Edit = (prop::sample::Index, u8, prop::sample::Index);
+
+/// `text` with `edits` made, in order.
+fn edit(text: &mut Vec<u8>, edits: &[Edit]) {
+    const BYTES: &[u8] = b"[],-+.eE019 x\"\n";
+    for (at, kind, byte) in edits {
+        let at = at.index(text.len() + 1);
+        let byte = *byte.get(BYTES);
+        match kind {
+            0 if at < text.len() => {
+                text.remove(at);
+            }
+            1 if at < text.len() => text[at] = byte,
+            _ => text.insert(at, byte),
+        }
+    }
+}
+
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// A shape of rank 2 or 3, axes 1 to 5 long, with a value, form and nudge per element.
 fn case() -> impl Strategy<Value = (Vec<usize>, Vec<(f32, u8, u8)>, u64)> {
-    prop::collection::vec(1usize..=5, 2..=3).prop_flat_map(|shape| {
+    shaped(2..=3)
+}
+
+/// A shape of a rank in `ranks`, axes 1 to 5 long, with a value, form and nudge per element,
+/// and a seed for the whitespace.
+fn shaped(
+    ranks: std::ops::RangeInclusive<usize>,
+) -> impl Strategy<Value = (Vec<usize>, Vec<(f32, u8, u8)>, u64)> {
+    prop::collection::vec(1usize..=5, ranks).prop_flat_map(|shape| {
         let len: usize = shape.iter().product();
         (
             Just(shape),
@@ -281,18 +309,7 @@ proptest! {
             .map(|&(value, form, _)| printed(value, form % 4, 0))
             .collect();
         let mut text = write(&shape, &tokens, seed).into_bytes();
-        const BYTES: &[u8] = b"[],-+.eE019 x\"\n";
-        for (at, kind, byte) in edits {
-            let at = at.index(text.len() + 1);
-            let byte = *byte.get(BYTES);
-            match kind {
-                0 if at < text.len() => {
-                    text.remove(at);
-                }
-                1 if at < text.len() => text[at] = byte,
-                _ => text.insert(at, byte),
-            }
-        }
+        edit(&mut text, &edits);
         let text = String::from_utf8(text).unwrap();
         let fast = fast_read(&text);
         let serde = serde_read(&text);
@@ -518,14 +535,7 @@ fn v2_serde_read(text: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
 
 /// A shape of rank 1 to 3, axes 1 to 5 long, with a value, form and nudge per element.
 fn data_case() -> impl Strategy<Value = (Vec<usize>, Vec<(f32, u8, u8)>, u64)> {
-    prop::collection::vec(1usize..=5, 1..=3).prop_flat_map(|shape| {
-        let len: usize = shape.iter().product();
-        (
-            Just(shape),
-            prop::collection::vec((value(), any::<u8>(), any::<u8>()), len),
-            any::<u64>(),
-        )
-    })
+    shaped(1..=3)
 }
 
 proptest! {
@@ -542,18 +552,7 @@ proptest! {
         // `/v2` data may be flat whatever the shape, or nested as it.
         let written = if flat { vec![tokens.len()] } else { shape.clone() };
         let mut text = write(&written, &tokens, seed).into_bytes();
-        const BYTES: &[u8] = b"[],-+.eE019 x\"\n";
-        for (at, kind, byte) in edits {
-            let at = at.index(text.len() + 1);
-            let byte = *byte.get(BYTES);
-            match kind {
-                0 if at < text.len() => {
-                    text.remove(at);
-                }
-                1 if at < text.len() => text[at] = byte,
-                _ => text.insert(at, byte),
-            }
-        }
+        edit(&mut text, &edits);
         let text = String::from_utf8(text).unwrap();
         let count: usize = shape.iter().product();
         let fast = super::typed::read_fp32_text(text.trim().as_bytes(), count);

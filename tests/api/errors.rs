@@ -309,6 +309,17 @@ async fn a_bad_request_does_not_disturb_the_next_one() {
     assert_eq!(got.ok()["matrix"], json!([[1.0]]));
 }
 
+/// 20,000 rows against themselves, 25.6 billion multiply-adds: a debug build takes about
+/// 20 s on two cores (3,000 rows take 0.4 s, 6,000 take 1.4 s), so a deadline passes, or a
+/// client leaves, while it computes. In base64, so that decoding is quick.
+fn heavy_matrix_body() -> Value {
+    let (rows, dim) = (20_000, 64);
+    let values: Vec<f32> = (0..rows * dim)
+        .map(|k| ((k / dim * 31 + k % dim * 7) % 97) as f32)
+        .collect();
+    json!({"a": b64_f32(&[rows, dim], &values), "metric": "euclidean", "top_k": 1})
+}
+
 #[tokio::test]
 async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
     // One permit and no queue: while anything holds the permit, a request is refused at once
@@ -320,14 +331,7 @@ async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
         c.max_queue = 0;
     });
     let app = Arc::new(app);
-    // 20,000 rows against themselves, 25.6 billion multiply-adds: a debug build takes about
-    // 20 s on two cores (3,000 rows take 0.4 s, 6,000 take 1.4 s), so the deadline passes
-    // while it computes. In base64, so that decoding is quick.
-    let (rows, dim) = (20_000, 64);
-    let values: Vec<f32> = (0..rows * dim)
-        .map(|k| ((k / dim * 31 + k % dim * 7) % 97) as f32)
-        .collect();
-    let heavy = json!({"a": b64_f32(&[rows, dim], &values), "metric": "euclidean", "top_k": 1});
+    let heavy = heavy_matrix_body();
     let first = {
         let app = Arc::clone(&app);
         tokio::spawn(async move { app.post(MATRIX, &heavy).await })
@@ -369,55 +373,44 @@ async fn a_request_past_the_deadline_gets_503_and_the_next_one_is_served() {
 async fn a_request_dropped_while_it_computes_is_counted_as_499_or_503_once_the_server_cuts() {
     let (app, state) = app_and_state(|_| {});
     let app = Arc::new(app);
-    // As in the deadline test above: long enough to be computing when its client leaves.
-    let (rows, dim) = (20_000, 64);
-    let values: Vec<f32> = (0..rows * dim)
-        .map(|k| ((k / dim * 31 + k % dim * 7) % 97) as f32)
-        .collect();
-    let heavy = json!({"a": b64_f32(&[rows, dim], &values), "metric": "euclidean", "top_k": 1});
-    let request = {
-        let (app, heavy) = (Arc::clone(&app), heavy.clone());
-        tokio::spawn(async move { app.post(MATRIX, &heavy).await })
+    let heavy = heavy_matrix_body();
+    // Sends the heavy request and, once it computes, drops it, as hyper does when the client
+    // closes the connection; then waits until it has given back its permit and memory.
+    let drop_while_computing = || async {
+        let request = {
+            let (app, heavy) = (Arc::clone(&app), heavy.clone());
+            tokio::spawn(async move { app.post(MATRIX, &heavy).await })
+        };
+        wait_until(
+            Duration::from_secs(10),
+            "the heavy request computes",
+            || state.admission.computing() == 1,
+        )
+        .await;
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        wait_until(
+            Duration::from_secs(10),
+            "the dropped request gives back its permit",
+            || state.admission.computing() == 0 && state.admission.reserved() == 0,
+        )
+        .await;
+        app.metrics().await
     };
-    wait_until(
-        Duration::from_secs(10),
-        "the heavy request computes",
-        || state.admission.computing() == 1,
-    )
-    .await;
-    // What hyper does when the client closes the connection: the request's future is dropped.
-    request.abort();
-    assert!(request.await.unwrap_err().is_cancelled());
-    let text = app.metrics().await;
-    let dropped =
-        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"499\"}";
-    assert_eq!(metric_value(&text, dropped), 1.0, "{text}");
+    let status = |code: u16| {
+        format!(
+            "simserve_http_requests_total{{method=\"POST\",route=\"/similarity/matrix\",status=\"{code}\"}}"
+        )
+    };
+
+    let text = drop_while_computing().await;
+    assert_eq!(metric_value(&text, &status(499)), 1.0, "{text}");
     let timed = "simserve_http_request_duration_seconds_count{route=\"/similarity/matrix\"}";
     assert_eq!(metric_value(&text, timed), 1.0, "{text}");
-    wait_until(
-        Duration::from_secs(10),
-        "the dropped request gives back its permit",
-        || state.admission.computing() == 0 && state.admission.reserved() == 0,
-    )
-    .await;
 
     // Once the shutdown timeout has passed, a request dropped is the server's doing: 503.
     state.start_cutting();
-    let request = {
-        let app = Arc::clone(&app);
-        tokio::spawn(async move { app.post(MATRIX, &heavy).await })
-    };
-    wait_until(
-        Duration::from_secs(10),
-        "the second heavy request computes",
-        || state.admission.computing() == 1,
-    )
-    .await;
-    request.abort();
-    assert!(request.await.unwrap_err().is_cancelled());
-    let text = app.metrics().await;
-    let cut =
-        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/matrix\",status=\"503\"}";
-    assert_eq!(metric_value(&text, cut), 1.0, "{text}");
-    assert_eq!(metric_value(&text, dropped), 1.0, "{text}");
+    let text = drop_while_computing().await;
+    assert_eq!(metric_value(&text, &status(503)), 1.0, "{text}");
+    assert_eq!(metric_value(&text, &status(499)), 1.0, "{text}");
 }
