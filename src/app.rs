@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::answer::INFERENCE_HEADER_CONTENT_LENGTH;
 use crate::api::matrix::MatrixJob;
@@ -106,6 +107,16 @@ fn stack(
         // Outermost first: the request id is set before anything answers; the deadline,
         // innermost, covers the handler, and auth answers before it.
         .layer(from_fn(request_id::layer))
+        // Every answer: never sniffed as another type, and never stored by a cache unless
+        // it says otherwise (the try-it page's files: `no-cache`).
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .layer(from_fn(coding::ignore_unmet_accept_encoding))
         .layer(coding::layer())
         // Bodies are read, inflated and limited by the operations' extractor (`body`).

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt;
 
 use crate::app;
 use crate::body::KeptBuffers;
@@ -284,14 +286,20 @@ impl Server<'_> {
                 () = &mut stop => return,
             };
             match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!(%err, "cannot set TCP_NODELAY");
                     }
                     // A client that stops reading its answer is cut off.
                     let mut stream = TimeoutStream::new(stream);
                     stream.set_write_timeout(Some(self.write_timeout));
-                    let service = TowerToHyperService::new(self.router.clone());
+                    // The client's address, for the request's log lines (`observe`).
+                    let service = TowerToHyperService::new(self.router.clone().map_request(
+                        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                            request.extensions_mut().insert(ConnectInfo(peer));
+                            request
+                        },
+                    ));
                     let io = TokioIo::new(Box::pin(stream));
                     let connection = self.http.serve_connection(io, service);
                     let connection = self.graceful.watch(connection);

@@ -28,18 +28,15 @@ const APP_JS: &str = include_str!("page/app.js");
 const APP_CSS: &str = include_str!("page/app.css");
 
 /// One embedded file as a response: its content type, no caching without revalidation (a
-/// new binary serves a new page at once), and the security headers.
+/// new binary serves a new page at once), and the page's security headers (`nosniff`, which
+/// every answer carries, is set in `app::stack`).
 fn asset(content_type: &'static str, text: &'static str) -> Response {
-    let headers: [(HeaderName, HeaderValue); 5] = [
+    let headers: [(HeaderName, HeaderValue); 4] = [
         (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
         ),
         (
             header::REFERRER_POLICY,

@@ -143,9 +143,7 @@ pub async fn one(
     let catalog = state.tables.catalog();
     match catalog.get(&name) {
         Some(table) => Ok(Json(TableInfo::of(table, &catalog))),
-        None => Err(ApiError::NoSuchTable(
-            serde_json::to_string(&name.chars().take(128).collect::<String>()).unwrap_or_default(),
-        )),
+        None => Err(ApiError::NoSuchTable(crate::echo::shown(&name, 128))),
     }
 }
 

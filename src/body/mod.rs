@@ -21,6 +21,7 @@ pub use kept::KeptBuffers;
 
 pub use read_ahead::TensorFields;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,38 @@ pub const MAX_LINGER_BYTES: usize = 1 << 30;
 pub fn linger_bytes(declared: Option<usize>, limit: usize) -> usize {
     let declared = declared.unwrap_or(0).min(MAX_LINGER_BYTES);
     limit.max(MIN_LINGER_BYTES).max(declared)
+}
+
+/// Bytes of a request's body still to be discarded at most if it is answered unread:
+/// [`linger_bytes`] of its declared length, lowered to what it would be undeclared when the
+/// request was refused for what it is rather than for its body (`middleware::auth`: no valid
+/// key), so that a client without a key cannot have the server read a declared gigabyte.
+/// `middleware::observe` puts it in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct LingerBytes {
+    bytes: Arc<AtomicUsize>,
+    undeclared: usize,
+}
+
+impl LingerBytes {
+    /// For a body declared `declared` bytes long, with `--max-body-bytes` of `limit`.
+    pub fn new(declared: Option<usize>, limit: usize) -> Self {
+        LingerBytes {
+            bytes: Arc::new(AtomicUsize::new(linger_bytes(declared, limit))),
+            undeclared: linger_bytes(None, limit),
+        }
+    }
+
+    /// The declared length no longer counts: at most `--max-body-bytes` or
+    /// [`MIN_LINGER_BYTES`] are discarded.
+    pub fn ignore_declared_length(&self) {
+        self.bytes.fetch_min(self.undeclared, Ordering::Relaxed);
+    }
+
+    /// The bytes discarded at most.
+    pub fn get(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// Bytes per second that all discarded bodies together are read at, at most (1 GiB/s). A
@@ -428,7 +461,7 @@ pub struct Linger {
     /// When the body's time is up.
     pub until: tokio::time::Instant,
     /// Bytes read at most.
-    pub bytes: usize,
+    pub bytes: LingerBytes,
     /// The pace all discarded bodies share.
     pub pace: Arc<DiscardPace>,
 }
@@ -486,6 +519,7 @@ impl Drop for Lingering {
         let Some(Linger { until, bytes, pace }) = self.linger.take() else {
             return;
         };
+        let bytes = bytes.get();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -546,6 +580,18 @@ mod tests {
     }
 
     #[test]
+    fn a_body_refused_for_its_request_is_discarded_only_to_the_limit_whatever_it_declared() {
+        let limit = 1 << 20;
+        let declared = LingerBytes::new(Some(5 << 30), limit);
+        assert_eq!(declared.clone().get(), MAX_LINGER_BYTES);
+        declared.ignore_declared_length();
+        assert_eq!(declared.get(), MIN_LINGER_BYTES);
+        let small = LingerBytes::new(Some(10), 128 << 20);
+        small.ignore_declared_length();
+        assert_eq!(small.get(), 128 << 20);
+    }
+
+    #[test]
     fn json_content_types_are_recognised_with_parameters_and_any_case() {
         let mut headers = HeaderMap::new();
         for (value, want) in [
@@ -590,7 +636,10 @@ mod tests {
         });
         let linger = linger.then(|| Linger {
             until: tokio::time::Instant::now() + Duration::from_secs(5),
-            bytes: 1000,
+            bytes: LingerBytes {
+                bytes: Arc::new(AtomicUsize::new(1000)),
+                undeclared: 500,
+            },
             pace: Arc::new(DiscardPace::default()),
         });
         (

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::body;
 use crate::error::ApiError;
 
 /// Paths open without a token: what probes and scrapers call (the v2 health routes too),
@@ -80,14 +81,21 @@ fn bearer(request: &Request) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Middleware: 401 problem+json unless the path is open or the token is a key.
+/// Middleware: 401 problem+json unless the path is open or the token is a key. The body of
+/// a request refused here is discarded only up to `--max-body-bytes`, whatever length it
+/// declared ([`body::LingerBytes`]).
 pub async fn layer(State(keys): State<Arc<ApiKeys>>, request: Request, next: Next) -> Response {
     if !keys.enabled() || OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     match bearer(&request) {
         Some(token) if keys.accepts(token) => next.run(request).await,
-        _ => ApiError::Unauthorized.into_response(),
+        _ => {
+            if let Some(linger) = request.extensions().get::<body::LingerBytes>() {
+                linger.ignore_declared_length();
+            }
+            ApiError::Unauthorized.into_response()
+        }
     }
 }
 

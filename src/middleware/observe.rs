@@ -1,16 +1,17 @@
 //! One log line and one set of metrics per request: method, route, status, latency, body
-//! sizes and request id. Payloads are never logged. A request dropped before its answer was
+//! sizes, request id and the client's address. Payloads are never logged. A request dropped before its answer was
 //! ready is logged and counted too: under 499 when its client closed the connection while it
 //! waited or computed (as nginx counts a client that left), under 503 with a warning when the
 //! shutdown timeout passed and the server closed it. While the server drains, and when an
 //! answer comes before its request's body was read, responses say `Connection: close`, so
 //! that clients do not send again on a connection about to close.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -160,11 +161,18 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let counter = BodyCounter::default();
     request.extensions_mut().insert(counter.clone());
 
+    // The client's address, where the request came over a socket (`server`): behind a
+    // gateway, the gateway's.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
     let span = tracing::info_span!(
         "request",
         request_id = %id.as_ref().map_or("", RequestId::as_str),
         method,
-        route
+        route,
+        peer = peer.map(tracing::field::display),
     );
     let _in_flight = state.metrics.start();
     let mut outcome = Outcome {
@@ -180,10 +188,14 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     if declared.is_some_and(|n| n > 0) || chunked {
         // While draining, a connection closes with its answer rather than linger.
-        let linger = state.is_ready().then(|| body::Linger {
-            until: tokio::time::Instant::now() + state.limits.body_timeout,
-            bytes: body::linger_bytes(declared, state.limits.max_body_bytes),
-            pace: Arc::clone(&state.discard_pace),
+        let linger = state.is_ready().then(|| {
+            let bytes = body::LingerBytes::new(declared, state.limits.max_body_bytes);
+            request.extensions_mut().insert(bytes.clone());
+            body::Linger {
+                until: tokio::time::Instant::now() + state.limits.body_timeout,
+                bytes,
+                pace: Arc::clone(&state.discard_pace),
+            }
         });
         let (parts, incoming) = request.into_parts();
         let lingering = body::Lingering::new(incoming, &parts.headers, linger);

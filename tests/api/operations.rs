@@ -228,6 +228,73 @@ async fn responses_are_gzip_or_zstd_compressed_when_asked() {
 }
 
 #[tokio::test]
+async fn every_answer_is_marked_nosniff_and_not_stored_unless_it_says_otherwise() {
+    let app = app_with(|c| c.api_keys = vec!["k1".into()]);
+    let keyed = |method: Method, path: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, "Bearer k1")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let small = small_body().to_string();
+    let cases = [
+        (keyed(Method::POST, PAIRWISE, &small), StatusCode::OK),
+        (
+            keyed(Method::POST, PAIRWISE, "{\"a\": 1}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            post(PAIRWISE).body(Body::from(small.clone())).unwrap(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (keyed(Method::GET, "/nope", ""), StatusCode::NOT_FOUND),
+        (
+            keyed(Method::GET, PAIRWISE, ""),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (keyed(Method::GET, "/tables", ""), StatusCode::OK),
+        (keyed(Method::GET, "/metrics", ""), StatusCode::OK),
+        (keyed(Method::GET, "/healthz", ""), StatusCode::OK),
+        (keyed(Method::GET, "/openapi.yaml", ""), StatusCode::OK),
+        (
+            keyed(Method::GET, "/v2/models/nope", ""),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (request, status) in cases {
+        let path = request.uri().path().to_owned();
+        let got = app.send_unchecked(request).await;
+        assert_eq!(got.status, status, "{path}: {}", got.json);
+        assert_eq!(
+            got.headers[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(got.headers[header::CACHE_CONTROL], "no-store", "{path}");
+    }
+    // A compressed answer too; and the page's files keep their own revalidation.
+    let a: Vec<[f32; 3]> = (0..256).map(|i| [1.0, i as f32, 3.0]).collect();
+    let body = json!({"a": a, "b": vec![[3.0, 2.0, 1.0]; 256]}).to_string();
+    let mut request = keyed(Method::POST, PAIRWISE, &body);
+    request
+        .headers_mut()
+        .insert(header::ACCEPT_ENCODING, "gzip".parse().unwrap());
+    let response = app.raw(request).await;
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(
+        response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+        "nosniff"
+    );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let page = app.request(Method::GET, "/").await;
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-cache");
+    assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+}
+
+#[tokio::test]
 async fn answers_under_a_kilobyte_are_sent_uncompressed_and_counted_as_sent() {
     let app = app();
     for (path, body) in [

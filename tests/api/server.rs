@@ -484,6 +484,31 @@ fn a_blas_library_path_that_does_not_open_stops_start_up_with_the_reason() {
 }
 
 #[tokio::test]
+async fn each_request_is_logged_with_the_address_it_came_from() {
+    let (_server, addr, mut lines) = spawn_binary(&[]);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let client = stream.local_addr().unwrap().to_string();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: simserve\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logged = tokio::task::spawn_blocking(move || {
+        lines.find_map(|line| {
+            let log: Value = serde_json::from_str(&line.ok()?).ok()?;
+            (log["fields"]["message"] == "request").then_some(log)
+        })
+    })
+    .await
+    .unwrap()
+    .expect("the request is logged");
+    assert_eq!(logged["span"]["route"], "/healthz", "{logged}");
+    assert_eq!(logged["span"]["peer"], client.as_str(), "{logged}");
+}
+
+#[tokio::test]
 async fn a_log_nobody_reads_never_stalls_requests_and_its_dropped_lines_are_counted() {
     // Its stderr is a pipe this test stops reading after start-up. Were the log written from
     // the request's thread, the server would block once the pipe filled (64 KiB, a few

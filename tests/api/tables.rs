@@ -125,6 +125,16 @@ async fn tables_are_listed_with_shape_stored_dtype_layout_ids_and_version() {
     app.request(Method::GET, "/tables/nope")
         .await
         .assert_problem(404, "there is no table \"nope\"");
+    // A name no table could have is not repeated (markup, a line break).
+    for path in [
+        "/tables/%3Cscript%3Ex%3C%2Fscript%3E",
+        "/tables/a%0d%0aSet-Cookie:x",
+    ] {
+        app.request(Method::GET, path).await.assert_problem(
+            404,
+            "there is no table of that name (GET /tables lists them)",
+        );
+    }
     // A name that is not UTF-8 once decoded is no table's either, answered as a problem.
     app.request(Method::GET, "/tables/%FF")
         .await
