@@ -14,9 +14,9 @@ use crate::error::ApiError;
 /// An admitted request: it holds a compute permit and its reservation.
 ///
 /// Both move into the computation, so a request dropped at its deadline (or by its client)
-/// keeps them until the work has actually stopped; the reservation then moves into the
-/// answer's bytes, released once they have been sent or dropped (a client that stops
-/// reading is cut off by the server's write timeout).
+/// keeps them until the work has actually stopped; the reservation then shrinks to what the
+/// answer's bytes hold and moves into them, released once they have been sent or dropped (a
+/// client that stops reading is cut off by the server's write timeout).
 #[derive(Debug)]
 pub struct Admitted {
     permit: OwnedSemaphorePermit,
@@ -63,7 +63,12 @@ impl Admitted {
                     .map(|(coding, body)| (coding, body, answer.json_length))
             });
             drop(permit);
-            body.map(|(coding, body, json_length)| (coding, body, json_length, reservation))
+            body.map(|(coding, body, json_length)| {
+                // The job's inputs and scratch are gone: what is left to hold is the answer.
+                let mut reservation = reservation;
+                reservation.shrink_to(body.iter().map(answer::Piece::held_bytes).sum());
+                (coding, body, json_length, reservation)
+            })
         })
         .await??;
         Ok(answer::respond(coding, body, json_length, reservation))

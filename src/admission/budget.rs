@@ -56,6 +56,14 @@ impl Reservation {
         self.set(self.bytes.saturating_add(more))
     }
 
+    /// Holds no more than `bytes`: shrinking never waits for the budget, so never fails.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            self.admission.resize(self.bytes, bytes).ok();
+            self.bytes = bytes;
+        }
+    }
+
     /// Holds exactly `bytes` (growing or shrinking).
     pub fn set(&mut self, bytes: usize) -> Result<(), Refusal> {
         self.admission.resize(self.bytes, bytes)?;
@@ -95,6 +103,10 @@ mod tests {
         );
         a.set(10).unwrap();
         assert_eq!(admission.reserved(), 50);
+        b.shrink_to(60);
+        assert_eq!(admission.reserved(), 50, "shrinking never grows");
+        b.shrink_to(15);
+        assert_eq!((b.bytes(), admission.reserved()), (15, 25));
         drop(a);
         drop(b);
         assert_eq!(admission.reserved(), 0);

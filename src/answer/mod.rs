@@ -85,6 +85,14 @@ impl Piece {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The bytes of memory it holds (its buffer's capacity, at least its length).
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            Piece::Bytes(bytes) => bytes.capacity(),
+            Piece::Floats(values) => values.capacity() * size_of::<f32>(),
+        }
+    }
 }
 
 impl From<Vec<u8>> for Piece {

@@ -541,6 +541,32 @@ async fn exclude_lists_are_charged_as_their_buffers_hold_them_and_as_the_selecti
 }
 
 #[tokio::test]
+async fn an_answer_waiting_to_be_read_holds_only_its_own_bytes_of_the_budget() {
+    let (app, state) = app_and_state(|_| {});
+    let a: Vec<Vec<f32>> = (0..300)
+        .map(|i| (0..64).map(|j| ((i * 7 + j) % 13) as f32 - 6.0).collect())
+        .collect();
+    let body = json!({"a": a, "b": a}).to_string();
+    let request = post("/similarity/matrix").body(Body::from(body)).unwrap();
+    // The answer's body, not yet read: a client that has not read it yet.
+    let response = app.raw(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let held = state.admission.reserved();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    // The pieces' buffers, with the room their texts were written in; its job's estimate
+    // (inputs, scores and their text at their longest) was 28 times the answer.
+    assert!(held >= bytes.len(), "{held} held for {} bytes", bytes.len());
+    assert!(
+        held < bytes.len() * 2,
+        "{held} held for {} bytes",
+        bytes.len()
+    );
+    // Read and let go, it holds nothing.
+    drop(bytes);
+    assert_eq!(state.admission.reserved(), 0);
+}
+
+#[tokio::test]
 async fn a_body_arriving_while_the_memory_budget_is_taken_is_503_with_retry_after() {
     let (app, state) = app_and_state(|c| c.memory_budget_bytes = 1 << 20);
     let mut taken = state.admission.reservation();
