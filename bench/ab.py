@@ -7,8 +7,11 @@ Writes bench/run.py's request files (with its venv's numpy), then for each round
 scenario starts each build in turn (the order alternating between rounds) with bench/run.py's
 flags, drives it with wrk at the scenario's concurrency and records requests/s. Prints the
 median requests/s of each build per scenario and the ratio NEW / OLD, with every round's
-numbers, so a change is judged on a noisy machine by builds measured minutes apart.
-Needs: wrk (`apt-get install wrk`), and bench/run.py's venv (created by running it once).
+numbers, so a change is judged on a noisy machine by builds measured minutes apart. A
+request that fails (a non-2xx answer, or a socket error in wrk's report) stops the run with a
+non-zero exit: a build that answers errors fast would otherwise look faster.
+Needs: wrk (`apt-get install wrk`), bench/run.py's venv (created by running it once), and
+port 18097 free (the script checks).
 """
 
 import argparse
@@ -20,13 +23,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: scenarios, flags, wrk driver)
+from simserve_proc import require_free  # noqa: E402
 
-PORT = 18093
+PORT = 18097
 
 
 def serve(binary):
+    """`binary` started on PORT with bench/run.py's flags, once it answers; exits if the port
+    is taken or the build does not start."""
+    require_free(PORT)
     proc = subprocess.Popen(run.simserve_command(binary, PORT))
-    run.wait_ready(PORT)
+    try:
+        run.wait_ready(PORT, proc)
+    except RuntimeError as err:
+        proc.terminate()
+        proc.wait()
+        sys.exit(f"{binary}: {err}")
     return proc
 
 
@@ -53,10 +65,13 @@ def main():
                     proc = serve(binary)
                     try:
                         body = os.path.join(work, f"{i}.json")
-                        rps = run.load(PORT, path, body, concurrency, args.seconds, lua)[0]
+                        rps, _, _, failed, done, _ = run.load(PORT, path, body, concurrency, args.seconds, lua)
                     finally:
                         proc.terminate()
                         proc.wait()
+                    if failed:
+                        sys.exit(f"round {round_ + 1}: {name}: {label} ({binary}): {failed} requests failed "
+                                 f"(non-2xx answers or socket errors; {done} completed)")
                     rates[(name, label)].append(rps)
                     print(f"round {round_ + 1}: {name}: {label} {rps:.1f} req/s", flush=True)
     finally:

@@ -7,6 +7,7 @@ Each round sends CONCURRENCY requests at once, alternating a 1000x768 base64 mat
 answer, 11 MB) and a 500 x 50000 x 64 user-item top-k; after each round it reads the server's
 VmRSS. Prints the RSS after the first round, after the last, the growth between them, the
 peak (VmHWM), and the RSS after 12 idle seconds and one small request. Run it once per allocator build to compare them.
+It serves on port 18098, which must be free (the script checks).
 """
 
 import base64
@@ -19,7 +20,9 @@ import urllib.request
 
 import numpy as np
 
-PORT = 18093
+from simserve_proc import require_free
+
+PORT = 18098
 
 
 def b64(x):
@@ -44,6 +47,7 @@ def main():
                                               "items": b64(rng.standard_normal((50_000, 64))),
                                               "top_k": 20}).encode()),
     ]
+    require_free(PORT)
     server = subprocess.Popen([binary, "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
     try:
         for _ in range(100):

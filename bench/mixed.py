@@ -9,8 +9,10 @@ files (with its venv's numpy), then for each run starts each build in turn (the 
 alternating between runs) with bench/run.py's flags and drives it with two wrk processes at
 once: the JSON matrix (1000x768 against 1000x768, 31.7 MB) at two connections, and beside it,
 from a second in, the pairwise 256x384 request (4 MB) at two more. Prints each one's
-requests/s and latency percentiles per run, then the medians of each build.
-Needs: wrk (`apt-get install wrk`), and bench/run.py's venv (created by running it once).
+requests/s and latency percentiles per run, then the medians of each build. A request that
+fails (a non-2xx answer, or a socket error in wrk's report) stops the run with a non-zero exit.
+Needs: wrk (`apt-get install wrk`), bench/run.py's venv (created by running it once), and
+port 18096 free (the script checks).
 """
 
 import argparse
@@ -24,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: scenarios, flags, request files)
+from simserve_proc import require_free  # noqa: E402
 
 PORT = 18096
 WARM_SECONDS = 3
@@ -44,25 +47,33 @@ def wrk(body, path, connections, seconds, lua):
         env={**os.environ, "BODY_FILE": body}, stdout=subprocess.PIPE, text=True)
 
 
-def result(out):
-    """Requests/s and the latency percentiles (ms) of a wrk report."""
+def result(out, what):
+    """Requests/s and the latency percentiles (ms) of a wrk report on `what`; exits when a
+    request failed (run.wrk_failures) or wrk reported nothing."""
+    if "Requests/sec" not in out:
+        raise SystemExit(f"{what}: wrk gave no report")
+    failed = run.wrk_failures(out)
+    if failed:
+        raise SystemExit(f"{what}: {failed} requests failed (non-2xx answers or socket errors)")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     latency = {p: run.to_ms(re.search(rf"\s{p}%\s+(\S+)", out).group(1)) for p in PERCENTILES}
     return rps, latency
 
 
 def measure(binary, large, mid, lua, seconds):
+    require_free(PORT)
     server = subprocess.Popen(run.simserve_command(binary, PORT), env=run.clean_env())
     try:
-        run.wait_ready(PORT)
-        wrk(large[1], large[0], 2, WARM_SECONDS, lua).communicate()
+        run.wait_ready(PORT, server)
+        result(wrk(large[1], large[0], 2, WARM_SECONDS, lua).communicate()[0], f"{binary}: warm-up")
         beside = wrk(large[1], large[0], 2, seconds + 2, lua)
         time.sleep(1)
         measured = wrk(mid[1], mid[0], 2, seconds, lua)
-        return result(beside.communicate()[0]), result(measured.communicate()[0])
+        outs = beside.communicate()[0], measured.communicate()[0]
     finally:
         server.terminate()
         server.wait()
+    return result(outs[0], f"{binary}: JSON matrix"), result(outs[1], f"{binary}: pairwise 256x384")
 
 
 def line(label, large, mid):

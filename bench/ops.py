@@ -15,7 +15,8 @@ top_k 10):
 
 Prints the shed rate, p99 of admitted requests against unloaded, how fast refusals come,
 /healthz p99 during overload, peak RSS, and every request that failed during the drain.
-Needs only cargo and python3. Results: README.md, "Operations".
+Needs only cargo and python3, and port 18099 free (the script checks). Results: README.md,
+"Operations".
 """
 
 import json
@@ -32,10 +33,10 @@ import time
 import urllib.error
 import urllib.request
 
-from simserve_proc import memory_mb, wait_healthy
+from simserve_proc import memory_mb, require_free, wait_healthy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORT = 18093
+PORT = 18099
 BASE = f"http://127.0.0.1:{PORT}"
 SERVER = os.path.join(ROOT, "target", "release", "simserve")
 LOADGEN = os.path.join(ROOT, "target", "release", "examples", "loadgen")
@@ -52,6 +53,7 @@ def raise_fd_limit():
 
 
 def start(*flags):
+    require_free(PORT)
     proc = subprocess.Popen([SERVER, "--addr", f"127.0.0.1:{PORT}", "--log", "warn", *flags],
                             stderr=subprocess.DEVNULL, preexec_fn=raise_fd_limit)
     try:

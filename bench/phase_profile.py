@@ -191,7 +191,7 @@ def window(server, seconds, perf_command=None):
             if perf.returncode:
                 raise SystemExit(f"perf record failed: {errors.strip()}")
     if failed:
-        raise SystemExit(f"{failed} answers were not 2xx")
+        raise SystemExit(f"{failed} requests failed (non-2xx answers or socket errors)")
     cpu = run.cpu_seconds(pid) - cpu
     others = machine_busy() - machine - cpu - (children_cpu() - ours)
     return rps, done, cpu, others

@@ -6,21 +6,37 @@
     python3 bench/run.py --only JSON --rounds 5  # scenarios whose name has "JSON", 5 rounds
 
 It builds simserve (release), creates a venv with the pinned peer dependencies
-(bench/peer/requirements.txt), writes the request files, starts simserve and the peer on
-loopback (the peer twice: numpy's OpenBLAS with its default threads, and with one thread per
-worker process; see PEER_BLAS), checks they give the same answers, drives each scenario with
-wrk, and prints one table: requests/s (the peer's both ways), p50, p99, peak RSS, the ratio of
-simserve to the faster peer, each server's CPU time per request (its worker processes
-included) and the CPU wrk itself took, in cores, on the same machine. With `--rounds N` each
-scenario is run N times, the servers alternating within each round, and every column is the
-median over the rounds (the ratio is that of the medians); the requests/s of each round go to
-stderr. `--only TEXT` keeps the scenarios whose name holds TEXT. After the table it names the
+(bench/peer/requirements.txt: FastAPI on `uvicorn[standard]`, whose httptools parser and uvloop
+event loop the peer is started with by name, so that a venv without them fails to start rather
+than falls back to pure-Python h11 and asyncio), writes the request files, starts simserve and
+the peer on loopback (the peer twice: numpy's OpenBLAS with its default threads, and with one
+thread per worker process; see PEER_BLAS), checks they give the same answers (shapes, scores
+within 1e-4, and for top-k the same indices but where near-tied scores swap them), drives each
+scenario with wrk, and prints one table: requests/s (the peer's both ways), p50, p99, peak RSS,
+the ratio of simserve to the faster peer, requests that failed (non-2xx answers and wrk's socket
+errors), the fewest requests a server completed in one round, each server's CPU time per
+request (its worker processes included) and the CPU wrk itself took, in cores, on the same
+machine. With `--rounds N` each scenario is run N times, the order of the servers rotating from
+round to round, and every column is the median over the rounds (the ratio is that of the
+medians); the requests/s of each round go to stderr. `--only TEXT` keeps the scenarios whose
+name holds TEXT.
+
+A rate from wrk is requests completed in the run's seconds, so with a few slow requests it rests
+on a count of a few (the top-k scenario at one connection: the peer takes 4-10 s a request,
+so 4-10 in its 40 s). No ratio is computed from a round in which either server
+completed fewer than MIN_DONE requests: the ratio reads "too few" and the completions are shown;
+raise the scenario's seconds in SCENARIOS for a ratio there.
+
+simserve and the peer start with the same environment (`clean_env`), simserve's without any
+`SIMSERVE_*` setting but `SIMSERVE_BLAS` and without jemalloc's `_RJEM_*` ones (its flags are
+the script's); the settings left out are named after the table. After the table it names the
 library simserve multiplies with, as its `simserve_matrix_products_info` metric says: what
 `SIMSERVE_BLAS` (taken from this script's environment; `auto` when unset) chose, OpenBLAS where
 the host has it (Debian's `libopenblas0`, which the image ships) and its kernels suit the
 processor, else faer. A run on a host without the library does not measure what the image
 serves.
-Needs: cargo, python3, wrk (`apt-get install wrk`). Results: BENCHMARKS.md.
+Needs: cargo, python3, wrk (`apt-get install wrk`), ports 18091-18093 free. Results:
+BENCHMARKS.md.
 """
 
 import argparse
@@ -37,9 +53,15 @@ import tempfile
 import time
 import urllib.request
 
+from simserve_proc import require_free
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "target", "bench-venv")
-SIMSERVE_PORT, PEER_PORT = 18091, 18092
+SIMSERVE_PORT, PEER_PORT = 18091, 18092  # the peers: PEER_PORT and PEER_PORT + 1
+# Fewest requests a server must complete in a round for its rate to enter a ratio.
+MIN_DONE = 3
+# Scores at which two top-k answers list different indices must agree this closely (near-ties).
+TIE = 1e-6
 
 # name, path, concurrency, seconds, request builder (numpy rng -> dict)
 SCENARIOS = [
@@ -52,7 +74,7 @@ SCENARIOS = [
     ("matrix 1000x768 vs 1000x768, base64", "/similarity/matrix", 2, 15,
      lambda np, rng: {"a": b64(rng, np, 1000, 768), "b": b64(rng, np, 1000, 768),
                       "response_encoding": "base64"}),
-    ("matrix top_k=10, 1000 vs 100000 x768, base64", "/similarity/matrix", 1, 20,
+    ("matrix top_k=10, 1000 vs 100000 x768, base64", "/similarity/matrix", 1, 40,
      lambda np, rng: {"a": b64(rng, np, 1000, 768), "b": b64(rng, np, 100_000, 768), "top_k": 10}),
     ("user-item top_k=20 + exclude, 500 x 50000 x64", "/similarity/user-item", 2, 15,
      lambda np, rng: {"users": b64(rng, np, 500, 64), "items": b64(rng, np, 50_000, 64), "top_k": 20,
@@ -74,12 +96,34 @@ def sh(*args, **kw):
 
 
 def venv_python():
+    """The venv's python, the venv created if missing and the pinned packages installed into it
+    every time (pip leaves those already at their pins alone), so that a changed
+    requirements.txt reaches an existing venv."""
     python = os.path.join(VENV, "bin", "python")
     if not os.path.exists(python):
         sh(sys.executable, "-m", "venv", VENV)
     sh(python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "bench", "peer", "requirements.txt"),
        "threadpoolctl==3.8.0", "scikit-learn==1.9.1")
     return python
+
+
+def check_peer_venv():
+    """Exits with a message unless the venv has the peer's HTTP stack (httptools, uvloop):
+    without them uvicorn's supervisor would restart failing workers until wait_ready gave up."""
+    missing = subprocess.run([os.path.join(VENV, "bin", "python"), "-c", "import httptools, uvloop"],
+                             capture_output=True, text=True)
+    if missing.returncode:
+        sys.exit(f"the peer's venv ({VENV}) lacks httptools or uvloop (bench/peer/requirements.txt "
+                 f"pins them): {(missing.stderr.strip().splitlines() or [''])[-1]}")
+
+
+def peer_command(port, workers=2):
+    """The command the bench scripts start the Python peer with: uvicorn with `workers` worker
+    processes, its parser and event loop named (httptools, uvloop: what `uvicorn[standard]`
+    deploys) so that it fails rather than falls back to pure-Python h11 and asyncio."""
+    return [os.path.join(VENV, "bin", "uvicorn"), "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
+            "--workers", str(workers), "--port", str(port), "--http", "httptools", "--loop", "uvloop",
+            "--log-level", "warning", "--no-access-log"]
 
 
 def write_requests(python, directory):
@@ -121,6 +165,26 @@ def peer_env(blas):
     return {**clean_env(), **blas}
 
 
+def left_out(name):
+    """Whether simserve_env leaves the variable `name` out: simserve's own settings but
+    SIMSERVE_BLAS (which this script passes on), and jemalloc's (`_RJEM_MALLOC_CONF`)."""
+    return (name.startswith("SIMSERVE_") and name != "SIMSERVE_BLAS") or name.startswith("_RJEM_")
+
+
+def simserve_env():
+    """The environment simserve is started with: the peer's (clean_env) without the settings
+    `left_out` names, so that only the script's flags configure it."""
+    return {name: value for name, value in clean_env().items() if not left_out(name)}
+
+
+def environment_line():
+    """What of this script's environment reaches simserve, and what is left out."""
+    kept = f"SIMSERVE_BLAS={os.environ['SIMSERVE_BLAS']}" if "SIMSERVE_BLAS" in os.environ else "SIMSERVE_BLAS unset"
+    dropped = sorted(name for name in os.environ if left_out(name))
+    return (f"simserve's environment: {kept}; left out: "
+            + (", ".join(dropped) if dropped else "no other SIMSERVE_* or _RJEM_* setting"))
+
+
 def simserve_command(binary, port):
     """The command the bench scripts start simserve with: room for the largest request
     (the 414 MB top-k body), a queue for 64 connections, time for the slowest request."""
@@ -129,13 +193,23 @@ def simserve_command(binary, port):
             "--max-queue", "128", "--log", "warn"]
 
 
-def wait_ready(port):
-    for _ in range(300):
+def wait_ready(port, proc, seconds=60):
+    """Returns once GET /healthz on `port` answers while `proc`, the server started for it, still
+    runs: an answer from another server on the port, `proc` having failed to bind, is an error."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server started for port {port} exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
         except OSError:
             time.sleep(0.1)
+            continue
+        time.sleep(0.2)  # a server that could not bind has had time to exit
+        if proc.poll() is not None:
+            raise RuntimeError(f"port {port} answers, but the server started for it exited with "
+                               f"{proc.returncode}: another server holds the port")
+        return
     raise RuntimeError(f"server on port {port} did not start")
 
 
@@ -228,8 +302,17 @@ def to_ms(value):
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
+def wrk_failures(out):
+    """Requests that failed in wrk's report `out`: answers other than 2xx or 3xx, and socket
+    errors (connect, read, write, timeout; wrk prints the line only when one happened)."""
+    answers = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return (int(answers.group(1)) if answers else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+
+
 def load(port, path, body_file, concurrency, seconds, lua_file):
-    """wrk's rate, p50, p99, non-2xx count, requests done and its own CPU seconds."""
+    """wrk's rate, p50, p99, failed requests (non-2xx answers and socket errors, wrk_failures),
+    requests done and its own CPU seconds."""
     threads = min(2, concurrency)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
@@ -239,27 +322,71 @@ def load(port, path, body_file, concurrency, seconds, lua_file):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    failed = int(errors.group(1)) if errors else 0
+    failed = wrk_failures(out)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     done = int(re.search(r"(\d+) requests in", out).group(1))
     return rps, p50, p99, failed, done, wrk_cpu
 
 
-def same_answer(ours, theirs):
-    """Both servers agree: shapes equal, scores within 1e-4."""
+def decoded(x):
+    """An answer's array: base64 float32 as its shape says, or nested JSON numbers."""
+    import numpy as np
+    if isinstance(x, dict):
+        return np.frombuffer(base64.b64decode(x["data"]), "<f4").reshape(x["shape"]).astype(np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+def answer_difference(ours, theirs):
+    """How two answers to one request differ, or None when they agree: the same `shape`, the
+    same fields, every array of exactly that shape (nothing broadcast), scores (or the matrix)
+    within 1e-4, and top-k `indices` equal but for near-ties (tie_difference)."""
     import numpy as np
 
-    def values(x):
-        if isinstance(x, dict):
-            return np.frombuffer(base64.b64decode(x["data"]), "<f4").reshape(x["shape"])
-        return np.asarray(x, dtype=np.float64)
-
     if ours["shape"] != theirs["shape"]:
-        return False
-    key = "matrix" if "matrix" in ours else "scores"
-    return np.allclose(values(ours[key]), values(theirs[key]), atol=1e-4)
+        return f"shapes {ours['shape']} and {theirs['shape']}"
+    shape = tuple(ours["shape"])
+    fields = [key for key in ("matrix", "scores", "indices") if key in ours or key in theirs]
+    for key in fields:
+        if key not in ours or key not in theirs:
+            return f"{key!r} in one answer only"
+    values = {key: (decoded(ours[key]), decoded(theirs[key])) for key in fields}
+    for key, (a, b) in values.items():
+        if a.shape != shape or b.shape != shape:
+            return f"{key!r} of shapes {a.shape} and {b.shape}, the answers' shape being {shape}"
+    key = "matrix" if "matrix" in values else "scores"
+    a, b = values[key]
+    if not np.allclose(a, b, atol=1e-4):
+        return f"{key!r} differ by up to {np.nanmax(np.abs(a - b)):.2e}"
+    if "indices" in values:
+        for row, (ia, ib, sa, sb) in enumerate(zip(*values["indices"], a, b)):
+            difference = tie_difference(ia.tolist(), ib.tolist(), sa, sb)
+            if difference:
+                return f"row {row}: {difference}"
+    return None
+
+
+def tie_difference(ia, ib, sa, sb):
+    """How two top-k lists of one row (indices `ia`, `ib`, scores best first `sa`, `sb`) differ
+    beyond near-ties, or None. Each list's indices must be distinct. Where the lists hold
+    different items at a position (x in one, y in the other), the two scores there must agree
+    within TIE, and each answer that lists both x and y must score them within TIE of each
+    other: tied items may come in either order, and at the k-th place either may be listed."""
+    if len(set(ia)) != len(ia) or len(set(ib)) != len(ib):
+        return "an index listed twice"
+    at_a, at_b = {item: at for at, item in enumerate(ia)}, {item: at for at, item in enumerate(ib)}
+    for at, (x, y) in enumerate(zip(ia, ib)):
+        if x == y:
+            continue
+        gaps = [abs(sa[at] - sb[at])]
+        if x in at_b:  # the other answer's scores of y (here) and of x
+            gaps.append(abs(sb[at] - sb[at_b[x]]))
+        if y in at_a:  # this answer's scores of x (here) and of y
+            gaps.append(abs(sa[at] - sa[at_a[y]]))
+        if max(gaps) > TIE:
+            return (f"position {at} lists {x:.0f} (score {sa[at]:.7f}) and {y:.0f} (score {sb[at]:.7f}), "
+                    f"not a near-tie (scores {max(gaps):.1e} apart)")
+    return None
 
 
 def kernel_line(python):
@@ -274,12 +401,24 @@ def kernel_line(python):
             "print(2*1000*768*1000/s.median(t)/1e9)")
     ours, theirs = [], []
     for _ in range(3):
-        out = subprocess.run([binary, "dot", "1000", "768", "1000", "7"], capture_output=True, text=True).stdout
+        out = subprocess.run([binary, "dot", "1000", "768", "1000", "7"], env=simserve_env(), capture_output=True,
+                             text=True).stdout
         ours.append(float(out.split("gflops=")[1]))
         theirs.append(float(subprocess.run([python, "-c", code], env=clean_env(), capture_output=True,
                                            text=True).stdout))
     o, t = statistics.median(ours), statistics.median(theirs)
     return f"GEMM 1000x768x1000: simserve dot kernel {o:.1f} GFLOP/s, numpy a @ b.T {t:.1f} GFLOP/s ({o / t:.2f}x)"
+
+
+def ratio_text(results, digits=2):
+    """simserve's requests/s over the faster peer's, from `results` ({label: (rps, ..., done)}),
+    or "too few" when simserve or that peer completed fewer than MIN_DONE requests (in a round:
+    `done` is a round's count, or the fewest of the rounds)."""
+    faster = max((label for label, _ in PEER_BLAS), key=lambda label: results[label][0])
+    ours, theirs = results["simserve"], results[faster]
+    if min(ours[7], theirs[7]) < MIN_DONE:
+        return f"too few (done {ours[7]} / {theirs[7]})"
+    return f"{ours[0] / max(theirs[0], 1e-9):.{digits}f}x"
 
 
 def main():
@@ -292,8 +431,9 @@ def main():
     if sys.argv[1:2] == ["--write-requests"]:
         write_requests(python, sys.argv[2])  # the request files alone, for profiling
         return
+    check_peer_venv()
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=1, help="rounds per scenario, servers alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per scenario, the servers' order rotating")
     parser.add_argument("--only", default="", help="keep the scenarios whose name holds this")
     parser.add_argument("--warm", type=int, default=0, metavar="SECONDS",
                         help="load each server this long, unmeasured, before a scenario's rounds")
@@ -312,17 +452,17 @@ def main():
     with open(lua_file, "w") as f:
         f.write(LUA)
 
+    for port in (SIMSERVE_PORT, *(PEER_PORT + at for at in range(len(PEER_BLAS)))):
+        require_free(port)
     simserve = subprocess.Popen(
-        simserve_command(os.path.join(ROOT, "target", "release", "simserve"), SIMSERVE_PORT))
-    peers = [(label, PEER_PORT + at, subprocess.Popen(
-        [os.path.join(VENV, "bin", "uvicorn"), "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
-         "--workers", "2", "--port", str(PEER_PORT + at), "--log-level", "warning", "--no-access-log"],
-        env=peer_env(blas))) for at, (label, blas) in enumerate(PEER_BLAS)]
+        simserve_command(os.path.join(ROOT, "target", "release", "simserve"), SIMSERVE_PORT), env=simserve_env())
+    peers = [(label, PEER_PORT + at, subprocess.Popen(peer_command(PEER_PORT + at), env=peer_env(blas)))
+             for at, (label, blas) in enumerate(PEER_BLAS)]
     servers = [("simserve", SIMSERVE_PORT, simserve), *peers]
     rows = []
     try:
-        for _, port, _ in servers:
-            wait_ready(port)
+        for _, port, proc in servers:
+            wait_ready(port, proc)
         library = products_library(SIMSERVE_PORT)
         for i in chosen:
             name, path, concurrency, seconds, _ = SCENARIOS[i]
@@ -331,28 +471,32 @@ def main():
                 body = f.read()
             ours = post(SIMSERVE_PORT, path, body)
             for label, port, _ in peers:
-                if not same_answer(ours, post(port, path, body)):
-                    sys.exit(f"{name}: simserve and the peer ({label}) disagree")
+                difference = answer_difference(ours, post(port, path, body))
+                if difference:
+                    sys.exit(f"{name}: simserve and the peer ({label}) disagree: {difference}")
             if args.warm:
                 for label, port, _ in servers:
                     load(port, path, body_file, concurrency, args.warm, lua_file)
             rounds = {label: [] for label, _, _ in servers}
-            for _ in range(args.rounds):
-                for label, port, proc in servers:
+            for round_ in range(args.rounds):
+                # The order rotates, so that no server always runs first (or after a given one).
+                at = round_ % len(servers)
+                for label, port, proc in servers[at:] + servers[:at]:
                     time.sleep(0.5)  # the previous server's idle BLAS threads stop spinning
                     reset_peak(proc.pid)
                     cpu = cpu_seconds(proc.pid)
                     rps, p50, p99, failed, done, wrk_cpu = load(port, path, body_file, concurrency, seconds,
                                                                 lua_file)
                     cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
-                    rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds))
-                faster_peer_rps = max(runs[-1][0] for label, runs in rounds.items() if label != "simserve")
-                ratio = rounds["simserve"][-1][0] / max(faster_peer_rps, 1e-9)
-                print(f"{name}: " + ", ".join(f"{label} {runs[-1][0]:.1f} req/s ({runs[-1][5]:.2f} ms CPU each)"
-                                                for label, runs in rounds.items())
-                      + f" ({ratio:.2f}x the faster peer)", file=sys.stderr)
-            # Medians of every column but non-2xx answers, which are summed over the rounds.
-            result = {label: tuple(sum(column) if at == 4 else statistics.median(column)
+                    rounds[label].append((rps, p50, p99, peak_mb(proc.pid), failed, cpu_ms, wrk_cpu / seconds,
+                                          done))
+                last = {label: runs[-1] for label, runs in rounds.items()}
+                print(f"{name}: " + ", ".join(f"{label} {run[0]:.1f} req/s ({run[7]} done, {run[5]:.2f} ms CPU "
+                                                f"each)" for label, run in last.items())
+                      + f" ({ratio_text(last)} the faster peer)", file=sys.stderr)
+            # Medians of every column but failed requests, summed over the rounds, and requests
+            # done, the fewest of any round.
+            result = {label: tuple(sum(column) if at == 4 else min(column) if at == 7 else statistics.median(column)
                                    for at, column in enumerate(zip(*runs)))
                       for label, runs in rounds.items()}
             rows.append((name, len(body) / 1e6, result))
@@ -365,21 +509,23 @@ def main():
 
     default, one = (label for label, _ in PEER_BLAS)
     print(f"| scenario | body MB | simserve req/s | peer req/s ({default} / {one}) | ratio to the faster peer "
-          "| simserve p50 / p99 ms | peer p50 / p99 ms | simserve peak RSS MB | peer peak RSS MB | non-2xx (s/p) "
+          "| simserve p50 / p99 ms | peer p50 / p99 ms | simserve peak RSS MB | peer peak RSS MB "
+          "| failed: non-2xx or socket errors (s/p) | fewest done in a round (s/p) "
           "| server CPU ms per request (s/p) | wrk CPU cores (s/p) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, mb, r in rows:
         s = r["simserve"]
-        # The peer's columns are those of its faster setting (its non-2xx: both settings').
+        # The peer's columns are those of its faster setting (its failures: both settings').
         faster = max((label for label, _ in PEER_BLAS), key=lambda label: r[label][0])
         p = r[faster]
         both = " / ".join(f"{r[label][0]:.1f}" for label, _ in PEER_BLAS)
         failed = sum(r[label][4] for label, _ in PEER_BLAS)
-        print(f"| {name} | {mb:.1f} | {s[0]:.1f} | {both} | {s[0] / p[0]:.1f}x ({faster}) "
+        print(f"| {name} | {mb:.1f} | {s[0]:.1f} | {both} | {ratio_text(r, 1)} ({faster}) "
               f"| {s[1]:.1f} / {s[2]:.1f} | {p[1]:.1f} / {p[2]:.1f} | {s[3]:.0f} | {p[3]:.0f} | {s[4]} / {failed} "
-              f"| {s[5]:.2f} / {p[5]:.2f} | {s[6]:.2f} / {p[6]:.2f} |")
+              f"| {s[7]} / {p[7]} | {s[5]:.2f} / {p[5]:.2f} | {s[6]:.2f} / {p[6]:.2f} |")
     print()
     print(f"simserve's matrix products: {library}")
+    print(environment_line())
     print(kernel_line(python))
 
 

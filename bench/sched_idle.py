@@ -20,7 +20,8 @@ threads are left out.
 
 Prints one line per run and variant, then each variant's medians.
 Needs: wrk (`apt-get install wrk`), perf (as root, or with kernel.perf_event_paranoid <= 1),
-bench/run.py's venv (for numpy, to write the request), 2 CPUs or more.
+bench/run.py's venv (for numpy, to write the request), 2 CPUs or more, port 18094 free (the
+script checks).
 """
 
 import argparse
@@ -35,6 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: flags, wrk driver, /proc helpers)
+from simserve_proc import require_free  # noqa: E402
 
 PORT = 18094
 WARM_SECONDS = 3
@@ -135,9 +137,10 @@ def idle_causes(perf_data):
 
 
 def measure(binary, env, body, lua, seconds, cpus, work):
+    require_free(PORT)
     server = subprocess.Popen(run.simserve_command(binary, PORT), env={**run.clean_env(), **env})
     try:
-        run.wait_ready(PORT)
+        run.wait_ready(PORT, server)
         run.load(PORT, "/similarity/matrix", body, 2, WARM_SECONDS, lua)
         ticks, cpu = machine_ticks(), run.cpu_seconds(server.pid)
         perf_data = os.path.join(work, "sched.data")
@@ -155,7 +158,7 @@ def measure(binary, env, body, lua, seconds, cpus, work):
         server.terminate()
         server.wait()
     if failed:
-        raise SystemExit(f"{failed} requests failed")
+        raise SystemExit(f"{failed} requests failed (non-2xx answers or socket errors)")
     span, idle, filled, woken, by_kind = idle_causes(perf_data)
     return {
         "rps": rps,

@@ -1,7 +1,22 @@
-"""What the bench scripts share: waiting for a simserve to answer, and reading its memory."""
+"""What the bench scripts share: checking a port is free, waiting for a simserve to answer, and
+reading its memory."""
 
+import socket
 import time
 import urllib.request
+
+
+def require_free(port):
+    """Exits with a message when something already listens on 127.0.0.1:`port` (another bench
+    script's server, say): a server started there could not bind, and the one found would be
+    measured in its place."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    except OSError:
+        return
+    raise SystemExit(f"port {port} is in use: something already listens on 127.0.0.1:{port} "
+                     "(another benchmark still running?); stop it and run again")
 
 
 def wait_healthy(base, seconds=10.0):

@@ -3,12 +3,14 @@
 
     python3 bench/soak.py [--requests 100000]      # from the repository root
 
-Builds simserve in release, starts it with its defaults on loopback, and sends requests from
-4 keep-alive clients, cycling through every route in both encodings, the top-k and threshold
-paths, compressed bodies and answers, and a share of bad requests (422, 400, 404, 413). Every
-answer's status is checked. Prints RSS after each 10,000 requests and the growth per 10,000
-after the first 10,000 (warm-up). Needs only cargo and python3. Results: README.md,
-"Reliability".
+Builds simserve in release, starts it with its defaults on loopback (port 18095, which must be
+free), and sends requests from 4 keep-alive clients, cycling through every route in both
+encodings, the top-k and threshold paths, compressed bodies and answers, and a share of bad
+requests (422, 400, 404, and 413 for a gzip body that inflates past simserve's ratio limit).
+Every answer's status is checked. Prints RSS after each 10,000 requests and the growth per
+10,000 after the first 10,000 (warm-up). Exits non-zero when an answer's status is wrong or a
+client stopped on an error (a refused or dropped connection, say). Needs only cargo and
+python3. Results: README.md, "Reliability".
 """
 
 import argparse
@@ -23,11 +25,12 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
-from simserve_proc import memory_mb, wait_healthy
+from simserve_proc import memory_mb, require_free, wait_healthy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORT = 18094
+PORT = 18095
 SERVER = os.path.join(ROOT, "target", "release", "simserve")
 
 
@@ -46,6 +49,9 @@ def mix():
     users = m(20, 32)
     json_body = lambda o: json.dumps(o).encode()
     big = json_body({"a": m(200, 64), "top_k": 5})
+    # 4 MiB of JSON whitespace, gzipped to a few KiB: past the 200x inflation ratio simserve
+    # accepts beyond its first MiB, so 413 after inflating about 1 MiB.
+    bomb = gzip.compress(b'{"a": ' + b" " * (4 << 20) + b"[[1, 2]]}")
     return [
         ("/similarity/pairwise", json_body({"a": a, "b": b}), {}, 200),
         ("/similarity/pairwise", json_body({"pairs": [[r, s] for r, s in zip(a, b)], "metric": "euclidean",
@@ -63,6 +69,7 @@ def mix():
         ("/similarity/matrix", b'{"a": [[1, 2]', {}, 400),
         ("/similarity/nothing", b"{}", {}, 404),
         ("/similarity/matrix", json_body({"a": {"dtype": "float32", "shape": [1, 2], "data": "AACAPw=="}}), {}, 422),
+        ("/similarity/matrix", bomb, {"Content-Encoding": "gzip"}, 413),
     ]
 
 
@@ -71,11 +78,25 @@ def main():
     parser.add_argument("--requests", type=int, default=100_000)
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "simserve"], check=True, cwd=ROOT)
+    require_free(PORT)
     server = subprocess.Popen([SERVER, "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
-    wait_healthy(f"http://127.0.0.1:{PORT}")
+    try:
+        wait_healthy(f"http://127.0.0.1:{PORT}")
+        if server.poll() is not None:
+            sys.exit(f"simserve exited with {server.returncode}")
+        state, marks = soak(server, args.requests)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return report(state, marks)
+
+
+def soak(server, requests):
+    """Sends `requests` requests of mix() from 4 clients to `server`: the shared state (requests
+    sent, wrong statuses, clients' errors) and the (requests, RSS MB, time) marks."""
     kinds = mix()
     lock = threading.Lock()
-    state = {"sent": 0, "wrong": [], "next_mark": 10_000}
+    state = {"sent": 0, "wrong": [], "crashed": [], "next_mark": 10_000}
     marks = [(0, memory_mb(server.pid), time.monotonic())]
 
     def client(offset):
@@ -83,7 +104,7 @@ def main():
         i = offset
         while True:
             with lock:
-                if state["sent"] >= args.requests:
+                if state["sent"] >= requests:
                     return
                 state["sent"] += 1
                 n = state["sent"]
@@ -99,27 +120,42 @@ def main():
                 with lock:
                     state["wrong"].append((path, response.status, want))
 
-    threads = [threading.Thread(target=client, args=(k * 3,)) for k in range(4)]
+    def guarded(offset):
+        """client(offset), its error (if it stops on one) recorded for the run to fail on."""
+        try:
+            client(offset)
+        except Exception:  # any error stops this client and fails the run
+            with lock:
+                state["crashed"].append(traceback.format_exc())
+
+    threads = [threading.Thread(target=guarded, args=(k * 3,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     time.sleep(1)
     marks.append((state["sent"], memory_mb(server.pid), time.monotonic()))
-    server.terminate()
-    server.wait(timeout=30)
+    return state, marks
 
+
+def report(state, marks):
+    """Prints the RSS marks and what went wrong; the exit status: 1 if anything did."""
     start = marks[0][2]
     for n, rss, at in marks:
         print(f"{n:>7} requests  {at - start:6.1f} s  RSS {rss:6.1f} MB")
-    warm = next(m for m in marks if m[0] >= 10_000)
+    warm = next((m for m in marks if m[0] >= 10_000), None)
     last = marks[-1]
-    per_10k = (last[1] - warm[1]) / ((last[0] - warm[0]) / 10_000)
-    print(f"growth after warm-up: {last[1] - warm[1]:+.1f} MB over {last[0] - warm[0]} requests "
-          f"= {per_10k:+.2f} MB per 10,000; wrong statuses: {len(state['wrong'])}")
+    if warm and last[0] > warm[0]:
+        per_10k = (last[1] - warm[1]) / ((last[0] - warm[0]) / 10_000)
+        print(f"growth after warm-up: {last[1] - warm[1]:+.1f} MB over {last[0] - warm[0]} requests "
+              f"= {per_10k:+.2f} MB per 10,000; wrong statuses: {len(state['wrong'])}")
+    else:
+        print(f"no requests after the 10,000 of warm-up; wrong statuses: {len(state['wrong'])}")
     for wrong in state["wrong"][:10]:
         print("  ", wrong)
-    return 0 if not state["wrong"] else 1
+    for crash in state["crashed"]:
+        print(f"a client stopped on an error:\n{crash}", file=sys.stderr)
+    return 0 if not state["wrong"] and not state["crashed"] else 1
 
 
 if __name__ == "__main__":

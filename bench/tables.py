@@ -7,8 +7,10 @@
 
 simserve is target/release/simserve unless --simserve or SIMSERVE_BIN names another
 (`cargo build --release` first). The script needs the peer's pinned dependencies
-(bench/peer/requirements.txt) and faiss-cpu; when the running python lacks them it installs
-them into target/bench-venv (as bench/run.py does) and runs itself again there.
+(bench/peer/requirements.txt, with uvicorn's httptools and uvloop, which the peer is started
+with by name) and faiss-cpu; when the running python lacks them it installs them into
+target/bench-venv (as bench/run.py does) and runs itself again there. It serves on ports
+18100-18102, which must be free (it checks).
 
 It writes items.npy (1,000,000 x 64 float32, standard normal, seed 1) and users.npy
 (1,000 x 64, seed 2) to a temporary directory, starts `simserve --tables DIR` and the Python
@@ -54,10 +56,12 @@ import tempfile
 import threading
 import time
 
+from simserve_proc import require_free
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "target", "bench-venv")
 FAISS = "faiss-cpu==1.15.1"
-SIMSERVE_PORT, PEER_PORT = 18093, 18094
+SIMSERVE_PORT, PEER_PORT = 18100, 18101  # and SIMSERVE_PORT + 2 for --phases' second simserve
 ROWS, USERS, DIM, K = 1_000_000, 1_000, 64, 10
 USER_ITEM = "/similarity/user-item"
 HEADERS = {"content-type": "application/json"}
@@ -76,9 +80,11 @@ def ensure_deps():
     try:
         import faiss  # noqa: F401
         import fastapi  # noqa: F401
+        import httptools  # noqa: F401
         import numpy  # noqa: F401
         import orjson  # noqa: F401
         import uvicorn  # noqa: F401
+        import uvloop  # noqa: F401
         return
     except ImportError:
         pass
@@ -326,6 +332,8 @@ def main():
 
 
 def run(np, faiss, args, work, procs):
+    for port in (SIMSERVE_PORT, PEER_PORT, SIMSERVE_PORT + 2):
+        require_free(port)
     out = {}
     items = np.random.default_rng(1).standard_normal((ROWS, DIM), dtype=np.float32)
     users = np.random.default_rng(2).standard_normal((USERS, DIM), dtype=np.float32)
@@ -355,7 +363,8 @@ def run(np, faiss, args, work, procs):
     lower_threads(args.niceness)
     peer = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", os.path.join(ROOT, "bench", "peer"),
-         "--workers", "1", "--port", str(PEER_PORT), "--log-level", "warning", "--no-access-log"],
+         "--workers", "1", "--port", str(PEER_PORT), "--http", "httptools", "--loop", "uvloop",
+         "--log-level", "warning", "--no-access-log"],
         env={**clean_env(), "PEER_TABLES": work})
     procs.append(peer)
     wait_for(PEER_PORT, "/healthz", peer)

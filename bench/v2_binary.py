@@ -4,15 +4,17 @@ the 1000 x 1000 float32 matrix out.
 
 Starts the release build (`cargo build --release` first) with its defaults, checks that both
 routes give the same matrix, then alternates `wrk` runs on the two (concurrency 2 unless `--connections`, 15 s,
-`--rounds` times each) and prints requests/s per run, their medians, each server's CPU time
+`--rounds` times each; every contender once a round, the order rotating from round to round;
+a non-2xx answer or socket error stops the run) and prints requests/s per run, their medians, each server's CPU time
 per request, the cores it kept busy (requests/s x CPU per request), the cores wrk itself took
 on the same machine, the cores the machine left idle (/proc/stat), each server's peak RSS
 during each run (worker processes included; all but requests/s are medians over the runs)
 and the ratios. With
 `--peer`, the Python peer (bench/peer, FastAPI + numpy with 2 uvicorn workers, in the venv
-bench/run.py makes) answers the same binary request in the same rounds, Triton-style, started
-twice as bench/run.py starts it (numpy's OpenBLAS with its default threads, and with one
-thread per worker: `run.PEER_BLAS`); the ratios are against the faster of the two.
+bench/run.py makes, its packages installed as bench/run.py installs them) answers the same
+binary request in the same rounds, Triton-style, started twice as bench/run.py starts it
+(`run.peer_command`: httptools and uvloop; numpy's OpenBLAS with its default threads, and with
+one thread per worker: `run.PEER_BLAS`); the ratios are against the faster of the two.
 Needs: numpy, wrk (`apt-get install wrk`), pgrep (procps). Results: BENCHMARKS.md.
 
 With `--dot`, the same binary request with `"parameters": {"metric": "dot"}` runs in the same
@@ -52,7 +54,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PEER_BLAS, cpu_seconds, peak_mb, peer_env, reset_peak  # noqa: E402
+import run  # noqa: E402  (bench/run.py: the peer's venv and command)
+from run import PEER_BLAS, cpu_seconds, peak_mb, peer_env, reset_peak, wrk_failures  # noqa: E402
 from simserve_proc import wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +63,6 @@ PORT = 8113
 PEER_PORT = 8114
 FAER_PORT = 8115
 AGAINST_PORT = 8116
-PEER_VENV = REPO / "target" / "bench-venv"
 
 LUA = """
 wrk.method = "POST"
@@ -138,17 +140,10 @@ def json_matrices(native_json, v2_json, port):
 
 
 def peer(port, blas):
-    """The Python peer on `port` with `blas` (one of PEER_BLAS's settings), in the venv
-    bench/run.py makes (made here if missing)."""
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r",
-                        str(REPO / "bench" / "peer" / "requirements.txt")], check=True)
-    return subprocess.Popen(
-        [str(PEER_VENV / "bin" / "uvicorn"), "app:app", "--app-dir", str(REPO / "bench" / "peer"),
-         "--workers", "2", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=peer_env(blas))
+    """The Python peer on `port` with `blas` (one of PEER_BLAS's settings), started as
+    bench/run.py starts it, in the venv bench/run.py makes (`run.venv_python`: made if missing,
+    the pinned packages installed)."""
+    return subprocess.Popen(run.peer_command(port), env=peer_env(blas))
 
 
 def idle_and_total():
@@ -180,7 +175,10 @@ def rate(server, path, body_file, content_type, header_length, seconds, lua, por
     idle_after, total_after = idle_and_total()
     idle = (idle_after - idle_before) / max(total_after - total_before, 1) * (os.cpu_count() or 1)
     wrk = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    assert "Non-2xx" not in out, out
+    failed = wrk_failures(out)
+    if failed:
+        raise SystemExit(f"{path} on port {port}: {failed} requests failed (non-2xx answers or "
+                         f"socket errors)\n{out}")
     done = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     return rps, cpu * 1e3 / max(done, 1), peak_mb(server.pid), wrk / seconds, idle
@@ -209,6 +207,9 @@ def main():
             bodies(scratch)
         lua = os.path.join(scratch, "post.lua")
         Path(lua).write_text(LUA)
+        if args.peer:
+            run.venv_python()
+            run.check_peer_venv()
         server = subprocess.Popen([str(binary), "--addr", f"127.0.0.1:{PORT}", "--log", "warn"])
         # (label, port, process) of each peer.
         peers = [(label, PEER_PORT + 10 * at, peer(PEER_PORT + 10 * at, blas))
@@ -247,39 +248,37 @@ def main():
                 wait_healthy(f"http://127.0.0.1:{port}", seconds=60)
                 theirs = v2_matrix(v2, head_length, port)
                 assert np.allclose(theirs, want, atol=1e-5), f"the peer ({label}) disagrees"
-            for _ in range(args.rounds):
-                runs["native"].append(rate(server, "/similarity/matrix", files["native"],
-                                           "application/json", "", args.seconds, lua))
-                runs["v2"].append(rate(server, "/v2/models/matrix/infer", files["v2"],
-                                       "application/octet-stream", str(head_length),
-                                       args.seconds, lua))
-                if args.json:
-                    runs["native_json"].append(rate(server, "/similarity/matrix",
-                                                    files["native_json"], "application/json",
-                                                    "", args.seconds, lua))
-                    runs["v2_json"].append(rate(server, "/v2/models/matrix/infer",
-                                                files["v2_json"], "application/json", "",
-                                                args.seconds, lua))
-                    if against:
-                        runs["against_json"].append(rate(against, "/v2/models/matrix/infer",
-                                                         files["v2_json"], "application/json",
-                                                         "", args.seconds, lua, AGAINST_PORT))
-                if args.dot:
-                    runs["dot"].append(rate(server, "/v2/models/matrix/infer", files["dot"],
-                                            "application/octet-stream", str(dot_head_length),
-                                            args.seconds, lua))
-                if faer:
-                    runs["faer"].append(rate(faer, "/v2/models/matrix/infer", files["v2"],
-                                             "application/octet-stream", str(head_length),
-                                             args.seconds, lua, FAER_PORT))
+            # (name in runs, process, path, body file, content type, header length, port) of
+            # every contender, measured once a round.
+            v2_binary = ("/v2/models/matrix/infer", files["v2"], "application/octet-stream",
+                         str(head_length))
+            contenders = [("native", server, "/similarity/matrix", files["native"], "application/json", "",
+                           PORT),
+                          ("v2", server, *v2_binary, PORT)]
+            if args.json:
+                contenders += [
+                    ("native_json", server, "/similarity/matrix", files["native_json"], "application/json",
+                     "", PORT),
+                    ("v2_json", server, "/v2/models/matrix/infer", files["v2_json"], "application/json",
+                     "", PORT)]
                 if against:
-                    runs["against"].append(rate(against, "/v2/models/matrix/infer", files["v2"],
-                                                "application/octet-stream", str(head_length),
-                                                args.seconds, lua, AGAINST_PORT))
-                for label, port, process in peers:
-                    runs[label].append(rate(process, "/v2/models/matrix/infer", files["v2"],
-                                            "application/octet-stream", str(head_length),
-                                            args.seconds, lua, port))
+                    contenders.append(("against_json", against, "/v2/models/matrix/infer",
+                                       files["v2_json"], "application/json", "", AGAINST_PORT))
+            if args.dot:
+                contenders.append(("dot", server, "/v2/models/matrix/infer", files["dot"],
+                                   "application/octet-stream", str(dot_head_length), PORT))
+            if faer:
+                contenders.append(("faer", faer, *v2_binary, FAER_PORT))
+            if against:
+                contenders.append(("against", against, *v2_binary, AGAINST_PORT))
+            contenders += [(label, process, *v2_binary, port) for label, port, process in peers]
+            for round_ in range(args.rounds):
+                # The order rotates, so that no contender always runs first (or after a given one).
+                at = round_ % len(contenders)
+                for name, process, path, body_file, content_type, header_length, port in \
+                        contenders[at:] + contenders[:at]:
+                    runs[name].append(rate(process, path, body_file, content_type, header_length,
+                                           args.seconds, lua, port))
         finally:
             server.terminate()
             server.wait()

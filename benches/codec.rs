@@ -5,7 +5,8 @@
 //!   about 20 bytes a number), by the tensor text reader on one thread and cut into pieces
 //!   on two, against serde's visitor, in bytes/s; and rows of unit length (an embedding
 //!   model's, whose values below 0.01 Python writes with 19 or 20 digits after the point) by
-//!   the reader on one thread;
+//!   the reader on one thread. Every reader case times finding the tensor's span
+//!   (`text::span`) with the reading, as the service does for each request;
 //! - `body`: a whole matrix request of two such tensors, parsed with its tensors read ahead
 //!   against serde alone;
 //! - `encode`: the 1000×768 answer as nested JSON and base64 through serde, and as nested JSON
@@ -88,7 +89,6 @@ fn python_text_scaled(rows: usize, seed: usize, scale: f32) -> String {
 fn read(c: &mut Criterion) {
     let tensor = python_text(ROWS, 0);
     let bytes = tensor.as_bytes();
-    let span = text::span(bytes, 0).unwrap();
     let two = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -102,11 +102,16 @@ fn read(c: &mut Criterion) {
             black_box(TensorSeed::new("a", &[2]).deserialize(&mut de).unwrap())
         })
     });
+    // Both reader cases find the span in the timed work, on the calling thread, as the
+    // service does before it reads a tensor (on one thread, or cut into pieces on the pool).
     group.bench_function("python floats 1000x768, reader, one thread", |bench| {
         bench.iter(|| black_box(text::read(bytes, &text::span(bytes, 0).unwrap()).unwrap()))
     });
     group.bench_function("python floats 1000x768, reader, two threads", |bench| {
-        bench.iter(|| two.install(|| black_box(text::read_parallel(bytes, &span).unwrap())))
+        bench.iter(|| {
+            let span = text::span(bytes, 0).unwrap();
+            two.install(|| black_box(text::read_parallel(bytes, &span).unwrap()))
+        })
     });
     group.finish();
 
