@@ -3,7 +3,9 @@
 //! - as a tensor, the reader accepts exactly what the serde path accepts, with the same
 //!   shape, and every value is the correctly rounded `f32` of its number's text (the one
 //!   allowed difference: a number within half an `f64` step of the `f32` overflow bound,
-//!   which serde's two roundings refuse and the reader reads as `f32::MAX`);
+//!   which serde's two roundings refuse and the reader reads as `f32::MAX`); and every
+//!   reader this processor can run (the baseline's, and those narrower than the one it
+//!   picks) reads the text as the picked one does, bit for bit, or refuses it too;
 //! - as a body, parsing with tensors read ahead gives what serde alone gives: the same
 //!   error text, or the same request.
 
@@ -12,7 +14,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeSeed;
 use simserve::api::matrix::MatrixRequest;
-use simserve::tensor::{Input, TensorSeed, text};
+use simserve::tensor::{Input, Tensor, TensorSeed, text};
 
 fuzz_target!(|data: &[u8]| {
     tensor(data);
@@ -77,8 +79,9 @@ fn body(data: &[u8]) {
 /// What the reader reads: the tensor after leading whitespace, with only whitespace after,
 /// of rank 2 or 3 (the seed refuses others). Read both ways (its span found first, and from
 /// its bracket), which must agree on the tensor and where it ends; its span found from the
-/// record of the text's brackets (made in two pieces) must be the one found in the text.
-fn read(data: &[u8]) -> Option<simserve::tensor::Tensor> {
+/// record of the text's brackets (made in two pieces) must be the one found in the text;
+/// and every other reader must read from the bracket what the picked one reads.
+fn read(data: &[u8]) -> Option<Tensor> {
     let start = data.iter().position(|b| !b" \n\r\t".contains(b))?;
     let span = text::span(data, start);
     let mut brackets = text::Brackets::default();
@@ -89,13 +92,28 @@ fn read(data: &[u8]) -> Option<simserve::tensor::Tensor> {
         assert_eq!(text::span_recorded(data, start, recorded), span);
     }
     let spanned = span.and_then(|span| Some((text::read(data, &span)?, span.range.end)));
-    assert_eq!(text::read_at(data, start), spanned);
+    let at_bracket = text::read_at(data, start);
+    assert_eq!(at_bracket, spanned);
+    let picked = bits(&at_bracket);
+    assert_eq!(bits(&text::read_at_by_baseline(data, start)), picked, "baseline");
+    for (reader, read) in text::read_at_by_narrower_readers(data, start) {
+        assert_eq!(bits(&read), picked, "{reader}");
+    }
     let (tensor, end) = spanned?;
     data[end..]
         .iter()
         .all(|b| b" \n\r\t".contains(b))
         .then_some(tensor)
         .filter(|tensor| tensor.rank() >= 2)
+}
+
+/// A reading as its shape, its values' bits and where it ends: readings compared this way
+/// differ when one reads `-0.0` and another `0.0`.
+fn bits(read: &Option<(Tensor, usize)>) -> Option<(Vec<usize>, Vec<u32>, usize)> {
+    read.as_ref().map(|(tensor, end)| {
+        let bits = tensor.values().iter().map(|v| v.to_bits()).collect();
+        (tensor.shape().to_vec(), bits, *end)
+    })
 }
 
 /// The numbers of tensor text, each rounded by the standard library.

@@ -503,4 +503,412 @@ mod tests {
             assert_eq!(into_vec(array.clone()), want(&array), "{array:?}");
         }
     }
+
+    /// Inference answers of every result, choice of outputs and value, read back: each
+    /// value is the result's bit for bit, in its output's JSON `data` or in the binary data
+    /// at its place, and the JSON is the text serde writes for the same vectors. Run with
+    /// more cases by `PROPTEST_CASES=3000 cargo test properties` (CI does).
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+        use serde::Deserialize;
+        use serde_json::value::RawValue;
+
+        use super::*;
+        use crate::answer::json::tests::properties::{
+            POOLS, Set, assert_bits, difference, filled, large_shape, metric, neighbour_sets,
+            numbers, run_large, tables, value,
+        };
+        use crate::answer::json::{IdLookup, IdsField};
+        use crate::tensor::Strings;
+
+        /// An output's values as the answer must give them.
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(untagged)]
+        enum Want {
+            Floats(Vec<f32>),
+            Ints(Vec<i64>),
+            Strings(Vec<String>),
+        }
+
+        /// An output as the answer must give it (the module's doc).
+        #[derive(Debug, Clone)]
+        struct Expected {
+            name: &'static str,
+            datatype: &'static str,
+            shape: Vec<usize>,
+            values: Want,
+        }
+
+        /// The one output of a dense result.
+        fn dense_output(field: DenseField, shape: &[usize], data: &[f32]) -> Expected {
+            Expected {
+                name: match field {
+                    DenseField::Scores => "scores",
+                    DenseField::Matrix => "matrix",
+                },
+                datatype: "FP32",
+                shape: shape.to_vec(),
+                values: Want::Floats(data.to_vec()),
+            }
+        }
+
+        /// The outputs of neighbours: `indices`, `scores`, `offsets` and, with `ids`, `ids`.
+        fn neighbours_outputs(
+            batched: bool,
+            sets: &[Set],
+            ids: Option<&[String]>,
+        ) -> Vec<Expected> {
+            let rows: Vec<&Vec<(usize, f32)>> = sets.iter().flatten().collect();
+            let width = rows.first().map_or(0, |row| row.len());
+            let entries: Vec<(usize, f32)> =
+                rows.iter().flat_map(|row| row.iter().copied()).collect();
+            let shape = if rows.iter().all(|row| row.len() == width) {
+                let n = sets.first().map_or(0, Vec::len);
+                if batched {
+                    vec![sets.len(), n, width]
+                } else {
+                    vec![n, width]
+                }
+            } else {
+                vec![entries.len()]
+            };
+            let mut offsets = vec![0i64];
+            for row in &rows {
+                offsets.push(offsets[offsets.len() - 1] + row.len() as i64);
+            }
+            let output = |name, datatype, shape: &[usize], values| Expected {
+                name,
+                datatype,
+                shape: shape.to_vec(),
+                values,
+            };
+            let mut outputs = vec![
+                output(
+                    "indices",
+                    "INT64",
+                    &shape,
+                    Want::Ints(entries.iter().map(|&(i, _)| i as i64).collect()),
+                ),
+                output(
+                    "scores",
+                    "FP32",
+                    &shape,
+                    Want::Floats(entries.iter().map(|&(_, s)| s).collect()),
+                ),
+                output("offsets", "INT64", &[offsets.len()], Want::Ints(offsets)),
+            ];
+            if let Some(ids) = ids {
+                let listed = entries.iter().map(|&(i, _)| ids[i].clone()).collect();
+                outputs.push(output("ids", "BYTES", &shape, Want::Strings(listed)));
+            }
+            outputs
+        }
+
+        /// Checks that `bytes`, an output's binary data, are `want`'s little-endian values
+        /// (strings each after its 4-byte length).
+        fn assert_binary(bytes: &[u8], want: &Want) -> Result<(), TestCaseError> {
+            match want {
+                Want::Floats(want) => {
+                    let (floats, rest) = bytes.as_chunks::<4>();
+                    prop_assert!(rest.is_empty());
+                    let bits: Vec<u32> = floats.iter().map(|&b| u32::from_le_bytes(b)).collect();
+                    assert_bits(&bits, want)?;
+                }
+                Want::Ints(want) => {
+                    let (ints, rest) = bytes.as_chunks::<8>();
+                    prop_assert!(rest.is_empty());
+                    let ints: Vec<i64> = ints.iter().map(|&b| i64::from_le_bytes(b)).collect();
+                    prop_assert_eq!(&ints, want);
+                }
+                Want::Strings(want) => {
+                    let mut rest = bytes;
+                    let mut read = Vec::new();
+                    while let Some((length, after)) = rest.split_first_chunk::<4>() {
+                        let (text, after) = after.split_at(u32::from_le_bytes(*length) as usize);
+                        read.push(String::from_utf8(text.to_vec())?);
+                        rest = after;
+                    }
+                    prop_assert!(rest.is_empty());
+                    prop_assert_eq!(&read, want);
+                }
+            }
+            Ok(())
+        }
+
+        /// Checks that `data`, an output's JSON `data`, holds `want`'s values, floats bit
+        /// for bit.
+        fn assert_json(data: &str, want: &Want) -> Result<(), TestCaseError> {
+            match want {
+                Want::Floats(want) => {
+                    let _: Vec<serde_json::Number> = serde_json::from_str(data)?;
+                    assert_bits(&numbers(data)?, want)?;
+                }
+                Want::Ints(want) => prop_assert_eq!(&serde_json::from_str::<Vec<i64>>(data)?, want),
+                Want::Strings(want) => {
+                    prop_assert_eq!(&serde_json::from_str::<Vec<String>>(data)?, want)
+                }
+            }
+            Ok(())
+        }
+
+        /// An answer's JSON as it reads back: each output's `data` left as it is.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AnswerRead<'a> {
+            model_name: String,
+            model_version: String,
+            #[serde(default)]
+            id: Option<String>,
+            parameters: BTreeMap<String, String>,
+            #[serde(borrow)]
+            outputs: Vec<OutputRead<'a>>,
+        }
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct OutputRead<'a> {
+            name: String,
+            datatype: String,
+            shape: Vec<usize>,
+            #[serde(default)]
+            parameters: Option<BinaryData>,
+            #[serde(borrow, default)]
+            data: Option<&'a RawValue>,
+        }
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BinaryData {
+            binary_data_size: usize,
+        }
+
+        /// An answer's JSON as serde writes it.
+        #[derive(Serialize)]
+        struct AnswerWant<'a> {
+            model_name: &'a str,
+            model_version: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            parameters: &'a BTreeMap<String, String>,
+            outputs: Vec<OutputWant<'a>>,
+        }
+
+        #[derive(Serialize)]
+        struct OutputWant<'a> {
+            name: &'a str,
+            datatype: &'a str,
+            shape: &'a [usize],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            parameters: Option<BinaryData>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<&'a Want>,
+        }
+
+        /// The bytes a binary output of `want` takes.
+        fn binary_size(want: &Want) -> usize {
+            match want {
+                Want::Floats(values) => 4 * values.len(),
+                Want::Ints(values) => 8 * values.len(),
+                Want::Strings(values) => values.iter().map(|s| 4 + s.len()).sum(),
+            }
+        }
+
+        /// The answer of `outcome` (whose outputs are `outputs`) encoded on a pool of
+        /// `threads` threads, checked: its JSON parses and is the text serde writes, and
+        /// each output chosen is there, in order, with its values bit for bit in its JSON or
+        /// its binary data. `chosen` picks the outputs asked for (`None`: all, in `binary`
+        /// or not). Gives the answer.
+        fn assert_answer(
+            outcome: Outcome,
+            outputs: &[Expected],
+            chosen: Option<&[(Index, bool)]>,
+            binary: bool,
+            id: Option<&str>,
+            threads: usize,
+        ) -> Result<Answer, TestCaseError> {
+            // The outputs asked for, each once, and whether in binary.
+            let asked: Vec<(Expected, bool)> = match chosen {
+                None => outputs.iter().map(|o| (o.clone(), binary)).collect(),
+                Some(chosen) => {
+                    let mut left = outputs.to_vec();
+                    chosen
+                        .iter()
+                        .map_while(|(at, binary)| {
+                            (!left.is_empty()).then(|| (left.remove(at.index(left.len())), *binary))
+                        })
+                        .collect()
+                }
+            };
+            let wanted: Option<Vec<Wanted>> = chosen.map(|_| {
+                asked
+                    .iter()
+                    .map(|(o, binary)| Wanted {
+                        name: o.name,
+                        binary: *binary,
+                    })
+                    .collect()
+            });
+            let parameters: BTreeMap<String, String> =
+                [("metric".to_owned(), outcome.metric.name().to_owned())]
+                    .into_iter()
+                    .chain(
+                        outcome
+                            .tables
+                            .iter()
+                            .map(|(n, v)| (format!("table.{n}"), v.clone())),
+                    )
+                    .collect();
+            let answer = POOLS[threads - 1]
+                .install(|| encode("m", id, outcome, wanted.as_deref(), binary))?;
+            let bytes = joined(&answer);
+            let (json, mut binary_data) = bytes.split_at(answer.json_length.unwrap_or(bytes.len()));
+            let read: AnswerRead = serde_json::from_slice(json)?;
+            prop_assert_eq!(read.model_name, "m");
+            prop_assert_eq!(read.model_version, MODEL_VERSION);
+            prop_assert_eq!(read.id.as_deref(), id);
+            prop_assert_eq!(&read.parameters, &parameters);
+            prop_assert_eq!(read.outputs.len(), asked.len());
+            for (output, (want, binary)) in read.outputs.iter().zip(&asked) {
+                prop_assert_eq!(&output.name, want.name);
+                prop_assert_eq!(&output.datatype, want.datatype);
+                prop_assert_eq!(&output.shape, &want.shape);
+                if *binary {
+                    prop_assert!(output.data.is_none());
+                    let size = output
+                        .parameters
+                        .as_ref()
+                        .map_or(usize::MAX, |p| p.binary_data_size);
+                    prop_assert!(
+                        size <= binary_data.len(),
+                        "{} of {} bytes",
+                        size,
+                        binary_data.len()
+                    );
+                    let (own, rest) = binary_data.split_at(size);
+                    assert_binary(own, &want.values)?;
+                    binary_data = rest;
+                } else {
+                    prop_assert!(output.parameters.is_none());
+                    let data = output.data.ok_or_else(|| TestCaseError::fail("no data"))?;
+                    assert_json(data.get(), &want.values)?;
+                }
+            }
+            prop_assert!(binary_data.is_empty(), "{} bytes left", binary_data.len());
+            let want = serde_json::to_vec(&AnswerWant {
+                model_name: "m",
+                model_version: MODEL_VERSION,
+                id,
+                parameters: &parameters,
+                outputs: asked
+                    .iter()
+                    .map(|(o, binary)| OutputWant {
+                        name: o.name,
+                        datatype: o.datatype,
+                        shape: &o.shape,
+                        parameters: binary.then(|| BinaryData {
+                            binary_data_size: binary_size(&o.values),
+                        }),
+                        data: (!binary).then_some(&o.values),
+                    })
+                    .collect(),
+            })?;
+            prop_assert!(json == want, "{}", difference(json, &want));
+            Ok(answer)
+        }
+
+        /// A dense result of rank 1 to 3 and its values.
+        fn dense_result() -> impl Strategy<Value = (Vec<usize>, Vec<f32>)> {
+            prop::collection::vec(0usize..8, 1..=3).prop_flat_map(|shape| {
+                let len = shape.iter().product::<usize>();
+                (Just(shape), prop::collection::vec(value(), len))
+            })
+        }
+
+        fn field() -> impl Strategy<Value = DenseField> {
+            prop::sample::select(vec![DenseField::Scores, DenseField::Matrix])
+        }
+
+        /// Outputs asked for by place among those left, each in binary or not (`None`: all).
+        fn chosen() -> impl Strategy<Value = Option<Vec<(Index, bool)>>> {
+            prop::option::of(prop::collection::vec((any::<Index>(), any::<bool>()), 0..5))
+        }
+
+        proptest! {
+            #[test]
+            fn every_dense_inference_answer_reads_back_bit_for_bit_as_the_text_serde_writes(
+                (shape, data) in dense_result(),
+                field in field(),
+                metric in metric(),
+                tables in tables(),
+                chosen in chosen(),
+                binary in any::<bool>(),
+                id in prop::option::of(".{0,4}"),
+            ) {
+                let outputs = [dense_output(field, &shape, &data)];
+                let values = ndarray::ArrayD::from_shape_vec(shape, data)?;
+                let tables = tables.into_iter().collect();
+                let outcome = Outcome::dense(metric, Encoding::Json, field, values, tables);
+                assert_answer(outcome, &outputs, chosen.as_deref(), binary, id.as_deref(), 1)?;
+            }
+
+            #[test]
+            fn every_neighbours_inference_answer_reads_back_bit_for_bit_as_the_text_serde_writes(
+                (batched, sets) in neighbour_sets(),
+                metric in metric(),
+                ids in prop::option::of(prop::collection::vec(".{0,6}", 20)),
+                chosen in chosen(),
+                binary in any::<bool>(),
+            ) {
+                let outputs = neighbours_outputs(batched, &sets, ids.as_deref());
+                let lookup = ids.map(|ids| {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    let ids: Box<dyn IdLookup + Send> = Box::new(Strings::try_from(&ids[..]).unwrap());
+                    (IdsField::Items, ids)
+                });
+                let sets = sets
+                    .iter()
+                    .map(|set| Neighbours {
+                        indices: set.iter().map(|row| row.iter().map(|&(i, _)| i)).collect(),
+                        scores: set.iter().map(|row| row.iter().map(|&(_, s)| s)).collect(),
+                    })
+                    .collect();
+                let outcome = Outcome {
+                    metric,
+                    encoding: Encoding::Json,
+                    tables: Vec::new(),
+                    result: Computed::Neighbours { sets, batched, ids: lookup },
+                };
+                assert_answer(outcome, &outputs, chosen.as_deref(), binary, None, 1)?;
+            }
+        }
+
+        #[test]
+        fn every_large_inference_answer_written_in_pieces_reads_back_bit_for_bit() {
+            let cases = (
+                large_shape(),
+                any::<u64>(),
+                prop::collection::vec(value(), 1..32),
+                2usize..=4,
+            );
+            run_large(cases, |(shape, seed, palette, threads)| {
+                let data = filled(shape.iter().product(), seed, &palette);
+                let outputs = [dense_output(DenseField::Matrix, &shape, &data)];
+                let values = ndarray::ArrayD::from_shape_vec(shape, data)?;
+                let outcome = Outcome::dense(
+                    Metric::Dot,
+                    Encoding::Json,
+                    DenseField::Matrix,
+                    values,
+                    Vec::new(),
+                );
+                let answer = assert_answer(outcome, &outputs, None, false, None, threads)?;
+                // The JSON before the data, two pieces of the data or more, and the end.
+                prop_assert!(answer.pieces.len() >= 4, "{} pieces", answer.pieces.len());
+                Ok(())
+            });
+        }
+    }
 }

@@ -577,7 +577,7 @@ fn to_response<T: Serialize>(body: &T) -> Result<Vec<u8>, ApiError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use base64::engine::general_purpose::STANDARD;
 
@@ -777,5 +777,663 @@ mod tests {
             String::from_utf8(body.concat()).unwrap(),
             r#"{"metric":"cosine","shape":[2,2],"matrix":[[1.0,-0.5],[0.25,2.0]],"tables":{"items":"abc"}}"#
         );
+    }
+
+    /// Answers of every shape and value read back, and held to the text serde writes for the
+    /// same nested vectors: dense bodies (nested arrays or base64; small, or large and written
+    /// in pieces on the compute threads) and neighbours bodies. Run with more cases by
+    /// `PROPTEST_CASES=3000 cargo test properties` (CI does).
+    ///
+    /// Which of the float writer's kernels works out the decimals is the processor's
+    /// ([`float::decimals`] takes the widest it has), but the widest hands the numbers left
+    /// over after its lanes to the narrower ones: with AVX-512, eight at a time, the four to
+    /// seven left by the AVX2 kernel, the last one to three (and runs shorter than four) one
+    /// at a time. Rows of every length, in runs of up to 256, so reach every kernel this
+    /// processor can run.
+    pub(in crate::answer) mod properties {
+        use std::collections::BTreeMap;
+        use std::sync::LazyLock;
+
+        use base64::engine::general_purpose::STANDARD;
+        use ndarray::{ArrayViewD, IxDyn};
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use serde::Deserialize;
+        use serde_json::value::RawValue;
+
+        use super::*;
+        use crate::tensor::Strings;
+
+        /// Pools of one to four threads, made once: a large tensor is written in pieces on
+        /// two threads or more.
+        pub(in crate::answer) static POOLS: LazyLock<Vec<rayon::ThreadPool>> =
+            LazyLock::new(|| {
+                (1..=4)
+                    .map(|threads| {
+                        rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap()
+                    })
+                    .collect()
+            });
+
+        /// Floats the writer treats apart: zeros of both signs, the least and greatest
+        /// subnormals, the least normal, the extremes, a longest text, and both sides of the
+        /// switches between fixed and exponent notation.
+        const EDGES: [f32; 14] = [
+            0.0,
+            -0.0,
+            1e-45,
+            1.175_494_2e-38,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+            -1.000_000_1e-6,
+            1e-6,
+            9.999_999e-7,
+            999_999_900_000.0,
+            1e13,
+            0.1,
+            1.0,
+        ];
+
+        /// `value` when finite, else the float of its bits without the exponent's top bit.
+        fn finite(value: f32) -> f32 {
+            if value.is_finite() {
+                value
+            } else {
+                f32::from_bits(value.to_bits() & !(1 << 30))
+            }
+        }
+
+        /// The float `steps` floats up from `value` (down when negative).
+        fn stepped(value: f32, steps: i32) -> f32 {
+            let step = |v: f32| {
+                if steps > 0 {
+                    v.next_up()
+                } else {
+                    v.next_down()
+                }
+            };
+            (0..steps.unsigned_abs()).fold(value, |v, _| step(v))
+        }
+
+        /// A finite float of every kind: an edge or a few steps from one, a subnormal, a
+        /// power of ten, a score, or any finite bits; either sign.
+        pub(in crate::answer) fn value() -> impl Strategy<Value = f32> {
+            prop_oneof![
+                3 => any::<u32>().prop_map(|bits| finite(f32::from_bits(bits))),
+                1 => prop::sample::select(EDGES.to_vec()),
+                1 => (prop::sample::select(EDGES.to_vec()), -3i32..=3)
+                    .prop_map(|(edge, steps)| finite(stepped(edge, steps))),
+                1 => (1u32..0x0080_0000, any::<bool>())
+                    .prop_map(|(bits, negative)| f32::from_bits(bits | u32::from(negative) << 31)),
+                1 => (-45i32..=38, any::<bool>()).prop_map(|(exponent, negative)| {
+                    let sign = if negative { "-" } else { "" };
+                    format!("{sign}1e{exponent}").parse::<f32>().unwrap()
+                }),
+                2 => -1f32..=1f32,
+            ]
+        }
+
+        /// A tensor of rank 1 to 3 and its values: rows of every length (empty ones too, and
+        /// runs past the 256 numbers worked out at a time), below [`PARALLEL_NUMBERS`].
+        fn tensor() -> impl Strategy<Value = (Vec<usize>, Vec<f32>)> {
+            prop_oneof![
+                (0usize..300).prop_map(|n| vec![n]),
+                (0usize..12, 0usize..40).prop_map(|(n, m)| vec![n, m]),
+                (0usize..5, 0usize..5, 0usize..12).prop_map(|(n, m, k)| vec![n, m, k]),
+            ]
+            .prop_flat_map(|shape| {
+                let len = shape.iter().product::<usize>();
+                (Just(shape), vec(value(), len))
+            })
+        }
+
+        /// A shape of at least [`PARALLEL_NUMBERS`] values and two rows or more: written in
+        /// pieces.
+        pub(in crate::answer) fn large_shape() -> impl Strategy<Value = Vec<usize>> {
+            let at_least = |rows: usize| PARALLEL_NUMBERS.div_ceil(rows);
+            prop_oneof![
+                (0usize..3000).prop_map(|more| vec![PARALLEL_NUMBERS + more]),
+                (2usize..400, 0usize..50).prop_map(move |(n, more)| vec![n, at_least(n) + more]),
+                (2usize..40, 1usize..8, 0usize..20).prop_map(move |(n, m, more)| vec![
+                    n,
+                    m,
+                    at_least(n * m) + more
+                ]),
+            ]
+        }
+
+        /// `len` floats of every kind from `seed` (too many to draw one by one), those of
+        /// `palette` among them.
+        pub(in crate::answer) fn filled(len: usize, seed: u64, palette: &[f32]) -> Vec<f32> {
+            let mut state = seed | 1;
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let bits = (state >> 32) as u32;
+                    match state % 4 {
+                        0 => palette[bits as usize % palette.len()],
+                        1 => finite(f32::from_bits(bits)),
+                        _ => bits as f32 / u32::MAX as f32 * 2.0 - 1.0,
+                    }
+                })
+                .collect()
+        }
+
+        /// Tables read and their versions (any text), as an answer lists them.
+        pub(in crate::answer) fn tables() -> impl Strategy<Value = BTreeMap<String, String>> {
+            let name = prop::sample::select(vec!["items".to_owned(), "users".to_owned()]);
+            prop::collection::btree_map(name, ".{0,6}", 0..=2)
+        }
+
+        pub(in crate::answer) fn metric() -> impl Strategy<Value = Metric> {
+            prop::sample::select(vec![
+                Metric::Cosine,
+                Metric::Dot,
+                Metric::Euclidean,
+                Metric::Manhattan,
+            ])
+        }
+
+        /// A base64 tensor object, as serde writes it.
+        #[derive(Serialize)]
+        struct Base64Tensor {
+            dtype: &'static str,
+            shape: Vec<usize>,
+            data: String,
+        }
+
+        impl Base64Tensor {
+            fn of(shape: Vec<usize>, data: &[f32]) -> Self {
+                let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Base64Tensor {
+                    dtype: "float32",
+                    shape,
+                    data: STANDARD.encode(bytes),
+                }
+            }
+        }
+
+        /// A float tensor as serde writes it: nested vectors, or a base64 object.
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Floats {
+            One(Vec<f32>),
+            Two(Vec<Vec<f32>>),
+            Three(Vec<Vec<Vec<f32>>>),
+            Base64(Base64Tensor),
+        }
+
+        /// `n` rows of `m` of `data`'s values.
+        fn rows(data: &[f32], n: usize, m: usize) -> Vec<Vec<f32>> {
+            (0..n).map(|i| data[i * m..(i + 1) * m].to_vec()).collect()
+        }
+
+        /// `data` (row-major, of `shape`, rank 1 to 3) as nested vectors.
+        fn nested_vectors(shape: &[usize], data: &[f32]) -> Floats {
+            match *shape {
+                [n, m, k] => Floats::Three(
+                    (0..n)
+                        .map(|i| rows(&data[i * m * k..(i + 1) * m * k], m, k))
+                        .collect(),
+                ),
+                [n, m] => Floats::Two(rows(data, n, m)),
+                _ => Floats::One(data.to_vec()),
+            }
+        }
+
+        /// Whether `value` is arrays nested as `shape`, numbers innermost.
+        fn nested_as(value: &serde_json::Value, shape: &[usize]) -> bool {
+            match shape {
+                [] => value.is_number(),
+                [len, inner @ ..] => value.as_array().is_some_and(|items| {
+                    items.len() == *len && items.iter().all(|item| nested_as(item, inner))
+                }),
+            }
+        }
+
+        /// Where `written` and `want` first differ, with the bytes around it.
+        pub(in crate::answer) fn difference(written: &[u8], want: &[u8]) -> String {
+            let at = written
+                .iter()
+                .zip(want)
+                .position(|(w, v)| w != v)
+                .unwrap_or(written.len().min(want.len()));
+            let around = |text: &[u8]| {
+                String::from_utf8_lossy(&text[at.saturating_sub(40)..(at + 40).min(text.len())])
+                    .into_owned()
+            };
+            format!("byte {at}: {:?}, serde {:?}", around(written), around(want))
+        }
+
+        /// The bits of the numbers of `text` (JSON arrays of numbers), in order, each read by
+        /// the standard library (rounding once, correctly).
+        pub(in crate::answer) fn numbers(
+            text: &str,
+        ) -> Result<Vec<u32>, std::num::ParseFloatError> {
+            text.split(['[', ']', ','])
+                .filter(|number| !number.is_empty())
+                .map(|number| number.parse::<f32>().map(f32::to_bits))
+                .collect()
+        }
+
+        /// The bits of the floats of `tensor`, a base64 tensor object, checked to be of
+        /// `shape`.
+        fn decoded(tensor: &serde_json::Value, shape: &[usize]) -> Result<Vec<u32>, TestCaseError> {
+            prop_assert_eq!(tensor["dtype"].as_str(), Some("float32"));
+            prop_assert_eq!(&tensor["shape"], &serde_json::json!(shape));
+            let bytes = STANDARD.decode(tensor["data"].as_str().unwrap_or_default())?;
+            let (floats, rest) = bytes.as_chunks::<4>();
+            prop_assert!(rest.is_empty());
+            Ok(floats.iter().map(|&b| u32::from_le_bytes(b)).collect())
+        }
+
+        /// Checks that `bits` are those of `data`, saying where they first differ.
+        pub(in crate::answer) fn assert_bits(
+            bits: &[u32],
+            data: &[f32],
+        ) -> Result<(), TestCaseError> {
+            let want: Vec<u32> = data.iter().map(|v| v.to_bits()).collect();
+            let differ = bits.iter().zip(&want).position(|(b, w)| b != w);
+            prop_assert!(
+                bits.len() == want.len() && differ.is_none(),
+                "{} values read, {} written; value {:?} read as {:?}",
+                bits.len(),
+                want.len(),
+                differ,
+                differ.map(|at| (f32::from_bits(bits[at]), f32::from_bits(want[at])))
+            );
+            Ok(())
+        }
+
+        /// Checks `text`, a float tensor written as `encoding`: it is JSON nested as `shape`
+        /// (or a base64 object of `shape`), and its values are `data` bit for bit.
+        fn assert_floats(
+            text: &str,
+            encoding: Encoding,
+            shape: &[usize],
+            data: &[f32],
+        ) -> Result<(), TestCaseError> {
+            let parsed: serde_json::Value = serde_json::from_str(text)?;
+            let bits = match encoding {
+                Encoding::Json => {
+                    prop_assert!(nested_as(&parsed, shape), "not nested as {:?}", shape);
+                    numbers(text)?
+                }
+                Encoding::Base64 => decoded(&parsed, shape)?,
+            };
+            assert_bits(&bits, data)
+        }
+
+        /// Whether `a` and `b` are arrays nested alike, numbers innermost.
+        fn nested_alike(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+            match (a.as_array(), b.as_array()) {
+                (Some(a), Some(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| nested_alike(a, b))
+                }
+                (None, None) => a.is_number() && b.is_number(),
+                _ => false,
+            }
+        }
+
+        /// The bits of the floats of base64 tensors of one row each, in arrays nested as
+        /// `indices`.
+        fn decoded_rows(
+            value: &serde_json::Value,
+            indices: &serde_json::Value,
+        ) -> Result<Vec<u32>, TestCaseError> {
+            match (value.as_array(), indices.as_array()) {
+                (Some(values), Some(indices)) if values.len() == indices.len() => {
+                    let mut bits = Vec::new();
+                    for (value, indices) in values.iter().zip(indices) {
+                        bits.extend(decoded_rows(value, indices)?);
+                    }
+                    Ok(bits)
+                }
+                (None, Some(row)) if row.iter().all(serde_json::Value::is_number) => {
+                    decoded(value, &[row.len()])
+                }
+                _ => Err(TestCaseError::fail(format!(
+                    "{value} is not listed as {indices}"
+                ))),
+            }
+        }
+
+        /// A dense body as it reads back: its tensor's text left as it is.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct DenseRead<'a> {
+            metric: String,
+            shape: Vec<usize>,
+            #[serde(borrow, default)]
+            scores: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            matrix: Option<&'a RawValue>,
+            #[serde(default)]
+            tables: BTreeMap<String, String>,
+        }
+
+        /// A dense body as serde writes it.
+        #[derive(Serialize)]
+        struct DenseWant<'a> {
+            metric: &'static str,
+            shape: &'a [usize],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            scores: Option<Floats>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            matrix: Option<Floats>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            tables: &'a BTreeMap<String, String>,
+        }
+
+        /// What [`dense`] writes of `data` (of `shape`), on a pool of `threads` threads,
+        /// checked: it parses, its fields are those given, its tensor holds `data` bit for
+        /// bit in `shape`, and it is the text serde writes of the same nested vectors.
+        /// Gives the body's pieces.
+        fn assert_dense_body(
+            metric: Metric,
+            encoding: Encoding,
+            field: DenseField,
+            shape: &[usize],
+            data: &[f32],
+            tables: &BTreeMap<String, String>,
+            threads: usize,
+        ) -> Result<Vec<Vec<u8>>, TestCaseError> {
+            let versions: Vec<(String, String)> =
+                tables.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            let view = ArrayViewD::from_shape(IxDyn(shape), data)?;
+            let pieces = POOLS[threads - 1]
+                .install(|| dense(metric, encoding, field, shape, view, Versions(&versions)))?;
+            let body = pieces.concat();
+            let read: DenseRead = serde_json::from_slice(&body)?;
+            prop_assert_eq!(read.metric, metric.name());
+            prop_assert_eq!(&read.shape, shape);
+            prop_assert_eq!(&read.tables, tables);
+            let (named, other) = match field {
+                DenseField::Scores => (read.scores, read.matrix),
+                DenseField::Matrix => (read.matrix, read.scores),
+            };
+            prop_assert!(other.is_none(), "both fields");
+            let named = named.ok_or_else(|| TestCaseError::fail(format!("no {field:?}")))?;
+            assert_floats(named.get(), encoding, shape, data)?;
+            let floats = match encoding {
+                Encoding::Json => nested_vectors(shape, data),
+                Encoding::Base64 => Floats::Base64(Base64Tensor::of(shape.to_vec(), data)),
+            };
+            let (scores, matrix) = match field {
+                DenseField::Scores => (Some(floats), None),
+                DenseField::Matrix => (None, Some(floats)),
+            };
+            let want = serde_json::to_vec(&DenseWant {
+                metric: metric.name(),
+                shape,
+                scores,
+                matrix,
+                tables,
+            })?;
+            prop_assert!(body == want, "{}", difference(&body, &want));
+            Ok(pieces)
+        }
+
+        fn field() -> impl Strategy<Value = DenseField> {
+            prop::sample::select(vec![DenseField::Scores, DenseField::Matrix])
+        }
+
+        fn encoding() -> impl Strategy<Value = Encoding> {
+            prop::sample::select(vec![Encoding::Json, Encoding::Base64])
+        }
+
+        proptest! {
+            #[test]
+            fn every_written_answer_reads_back_bit_for_bit_as_the_text_serde_writes(
+                (shape, data) in tensor(),
+                metric in metric(),
+                encoding in encoding(),
+                field in field(),
+                tables in tables(),
+                threads in 1usize..=4,
+            ) {
+                assert_dense_body(metric, encoding, field, &shape, &data, &tables, threads)?;
+            }
+        }
+
+        /// Runs `test` on a case of `strategy` for every hundred that `PROPTEST_CASES` (or
+        /// proptest's default) asks of the other properties, two at least: each case here
+        /// writes and reads some 130,000 numbers. (Within `proptest!`, `PROPTEST_CASES` would
+        /// set the number of cases whatever the configuration says.)
+        pub(in crate::answer) fn run_large<S: Strategy>(
+            strategy: S,
+            test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+        ) {
+            let cases = (ProptestConfig::default().cases / 100).max(2);
+            let config = ProptestConfig {
+                cases,
+                ..ProptestConfig::default()
+            };
+            if let Err(err) = proptest::test_runner::TestRunner::new(config).run(&strategy, test) {
+                panic!("{err}");
+            }
+        }
+
+        #[test]
+        fn every_answer_written_in_pieces_on_the_compute_threads_reads_back_bit_for_bit() {
+            let cases = (
+                large_shape(),
+                any::<u64>(),
+                vec(value(), 1..32),
+                field(),
+                2usize..=4,
+            );
+            run_large(cases, |(shape, seed, palette, field, threads)| {
+                let data = filled(shape.iter().product(), seed, &palette);
+                let tables = BTreeMap::new();
+                let pieces = assert_dense_body(
+                    Metric::Cosine,
+                    Encoding::Json,
+                    field,
+                    &shape,
+                    &data,
+                    &tables,
+                    threads,
+                )?;
+                // The fields before, two pieces of the tensor or more, and the end.
+                prop_assert!(pieces.len() >= 4, "{} pieces", pieces.len());
+                Ok(())
+            });
+        }
+
+        /// A set's rows, each row's entries as (index, score).
+        pub(in crate::answer) type Set = Vec<Vec<(usize, f32)>>;
+
+        /// Each set's rows.
+        pub(in crate::answer) type Sets = Vec<Set>;
+
+        /// Neighbours of one set, or (`batched`) of up to three sets of the same number of
+        /// rows, with indices below 20 (the ids there are): every row of one length, or
+        /// each of its own.
+        pub(in crate::answer) fn neighbour_sets() -> impl Strategy<Value = (bool, Sets)> {
+            (
+                any::<bool>(),
+                1usize..=3,
+                0usize..5,
+                prop::option::of(0usize..6),
+            )
+                .prop_flat_map(|(batched, sets, rows, width)| {
+                    let sets = if batched { sets } else { 1 };
+                    let entries = width.map_or(0..6, |width| width..width + 1);
+                    let row = vec((0usize..20, value()), entries);
+                    (Just(batched), vec(vec(row, rows), sets))
+                })
+        }
+
+        /// Lists as nested vectors: one set's, or (`batched`) each set's.
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum PerSetWant<T> {
+            One(T),
+            Each(Vec<T>),
+        }
+
+        fn per_set<T>(sets: &[Set], batched: bool, each: impl Fn(&Set) -> T) -> PerSetWant<T> {
+            match sets {
+                [set] if !batched => PerSetWant::One(each(set)),
+                sets => PerSetWant::Each(sets.iter().map(each).collect()),
+            }
+        }
+
+        /// The ids of the listed indices, each the `names` at its index.
+        fn ids_of<'a>(
+            sets: &[Set],
+            batched: bool,
+            names: &'a [String],
+        ) -> PerSetWant<Vec<Vec<&'a str>>> {
+            per_set(sets, batched, |set| {
+                set.iter()
+                    .map(|row| row.iter().map(|&(i, _)| names[i].as_str()).collect())
+                    .collect()
+            })
+        }
+
+        /// A neighbours body's scores as serde writes them.
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum ScoresWant {
+            Nested(PerSetWant<Vec<Vec<f32>>>),
+            Tensor(Base64Tensor),
+            Rows(PerSetWant<Vec<Base64Tensor>>),
+        }
+
+        /// A neighbours body as serde writes it.
+        #[derive(Serialize)]
+        struct NeighboursWant<'a> {
+            metric: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            shape: Option<Vec<usize>>,
+            indices: PerSetWant<Vec<Vec<usize>>>,
+            scores: ScoresWant,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            items: Option<PerSetWant<Vec<Vec<&'a str>>>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ids: Option<PerSetWant<Vec<Vec<&'a str>>>>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            tables: &'a BTreeMap<String, String>,
+        }
+
+        /// A neighbours body as it reads back: its scores' text left as it is.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NeighboursRead<'a> {
+            metric: String,
+            #[serde(default)]
+            shape: Option<Vec<usize>>,
+            indices: serde_json::Value,
+            #[serde(borrow)]
+            scores: &'a RawValue,
+            #[serde(default)]
+            items: Option<serde_json::Value>,
+            #[serde(default)]
+            ids: Option<serde_json::Value>,
+            #[serde(default)]
+            tables: BTreeMap<String, String>,
+        }
+
+        proptest! {
+            #[test]
+            fn every_neighbours_answer_reads_back_bit_for_bit_as_the_text_serde_writes(
+                (batched, sets) in neighbour_sets(),
+                metric in metric(),
+                encoding in encoding(),
+                ids in prop::option::of((any::<bool>(), vec(".{0,6}", 20))),
+                tables in tables(),
+            ) {
+                let listed_sets: Vec<Neighbours> = sets
+                    .iter()
+                    .map(|set| Neighbours {
+                        indices: set.iter().map(|row| row.iter().map(|&(i, _)| i)).collect(),
+                        scores: set.iter().map(|row| row.iter().map(|&(_, s)| s)).collect(),
+                    })
+                    .collect();
+                let names = ids.as_ref().map(|(items, names)| {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    (*items, Strings::try_from(&names[..]).unwrap())
+                });
+                let versions: Vec<(String, String)> =
+                    tables.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+                let listed = Listed {
+                    ids: names.as_ref().map(|(items, names)| {
+                        let field = if *items { IdsField::Items } else { IdsField::Ids };
+                        (field, names as IdOf)
+                    }),
+                    tables: Versions(&versions),
+                };
+                let body = neighbours(metric, encoding, &listed_sets, batched, listed)?;
+                let read: NeighboursRead = serde_json::from_slice(&body)?;
+
+                // What the body must hold.
+                let rows = sets.iter().flatten();
+                let width = rows.clone().next().map_or(0, Vec::len);
+                let shape = rows.clone().all(|row| row.len() == width).then(|| {
+                    let rows = sets.first().map_or(0, Vec::len);
+                    if batched { vec![sets.len(), rows, width] } else { vec![rows, width] }
+                });
+                let indices = per_set(&sets, batched, |set| {
+                    set.iter().map(|row| row.iter().map(|&(i, _)| i).collect()).collect()
+                });
+                let scores_of = |set: &Set| -> Vec<Vec<f32>> {
+                    set.iter().map(|row| row.iter().map(|&(_, s)| s).collect()).collect()
+                };
+                let all_scores: Vec<f32> = rows.flat_map(|row| row.iter().map(|&(_, s)| s)).collect();
+
+                prop_assert_eq!(read.metric, metric.name());
+                prop_assert_eq!(&read.shape, &shape);
+                prop_assert_eq!(&read.indices, &serde_json::to_value(&indices)?);
+                prop_assert_eq!(&read.tables, &tables);
+                let (want_items, want_ids) = match &ids {
+                    Some((true, names)) => (Some(ids_of(&sets, batched, names)), None),
+                    Some((false, names)) => (None, Some(ids_of(&sets, batched, names))),
+                    None => (None, None),
+                };
+                prop_assert_eq!(&read.items, &want_items.as_ref().map(serde_json::to_value).transpose()?);
+                prop_assert_eq!(&read.ids, &want_ids.as_ref().map(serde_json::to_value).transpose()?);
+                let scores = match (encoding, &shape) {
+                    (Encoding::Json, _) => {
+                        let text = read.scores.get();
+                        let parsed: serde_json::Value = serde_json::from_str(text)?;
+                        prop_assert!(nested_alike(&parsed, &read.indices), "{} {}", text, read.indices);
+                        assert_bits(&numbers(text)?, &all_scores)?;
+                        ScoresWant::Nested(per_set(&sets, batched, scores_of))
+                    }
+                    (Encoding::Base64, Some(shape)) => {
+                        assert_floats(read.scores.get(), Encoding::Base64, shape, &all_scores)?;
+                        ScoresWant::Tensor(Base64Tensor::of(shape.clone(), &all_scores))
+                    }
+                    (Encoding::Base64, None) => {
+                        let parsed: serde_json::Value = serde_json::from_str(read.scores.get())?;
+                        assert_bits(&decoded_rows(&parsed, &read.indices)?, &all_scores)?;
+                        ScoresWant::Rows(per_set(&sets, batched, |set| {
+                            scores_of(set)
+                                .iter()
+                                .map(|row| Base64Tensor::of(vec![row.len()], row))
+                                .collect()
+                        }))
+                    }
+                };
+                let want = serde_json::to_vec(&NeighboursWant {
+                    metric: metric.name(),
+                    shape,
+                    indices,
+                    scores,
+                    items: want_items,
+                    ids: want_ids,
+                    tables: &tables,
+                })?;
+                prop_assert!(body == want, "{}", difference(&body, &want));
+            }
+        }
     }
 }

@@ -165,10 +165,11 @@ pub fn read_whole(text: &[u8]) -> Option<Tensor> {
     read_parallel(text, &span)
 }
 
-/// [`read_at`] with the baseline's reader whatever the processor has: for tests that hold
-/// the reader of this processor to it.
-#[cfg(test)]
-pub(super) fn read_at_by_baseline(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
+/// [`read_at`] with the baseline's reader whatever the processor has: for tests and the
+/// fuzz targets that hold the reader of this processor to it (hidden, not for other use;
+/// not behind a `cfg(fuzzing)`, which plain builds would warn of as unknown).
+#[doc(hidden)]
+pub fn read_at_by_baseline(text: &[u8], start: usize) -> Option<(Tensor, usize)> {
     let (rank, _) = opening(text, start)?;
     let mut shape = vec![0; rank];
     let mut data = Vec::new();
@@ -184,10 +185,10 @@ pub(super) fn read_at_by_baseline(text: &[u8], start: usize) -> Option<(Tensor, 
 }
 
 /// [`read_at`] by each reader's loop this processor can run but the one [`array`] picks
-/// (AVX2's where it also has AVX-512's runs), named: for tests that hold them all to the
-/// baseline's, not only the widest.
-#[cfg(test)]
-pub(super) fn read_at_by_narrower_readers(
+/// (AVX2's where it also has AVX-512's runs), named: for tests and the fuzz targets that hold
+/// them all to the baseline's, not only the widest (hidden, as [`read_at_by_baseline`]).
+#[doc(hidden)]
+pub fn read_at_by_narrower_readers(
     text: &[u8],
     start: usize,
 ) -> Vec<(&'static str, Option<(Tensor, usize)>)> {

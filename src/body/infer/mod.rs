@@ -1202,4 +1202,531 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// Requests as clients build them from numpy arrays, decoded whole and as they arrive.
+    /// Run with more cases by `PROPTEST_CASES=3000 cargo test properties` (CI does).
+    mod properties {
+        use std::ops::Range;
+
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+        use serde::Serialize;
+
+        use super::*;
+        use crate::admission::Admission;
+        use crate::body::{BodyHead, Sink};
+        use crate::tensor::Strings;
+
+        /// A model of four inputs, so that a request may send several, in any order.
+        const FOUR: Signature = Signature {
+            inputs: &[spec("a"), spec("b"), spec("c"), spec("d")],
+            outputs: &[spec("scores")],
+        };
+
+        /// An input's elements as a client holds them, in numpy's dtypes: `float16` and
+        /// `bfloat16` (ml_dtypes') as their bits, `float32`, `float64`, `int64`, and an
+        /// object array of `str`.
+        #[derive(Debug, Clone)]
+        enum Elements {
+            Fp16(Vec<u16>),
+            Bf16(Vec<u16>),
+            Fp32(Vec<f32>),
+            Fp64(Vec<f64>),
+            Int64(Vec<i64>),
+            Bytes(Vec<String>),
+        }
+
+        /// One input as sent: as binary data, or as JSON `data` nested as its shape or flat,
+        /// floats written as `float64`s (`tolist()` gives Python floats) or as the shortest
+        /// text of their own datatype's value (`wide` or not).
+        #[derive(Debug, Clone)]
+        struct Sent {
+            shape: Vec<usize>,
+            elements: Elements,
+            binary: bool,
+            nested: bool,
+            wide: bool,
+        }
+
+        /// The `float16` of `bits`, worked out from its fields (not by the decoder's crate).
+        fn f16_value(bits: u16) -> f32 {
+            let exponent = i32::from(bits >> 10 & 0x1F);
+            let fraction = f32::from(bits & 0x3FF);
+            let two_to = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+            let magnitude = match exponent {
+                0 => fraction * two_to(-24),
+                31 if fraction == 0.0 => f32::INFINITY,
+                31 => f32::NAN,
+                _ => (1024.0 + fraction) * two_to(exponent - 25),
+            };
+            if bits >> 15 == 1 {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+
+        /// The `bfloat16` of `bits`: the high half of a `float32`.
+        fn bf16_value(bits: u16) -> f32 {
+            f32::from_bits(u32::from(bits) << 16)
+        }
+
+        /// `value`'s JSON, as serde writes it (for a float, its shortest text).
+        fn json<T: Serialize + ?Sized>(value: &T) -> String {
+            serde_json::to_string(value).unwrap()
+        }
+
+        /// A `BYTES` element as tritonclient's `serialize_byte_tensor` writes it: a 4-byte
+        /// little-endian length, then the UTF-8.
+        fn serialized(text: &str) -> Vec<u8> {
+            let mut bytes = (text.len() as u32).to_le_bytes().to_vec();
+            bytes.extend_from_slice(text.as_bytes());
+            bytes
+        }
+
+        impl Elements {
+            fn datatype(&self) -> Datatype {
+                match self {
+                    Elements::Fp16(_) => Datatype::Fp16,
+                    Elements::Bf16(_) => Datatype::Bf16,
+                    Elements::Fp32(_) => Datatype::Fp32,
+                    Elements::Fp64(_) => Datatype::Fp64,
+                    Elements::Int64(_) => Datatype::Int64,
+                    Elements::Bytes(_) => Datatype::Bytes,
+                }
+            }
+
+            /// The binary data: numpy's `tobytes()` (little-endian, C order), or the
+            /// strings serialised one after another.
+            fn le_bytes(&self) -> Vec<u8> {
+                match self {
+                    Elements::Fp16(bits) | Elements::Bf16(bits) => {
+                        bits.iter().flat_map(|b| b.to_le_bytes()).collect()
+                    }
+                    Elements::Fp32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    Elements::Fp64(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    Elements::Int64(values) => {
+                        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+                    }
+                    Elements::Bytes(texts) => texts.iter().flat_map(|t| serialized(t)).collect(),
+                }
+            }
+
+            /// Each element's JSON: a float as the `float64` of its value when `wide`, else as
+            /// its `float32`'s text (the same value for half floats).
+            fn json_items(&self, wide: bool) -> Vec<String> {
+                let float = |value: f32| {
+                    if wide {
+                        json(&f64::from(value))
+                    } else {
+                        json(&value)
+                    }
+                };
+                match self {
+                    Elements::Fp16(bits) => bits.iter().map(|&b| float(f16_value(b))).collect(),
+                    Elements::Bf16(bits) => bits.iter().map(|&b| float(bf16_value(b))).collect(),
+                    Elements::Fp32(values) => values.iter().map(|&v| float(v)).collect(),
+                    Elements::Fp64(values) => values.iter().map(json).collect(),
+                    Elements::Int64(values) => values.iter().map(json).collect(),
+                    Elements::Bytes(texts) => texts.iter().map(json).collect(),
+                }
+            }
+
+            /// The values the decoder must give: floats as `f32` (a `float64` rounded to the
+            /// nearest), integers and strings as they are.
+            fn values(&self) -> Values {
+                match self {
+                    Elements::Fp16(bits) => {
+                        Values::Floats(bits.iter().map(|&b| f16_value(b)).collect())
+                    }
+                    Elements::Bf16(bits) => {
+                        Values::Floats(bits.iter().map(|&b| bf16_value(b)).collect())
+                    }
+                    Elements::Fp32(values) => Values::Floats(values.clone()),
+                    Elements::Fp64(values) => {
+                        Values::Floats(values.iter().map(|&v| v as f32).collect())
+                    }
+                    Elements::Int64(values) => Values::Ints(values.clone()),
+                    Elements::Bytes(texts) => {
+                        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                        Values::Strings(Strings::try_from(&texts[..]).unwrap())
+                    }
+                }
+            }
+        }
+
+        /// The bits of a `float32` of every kind: any, zeros, subnormals, the extremes,
+        /// infinities and NaNs, scores; with `finite` (JSON data) a finite one.
+        fn f32_bits(finite: bool) -> impl Strategy<Value = u32> {
+            prop_oneof![
+                4 => any::<u32>(),
+                2 => prop::sample::select(vec![
+                    0, 1 << 31, 1, 0x8000_0001, 0x007F_FFFF, 0x0080_0000, 0x7F7F_FFFF,
+                    0xFF7F_FFFF, 0x7F80_0000, 0xFF80_0000, 0x7FC0_0000, 0xFF80_0001,
+                ]),
+                1 => (1u32..0x0080_0000, any::<bool>())
+                    .prop_map(|(bits, negative)| bits | u32::from(negative) << 31),
+                2 => (-1f32..=1f32).prop_map(f32::to_bits),
+            ]
+            .prop_map(move |bits| finite_if(finite, bits, f32::from_bits(bits).is_finite(), 30))
+        }
+
+        /// The bits of a 16-bit float whose exponent field is `exponent` (`0x7C00` for
+        /// `float16`, `0x7F80` for `bfloat16`), of every kind as [`f32_bits`].
+        fn half_bits(exponent: u16, finite: bool) -> impl Strategy<Value = u16> {
+            let largest = exponent - 1;
+            let least_normal = exponent & exponent.wrapping_neg();
+            prop_oneof![
+                4 => any::<u16>(),
+                2 => prop::sample::select(vec![
+                    0, 0x8000, 1, 0x8001, least_normal - 1, least_normal, largest,
+                    largest | 0x8000, exponent, exponent | 0x8000, exponent | 1,
+                ]),
+            ]
+            .prop_map(move |bits| {
+                let is_finite = bits & exponent != exponent;
+                finite_if(finite, u32::from(bits), is_finite, 14) as u16
+            })
+        }
+
+        /// `bits`, with its exponent's highest bit (`top`) cleared when it must be finite and
+        /// is not.
+        fn finite_if(finite: bool, bits: u32, is_finite: bool, top: u32) -> u32 {
+            if finite && !is_finite {
+                bits & !(1 << top)
+            } else {
+                bits
+            }
+        }
+
+        /// A `float64`: any, or a `float32`'s, or halfway between two `float32`s (each
+        /// rounded to even); with `finite` (JSON data) a `float32`'s, so that serde's reading
+        /// of its text, which may be a step off, rounds to it.
+        fn f64_value(finite: bool) -> BoxedStrategy<f64> {
+            let float32 = f32_bits(true).prop_map(|bits| f64::from(f32::from_bits(bits)));
+            if finite {
+                return float32.boxed();
+            }
+            let halfway = f32_bits(true).prop_map(|bits| {
+                let below = f32::from_bits(bits);
+                (f64::from(below) + f64::from(below.next_up())) / 2.0
+            });
+            prop_oneof![float32, halfway, any::<u64>().prop_map(f64::from_bits)].boxed()
+        }
+
+        /// Elements of every datatype, `count` of them, finite where sent as JSON.
+        fn elements(count: usize, binary: bool) -> BoxedStrategy<Elements> {
+            let finite = !binary;
+            prop_oneof![
+                prop::collection::vec(half_bits(0x7C00, finite), count).prop_map(Elements::Fp16),
+                prop::collection::vec(half_bits(0x7F80, finite), count).prop_map(Elements::Bf16),
+                prop::collection::vec(f32_bits(finite).prop_map(f32::from_bits), count)
+                    .prop_map(Elements::Fp32),
+                prop::collection::vec(f64_value(finite), count).prop_map(Elements::Fp64),
+                prop::collection::vec(any::<i64>(), count).prop_map(Elements::Int64),
+                prop::collection::vec(".{0,5}", count).prop_map(Elements::Bytes),
+            ]
+            .boxed()
+        }
+
+        /// An input of rank 0 to 3, each axis's length in `lengths`, sent as binary data when
+        /// `binary` says so (at random when it does not).
+        fn sent(lengths: Range<usize>, binary: Option<bool>) -> impl Strategy<Value = Sent> {
+            let binary = binary.map_or_else(|| any::<bool>().boxed(), |b| Just(b).boxed());
+            let forms = (any::<bool>(), any::<bool>());
+            (prop::collection::vec(lengths, 0..=3), binary, forms)
+                .prop_flat_map(|(shape, binary, forms)| {
+                    let count = shape.iter().product::<usize>();
+                    (
+                        Just(shape),
+                        elements(count, binary),
+                        Just(binary),
+                        Just(forms),
+                    )
+                })
+                .prop_map(|(shape, elements, binary, (nested, wide))| Sent {
+                    shape,
+                    elements,
+                    binary,
+                    nested,
+                    wide,
+                })
+        }
+
+        /// `items` nested as `shape`.
+        fn nested(items: &[String], shape: &[usize]) -> String {
+            match shape {
+                [] | [_] => format!("[{}]", items.join(",")),
+                [outer, inner @ ..] => {
+                    let stride: usize = inner.iter().product();
+                    let rows: Vec<String> = (0..*outer)
+                        .map(|i| nested(&items[i * stride..(i + 1) * stride], inner))
+                        .collect();
+                    format!("[{}]", rows.join(","))
+                }
+            }
+        }
+
+        /// Each input's binary data (`None` for JSON `data`).
+        fn binary_data(inputs: &[(&str, Sent)]) -> Vec<Option<Vec<u8>>> {
+            inputs
+                .iter()
+                .map(|(_, sent)| sent.binary.then(|| sent.elements.le_bytes()))
+                .collect()
+        }
+
+        /// The body sending `inputs`, each binary one with the bytes `binary` gives it (its
+        /// `binary_data_size` their length), and the length of its JSON.
+        fn request_body(inputs: &[(&str, Sent)], binary: &[Option<Vec<u8>>]) -> (Vec<u8>, usize) {
+            let listed: Vec<String> = inputs
+                .iter()
+                .zip(binary)
+                .map(|((name, sent), bytes)| {
+                    let datatype = sent.elements.datatype().name();
+                    let head = format!(
+                        r#"{{"name": "{name}", "datatype": "{datatype}", "shape": {:?}"#,
+                        sent.shape
+                    );
+                    match bytes {
+                        Some(bytes) => format!(
+                            r#"{head}, "parameters": {{"binary_data_size": {}}}}}"#,
+                            bytes.len()
+                        ),
+                        None => {
+                            let items = sent.elements.json_items(sent.wide);
+                            let data = if sent.nested {
+                                nested(&items, &sent.shape)
+                            } else {
+                                format!("[{}]", items.join(", "))
+                            };
+                            format!(r#"{head}, "data": {data}}}"#)
+                        }
+                    }
+                })
+                .collect();
+            let json = format!(r#"{{"inputs": [{}]}}"#, listed.join(", "));
+            let mut body = json.clone().into_bytes();
+            body.extend(binary.iter().flatten().flatten());
+            (body, json.len())
+        }
+
+        /// `body` decoded whole, and as it arrives in frames cut at `cuts`.
+        fn both_ways(
+            body: &[u8],
+            json_length: usize,
+            cuts: &[Index],
+        ) -> [Result<InferRequest, ApiError>; 2] {
+            let brackets = text::Brackets::default();
+            let whole = decode(None, body, &brackets, usize::MAX, Some(json_length), FOUR);
+            let admission = Admission::new(1, 0, usize::MAX);
+            let mut reservation = admission.reservation();
+            let head = BodyHead {
+                coding: None,
+                declared: Some(body.len()),
+            };
+            let mut sink = Arriving::for_body(head, Some(json_length), FOUR).unwrap();
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(body.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([body.len()]) {
+                sink.take(&body[at..cut], &mut reservation).unwrap();
+                at = cut;
+            }
+            [whole, sink.finish()]
+        }
+
+        /// Whether `got` holds exactly `want`: floats bit for bit (a NaN of another
+        /// datatype than `FP32` only as a NaN, its payload being the conversion's).
+        fn same_values(got: &Values, want: &Values, datatype: Datatype) -> bool {
+            match (got, want) {
+                (Values::Floats(got), Values::Floats(want)) => {
+                    got.len() == want.len()
+                        && got.iter().zip(want).all(|(g, w)| {
+                            g.to_bits() == w.to_bits()
+                                || (datatype != Datatype::Fp32 && g.is_nan() && w.is_nan())
+                        })
+                }
+                (got, want) => got == want,
+            }
+        }
+
+        /// The status and detail of a decoding error.
+        fn refusal(got: Result<InferRequest, ApiError>) -> Result<(u16, String), TestCaseError> {
+            match got {
+                Err(ApiError::MalformedJson(detail)) => Ok((400, detail)),
+                Err(ApiError::Invalid(detail)) => Ok((422, detail)),
+                other => Err(TestCaseError::fail(format!("not refused: {other:?}"))),
+            }
+        }
+
+        /// How binary data can fail to be what its JSON says.
+        #[derive(Debug, Clone)]
+        enum Misframing {
+            /// An input's bytes not a whole number of elements: `by` bytes (less than an
+            /// element) more, or fewer.
+            NotWholeElements { by: usize, more: bool },
+            /// An input's bytes whole elements, but `by` elements more or fewer than its shape
+            /// holds (for `BYTES`, one string more or fewer).
+            NotTheShape { by: usize, more: bool },
+            /// The body cut short, inside the binary data.
+            PastTheEnd(Index),
+            /// Bytes after all the inputs' binary data.
+            Trailing(usize),
+        }
+
+        fn misframing() -> impl Strategy<Value = Misframing> {
+            prop_oneof![
+                (1usize..8, any::<bool>())
+                    .prop_map(|(by, more)| Misframing::NotWholeElements { by, more }),
+                (1usize..4, any::<bool>())
+                    .prop_map(|(by, more)| Misframing::NotTheShape { by, more }),
+                any::<Index>().prop_map(Misframing::PastTheEnd),
+                (1usize..20).prop_map(Misframing::Trailing),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn every_input_decodes_to_its_values_bit_for_bit_whether_binary_or_json(
+                inputs in prop::collection::vec(sent(0..5, None), 0..=4),
+                names in Just(vec!["a", "b", "c", "d"]).prop_shuffle(),
+                cuts in prop::collection::vec(any::<Index>(), 0..8),
+            ) {
+                let inputs: Vec<(&str, Sent)> = names.into_iter().zip(inputs).collect();
+                let (body, json_length) = request_body(&inputs, &binary_data(&inputs));
+                for got in both_ways(&body, json_length, &cuts) {
+                    let got = got.map_err(|err| TestCaseError::fail(format!("{err:?}")))?;
+                    prop_assert_eq!(got.inputs.len(), inputs.len());
+                    for (got, (name, sent)) in got.inputs.iter().zip(&inputs) {
+                        let datatype = sent.elements.datatype();
+                        prop_assert_eq!(got.name, *name);
+                        prop_assert_eq!(got.datatype, datatype);
+                        prop_assert_eq!(&got.shape, &sent.shape);
+                        let want = sent.elements.values();
+                        prop_assert!(
+                            same_values(&got.values, &want, datatype),
+                            "{}: {:?}, not {:?}", name, got.values, want
+                        );
+                    }
+                }
+            }
+
+            #[test]
+            fn every_misframed_binary_input_is_refused_by_name(
+                others in prop::collection::vec(sent(0..5, None), 0..=3),
+                target in sent(1..5, Some(true)),
+                place in any::<Index>(),
+                names in Just(vec!["a", "b", "c", "d"]).prop_shuffle(),
+                misframing in misframing(),
+                cuts in prop::collection::vec(any::<Index>(), 0..8),
+            ) {
+                let mut sent = others;
+                let target_at = place.index(sent.len() + 1);
+                sent.insert(target_at, target);
+                let inputs: Vec<(&str, Sent)> = names.into_iter().zip(sent).collect();
+                let mut binary = binary_data(&inputs);
+                let (name, target) = &inputs[target_at];
+                let datatype = target.elements.datatype();
+                let count: usize = target.shape.iter().product();
+                let mut data = binary[target_at].take().unwrap();
+                // The body, and the status and detail of its refusal.
+                let (body, json_length, want) = match misframing {
+                    Misframing::NotWholeElements { by, more } => {
+                        let want = match datatype.size() {
+                            Some(size) => {
+                                let by = 1 + by % (size - 1);
+                                if more {
+                                    data.resize(data.len() + by, 7);
+                                } else {
+                                    data.truncate(data.len() - by);
+                                }
+                                format!(
+                                    "{name}: binary_data_size is {} bytes, shape {:?} of {} needs {}",
+                                    data.len(), target.shape, datatype.name(), count * size
+                                )
+                            }
+                            // Strings followed by part of a length.
+                            None => {
+                                data.resize(data.len() + 1 + by % 3, 7);
+                                format!("{name}[{count}]: the binary data ends inside a length")
+                            }
+                        };
+                        binary[target_at] = Some(data);
+                        let (body, json_length) = request_body(&inputs, &binary);
+                        (body, json_length, (422, want))
+                    }
+                    Misframing::NotTheShape { by, more } => {
+                        let want = match datatype.size() {
+                            Some(size) => {
+                                if more || data.len() < by * size {
+                                    data.resize(data.len() + by * size, 7);
+                                } else {
+                                    data.truncate(data.len() - by * size);
+                                }
+                                format!(
+                                    "{name}: binary_data_size is {} bytes, shape {:?} of {} needs {}",
+                                    data.len(), target.shape, datatype.name(), count * size
+                                )
+                            }
+                            None => {
+                                let Elements::Bytes(texts) = &target.elements else {
+                                    unreachable!("BYTES holds strings");
+                                };
+                                let held = if more {
+                                    data.extend(serialized("more"));
+                                    count + 1
+                                } else {
+                                    data = texts[..count - 1].iter().flat_map(|t| serialized(t)).collect();
+                                    count - 1
+                                };
+                                format!(
+                                    "{name}: the binary data holds {held} strings, shape {:?} needs {count}",
+                                    target.shape
+                                )
+                            }
+                        };
+                        binary[target_at] = Some(data);
+                        let (body, json_length) = request_body(&inputs, &binary);
+                        (body, json_length, (422, want))
+                    }
+                    Misframing::PastTheEnd(cut) => {
+                        binary[target_at] = Some(data);
+                        let (mut body, json_length) = request_body(&inputs, &binary);
+                        let total = body.len() - json_length;
+                        let left = total - 1 - cut.index(total);
+                        body.truncate(json_length + left);
+                        // The first binary input whose bytes end past what is left.
+                        let mut start = 0;
+                        let mut want = None;
+                        for ((name, _), data) in inputs.iter().zip(&binary) {
+                            let Some(data) = data else { continue };
+                            if start + data.len() > left {
+                                want = Some(format!(
+                                    "{name}: binary_data_size of {} bytes runs past the end of \
+                                     the body ({} bytes of binary data left)",
+                                    data.len(), left - start
+                                ));
+                                break;
+                            }
+                            start += data.len();
+                        }
+                        (body, json_length, (400, want.unwrap()))
+                    }
+                    Misframing::Trailing(extra) => {
+                        binary[target_at] = Some(data);
+                        let (mut body, json_length) = request_body(&inputs, &binary);
+                        body.resize(body.len() + extra, 0);
+                        let want = format!(
+                            "the body holds {extra} bytes after the JSON and the inputs' binary \
+                             data; give each binary input its binary_data_size"
+                        );
+                        (body, json_length, (400, want))
+                    }
+                };
+                for got in both_ways(&body, json_length, &cuts) {
+                    prop_assert_eq!(refusal(got)?, want.clone());
+                }
+            }
+        }
+    }
 }
