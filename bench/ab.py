@@ -32,7 +32,7 @@ def serve(binary):
     """`binary` started on PORT with bench/run.py's flags, once it answers; exits if the port
     is taken or the build does not start."""
     require_free(PORT)
-    proc = subprocess.Popen(run.simserve_command(binary, PORT))
+    proc = subprocess.Popen(run.simserve_command(binary, PORT), env=run.simserve_env())
     try:
         run.wait_ready(PORT, proc)
     except RuntimeError as err:

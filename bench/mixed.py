@@ -62,7 +62,7 @@ def result(out, what):
 
 def measure(binary, large, mid, lua, seconds):
     require_free(PORT)
-    server = subprocess.Popen(run.simserve_command(binary, PORT), env=run.clean_env())
+    server = subprocess.Popen(run.simserve_command(binary, PORT), env=run.simserve_env())
     try:
         run.wait_ready(PORT, server)
         result(wrk(large[1], large[0], 2, WARM_SECONDS, lua).communicate()[0], f"{binary}: warm-up")

@@ -61,7 +61,7 @@ SIMSERVE_PORT, PEER_PORT = 18091, 18092  # the peers: PEER_PORT and PEER_PORT + 
 # Fewest requests a server must complete in a round for its rate to enter a ratio.
 MIN_DONE = 3
 # Scores at which two top-k answers list different indices must agree this closely (near-ties).
-TIE = 1e-6
+TIE = 1e-4
 
 # name, path, concurrency, seconds, request builder (numpy rng -> dict)
 SCENARIOS = [

@@ -138,7 +138,7 @@ def idle_causes(perf_data):
 
 def measure(binary, env, body, lua, seconds, cpus, work):
     require_free(PORT)
-    server = subprocess.Popen(run.simserve_command(binary, PORT), env={**run.clean_env(), **env})
+    server = subprocess.Popen(run.simserve_command(binary, PORT), env={**run.simserve_env(), **env})
     try:
         run.wait_ready(PORT, server)
         run.load(PORT, "/similarity/matrix", body, 2, WARM_SECONDS, lua)

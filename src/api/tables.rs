@@ -13,7 +13,7 @@ use crate::coding::{self, Coding};
 use crate::cpu;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tables::{Catalog, Failure, Reloaded, Table};
+use crate::tables::{Catalog, Failure, MAX_TABLE_NAME, Reloaded, Table};
 
 /// What `GET /tables` says about one table.
 #[derive(Debug, Serialize)]
@@ -143,7 +143,10 @@ pub async fn one(
     let catalog = state.tables.catalog();
     match catalog.get(&name) {
         Some(table) => Ok(Json(TableInfo::of(table, &catalog))),
-        None => Err(ApiError::NoSuchTable(crate::echo::shown(&name, 128))),
+        None => Err(ApiError::NoSuchTable(crate::echo::shown(
+            &name,
+            MAX_TABLE_NAME,
+        ))),
     }
 }
 

@@ -61,8 +61,8 @@ pub fn linger_bytes(declared: Option<usize>, limit: usize) -> usize {
 
 /// Bytes of a request's body still to be discarded at most if it is answered unread:
 /// [`linger_bytes`] of its declared length, lowered to what it would be undeclared when the
-/// request was refused for what it is rather than for its body (`middleware::auth`: no valid
-/// key), so that a client without a key cannot have the server read a declared gigabyte.
+/// request has no valid key (`middleware::auth`) or no route reads its body (`OPTIONS`), so
+/// that such a client cannot have the server read a declared gigabyte.
 /// `middleware::observe` puts it in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct LingerBytes {

@@ -82,21 +82,23 @@ fn bearer(request: &Request) -> Option<&str> {
 }
 
 /// Middleware: 401 problem+json unless the path is open or the token is a key. The body of
-/// a request refused here is discarded only up to `--max-body-bytes`, whatever length it
-/// declared ([`body::LingerBytes`]).
+/// a request without a key, refused here or on an open path (none of which reads a body), is
+/// discarded only up to `--max-body-bytes`, whatever length it declared
+/// ([`body::LingerBytes`]).
 pub async fn layer(State(keys): State<Arc<ApiKeys>>, request: Request, next: Next) -> Response {
-    if !keys.enabled() || OPEN_PATHS.contains(&request.uri().path()) {
+    if !keys.enabled() {
         return next.run(request).await;
     }
-    match bearer(&request) {
-        Some(token) if keys.accepts(token) => next.run(request).await,
-        _ => {
-            if let Some(linger) = request.extensions().get::<body::LingerBytes>() {
-                linger.ignore_declared_length();
-            }
-            ApiError::Unauthorized.into_response()
-        }
+    if bearer(&request).is_some_and(|token| keys.accepts(token)) {
+        return next.run(request).await;
     }
+    if let Some(linger) = request.extensions().get::<body::LingerBytes>() {
+        linger.ignore_declared_length();
+    }
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    ApiError::Unauthorized.into_response()
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! One log line and one set of metrics per request: method, route, status, latency, body
-//! sizes, request id and the client's address. Payloads are never logged. A request dropped before its answer was
-//! ready is logged and counted too: under 499 when its client closed the connection while it
-//! waited or computed (as nginx counts a client that left), under 503 with a warning when the
-//! shutdown timeout passed and the server closed it. While the server drains, and when an
+//! sizes, request id and the client's address. Payloads are never logged. A request dropped
+//! before its answer was ready is logged and counted too: under 499 when its client closed
+//! the connection while it waited or computed (as nginx counts a client that left), under 503
+//! with a warning when the shutdown timeout passed and the server closed it. While the server drains, and when an
 //! answer comes before its request's body was read, responses say `Connection: close`, so
 //! that clients do not send again on a connection about to close.
 
@@ -190,6 +190,11 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         // While draining, a connection closes with its answer rather than linger.
         let linger = state.is_ready().then(|| {
             let bytes = body::LingerBytes::new(declared, state.limits.max_body_bytes);
+            // No route reads the body of an `OPTIONS` request (CORS answers preflights
+            // before authentication): its declared length does not count.
+            if request.method() == Method::OPTIONS {
+                bytes.ignore_declared_length();
+            }
             request.extensions_mut().insert(bytes.clone());
             body::Linger {
                 until: tokio::time::Instant::now() + state.limits.body_timeout,

@@ -55,7 +55,7 @@ pub(super) fn table_name(raw: &str) -> String {
 /// The longest table name, in bytes: a file name's longest on most file systems, so only a
 /// `.safetensors` tensor's name can make a longer one (a header may hold a name of many
 /// megabytes, which would then be in every `GET /tables`, log line and reload answer).
-pub(super) const MAX_TABLE_NAME: usize = 255;
+pub const MAX_TABLE_NAME: usize = 255;
 
 /// The identity of the file at `path` (following symbolic links).
 pub(super) fn stamp(path: &Path) -> Result<FileStamp, String> {

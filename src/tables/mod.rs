@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use embeddings::{Embeddings, Resolve, Unresolved};
 pub use ids::Ids;
+pub use load::MAX_TABLE_NAME;
 pub use table::Table;
 
 use listing::{DataFile, IdsFiles, list};

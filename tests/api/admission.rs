@@ -207,19 +207,9 @@ async fn a_client_that_sends_a_body_far_over_the_limit_whole_reads_its_413() {
     );
 }
 
-#[tokio::test]
-async fn a_body_without_a_key_is_discarded_only_to_the_limit_however_long_it_declares_itself() {
-    let (addr, _stop, _server) = start(|c| {
-        c.api_keys = vec!["k1".into()];
-        c.max_body_bytes = 1 << 20;
-    })
-    .await;
-    // Declared a quarter GiB past the 64 MiB every refused body is read to: one refused for
-    // its size is read to its end (the 413 test above), one without a key is cut at 64 MiB.
-    let len = simserve::body::MIN_LINGER_BYTES + (256 << 20);
-    let head = format!(
-        "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
-    );
+/// How many of `len` body bytes the server at `addr` takes after `head` before it closes the
+/// connection, sent a MiB at a time.
+async fn bytes_taken(addr: SocketAddr, head: &str, len: usize) -> usize {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b' '; 1 << 20];
@@ -232,11 +222,37 @@ async fn a_body_without_a_key_is_discarded_only_to_the_limit_however_long_it_dec
     tokio::time::timeout(Duration::from_secs(30), sending)
         .await
         .expect("the server takes the body or closes the connection");
-    // What the sockets' buffers hold on top of what the server read is a few MiB.
-    assert!(
-        sent < simserve::body::MIN_LINGER_BYTES + (64 << 20),
-        "{sent} of {len} bytes taken"
-    );
+    sent
+}
+
+#[tokio::test]
+async fn a_body_without_a_key_or_to_options_is_discarded_only_to_the_limit_whatever_it_declares() {
+    let (addr, _stop, _server) = start(|c| {
+        c.api_keys = vec!["k1".into()];
+        c.cors_origins = vec!["*".into()];
+        c.max_body_bytes = 1 << 20;
+    })
+    .await;
+    // Declared a quarter GiB past the 64 MiB every refused body is read to: one refused for
+    // its size is read to its end (the 413 test above), these are cut at 64 MiB: a route
+    // without a key (401), an open path without one (405), and any OPTIONS (a preflight,
+    // answered before authentication).
+    let len = simserve::body::MIN_LINGER_BYTES + (256 << 20);
+    for (method, path) in [
+        ("POST", "/similarity/matrix"),
+        ("POST", "/healthz"),
+        ("OPTIONS", "/similarity/matrix"),
+    ] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: simserve\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        );
+        let sent = bytes_taken(addr, &head, len).await;
+        // What the sockets' buffers hold on top of what the server read is a few MiB.
+        assert!(
+            sent < simserve::body::MIN_LINGER_BYTES + (64 << 20),
+            "{method} {path}: {sent} of {len} bytes taken"
+        );
+    }
 }
 
 #[tokio::test]

@@ -553,11 +553,12 @@ async fn an_answer_waiting_to_be_read_holds_only_its_own_bytes_of_the_budget() {
     assert_eq!(response.status(), StatusCode::OK);
     let held = state.admission.reserved();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    // The pieces' buffers, with the room their texts were written in; its job's estimate
-    // (inputs, scores and their text at their longest) was 28 times the answer.
+    // The pieces' buffers, with the room their texts were written in (a buffer grown by
+    // doubling may hold twice its length); its job's estimate (inputs, scores and their text
+    // at their longest) was 28 times the answer.
     assert!(held >= bytes.len(), "{held} held for {} bytes", bytes.len());
     assert!(
-        held < bytes.len() * 2,
+        held < bytes.len() * 4,
         "{held} held for {} bytes",
         bytes.len()
     );

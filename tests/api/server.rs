@@ -495,15 +495,17 @@ async fn each_request_is_logged_with_the_address_it_came_from() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let logged = tokio::task::spawn_blocking(move || {
+    let finding = tokio::task::spawn_blocking(move || {
         lines.find_map(|line| {
             let log: Value = serde_json::from_str(&line.ok()?).ok()?;
             (log["fields"]["message"] == "request").then_some(log)
         })
-    })
-    .await
-    .unwrap()
-    .expect("the request is logged");
+    });
+    let logged = tokio::time::timeout(Duration::from_secs(10), finding)
+        .await
+        .expect("a request line within 10 s")
+        .unwrap()
+        .expect("the request is logged");
     assert_eq!(logged["span"]["route"], "/healthz", "{logged}");
     assert_eq!(logged["span"]["peer"], client.as_str(), "{logged}");
 }
