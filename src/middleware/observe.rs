@@ -2,9 +2,9 @@
 //! sizes, request id and the client's address. Payloads are never logged. A request dropped
 //! before its answer was ready is logged and counted too: under 499 when its client closed
 //! the connection while it waited or computed (as nginx counts a client that left), under 503
-//! with a warning when the shutdown timeout passed and the server closed it. While the server drains, and when an
-//! answer comes before its request's body was read, responses say `Connection: close`, so
-//! that clients do not send again on a connection about to close.
+//! with a warning when the shutdown timeout passed and the server closed it. While the server
+//! drains, and when an answer comes before its request's body was read, responses say
+//! `Connection: close`, so that clients do not send again on a connection about to close.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
