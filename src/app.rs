@@ -25,7 +25,7 @@ use crate::api::{Operation, operate, page, service, tables, v2};
 use crate::coding;
 use crate::config::Config;
 use crate::middleware::auth::ApiKeys;
-use crate::middleware::{auth, deadline, observe, oip, panic};
+use crate::middleware::{auth, cross_origin, deadline, observe, oip, panic};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -126,6 +126,10 @@ fn stack(
         .option_layer(cors(&config.cors_origins))
         .layer(from_fn(oip::layer))
         .layer(CatchPanicLayer::custom(panic::response))
+        .layer(from_fn(cross_origin::cap_refused_bodies))
+        .option_layer(cross_origin::layer(
+            config.cors_origins.iter().chain(&config.trusted_origins),
+        ))
         .option_layer(auth)
         .layer(from_fn_with_state(state.clone(), deadline::layer));
     routes.layer(stack).with_state(state)

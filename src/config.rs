@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tower_http::csrf::CsrfLayer;
 
 use crate::compute::blas::BlasChoice;
 
@@ -126,6 +127,12 @@ pub struct Config {
     /// none means CORS stays off.
     #[arg(long, env = "SIMSERVE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub cors_origins: Vec<String>,
+
+    /// Origins whose browser pages may POST to simserve besides its own and those of
+    /// `--cors-origins` (for a gateway that answers CORS itself), comma-separated, or `*` to
+    /// let any page POST; other cross-origin POSTs from browsers get 403.
+    #[arg(long, env = "SIMSERVE_TRUSTED_ORIGINS", value_delimiter = ',', value_parser = origin)]
+    pub trusted_origins: Vec<String>,
 
     /// Threads that computations share (the rayon pool, at most 4096); default: the CPUs
     /// available. Set it to the container's CPU limit.
@@ -278,7 +285,9 @@ fn log_filter(text: &str) -> Result<String, String> {
 /// as `https://app.example.com` or `http://localhost:3000`.
 fn origin(text: &str) -> Result<String, String> {
     let text = text.trim();
-    if text == "*" || is_origin(text) {
+    // Every such origin is one tower-http's cross-origin check can trust too.
+    let trusted = |text| CsrfLayer::new().add_trusted_origin(text).is_ok();
+    if text == "*" || (is_origin(text) && trusted(text)) {
         Ok(text.to_owned())
     } else {
         Err(format!(
@@ -474,8 +483,10 @@ mod tests {
             "https://user@a.example",
             "https://[::1",
         ] {
-            let parsed = Config::try_parse_from(["simserve", "--cors-origins", bad]);
-            assert!(parsed.is_err(), "{bad}");
+            for flag in ["--cors-origins", "--trusted-origins"] {
+                let parsed = Config::try_parse_from(["simserve", flag, bad]);
+                assert!(parsed.is_err(), "{flag} {bad}");
+            }
         }
         for good in [
             "*",
@@ -485,6 +496,8 @@ mod tests {
         ] {
             let parsed = Config::try_parse_from(["simserve", "--cors-origins", good]);
             assert_eq!(parsed.unwrap().cors_origins, [good]);
+            let parsed = Config::try_parse_from(["simserve", "--trusted-origins", good]);
+            assert_eq!(parsed.unwrap().trusted_origins, [good]);
         }
         // A blank key (an empty secret expanded) is refused, not read as no authentication.
         for bad in [" ", "k1,", ",", "k1, ,k2", "ключ", "a b"] {

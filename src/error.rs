@@ -64,6 +64,13 @@ pub enum ApiError {
     /// No valid bearer token was given while `--api-keys` is set (401).
     #[error("this route needs an Authorization: Bearer token listed in the server's API keys")]
     Unauthorized,
+    /// A browser page of another origin sent a request that changes or computes (403;
+    /// `middleware::cross_origin`).
+    #[error(
+        "a browser page of another origin may not send this request (Sec-Fetch-Site, Origin); \
+         the server trusts its own origin and those of --cors-origins and --trusted-origins"
+    )]
+    CrossOrigin,
     /// The client closed the connection before its body had arrived (499, as nginx counts
     /// it: no one reads the answer, and the metrics and log tell it from a malformed body).
     #[error("the client closed the connection before the request body had arrived")]
@@ -188,6 +195,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::CrossOrigin => StatusCode::FORBIDDEN,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::ClientClosed => CLIENT_CLOSED_REQUEST,
             ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -215,6 +223,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
             ApiError::Unauthorized => "urn:simserve:problem:unauthorized",
+            ApiError::CrossOrigin => "urn:simserve:problem:cross-origin",
             ApiError::BodyTimeout(_) => "urn:simserve:problem:body-timeout",
             ApiError::ClientClosed => "urn:simserve:problem:client-closed-request",
             ApiError::UnsupportedEncoding => "urn:simserve:problem:unsupported-encoding",

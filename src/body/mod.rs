@@ -61,8 +61,10 @@ pub fn linger_bytes(declared: Option<usize>, limit: usize) -> usize {
 
 /// Bytes of a request's body still to be discarded at most if it is answered unread:
 /// [`linger_bytes`] of its declared length, lowered to what it would be undeclared when the
-/// request has no valid key (`middleware::auth`) or no route reads its body (`OPTIONS`), so
-/// that such a client cannot have the server read a declared gigabyte.
+/// request has no valid key (`middleware::auth`), is refused as cross-origin
+/// (`middleware::cross_origin`, which lowers it after the body was dropped: the discard reads
+/// it at each chunk) or no route reads its body (`OPTIONS`), so that such a client cannot have
+/// the server read a declared gigabyte.
 /// `middleware::observe` puts it in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct LingerBytes {
@@ -519,7 +521,6 @@ impl Drop for Lingering {
         let Some(Linger { until, bytes, pace }) = self.linger.take() else {
             return;
         };
-        let bytes = bytes.get();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -530,13 +531,15 @@ impl Drop for Lingering {
         runtime.spawn(async move {
             let _slot = slot;
             let drain = async {
-                let mut left = bytes;
+                // The limit is read at each chunk: a layer that refused the request after
+                // dropping its body (`middleware::cross_origin`) lowers it on the way out.
+                let mut taken = 0usize;
                 while let Some(Ok(frame)) = body.frame().await {
                     let len = frame.data_ref().map_or(0, Bytes::len);
-                    let Some(rest) = left.checked_sub(len) else {
+                    taken = taken.saturating_add(len);
+                    if taken > bytes.get() {
                         break;
-                    };
-                    left = rest;
+                    }
                     pace.take(len).await;
                 }
             };

@@ -256,6 +256,20 @@ async fn a_body_without_a_key_or_to_options_is_discarded_only_to_the_limit_whate
 }
 
 #[tokio::test]
+async fn a_cross_origin_body_is_discarded_only_to_the_limit_whatever_it_declares() {
+    let (addr, _stop, _server) = start(|c| c.max_body_bytes = 1 << 20).await;
+    let len = simserve::body::MIN_LINGER_BYTES + (256 << 20);
+    let head = format!(
+        "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nOrigin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let sent = bytes_taken(addr, &head, len).await;
+    assert!(
+        sent < simserve::body::MIN_LINGER_BYTES + (64 << 20),
+        "{sent} of {len} bytes taken"
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_sends_its_whole_body_reads_any_answer_given_before_it_was_read() {
     let (addr, _stop, _server) = start(|c| {
         c.api_keys = vec!["k1".into()];
@@ -279,6 +293,12 @@ async fn a_client_that_sends_its_whole_body_reads_any_answer_given_before_it_was
         ("/similarity/pairwise", "text/plain", key, "HTTP/1.1 415"),
         ("/no-such-route", "application/json", key, "HTTP/1.1 404"),
         ("/v2/models/matrix/infer", "text/plain", key, "HTTP/1.1 415"),
+        (
+            "/similarity/pairwise",
+            "text/plain",
+            "Origin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\n",
+            "HTTP/1.1 403",
+        ),
     ];
     for (path, content_type, auth, status) in cases {
         let head = format!(

@@ -702,3 +702,119 @@ async fn answers_given_before_the_body_was_read_say_the_connection_will_close() 
     assert_eq!(got.status, StatusCode::OK);
     assert!(got.headers.get(header::CONNECTION).is_none());
 }
+
+/// A POST of the small pairwise body with `headers` (name, value).
+fn pairwise_with(headers: &[(&str, &str)]) -> Request<Body> {
+    headers
+        .iter()
+        .fold(post(PAIRWISE), |request, (name, value)| {
+            request.header(*name, *value)
+        })
+        .body(Body::from(small_body().to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn browser_pages_of_other_origins_cannot_post_but_their_own_and_trusted_ones_can() {
+    let app = app_with(|c| {
+        c.cors_origins = vec!["https://app.example".into()];
+        c.trusted_origins = vec!["https://gateway.example".into()];
+    });
+    let cross = |origin| [("sec-fetch-site", "cross-site"), ("origin", origin)];
+    let refused = [
+        cross("https://evil.example").to_vec(),
+        vec![
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://sub.app.example"),
+        ],
+        cross("null").to_vec(),
+        // A browser without Sec-Fetch-Site: its Origin must name the Host.
+        vec![
+            ("origin", "https://evil.example"),
+            ("host", "simserve.example"),
+        ],
+    ];
+    for headers in refused {
+        let got = app.send(pairwise_with(&headers)).await;
+        got.assert_problem(
+            403,
+            "a browser page of another origin may not send this request",
+        );
+        assert_eq!(
+            got.json["type"], "urn:simserve:problem:cross-origin",
+            "{headers:?}"
+        );
+    }
+    let allowed = [
+        vec![],
+        vec![
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://simserve.example"),
+        ],
+        vec![("sec-fetch-site", "none")],
+        cross("https://app.example").to_vec(),
+        cross("https://gateway.example").to_vec(),
+        vec![
+            ("origin", "http://simserve.example"),
+            ("host", "simserve.example"),
+        ],
+    ];
+    for headers in allowed {
+        let got = app.send(pairwise_with(&headers)).await;
+        assert_eq!(got.status, StatusCode::OK, "{headers:?}: {:?}", got.json);
+    }
+    let counted = metric_value(
+        &app.metrics().await,
+        "simserve_http_requests_total{method=\"POST\",route=\"/similarity/pairwise\",status=\"403\"}",
+    );
+    assert_eq!(counted, 4.0);
+
+    // Reads pass; a table reload and an inference (whose body may be untyped) do not, the
+    // latter refused in the protocol's shape.
+    let read = Request::builder()
+        .uri("/tables")
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_ne!(app.send(read).await.status, StatusCode::FORBIDDEN);
+    for path in ["/tables/reload", "/v2/models/matrix/infer"] {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("sec-fetch-site", "cross-site")
+            .header("origin", "https://evil.example")
+            .body(Body::from("{}"))
+            .unwrap();
+        let got = app.send(request).await;
+        assert_eq!(got.status, StatusCode::FORBIDDEN, "{path}");
+        let detail = if path.starts_with("/v2") {
+            &got.json["error"]
+        } else {
+            &got.json["detail"]
+        };
+        assert!(
+            detail.as_str().unwrap().contains("Sec-Fetch-Site, Origin"),
+            "{path}: {:?}",
+            got.json
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_star_among_the_trusted_origins_lets_any_page_post() {
+    for change in [
+        (|c: &mut simserve::Config| c.trusted_origins = vec!["*".into()]) as fn(&mut _),
+        |c| c.cors_origins = vec!["*".into()],
+    ] {
+        let app = app_with(change);
+        let headers = [
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ];
+        assert_eq!(
+            app.send(pairwise_with(&headers)).await.status,
+            StatusCode::OK
+        );
+    }
+}

@@ -15,9 +15,11 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -964,3 +966,82 @@ def test_row_labels_are_shortened_with_an_ellipsis_to_fit_the_margin(
             assert text.endswith("…") and name.startswith(text[:-1]) and len(text) > 1, text
     assert labels[1][0] != ids[1], labels
     assert console_errors(driver) == []
+
+
+class OtherSite(BaseHTTPRequestHandler):
+    """A page of another origin (another port of 127.0.0.1: same site, other origin)."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        page = b"<!doctype html><title>another origin</title><p>another origin"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def other_site() -> Iterator[str]:
+    """The origin of a page served on another loopback port."""
+    site = ThreadingHTTPServer(("127.0.0.1", 0), OtherSite)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{site.server_address[1]}"
+    site.shutdown()
+    site.server_close()
+
+
+def answered(server: Server) -> dict[tuple[str, str], float]:
+    """POST requests counted by the server's metrics so far: {(route, status): count}."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found = re.findall(r'simserve_http_requests_total\{method="POST",route="([^"]+)",status="(\d+)"\} (\S+)', text)
+    return {(route, status): float(count) for route, status, count in found}
+
+
+# Requests a page can send to any origin without a CORS preflight (mode "no-cors", a body of
+# no type): an inference, and a table reload. The answers are opaque to the page; what the
+# server did, its metrics tell.
+SEND_FROM_PAGE = """
+const [url, done] = arguments;
+const inference = {inputs: [
+  {name: "a", shape: [1, 2], datatype: "FP32", data: [1, 0]},
+  {name: "b", shape: [1, 2], datatype: "FP32", data: [0.6, 0.8]}]};
+const send = (path, body) => fetch(url + path, {method: "POST", mode: "no-cors", body})
+  .then(() => "sent", (error) => String(error));
+Promise.all([
+  send("/v2/models/pairwise/infer", new Blob([JSON.stringify(inference)])),
+  send("/tables/reload", null),
+]).then(done);
+"""
+
+
+def test_a_page_of_another_origin_cannot_have_the_browser_compute_or_reload_unless_trusted(
+    driver: webdriver.Chrome, server: Server, other_site: str
+) -> None:
+    infer = ("/v2/models/{model}/infer", "403")
+    reload = ("/tables/reload", "403")
+    before = answered(server)
+    driver.get(other_site)
+    assert driver.execute_async_script(SEND_FROM_PAGE, server.url) == ["sent", "sent"]
+    after = answered(server)
+    assert after.get(infer, 0) - before.get(infer, 0) == 1, after
+    assert after.get(reload, 0) - before.get(reload, 0) == 1, after
+    assert sum(after.values()) - sum(before.values()) == 2, after
+
+    # Trusted, the same page's inference is computed (and the reload refused as a table
+    # reload is without tables: not for its origin).
+    trusting = Server("--trusted-origins", other_site)
+    try:
+        before = answered(trusting)
+        driver.get(other_site)
+        assert driver.execute_async_script(SEND_FROM_PAGE, trusting.url) == ["sent", "sent"]
+        after = answered(trusting)
+        done = ("/v2/models/{model}/infer", "200")
+        assert after.get(done, 0) - before.get(done, 0) == 1, after
+        assert not any(status == "403" for _, status in after), after
+    finally:
+        trusting.stop()
