@@ -42,7 +42,9 @@ pub fn init(config: &Config) -> Log {
         .with_writer(writer);
     match config.log_format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // The spans' fields once, in `spans` (the request's, then the operation's): the
+        // current span alone (`span`) would repeat the last of them.
+        LogFormat::Json => builder.json().with_current_span(false).init(),
     }
     Log { _writer: guard }
 }
