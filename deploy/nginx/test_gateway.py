@@ -72,15 +72,18 @@ def wait_for(url, deadline=20.0):
     sys.exit(f"{url} did not answer")
 
 
-def call(method, path, body=None, request_id=None, port=GATEWAY, length=None):
+def call(method, path, body=None, request_id=None, port=GATEWAY, length=None, origin=None):
     """One request through nginx on a new connection: (status, headers, body), status None
-    if the connection failed. `length` announces a Content-Length without sending a body."""
+    if the connection failed. `length` announces a Content-Length without sending a body;
+    `origin` is sent as a browser sends it (`Origin`)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.putrequest(method, path, skip_accept_encoding=True)
         connection.putheader("Content-Type", "application/json")
         if request_id:
             connection.putheader("X-Request-Id", request_id)
+        if origin:
+            connection.putheader("Origin", origin)
         if body is not None or length is not None:
             connection.putheader("Content-Length", str(len(body) if length is None else length))
         connection.endheaders(body)
@@ -114,6 +117,15 @@ def check_routes():
         status, headers, answer = call(method, path, body, "gw-route")
         if status != 200 or headers.get("x-request-id") != "gw-route":
             failures.append(f"{method} {path}: {status} {answer[:200]!r}")
+    # A page served through the gateway, from a browser that sends no Sec-Fetch-Site (plain
+    # HTTP to an address other than localhost): simserve compares its Origin with the Host
+    # nginx forwards, which must keep the port. A page of another port is refused.
+    pairwise = json.dumps({"a": [[1, 0]], "b": [[0, 2]]}).encode()
+    for origin, want in ((f"http://127.0.0.1:{GATEWAY}", 200), ("http://127.0.0.1", 403)):
+        status, _, answer = call("POST", "/similarity/pairwise", pairwise, "gw-origin", origin=origin)
+        if status != want:
+            failures.append(f"POST /similarity/pairwise from a page of {origin}: {status}, not {want}: "
+                            f"{answer[:200]!r}")
     return failures
 
 

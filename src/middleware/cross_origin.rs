@@ -7,13 +7,15 @@
 //! `Origin` is trusted (`--cors-origins` and `--trusted-origins`), one that `Sec-Fetch-Site`
 //! says is `same-origin` (the try-it page) or `none` (typed in by the user), one with
 //! neither header (not a browser: curl, the Python client, tritonclient), and one from a
-//! browser without `Sec-Fetch-Site` whose `Origin` names the `Host` it was sent to. The rest
-//! get 403 `cross-origin`, their bodies discarded only up to `--max-body-bytes` as a request
-//! without a key's. `*` among the trusted origins turns the check off.
+//! browser without `Sec-Fetch-Site` whose `Origin` names the `Host` it was sent to. The rest,
+//! any method on any path, get 403 `cross-origin` (before 401, 404 or 405), their bodies
+//! discarded only up to `--max-body-bytes` as a request without a key's. `*` among the
+//! trusted origins turns the check off.
 //!
-//! A gateway in front that rewrites `Host` leaves only `Sec-Fetch-Site` to decide (every
-//! current browser sends it); one that answers CORS itself needs its pages' origins in
-//! `--trusted-origins`.
+//! Browsers send `Sec-Fetch-Site` only to trustworthy origins (HTTPS, localhost): on plain
+//! HTTP to an internal address, `Origin` against `Host` decides. So a gateway in front must
+//! forward `Host` as the browser sent it, port included (`deploy/nginx` does), or have the
+//! public origin in `--trusted-origins`, as one that answers CORS itself must.
 
 use axum::extract::Request;
 use axum::middleware::Next;

@@ -159,6 +159,9 @@ def driver(downloads: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "--disable-sync",
         "--disable-dev-shm-usage",
         "--window-size=1360,1000",
+        # Names under .test reach loopback: pages there are not potentially trustworthy, so
+        # Chromium sends no Sec-Fetch-Site to them, as to an internal address over plain HTTP.
+        "--host-resolver-rules=MAP *.test 127.0.0.1",
         "--force-device-scale-factor=1",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
