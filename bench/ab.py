@@ -65,7 +65,7 @@ def main():
                     proc = serve(binary)
                     try:
                         body = os.path.join(work, f"{i}.json")
-                        rps, _, _, failed, done, _ = run.load(PORT, path, body, concurrency, args.seconds, lua)
+                        rps, _, _, failed, done, _, _ = run.load(PORT, path, body, concurrency, args.seconds, lua)
                     finally:
                         proc.terminate()
                         proc.wait()

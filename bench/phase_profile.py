@@ -183,7 +183,7 @@ def window(server, seconds, perf_command=None):
     cpu, machine, ours = run.cpu_seconds(pid), machine_busy(), children_cpu()
     perf = subprocess.Popen(perf_command, stderr=subprocess.PIPE, text=True) if perf_command else None
     try:
-        rps, _, _, failed, done, _ = run.load(server.port, server.route, server.body_file, 2, seconds,
+        rps, _, _, failed, done, _, _ = run.load(server.port, server.route, server.body_file, 2, seconds,
                                               server.lua_file)
     finally:
         if perf:

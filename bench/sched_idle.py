@@ -148,7 +148,7 @@ def measure(binary, env, body, lua, seconds, cpus, work):
             ["bash", "-c", f"sleep {(seconds - RECORD_SECONDS) / 2}; perf sched record -a -q "
                            f"-o {perf_data} -- sleep {RECORD_SECONDS}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rps, _, _, failed, done, _ = run.load(PORT, "/similarity/matrix", body, 2, seconds, lua)
+        rps, _, _, failed, done, _, _ = run.load(PORT, "/similarity/matrix", body, 2, seconds, lua)
         if record.wait():
             raise SystemExit("perf sched record failed: run as root, or with "
                              "kernel.perf_event_paranoid <= 1")

@@ -1,5 +1,5 @@
-"""What the bench scripts share: checking a port is free, waiting for a simserve to answer, and
-reading its memory."""
+"""What the bench scripts share: checking a port is free, waiting for a simserve to answer,
+reading its memory, and stopping the servers a script started."""
 
 import socket
 import time
@@ -17,6 +17,14 @@ def require_free(port):
         return
     raise SystemExit(f"port {port} is in use: something already listens on 127.0.0.1:{port} "
                      "(another benchmark still running?); stop it and run again")
+
+
+def stop_all(procs):
+    """Terminates the processes `procs` (servers a script started), then waits for each."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait()
 
 
 def wait_healthy(base, seconds=10.0):

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""How fast any server could answer bench/run.py's small requests here: nginx doing no work.
+"""How fast a server doing no work answers bench/run.py's small requests here: nginx.
 
     python3 bench/small_bound.py [--rounds 3] [--seconds 8]
 
 bench/run.py's first scenario (pairwise 8x128, a 42 KB JSON body, `wrk -t2 -c64` on the same
 two cores as the server) measures request handling more than similarity. This script serves
 the same requests, under the same wrk, from three servers in turn, the order rotating each
-round: simserve (bench/run.py's flags), the Python peer (its faster setting there, one BLAS
-thread a worker) and nginx answering every request with simserve's answer to it, fixed, with
-no work at all (`return 200`: the body read and dropped, nothing parsed; two workers, access
-log off, keep-alive unlimited, as simserve's). nginx's rate bounds what a server could reach
-in this benchmark, so the ratio it prints against the peer bounds simserve's ratio there. It
-prints each server's median requests/s, CPU time per request and the cores wrk took, the
-ratios to the peer, and the rate 15x the peer would need.
+round: simserve (bench/run.py's flags, built first), the Python peer (its faster setting
+there, one BLAS thread a worker) and nginx answering every request with simserve's answer to
+it, fixed, with no work at all (`return 200`: the body read and dropped, nothing parsed; two
+workers on their own listening sockets, a request head buffer the whole request fits in,
+access log off, keep-alive unlimited, as simserve's). nginx's rate is what taking a request in
+and answering costs on this machine beside wrk, before any parsing or computing; it is not a
+bound for every server (a leaner one could go further). It prints each server's median
+requests/s, CPU time per request and the cores wrk took, the ratios to the peer, and the rate
+15x the peer would need.
 Needs: nginx (`apt-get install nginx`), wrk, bench/run.py's venv (created by running it once),
 ports 18103-18105 free.
 """
@@ -29,7 +31,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: scenarios, flags, wrk driver, /proc helpers)
-from simserve_proc import require_free  # noqa: E402
+from simserve_proc import require_free, stop_all  # noqa: E402
 
 NGINX_PORT, SIMSERVE_PORT, PEER_PORT = 18103, 18104, 18105
 SCENARIO = 0  # bench/run.py's pairwise 8x128 at c=64
@@ -45,8 +47,9 @@ http {{
     client_body_temp_path {work}/body;
     keepalive_requests 4294967295;
     keepalive_timeout 60s;
+    client_header_buffer_size 64k;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} reuseport;
         default_type application/json;
         location / {{ return 200 '{answer}'; }}
     }}
@@ -61,6 +64,9 @@ def main():
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")
+    if os.path.realpath(sys.prefix) != os.path.realpath(run.VENV):
+        python = run.venv_python()  # the peer's venv: numpy compares the answers
+        os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not nginx or not shutil.which("wrk"):
         sys.exit("nginx and wrk are needed: apt-get install nginx wrk")
@@ -68,12 +74,13 @@ def main():
         require_free(port)
     run.check_peer_venv()
     name, path, concurrency, _, _ = run.SCENARIOS[SCENARIO]
-    work, lua = run.request_files("simserve-bound-")
-    body_file = os.path.join(work, f"{SCENARIO}.json")
-    with open(body_file, "rb") as f:
-        body = f.read()
-    procs = []
+    run.sh("cargo", "build", "--release", "--quiet", cwd=run.ROOT)
+    procs, work = [], None
     try:
+        work, lua = run.request_files("simserve-bound-")
+        body_file = os.path.join(work, f"{SCENARIO}.json")
+        with open(body_file, "rb") as f:
+            body = f.read()
         simserve = subprocess.Popen(
             run.simserve_command(os.path.join(run.ROOT, "target", "release", "simserve"), SIMSERVE_PORT),
             env=run.simserve_env())
@@ -93,9 +100,12 @@ def main():
         procs.append(server)
         run.wait_ready(PEER_PORT, peer)
         run.wait_ready(NGINX_PORT, server)
-        fixed = run.post(NGINX_PORT, path, body)
-        if fixed != run.post(SIMSERVE_PORT, path, body):
+        ours = run.post(SIMSERVE_PORT, path, body)
+        if run.post(NGINX_PORT, path, body) != ours:
             sys.exit("nginx's fixed answer is not simserve's")
+        difference = run.answer_difference(ours, run.post(PEER_PORT, path, body))
+        if difference:
+            sys.exit(f"simserve and the peer disagree: {difference}")
         servers = [("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer), ("nginx, no work", NGINX_PORT, server)]
         rounds = {label: [] for label, _, _ in servers}
         for round_ in range(args.rounds):
@@ -103,7 +113,8 @@ def main():
             for label, port, proc in servers[at:] + servers[:at]:
                 time.sleep(0.5)
                 cpu = run.cpu_seconds(proc.pid)
-                rps, _, _, failed, done, wrk_cpu = run.load(port, path, body_file, concurrency, args.seconds, lua)
+                rps, _, _, failed, done, wrk_cpu, _ = run.load(port, path, body_file, concurrency, args.seconds,
+                                                               lua)
                 if failed:
                     sys.exit(f"{label}: {failed} requests failed")
                 cpu_ms = (run.cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
@@ -111,11 +122,9 @@ def main():
                 print(f"round {round_ + 1}: {label} {rps:.0f} req/s, {cpu_ms * 1e3:.1f} us CPU a request, "
                       f"wrk {wrk_cpu / args.seconds:.2f} cores", file=sys.stderr)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs)
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
 
     median = {label: tuple(statistics.median(column) for column in zip(*runs)) for label, runs in rounds.items()}
     peer_rps = median["peer"][0]
@@ -126,7 +135,8 @@ def main():
         print(f"| {label} | {rps:.0f} | {rps / peer_rps:.1f}x | {cpu_ms * 1e3:.1f} | {wrk_cores:.2f} |")
     print()
     print(f"15x the peer would be {15 * peer_rps:.0f} req/s; nginx doing no work served "
-          f"{median['nginx, no work'][0] / (15 * peer_rps):.2f} of that.")
+          f"{median['nginx, no work'][0] / (15 * peer_rps):.2f} of that, simserve "
+          f"{median['simserve'][0] / (15 * peer_rps):.2f}.")
 
 
 if __name__ == "__main__":

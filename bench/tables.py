@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 
-from simserve_proc import require_free
+from simserve_proc import require_free, stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "target", "bench-venv")
@@ -324,10 +324,7 @@ def main():
     try:
         run(np, faiss, args, work, procs)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 
