@@ -130,7 +130,8 @@ pub struct Config {
 
     /// Origins whose browser pages may POST to simserve besides its own and those of
     /// `--cors-origins` (for a gateway that answers CORS itself), comma-separated, or `*` to
-    /// let any page POST; other cross-origin POSTs from browsers get 403.
+    /// let any page POST; browser pages of other origins get 403 for any method but GET, HEAD
+    /// and OPTIONS.
     #[arg(long, env = "SIMSERVE_TRUSTED_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub trusted_origins: Vec<String>,
 
