@@ -225,6 +225,19 @@ async fn bytes_taken(addr: SocketAddr, head: &str, len: usize) -> usize {
     sent
 }
 
+/// Declared a quarter GiB past the 64 MiB every refused body is read to at most.
+const REFUSED_LENGTH: usize = simserve::body::MIN_LINGER_BYTES + (256 << 20);
+
+/// Asserts that the server at `addr` takes no more of a REFUSED_LENGTH body sent after
+/// `head` than the 64 MiB it discards and what the sockets' buffers hold (a few MiB).
+async fn assert_cut_at_the_discard_limit(addr: SocketAddr, head: &str, what: &str) {
+    let sent = bytes_taken(addr, head, REFUSED_LENGTH).await;
+    assert!(
+        sent < simserve::body::MIN_LINGER_BYTES + (64 << 20),
+        "{what}: {sent} of {REFUSED_LENGTH} bytes taken"
+    );
+}
+
 #[tokio::test]
 async fn a_body_without_a_key_or_to_options_is_discarded_only_to_the_limit_whatever_it_declares() {
     let (addr, _stop, _server) = start(|c| {
@@ -233,40 +246,28 @@ async fn a_body_without_a_key_or_to_options_is_discarded_only_to_the_limit_whate
         c.max_body_bytes = 1 << 20;
     })
     .await;
-    // Declared a quarter GiB past the 64 MiB every refused body is read to: one refused for
-    // its size is read to its end (the 413 test above), these are cut at 64 MiB: a route
-    // without a key (401), an open path without one (405), and any OPTIONS (a preflight,
-    // answered before authentication).
-    let len = simserve::body::MIN_LINGER_BYTES + (256 << 20);
+    // One refused for its size is read to its end (the 413 test above); these are cut at
+    // 64 MiB: a route without a key (401), an open path without one (405), and any OPTIONS
+    // (a preflight, answered before authentication).
     for (method, path) in [
         ("POST", "/similarity/matrix"),
         ("POST", "/healthz"),
         ("OPTIONS", "/similarity/matrix"),
     ] {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: simserve\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: simserve\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nContent-Type: application/json\r\nContent-Length: {REFUSED_LENGTH}\r\n\r\n"
         );
-        let sent = bytes_taken(addr, &head, len).await;
-        // What the sockets' buffers hold on top of what the server read is a few MiB.
-        assert!(
-            sent < simserve::body::MIN_LINGER_BYTES + (64 << 20),
-            "{method} {path}: {sent} of {len} bytes taken"
-        );
+        assert_cut_at_the_discard_limit(addr, &head, &format!("{method} {path}")).await;
     }
 }
 
 #[tokio::test]
 async fn a_cross_origin_body_is_discarded_only_to_the_limit_whatever_it_declares() {
     let (addr, _stop, _server) = start(|c| c.max_body_bytes = 1 << 20).await;
-    let len = simserve::body::MIN_LINGER_BYTES + (256 << 20);
     let head = format!(
-        "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nOrigin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n"
+        "POST /similarity/matrix HTTP/1.1\r\nHost: simserve\r\nOrigin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\nContent-Type: text/plain\r\nContent-Length: {REFUSED_LENGTH}\r\n\r\n"
     );
-    let sent = bytes_taken(addr, &head, len).await;
-    assert!(
-        sent < simserve::body::MIN_LINGER_BYTES + (64 << 20),
-        "{sent} of {len} bytes taken"
-    );
+    assert_cut_at_the_discard_limit(addr, &head, "cross-origin POST").await;
 }
 
 #[tokio::test]
