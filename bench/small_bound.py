@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""How fast a server doing no work answers bench/run.py's small requests here: nginx.
+"""How fast servers doing little or no work answer bench/run.py's small requests here.
 
     python3 bench/small_bound.py [--rounds 3] [--seconds 8]
 
 bench/run.py's first scenario (pairwise 8x128, a 42 KB JSON body, `wrk -t2 -c64` on the same
 two cores as the server) measures request handling more than similarity. This script serves
-the same requests, under the same wrk, from three servers in turn, the order rotating each
-round: simserve (bench/run.py's flags, built first), the Python peer (its faster setting
-there, one BLAS thread a worker) and nginx answering every request with simserve's answer to
-it, fixed, with no work at all (`return 200`: the body read and dropped, nothing parsed; two
-workers on their own listening sockets, a request head buffer the whole request fits in,
-access log off, keep-alive unlimited, as simserve's). nginx's rate is what taking a request in
-and answering costs on this machine beside wrk, before any parsing or computing; it is not a
-bound for every server (a leaner one could go further). It prints each server's median
-requests/s, CPU time per request and the cores wrk took, the ratios to the peer, and the rate
-15x the peer would need.
+the same requests, under the same wrk, from seven servers in turn, the order rotating each
+round:
+- simserve (bench/run.py's flags, built first);
+- the Python peer (its faster setting there, one BLAS thread a worker);
+- nginx answering every request with simserve's answer to it, fixed, with no work at all
+  (`return 200`: the body read and dropped, nothing parsed; two workers on their own listening
+  sockets, a request head buffer the whole request fits in, access log off, keep-alive
+  unlimited, as simserve's);
+- `examples/bare_hyper.rs`, simserve's HTTP stack (hyper on tokio) alone: answering the same
+  fixed answer after reading the body, or reading `a` and `b` with simserve's tensor reader,
+  scoring them with its kernel and answering (none of simserve's checks, limits, middleware
+  or logs); each on tokio's multi-threaded runtime, as simserve, and on one single-threaded
+  runtime per CPU with its own listening socket, as nginx's workers.
+It prints each server's median requests/s, CPU time per request and the cores wrk took, the
+ratios to the peer, and what 15x the peer would leave a server for reading, scoring and
+answering, against what that work took with simserve's reader.
 Needs: nginx (`apt-get install nginx`), wrk, bench/run.py's venv (created by running it once),
-ports 18103-18105 free.
+ports 18103-18109 free.
 """
 
 import argparse
@@ -34,6 +40,10 @@ import run  # noqa: E402  (bench/run.py: scenarios, flags, wrk driver, /proc hel
 from simserve_proc import require_free, stop_all  # noqa: E402
 
 NGINX_PORT, SIMSERVE_PORT, PEER_PORT = 18103, 18104, 18105
+# bare_hyper's four settings: (label, port, mode, per-core runtimes)
+HYPERS = [("hyper, no work", 18106, "fixed", False), ("hyper, simserve's reader", 18107, "read", False),
+          ("hyper per core, no work", 18108, "fixed", True),
+          ("hyper per core, simserve's reader", 18109, "read", True)]
 SCENARIO = 0  # bench/run.py's pairwise 8x128 at c=64
 
 NGINX_CONF = """
@@ -70,11 +80,13 @@ def main():
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not nginx or not shutil.which("wrk"):
         sys.exit("nginx and wrk are needed: apt-get install nginx wrk")
-    for port in (NGINX_PORT, SIMSERVE_PORT, PEER_PORT):
+    for port in (NGINX_PORT, SIMSERVE_PORT, PEER_PORT, *(port for _, port, _, _ in HYPERS)):
         require_free(port)
     run.check_peer_venv()
     name, path, concurrency, _, _ = run.SCENARIOS[SCENARIO]
     run.sh("cargo", "build", "--release", "--quiet", cwd=run.ROOT)
+    run.sh("cargo", "build", "--release", "--quiet", "--example", "bare_hyper", cwd=run.ROOT)
+    bare_hyper = os.path.join(run.ROOT, "target", "release", "examples", "bare_hyper")
     procs, work = [], None
     try:
         work, lua = run.request_files("simserve-bound-")
@@ -91,6 +103,15 @@ def main():
             headers={"content-type": "application/json"}), timeout=30).read().decode()
         if "'" in answer or "\n" in answer:
             sys.exit("simserve's answer cannot be written into nginx's configuration as is")
+        answer_file = os.path.join(work, "answer.json")
+        with open(answer_file, "w") as f:
+            f.write(answer)
+        hypers = []
+        for label, port, mode, per_core in HYPERS:
+            command = [bare_hyper, str(port), mode, *([answer_file] if mode == "fixed" else []),
+                       *(["per-core"] if per_core else [])]
+            hypers.append((label, port, subprocess.Popen(command)))
+            procs.append(hypers[-1][2])
         with open(os.path.join(work, "nginx.conf"), "w") as f:
             f.write(NGINX_CONF.format(work=work, port=NGINX_PORT, answer=answer))
         peer = subprocess.Popen(run.peer_command(PEER_PORT), env=run.peer_env({"OPENBLAS_NUM_THREADS": "1"}))
@@ -100,13 +121,20 @@ def main():
         procs.append(server)
         run.wait_ready(PEER_PORT, peer)
         run.wait_ready(NGINX_PORT, server)
+        for _, port, proc in hypers:
+            run.wait_ready(port, proc)
         ours = run.post(SIMSERVE_PORT, path, body)
         if run.post(NGINX_PORT, path, body) != ours:
             sys.exit("nginx's fixed answer is not simserve's")
+        for label, port, _ in hypers:
+            difference = run.answer_difference(ours, run.post(port, path, body))
+            if difference:
+                sys.exit(f"simserve and {label} disagree: {difference}")
         difference = run.answer_difference(ours, run.post(PEER_PORT, path, body))
         if difference:
             sys.exit(f"simserve and the peer disagree: {difference}")
-        servers = [("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer), ("nginx, no work", NGINX_PORT, server)]
+        servers = [("simserve", SIMSERVE_PORT, simserve), ("peer", PEER_PORT, peer),
+                   ("nginx, no work", NGINX_PORT, server), *hypers]
         rounds = {label: [] for label, _, _ in servers}
         for round_ in range(args.rounds):
             at = round_ % len(servers)
@@ -134,9 +162,22 @@ def main():
     for label, (rps, cpu_ms, wrk_cores) in median.items():
         print(f"| {label} | {rps:.0f} | {rps / peer_rps:.1f}x | {cpu_ms * 1e3:.1f} | {wrk_cores:.2f} |")
     print()
-    print(f"15x the peer would be {15 * peer_rps:.0f} req/s; nginx doing no work served "
-          f"{median['nginx, no work'][0] / (15 * peer_rps):.2f} of that, simserve "
-          f"{median['simserve'][0] / (15 * peer_rps):.2f}.")
+    target = 15 * peer_rps
+    no_work = {label: m for label, m in median.items() if label.endswith("no work")}
+    cheapest = min(no_work, key=lambda label: no_work[label][1])
+    # wrk's CPU a request where the rate is near the target's (it takes more a request at lower
+    # rates, where its event loop wakes up for fewer answers at a time)
+    wrk_us = statistics.median(cores * 1e6 / rps for rps, _, cores in no_work.values())
+    budget = 2e6 / target - wrk_us
+    work_us = (median["hyper per core, simserve's reader"][1] - median["hyper per core, no work"][1]) * 1e3
+    print(f"15x the peer would be {target:.0f} req/s: {2e6 / target:.1f} us of the two cores a request. "
+          f"wrk takes {wrk_us:.1f} us of them a request (its median over the servers doing no work), "
+          f"which leaves {budget:.1f} us for the server. The cheapest server doing no work ({cheapest}) "
+          f"took {no_work[cheapest][1] * 1e3:.1f} us, so reading the request's 2048 numbers, scoring and "
+          f"answering would have to fit in {budget - no_work[cheapest][1] * 1e3:.1f} us; with simserve's "
+          f"reader they took {work_us:.1f} us (hyper per core, reading against not).")
+    print(f"Served, as a share of that rate: nginx doing no work {median['nginx, no work'][0] / target:.2f}, "
+          f"simserve {median['simserve'][0] / target:.2f}.")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+//! The floor of simserve's HTTP stack: hyper on tokio, as simserve serves connections (one
+//! HTTP/1 connection a task on a multi-threaded runtime, `TCP_NODELAY`), with nothing else.
+//!
+//! Usage: `bare_hyper PORT fixed ANSWER_FILE` answers every request with the file's bytes
+//! after reading its body whole (no parsing: what the stack costs by itself);
+//! `bare_hyper PORT read` reads the tensors `a` and `b` of a pairwise body with simserve's
+//! tensor reader, scores them (cosine) with simserve's kernel and answers the scores as JSON:
+//! what the stack costs with simserve's work and none of its checks, limits, middleware or
+//! logs. A GET gets 200 `{}` (readiness). `bench/small_bound.py` serves its small requests from both, beside simserve, the
+//! Python peer and nginx.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use simserve::compute::{self, Cancel, Metric};
+use simserve::tensor::text;
+
+/// The tensor that follows `"name":` in `body`, read with simserve's reader.
+fn tensor(body: &[u8], name: &str) -> Option<ndarray::Array2<f32>> {
+    let key = format!("\"{name}\"");
+    let after = memchr::memmem::find(body, key.as_bytes())? + key.len();
+    let start = after + memchr::memchr(b'[', &body[after..])?;
+    let span = text::span(body, start)?;
+    text::read(body, &span)?.into_matrix()
+}
+
+/// The pairwise cosine answer to `body`, or `None` if it holds no `a` and `b` of equal shape.
+fn scores(body: &[u8]) -> Option<Vec<u8>> {
+    let (a, b) = (tensor(body, "a")?, tensor(body, "b")?);
+    let scores = compute::pairwise(a.view(), b.view(), Metric::Cosine, &Cancel::new()).ok()?;
+    let values = scores.to_vec();
+    let answer = serde_json::json!({"metric": "cosine", "shape": [values.len()], "scores": values});
+    serde_json::to_vec(&answer).ok()
+}
+
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    fixed: Option<Arc<Bytes>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let probe = request.method() == hyper::Method::GET;
+    let body = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let (status, bytes) = match &fixed {
+        _ if probe => (200, Bytes::from_static(b"{}")),
+        Some(answer) => (200, Bytes::clone(answer)),
+        None => match scores(&body) {
+            Some(answer) => (200, Bytes::from(answer)),
+            None => (422, Bytes::from_static(b"{}")),
+        },
+    };
+    let response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes))
+        .unwrap();
+    Ok(response)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: bare_hyper PORT (fixed ANSWER_FILE | read) [per-core]";
+    let port: u16 = args.next().and_then(|p| p.parse().ok()).expect(usage);
+    let fixed = match args.next().as_deref() {
+        Some("fixed") => Some(Arc::new(Bytes::from(
+            std::fs::read(args.next().expect(usage)).expect("a readable answer file"),
+        ))),
+        Some("read") => None,
+        _ => panic!("{usage}"),
+    };
+    if args.next().as_deref() == Some("per-core") {
+        // A single-threaded runtime per CPU, each accepting on its own listening socket
+        // (SO_REUSEPORT), as nginx's workers do: no task ever moves between threads.
+        let threads: Vec<_> = (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .map(|_| {
+                let fixed = fixed.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime");
+                    runtime.block_on(async move {
+                        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+                        socket.set_reuseport(true).expect("SO_REUSEPORT");
+                        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+                        socket
+                            .bind(([127, 0, 0, 1], port).into())
+                            .expect("a free port");
+                        serve(socket.listen(1024).expect("listening"), fixed).await;
+                    });
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a serving thread");
+        }
+    } else {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("a free port");
+            serve(listener, fixed).await;
+        });
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, fixed: Option<Arc<Bytes>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let fixed = fixed.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| answer(request, fixed.clone()));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
