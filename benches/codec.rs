@@ -8,7 +8,8 @@
 //!   the reader on one thread. Every reader case times finding the tensor's span
 //!   (`text::span`) with the reading, as the service does for each request;
 //! - `body`: a whole matrix request of two such tensors, parsed with its tensors read ahead
-//!   against serde alone;
+//!   against serde alone; and `bench/run.py`'s small request (pairwise, two 8×128 tensors,
+//!   about 42 KB), parsed as the service parses it;
 //! - `encode`: the 1000×768 answer as nested JSON and base64 through serde, and as nested JSON
 //!   by the answer's own writer on one thread and on two.
 
@@ -27,6 +28,7 @@ use serde::de::DeserializeSeed;
 use simserve::answer::Encoding;
 use simserve::answer::json::{self, Dense, DenseField, Versions};
 use simserve::api::matrix::MatrixRequest;
+use simserve::api::pairwise::PairwiseRequest;
 use simserve::body;
 use simserve::compute::Metric;
 use simserve::tensor::{TensorSeed, text};
@@ -68,15 +70,20 @@ fn decode(c: &mut Criterion) {
 /// `rows × DIM` values of a unit-variance-like spread, written as Python writes float32
 /// values converted to its floats (the shortest text that gives back the `f64`).
 fn python_text(rows: usize, seed: usize) -> String {
-    python_text_scaled(rows, seed, 3.0)
+    python_text_of(rows, DIM, seed, 3.0)
 }
 
 /// [`python_text`] with the values spread over `±scale / 2`.
 fn python_text_scaled(rows: usize, seed: usize, scale: f32) -> String {
+    python_text_of(rows, DIM, seed, scale)
+}
+
+/// `rows × dim` values spread over `±scale / 2`, as [`python_text`] writes them.
+fn python_text_of(rows: usize, dim: usize, seed: usize, scale: f32) -> String {
     let row = |i: usize| {
-        let numbers: Vec<String> = (0..DIM)
+        let numbers: Vec<String> = (0..dim)
             .map(|j| {
-                let k = (i * DIM + j) * 7919 + seed;
+                let k = (i * dim + j) * 7919 + seed;
                 let v = ((k % 10007) as f32 / 10007.0 - 0.5) * scale;
                 format!("{:?}", v as f64)
             })
@@ -161,6 +168,21 @@ fn body(c: &mut Criterion) {
             bench.iter(|| two.install(|| black_box(body::parse::<MatrixRequest>(bytes).unwrap())))
         },
     );
+    group.finish();
+
+    // bench/run.py's small request (pairwise 8x128, about 42 KB), parsed on the calling
+    // thread as the service parses it.
+    let small = format!(
+        r#"{{"a": {}, "b": {}}}"#,
+        python_text_of(8, 128, 0, 3.0),
+        python_text_of(8, 128, 1, 3.0)
+    );
+    let small = small.as_bytes();
+    let mut group = c.benchmark_group("body");
+    group.throughput(Throughput::Bytes(small.len() as u64));
+    group.bench_function("pairwise 2x8x128 python floats", |bench| {
+        bench.iter(|| black_box(body::parse::<PairwiseRequest>(small).unwrap()))
+    });
     group.finish();
 }
 

@@ -1,20 +1,19 @@
 //! The floor of simserve's HTTP stack: hyper on tokio, as simserve serves connections (one
-//! HTTP/1 connection a task on a multi-threaded runtime, `TCP_NODELAY`), with nothing else.
+//! HTTP/1 connection a task, `TCP_NODELAY`), with nothing else.
 //!
-//! Usage: `bare_hyper PORT fixed ANSWER_FILE` answers every request with the file's bytes
-//! after reading its body whole (no parsing: what the stack costs by itself);
-//! `bare_hyper PORT read` reads the tensors `a` and `b` of a pairwise body with simserve's
-//! tensor reader, scores them (cosine) with simserve's kernel and answers the scores as JSON:
-//! what the stack costs with simserve's work and none of its checks, limits, middleware or
-//! logs. A GET gets 200 `{}` (readiness). `bench/small_bound.py` serves its small requests from both, beside simserve, the
-//! Python peer and nginx.
+//! Usage: `bare_hyper PORT fixed ANSWER_FILE [per-core]` answers every POST with the file's
+//! bytes after reading its body whole (no parsing: what the stack costs by itself);
+//! `bare_hyper PORT read [per-core]` reads the tensors `a` and `b` of a pairwise body with
+//! simserve's tensor reader, scores them (cosine) with simserve's kernel and answers the
+//! scores as JSON: what the stack costs with simserve's work and none of its checks, limits,
+//! timers, metrics, middleware or logs. A GET gets 200 `{}` (readiness).
+//!
+//! It runs on tokio's multi-threaded runtime, as simserve does, or with `per-core` on one
+//! single-threaded runtime per CPU, each accepting on its own listening socket
+//! (`SO_REUSEPORT`), as nginx's workers do. `bench/small_bound.py` serves its small requests
+//! from all four settings, beside simserve, the Python peer and nginx.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::convert::Infallible;
 use std::sync::Arc;
