@@ -25,7 +25,7 @@ use crate::api::{Operation, operate, page, service, tables, v2};
 use crate::coding;
 use crate::config::Config;
 use crate::middleware::auth::ApiKeys;
-use crate::middleware::{auth, cross_origin, deadline, observe, oip, panic};
+use crate::middleware::{auth, cross_origin, deadline, host, observe, oip, panic};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -125,6 +125,8 @@ fn stack(
         // Inside `observe`, so that preflights are logged and counted as every request is.
         .option_layer(cors(&config.cors_origins))
         .layer(from_fn(oip::layer))
+        // Before anything reads `Host` (the cross-origin check).
+        .layer(from_fn(host::layer))
         .layer(CatchPanicLayer::custom(panic::response))
         .layer(from_fn(cross_origin::cap_refused_bodies))
         .option_layer(cross_origin::layer(

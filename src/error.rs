@@ -71,6 +71,10 @@ pub enum ApiError {
          the server trusts its own origin and those of --cors-origins and --trusted-origins"
     )]
     CrossOrigin,
+    /// The request's `Host` header is missing (HTTP/1.1), given twice or not a host and port
+    /// (400; `middleware::host`); the detail says which.
+    #[error("{0}")]
+    BadHost(&'static str),
     /// The client closed the connection before its body had arrived (499, as nginx counts
     /// it: no one reads the answer, and the metrics and log tell it from a malformed body).
     #[error("the client closed the connection before the request body had arrived")]
@@ -182,7 +186,7 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BadHost(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedInferMediaType => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -224,6 +228,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "urn:simserve:problem:method-not-allowed",
             ApiError::Unauthorized => "urn:simserve:problem:unauthorized",
             ApiError::CrossOrigin => "urn:simserve:problem:cross-origin",
+            ApiError::BadHost(_) => "urn:simserve:problem:bad-host",
             ApiError::BodyTimeout(_) => "urn:simserve:problem:body-timeout",
             ApiError::ClientClosed => "urn:simserve:problem:client-closed-request",
             ApiError::UnsupportedEncoding => "urn:simserve:problem:unsupported-encoding",

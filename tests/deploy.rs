@@ -89,7 +89,9 @@ fn the_deployment_sets_only_real_flags_and_probes_real_routes_on_the_admin_port(
 /// The status simserve's `--admin-addr` answers `GET path` with.
 fn status_of_admin_get(config: &Config, path: &str) -> u16 {
     use tower::ServiceExt;
+    // The kubelet's probes and Prometheus send the pod's address as `Host`.
     let request = axum::http::Request::get(path)
+        .header(axum::http::header::HOST, "10.1.2.3:9090")
         .body(axum::body::Body::empty())
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();

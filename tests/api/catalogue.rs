@@ -431,6 +431,18 @@ fn catalogue() -> Vec<Case> {
                 "the request body's Content-Encoding must be gzip, zstd or identity",
             )
         },
+        Case {
+            class: "two Host headers",
+            headers: "Content-Type: application/json\r\nHost: other.example\r\n",
+            ..case(
+                "",
+                M,
+                br#"{"a": [[1]]}"#,
+                400,
+                "bad-host",
+                "Host: given more than once; give it once",
+            )
+        },
         unsupported_type("wrong content type", "Content-Type: text/plain\r\n"),
         unsupported_type("missing content type", ""),
         not_allowed("wrong method", "GET", M),

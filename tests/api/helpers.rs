@@ -166,13 +166,22 @@ impl TestApp {
 
     /// The router's raw response, body unread (for compressed bodies).
     pub async fn raw(&self, request: Request<Body>) -> axum::response::Response {
-        self.router.clone().oneshot(request).await.unwrap()
+        self.router
+            .clone()
+            .oneshot(with_host(request))
+            .await
+            .unwrap()
     }
 
     /// Sends `request` without checking the response against the OpenAPI document (for
     /// routes that only tests add).
     pub async fn send_unchecked(&self, request: Request<Body>) -> TestResponse {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = self
+            .router
+            .clone()
+            .oneshot(with_host(request))
+            .await
+            .unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let content_type = headers
@@ -442,4 +451,17 @@ pub async fn take_a_permit(state: &AppState) -> simserve::admission::Admitted {
         .admit(None)
         .await
         .unwrap()
+}
+
+/// `request` with the `Host` header every HTTP/1.1 client sends (`simserve`), unless it has
+/// one or is an HTTP/1.0 request, as a request over a socket would arrive.
+pub fn with_host(mut request: Request<Body>) -> Request<Body> {
+    if request.version() >= axum::http::Version::HTTP_11
+        && !request.headers().contains_key(header::HOST)
+    {
+        request
+            .headers_mut()
+            .insert(header::HOST, header::HeaderValue::from_static("simserve"));
+    }
+    request
 }

@@ -654,3 +654,75 @@ async fn heads_the_http_layer_cannot_parse_are_answered_and_counted() {
     }
     until_gauge(addr, counted, |n| n == 2.0).await;
 }
+
+/// Sends `head` (and no body) on a fresh connection; the status line's code and the JSON
+/// body of the answer.
+async fn answer_to_head(addr: SocketAddr, head: &str) -> (String, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer arrives and the connection closes")
+        .unwrap();
+    let (status_and_headers, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = status_and_headers.get(9..12).unwrap_or_default().to_owned();
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn requests_without_one_good_host_get_400_bad_host_over_a_socket() {
+    let (addr, _stop, _task) = start(|_| {}).await;
+    let missing = "Host: missing; an HTTP/1.1 request names the host it is sent to";
+    let not_a_host = "Host: not a host with an optional port (such as example.com:8080)";
+    for (request, detail) in [
+        (
+            "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+            missing,
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+            "Host: given more than once; give it once",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: user@a.example\r\nConnection: close\r\n\r\n",
+            not_a_host,
+        ),
+        (
+            "POST /similarity/pairwise HTTP/1.1\r\nHost: a.example/x\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            not_a_host,
+        ),
+    ] {
+        let (status, problem) = answer_to_head(addr, request).await;
+        assert_eq!(status, "400", "{request:?}: {problem}");
+        assert_eq!(
+            problem["type"], "urn:simserve:problem:bad-host",
+            "{problem}"
+        );
+        assert_eq!(problem["detail"], detail, "{request:?}");
+    }
+    // Under /v2, in the Open Inference Protocol's shape.
+    let (status, error) = answer_to_head(
+        addr,
+        "GET /v2/health/ready HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (status.as_str(), &error),
+        ("400", &json!({"error": missing}))
+    );
+    // HTTP/1.0 may leave Host out, and an empty one is a Host.
+    for request in [
+        "GET /healthz HTTP/1.0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: [::1]:8000\r\nConnection: close\r\n\r\n",
+    ] {
+        let (status, body) = answer_to_head(addr, request).await;
+        assert_eq!(
+            (status.as_str(), &body),
+            ("200", &json!({"status": "ok"})),
+            "{request:?}"
+        );
+    }
+}
