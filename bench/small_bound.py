@@ -19,8 +19,10 @@ round:
   or logs); each on tokio's multi-threaded runtime, as simserve, and on one single-threaded
   runtime per CPU with its own listening socket, as nginx's workers.
 It prints each server's median requests/s, CPU time per request and the cores wrk took, the
-ratios to the peer, and what 15x the peer would leave a server for reading, scoring and
-answering, against what that work took with simserve's reader.
+ratios to the peer, and, round by round, what 15x that round's peer would leave a server
+for reading, scoring and answering beside wrk, beyond what nginx and hyper per core took
+doing no work, against what that work took with simserve's reader. A round whose wrk run
+overshot its seconds by bench/run.py's STALLED (the machine stalled) runs again.
 Needs: nginx (`apt-get install nginx`), wrk, bench/run.py's venv (created by running it once),
 ports 18103-18109 free.
 """
@@ -80,13 +82,16 @@ def main():
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not nginx or not shutil.which("wrk"):
         sys.exit("nginx and wrk are needed: apt-get install nginx wrk")
-    for port in (NGINX_PORT, SIMSERVE_PORT, PEER_PORT, *(port for _, port, _, _ in HYPERS)):
-        require_free(port)
     run.check_peer_venv()
     name, path, concurrency, _, _ = run.SCENARIOS[SCENARIO]
     run.sh("cargo", "build", "--release", "--quiet", cwd=run.ROOT)
     run.sh("cargo", "build", "--release", "--quiet", "--example", "bare_hyper", cwd=run.ROOT)
     bare_hyper = os.path.join(run.ROOT, "target", "release", "examples", "bare_hyper")
+    # After the builds, which can take minutes: the servers with their own socket per worker
+    # (SO_REUSEPORT) would share a port with a process that bound it meanwhile.
+    for port in (NGINX_PORT, SIMSERVE_PORT, PEER_PORT, *(port for _, port, _, _ in HYPERS)):
+        require_free(port)
+
     procs, work = [], None
     try:
         work, lua = run.request_files("simserve-bound-")
@@ -139,13 +144,20 @@ def main():
         for round_ in range(args.rounds):
             at = round_ % len(servers)
             for label, port, proc in servers[at:] + servers[:at]:
-                time.sleep(0.5)
-                cpu = run.cpu_seconds(proc.pid)
-                rps, _, _, failed, done, wrk_cpu, _ = run.load(port, path, body_file, concurrency, args.seconds,
-                                                               lua)
-                if failed:
-                    sys.exit(f"{label}: {failed} requests failed")
-                cpu_ms = (run.cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
+                for _ in range(run.TRIES):
+                    time.sleep(0.5)
+                    cpu = run.cpu_seconds(proc.pid)
+                    rps, _, _, failed, done, wrk_cpu, took = run.load(port, path, body_file, concurrency,
+                                                                      args.seconds, lua)
+                    if failed:
+                        sys.exit(f"{label}: {failed} requests failed")
+                    cpu_ms = (run.cpu_seconds(proc.pid) - cpu) * 1e3 / max(done, 1)
+                    if took <= args.seconds + run.STALLED:
+                        break
+                    print(f"round {round_ + 1}: {label}: wrk's run took {took:.1f} s, the machine stalled; "
+                          "again", file=sys.stderr)
+                else:
+                    sys.exit(f"{label}: the machine stalled in {run.TRIES} tries")
                 rounds[label].append((rps, cpu_ms, wrk_cpu / args.seconds))
                 print(f"round {round_ + 1}: {label} {rps:.0f} req/s, {cpu_ms * 1e3:.1f} us CPU a request, "
                       f"wrk {wrk_cpu / args.seconds:.2f} cores", file=sys.stderr)
@@ -162,22 +174,35 @@ def main():
     for label, (rps, cpu_ms, wrk_cores) in median.items():
         print(f"| {label} | {rps:.0f} | {rps / peer_rps:.1f}x | {cpu_ms * 1e3:.1f} | {wrk_cores:.2f} |")
     print()
-    target = 15 * peer_rps
-    no_work = {label: m for label, m in median.items() if label.endswith("no work")}
-    cheapest = min(no_work, key=lambda label: no_work[label][1])
-    # wrk's CPU a request where the rate is near the target's (it takes more a request at lower
-    # rates, where its event loop wakes up for fewer answers at a time)
-    wrk_us = statistics.median(cores * 1e6 / rps for rps, _, cores in no_work.values())
-    budget = 2e6 / target - wrk_us
-    work_us = (median["hyper per core, simserve's reader"][1] - median["hyper per core, no work"][1]) * 1e3
-    print(f"15x the peer would be {target:.0f} req/s: {2e6 / target:.1f} us of the two cores a request. "
-          f"wrk takes {wrk_us:.1f} us of them a request (its median over the servers doing no work), "
-          f"which leaves {budget:.1f} us for the server. The cheapest server doing no work ({cheapest}) "
-          f"took {no_work[cheapest][1] * 1e3:.1f} us, so reading the request's 2048 numbers, scoring and "
-          f"answering would have to fit in {budget - no_work[cheapest][1] * 1e3:.1f} us; with simserve's "
-          f"reader they took {work_us:.1f} us (hyper per core, reading against not).")
-    print(f"Served, as a share of that rate: nginx doing no work {median['nginx, no work'][0] / target:.2f}, "
-          f"simserve {median['simserve'][0] / target:.2f}.")
+    # What 15x the peer leaves a server for its work, round by round: at 15x the round's peer
+    # rate the two cores give 2e6 / rate us a request; wrk takes what it took a request from
+    # the server doing no work beside it (wrk takes more a request at lower rates, where its
+    # event loop wakes up for fewer answers at a time, so a server near the target's rate);
+    # what is left beyond that server's own CPU a request is what reading, scoring and
+    # answering could take.
+    print("What 15x the peer leaves a server for reading, scoring and answering, a round (us a request):")
+    floors = ["nginx, no work", "hyper per core, no work"]
+    print("| round | peer req/s | 15x, us of the two cores | " + " | ".join(
+        f"{label}: wrk, server, left" for label in floors) + " |")
+    print("|---:|---:|---:|" + "---:|" * len(floors))
+    left = {label: [] for label in floors}
+    for round_, (peer_rps_r, _, _) in enumerate(rounds["peer"]):
+        share = 2e6 / (15 * peer_rps_r)
+        cells = []
+        for label in floors:
+            rps, cpu_ms, cores = rounds[label][round_]
+            wrk_us = cores * 1e6 / rps
+            left[label].append(share - wrk_us - cpu_ms * 1e3)
+            cells.append(f"{wrk_us:.1f}, {cpu_ms * 1e3:.1f}, {left[label][-1]:.1f}")
+        print(f"| {round_ + 1} | {peer_rps_r:.0f} | {share:.1f} | " + " | ".join(cells) + " |")
+    print()
+    work_us = [(read[1] - bare[1]) * 1e3 for read, bare in
+               zip(rounds["hyper per core, simserve's reader"], rounds["hyper per core, no work"])]
+    print(f"Left at most: {', '.join(f'{label} {max(left[label]):.1f} us' for label in floors)}; "
+          f"the same work took {statistics.median(work_us):.1f} us a request in bare_hyper per core "
+          f"(median over rounds of reading against not).")
+    print(f"Served, as a share of 15x the peer's median ({15 * peer_rps:.0f} req/s): " + ", ".join(
+        f"{label} {m[0] / (15 * peer_rps):.2f}" for label, m in median.items() if label != "peer") + ".")
 
 
 if __name__ == "__main__":
