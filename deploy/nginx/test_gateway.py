@@ -28,6 +28,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,15 @@ def check_routes():
         if status != want:
             failures.append(f"POST /similarity/pairwise from a page of {origin}: {status}, not {want}: "
                             f"{answer[:200]!r}")
+    # A client that sends no Host (HTTP/1.0) still reaches simserve, which refuses an HTTP/1.1
+    # request (as nginx forwards it) without one.
+    with socket.create_connection(("127.0.0.1", GATEWAY), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    if not answer.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+        failures.append(f"GET /healthz over HTTP/1.0 without Host: {answer[:200]!r}")
     return failures
 
 
