@@ -1,9 +1,20 @@
 """What the bench scripts share: checking a port is free, waiting for a simserve to answer,
-reading its memory, and stopping the servers a script started."""
+reading its memory, and stopping the servers a script started. Importing it makes SIGTERM
+end the script through its `finally` blocks, as Ctrl-C does, so that a script stopped by a
+timeout or `kill` stops the servers it started rather than leaving them running."""
 
+import signal
 import socket
 import time
 import urllib.request
+
+
+def _exit_on_sigterm(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def require_free(port):
