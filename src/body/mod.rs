@@ -61,7 +61,8 @@ pub fn linger_bytes(declared: Option<usize>, limit: usize) -> usize {
 
 /// Bytes of a request's body still to be discarded at most if it is answered unread:
 /// [`linger_bytes`] of its declared length, lowered to what it would be undeclared when the
-/// request has no valid key (`middleware::auth`), is refused as cross-origin
+/// request has no valid key (`middleware::auth`) or no good `Host` (`middleware::host`), is
+/// refused as cross-origin
 /// (`middleware::cross_origin`, which lowers it after the body was dropped: the discard reads
 /// it at each chunk) or no route reads its body (`OPTIONS`), so that such a client cannot have
 /// the server read a declared gigabyte.

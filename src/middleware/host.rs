@@ -7,7 +7,6 @@
 //! `--max-body-bytes`, as an unauthorised request's.
 
 use axum::extract::Request;
-use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +29,7 @@ pub async fn layer(request: Request, next: Next) -> Response {
 fn check(version: Version, headers: &HeaderMap) -> Result<(), ApiError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) if version >= Version::HTTP_11 => Err(ApiError::BadHost(
+        (None, _) if version == Version::HTTP_11 => Err(ApiError::BadHost(
             "Host: missing; an HTTP/1.1 request names the host it is sent to",
         )),
         (Some(_), Some(_)) => Err(ApiError::BadHost(
@@ -43,31 +42,84 @@ fn check(version: Version, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Whether `value` is a host with an optional port (`uri-host [ ":" port ]`), or empty.
+/// Whether `value` is `uri-host [ ":" port ]` (RFC 3986), or empty: an IP literal in brackets
+/// (IPv6, or IPvFuture) or a name (IPv4 addresses among them) of unreserved characters,
+/// percent-encodings and sub-delimiters, then optionally `:` and a port number (which may be
+/// empty). Checked byte by byte, without building a URI.
 fn is_host_and_port(value: &HeaderValue) -> bool {
-    if value.is_empty() {
-        return true;
-    }
-    let Ok(text) = value.to_str() else {
-        return false;
+    let value = value.as_bytes();
+    let (name, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(close) = literal.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let port = match &literal[close + 1..] {
+                [] => None,
+                [b':', port @ ..] => Some(port),
+                _ => return false,
+            };
+            if !is_ip_literal(&literal[..close]) {
+                return false;
+            }
+            (None, port)
+        }
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (Some(&value[..colon]), Some(&value[colon + 1..])),
+            None => (Some(value), None),
+        },
     };
-    // An authority may also hold user information, which a `Host` may not; `http` takes any
-    // text after the last colon as its port.
-    !text.contains('@') && text.parse::<Authority>().is_ok() && port_is_a_number(text)
+    name.is_none_or(is_name) && port.is_none_or(is_port)
 }
 
-/// Whether the port of `host` (what follows its last colon past any `[…]`), if it has one, is
-/// digits that fit a port number, or nothing (`example.com:` is allowed).
-fn port_is_a_number(host: &str) -> bool {
-    let after_brackets = host.rfind(']').map_or(0, |at| at + 1);
-    match host[after_brackets..].rfind(':') {
-        None => true,
-        Some(colon) => {
-            let port = &host[after_brackets + colon + 1..];
-            port.is_empty()
-                || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+/// RFC 3986's sub-delimiters, which a name may hold besides unreserved characters.
+const SUB_DELIMITERS: &[u8] = b"!$&'()*+,;=";
+
+/// Whether `b` is unreserved (RFC 3986) or a sub-delimiter.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b) || SUB_DELIMITERS.contains(&b)
+}
+
+/// Whether `name` is a `reg-name` (an IPv4 address is one too): unreserved characters,
+/// percent-encodings and sub-delimiters.
+fn is_name(name: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&b) = name.get(at) {
+        if b == b'%' {
+            let encoded = name.get(at + 1..at + 3);
+            if !encoded.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            at += 3;
+        } else if is_name_byte(b) {
+            at += 1;
+        } else {
+            return false;
         }
     }
+    true
+}
+
+/// Whether what is inside `[…]` is an IPv6 address, or an IPvFuture (`v` hex digits `.` then
+/// unreserved characters, sub-delimiters and colons).
+fn is_ip_literal(inside: &[u8]) -> bool {
+    if let [b'v' | b'V', future @ ..] = inside {
+        let Some(dot) = future.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, address) = (&future[..dot], &future[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !address.is_empty()
+            && address.iter().all(|&b| is_name_byte(b) || b == b':');
+    }
+    std::str::from_utf8(inside).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// Whether `port` is empty (`example.com:` is allowed) or digits that fit a port number.
+fn is_port(port: &[u8]) -> bool {
+    port.is_empty()
+        || (port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port).is_ok_and(|digits| digits.parse::<u16>().is_ok()))
 }
 
 #[cfg(test)]
@@ -96,7 +148,12 @@ mod tests {
             "127.0.0.1:8000",
             "[::1]:8000",
             "[::1]",
+            "[::1]:",
+            "[v1.fe80::a+en1]:80",
             "example.com:",
+            "EXAMPLE.com.",
+            "ex%41mple.com",
+            ":8080",
             "simserve",
             "",
         ] {
@@ -129,6 +186,19 @@ mod tests {
             "example.com:99999",
             "example.com:+80",
             "a:b:80",
+            "::1",
+            "[::1",
+            "[::1]80",
+            "[::1]x",
+            "x[::1]",
+            "a[b]c",
+            "[]",
+            "[]:80",
+            "[example.com]",
+            "[fe80::1%eth0]",
+            "[v1.]",
+            "ex%4mple.com",
+            "ex%zzmple.com",
             "exa mple.com",
             "example.com?x",
         ] {

@@ -271,6 +271,15 @@ async fn a_cross_origin_body_is_discarded_only_to_the_limit_whatever_it_declares
 }
 
 #[tokio::test]
+async fn a_body_with_two_hosts_is_discarded_only_to_the_limit_whatever_it_declares() {
+    let (addr, _stop, _server) = start(|c| c.max_body_bytes = 1 << 20).await;
+    let head = format!(
+        "POST /similarity/matrix HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nContent-Type: application/json\r\nContent-Length: {REFUSED_LENGTH}\r\n\r\n"
+    );
+    assert_cut_at_the_discard_limit(addr, &head, "two Host headers").await;
+}
+
+#[tokio::test]
 async fn a_client_that_sends_its_whole_body_reads_any_answer_given_before_it_was_read() {
     let (addr, _stop, _server) = start(|c| {
         c.api_keys = vec!["k1".into()];

@@ -673,7 +673,8 @@ async fn answer_to_head(addr: SocketAddr, head: &str) -> (String, Value) {
 
 #[tokio::test]
 async fn requests_without_one_good_host_get_400_bad_host_over_a_socket() {
-    let (addr, _stop, _task) = start(|_| {}).await;
+    // With keys, so that a refused request without one shows the check comes first.
+    let (addr, _stop, _task) = start(|c| c.api_keys = vec!["k1".into()]).await;
     let missing = "Host: missing; an HTTP/1.1 request names the host it is sent to";
     let not_a_host = "Host: not a host with an optional port (such as example.com:8080)";
     for (request, detail) in [
@@ -689,8 +690,13 @@ async fn requests_without_one_good_host_get_400_bad_host_over_a_socket() {
             "GET /healthz HTTP/1.1\r\nHost: user@a.example\r\nConnection: close\r\n\r\n",
             not_a_host,
         ),
+        // Before authentication (401) and the cross-origin check (403).
         (
             "POST /similarity/pairwise HTTP/1.1\r\nHost: a.example/x\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            not_a_host,
+        ),
+        (
+            "POST /similarity/pairwise HTTP/1.1\r\nHost: [::1]80\r\nOrigin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             not_a_host,
         ),
     ] {
