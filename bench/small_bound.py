@@ -8,7 +8,8 @@ two cores as the server) measures request handling more than similarity. This sc
 the same requests, under the same wrk, from seven servers in turn, the order rotating each
 round:
 - simserve (bench/run.py's flags, built first);
-- the Python peer (its faster setting there, one BLAS thread a worker);
+- the Python peer, one BLAS thread a worker (bench/run.py's faster setting on these requests in
+  most runs; with 64 connections both its workers get some, so there is no balance check);
 - nginx answering every request with simserve's answer to it, fixed, with no work at all
   (`return 200`: the body read and dropped, nothing parsed; two workers on their own listening
   sockets, a request head buffer the whole request fits in, access log off, keep-alive
@@ -158,9 +159,10 @@ def main():
                           "again", file=sys.stderr)
                 else:
                     sys.exit(f"{label}: the machine stalled in {run.TRIES} tries")
-                rounds[label].append((rps, cpu_ms, wrk_cpu / args.seconds))
+                # wrk's cores over its run, and its CPU a request served
+                rounds[label].append((rps, cpu_ms, wrk_cpu / took, wrk_cpu * 1e6 / max(done, 1)))
                 print(f"round {round_ + 1}: {label} {rps:.0f} req/s, {cpu_ms * 1e3:.1f} us CPU a request, "
-                      f"wrk {wrk_cpu / args.seconds:.2f} cores", file=sys.stderr)
+                      f"wrk {wrk_cpu / took:.2f} cores", file=sys.stderr)
     finally:
         stop_all(procs)
         if work:
@@ -168,16 +170,18 @@ def main():
 
     median = {label: tuple(statistics.median(column) for column in zip(*runs)) for label, runs in rounds.items()}
     peer_rps = median["peer"][0]
-    print(f"{name}, {args.rounds} rounds of {args.seconds} s, medians:")
+    print(f"{name}, {args.rounds} rounds of {args.seconds} s, medians of each column (a row's may come "
+          "from different rounds):")
     print("| server | req/s | ratio to the peer | server CPU us per request | wrk CPU cores |")
     print("|---|---:|---:|---:|---:|")
-    for label, (rps, cpu_ms, wrk_cores) in median.items():
+    for label, (rps, cpu_ms, wrk_cores, _) in median.items():
         print(f"| {label} | {rps:.0f} | {rps / peer_rps:.1f}x | {cpu_ms * 1e3:.1f} | {wrk_cores:.2f} |")
     print()
     # What 15x the peer leaves a server for its work, round by round: at 15x the round's peer
     # rate the two cores give 2e6 / rate us a request; wrk takes what it took a request from
-    # the server doing no work beside it (wrk takes more a request at lower rates, where its
-    # event loop wakes up for fewer answers at a time, so a server near the target's rate);
+    # the server doing no work beside it (wrk generally takes more a request at lower rates,
+    # where its event loop wakes up for fewer answers at a time, so a server near the target's
+    # rate);
     # what is left beyond that server's own CPU a request is what reading, scoring and
     # answering could take.
     print("What 15x the peer leaves a server for reading, scoring and answering, a round (us a request):")
@@ -186,23 +190,28 @@ def main():
         f"{label}: wrk, server, left" for label in floors) + " |")
     print("|---:|---:|---:|" + "---:|" * len(floors))
     left = {label: [] for label in floors}
-    for round_, (peer_rps_r, _, _) in enumerate(rounds["peer"]):
+    for round_, (peer_rps_r, _, _, _) in enumerate(rounds["peer"]):
         share = 2e6 / (15 * peer_rps_r)
         cells = []
         for label in floors:
-            rps, cpu_ms, cores = rounds[label][round_]
-            wrk_us = cores * 1e6 / rps
+            _, cpu_ms, _, wrk_us = rounds[label][round_]
             left[label].append(share - wrk_us - cpu_ms * 1e3)
-            cells.append(f"{wrk_us:.1f}, {cpu_ms * 1e3:.1f}, {left[label][-1]:.1f}")
+            cells.append(f"{wrk_us:.1f}, {cpu_ms * 1e3:.1f}, {tenths(left[label][-1])}")
         print(f"| {round_ + 1} | {peer_rps_r:.0f} | {share:.1f} | " + " | ".join(cells) + " |")
     print()
     work_us = [(read[1] - bare[1]) * 1e3 for read, bare in
                zip(rounds["hyper per core, simserve's reader"], rounds["hyper per core, no work"])]
-    print(f"Left at most: {', '.join(f'{label} {max(left[label]):.1f} us' for label in floors)}; "
+    print(f"Left at most: {', '.join(f'{label} {tenths(max(left[label]))} us' for label in floors)}; "
           f"the same work took {statistics.median(work_us):.1f} us a request in bare_hyper per core "
           f"(median over rounds of reading against not).")
     print(f"Served, as a share of 15x the peer's median ({15 * peer_rps:.0f} req/s): " + ", ".join(
         f"{label} {m[0] / (15 * peer_rps):.2f}" for label, m in median.items() if label != "peer") + ".")
+
+
+def tenths(value):
+    """`value` to one decimal, without a sign on a zero."""
+    text = f"{value:.1f}"
+    return "0.0" if text == "-0.0" else text
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@
 //! the body cannot be read);
 //! `bare_hyper PORT read [per-core]` reads the tensors `a` and `b` of a pairwise body with
 //! simserve's tensor reader (as the service reads a small body's), scores them (cosine) with
-//! simserve's kernel and answers the scores as JSON through serde (as simserve writes a
-//! small answer): what the stack costs with simserve's work and none of the rest. A GET
+//! simserve's kernel and answers the scores as JSON through serde (the text simserve's own
+//! writer gives for them): what the stack costs with simserve's work and none of the rest. A GET
 //! gets 200 `{}` (readiness).
 //!
 //! It runs on tokio's multi-threaded runtime, as simserve does, or with `per-core` on one
@@ -40,7 +40,8 @@ fn tensor(body: &[u8], name: &str) -> Option<ndarray::Array2<f32>> {
     text::read_at(body, start)?.0.into_matrix()
 }
 
-/// A pairwise answer, as simserve writes it (`f32` scores at their shortest).
+/// A pairwise answer with simserve's fields, `f32` scores at their shortest as simserve writes
+/// them.
 #[derive(Serialize)]
 struct Answer {
     metric: &'static str,
