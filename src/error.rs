@@ -71,7 +71,7 @@ pub enum ApiError {
          the server trusts its own origin and those of --cors-origins and --trusted-origins"
     )]
     CrossOrigin,
-    /// The request's `Host` header is missing (HTTP/1.1), given twice or not a host and port
+    /// The request's `Host` header is missing (HTTP/1.1), given more than once or not a host and port
     /// (400; `middleware::host`); the detail says which.
     #[error("{0}")]
     BadHost(&'static str),

@@ -1,6 +1,6 @@
 //! The `Host` header's rules (RFC 9112, section 3.2): an HTTP/1.1 request names the host it
-//! is sent to in exactly one `Host` header, a host with an optional port (empty only when
-//! the target has no authority); HTTP/1.0 requests may leave it out. A request that breaks
+//! is sent to in exactly one `Host` header, a host with an optional port (or empty, which a
+//! client sends for a target without an authority); HTTP/1.0 requests may leave it out. A request that breaks
 //! them gets 400 `bad-host` before anything reads `Host` (the cross-origin check compares
 //! `Origin` with it): two `Host` headers could name two hosts, and a gateway in front and
 //! simserve could each take a different one. Its body is discarded only up to
